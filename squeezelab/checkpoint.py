@@ -1,0 +1,225 @@
+"""Self-describing checkpoints: safetensors for tensors, JSON for everything else.
+
+A checkpoint ``NAME`` is two files written atomically (temporary file + rename):
+
+* ``NAME.safetensors``: the model's state dict under its clean module paths, plus optional extra
+  tensor groups (optimizer state ``optim.*``, pruning masks ``mask.*``, RNG state ``rng.*``);
+* ``NAME.json``: format name and version, the model spec (registry name and arguments), the
+  epoch, metrics, config, class names, the non-tensor optimizer state, and the SHA-256 of the
+  safetensors file, checked on load so a truncated or swapped file is refused.
+
+Nothing is unpickled: a checkpoint from an untrusted source cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from squeezelab.models import create_model, model_spec, unwrap_model
+
+FORMAT = "squeezelab-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
+
+
+@dataclass
+class Checkpoint:
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Extra tensors saved under ``prefix`` (e.g. "mask"), with the prefix stripped."""
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(json, safetensors) paths for ``path`` given as the stem, the .json or the .safetensors."""
+    p = Path(path)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".json"), p.with_name(p.name + ".safetensors")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, values in rest.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    meta: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Path:
+    """Save ``model`` (unwrapped from DDP/compile) and optional state; returns the JSON path.
+
+    ``extra_tensors`` maps a group name ("mask", "rng", ...) to tensors stored as
+    ``group.name``; ``meta`` is any JSON-able dict (epoch, metrics, config, class_names, ...).
+    """
+    model = unwrap_model(model)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    try:
+        info["model"] = model_spec(model)
+    except ValueError:
+        info["model"] = None
+    if optimizer is not None:
+        opt_tensors, opt_rest = optimizer_to_flat(optimizer)
+        tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
+        info["optimizer"] = opt_rest
+    for group, group_tensors in (extra_tensors or {}).items():
+        tensors.update({f"{group}.{k}": v.detach().cpu().contiguous() for k, v in
+                        group_tensors.items()})
+    info.update(meta or {})
+    payload = st_save(tensors)
+    info["tensors_sha256"] = hashlib.sha256(payload).hexdigest()
+    json_path, st_path = checkpoint_paths(path)
+    # Tensors first, JSON last: the JSON names the hash of the tensors it belongs to, so a run
+    # interrupted between the two renames leaves a pair that load_checkpoint refuses.
+    atomic_write_bytes(st_path, payload)
+    atomic_write_bytes(json_path, json.dumps(info, indent=2, default=_json_default).encode())
+    return json_path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and verify a checkpoint; raises CheckpointError naming the file on any problem."""
+    json_path, st_path = checkpoint_paths(path)
+    for p in (json_path, st_path):
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file {p} does not exist")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{json_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path} is not a squeezelab checkpoint (no format {FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{json_path} has format version {meta['format_version']}; this squeezelab reads "
+            f"up to {FORMAT_VERSION}: upgrade squeezelab"
+        )
+    payload = st_path.read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != meta.get("tensors_sha256"):
+        raise CheckpointError(
+            f"{st_path} does not match its metadata {json_path.name} (SHA-256 {digest[:12]}..., "
+            f"expected {str(meta.get('tensors_sha256'))[:12]}...): the file is damaged or from "
+            "another checkpoint"
+        )
+    try:
+        tensors = st_load(payload)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{st_path} is not a readable safetensors file: {e}") from None
+    return Checkpoint(meta=meta, tensors=tensors)
+
+
+def load_model_state(model: nn.Module, ckpt: Checkpoint, source: str = "checkpoint") -> None:
+    """Load ``ckpt``'s weights into ``model`` strictly, with an error that says what differs."""
+    model = unwrap_model(model)
+    state = ckpt.model_state
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        spec = ckpt.meta.get("model") or {}
+        lines = [f"{source} holds weights of model {spec.get('name', '?')!r} "
+                 f"{spec.get('kwargs', {})}, which do not fit {type(model).__name__}:"]
+        if mismatched:
+            lines.append("  shape differs: " + "; ".join(mismatched[:5]))
+        if missing:
+            lines.append(f"  missing {len(missing)} key(s), e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"  unexpected {len(unexpected)} key(s), e.g. {unexpected[:3]}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike, num_classes: int | None = None
+) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    ckpt = load_checkpoint(path)
+    spec = ckpt.meta.get("model")
+    if not spec:
+        raise CheckpointError(f"{path} does not name the model it holds; cannot rebuild it")
+    kwargs = dict(spec["kwargs"])
+    saved_classes = kwargs.get("num_classes")
+    if num_classes is not None and saved_classes is not None and num_classes != saved_classes:
+        raise CheckpointError(
+            f"{path} holds a {saved_classes}-class {spec['name']}, but {num_classes} classes "
+            "were asked for"
+        )
+    model = create_model(spec["name"], **kwargs)
+    load_model_state(model, ckpt, source=str(path))
+    model.eval()
+    return model, ckpt

@@ -1,0 +1,16 @@
+"""Model zoo: the registry plus one module per family (importing them registers the builders)."""
+from squeezelab.models import alexnet, mobilenet, resnet, squeezenet  # noqa: F401  (registers)
+from squeezelab.models.registry import (
+    UnknownModelError,
+    create_model,
+    get_entry,
+    list_models,
+    model_spec,
+    register_model,
+    unwrap_model,
+)
+
+__all__ = [
+    "UnknownModelError", "create_model", "get_entry", "list_models", "model_spec",
+    "register_model", "unwrap_model",
+]

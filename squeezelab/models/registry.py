@@ -1,0 +1,129 @@
+"""Model registry: ``register_model``, ``create_model``, ``list_models``.
+
+Every builder takes the same constructor arguments (``num_classes``, ``in_chans``, ``dropout``)
+plus its own overrides, so tests can parametrize over ``list_models()`` and a checkpoint can
+rebuild any model from its registry name and arguments alone (see ``model_spec``).
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is not in the registry."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    # Input size (pixels, square) the model is designed for; used by `info` and tests.
+    default_input_size: int
+    # Free-form tags such as "cifar", "imagenet", "baseline", "teacher".
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    default_num_classes: int = 1000
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    input_size: int = 224,
+    num_classes: int = 1000,
+    tags: tuple[str, ...] = (),
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a builder under ``name`` (default: the function's name)."""
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is registered twice")
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[key] = ModelEntry(
+            name=key,
+            builder=fn,
+            default_input_size=input_size,
+            tags=tuple(tags),
+            description=doc.splitlines()[0] if doc else "",
+            default_num_classes=num_classes,
+        )
+        return fn
+
+    return decorate
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a shell-style ``pattern`` ("squeezenet*")."""
+    names = sorted(_REGISTRY)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; an unknown name lists the close matches."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}{hint} (`squeezelab models` lists all {len(_REGISTRY)})"
+        ) from None
+
+
+def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model.
+
+    ``num_classes`` defaults to the entry's own (1000 for ImageNet layouts, 10 for CIFAR ones).
+    The returned module carries ``model.spec`` = ``{"name": ..., "kwargs": {...}}``, enough to
+    rebuild it with ``create_model(spec["name"], **spec["kwargs"])``.
+    """
+    entry = get_entry(name)
+    if num_classes is None:
+        num_classes = entry.default_num_classes
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    params = inspect.signature(entry.builder).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in overrides if k not in params and not accepts_any]
+    if unknown:
+        allowed = sorted(k for k in params if k != "num_classes")
+        raise TypeError(f"model {name!r} got unknown argument(s) {unknown}; it accepts {allowed}")
+    model = entry.builder(num_classes=num_classes, **overrides)
+    model.spec = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
+    return model
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """The ``{"name", "kwargs"}`` a registry model was built with (unwrapping DDP/compile)."""
+    model = unwrap_model(model)
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError(
+            f"{type(model).__name__} was not built by squeezelab.create_model, so it has no spec"
+        )
+    return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel / torch.compile wrappers so names are clean module paths."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # torch.compile
+        elif isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
+            "DistributedDataParallel",
+            "DataParallel",
+        ):
+            model = model.module
+        else:
+            return model

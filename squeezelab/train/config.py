@@ -1,0 +1,147 @@
+"""The typed training config: a dataclass validated on construction, loaded from YAML recipes
+with unknown keys rejected, overridable by CLI flags, and saved next to every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "pgd")
+SCHEDULES = ("constant", "step", "cosine", "linear", "cosine_restarts")
+PRECISIONS = ("fp32", "bf16")
+AUGMENTS = ("auto", "cifar", "imagenet", "none")
+
+
+class ConfigError(ValueError):
+    """A config value or key that is not allowed."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Units are in the names (epochs, lr, seconds)."""
+
+    # model
+    model: str = "squeezenet_cifar"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # data: "cifar10", "cifar100" (official archives) or a class-folder root; None = the
+    # CIFAR-10 copy in ../shared/data when present, else the official download
+    data: str | None = None
+    data_root: str | None = None  # where official archives live / are downloaded to
+    download: bool = False
+    image_size: int | None = None
+    limit_train: int | None = None  # balanced train subset (N // classes per class)
+    limit_test: int | None = None
+    skip_bad_images: bool = False
+    augment: str = "auto"
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "nesterov"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 30  # "step": decay every step_epochs by gamma
+    gamma: float = 0.1
+    restart_epochs: int = 10  # "cosine_restarts": first cycle length (SGDR T_0)
+    restart_mult: int = 1  # SGDR T_mult
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global L2 norm of gradients; None = off
+    # perturbed gradient descent (Jin et al. 2017): noise radius and gradient-norm threshold
+    pgd_radius: float = 1e-3
+    pgd_threshold: float = 1e-3
+    # speed
+    precision: str = "bf16"
+    channels_last: bool | None = None  # None = auto (on for CPU models without BatchNorm)
+    compile: bool = False
+    device: str = "auto"
+    # bookkeeping
+    seed: int = 0
+    out_dir: str = "runs"
+    run_name: str | None = None
+    eval_every: int = 1  # epochs between test-set evaluations (the last epoch always)
+    test_time_flip: bool = False  # average logits with the flipped image at evaluation
+    log_every: int = 20  # steps between progress-bar updates (each one syncs with the device)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        check(self.optimizer in OPTIMIZERS,
+              f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check(self.schedule in SCHEDULES,
+              f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check(self.precision in PRECISIONS,
+              f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check(self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        check(isinstance(self.epochs, int) and self.epochs >= 1,
+              f"epochs must be a positive integer, got {self.epochs!r}")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+              f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(0 <= self.label_smoothing < 1,
+              f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check(0 <= self.warmup_epochs <= self.epochs,
+              f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        check(self.limit_train is None or self.limit_train >= 1,
+              f"limit_train must be a positive integer, got {self.limit_train}")
+        check(self.limit_test is None or self.limit_test >= 1,
+              f"limit_test must be a positive integer, got {self.limit_test}")
+        check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        check(isinstance(self.model_args, dict),
+              f"model_args must be a mapping, got {type(self.model_args).__name__}")
+
+    # --- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from a mapping; an unknown key is an error naming the close matches."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        """Load a recipe; ``overrides`` (e.g. from CLI flags) win over the file's values."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"recipe {path} must hold a mapping of config keys")
+        # Recipes may hold sections that other commands read (e.g. "dsd:", "distill:").
+        values = {k: v for k, v in values.items() if k not in RECIPE_SECTIONS}
+        values.update(overrides or {})
+        return cls.from_dict(values, source=str(path))
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Top-level recipe sections that configure methods rather than the base run.
+RECIPE_SECTIONS = ("dsd", "distill", "prune", "compress", "fitnets")
+
+
+def load_recipe_sections(path: str | Path) -> dict[str, Any]:
+    """The method sections (dsd, distill, ...) of a recipe, for commands that use them."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    return {k: v for k, v in values.items() if k in RECIPE_SECTIONS}

@@ -1,0 +1,77 @@
+"""Every registered model is built, run and counted by parametrizing over list_models()."""
+import pytest
+import torch
+
+import squeezelab
+from squeezelab.models import UnknownModelError, get_entry, model_spec
+
+# Exact parameter counts at each model's default class count (from the papers / torchvision
+# where those exist; our own designs are pinned so a change to them is deliberate).
+EXPECTED_PARAMS = {
+    "alexnet": 61_100_840,
+    "alexnet_cifar": 7_506_762,
+    "mobilenet_v1": 4_231_976,
+    "mobilenet_v1_cifar": 3_217_226,
+    "resnet18_cifar": 11_173_962,
+    "squeezenet": 1_248_424,
+    "squeezenet1_0": 1_248_424,
+    "squeezenet1_1": 1_235_496,
+    "squeezenet1_0_simple_bypass": 1_248_424,
+    "squeezenet1_0_complex_bypass": 1_589_672,
+    "squeezenet_cifar_baseline": 740_554,
+    "squeezenet_cifar_e1": 740_554,
+    "squeezenet_cifar_e2": 727_594,
+    "squeezenet_cifar_e3": 715_162,
+    "squeezenet_cifar_e4": 727_594,
+    "squeezenet_cifar_e5": 773_764,
+}
+
+
+def test_every_registered_model_has_a_pinned_count():
+    missing = set(squeezelab.list_models()) - set(EXPECTED_PARAMS) - {
+        "squeezenet_cifar", "squeezenet_cifar_wide"}
+    assert not missing, f"pin the parameter count of {missing}"
+
+
+@pytest.mark.parametrize("name", squeezelab.list_models())
+def test_model_builds_runs_and_counts(name):
+    entry = get_entry(name)
+    model = squeezelab.create_model(name).eval()
+    if name in EXPECTED_PARAMS:
+        assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[name]
+    # big ImageNet models are run at a reduced size that still passes through every layer
+    size = entry.default_input_size if entry.default_input_size <= 64 else 96
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, entry.default_num_classes)
+    assert torch.isfinite(out).all()
+    assert model_spec(model) == {"name": name, "kwargs": {"num_classes":
+                                                           entry.default_num_classes}}
+
+
+@pytest.mark.parametrize("name", squeezelab.list_models("*cifar*"))
+def test_cifar_models_take_num_classes_and_in_chans(name):
+    model = squeezelab.create_model(name, num_classes=7, in_chans=1)
+    out = model.eval()(torch.randn(1, 1, 32, 32))
+    assert out.shape == (1, 7)
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(UnknownModelError, match="did you mean .*squeezenet1_0"):
+        squeezelab.create_model("squeezenet1_O")
+
+
+def test_unknown_argument_is_named():
+    with pytest.raises(TypeError, match="unknown argument.*'widht'"):
+        squeezelab.create_model("alexnet", widht=2)
+
+
+def test_bad_num_classes():
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
+        squeezelab.create_model("squeezenet1_0", num_classes=0)
+
+
+def test_list_models_pattern():
+    assert squeezelab.list_models("squeezenet1_*") == [
+        "squeezenet1_0", "squeezenet1_0_complex_bypass", "squeezenet1_0_simple_bypass",
+        "squeezenet1_1"]

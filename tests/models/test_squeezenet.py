@@ -1,0 +1,172 @@
+"""SqueezeNet: torchvision key layout, metaparameters, the course-study variants, bypass."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import squeezelab
+from squeezelab.layers import Fire
+from squeezelab.models.squeezenet import fire_channels
+
+# torchvision's layout: features index -> (in, squeeze, expand1x1, expand3x3) of each Fire.
+V1_0_FIRES = {3: (96, 16, 64, 64), 4: (128, 16, 64, 64), 5: (128, 32, 128, 128),
+              7: (256, 32, 128, 128), 8: (256, 48, 192, 192), 9: (384, 48, 192, 192),
+              10: (384, 64, 256, 256), 12: (512, 64, 256, 256)}
+V1_1_FIRES = {3: (64, 16, 64, 64), 4: (128, 16, 64, 64), 6: (128, 32, 128, 128),
+              7: (256, 32, 128, 128), 9: (256, 48, 192, 192), 10: (384, 48, 192, 192),
+              11: (384, 64, 256, 256), 12: (512, 64, 256, 256)}
+
+
+def torchvision_state_shapes(conv1: tuple, fires: dict) -> dict:
+    shapes = {"features.0.weight": conv1, "features.0.bias": (conv1[0],)}
+    for i, (cin, s, e1, e3) in fires.items():
+        p = f"features.{i}."
+        shapes.update({p + "squeeze.weight": (s, cin, 1, 1), p + "squeeze.bias": (s,),
+                       p + "expand1x1.weight": (e1, s, 1, 1), p + "expand1x1.bias": (e1,),
+                       p + "expand3x3.weight": (e3, s, 3, 3), p + "expand3x3.bias": (e3,)})
+    shapes.update({"classifier.1.weight": (1000, 512, 1, 1), "classifier.1.bias": (1000,)})
+    return shapes
+
+
+@pytest.mark.parametrize("name,conv1,fires,pools", [
+    ("squeezenet1_0", (96, 3, 7, 7), V1_0_FIRES, (2, 6, 11)),
+    ("squeezenet1_1", (64, 3, 3, 3), V1_1_FIRES, (2, 5, 8)),
+])
+def test_torchvision_state_dict_layout(name, conv1, fires, pools):
+    model = squeezelab.create_model(name)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == torchvision_state_shapes(conv1, fires)
+    for i in pools:
+        pool = model.features[i]
+        assert isinstance(pool, nn.MaxPool2d)
+        assert (pool.kernel_size, pool.stride, pool.ceil_mode) == (3, 2, True)
+    assert isinstance(model.classifier[0], nn.Dropout) and model.classifier[0].p == 0.5
+    assert isinstance(model.classifier[2], nn.ReLU)
+    assert isinstance(model.classifier[3], nn.AdaptiveAvgPool2d)
+
+
+
+
+@pytest.mark.parametrize("name,fires,pools,stride", [
+    ("squeezenet1_0", V1_0_FIRES, (6, 11), 2), ("squeezenet1_1", V1_1_FIRES, (5, 8), 2)])
+def test_outputs_match_torchvision_forward(name, fires, pools, stride):
+    torch.manual_seed(0)
+    model = squeezelab.create_model(name, num_classes=1000).eval()
+    sd = model.state_dict()
+    x = torch.randn(2, 3, 99, 99)
+    # the stem pool (index 2) comes right after the stem conv in both versions
+    ref_in = x
+
+    def ref(sd, x):
+        y = F.relu(F.conv2d(x, sd["features.0.weight"], sd["features.0.bias"], stride=stride))
+        y = F.max_pool2d(y, 3, 2, ceil_mode=True)
+        for i in range(3, 13):
+            if i in pools:
+                y = F.max_pool2d(y, 3, 2, ceil_mode=True)
+            elif i in fires:
+                p = f"features.{i}."
+                s = F.relu(F.conv2d(y, sd[p + "squeeze.weight"], sd[p + "squeeze.bias"]))
+                y = torch.cat([
+                    F.relu(F.conv2d(s, sd[p + "expand1x1.weight"], sd[p + "expand1x1.bias"])),
+                    F.relu(F.conv2d(s, sd[p + "expand3x3.weight"], sd[p + "expand3x3.bias"],
+                                    padding=1))], 1)
+        y = F.relu(F.conv2d(y, sd["classifier.1.weight"], sd["classifier.1.bias"]))
+        return F.adaptive_avg_pool2d(y, 1).flatten(1)
+
+    with torch.no_grad():
+        assert torch.allclose(model(ref_in), ref(sd, ref_in), atol=1e-6, rtol=1e-5)
+
+
+def test_init_scheme_matches_torchvision():
+    torch.manual_seed(0)
+    model = squeezelab.create_model("squeezenet1_0")
+    conv10 = model.classifier[1].weight
+    assert abs(conv10.std().item() - 0.01) < 0.001  # N(0, 0.01)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            assert torch.count_nonzero(m.bias) == 0
+    w = model.features[0].weight  # Kaiming-uniform: bound sqrt(6 / fan_in)
+    bound = (6 / (3 * 7 * 7)) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+
+
+def test_strict_load_of_torchvision_style_checkpoint():
+    src = squeezelab.create_model("squeezenet1_1")
+    dst = squeezelab.create_model("squeezenet1_1")
+    dst.load_state_dict(src.state_dict(), strict=True)
+
+
+def test_metaparameters_give_v1_0_channels():
+    assert fire_channels(8, 128, 128, 2, 0.5, 0.125) == [
+        (16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
+        (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256)]
+    # pct3x3 and SR change the split: e_i = 128 at i = 0, 25% 3x3, SR 0.75
+    assert fire_channels(1, 128, 0, 1, 0.25, 0.75) == [(96, 96, 32)]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"pct3x3": 1.5}, "pct3x3 must be in"), ({"squeeze_ratio": 0}, "squeeze_ratio"),
+    ({"freq": 0}, "freq must be"), ({"pool_after": (9,)}, "outside 0..7"),
+    ({"bypass": "weird"}, "bypass must be one of"), ({"activation": "gelu"}, "activation"),
+    ({"dropout": 1.0}, "dropout must be"),
+])
+def test_bad_metaparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        squeezelab.create_model("squeezenet", **kwargs)
+
+
+def test_simple_bypass_adds_identity_where_shapes_match():
+    model = squeezelab.create_model("squeezenet1_0_simple_bypass")
+    fires = [m for m in model.features if isinstance(m, Fire)]
+    assert [f.bypass is not None for f in fires] == [False, True, False, True, False, True,
+                                                     False, True]
+    complex_model = squeezelab.create_model("squeezenet1_0_complex_bypass")
+    cf = [m for m in complex_model.features if isinstance(m, Fire)]
+    assert [type(f.bypass).__name__ for f in cf[:2]] == ["Conv2d", "Identity"]
+    # the 1x1 bypass convs: 96->128, 128->256, 256->384, 384->512, with bias
+    extra = sum(p.numel() for f in cf if isinstance(f.bypass, nn.Conv2d)
+                for p in f.bypass.parameters())
+    assert extra == 96 * 128 + 128 + 128 * 256 + 256 + 256 * 384 + 384 + 384 * 512 + 512
+
+
+def test_simple_bypass_computes_residual():
+    fire = Fire(8, 2, 4, 4, bypass="simple").eval()
+    plain = Fire(8, 2, 4, 4).eval()
+    plain.load_state_dict(fire.state_dict())
+    x = torch.randn(1, 8, 5, 5)
+    assert torch.allclose(fire(x), plain(x) + x)
+
+
+def test_simple_bypass_requires_equal_channels():
+    with pytest.raises(ValueError, match="equal input and output channels, got 8 -> 6"):
+        Fire(8, 2, 3, 3, bypass="simple")
+
+
+def test_course_study_shapes():
+    # E4: no stem pool, 2x2 stem at stride 1 pad 1 -> 33x33 maps through fire2-4
+    model = squeezelab.create_model("squeezenet_cifar_e4")
+    sizes = {}
+    for i, m in enumerate(model.features):
+        if isinstance(m, Fire):
+            m.register_forward_hook(lambda mod, inp, out, i=i: sizes.update({i: out.shape[-1]}))
+    model(torch.randn(1, 3, 32, 32))
+    assert [sizes[i] for i in (2, 3, 4)] == [33, 33, 33]
+    e3 = squeezelab.create_model("squeezenet_cifar_e3")
+    assert e3.classifier[0].p == 0.3
+    assert sum(isinstance(m, Fire) for m in e3.modules()) == 7
+
+
+@pytest.mark.parametrize("activation,cls", [("relu", nn.ReLU), ("leaky_relu", nn.LeakyReLU),
+                                            ("tanh", nn.Tanh)])
+def test_activation_choice(activation, cls):
+    model = squeezelab.create_model("squeezenet_cifar", activation=activation)
+    fire = next(m for m in model.modules() if isinstance(m, Fire))
+    assert isinstance(fire.squeeze_activation, cls)
+
+
+def test_fire_config_override():
+    cfg = [(4, 8, 8)] * 8
+    model = squeezelab.create_model("squeezenet_cifar", fire_config=cfg, stem_channels=16)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="fire_config must list 8"):
+        squeezelab.create_model("squeezenet_cifar", fire_config=cfg[:3])

@@ -108,6 +108,9 @@ class SqueezeNet(nn.Module):
                 )
         else:
             fires = fire_channels(num_fire, base_e, incr_e, freq, pct3x3, squeeze_ratio)
+        # Kept for channel pruning, which rebuilds the model from an edited fire_config.
+        self.fire_config = [tuple(f) for f in fires]
+        self.fire_indices = [i for i in range(num_fire) if i not in skip_fires]
         for i, (s, e1, e3) in enumerate(fires):
             if i not in skip_fires:
                 # simple bypass only where the shapes allow it (fire3, 5, 7, 9 in v1.0);

@@ -111,6 +111,7 @@ class SqueezeNet(nn.Module):
         # Kept for channel pruning, which rebuilds the model from an edited fire_config.
         self.fire_config = [tuple(f) for f in fires]
         self.fire_indices = [i for i in range(num_fire) if i not in skip_fires]
+        self.bypass_kind = bypass
         for i, (s, e1, e3) in enumerate(fires):
             if i not in skip_fires:
                 # simple bypass only where the shapes allow it (fire3, 5, 7, 9 in v1.0);

@@ -86,8 +86,9 @@ def assign_clusters(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tens
     """Index (int64, shape of ``values``) of the nearest centroid for every value.
 
     ``centroids`` may be in any order. A value exactly half-way between two centroids goes to
-    the smaller one; among equal centroids the one with the lowest index wins, as
-    ``argmin(|values[:, None] - centroids[None, :]|, dim=1)`` would choose.
+    the smaller one; among equal centroids the one with the lowest index wins. For ascending
+    centroids (what ``fit_kmeans`` returns) this is exactly the first minimum of
+    ``argmin(|values[:, None] - centroids[None, :]|, dim=1)``, at O(N log K) instead of O(N K).
     """
     if centroids.dim() != 1 or centroids.numel() == 0:
         raise ValueError(f"centroids must be a non-empty 1-D tensor, got shape "
@@ -98,7 +99,12 @@ def assign_clusters(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tens
         dtype = torch.float64
     # stable sort: equal centroids keep their index order, so ties go to the lowest index
     ordered, order = torch.sort(centroids.detach().to(dtype), stable=True)
-    midpoints = (ordered[1:] + ordered[:-1]) / 2  # [K-1], non-decreasing
+    # keep the first of each run of equal centroids (its lowest original index), so that
+    # values above a duplicated centroid do not go to its later copies
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    ordered, order = ordered[first], order[first]
+    midpoints = (ordered[1:] + ordered[:-1]) / 2  # [U-1], increasing
     # right=False: midpoints[i-1] < v <= midpoints[i] -> sorted cluster i (ties to the lower)
     pos = torch.bucketize(flat.detach().to(dtype), midpoints, right=False)
     return order[pos].reshape(values.shape)

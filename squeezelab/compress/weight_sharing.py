@@ -33,13 +33,15 @@ import torch
 import torch.nn as nn
 
 from squeezelab.compress.kmeans import INIT_METHODS, fit_kmeans
+from squeezelab.compress.prune import LAYER_TYPES, PrunableParam, prunable_parameters
 from squeezelab.models import unwrap_model
 
-#: the type rules a ``WeightSharingConfig.bits`` key can name; any other key is a glob
-TYPE_RULES = ("conv", "linear", "classifier")
+#: the layer types a ``WeightSharingConfig.bits`` key can name, most specific first (the same
+#: vocabulary as PruneConfig: "squeeze", "expand1x1", "expand3x3", "classifier", "conv1x1",
+#: "conv3x3", "conv", "linear"); any other key is a glob
+TYPE_RULES = LAYER_TYPES
 MIN_BITS, MAX_BITS = 1, 16
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_SHAREABLE = _CONV_TYPES + (nn.Linear,)
+_SHAREABLE = (nn.Conv2d, nn.Linear)
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def _check_shareable(name: str, module: nn.Module) -> None:
     if not isinstance(module, _SHAREABLE):
         raise ValueError(
             f"layer {name!r} is a {type(module).__name__}; weight sharing handles "
-            "Conv1d/Conv2d/Conv3d and Linear"
+            "Conv2d and Linear"
         )
     if is_shared(module):
         raise ValueError(f"layer {name!r} is already shared; call materialize_ first")
@@ -166,14 +168,15 @@ class WeightSharingConfig:
     """Which layers to share and with how many bits.
 
     ``bits`` maps rules to bit widths (1..16, i.e. 2..65536 clusters) or ``None`` (= leave the
-    layer unshared). A rule is a layer type, ``"conv"`` (Conv1d/2d/3d), ``"linear"`` or
-    ``"classifier"`` (the model's last Conv/Linear in registration order, e.g. SqueezeNet's
-    conv10 ``classifier.1``), or else a shell glob matched against the weight's clean
-    parameter name (``"features.3.*"``, ``"*.expand3x3.weight"``) or the module name.
-    Glob rules win over type rules, and among globs the last matching one wins (so general
-    rules come first and exceptions after). ``classifier`` wins over ``conv``/``linear``.
-    A layer matched by no rule is left unshared. A plain int ``bits=8`` means
-    ``{"conv": 8, "linear": 8}``. Defaults are the paper's AlexNet choice (8-bit conv, 5-bit FC).
+    layer unshared). A rule is a layer type from ``TYPE_RULES`` (the vocabulary of
+    ``PruneConfig``: ``"conv"``, ``"linear"``, ``"classifier"`` = the model's last Conv2d/Linear,
+    e.g. SqueezeNet's conv10 ``classifier.1``, and the finer ``"conv1x1"``, ``"conv3x3"``,
+    ``"squeeze"``, ``"expand1x1"``, ``"expand3x3"``), or else a shell glob matched against the
+    weight's clean parameter name (``"features.3.*"``) or its module name. Glob rules win over
+    type rules (the first matching glob in the order given); among type rules the most
+    specific wins (``classifier`` over ``conv``). A layer matched by no rule is left unshared.
+    A plain int ``bits=8`` means ``{"conv": 8, "linear": 8}``. The default is the paper's
+    AlexNet choice: 8-bit conv, 5-bit fully connected.
 
     ``init``: centroid initialisation ("linear" is the paper's best); ``max_iter``/``tol``:
     Lloyd's stopping rule (see ``fit_kmeans``); ``seed``: for ``init="random"``.
@@ -222,59 +225,44 @@ class WeightSharingConfig:
         return asdict(self)
 
     def type_rules(self) -> dict[str, int | None]:
-        return {k: v for k, v in self.bits.items() if k in TYPE_RULES}
+        """The rules naming a layer type, most specific first (see ``TYPE_RULES``)."""
+        return {k: self.bits[k] for k in TYPE_RULES if k in self.bits}
 
     def glob_rules(self) -> dict[str, int | None]:
+        """The glob rules, in the order given."""
         return {k: v for k, v in self.bits.items() if k not in TYPE_RULES}
 
-    def bits_for(self, module_name: str, module: nn.Module, is_classifier: bool) -> int | None:
-        """Bits for one layer (``None`` = unshared), by the priority described above."""
-        weight_name = _weight_name(module_name)
-        chosen: int | None = None
-        matched = False
-        for pattern, value in self.glob_rules().items():
-            if fnmatch.fnmatchcase(weight_name, pattern) or (
-                module_name and fnmatch.fnmatchcase(module_name, pattern)
-            ):
-                chosen, matched = value, True  # last match wins
-        if matched:
-            return chosen
-        types = self.type_rules()
-        if is_classifier and "classifier" in types:
-            return types["classifier"]
-        if isinstance(module, _CONV_TYPES):
-            return types.get("conv")
-        if isinstance(module, nn.Linear):
-            return types.get("linear")
-        return None
 
-
-def _candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, _SHAREABLE)]
+def _glob_matches(pattern: str, p: PrunableParam) -> bool:
+    return fnmatch.fnmatchcase(p.name, pattern) or fnmatch.fnmatchcase(p.module_name, pattern)
 
 
 def select_layers(model: nn.Module, config: WeightSharingConfig) -> dict[str, int]:
     """``{weight name: bits}`` for every layer ``config`` shares in ``model`` (unwrapped).
 
-    Raises when a glob rule matches no Conv/Linear layer: that is almost always a typo.
+    Layers and their types come from ``prune.prunable_parameters`` (Conv2d and Linear weights
+    in module order), so pruning and sharing rules read the same way. Raises when a glob rule
+    matches no layer: that is almost always a typo that would silently share nothing.
     """
-    model = unwrap_model(model)
-    layers = _candidate_layers(model)
-    last = layers[-1][0] if layers else None
-    for pattern in config.glob_rules():
-        if not any(
-            fnmatch.fnmatchcase(_weight_name(n), pattern) or (n and fnmatch.fnmatchcase(n, pattern))
-            for n, _ in layers
-        ):
+    params = prunable_parameters(model)
+    globs = config.glob_rules()
+    types = config.type_rules()
+    for pattern in globs:
+        if not any(_glob_matches(pattern, p) for p in params.values()):
             raise ValueError(
-                f"weight sharing rule {pattern!r} matches no Conv/Linear layer; layers are e.g. "
-                f"{[_weight_name(n) for n, _ in layers[:4]]}"
+                f"weight sharing rule {pattern!r} matches no Conv2d/Linear weight of "
+                f"{type(unwrap_model(model)).__name__} (names look like {list(params)[:3]}; "
+                f"layer types are {TYPE_RULES})"
             )
     selected = {}
-    for name, module in layers:
-        bits = config.bits_for(name, module, is_classifier=name == last)
+    for name, p in params.items():
+        hit = next((g for g in globs if _glob_matches(g, p)), None)
+        if hit is not None:
+            bits = globs[hit]
+        else:
+            bits = next((b for t, b in types.items() if t in p.types), None)
         if bits is not None:
-            selected[_weight_name(name)] = bits
+            selected[name] = bits
     return selected
 
 

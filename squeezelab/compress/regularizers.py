@@ -81,7 +81,10 @@ class _PenaltyHook(TrainHook):
     def on_train_start(self, state: TrainState) -> None:
         self._params = _select(state.model, self.include, self.exclude)
 
+    @torch.no_grad()
     def penalty(self, model: nn.Module | None = None) -> torch.Tensor:
+        """The unweighted penalty of ``model`` (default: the training model), detached: for
+        logging and tests; ``loss`` adds the differentiable ``weight * penalty``."""
         params = self._params if model is None else _select(model, self.include, self.exclude)
         return self._penalty([p for _, p in params])
 

@@ -211,23 +211,25 @@ def save_compressed(
     if class_names is not None:
         class_names = [str(c) for c in class_names]
     shared = shared_modules(model)
-    skip = set()
+    # A shared layer's codebook, indices and mask become one "shared" entry under the name of
+    # the weight they replace (where the codebook sits in the state dict's order).
+    by_codebook, skip = {}, set()
     for weight_name in shared:
         prefix = weight_name[: -len("weight")]
-        skip.update({prefix + "codebook", prefix + "weight_indices", prefix + "weight_mask"})
-    state = model.state_dict()
+        by_codebook[prefix + "codebook"] = weight_name
+        skip.update({prefix + "weight_indices", prefix + "weight_mask"})
     payload = _Payload()
     entries: list[dict[str, Any]] = []
-    for key, tensor in state.items():
-        if key in skip:
-            continue
-        dtype_name, raw = _raw_bytes(tensor)
-        entries.append({
-            "name": key, "shape": list(tensor.shape), "dtype": dtype_name,
-            "encoding": "dense", "data": payload.add(raw),
-        })
-    for weight_name, module in shared.items():
-        entries.append(_encode_shared(weight_name, module, payload, gap_bits, lane_symbols))
+    for key, tensor in model.state_dict().items():
+        if key in by_codebook:
+            name = by_codebook[key]
+            entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols))
+        elif key not in skip:
+            dtype_name, raw = _raw_bytes(tensor)
+            entries.append({
+                "name": key, "shape": list(tensor.shape), "dtype": dtype_name,
+                "encoding": "dense", "data": payload.add(raw),
+            })
     header = {
         "format": FORMAT,
         "model": spec,

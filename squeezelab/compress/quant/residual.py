@@ -114,7 +114,9 @@ def residual_quantize_(model: nn.Module, config: ResidualQuantConfig) -> dict[st
     layers = {}
     for name, module in select_layers(model, config):
         w = module.weight
-        rq = residual_quantize(w, config.num_clusters, config.num_stages, config.vector_dim, config.num_iters, config.seed)
+        rq = residual_quantize(
+            w, config.num_clusters, config.num_stages, config.vector_dim, config.num_iters, config.seed
+        )
         w_hat = residual_reconstruct(rq)
         err = float((w - w_hat).norm() / w.norm().clamp(min=1e-12))
         w.copy_(w_hat)
@@ -122,4 +124,7 @@ def residual_quantize_(model: nn.Module, config: ResidualQuantConfig) -> dict[st
     return summarize_bits(layers)
 
 
-__all__ = ["ResidualQuantConfig", "ResidualQuantized", "residual_quantize", "residual_quantize_", "residual_reconstruct"]
+__all__ = [
+    "ResidualQuantConfig", "ResidualQuantized", "residual_quantize", "residual_quantize_",
+    "residual_reconstruct",
+]

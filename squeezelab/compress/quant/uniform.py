@@ -334,8 +334,11 @@ class _QuantizedMixin:
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation_num_bits is None:
-            return self._op(x, self.dequantized_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-        q_in = quantize_affine(x, self.input_scale, self.input_zero_point, self.activation_num_bits, self.activation_signed)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return self._op(x, self.dequantized_weight().to(x.dtype), bias)
+        q_in = quantize_affine(
+            x, self.input_scale, self.input_zero_point, self.activation_num_bits, self.activation_signed
+        )
         x_int = q_in.double() - self.input_zero_point.double()
         w_int = self.weight_int.double() - _along(self.weight_zero_point.double(), self.weight_int.dim(), 0)
         # Integer products summed in float64 are exact below 2^53; round() removes any error a
@@ -564,8 +567,7 @@ def convert_qat_(model: nn.Module) -> dict[str, dict[str, Any]]:
             if not module.input_observer.initialized:
                 raise ValueError(f"layer {name!r} has not observed any input; train or run it first")
             input_qparams = module.input_observer.qparams(cfg.activation_num_bits, cfg.activation_symmetric)
-        float_layer = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear
-        q = (QuantizedConv2d if float_layer is nn.Conv2d else QuantizedLinear)(module, cfg, input_qparams)
+        q = _quantized_from_float(module, cfg, input_qparams)  # reads the shadow weights
         set_module(model, name, q)
         report[name] = _layer_report(q, module)
     return report

@@ -17,6 +17,7 @@ from squeezelab.data.augment import (
     resized_crop,
     sample_resized_crop_boxes,
     to_float,
+    to_normalized,
 )
 from squeezelab.data.loader import BatchLoader
 from squeezelab.data.sources import load_split, resolve_default_cifar10
@@ -36,4 +37,5 @@ __all__ = [
     "resolve_default_cifar10",
     "sample_resized_crop_boxes",
     "to_float",
+    "to_normalized",
 ]

@@ -17,6 +17,7 @@ from squeezelab.data import (
     resized_crop,
     sample_resized_crop_boxes,
     to_float,
+    to_normalized,
 )
 
 
@@ -148,3 +149,14 @@ def test_to_float_and_normalize_arithmetic():
         to_float(f)
     with pytest.raises(DataError, match="normalize expects floating images"):
         normalize(x, (0.5,) * 3, (1,) * 3)
+
+
+def test_fused_normalisation_matches_the_two_step_one():
+    x = _batch(3, 5, 7)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    fused = to_normalized(x, mean, std)
+    assert fused.dtype == torch.float32
+    assert torch.allclose(fused, normalize(to_float(x), mean, std), atol=1e-5)
+    assert to_normalized(x, mean, std, torch.bfloat16).dtype == torch.bfloat16
+    with pytest.raises(DataError, match="to_normalized expects uint8 images, got torch.float32"):
+        to_normalized(x.float(), mean, std)

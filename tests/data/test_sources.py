@@ -2,7 +2,6 @@
 CIFAR-10 source resolution, source errors, and the ``ImageTensors`` container itself."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -9,13 +9,16 @@ Pure tensor functions, no model code:
   quantiles of their CDF);
 * ``assign_clusters``: nearest centroid for every value, by ``torch.bucketize`` against the
   midpoints of the sorted centroids (O(N log K), no N x K distance matrix);
-* ``fit_kmeans``: Lloyd's algorithm on 1-D data; cluster means by ``bincount``, empty clusters
-  keep their centroid. About a second for 1M values and 256 clusters on one CPU core.
+* ``fit_kmeans``: Lloyd's algorithm on 1-D data. Every 1-D cluster is a run of the sorted
+  values, so after one sort each step is K-1 binary searches and prefix-sum differences
+  (O(K log N)); empty clusters keep their centroid. About 0.3 s of CPU for 1M values and 256
+  clusters.
 
 Centroids are always returned sorted ascending, so equal inputs give equal codebooks.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 INIT_METHODS = ("linear", "random", "density")
@@ -59,8 +62,14 @@ def init_centroids(
     * ``"density"``: the sorted values at positions ``floor((k + 0.5) * N / K)``, k = 0..K-1,
       i.e. evenly spaced levels of the empirical CDF, each the centre of a 1/K slice of mass.
     """
-    values = _check_values(values)
-    num_clusters = _check_num_clusters(num_clusters)
+    return _init_centroids(_check_values(values), _check_num_clusters(num_clusters), method,
+                           generator)
+
+
+def _init_centroids(
+    values: torch.Tensor, num_clusters: int, method: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    # values: checked float64 1-D (see _check_values)
     if method == "linear":
         lo, hi = values.min(), values.max()
         return torch.linspace(float(lo), float(hi), num_clusters, dtype=torch.float64,
@@ -148,28 +157,34 @@ def fit_kmeans(
         return torch.cat([distinct, pad]).to(torch.float32), inverse
 
     generator = torch.Generator().manual_seed(seed)
-    centroids = init_centroids(values, num_clusters, init, generator=generator)
+    centroids = _init_centroids(values, num_clusters, init, generator)
     span = float(ordered[-1] - ordered[0])
     # In 1-D every cluster is a contiguous run of the sorted values, so one sort up front turns
     # each Lloyd step into K-1 binary searches plus prefix-sum differences: O(K log N) per
     # iteration instead of O(N log K). Values are centred first so the prefix sums stay small.
-    offset = ordered[n // 2]
+    # The loop itself touches only K-sized arrays, so it runs in NumPy on the host: a torch
+    # call costs microseconds to milliseconds of dispatch and thread start-up, a NumPy call
+    # on 256 numbers next to nothing (a zero-copy view for CPU tensors).
+    offset = float(ordered[n // 2])
     prefix = torch.cat([ordered.new_zeros(1), torch.cumsum(ordered - offset, 0)])  # [N+1]
-    edges = torch.tensor([0, n], dtype=torch.int64, device=values.device)
+    ordered_np = ordered.cpu().numpy()
+    prefix_np = prefix.cpu().numpy()
+    c = centroids.cpu().numpy()
     for _ in range(max_iter):
-        midpoints = (centroids[1:] + centroids[:-1]) / 2
+        midpoints = (c[1:] + c[:-1]) / 2
         # cluster i holds midpoints[i-1] < v <= midpoints[i], as assign_clusters decides
-        cuts = torch.searchsorted(ordered, midpoints, right=True)
-        bounds = torch.cat([edges[:1], cuts, edges[1:]])  # [K+1] run starts/ends
-        counts = bounds[1:] - bounds[:-1]
-        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
-        means = torch.where(counts > 0, sums / counts.clamp(min=1) + offset, centroids)
+        cuts = np.searchsorted(ordered_np, midpoints, side="right")
+        bounds = np.concatenate([[0], cuts, [n]])  # [K+1] run starts/ends
+        counts = np.diff(bounds)
+        sums = prefix_np[bounds[1:]] - prefix_np[bounds[:-1]]
+        means = np.where(counts > 0, sums / np.maximum(counts, 1) + offset, c)
         # means of consecutive runs are already ordered; sorting guards against rounding
-        means = torch.sort(means).values
-        shift = float((means - centroids).abs().max())
-        centroids = means
+        means = np.sort(means)
+        shift = float(np.abs(means - c).max())
+        c = means
         if shift <= tol * span:
             break
+    centroids = torch.from_numpy(c).to(device=values.device)
     centroids = centroids.to(torch.float32)
     # assign against the float32 centroids actually returned, so the pair is self-consistent
     return centroids, assign_clusters(values, centroids.to(torch.float64))

@@ -115,7 +115,9 @@ def _module_name(weight_name: str) -> str:
     if weight_name == "weight":
         return ""
     if not weight_name.endswith(".weight"):
-        raise ValueError(f"expected a weight parameter name ending in '.weight', got {weight_name!r}")
+        raise ValueError(
+            f"expected a weight parameter name ending in '.weight', got {weight_name!r}"
+        )
     return weight_name[: -len(".weight")]
 
 
@@ -203,7 +205,8 @@ class WeightSharingConfig:
                 _check_bits(value, f"bits[{rule!r}]")
         if self.init not in INIT_METHODS:
             raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init!r}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 0:
+        max_iter = self.max_iter
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
             raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
         if not isinstance(self.tol, (int, float)) or not self.tol >= 0:
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
@@ -298,7 +301,7 @@ def share_weights_(model: nn.Module, config: WeightSharingConfig) -> dict[str, d
             )
             codebook = centroids.to(weight.device)
             indices[mask] = assignments.to(weight.device)
-        num_used = int(torch.unique(indices[mask]).numel()) if kept.numel() else 0
+        num_used = int((torch.bincount(indices[mask], minlength=num_clusters) > 0).sum())
         _install(module, codebook, indices.to(_index_dtype(num_clusters)), mask, bits)
         summary[weight_name] = {
             "bits": bits,
@@ -351,7 +354,7 @@ def shared_layer_bits(model: nn.Module) -> dict[str, int]:
 
 
 def layer_bits_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """``{weight name: bits}`` read off the ``*.codebook`` entries of a shared model's state dict."""
+    """``{weight name: bits}`` read off the ``*.codebook`` entries of a shared state dict."""
     layer_bits = {}
     for key, value in state_dict.items():
         if key == "codebook" or key.endswith(".codebook"):

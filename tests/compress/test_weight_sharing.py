@@ -246,7 +246,8 @@ def test_config_rejects_bad_values(kwargs, message):
 
 
 def test_from_dict_rejects_unknown_keys_and_round_trips():
-    config = WeightSharingConfig.from_dict({"bits": {"conv": 8, "classifier": 5}, "init": "density"})
+    data = {"bits": {"conv": 8, "classifier": 5}, "init": "density"}
+    config = WeightSharingConfig.from_dict(data)
     assert config.bits == {"conv": 8, "classifier": 5} and config.init == "density"
     assert WeightSharingConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"unknown weight sharing config key\(s\) \['num_bits'\]"):
@@ -263,7 +264,7 @@ def test_glob_matching_nothing_and_double_sharing_are_errors():
         share_weights_(model, WeightSharingConfig(bits={"conv": 4}))
 
 
-# --- state dict, copies, wrappers, materialize ------------------------------------------------------
+# --- state dict, copies, wrappers, materialize -------------------------------------------------
 def _shared_tiny() -> nn.Module:
     model = tiny_squeezenet(seed=1)
     prune_smallest_(model, 0.3)

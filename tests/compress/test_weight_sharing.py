@@ -350,3 +350,22 @@ def test_materialize_restores_plain_layers_with_the_same_outputs():
     # gradients now go to the dense weight again
     model.train()(X).sum().backward()
     assert m.weight.grad is not None
+
+
+@pytest.mark.parametrize("init", ["random", "density"])
+def test_other_inits_share_within_the_codebook(init):
+    model = conv_linear_net()
+    summary = share_weights_(model, WeightSharingConfig(bits={"conv": 2}, init=init, seed=4))
+    for name, m in shared_modules(model).items():
+        used = torch.unique(m.weight_indices[m.weight_mask].long())
+        assert used.numel() == summary[name]["num_used"] <= 4
+        assert torch.equal(torch.sort(m.codebook.detach()).values, m.codebook.detach())
+
+
+def test_load_shared_state_reuses_layers_already_shared_with_the_same_bits():
+    model = _shared_tiny()
+    fresh = tiny_squeezenet(seed=5)
+    prepare_shared_(fresh, {"features.0.weight": 4})  # part of the structure already there
+    load_shared_state_(fresh, model.state_dict())
+    assert shared_layer_bits(fresh) == shared_layer_bits(model)
+    assert torch.equal(fresh.eval()(X), model(X))

@@ -429,7 +429,7 @@ def _check_header(header: Any, payload_size: int, file_size: int, source: str) -
                 f"file can hold (cap {cap})"
             )
         dtype = entry.get("dtype")
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise SqzFormatError(f"{where}: unknown dtype {dtype!r} (expected one of "
                                  f"{sorted(_DTYPES)})")
         encoding = entry.get("encoding")

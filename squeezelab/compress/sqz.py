@@ -89,6 +89,7 @@ _DTYPES: dict[str, tuple[torch.dtype, str]] = {
     "bool": (torch.bool, "u1"),
 }
 _DTYPE_NAMES = {v[0]: k for k, v in _DTYPES.items()}
+_INDEX_NP = {torch.uint8: np.uint8, torch.int16: np.int16, torch.int32: np.int32}
 
 
 class SqzFormatError(ValueError):
@@ -556,15 +557,17 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
             np.frombuffer(payload[off:off + length], dtype="<f4").astype(np.float32)
         )
         bits = entry["weight_bits"]
-        pos_t = torch.from_numpy(positions)
-        mask = torch.zeros(numel, dtype=torch.bool)
-        mask[pos_t] = True
-        indices = torch.zeros(numel, dtype=index_dtype(bits))
-        # symbols < index_symbols <= 2**bits: checked in the header and by the code table
-        indices[pos_t] = torch.from_numpy(symbols).to(indices.dtype)
+        # Scatter in numpy (single-threaded): torch's multi-threaded index_put is slower for
+        # this on a busy machine. symbols < index_symbols <= 2**bits: checked in the header
+        # and by the code table.
+        mask = np.zeros(numel, dtype=np.bool_)
+        mask[positions] = True
+        indices = np.zeros(numel, dtype=_INDEX_NP[index_dtype(bits)])
+        indices[positions] = symbols
         shape = entry["shape"]
         shared[entry["name"]] = SharedTensor(
-            codebook=codebook, indices=indices.reshape(shape), mask=mask.reshape(shape),
+            codebook=codebook, indices=torch.from_numpy(indices.reshape(shape)),
+            mask=torch.from_numpy(mask.reshape(shape)),
             weight_bits=bits, gap_bits=entry["gap_bits"],
             num_fillers=int(entry["num_fillers"]),
         )
@@ -667,8 +670,12 @@ def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = Fals
             state[prefix + "weight_mask"] = s.mask
     else:
         state = sqz.state_dict()
+    own = model.state_dict()
+    # assign=True hands the decoded tensors to the model without another copy
+    state = {k: v if k not in own or v.dtype == own[k].dtype else v.to(own[k].dtype)
+             for k, v in state.items()}
     with torch.no_grad():
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         if keep_shared:  # the pre-hook recomputes it on every forward; refresh the cached one
             for m in shared_modules(model).values():
                 m.weight = dense_weight(m.codebook, m.weight_indices, m.weight_mask)

@@ -13,7 +13,7 @@ import yaml
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "pgd")
 SCHEDULES = ("constant", "step", "cosine", "linear", "cosine_restarts")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("auto", "cifar", "imagenet", "none")
 
 
@@ -57,8 +57,9 @@ class TrainConfig:
     pgd_radius: float = 1e-3
     pgd_threshold: float = 1e-3
     # speed
-    precision: str = "bf16"
-    channels_last: bool | None = None  # None = auto (on for CPU models without BatchNorm)
+    # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
+    precision: str = "auto"
+    channels_last: bool | None = None
     compile: bool = False
     device: str = "auto"
     # bookkeeping

@@ -11,22 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10-jpeg"
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck"]
-
-
-def copy_tree(dst: Path, train_per_class: int, test_per_class: int) -> Path:
-    """Copy the first few JPEGs of every class of the shared CIFAR-10 copy into ``dst``."""
-    src = SHARED_CIFAR10.resolve()
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for name in CIFAR10_CLASSES:
-            (dst / split / name).mkdir(parents=True)
-            for f in sorted(os.listdir(src / split / name))[:count]:
-                shutil.copy(src / split / name / f, dst / split / name / f)
-    return dst
-
+from cifar_fixtures import CIFAR10_CLASSES, SHARED_CIFAR10, copy_tree  # noqa: F401
 
 @pytest.fixture
 def jpeg_tree(tmp_path: Path) -> Path:

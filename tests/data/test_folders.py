@@ -12,7 +12,7 @@ from PIL import Image
 from squeezelab.data import DataError, load_split
 from squeezelab.data.folders import decode_files, parse_image_size, scan_split
 
-from conftest import CIFAR10_CLASSES
+from cifar_fixtures import CIFAR10_CLASSES
 
 
 def _png(path: Path, array: np.ndarray, mode: str | None = None) -> None:

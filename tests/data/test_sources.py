@@ -10,7 +10,7 @@ from squeezelab.data import DataError, ImageTensors, load_split, resolve_default
 from squeezelab.data import sources
 from squeezelab.data.sources import balanced_indices
 
-from conftest import copy_tree
+from cifar_fixtures import copy_tree
 
 
 def _tensors(n: int = 6, classes=("a", "b", "c")) -> ImageTensors:

@@ -1,0 +1,58 @@
+"""The ``squeezelab`` command: thin subcommands over the library.
+
+Each command group lives in its own module with an ``add_commands(subparsers)`` function.
+Library errors about bad input (ValueError and its subclasses, FileNotFoundError) are printed
+as one ``error:`` line and exit with status 2; a Ctrl-C exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command-group modules, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "squeezelab.cli.model_commands",
+    "squeezelab.cli.train_commands",
+    "squeezelab.cli.compress_commands",
+    "squeezelab.cli.method_commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from squeezelab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="squeezelab",
+        description="SqueezeNet-family CNNs: design, train, compress, ship, report.",
+    )
+    parser.add_argument("--version", action="version", version=f"squeezelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""``squeezelab train``, ``squeezelab eval`` and ``squeezelab plot``.
+
+Every TrainConfig field is a flag (``batch_size`` -> ``--batch-size``), so any recipe value
+can be overridden from the command line: ``squeezelab train recipes/cifar10_fast.yaml
+--epochs 3``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from squeezelab.train.config import TrainConfig
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_yaml_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _field_type(field: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(TrainConfig)
+    hint = hints[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    if base is bool:
+        return _parse_bool
+    if base in (int, float, str):
+        return base
+    return _parse_yaml_value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults are None so only given flags override."""
+    group = parser.add_argument_group("training config (override a recipe's values)")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model_args":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        group.add_argument(flag, dest=f"cfg_{field.name}", type=_field_type(field), default=None,
+                           metavar=field.name.upper(),
+                           help=f"(default: {default})")
+    group.add_argument("--model-arg", dest="model_args", action="append", default=[],
+                       metavar="KEY=VALUE", help="model constructor override, e.g. "
+                       "--model-arg batch_norm=true (repeatable; values parsed as YAML)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    model_args = {}
+    for item in args.model_args:
+        if "=" not in item:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        model_args[key] = _parse_yaml_value(value)
+    if args.recipe:
+        cfg = TrainConfig.from_yaml(args.recipe, overrides)
+    else:
+        cfg = TrainConfig.from_dict(overrides, source="command line")
+    if model_args:
+        cfg = cfg.replace(model_args={**cfg.model_args, **model_args})
+    return cfg
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (from a recipe and/or flags)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="YAML recipe (recipes/*.yaml); flags override it")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
+                   "last checkpoint (its saved config is used; flags override it)")
+    p.add_argument("--nproc", type=int, default=1, help="processes: >1 launches torchrun "
+                   "with DistributedDataParallel")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint or .sqz")
+    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors or stem), a run "
+                   "directory (uses its best checkpoint) or a .sqz file")
+    p.add_argument("--data", default=None, help="cifar10 | cifar100 | class-folder root "
+                   "(default: the data the model was trained on, else CIFAR-10)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--limit", type=int, default=None, help="evaluate a balanced subset")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--json", dest="json_out", default=None, help="also write results here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="train/test curves of one or more runs as a PNG")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", default="curves.png")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from squeezelab.train.loop import train
+
+    if args.nproc > 1:
+        from squeezelab.train.launch import launch_torchrun
+
+        return launch_torchrun(args.nproc)
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"cannot resume: {saved} does not exist")
+        overrides = {k[4:]: v for k, v in vars(args).items()
+                     if k.startswith("cfg_") and v is not None}
+        cfg = TrainConfig.from_yaml(saved, overrides)
+        result = train(cfg, resume=True, run_dir=run_dir)
+    else:
+        cfg = config_from_args(args)
+        result = train(cfg)
+    final = result.final
+    if result.interrupted:
+        return 130
+    print(f"run: {result.run_dir}")
+    if "test_top1" in final:
+        print(f"final test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}")
+    return 0
+
+
+def load_any_model(path: str):
+    """(model, meta) from a checkpoint, a run directory or a .sqz file."""
+    p = Path(path)
+    if p.suffix == ".sqz":
+        from squeezelab.compress.sqz import load_compressed, read_sqz_meta
+
+        return load_compressed(p), read_sqz_meta(p)
+    from squeezelab.checkpoint import model_from_checkpoint
+
+    if p.is_dir():
+        best = p / "checkpoints" / "best.json"
+        p = best if best.exists() else p / "checkpoints" / "last.json"
+    model, ckpt = model_from_checkpoint(p)
+    return model, ckpt.meta
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from squeezelab.data import BatchLoader, load_split, resolve_default_cifar10
+    from squeezelab.train.evaluate import evaluate
+
+    model, meta = load_any_model(args.checkpoint)
+    trained_on = (meta.get("config") or {}).get("data")
+    source = args.data or trained_on or resolve_default_cifar10()
+    data = load_split(source, args.split, root=args.data_root, limit=args.limit)
+    num_classes = model_spec_classes(meta)
+    if num_classes is not None and num_classes != data.num_classes:
+        raise ValueError(f"{args.checkpoint} is a {num_classes}-class model, but {source} "
+                         f"has {data.num_classes} classes")
+    saved_names = meta.get("class_names")
+    if saved_names and list(saved_names) != list(data.classes):
+        raise ValueError(f"{args.checkpoint} was trained on classes {saved_names}, but "
+                         f"{source} has {data.classes}")
+    loader = BatchLoader(data, args.batch_size, train=False, augment=None)
+    loader.set_epoch(0)
+    result = evaluate(model, loader, data.num_classes, torch.device("cpu"), args.precision)
+    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images]")
+    print(f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}")
+    width = max(len(c) for c in data.classes)
+    for name, acc in zip(data.classes, result["per_class"]):
+        print(f"  {name:<{width}}  {acc:.4f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {"checkpoint": args.checkpoint, "data": str(source), "split": args.split,
+             **result, "classes": data.classes}, indent=2))
+    return 0
+
+
+def model_spec_classes(meta: dict) -> int | None:
+    spec = meta.get("model") or {}
+    return (spec.get("kwargs") or {}).get("num_classes")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from squeezelab.plots import plot_runs
+
+    out = plot_runs(args.run_dirs, args.output)
+    print(f"wrote {out}")
+    return 0

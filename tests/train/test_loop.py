@@ -1,0 +1,132 @@
+"""The training loop on real CIFAR-10 images: learning, run directory, exact resume, Ctrl-C,
+divergence, bad input."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+import yaml
+
+from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
+from squeezelab.train import ConfigError, TrainConfig, TrainHook, TrainingDiverged, train
+
+# a small SqueezeNet (8x fewer channels than squeezenet_cifar) so every test takes seconds
+SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
+                         [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
+         "stem_channels": 32}
+
+
+def config(tmp_path, **kw):
+    base = dict(model="squeezenet_cifar", model_args=SMALL, epochs=2, batch_size=50,
+                optimizer="adamw", lr=0.005, weight_decay=0.01, precision="fp32",
+                channels_last=False, out_dir=str(tmp_path), run_name="run", progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_learns_above_chance_on_real_images(tmp_path, cifar_small):
+    result = train(config(tmp_path, epochs=4), data=cifar_small)
+    final = result.final
+    # 10 classes: chance is 0.10 (std 0.017 over 300 test images); 4 epochs on 1,000 real
+    # images reach twice that.
+    assert final["test_top1"] > 0.20, result.history
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+@pytest.fixture(scope="module")
+def cifar_tiny(cifar_small):
+    """500 train / 100 test images: enough for the bookkeeping tests, and fast."""
+    train_data, test_data = cifar_small
+    return train_data.subset(torch.arange(0, 1000, 2)), test_data.subset(torch.arange(0, 300, 3))
+
+
+def test_run_directory_contents(tmp_path, cifar_tiny):
+    result = train(config(tmp_path), data=cifar_tiny)
+    run = result.run_dir
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["model_args"] == SMALL
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for key in ("train_loss", "test_top1", "test_top5", "lr", "images_per_s", "seconds"):
+        assert key in lines[-1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_test_top1"] == max(r["test_top1"] for r in lines)
+    model, ckpt = model_from_checkpoint(run / "checkpoints" / "last")
+    assert ckpt.meta["epoch"] == 2 and ckpt.meta["model"]["name"] == "squeezenet_cifar"
+    assert ckpt.meta["class_names"][0] == "airplane"
+    best = load_checkpoint(run / "checkpoints" / "best")
+    assert best.meta["metrics"]["test_top1"] == summary["best_test_top1"]
+    assert torch.equal(model.features[0].weight, result.model.features[0].weight)
+
+
+class InterruptAt(TrainHook):
+    """Delivers a real SIGINT (as Ctrl-C does) after the given optimizer step."""
+
+    name = "interrupt"
+
+    def __init__(self, step):
+        self.at = step
+
+    def after_step(self, state):
+        if state.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, cifar_tiny):
+    # 500 images / 50 = 10 steps per epoch; interrupt in the middle of epoch 2
+    straight = train(config(tmp_path, run_name="straight"), data=cifar_tiny)
+    cut = train(config(tmp_path, run_name="cut"), hooks=[InterruptAt(14)], data=cifar_tiny)
+    assert cut.interrupted
+    ckpt = load_checkpoint(cut.run_dir / "checkpoints" / "last")
+    assert (ckpt.meta["epoch"], ckpt.meta["batch"], ckpt.meta["step"]) == (1, 4, 14)
+    resumed = train(config(tmp_path, run_name="cut"), resume=True, run_dir=cut.run_dir,
+                    data=cifar_tiny)
+    assert not resumed.interrupted
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resume diverged from the straight run"
+    epochs = [json.loads(x)["epoch"] for x in
+              (cut.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+class PoisonLoss(TrainHook):
+    name = "poison"
+
+    def __init__(self, step):
+        self.at = step
+
+    def loss(self, state, images, labels, logits, loss):
+        return loss * float("nan") if state.step >= self.at else loss
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_tiny):
+    cfg = config(tmp_path, log_every=5)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+        train(cfg, hooks=[PoisonLoss(13)], data=cifar_tiny)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    assert ckpt.meta["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt.model_state.values()
+               if v.is_floating_point())
+
+
+def test_num_classes_mismatch(tmp_path, cifar_tiny):
+    cfg = config(tmp_path, model_args={**SMALL, "num_classes": 100})
+    with pytest.raises(ConfigError, match="num_classes=100, but the data has 10 classes"):
+        train(cfg, data=cifar_tiny)
+
+
+def test_resume_without_checkpoint(tmp_path, cifar_tiny):
+    from squeezelab.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        train(config(tmp_path), resume=True, run_dir=tmp_path / "empty", data=cifar_tiny)
+
+
+def test_speed_settings_auto_are_resolved_and_recorded(tmp_path, cifar_tiny):
+    result = train(config(tmp_path, epochs=1, precision="auto", channels_last=None),
+                   data=cifar_tiny)
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["precision"] in ("fp32", "bf16") and saved["channels_last"] in (True, False)
+    env = json.loads((result.run_dir / "environment.json").read_text())
+    assert env["speed_autotune"]["channels_last"] == saved["channels_last"]

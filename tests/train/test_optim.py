@@ -1,0 +1,68 @@
+"""Learning-rate schedules and optimizers by name: exact values."""
+import math
+
+import pytest
+import torch
+
+from squeezelab.train.config import OPTIMIZERS, TrainConfig
+from squeezelab.train.optim import build_optimizer, build_scheduler, lr_factor
+
+
+def factors(cfg, steps_per_epoch=10):
+    total = cfg.epochs * steps_per_epoch
+    return [lr_factor(s, total, steps_per_epoch, cfg) for s in range(total)]
+
+
+def test_cosine_and_linear():
+    cos = factors(TrainConfig(epochs=2, schedule="cosine"))
+    assert cos[0] == 1.0 and cos[10] == pytest.approx(0.5) and cos[-1] == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 19 / 20)))
+    lin = factors(TrainConfig(epochs=2, schedule="linear"))
+    assert lin[0] == 1.0 and lin[10] == pytest.approx(0.5) and lin[-1] == pytest.approx(0.05)
+
+
+def test_warmup_then_schedule():
+    f = factors(TrainConfig(epochs=4, schedule="linear", warmup_epochs=1))
+    assert f[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert f[10] == 1.0 and f[25] == pytest.approx(1 - 15 / 30)
+
+
+def test_step_decay():
+    f = factors(TrainConfig(epochs=6, schedule="step", step_epochs=2, gamma=0.1))
+    assert f[19] == 1.0 and f[20] == pytest.approx(0.1) and f[59] == pytest.approx(0.01)
+
+
+def test_cosine_restarts_sgdr():
+    f = factors(TrainConfig(epochs=6, schedule="cosine_restarts", restart_epochs=2,
+                            restart_mult=2))
+    # cycles of 20 then 40 steps: a restart to 1.0 at step 20
+    assert f[0] == 1.0 and f[10] == pytest.approx(0.5) and f[20] == 1.0
+    assert f[40] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_steps(name):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer([p], TrainConfig(optimizer=name, lr=0.1, weight_decay=0))
+    p.sum().backward()
+    opt.step()
+    assert (p < 1).all()
+    expected = {"sgd": torch.optim.SGD, "pgd": torch.optim.SGD, "momentum": torch.optim.SGD,
+                "nesterov": torch.optim.SGD, "adam": torch.optim.Adam,
+                "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[name]
+    assert type(opt) is expected
+    if name == "nesterov":
+        assert opt.param_groups[0]["nesterov"] is True
+
+
+def test_scheduler_applies_per_step():
+    p = torch.nn.Parameter(torch.ones(1))
+    cfg = TrainConfig(epochs=2, lr=1.0, schedule="linear", optimizer="sgd")
+    opt = build_optimizer([p], cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=5)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1 - i / 10 for i in range(10)])

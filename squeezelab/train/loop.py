@@ -115,7 +115,9 @@ def train(
     methods). ``resume=True`` continues from ``run_dir/checkpoints/last``.
     """
     from squeezelab.data import BatchLoader, load_split, resolve_default_cifar10
+    from squeezelab.train.methods import default_hooks
 
+    hooks = [*default_hooks(cfg, hooks), *hooks]  # e.g. optimizer: pgd -> the PGD hook
     dist_info, device = init_distributed(cfg.device)
     is_main = dist_info.is_main
     torch.manual_seed(cfg.seed)
@@ -172,10 +174,14 @@ def train(
 
     # --- run directory and resume -----------------------------------------------------------
     run = RunDir(run_dir or Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg)))
+    state.extras["run_dir"] = run.path  # for hooks that write files (plots) into the run
     start_epoch, start_batch, best_top1 = 0, 0, -1.0
     if resume:
         start_epoch, start_batch, best_top1 = _restore(run, state, hooks)
     elif is_main:
+        if run.metrics_path.exists() or run.last.with_name("last.json").exists():
+            raise ConfigError(f"run directory {run.path} already holds a run: continue it with "
+                              f"--resume {run.path}, or choose another --run-name")
         run.create()
         cfg.save_yaml(run.path / "config.yaml")  # resolved: "auto" settings as chosen
         run.write_json("environment.json", {**environment(), "speed_autotune": speed})

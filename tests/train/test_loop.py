@@ -130,3 +130,11 @@ def test_speed_settings_auto_are_resolved_and_recorded(tmp_path, cifar_tiny):
     assert saved["precision"] in ("fp32", "bf16") and saved["channels_last"] in (True, False)
     env = json.loads((result.run_dir / "environment.json").read_text())
     assert env["speed_autotune"]["channels_last"] == saved["channels_last"]
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, cifar_tiny):
+    train(config(tmp_path, epochs=1), data=cifar_tiny)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds a run: continue it with --resume"):
+        train(config(tmp_path, epochs=1), data=cifar_tiny)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before

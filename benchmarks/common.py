@@ -1,0 +1,66 @@
+"""Shared helpers for the benchmark scripts: the environment record and JSON output.
+
+Every benchmark writes one JSON file under benchmarks/results/ holding the command that
+produced it, the machine, and the measured figures; the README's tables are copied from them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict[str, Any]:
+    from squeezelab.train.run_dir import environment as env
+
+    info = env()
+    info["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    info["cpu_count"] = os.cpu_count()
+    info["cpu_flags"] = cpu_simd_flags()
+    return info
+
+
+def cpu_simd_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return [f for f in wanted if flags and f in flags.group(1).split()]
+
+
+def cpu_peak_flops() -> dict[str, Any]:
+    """Theoretical fp32 peak of this CPU: cores x GHz x FLOPs per cycle per core.
+
+    FLOPs per cycle: two FMA units x vector lanes x 2 (multiply + add): 32 with AVX2 (8 lanes),
+    64 with AVX-512 (16 lanes). The clock is the one /proc/cpuinfo reports now (no turbo
+    model), so the figure is an estimate, stated as such beside every comparison.
+    """
+    flags = cpu_simd_flags()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags or "avx" in flags else 4
+    mhz = []
+    try:
+        mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", Path(
+            "/proc/cpuinfo").read_text(), re.M)]
+    except OSError:
+        pass
+    ghz = (sum(mhz) / len(mhz) / 1000) if mhz else 2.0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_cycle = 2 * lanes * 2
+    return {"flops": cores * ghz * 1e9 * per_cycle, "cores": cores, "ghz": ghz,
+            "flops_per_cycle_per_core": per_cycle}
+
+
+def write_result(name: str, data: dict[str, Any], output: str | None = None) -> Path:
+    path = Path(output) if output else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": name, **data, "environment": environment()},
+                               indent=2) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -56,6 +56,7 @@ class TrainConfig:
     # perturbed gradient descent (Jin et al. 2017): noise radius and gradient-norm threshold
     pgd_radius: float = 1e-3
     pgd_threshold: float = 1e-3
+    pgd_interval: int = 10  # steps without noise after a perturbation (the paper's t_thres)
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"

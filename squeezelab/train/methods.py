@@ -1,0 +1,30 @@
+"""Hooks a config switches on by itself: ``train()`` prepends ``default_hooks(cfg)`` to the
+caller's hooks, so a method selected in the config (``optimizer: pgd``) needs no ``if`` inside
+the loop and no flag at each call site.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from squeezelab.train.config import TrainConfig
+from squeezelab.train.hooks import TrainHook
+
+
+def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[TrainHook]:
+    """The hooks ``cfg`` implies, leaving out any whose name a ``given`` hook already has.
+
+    ``optimizer: pgd`` -> ``PerturbedGradientHook(cfg.pgd_radius, cfg.pgd_threshold,
+    cfg.pgd_interval, seed=cfg.seed)`` (Jin et al. 2017, arXiv 1703.00887): the optimizer is
+    plain SGD, the perturbation is the hook.
+    """
+    taken = {h.name for h in given}
+    hooks: list[TrainHook] = []
+    if cfg.optimizer == "pgd" and "pgd" not in taken:
+        from squeezelab.train.pgd import PerturbedGradientHook
+
+        hooks.append(PerturbedGradientHook(cfg.pgd_radius, cfg.pgd_threshold,
+                                           getattr(cfg, "pgd_interval", 10), seed=cfg.seed))
+    return hooks
+
+
+__all__ = ["default_hooks"]

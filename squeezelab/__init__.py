@@ -2,4 +2,24 @@
 from squeezelab.models import create_model, list_models, model_spec, register_model
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "model_spec", "register_model", "__version__"]
+
+# Imported on first use (PEP 562), so ``import squeezelab`` stays fast.
+_LAZY = {
+    "save_compressed": "squeezelab.compress.sqz",
+    "load_compressed": "squeezelab.compress.sqz",
+    "export_onnx": "squeezelab.export",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'squeezelab' has no attribute {name!r}")
+
+
+__all__ = ["create_model", "list_models", "model_spec", "register_model", "save_compressed",
+           "load_compressed", "export_onnx", "__version__"]

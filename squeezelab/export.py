@@ -1,0 +1,86 @@
+"""ONNX export of any squeezelab model, a checkpoint or a ``.sqz`` file, checked against
+onnxruntime.
+
+Weight-shared layers compute their weight in a forward pre-hook; the exporter is given a dense
+copy instead (``materialize_``), whose weights are bit-identical, so the ONNX graph holds
+ordinary Conv/Gemm nodes and the original model is not changed.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from squeezelab.models import unwrap_model
+
+
+def _dense_copy(model: nn.Module) -> nn.Module:
+    from squeezelab.compress.weight_sharing import materialize_, shared_modules
+
+    model = unwrap_model(model)
+    if shared_modules(model):
+        model = copy.deepcopy(model)
+        materialize_(model)
+    return model
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_size: tuple[int, int, int] = (3, 32, 32),
+    opset: int = 18,
+    dynamo: bool = False,
+) -> Path:
+    """Write ``model`` (eval mode, batch dimension dynamic) to ``path`` as ONNX.
+
+    ``input_size``: (channels, height, width) of one image. ``dynamo=False`` uses the
+    TorchScript exporter (needs only ``onnx``); ``dynamo=True`` the torch.export based one (needs
+    ``onnxscript``). Input ``"input"``, output ``"logits"``.
+    """
+    if len(input_size) != 3 or not all(isinstance(v, int) and v > 0 for v in input_size):
+        raise ValueError(f"input_size must be (channels, height, width) positive ints, got "
+                         f"{input_size!r}")
+    if not isinstance(opset, int) or not 7 <= opset <= 23:
+        raise ValueError(f"opset must be an int in 7..23, got {opset!r}")
+    net = _dense_copy(model)
+    was_training = net.training
+    net.eval()
+    example = torch.zeros(2, *input_size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if dynamo:
+            torch.onnx.export(net, (example,), str(path), dynamo=True, opset_version=opset,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    finally:
+        net.train(was_training)
+    return path
+
+
+def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) -> float:
+    """Max absolute difference between ``model(inputs)`` and onnxruntime on ``path``."""
+    import onnxruntime as ort
+
+    net = _dense_copy(model)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        expected = net(inputs).float().numpy()
+    net.train(was_training)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: inputs.float().numpy()})[0]
+    if got.shape != expected.shape:
+        raise ValueError(f"{path}: onnxruntime output shape {got.shape}, model {expected.shape}")
+    return float(np.abs(got - expected).max())
+
+
+__all__ = ["check_onnx", "export_onnx"]

@@ -1,0 +1,124 @@
+"""Knowledge distillation (Hinton et al., arXiv 1503.02531): the KD and logit-matching losses
+against hand computations, the frozen teacher, and bad input caught before training."""
+import math
+
+import pytest
+import torch
+
+from squeezelab.checkpoint import save_checkpoint
+from squeezelab.models import create_model
+from squeezelab.train import TrainConfig, train
+from squeezelab.train.distill import (
+    DistillConfig,
+    DistillError,
+    DistillHook,
+    kd_loss,
+    logit_matching_loss,
+)
+
+SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
+                         [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
+         "stem_channels": 32}
+
+
+def _softmax(row):
+    e = [math.exp(v) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def test_kd_loss_matches_a_hand_computation():
+    zs = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    zt = [[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    y = [1, 2]
+    T, alpha = 2.0, 0.7
+    kl = ce = 0.0
+    for s, t, label in zip(zs, zt, y):
+        ps, pt = _softmax([v / T for v in s]), _softmax([v / T for v in t])
+        kl += sum(b * (math.log(b) - math.log(a)) for a, b in zip(ps, pt))
+        ce += -math.log(_softmax(s)[label])
+    expected = alpha * T * T * kl / 2 + (1 - alpha) * ce / 2
+    got = kd_loss(torch.tensor(zs), torch.tensor(zt), torch.tensor(y), T, alpha)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # alpha = 0 is plain cross-entropy; equal logits give no soft loss
+    assert kd_loss(torch.tensor(zs), torch.tensor(zt), torch.tensor(y), T, 0.0).item() == \
+        pytest.approx(ce / 2, rel=1e-6)
+    assert kd_loss(torch.tensor(zs), torch.tensor(zs), torch.tensor(y), T, 1.0).item() == \
+        pytest.approx(0.0, abs=1e-7)
+
+
+def test_logit_matching_loss_matches_a_hand_computation():
+    zs = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    zt = torch.tensor([[3.0, 2.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1])
+    # 1/2 * sum of squares per sample: (4 + 0) / 2 = 2 and (0 + 4) / 2 = 2 -> mean 2
+    ce = (-math.log(_softmax([1.0, 2.0])[0]) - math.log(_softmax([0.0, -1.0])[1])) / 2
+    got = logit_matching_loss(zs, zt, y, alpha=0.25)
+    assert got.item() == pytest.approx(0.25 * 2.0 + 0.75 * ce, rel=1e-6)
+
+
+def test_config_parsing_and_validation():
+    cfg = DistillConfig.parse("teacher=runs/t,T=4,alpha=0.9,mode=logits")
+    assert (cfg.teacher, cfg.temperature, cfg.alpha, cfg.mode) == ("runs/t", 4, 0.9, "logits")
+    with pytest.raises(DistillError, match="unknown key 'alhpa'.*did you mean alpha"):
+        DistillConfig.parse("teacher=x,alhpa=0.5")
+    with pytest.raises(DistillError, match="teacher=PATH .* is required"):
+        DistillConfig.from_dict({"T": 2})
+    with pytest.raises(DistillError, match="alpha must be in \\[0, 1\\], got 1.5"):
+        DistillConfig(teacher="x", alpha=1.5)
+    with pytest.raises(DistillError, match="mode must be one of .*got 'soft'"):
+        DistillConfig(teacher="x", mode="soft")
+    with pytest.raises(DistillError, match="temperature must be > 0, got 0"):
+        DistillConfig(teacher="x", temperature=0)
+
+
+@pytest.fixture(scope="module")
+def cifar_100(cifar_small):
+    train_data, test_data = cifar_small
+    return train_data.subset(torch.arange(0, 1000, 10)), test_data.subset(torch.arange(0, 300, 6))
+
+
+def _teacher_ckpt(path, num_classes=10):
+    torch.manual_seed(1)
+    teacher = create_model("resnet18_cifar", num_classes=num_classes, width=8)
+    return save_checkpoint(path, teacher), teacher
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="squeezenet_cifar", model_args=SMALL, epochs=1, batch_size=50,
+                optimizer="adamw", lr=0.005, precision="fp32", channels_last=False,
+                out_dir=str(tmp_path), run_name="student", progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_teacher_stays_frozen_and_its_logits_drive_the_loss(tmp_path, cifar_100):
+    path, original = _teacher_ckpt(tmp_path / "teacher")
+    hook = DistillHook(DistillConfig(teacher=str(path), temperature=4.0, alpha=0.9))
+    before = {k: v.clone() for k, v in hook.teacher.state_dict().items()}
+    result = train(_cfg(tmp_path), hooks=[hook], data=cifar_100)
+    assert result.history[-1]["train_loss"] > 0
+    after = hook.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats too
+    assert torch.equal(after["conv1.weight"], original.state_dict()["conv1.weight"])
+    assert not any(p.requires_grad for p in hook.teacher.parameters())
+    assert not hook.teacher.training
+    # the hook's loss is kd_loss against the teacher's eval-mode logits
+    images = torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 3])
+    student_logits = torch.randn(4, 10)
+    with torch.no_grad():
+        expected = kd_loss(student_logits, original.eval()(images), labels, 4.0, 0.9)
+    got = hook.loss(None, images, labels, student_logits, torch.tensor(0.0))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_class_count_mismatch_is_an_error_before_training(tmp_path, cifar_100):
+    path, _ = _teacher_ckpt(tmp_path / "teacher5", num_classes=5)
+    hook = DistillHook(DistillConfig(teacher=str(path)))
+    with pytest.raises(DistillError, match="teacher predicts 5 classes but the student 10"):
+        train(_cfg(tmp_path), hooks=[hook], data=cifar_100)
+    assert not (tmp_path / "student" / "metrics.jsonl").exists()
+
+
+def test_missing_teacher_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="teacher checkpoint .*nope does not exist"):
+        DistillHook(DistillConfig(teacher=str(tmp_path / "nope")))

@@ -134,6 +134,8 @@ def train(
     augment = cfg.augment
     if augment == "auto":
         augment = "cifar" if train_data.images.shape[-1] <= 64 else "imagenet"
+    elif augment == "none":
+        augment = None  # BatchLoader's spelling of "no augmentation"
     loader_args = dict(seed=cfg.seed, device=device, rank=dist_info.rank,
                        world_size=dist_info.world_size)
 

@@ -155,8 +155,11 @@ _V1_1 = dict(
 
 @register_model(input_size=224)
 def squeezenet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5, **metaparams):
-    """SqueezeNet from metaparameters (base_e, incr_e, freq, pct3x3, squeeze_ratio, stem, pools,
-    bypass, batch_norm, activation); the defaults are v1.0."""
+    """SqueezeNet built from the paper's metaparameters; the defaults are v1.0.
+
+    Any of base_e, incr_e, freq, pct3x3, squeeze_ratio, the stem, the pools, bypass,
+    batch_norm, activation and fire_config may be overridden.
+    """
     return SqueezeNet(num_classes=num_classes, in_chans=in_chans, dropout=dropout, **metaparams)
 
 

@@ -138,16 +138,23 @@ def load_any_model(path: str):
     """(model, meta) from a checkpoint, a run directory or a .sqz file."""
     p = Path(path)
     if p.suffix == ".sqz":
-        from squeezelab.compress.sqz import load_compressed, read_sqz_meta
+        from squeezelab.compress.sqz import load_compressed
 
-        return load_compressed(p), read_sqz_meta(p)
-    from squeezelab.checkpoint import model_from_checkpoint
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} does not exist")
+        model = load_compressed(p)
+        # the header carries the spec and class names; its meta holds the compression record
+        header = model.sqz_header
+        return model, {**header.get("meta", {}), "model": header["model"],
+                       "class_names": header.get("class_names")}
+    from squeezelab.compress.pipeline import load_compressible
 
     if p.is_dir():
         best = p / "checkpoints" / "best.json"
         p = best if best.exists() else p / "checkpoints" / "last.json"
-    model, ckpt = model_from_checkpoint(p)
-    return model, ckpt.meta
+    # load_compressible also rebuilds weight-shared checkpoints (plain ones load as before)
+    loaded = load_compressible(p)
+    return loaded.model, loaded.meta
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

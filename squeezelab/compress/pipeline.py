@@ -253,6 +253,9 @@ def load_compressible(path: str | os.PathLike) -> Compressible:
     mask_tensors = ckpt.group("mask") or ckpt.group("hook.mask")
     masks = Masks.from_tensors(mask_tensors) if mask_tensors else None
     if masks is not None:
+        # a shared layer carries its mask as weight_mask: keep the masks of the others only
+        shared = set(shared_modules(model))
+        masks = Masks({n: m for n, m in masks.items() if n not in shared})
         masks.check(model)
     return Compressible(model=model, meta=ckpt.meta, masks=masks)
 

@@ -1,0 +1,467 @@
+"""``squeezelab prune | sensitivity | quantize | compress | inspect | export``: the Deep
+Compression pipeline (Han et al., arXiv 1510.00149) and its pieces from the command line.
+
+Thin commands over ``squeezelab.compress`` and ``squeezelab.export``: they parse flags into the
+library's typed configs, print what they do step by step, and leave every error about bad
+input to the library (a ValueError: exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+QUANT_METHODS = ("kmeans", "int8", "binary", "xnor", "fixed", "pq", "rq", "lowrank")
+
+
+def _rules(items: list[str], what: str = "--rule") -> dict[str, float]:
+    """``["conv3x3=0.6", "classifier=0.3"]`` -> ``{"conv3x3": 0.6, "classifier": 0.3}``."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} expects LAYER=VALUE (a layer type or glob), got {item!r}")
+        try:
+            out[key] = float(value) if what == "--rule" else int(value)
+        except ValueError:
+            raise ValueError(f"{what} {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="cifar10 | cifar100 | class-folder root "
+                   "(default: what the checkpoint was trained on, else CIFAR-10)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--limit-train", type=int, default=None, help="balanced train subset")
+    p.add_argument("--limit-test", type=int, default=None, help="balanced test subset")
+    p.add_argument("--batch-size", type=int, default=None)
+
+
+def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields for fine-tuning runs: the checkpoint's own config, then flags."""
+    from squeezelab.train.config import TrainConfig
+
+    saved = dict((meta or {}).get("config") or {})
+    keep = {"data", "data_root", "batch_size", "optimizer", "momentum", "weight_decay",
+            "schedule", "augment", "label_smoothing", "precision", "channels_last", "seed",
+            "device", "image_size", "limit_train", "limit_test"}
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    out = {k: v for k, v in saved.items() if k in keep and k in known}
+    for key in ("data", "data_root", "limit_train", "limit_test", "batch_size"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    out.setdefault("schedule", "cosine")
+    out["warmup_epochs"] = 0.0
+    return out
+
+
+def _load_data(train_section: dict[str, Any], need_train: bool = True):
+    from squeezelab.data import load_split, resolve_default_cifar10
+
+    source = train_section.get("data") or resolve_default_cifar10()
+    common = dict(root=train_section.get("data_root"), image_size=train_section.get("image_size"),
+                  seed=train_section.get("seed", 0), progress=False)
+    print(f"loading data: {source}", flush=True)
+    test = load_split(source, "test", limit=train_section.get("limit_test"), **common)
+    train = (load_split(source, "train", limit=train_section.get("limit_train"), **common)
+             if need_train else None)
+    return train, test
+
+
+def _check_checkpoint(path: str) -> None:
+    from squeezelab.checkpoint import checkpoint_paths
+
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path} is a directory; give a checkpoint (e.g. "
+                         f"{p / 'checkpoints' / 'best.json'})")
+    json_path, _ = checkpoint_paths(p)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"checkpoint {json_path} does not exist")
+
+
+def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:
+    names = model_meta.get("class_names")
+    if names and list(names) != list(data.classes):
+        raise ValueError(f"{path} was trained on classes {names[:5]}..., but the data has "
+                         f"{list(data.classes)[:5]}...")
+
+
+# ------------------------------------------------------------------------------------------
+# parsers
+# ------------------------------------------------------------------------------------------
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("prune", help="magnitude-prune a checkpoint (optionally retrain under "
+                       "the masks); writes a checkpoint with masks", formatter_class=fmt)
+    p.add_argument("checkpoint")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="fraction pruned (0..1) of every layer no --rule names")
+    p.add_argument("--rule", action="append", default=[], metavar="LAYER=SPARSITY",
+                   help="per-layer target: a layer type (conv3x3, squeeze, classifier, ...) or "
+                   "a glob over parameter names (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                   help="layer type or glob never pruned (repeatable)")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer")
+    p.add_argument("--rounds", type=int, default=1, help="prune -> retrain rounds")
+    p.add_argument("--retrain-epochs", type=int, default=0, help="retraining per round")
+    p.add_argument("--retrain-lr", type=float, default=0.01)
+    _add_data_flags(p)
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("sensitivity", help="per-layer pruning sensitivity: table, PNG plot and "
+                       "suggested sparsities", formatter_class=fmt)
+    p.add_argument("checkpoint")
+    p.add_argument("--sparsities", type=float, nargs="+",
+                   default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="top-1 drop (fraction) allowed for the suggested sparsities")
+    _add_data_flags(p)
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("quantize", help="quantize a checkpoint; reports accuracy before/after "
+                       "and size", formatter_class=fmt)
+    p.add_argument("checkpoint")
+    p.add_argument("--method", required=True, help=" | ".join(QUANT_METHODS))
+    p.add_argument("--bits", type=int, default=None, help="kmeans: bits for conv and linear "
+                   "(default 8 conv / 5 linear); fixed: total bits (default 8)")
+    p.add_argument("--layer-bits", action="append", default=[], metavar="LAYER=BITS",
+                   help="kmeans: bits per layer type or glob (repeatable)")
+    p.add_argument("--energy", type=float, default=0.9, help="lowrank: energy kept")
+    p.add_argument("--num-clusters", type=int, default=256, help="pq/rq: codewords")
+    p.add_argument("--subvector-dim", type=int, default=4, help="pq/rq: vector length")
+    p.add_argument("--calibration-batches", type=int, default=4, help="int8: batches")
+    _add_data_flags(p)
+    p.add_argument("-o", "--output", required=True,
+                   help="kmeans: the .sqz file; other methods: a JSON report")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("compress", help="the whole Deep Compression pipeline: prune -> retrain "
+                       "-> share -> fine-tune centroids -> .sqz", formatter_class=fmt)
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="output .sqz file")
+    p.add_argument("--recipe", default=None, help="YAML recipe with a compress: section; "
+                   "flags override it")
+    p.add_argument("--sparsity", type=float, default=None)
+    p.add_argument("--rule", action="append", default=[], metavar="LAYER=SPARSITY")
+    p.add_argument("--scope", choices=("layer", "global"), default=None)
+    p.add_argument("--no-prune", action="store_true", help="skip pruning")
+    p.add_argument("--prune-rounds", type=int, default=None)
+    p.add_argument("--prune-schedule", choices=("geometric", "linear"), default=None)
+    p.add_argument("--retrain-epochs", type=int, default=None)
+    p.add_argument("--retrain-lr", type=float, default=None)
+    p.add_argument("--conv-bits", type=int, default=None)
+    p.add_argument("--classifier-bits", type=int, default=None)
+    p.add_argument("--layer-bits", action="append", default=[], metavar="LAYER=BITS")
+    p.add_argument("--no-share", action="store_true", help="skip weight sharing")
+    p.add_argument("--centroid-epochs", type=int, default=None)
+    p.add_argument("--centroid-lr", type=float, default=None)
+    p.add_argument("--gap-bits", type=int, default=None)
+    p.add_argument("--optimizer", default=None)
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--work-dir", default=None, help="where the fine-tuning runs go")
+    _add_data_flags(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("inspect", help="per-layer size report of a .sqz file")
+    p.add_argument("sqz")
+    p.add_argument("--fp32", default=None, help="the fp32 checkpoint, for safetensors/gzip/zstd "
+                   "ratios")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the report here")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("export", help="export a checkpoint or .sqz to ONNX (checked against "
+                       "onnxruntime)", formatter_class=fmt)
+    p.add_argument("model", help="checkpoint or .sqz file")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                   help="default: 3 x the model's image size (32 for CIFAR models, 224 else)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--dynamo", action="store_true", help="use the torch.export exporter")
+    p.set_defaults(func=cmd_export)
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------
+def cmd_prune(args: argparse.Namespace) -> int:
+    from squeezelab.compress.pipeline import (
+        CompressConfig, load_compressible, prune_and_retrain, save_compressible)
+    from squeezelab.compress.prune import PruneConfig
+
+    prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
+                            scope=args.scope, exclude=args.exclude)
+    _check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    cfg = CompressConfig(prune=prune_cfg, prune_rounds=args.rounds,
+                         retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
+                         sharing=None, train=train_section)
+    data = None
+    if args.retrain_epochs:
+        train, test = _load_data(train_section)
+        _check_classes(src.meta, test, args.checkpoint)
+        data = (train, test)
+    out = Path(args.output)
+    masks, steps = prune_and_retrain(src.model, cfg, data, out.parent / (out.stem + "_runs"),
+                                     masks=src.masks)
+    meta = {k: src.meta[k] for k in ("config", "class_names", "mean", "std") if k in src.meta}
+    meta["prune"] = {"config": cfg.to_dict(), "steps": steps}
+    path = save_compressible(out, src.model, masks=masks, meta=meta)
+    for name, s in masks.layer_sparsity().items():
+        print(f"  {name:<40} {100 * s:5.1f}% pruned")
+    print(f"overall sparsity {masks.sparsity():.4f}; wrote {path}")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from squeezelab.compress.pipeline import evaluate_top1, load_compressible
+    from squeezelab.compress.sensitivity import (
+        plot_sensitivity, sensitivity_analysis, sensitivity_table, suggest_sparsities)
+
+    for s in args.sparsities:
+        if not 0 <= s < 1:
+            raise ValueError(f"--sparsities must be in [0, 1), got {s}")
+    _check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    _, test = _load_data(_train_section(args, src.meta), need_train=False)
+    _check_classes(src.meta, test, args.checkpoint)
+    print(f"pruning each layer of {args.checkpoint} alone at {args.sparsities}", flush=True)
+    result = sensitivity_analysis(src.model, lambda m: evaluate_top1(m, test)["top1"],
+                                  args.sparsities)
+    print(sensitivity_table(result))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_sensitivity(result, out / "sensitivity.png", "top-1")
+    suggested = suggest_sparsities(result, args.max_drop)
+    (out / "sensitivity.json").write_text(json.dumps(
+        {name: {str(s): v for s, v in row.items()} for name, row in result.items()}, indent=2))
+    (out / "suggested.json").write_text(json.dumps(suggested, indent=2))
+    print(f"wrote {out / 'sensitivity.png'}, {out / 'sensitivity.json'}, "
+          f"{out / 'suggested.json'} (max drop {args.max_drop})")
+    return 0
+
+
+def _quant_config(args: argparse.Namespace):
+    from squeezelab.compress import quant
+    from squeezelab.compress.weight_sharing import WeightSharingConfig
+
+    m = args.method
+    if m == "kmeans":
+        bits = _rules(args.layer_bits, "--layer-bits")
+        if args.bits is not None:
+            bits = {"conv": args.bits, "linear": args.bits, **bits}
+        return WeightSharingConfig(bits=bits) if bits else WeightSharingConfig()
+    if m == "int8":
+        return quant.UniformQuantConfig(num_bits=8)
+    if m in ("binary", "xnor"):
+        return quant.BinaryConfig(method="binaryconnect" if m == "binary" else "xnor")
+    if m == "fixed":
+        return quant.FixedPointConfig(total_bits=args.bits or 8)
+    if m == "pq":
+        return quant.ProductQuantConfig(subvector_dim=args.subvector_dim,
+                                        num_clusters=args.num_clusters)
+    if m == "rq":
+        return quant.ResidualQuantConfig(vector_dim=args.subvector_dim,
+                                         num_clusters=args.num_clusters)
+    if m == "lowrank":
+        return quant.LowRankConfig(energy=args.energy)
+    raise ValueError(f"--method must be one of {', '.join(QUANT_METHODS)}, got {m!r}")
+
+
+def _report_bytes(report: Any) -> tuple[float | None, float | None]:
+    """(quantized bytes, fp32 bytes) summed over a transform's per-layer report, if it has them."""
+    if not isinstance(report, dict):
+        return None, None
+    layers = report.get("layers", report) if isinstance(report.get("layers"), dict) else report
+    q = f = 0.0
+    found = False
+    for row in layers.values():
+        if not isinstance(row, dict):
+            continue
+        if "size_bytes" in row and "fp32_bytes" in row:
+            q, f, found = q + row["size_bytes"], f + row["fp32_bytes"], True
+        elif "size_bits" in row and "fp32_bits" in row:
+            q, f, found = q + row["size_bits"] / 8, f + row["fp32_bits"] / 8, True
+    return (q, f) if found else (None, None)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from squeezelab.compress.pipeline import evaluate_top1, load_compressible
+    from squeezelab.compress.quantize import quantize_
+    from squeezelab.compress.size_report import format_size_report, size_report
+    from squeezelab.compress.sqz import save_compressed
+
+    config = _quant_config(args)
+    out = Path(args.output)
+    if args.method == "kmeans" and out.suffix != ".sqz":
+        raise ValueError(f"--method kmeans writes a .sqz file; -o must end in .sqz, got {out}")
+    _check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    _, test = _load_data(_train_section(args, src.meta), need_train=False)
+    _check_classes(src.meta, test, args.checkpoint)
+    before = evaluate_top1(src.model, test)
+    print(f"before: top-1 {before['top1']:.4f}", flush=True)
+    calibration = []
+    if args.method == "int8":
+        from squeezelab.data import BatchLoader
+
+        loader = BatchLoader(test, 64, train=False, augment=None)
+        loader.set_epoch(0)
+        calibration = [b for _, b in zip(range(args.calibration_batches), loader)]
+    print(f"quantizing with {type(config).__name__}: {config.to_dict()}", flush=True)
+    report = quantize_(src.model, config, calibration)
+    after = evaluate_top1(src.model, test)
+    print(f"after:  top-1 {after['top1']:.4f} ({100 * (after['top1'] - before['top1']):+.2f} "
+          "points)")
+    result: dict[str, Any] = {"checkpoint": args.checkpoint, "method": args.method,
+                              "config": config.to_dict(), "top1_before": before["top1"],
+                              "top1_after": after["top1"], "layers": report}
+    if args.method == "kmeans":
+        save_compressed(src.model, out, class_names=src.meta.get("class_names"),
+                        meta={"quantize": result})
+        rep = size_report(out)
+        print(format_size_report(rep))
+        result["size"] = dict(rep.totals)
+        print(f"wrote {out} ({out.stat().st_size:,} bytes, "
+              f"{rep.totals['ratio_fp32']:.1f}x smaller than fp32)")
+        out.with_name(out.stem + ".summary.json").write_text(
+            json.dumps(result, indent=2, default=str))
+        return 0
+    q_bytes, f_bytes = _report_bytes(report)
+    if q_bytes is not None:
+        result["size_bytes"], result["fp32_bytes"] = q_bytes, f_bytes
+        print(f"quantized layers: {q_bytes:,.0f} bytes vs {f_bytes:,.0f} fp32 "
+              f"({f_bytes / max(q_bytes, 1):.1f}x)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out}")
+    return 0
+
+
+def _compress_config(args: argparse.Namespace, meta: dict[str, Any]):
+    from squeezelab.compress.pipeline import CompressConfig
+
+    values: dict[str, Any] = {}
+    if args.recipe:
+        values = CompressConfig.from_yaml(args.recipe).to_dict()
+    prune = dict(values.get("prune") or {}) if "prune" in values else {"sparsity": 0.5}
+    if values.get("prune", True) is None:
+        prune = {}
+    if args.sparsity is not None:
+        prune["sparsity"] = args.sparsity
+    if args.rule:
+        prune["rules"] = {**prune.get("rules", {}), **_rules(args.rule)}
+    if args.scope:
+        prune["scope"] = args.scope
+    values["prune"] = None if args.no_prune or not prune else prune
+    sharing = dict(values.get("sharing") or {}) if "sharing" in values else {}
+    bits = dict(sharing.get("bits") or {"conv": 8, "linear": 5})
+    if args.conv_bits is not None:
+        bits["conv"] = args.conv_bits
+    if args.classifier_bits is not None:
+        bits["classifier"] = args.classifier_bits
+    bits.update(_rules(args.layer_bits, "--layer-bits"))
+    sharing["bits"] = bits
+    values["sharing"] = None if args.no_share or values.get("sharing", True) is None else sharing
+    for key in ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
+                "centroid_epochs", "centroid_lr", "gap_bits"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    train = {**_train_section(args, meta), **(values.get("train") or {})}
+    for key in ("data", "data_root", "limit_train", "limit_test", "batch_size", "optimizer",
+                "precision", "seed"):
+        if getattr(args, key, None) is not None:
+            train[key] = getattr(args, key)
+    values["train"] = train
+    return CompressConfig.from_dict(values)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from squeezelab.compress.pipeline import compress, load_compressible
+
+    out = Path(args.output)
+    if out.suffix != ".sqz":
+        raise ValueError(f"-o must name a .sqz file, got {args.output!r}")
+    _check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    config = _compress_config(args, src.meta)
+    print("config: " + json.dumps(config.to_dict()), flush=True)
+    data = _load_data(config.train)
+    _check_classes(src.meta, data[1], args.checkpoint)
+    result = compress(args.checkpoint, config, out, data=data, work_dir=args.work_dir)
+    print()
+    print(f"{'step':<12} {'top-1':>7} {'sparsity':>9}")
+    for s in result.steps:
+        print(f"{s['step']:<12} {s.get('top1', float('nan')):>7.4f} {s['sparsity']:>9.4f}")
+    size = result.size
+    print(f"{out}: {size['file_bytes']:,} bytes, {size['ratio_fp32']:.1f}x smaller than fp32; "
+          f"top-1 {result.steps[0]['top1']:.4f} -> {result.steps[-1]['top1']:.4f}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from squeezelab.compress.size_report import format_size_report, size_report
+    from squeezelab.compress.sqz import read_sqz
+
+    path = Path(args.sqz)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    sqz = read_sqz(path)
+    fp32 = None
+    if args.fp32:
+        from squeezelab.checkpoint import checkpoint_paths
+
+        _check_checkpoint(args.fp32)
+        fp32 = checkpoint_paths(args.fp32)[1]
+    report = size_report(sqz, fp32=fp32)
+    spec = sqz.model
+    print(f"{path}: model {spec['name']} {spec['kwargs']}, "
+          f"{len(sqz.class_names or [])} classes")
+    if "top1" in sqz.meta and sqz.meta["top1"] is not None:
+        print(f"top-1 recorded at compression: {sqz.meta['top1']:.4f}")
+    print(format_size_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {"rows": list(report), "totals": report.totals}, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from squeezelab.export import check_onnx, export_onnx
+
+    path = Path(args.model)
+    if path.suffix == ".sqz":
+        from squeezelab.compress.sqz import load_compressed
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        model = load_compressed(path)
+    else:
+        from squeezelab.compress.pipeline import load_compressible
+
+        _check_checkpoint(args.model)
+        model = load_compressible(args.model).model
+    if args.input_size:
+        size = tuple(args.input_size)
+    else:
+        name = getattr(model, "spec", {}).get("name", "")
+        side = 32 if "cifar" in name else 224
+        size = (int(getattr(model, "spec", {}).get("kwargs", {}).get("in_chans", 3)), side, side)
+    print(f"exporting {args.model} with input 1x{size[0]}x{size[1]}x{size[2]} (batch dynamic)",
+          flush=True)
+    out = export_onnx(model, args.onnx, size, opset=args.opset, dynamo=args.dynamo)
+    diff = check_onnx(model, out, torch.randn(3, *size))
+    print(f"wrote {out} ({out.stat().st_size:,} bytes); onnxruntime max abs diff {diff:.2e}")
+    if diff > 1e-4:
+        raise ValueError(f"{out}: onnxruntime differs from PyTorch by {diff:.2e} (> 1e-4)")
+    return 0

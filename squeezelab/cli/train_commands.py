@@ -84,6 +84,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "last checkpoint (its saved config is used; flags override it)")
     p.add_argument("--nproc", type=int, default=1, help="processes: >1 launches torchrun "
                    "with DistributedDataParallel")
+    p.add_argument("--distill", metavar="SPEC", default=None, help="knowledge distillation: "
+                   "teacher=CKPT,T=4,alpha=0.9[,mode=kd|logits] (or a recipe's distill: section)")
+    p.add_argument("--fitnets", metavar="SPEC", default=None, help="FitNets: teacher=CKPT,"
+                   "hint=layer3,guided=features.6,stage1_epochs=N (or a recipe's fitnets:)")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -113,6 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from squeezelab.train.launch import launch_torchrun
 
         return launch_torchrun(args.nproc)
+    if (args.distill or args.fitnets or _recipe_has(args, "distill", "fitnets")) \
+            and not args.resume:
+        return cmd_train_distill(args)
     if args.resume:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
@@ -131,6 +138,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run: {result.run_dir}")
     if "test_top1" in final:
         print(f"final test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}")
+    return 0
+
+
+def _recipe_has(args: argparse.Namespace, *sections: str) -> bool:
+    from squeezelab.train.config import load_recipe_sections
+
+    return bool(args.recipe) and any(k in load_recipe_sections(args.recipe) for k in sections)
+
+
+def cmd_train_distill(args: argparse.Namespace) -> int:
+    """``train --distill`` / ``--fitnets`` (or a recipe's distill: / fitnets: section). The
+    teacher is loaded before training starts, so a missing checkpoint fails at once."""
+    from squeezelab.train.config import load_recipe_sections
+    from squeezelab.train.distill import DistillConfig, DistillError, DistillHook
+    from squeezelab.train.fitnets import FitNetsConfig, fitnets_train
+    from squeezelab.train.loop import train
+
+    if getattr(args, "dsd", None) or _recipe_has(args, "dsd"):
+        raise DistillError("DSD with distillation is not offered on the command line; combine "
+                           "DSDHook and DistillHook through the library's train(hooks=[...])")
+    sections = load_recipe_sections(args.recipe) if args.recipe else {}
+    distill = (DistillConfig.parse(args.distill) if args.distill else
+               DistillConfig.from_dict(sections["distill"]) if "distill" in sections else None)
+    fitnets = (FitNetsConfig.parse(args.fitnets) if args.fitnets else
+               FitNetsConfig.from_dict(sections["fitnets"]) if "fitnets" in sections else None)
+    if distill is not None and fitnets is not None:
+        raise DistillError("choose one of distillation (--distill / distill:) and FitNets "
+                           "(--fitnets / fitnets:), not both: FitNets' stage 2 is KD already")
+    cfg = config_from_args(args)
+    if fitnets is not None:
+        result = fitnets_train(cfg, fitnets)[1]
+    else:
+        result = train(cfg, [DistillHook(distill)])
+    if result.interrupted:
+        return 130
+    print(f"run: {result.run_dir}")
+    if "test_top1" in result.final:
+        print(f"final test top-1 {result.final['test_top1']:.4f}")
     return 0
 
 

@@ -194,17 +194,21 @@ def train(
     ckpt_meta = dict(config=cfg.to_dict(), class_names=list(train_data.classes),
                      mean=list(train_data.mean), std=list(train_data.std))
 
-    def save(path: Path, epoch: int, batch: int, metrics: dict[str, Any]) -> None:
+    def save(path: Path, epoch: int, batch: int, metrics: dict[str, Any],
+             resumable: bool = True) -> None:
+        """``last`` carries optimizer and RNG state to resume; ``best`` is the weights alone
+        (plus hook tensors such as masks), so its safetensors file is the fp32 model's size."""
         if not is_main:
             return
-        extra = {"rng": {"torch": torch.get_rng_state()}}
+        extra = {"rng": {"torch": torch.get_rng_state()}} if resumable else {}
         for hook in hooks:
             if tensors := hook.state_tensors():
                 extra[f"hook.{hook.name}"] = tensors
         meta = dict(ckpt_meta, epoch=epoch, batch=batch, step=state.step, metrics=metrics,
                     best_top1=best_top1, scheduler=scheduler.state_dict(),
                     hooks={h.name: h.state_dict() for h in hooks})
-        save_checkpoint(path, model, meta=meta, optimizer=optimizer, extra_tensors=extra)
+        save_checkpoint(path, model, meta=meta, optimizer=optimizer if resumable else None,
+                        extra_tensors=extra)
 
     # --- the loop -------------------------------------------------------------------------
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -234,7 +238,7 @@ def train(
                     best_top1 = record["test_top1"]
                 save(run.last, epoch + 1, 0, record)
                 if improved:
-                    save(run.best, epoch + 1, 0, record)
+                    save(run.best, epoch + 1, 0, record, resumable=False)
                 if stop.requested:
                     raise _StopRequested(epoch + 1, 0)
     except _StopRequested as at:

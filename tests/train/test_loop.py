@@ -138,3 +138,12 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, cifar_tiny):
     with pytest.raises(ConfigError, match="already holds a run: continue it with --resume"):
         train(config(tmp_path, epochs=1), data=cifar_tiny)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_best_checkpoint_holds_weights_only(tmp_path, cifar_tiny):
+    result = train(config(tmp_path, epochs=1), data=cifar_tiny)
+    best = load_checkpoint(result.run_dir / "checkpoints" / "best")
+    last = load_checkpoint(result.run_dir / "checkpoints" / "last")
+    assert not best.group("optim") and not best.group("rng")
+    assert last.group("optim") and last.group("rng")
+    assert set(best.tensors) == {f"model.{k}" for k in result.model.state_dict()}

@@ -88,6 +88,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "teacher=CKPT,T=4,alpha=0.9[,mode=kd|logits] (or a recipe's distill: section)")
     p.add_argument("--fitnets", metavar="SPEC", default=None, help="FitNets: teacher=CKPT,"
                    "hint=layer3,guided=features.6,stage1_epochs=N (or a recipe's fitnets:)")
+    p.add_argument("--dsd", metavar="OPTIONS", default=None, help="dense-sparse-dense "
+                   "training, e.g. sparsity=0.4,epochs=5-3-5 (overrides a recipe's dsd: section)")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -111,7 +113,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from squeezelab.train.loop import train
+    from squeezelab.cli.method_commands import train_with_methods
 
     if args.nproc > 1:
         from squeezelab.train.launch import launch_torchrun
@@ -128,10 +130,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k[4:]: v for k, v in vars(args).items()
                      if k.startswith("cfg_") and v is not None}
         cfg = TrainConfig.from_yaml(saved, overrides)
-        result = train(cfg, resume=True, run_dir=run_dir)
+        result = train_with_methods(args, cfg, resume=True, run_dir=run_dir)
     else:
         cfg = config_from_args(args)
-        result = train(cfg)
+        result = train_with_methods(args, cfg)
     final = result.final
     if result.interrupted:
         return 130
@@ -190,8 +192,11 @@ def load_any_model(path: str):
         model = load_compressed(p)
         # the header carries the spec and class names; its meta holds the compression record
         header = model.sqz_header
-        return model, {**header.get("meta", {}), "model": header["model"],
-                       "class_names": header.get("class_names")}
+        meta = header.get("meta", {})
+        # "config" (the data the model was fine-tuned on) comes from the compression record
+        train_cfg = (meta.get("compress_config") or {}).get("train") or {}
+        return model, {**meta, "config": meta.get("config") or train_cfg,
+                       "model": header["model"], "class_names": header.get("class_names")}
     from squeezelab.compress.pipeline import load_compressible
 
     if p.is_dir():

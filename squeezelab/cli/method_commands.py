@@ -1,0 +1,128 @@
+"""``squeezelab dsd`` and the training methods that the ``train`` command switches on.
+
+``squeezelab train --dsd sparsity=0.4,epochs=5-3-5`` (or a recipe's ``dsd:`` section) trains
+under dense-sparse-dense (Han et al. 2017, arXiv 1607.04381); ``squeezelab dsd CHECKPOINT
+--sparsity 0.4 --epochs 3-5`` starts it from a trained dense model, skipping the dense phase.
+Options are parsed before any data is loaded, so bad input fails at once.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from squeezelab.train.config import TrainConfig
+
+
+def dsd_config_for(args: argparse.Namespace, run_dir: Path | None = None):
+    """The DSD config of a ``train`` invocation, or None: ``--dsd`` wins over the recipe's
+    ``dsd:`` section; on ``--resume`` the config saved in the run's checkpoint is used."""
+    from squeezelab.train.config import load_recipe_sections
+    from squeezelab.train.dsd import DSDConfig
+
+    if getattr(args, "dsd", None):
+        return DSDConfig.parse(args.dsd)
+    recipe = getattr(args, "recipe", None)
+    if recipe and not run_dir:
+        section = load_recipe_sections(recipe).get("dsd")
+        if section is not None:
+            if not isinstance(section, dict):
+                raise ValueError(f"{recipe}: the dsd: section must be a mapping, got "
+                                 f"{section!r}")
+            return DSDConfig.from_dict(section, source=f"{recipe} dsd:")
+    if run_dir is not None:
+        import json
+
+        meta_path = Path(run_dir) / "checkpoints" / "last.json"
+        if meta_path.is_file():
+            saved = (json.loads(meta_path.read_text()).get("hooks") or {}).get("dsd")
+            if saved and saved.get("config"):
+                return DSDConfig(**saved["config"])
+    return None
+
+
+def train_with_methods(args: argparse.Namespace, cfg: TrainConfig, *, resume: bool = False,
+                       run_dir: Path | None = None):
+    """``train()`` with the methods the command line or recipe asks for (``--dsd``)."""
+    from squeezelab.train.loop import train
+
+    dsd_cfg = dsd_config_for(args, run_dir if resume else None)
+    if dsd_cfg is None:
+        return train(cfg, resume=resume, run_dir=run_dir)
+    from squeezelab.train.dsd import run_dsd
+
+    given_epochs = getattr(args, "cfg_epochs", None)
+    if given_epochs is not None and given_epochs != dsd_cfg.total_epochs:
+        raise ValueError(f"--epochs {given_epochs} conflicts with the DSD schedule, which takes "
+                         f"{dsd_cfg.total_epochs} epochs; drop --epochs or change --dsd epochs=")
+    return run_dsd(cfg, dsd_cfg, resume=resume, run_dir=run_dir)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from squeezelab.cli.train_commands import add_config_flags
+
+    # conflict_handler="resolve": this command's --epochs (SPARSE-REDENSE) replaces the
+    # training config's integer --epochs, which DSD computes from the phases.
+    p = sub.add_parser("dsd", help="dense-sparse-dense training from a trained dense model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       conflict_handler="resolve")
+    add_config_flags(p)
+    p.add_argument("checkpoint", help="trained dense checkpoint (.json/.safetensors or stem) "
+                   "or a run directory (its best checkpoint)")
+    p.add_argument("--sparsity", type=float, default=0.4,
+                   help="fraction of each layer's weights pruned in the sparse phase")
+    p.add_argument("--epochs", dest="dsd_epochs", default="3-5",
+                   help="SPARSE-REDENSE epochs (per cycle)")
+    p.add_argument("--cycles", type=int, default=1, help="sparse -> re-dense repetitions")
+    p.add_argument("--redense-lr-factor", type=float, default=0.1,
+                   help="re-dense learning rate as a fraction of the run's")
+    p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                   help="layer type or glob never pruned (repeatable), e.g. classifier")
+    p.add_argument("--plot-layer", default=None, help="parameter whose weight histogram is "
+                   "plotted per phase (default: the largest prunable weight)")
+    p.add_argument("--recipe", default=None, help="YAML recipe for the training settings "
+                   "(lr, batch size, data, ...); flags override it")
+    p.set_defaults(func=cmd_dsd)
+
+
+def _dense_checkpoint(path: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        best = p / "checkpoints" / "best.json"
+        p = best if best.exists() else p / "checkpoints" / "last.json"
+    return p
+
+
+def cmd_dsd(args: argparse.Namespace) -> int:
+    from squeezelab.checkpoint import load_checkpoint
+    from squeezelab.cli.train_commands import config_from_args
+    from squeezelab.train.dsd import DSDConfig, parse_phase_epochs, run_dsd
+
+    phases = parse_phase_epochs(args.dsd_epochs)
+    if phases["dense_epochs"]:
+        raise ValueError(f"squeezelab dsd starts from a trained dense model: --epochs takes "
+                         f"SPARSE-REDENSE, got {args.dsd_epochs!r}")
+    dsd_cfg = DSDConfig(sparsity=args.sparsity, cycles=args.cycles,
+                        redense_lr_factor=args.redense_lr_factor, exclude=args.exclude,
+                        plot_layer=args.plot_layer, **phases)
+    ckpt_path = _dense_checkpoint(args.checkpoint)
+    meta: dict[str, Any] = load_checkpoint(ckpt_path).meta
+    # The dense run's own settings (data, lr, batch size) unless the recipe/flags say otherwise.
+    if args.recipe is None and (meta.get("config") or {}):
+        saved = TrainConfig.from_dict(meta["config"], source=str(ckpt_path))
+        flags = config_from_args(argparse.Namespace(**{**vars(args), "recipe": None}))
+        given = {k[4:] for k, v in vars(args).items()
+                 if k.startswith("cfg_") and v is not None and k != "cfg_epochs"}
+        # a new run name (None: a fresh default), never the dense run's own directory
+        cfg = saved.replace(**{"run_name": None, **{k: getattr(flags, k) for k in given}})
+    else:
+        cfg = config_from_args(args)
+    result = run_dsd(cfg, dsd_cfg, from_checkpoint=ckpt_path)
+    if result.interrupted:
+        return 130
+    print(f"run: {result.run_dir}")
+    final = result.final
+    if "test_top1" in final:
+        print(f"final test top-1 {final['test_top1']:.4f} after DSD "
+              f"(sparsity {dsd_cfg.sparsity}, {args.dsd_epochs})")
+    return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,14 @@ def export_onnx(
                               input_names=["input"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},))
         else:
-            torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            # the TorchScript exporter is deprecated but needs no onnxscript and is ~5x faster
+            # here; its deprecation warnings say nothing about this export
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(net, (example,), str(path), dynamo=False,
+                                  opset_version=opset, input_names=["input"],
+                                  output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     finally:
         net.train(was_training)
     return path

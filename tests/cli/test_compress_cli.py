@@ -1,0 +1,129 @@
+"""``squeezelab prune | sensitivity | quantize | compress | inspect | export | eval`` end to end
+on a tiny trained checkpoint and real CIFAR-10 images, and their errors on bad input."""
+import json
+
+import pytest
+import torch
+
+from squeezelab.cli import main
+from squeezelab.compress import load_compressed, load_compressible, read_sqz
+from squeezelab.train import TrainConfig, train
+
+TINY = {"fire_config": [[4, 8, 8]] * 8, "stem_channels": 16}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the machine is shared: one intra-op thread avoids oversubscription on tiny convolutions
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, cifar_tree, cifar_small):
+    """A 1-epoch tiny SqueezeNet trained on 200 images of the class-folder tree."""
+    train_data, test_data = cifar_small
+    data = train_data.subset(torch.arange(0, 1000, 5)), test_data.subset(torch.arange(0, 300, 3))
+    out = tmp_path_factory.mktemp("ckpt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = TrainConfig(model="squeezenet_cifar", model_args=TINY, data=str(cifar_tree), epochs=1,
+                      batch_size=50, optimizer="adamw", lr=0.005, precision="fp32",
+                      channels_last=False, progress=False, out_dir=str(out), run_name="run")
+    result = train(cfg, data=data)
+    torch.set_num_threads(threads)
+    return str(result.run_dir / "checkpoints" / "last.json")
+
+
+SMALL_DATA = ["--limit-train", "100", "--limit-test", "50", "--batch-size", "50"]
+
+
+def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
+    out = tmp_path / "m.sqz"
+    rc = main(["compress", ckpt, "-o", str(out), "--sparsity", "0.5", "--prune-rounds", "2",
+               "--retrain-epochs", "1", "--retrain-lr", "0.002", "--conv-bits", "4",
+               "--classifier-bits", "5", "--centroid-epochs", "1", "--precision", "fp32",
+               *SMALL_DATA])
+    text = capsys.readouterr().out
+    assert rc == 0
+    for expected in ("prune round 1/2", "prune round 2/2", "weight sharing", "wrote",
+                     "smaller than fp32"):
+        assert expected in text
+    summary = json.loads((tmp_path / "m.summary.json").read_text())
+    assert [s["step"] for s in summary["steps"]] == [
+        "dense", "prune_1", "prune_2", "share", "centroids", "loaded"]
+    assert summary["config"]["sharing"]["bits"] == {"conv": 4, "linear": 5, "classifier": 5}
+    assert summary["config"]["train"]["limit_train"] == 100
+    sqz = read_sqz(out)
+    assert sqz.meta["compress_config"]["prune"]["sparsity"] == 0.5
+
+    assert main(["inspect", str(out), "--fp32", ckpt]) == 0
+    text = capsys.readouterr().out
+    assert "features.0.weight" in text and "squeezenet_cifar" in text
+
+    assert main(["eval", str(out), "--limit", "50"]) == 0
+    text = capsys.readouterr().out
+    # the same 50 balanced test images of the data the file records: the same accuracy
+    assert f"top-1 {summary['final_top1']:.4f}" in text and "airplane" in text
+
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(out), "--onnx", str(onnx_path)]) == 0
+    assert "max abs diff" in capsys.readouterr().out and onnx_path.stat().st_size > 0
+
+
+def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
+    rc = main(["prune", ckpt, "--sparsity", "0.5", "--rule", "classifier=0.2", "-o",
+               str(tmp_path / "pruned")])
+    assert rc == 0
+    assert "overall sparsity" in capsys.readouterr().out
+    back = load_compressible(tmp_path / "pruned")
+    layer = back.masks.layer_sparsity()
+    assert layer["classifier.1.weight"] == pytest.approx(0.2, abs=0.01)
+    assert layer["features.0.weight"] == pytest.approx(0.5, abs=0.01)
+    w = back.model.features[0].weight
+    assert torch.all(w[~back.masks["features.0.weight"]] == 0)
+
+    rc = main(["sensitivity", ckpt, "--sparsities", "0.5", "0.9", "--limit-test", "50",
+               "-o", str(tmp_path / "sens")])
+    assert rc == 0
+    assert "classifier.1.weight" in capsys.readouterr().out
+    suggested = json.loads((tmp_path / "sens" / "suggested.json").read_text())
+    assert set(suggested.values()) <= {0.0, 0.5, 0.9}
+    assert (tmp_path / "sens" / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quantize_methods(tmp_path, ckpt, capsys):
+    out = tmp_path / "k.sqz"
+    assert main(["quantize", ckpt, "--method", "kmeans", "--bits", "3", "--limit-test", "50",
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "before: top-1" in text and "after:  top-1" in text
+    assert {e["weight_bits"] for e in read_sqz(out).entries if e["encoding"] == "shared"} == {3}
+    assert load_compressed(out) is not None
+    report = tmp_path / "int8.json"
+    assert main(["quantize", ckpt, "--method", "int8", "--limit-test", "50", "-o",
+                 str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["method"] == "int8" and data["size_bytes"] < data["fp32_bytes"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "missing.json", "--sparsity", "0.5", "-o", "x"], "does not exist"),
+    (["prune", "CKPT", "--sparsity", "1.5", "-o", "x"], r"sparsity must be in \[0, 1\), got 1.5"),
+    (["quantize", "CKPT", "--method", "ternary", "-o", "x.json"], "--method must be one of"),
+    (["compress", "CKPT", "-o", "model.bin"], "must name a .sqz file"),
+    (["compress", "CKPT", "-o", "m.sqz", "--conv-bits", "20"], "must be an integer in 1..16"),
+    (["prune", "CKPT", "--rule", "conv3x3", "-o", "x"], "expects LAYER=VALUE"),
+    (["inspect", "nothing.sqz"], "does not exist"),
+])
+def test_bad_input_exits_2(tmp_path, ckpt, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    argv = [ckpt if a == "CKPT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:")
+    import re
+
+    assert re.search(message, err), err

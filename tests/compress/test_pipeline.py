@@ -158,3 +158,20 @@ def test_quantize_dispatch():
     assert quantize_(tiny_model(), FixedPointConfig(total_bits=8))
     with pytest.raises(TypeError, match="config must be one of .*got PruneConfig"):
         quantize_(tiny_model(), PruneConfig(sparsity=0.5))
+
+
+@pytest.mark.parametrize("recipe", ["compress_squeezenet_cifar.yaml",
+                                    "compress_squeezenet_v1_layout.yaml"])
+def test_recipes_load_and_fit_their_model(recipe):
+    from pathlib import Path
+
+    from squeezelab.compress.weight_sharing import select_layers
+    from squeezelab.train import TrainConfig
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / recipe
+    cfg = CompressConfig.from_yaml(path)
+    train_cfg = TrainConfig.from_yaml(path)  # the dense run ignores the compress: section
+    model = create_model(train_cfg.model, num_classes=10)
+    targets = cfg.prune.layer_targets(model)  # raises if a rule names no layer
+    assert len(targets) == len(select_layers(model, cfg.sharing)) > 10
+    assert cfg.to_dict()["train"]["batch_size"] == 128

@@ -131,3 +131,16 @@ def test_class_count_mismatch_is_an_error_before_training(tmp_path, cifar_100):
 def test_missing_teacher_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher checkpoint .*nope does not exist"):
         DistillHook(DistillConfig(teacher=str(tmp_path / "nope")))
+
+
+def test_cli_distill_flags_fail_before_training(tmp_path, capsys):
+    from squeezelab.cli import main
+
+    common = ["train", "--out-dir", str(tmp_path), "--run-name", "cli", "--progress", "false"]
+    assert main([*common, "--distill", f"teacher={tmp_path / 'missing'},T=4"]) == 2
+    assert "teacher checkpoint" in capsys.readouterr().err
+    path, _ = _teacher_ckpt(tmp_path / "teacher")
+    assert main([*common, "--distill", f"teacher={path},T=4",
+                 "--fitnets", f"teacher={path},hint=layer3,guided=features.6"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from squeezelab.compress.masks import Masks, MaskHook
+from squeezelab.compress.masks import MaskHook
 from squeezelab.compress.prune import PruneConfig, compute_masks, prunable_parameters
 from squeezelab.models import unwrap_model
 from squeezelab.train.hooks import TrainHook, TrainState

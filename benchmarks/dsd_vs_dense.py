@@ -1,0 +1,103 @@
+"""Dense-sparse-dense (Han et al. 2017, arXiv 1607.04381) against the dense model trained for
+the same total number of epochs, with the same seeds, config and data: test top-1 per seed,
+mean and spread, and the per-seed difference.
+
+    python benchmarks/dsd_vs_dense.py --epochs 5-3-5 --seeds 0 1 2          # the study
+    python benchmarks/dsd_vs_dense.py --epochs 1-1-1 --limit-train 500      # a quick check
+
+Training settings come from --recipe (default recipes/dsd_squeezenet_cifar.yaml, whose dsd:
+section is replaced by --sparsity / --epochs).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_result  # noqa: E402
+
+from squeezelab.train.config import TrainConfig  # noqa: E402
+from squeezelab.train.dsd import DSDConfig  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dsd_squeezenet_cifar.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default=str(RECIPE))
+    p.add_argument("--sparsity", type=float, default=0.4)
+    p.add_argument("--epochs", default="5-3-5", help="DENSE-SPARSE-REDENSE epochs")
+    p.add_argument("--cycles", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--model", default=None, help="override the recipe's model")
+    p.add_argument("--data", default=None)
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--out-dir", default="runs/dsd_vs_dense")
+    p.add_argument("-o", "--output", default=None,
+                   help="JSON path (default: benchmarks/results/dsd_vs_dense.json)")
+    return p.parse_args(argv)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.mean(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Both parsed before any data is loaded: bad input fails at once.
+    dsd_cfg = DSDConfig.parse(f"sparsity={args.sparsity},epochs={args.epochs},"
+                              f"cycles={args.cycles}")
+    overrides = {k: v for k, v in dict(model=args.model, data=args.data,
+                                       limit_train=args.limit_train,
+                                       limit_test=args.limit_test,
+                                       batch_size=args.batch_size).items() if v is not None}
+    overrides.update(out_dir=args.out_dir, progress=False, epochs=dsd_cfg.total_epochs)
+    base = TrainConfig.from_yaml(args.recipe, overrides)
+
+    from squeezelab.data import load_split, resolve_default_cifar10
+    from squeezelab.train import train
+    from squeezelab.train.dsd import run_dsd
+
+    source = base.data or resolve_default_cifar10()
+    common = dict(root=base.data_root, image_size=base.image_size, seed=0, progress=False)
+    data = (load_split(source, "train", limit=base.limit_train, **common),
+            load_split(source, "test", limit=base.limit_test, **common))
+    per_seed = []
+    for seed in args.seeds:
+        tag = f"s{seed}-{args.epochs}-{args.sparsity}"
+        print(f"seed {seed}: dense for {dsd_cfg.total_epochs} epochs", flush=True)
+        dense = train(base.replace(seed=seed, run_name=f"dense-{tag}"), data=data)
+        print(f"seed {seed}: DSD {args.epochs} at sparsity {args.sparsity}", flush=True)
+        dsd = run_dsd(base.replace(seed=seed, run_name=f"dsd-{tag}"), dsd_cfg, data=data)
+        per_seed.append({
+            "seed": seed,
+            "dense_test_top1": dense.final["test_top1"],
+            "dsd_test_top1": dsd.final["test_top1"],
+            "dsd_minus_dense": dsd.final["test_top1"] - dense.final["test_top1"],
+            "dense_seconds": sum(r["seconds"] for r in dense.history),
+            "dsd_seconds": sum(r["seconds"] for r in dsd.history),
+            "dsd_phases": [{k: r.get(k) for k in ("epoch", "phase", "sparsity", "test_top1",
+                                                  "lr")} for r in dsd.history],
+            "dense_run": str(dense.run_dir), "dsd_run": str(dsd.run_dir),
+        })
+    write_result("dsd_vs_dense", {
+        "recipe": args.recipe, "model": base.model, "data": str(source),
+        "train_images": len(data[0]), "test_images": len(data[1]),
+        "dsd": dsd_cfg.to_dict(), "total_epochs": dsd_cfg.total_epochs, "seeds": args.seeds,
+        "dense_test_top1": summary([s["dense_test_top1"] for s in per_seed]),
+        "dsd_test_top1": summary([s["dsd_test_top1"] for s in per_seed]),
+        "dsd_minus_dense": summary([s["dsd_minus_dense"] for s in per_seed]),
+        "per_seed": per_seed,
+    }, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

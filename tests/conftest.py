@@ -2,7 +2,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from cifar_fixtures import copy_tree
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """Test models are tiny: a second OpenMP thread gains little, and on a busy 2-core machine
+    threads waiting for each other made training tests up to 10x slower. One thread for the
+    whole session also makes every test's timing independent of test order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

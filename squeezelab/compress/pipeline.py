@@ -29,7 +29,6 @@ import torch
 import torch.nn as nn
 
 from squeezelab.checkpoint import (
-    Checkpoint,
     CheckpointError,
     atomic_write_bytes,
     load_checkpoint,

@@ -3,15 +3,13 @@ and tiny CIFAR archives written in the official python format (Krizhevsky 2009).
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cifar_fixtures import CIFAR10_CLASSES, SHARED_CIFAR10, copy_tree  # noqa: F401
+from cifar_fixtures import CIFAR10_CLASSES, copy_tree
 
 @pytest.fixture
 def jpeg_tree(tmp_path: Path) -> Path:

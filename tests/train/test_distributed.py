@@ -24,14 +24,6 @@ SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
 PER_RANK_BATCH = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(out_dir, batch_size):
     return TrainConfig(model="squeezenet_cifar", model_args=SMALL, epochs=2,
                        batch_size=batch_size, optimizer="nesterov", lr=0.02, weight_decay=5e-4,

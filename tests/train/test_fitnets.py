@@ -26,14 +26,6 @@ SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one intra-op thread is faster than two on a shared, busy 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 def test_regressor_kernel_choice():
     assert regressor_kernel((16, 16), (8, 8)) == (9, 9)  # 16 - 9 + 1 = 8
     assert regressor_kernel((8, 8), (8, 8)) == (1, 1)

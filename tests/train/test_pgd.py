@@ -10,17 +10,6 @@ from squeezelab.train.methods import default_hooks
 from squeezelab.train.pgd import PerturbedGradientHook
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared, busy 2-core machine
-    OpenMP threads waiting for each other made these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 def make_state(grad_value):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))

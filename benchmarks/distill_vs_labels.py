@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="default: the shared CIFAR-10 copy")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", default="adamw")
+    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=0.3)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--temperature", "-T", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.9)
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for kind in runs:
                 cfg = TrainConfig(model=args.model, epochs=args.epochs,
-                                  batch_size=args.batch_size, lr=args.lr, seed=seed,
+                                  batch_size=args.batch_size, optimizer=args.optimizer,
+                                  lr=args.lr, weight_decay=args.weight_decay,
+                                  warmup_epochs=min(args.warmup_epochs, args.epochs), seed=seed,
                                   precision=args.precision, out_dir=out_dir,
                                   run_name=f"{kind}-seed{seed}", progress=False)
                 hooks = [DistillHook(distill, teacher=teacher)] if kind == "distilled" else []

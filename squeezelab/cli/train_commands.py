@@ -103,6 +103,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate a balanced subset")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--test-time-flip", type=_parse_bool, default=None, metavar="BOOL",
+                   help="average the logits of each image and its mirror (default: as the "
+                   "model was trained, so the figure matches the run's)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results here")
     p.set_defaults(func=cmd_eval)
 
@@ -227,8 +230,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          f"{source} has {data.classes}")
     loader = BatchLoader(data, args.batch_size, train=False, augment=None)
     loader.set_epoch(0)
-    result = evaluate(model, loader, data.num_classes, torch.device("cpu"), args.precision)
-    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images]")
+    flip = args.test_time_flip
+    if flip is None:
+        flip = bool((meta.get("config") or {}).get("test_time_flip", False))
+    result = evaluate(model, loader, data.num_classes, torch.device("cpu"), args.precision,
+                      test_time_flip=flip)
+    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images"
+          f"{', flip-averaged' if flip else ''}]")
     print(f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}")
     width = max(len(c) for c in data.classes)
     for name, acc in zip(data.classes, result["per_class"]):

@@ -33,7 +33,7 @@ from squeezelab.checkpoint import (
     optimizer_from_flat,
     save_checkpoint,
 )
-from squeezelab.models import create_model
+from squeezelab.models import create_model, get_entry
 from squeezelab.train.config import ConfigError, TrainConfig
 from squeezelab.train.distributed import (
     all_reduce_sum,
@@ -117,6 +117,8 @@ def train(
     from squeezelab.train.methods import default_hooks
 
     hooks = [*default_hooks(cfg, hooks), *hooks]  # e.g. optimizer: pgd -> the PGD hook
+    if model is None:
+        get_entry(cfg.model)  # an unknown model name fails before any data is decoded
     dist_info, device = init_distributed(cfg.device)
     is_main = dist_info.is_main
     torch.manual_seed(cfg.seed)

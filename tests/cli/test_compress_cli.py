@@ -12,28 +12,16 @@ from squeezelab.train import TrainConfig, train
 TINY = {"fire_config": [[4, 8, 8]] * 8, "stem_channels": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine is shared: one intra-op thread avoids oversubscription on tiny convolutions
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, cifar_tree, cifar_small):
     """A 1-epoch tiny SqueezeNet trained on 200 images of the class-folder tree."""
     train_data, test_data = cifar_small
     data = train_data.subset(torch.arange(0, 1000, 5)), test_data.subset(torch.arange(0, 300, 3))
     out = tmp_path_factory.mktemp("ckpt")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     cfg = TrainConfig(model="squeezenet_cifar", model_args=TINY, data=str(cifar_tree), epochs=1,
                       batch_size=50, optimizer="adamw", lr=0.005, precision="fp32",
                       channels_last=False, progress=False, out_dir=str(out), run_name="run")
     result = train(cfg, data=data)
-    torch.set_num_threads(threads)
     return str(result.run_dir / "checkpoints" / "last.json")
 
 

@@ -4,20 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from squeezelab.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared, busy 2-core machine
-    OpenMP threads waiting for each other made these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = "{fire_config: [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16], " \

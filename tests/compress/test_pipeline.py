@@ -27,15 +27,6 @@ TRAIN = {"batch_size": 50, "optimizer": "adamw", "precision": "fp32", "channels_
          "progress": False, "weight_decay": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine is shared: one intra-op thread avoids oversubscription on tiny convolutions
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_data(cifar_small):
     train, test = cifar_small

@@ -1,0 +1,92 @@
+"""The foundation commands end to end: models, info, train, eval, plot, and their errors."""
+import json
+
+import pytest
+
+from squeezelab.cli import main
+
+SMALL = ["--model-arg", "stem_channels=16",
+         "--model-arg", "fire_config=[[4,8,8],[4,8,8],[8,16,16],[8,16,16],[8,16,16],[8,16,16],"
+                        "[8,24,24],[8,24,24]]"]
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models", "squeezenet1_*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == [
+        "squeezenet1_0", "squeezenet1_0_complex_bypass", "squeezenet1_0_simple_bypass",
+        "squeezenet1_1"]
+
+
+def test_info_prints_layer_table_and_totals(capsys):
+    assert main(["info", "squeezenet1_0"]) == 0
+    out = capsys.readouterr().out
+    assert "features.3.squeeze" in out and "classifier.1" in out
+    assert "1,248,424 parameters, 819M MACs at 224x224" in out
+
+
+def test_info_input_size(capsys):
+    assert main(["info", "squeezenet_cifar_e4", "--input-size", "32"]) == 0
+    assert "727,594 parameters, 224M MACs at 32x32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["info", "squeezenet1_O"], "unknown model 'squeezenet1_O'; did you mean"),
+    (["train", "--model", "nope", "--data", "."], "unknown model 'nope'"),
+    (["train", "--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (["train", "--data", "/does/not/exist", "--epochs", "1"], "/does/not/exist"),
+    (["eval", "/no/such/checkpoint.json"], "does not exist"),
+    (["plot", "/no/such/run"], "is not a run directory"),
+    (["train", "--resume", "/no/such/run"], "cannot resume"),
+])
+def test_bad_input_exits_2_with_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
+    run = tmp_path / "runs" / "tiny"
+    argv = ["train", "--data", str(cifar_tree), "--epochs", "2", "--batch-size", "50",
+            "--limit-train", "200", "--limit-test", "100", "--optimizer", "adamw", "--lr",
+            "0.005", "--precision", "fp32", "--channels-last", "false", "--progress", "false",
+            "--out-dir", str(tmp_path / "runs"), "--run-name", "tiny", *SMALL]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"run: {run}" in out and "final test top-1" in out
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+    assert main(["eval", str(run), "--data", str(cifar_tree), "--limit", "100",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "airplane" in out and "truck" in out
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["count"] == 100 and len(result["per_class"]) == 10
+    # the best checkpoint was scored on the same 100 test images during training
+    assert result["top1"] == pytest.approx(max(
+        json.loads(x)["test_top1"] for x in (run / "metrics.jsonl").read_text().splitlines()))
+    assert final["epoch"] == 2
+
+    png = tmp_path / "curves.png"
+    assert main(["plot", str(run), str(run), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    # a second train into the same run directory is refused, the first run kept
+    assert main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
+    import shutil
+
+    run = tmp_path / "runs" / "tiny"
+    assert main(["train", "--data", str(cifar_tree), "--epochs", "1", "--batch-size", "50",
+                 "--limit-train", "100", "--limit-test", "50", "--precision", "fp32",
+                 "--channels-last", "false", "--progress", "false", "--out-dir",
+                 str(tmp_path / "runs"), "--run-name", "tiny", *SMALL]) == 0
+    other = tmp_path / "other"
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            shutil.copytree(cifar_tree / split / name, other / split / name)
+    assert main(["eval", str(run), "--data", str(other)]) == 2
+    assert "10-class model, but" in capsys.readouterr().err

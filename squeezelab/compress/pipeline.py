@@ -35,6 +35,7 @@ from squeezelab.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
+from squeezelab.compress.fold import fold_batchnorm
 from squeezelab.compress.masks import MaskHook, Masks
 from squeezelab.compress.prune import PruneConfig, prune_
 from squeezelab.compress.schedules import ITERATIVE_KINDS, iterative_sparsities
@@ -87,6 +88,8 @@ class CompressConfig:
         not individual weights, toward zero.
     gap_bits: bits per relative position in the .sqz (None: 8 for conv, 5 for linear, the
         paper's choice).
+    fold_batchnorm: fold BatchNorm into the convs after pruning, before sharing (``fold.py``):
+        one bias per channel ships instead of four BatchNorm tensors.
     train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
         limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
     """
@@ -101,6 +104,7 @@ class CompressConfig:
     centroid_lr: float = 1e-3
     centroid_weight_decay: float = 0.0
     gap_bits: int | None = None
+    fold_batchnorm: bool = False
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -458,6 +462,13 @@ def compress(
     if config.prune is not None:
         masks, pruned = prune_and_retrain(model, config, data, work_dir, masks=masks, log=log)
         steps += pruned
+    if config.fold_batchnorm:
+        # After pruning (retraining wants BatchNorm), before sharing (cluster the weights that
+        # ship). Zeros stay zero; the layout, hence the parameter names, changes.
+        model = fold_batchnorm(model.eval())
+        masks = Masks.from_model(model) if masks is not None else None
+        log("folded BatchNorm into the convolutions")
+        _record(steps, "fold_bn", model, data, log)
     sharing: dict[str, Any] = {}
     if config.sharing is not None:
         sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,

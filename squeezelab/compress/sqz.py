@@ -3,9 +3,11 @@ k-means weight sharing + Huffman coding, stored as the paper's section 4 describ
 
 Layout (integers little-endian)::
 
-    b"SQZ\\x00" | u16 version | u32 header length | header (UTF-8 JSON) | payload | u32 CRC32
+    b"SQZ\\x00" | u16 version | u32 header length | header | payload | u32 CRC32
 
-The CRC32 (``zlib.crc32``) covers header and payload. The header is self-describing: the
+The header is UTF-8 JSON, zlib-compressed since version 2 (a per-tensor JSON entry is about
+165 bytes, a tenth of a pruned 4-bit SqueezeNet's file; compressed it is a fifth of that).
+Version 1 files (plain JSON header) are still read. The CRC32 (``zlib.crc32``) covers header and payload. The header is self-describing: the
 registry model spec (``{"name", "kwargs"}``), class names, free ``meta`` (metrics, config), the
 payload size, and per state-dict tensor its name, shape, dtype and encoding:
 
@@ -60,7 +62,11 @@ from squeezelab.models import create_model, model_spec, unwrap_model
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)  # 1: plain JSON header; 2: zlib-compressed JSON header
+# A zlib header may expand at most this much (JSON compresses ~5-10x): no decompression bombs.
+_MAX_HEADER_EXPANSION = 64
+_MAX_HEADER_BYTES = 64 << 20
 _PREFIX = struct.Struct("<4sHI")  # magic, version, header length
 _CRC = struct.Struct("<I")
 # The paper's relative-index widths: 8 bits for conv layers, 5 bits for fully connected ones.
@@ -240,7 +246,8 @@ def save_compressed(
         "payload_size": payload.size,
         "tensors": entries,
     }
-    header_bytes = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
+    header_json = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
+    header_bytes = zlib.compress(header_json, 9)
     body = header_bytes + b"".join(payload.parts)
     data = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + body
     data += _CRC.pack(zlib.crc32(body))
@@ -332,9 +339,10 @@ def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
     magic, version, header_len = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise SqzFormatError(f"{source}: not a .sqz file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
+    if version not in READ_VERSIONS:
         raise SqzFormatError(
-            f"{source}: format version {version}; this squeezelab reads version {VERSION}"
+            f"{source}: format version {version}; this squeezelab reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
         )
     body_end = len(data) - _CRC.size
     if _PREFIX.size + header_len > body_end:
@@ -350,13 +358,32 @@ def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
             f"{source}: CRC32 mismatch (file says {crc:08x}, contents give {actual:08x}): "
             "the file is damaged or truncated"
         )
+    header_raw = bytes(view[_PREFIX.size:_PREFIX.size + header_len])
+    if version >= 2:
+        header_raw = _inflate_header(header_raw, source)
     try:
-        header = json.loads(bytes(view[_PREFIX.size:_PREFIX.size + header_len]))
+        header = json.loads(header_raw)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
         raise SqzFormatError(f"{source}: header is not valid UTF-8 JSON: {e}") from None
     payload = view[_PREFIX.size + header_len:body_end]
     _check_header(header, len(payload), len(data), source)
     return version, header, payload
+
+
+def _inflate_header(raw: bytes, source: str) -> bytes:
+    """Decompress a version-2 header, refusing one that expands past a bound."""
+    limit = min(_MAX_HEADER_BYTES, max(1 << 16, _MAX_HEADER_EXPANSION * len(raw)))
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(raw, limit)
+    except zlib.error as e:
+        raise SqzFormatError(f"{source}: header is not valid zlib data: {e}") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise SqzFormatError(
+            f"{source}: header does not decompress within {limit} bytes (damaged, or more "
+            f"than {_MAX_HEADER_EXPANSION}x its {len(raw)} compressed bytes)"
+        )
+    return out
 
 
 def _check_kwargs(value: Any, where: str, depth: int = 0) -> None:
@@ -685,6 +712,6 @@ def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = Fals
 
 
 __all__ = [
-    "DEFAULT_GAP_BITS", "FORMAT", "MAGIC", "VERSION", "SharedTensor", "SqzFile",
+    "DEFAULT_GAP_BITS", "FORMAT", "MAGIC", "READ_VERSIONS", "VERSION", "SharedTensor", "SqzFile",
     "SqzFormatError", "load_compressed", "read_sqz", "save_compressed",
 ]

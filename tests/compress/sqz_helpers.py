@@ -31,14 +31,18 @@ def tiny_shared_model(seed: int = 0, sparsity: float = 0.7):
 
 
 def split(data: bytes):
-    (header_len,) = struct.unpack_from("<I", data, 6)
-    header = json.loads(data[10:10 + header_len])
+    version, header_len = struct.unpack_from("<HI", data, 4)
+    raw = data[10:10 + header_len]
+    header = json.loads(zlib.decompress(raw) if version >= 2 else raw)
     return header, data[10 + header_len:-4]
 
 
-def join(header, payload: bytes, version: int = 1) -> bytes:
-    """A file with a recomputed header length and a valid CRC32."""
+def join(header, payload: bytes, version: int = 2) -> bytes:
+    """A file with a recomputed header length and a valid CRC32 (version 1: plain JSON
+    header; 2 and up: zlib-compressed)."""
     h = json.dumps(header).encode()
+    if version >= 2:
+        h = zlib.compress(h)
     body = h + payload
     return b"SQZ\x00" + struct.pack("<HI", version, len(h)) + body + struct.pack(
         "<I", zlib.crc32(body))

@@ -105,6 +105,26 @@ def test_pipeline_end_to_end(tmp_path, tiny_data):
     assert any("prune round 2/2" in m for m in messages)
 
 
+def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
+    cfg = CompressConfig(
+        prune=PruneConfig(sparsity=0.5), retrain_epochs=1, retrain_lr=2e-3,
+        sharing=WeightSharingConfig(bits={"conv": 4, "classifier": 5}), centroid_epochs=1,
+        centroid_lr=1e-3, fold_batchnorm=True, train=TRAIN)
+    plain = compress(tiny_model(), CompressConfig(**{**cfg.__dict__, "fold_batchnorm": False}),
+                     tmp_path / "plain.sqz", data=tiny_data, work_dir=tmp_path / "r1",
+                     log=lambda m: None)
+    result = compress(tiny_model(), cfg, tmp_path / "folded.sqz", data=tiny_data,
+                      work_dir=tmp_path / "r2", log=lambda m: None)
+    steps = {s["step"]: s for s in result.steps}
+    assert list(steps) == ["dense", "prune_1", "fold_bn", "share", "centroids", "loaded"]
+    # folding is exact up to float rounding: same accuracy, same sparsity
+    assert steps["fold_bn"]["top1"] == pytest.approx(steps["prune_1"]["top1"], abs=0.02)
+    assert steps["fold_bn"]["sparsity"] == pytest.approx(steps["prune_1"]["sparsity"])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in result.loaded.modules())
+    assert steps["loaded"]["top1"] == steps["centroids"]["top1"]
+    assert (tmp_path / "folded.sqz").stat().st_size < (tmp_path / "plain.sqz").stat().st_size
+
+
 def test_prune_only_checkpoint_round_trip(tmp_path, tiny_data):
     model = tiny_model()
     cfg = CompressConfig(prune=PruneConfig(sparsity=0.5), retrain_epochs=0, sharing=None,

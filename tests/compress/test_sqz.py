@@ -107,12 +107,34 @@ def test_bad_magic_version_and_crc(sqz_bytes):
     with pytest.raises(SqzFormatError, match="not a .sqz file"):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
-    with pytest.raises(SqzFormatError, match="format version 7; this squeezelab reads version 1"):
+    with pytest.raises(SqzFormatError, match="format version 7; this squeezelab reads versions 1, 2"):
         _load(join(header, payload, version=7))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10
     with pytest.raises(SqzFormatError, match="CRC32 mismatch"):
         _load(bytes(flipped))
+
+
+def test_version_1_plain_json_header_still_loads(sqz_bytes):
+    header, payload = split(sqz_bytes)
+    v1 = join(header, payload, version=1)
+    assert v1[4:6] == b"\x01\x00" and len(v1) > len(sqz_bytes)  # the plain header is larger
+    a, b = read_sqz(v1).state_dict(), read_sqz(sqz_bytes).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compressed_header_that_is_not_zlib_or_expands_too_far(sqz_bytes):
+    import struct
+    import zlib
+
+    payload = split(sqz_bytes)[1]
+    for raw, match in ((b"not zlib at all", "header is not valid zlib data"),
+                       (zlib.compress(b" " * (1 << 22), 9), "does not decompress within")):
+        body = raw + payload
+        bad = (b"SQZ\x00" + struct.pack("<HI", 2, len(raw)) + body
+               + struct.pack("<I", zlib.crc32(body)))
+        with pytest.raises(SqzFormatError, match=match):
+            _load(bad)
 
 
 def test_header_not_json_or_wrong_types(sqz_bytes):

@@ -110,9 +110,9 @@ def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
         prune=PruneConfig(sparsity=0.5), retrain_epochs=1, retrain_lr=2e-3,
         sharing=WeightSharingConfig(bits={"conv": 4, "classifier": 5}), centroid_epochs=1,
         centroid_lr=1e-3, fold_batchnorm=True, train=TRAIN)
-    plain = compress(tiny_model(), CompressConfig(**{**cfg.__dict__, "fold_batchnorm": False}),
-                     tmp_path / "plain.sqz", data=tiny_data, work_dir=tmp_path / "r1",
-                     log=lambda m: None)
+    compress(tiny_model(), CompressConfig(**{**cfg.__dict__, "fold_batchnorm": False}),
+             tmp_path / "plain.sqz", data=tiny_data, work_dir=tmp_path / "r1",
+             log=lambda m: None)
     result = compress(tiny_model(), cfg, tmp_path / "folded.sqz", data=tiny_data,
                       work_dir=tmp_path / "r2", log=lambda m: None)
     steps = {s["step"]: s for s in result.steps}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.models import create_model, model_spec, unwrap_model
+
+__all__ = ["Checkpoint", "CheckpointError", "atomic_write_bytes", "checkpoint_paths",
+           "load_checkpoint", "load_model_state", "model_from_checkpoint",
+           "optimizer_from_flat", "optimizer_to_flat", "save_checkpoint"]
 
 FORMAT = "squeezelab-checkpoint"
 FORMAT_VERSION = 1
@@ -57,22 +61,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if p.suffix in (".json", ".safetensors"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".json"), p.with_name(p.name + ".safetensors")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -133,18 +121,8 @@ def save_checkpoint(
     # Tensors first, JSON last: the JSON names the hash of the tensors it belongs to, so a run
     # interrupted between the two renames leaves a pair that load_checkpoint refuses.
     atomic_write_bytes(st_path, payload)
-    atomic_write_bytes(json_path, json.dumps(info, indent=2, default=_json_default).encode())
+    atomic_write_bytes(json_path, json.dumps(info, indent=2, default=json_default).encode())
     return json_path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (Path,)):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -49,6 +49,7 @@ from squeezelab.compress.weight_sharing import (
     shared_layer_bits,
     shared_modules,
 )
+from squeezelab.fileio import json_default
 from squeezelab.models import create_model, model_spec, unwrap_model
 from squeezelab.train.config import TrainConfig
 
@@ -514,20 +515,10 @@ def compress(
         "layers": list(report),
     }
     summary_path = summary_path_for(output_path)
-    atomic_write_bytes(summary_path, json.dumps(summary, indent=2, default=_json_default).encode())
+    atomic_write_bytes(summary_path, json.dumps(summary, indent=2, default=json_default).encode())
     log(f"summary: {summary_path}")
     return CompressResult(path=output_path, summary_path=summary_path, model=model,
                           loaded=loaded_model, steps=steps, size=size, summary=summary)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 __all__ = [

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from squeezelab.checkpoint import atomic_write_bytes
+from squeezelab.fileio import atomic_write_bytes
 from squeezelab.compress.huffman import (
     DEFAULT_LANE_SYMBOLS,
     MAX_CODE_LENGTH,
@@ -58,6 +58,7 @@ from squeezelab.compress.weight_sharing import (
     prepare_shared_,
     shared_modules,
 )
+from squeezelab.fileio import json_default
 from squeezelab.models import create_model, model_spec, unwrap_model
 
 MAGIC = b"SQZ\x00"
@@ -168,16 +169,6 @@ class _Payload:
         return ref
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def _raw_bytes(t: torch.Tensor) -> tuple[str, bytes]:
     name = _DTYPE_NAMES.get(t.dtype)
     if name is None:
@@ -246,7 +237,7 @@ def save_compressed(
         "payload_size": payload.size,
         "tensors": entries,
     }
-    header_json = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
+    header_json = json.dumps(header, separators=(",", ":"), default=json_default).encode()
     header_bytes = zlib.compress(header_json, 9)
     body = header_bytes + b"".join(payload.parts)
     data = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + body

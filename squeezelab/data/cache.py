@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from squeezelab.data.folders import SplitFiles
+from squeezelab.fileio import atomic_write_bytes
 
 CACHE_FORMAT = "squeezelab-decoded-images"
 CACHE_VERSION = 1
@@ -64,21 +64,6 @@ def entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return folder / f"{key}.json", folder / f"{key}.safetensors"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_entry(cache_dir: Path, key: str, images: torch.Tensor, labels: torch.Tensor,
                meta: dict[str, Any]) -> None:
     """Write the entry ``key``: tensors first, then the JSON that vouches for them."""
@@ -87,8 +72,8 @@ def save_entry(cache_dir: Path, key: str, images: torch.Tensor, labels: torch.Te
     record = dict(meta, format=CACHE_FORMAT, version=CACHE_VERSION, key=key,
                   num_images=int(images.shape[0]), image_shape=list(images.shape[1:]),
                   safetensors_bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
-    _atomic_write(st_path, blob)
-    _atomic_write(json_path, json.dumps(record, indent=1).encode())
+    atomic_write_bytes(st_path, blob)
+    atomic_write_bytes(json_path, json.dumps(record, indent=1).encode())
 
 
 def read_meta(cache_dir: Path, key: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from squeezelab.checkpoint import atomic_write_bytes
+from squeezelab.fileio import atomic_write_bytes
 
 
 class RunDir:

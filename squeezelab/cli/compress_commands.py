@@ -162,6 +162,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--centroid-epochs", type=int, default=None)
     p.add_argument("--centroid-lr", type=float, default=None)
     p.add_argument("--gap-bits", type=int, default=None)
+    p.add_argument("--fold-batchnorm", action="store_true", default=None,
+                   help="fold BatchNorm into the convs after pruning (smaller file)")
     p.add_argument("--optimizer", default=None)
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
     p.add_argument("--seed", type=int, default=None)
@@ -372,7 +374,7 @@ def _compress_config(args: argparse.Namespace, meta: dict[str, Any]):
     sharing["bits"] = bits
     values["sharing"] = None if args.no_share or values.get("sharing", True) is None else sharing
     for key in ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
-                "centroid_epochs", "centroid_lr", "gap_bits"):
+                "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     train = {**_train_section(args, meta), **(values.get("train") or {})}

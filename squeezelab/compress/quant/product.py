@@ -115,8 +115,9 @@ def split_subvectors(matrix: torch.Tensor, subvector_dim: int) -> torch.Tensor:
 
 
 @dataclass
-class ProductQuantized:
-    """Codes (out, m) and codebooks (m, K, d) of a product-quantized weight of ``shape``."""
+class VectorQuantized:
+    """Codes and fp32 codebooks of a vector-quantized weight of ``shape``; the codebooks are
+    (groups, K, d): PQ's sub-spaces or RQ's stages."""
 
     codes: torch.Tensor
     codebooks: torch.Tensor
@@ -128,12 +129,16 @@ class ProductQuantized:
 
     def bits(self) -> dict[str, Any]:
         """Exact storage: code bits, codebook bits (fp32), fp32 bits of the original, the rate."""
-        m, k, d = self.codebooks.shape
+        groups, k, d = self.codebooks.shape
         codes = self.codes.numel() * code_bits(k)
-        books = m * k * d * 32
+        books = groups * k * d * 32
         fp32 = self.shape[0] * self.num_cols * 32
         return {"code_bits": codes, "codebook_bits": books, "fp32_bits": fp32,
                 "compression_rate": fp32 / (codes + books)}
+
+
+class ProductQuantized(VectorQuantized):
+    """Codes (out, m) and codebooks (m, K, d) of a product-quantized weight of ``shape``."""
 
 
 def product_quantize(
@@ -199,7 +204,7 @@ def product_quantize_(model: nn.Module, config: ProductQuantConfig) -> dict[str,
 
 
 __all__ = [
-    "ProductQuantConfig", "ProductQuantized", "as_matrix", "code_bits", "kmeans_vectors",
+    "ProductQuantConfig", "ProductQuantized", "VectorQuantized", "as_matrix", "code_bits", "kmeans_vectors",
     "product_quantize", "product_quantize_", "product_reconstruct", "split_subvectors",
     "summarize_bits",
 ]

@@ -11,37 +11,24 @@ num_stages * ceil(log2 K) code bits + num_stages * K * D * 32 codebook bits.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from squeezelab.compress.quant.product import as_matrix, code_bits, kmeans_vectors, split_subvectors, summarize_bits
+from squeezelab.compress.quant.product import (
+    VectorQuantized,
+    as_matrix,
+    kmeans_vectors,
+    split_subvectors,
+    summarize_bits,
+)
 from squeezelab.compress.quant.select import LayerSelection, check_int, select_layers
 
 
-@dataclass
-class ResidualQuantized:
+class ResidualQuantized(VectorQuantized):
     """Codes (num_stages, num_vectors) and codebooks (num_stages, K, D) of a weight of ``shape``."""
-
-    codes: torch.Tensor
-    codebooks: torch.Tensor
-    shape: tuple[int, ...]
-
-    @property
-    def num_cols(self) -> int:
-        return math.prod(self.shape[1:])
-
-    def bits(self) -> dict[str, Any]:
-        """Exact storage: code bits, codebook bits (fp32), fp32 bits of the original, the rate."""
-        stages, k, d = self.codebooks.shape
-        codes = self.codes.numel() * code_bits(k)
-        books = stages * k * d * 32
-        fp32 = self.shape[0] * self.num_cols * 32
-        return {"code_bits": codes, "codebook_bits": books, "fp32_bits": fp32,
-                "compression_rate": fp32 / (codes + books)}
 
 
 def _vectors(weight: torch.Tensor, vector_dim: int | None) -> torch.Tensor:

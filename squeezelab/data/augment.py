@@ -38,17 +38,21 @@ def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.
     return images.to(dtype).div_(255.0)
 
 
+def _check_mean_std(channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != channels or len(std) != channels:
+        raise DataError(f"mean and std need {channels} values (one per channel), got "
+                        f"{len(mean)} and {len(std)}")
+    if any(s <= 0 for s in std):
+        raise DataError(f"std values must be positive, got {tuple(std)}")
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(images - mean) / std per channel; images floating in 0..1 units, mean/std 0..1 units."""
     _check_images(images)
     if not images.dtype.is_floating_point:
         raise DataError(f"normalize expects floating images in 0..1, got {images.dtype}")
     channels = images.shape[1]
-    if len(mean) != channels or len(std) != channels:
-        raise DataError(f"mean and std need {channels} values (one per channel), got "
-                        f"{len(mean)} and {len(std)}")
-    if any(s <= 0 for s in std):
-        raise DataError(f"std values must be positive, got {tuple(std)}")
+    _check_mean_std(channels, mean, std)
     m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, channels, 1, 1)
     s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, channels, 1, 1)
     return (images - m) / s
@@ -68,11 +72,7 @@ def to_normalized(images: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     if not dtype.is_floating_point:
         raise DataError(f"dtype must be a floating dtype, got {dtype}")
     channels = images.shape[1]
-    if len(mean) != channels or len(std) != channels:
-        raise DataError(f"mean and std need {channels} values (one per channel), got "
-                        f"{len(mean)} and {len(std)}")
-    if any(s <= 0 for s in std):
-        raise DataError(f"std values must be positive, got {tuple(std)}")
+    _check_mean_std(channels, mean, std)
     # Coefficients in float64 on the host, then rounded once to the working dtype.
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float64)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float64)

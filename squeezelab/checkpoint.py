@@ -55,6 +55,17 @@ class Checkpoint:
         return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory -> its best checkpoint, else its last; any other path unchanged.
+
+    Every command that reads a checkpoint accepts a run directory this way."""
+    p = Path(path)
+    if p.is_dir():
+        best = p / "checkpoints" / "best.json"
+        p = best if best.exists() else p / "checkpoints" / "last.json"
+    return p
+
+
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(json, safetensors) paths for ``path`` given as the stem, the .json or the .safetensors."""
     p = Path(path)

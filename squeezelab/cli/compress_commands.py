@@ -70,16 +70,16 @@ def _load_data(train_section: dict[str, Any], need_train: bool = True):
     return train, test
 
 
-def _check_checkpoint(path: str) -> None:
-    from squeezelab.checkpoint import checkpoint_paths
+def _check_checkpoint(path: str) -> str:
+    """The checkpoint ``path`` names (a run directory: its best, else last), which must exist."""
+    from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint
 
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{path} is a directory; give a checkpoint (e.g. "
-                         f"{p / 'checkpoints' / 'best.json'})")
+    p = resolve_checkpoint(path)
     json_path, _ = checkpoint_paths(p)
     if not json_path.is_file():
-        raise FileNotFoundError(f"checkpoint {json_path} does not exist")
+        raise FileNotFoundError(f"checkpoint {json_path} does not exist (give a checkpoint or a "
+                                "run directory)")
+    return str(p)
 
 
 def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:
@@ -92,12 +92,15 @@ def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:
 # ------------------------------------------------------------------------------------------
 # parsers
 # ------------------------------------------------------------------------------------------
+CHECKPOINT_HELP = "checkpoint (stem, .json or .safetensors) or a run directory (its best)"
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     p = sub.add_parser("prune", help="magnitude-prune a checkpoint (optionally retrain under "
                        "the masks); writes a checkpoint with masks", formatter_class=fmt)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--sparsity", type=float, default=None,
                    help="fraction pruned (0..1) of every layer no --rule names")
     p.add_argument("--rule", action="append", default=[], metavar="LAYER=SPARSITY",
@@ -115,7 +118,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sensitivity", help="per-layer pruning sensitivity: table, PNG plot and "
                        "suggested sparsities", formatter_class=fmt)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--sparsities", type=float, nargs="+",
                    default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--max-drop", type=float, default=0.01,
@@ -126,7 +129,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("quantize", help="quantize a checkpoint; reports accuracy before/after "
                        "and size", formatter_class=fmt)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--method", required=True, help=" | ".join(QUANT_METHODS))
     p.add_argument("--bits", type=int, default=None, help="kmeans: bits for conv and linear "
                    "(default 8 conv / 5 linear); fixed: total bits (default 8)")
@@ -143,7 +146,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compress", help="the whole Deep Compression pipeline: prune -> retrain "
                        "-> share -> fine-tune centroids -> .sqz", formatter_class=fmt)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("-o", "--output", required=True, help="output .sqz file")
     p.add_argument("--recipe", default=None, help="YAML recipe with a compress: section; "
                    "flags override it")
@@ -199,7 +202,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
                             scope=args.scope, exclude=args.exclude)
-    _check_checkpoint(args.checkpoint)
+    args.checkpoint = _check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)
     train_section = _train_section(args, src.meta)
@@ -231,7 +234,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     for s in args.sparsities:
         if not 0 <= s < 1:
             raise ValueError(f"--sparsities must be in [0, 1), got {s}")
-    _check_checkpoint(args.checkpoint)
+    args.checkpoint = _check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     _, test = _load_data(_train_section(args, src.meta), need_train=False)
     _check_classes(src.meta, test, args.checkpoint)
@@ -305,7 +308,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.method == "kmeans" and out.suffix != ".sqz":
         raise ValueError(f"--method kmeans writes a .sqz file; -o must end in .sqz, got {out}")
-    _check_checkpoint(args.checkpoint)
+    args.checkpoint = _check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     _, test = _load_data(_train_section(args, src.meta), need_train=False)
     _check_classes(src.meta, test, args.checkpoint)
@@ -392,7 +395,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".sqz":
         raise ValueError(f"-o must name a .sqz file, got {args.output!r}")
-    _check_checkpoint(args.checkpoint)
+    args.checkpoint = _check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     config = _compress_config(args, src.meta)
     print("config: " + json.dumps(config.to_dict()), flush=True)
@@ -421,7 +424,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.fp32:
         from squeezelab.checkpoint import checkpoint_paths
 
-        _check_checkpoint(args.fp32)
+        args.fp32 = _check_checkpoint(args.fp32)
         fp32 = checkpoint_paths(args.fp32)[1]
     report = size_report(sqz, fp32=fp32)
     spec = sqz.model
@@ -451,7 +454,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         from squeezelab.compress.pipeline import load_compressible
 
-        _check_checkpoint(args.model)
+        args.model = _check_checkpoint(args.model)
         model = load_compressible(args.model).model
     if args.input_size:
         size = tuple(args.input_size)

@@ -85,17 +85,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_dsd)
 
 
-def _dense_checkpoint(path: str) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        best = p / "checkpoints" / "best.json"
-        p = best if best.exists() else p / "checkpoints" / "last.json"
-    return p
-
-
 def cmd_dsd(args: argparse.Namespace) -> int:
-    from squeezelab.checkpoint import load_checkpoint
-    from squeezelab.cli.train_commands import config_from_args
+    from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
+    from squeezelab.cli.train_commands import config_from_args, report_run
     from squeezelab.train.dsd import DSDConfig, parse_phase_epochs, run_dsd
 
     phases = parse_phase_epochs(args.dsd_epochs)
@@ -105,7 +97,7 @@ def cmd_dsd(args: argparse.Namespace) -> int:
     dsd_cfg = DSDConfig(sparsity=args.sparsity, cycles=args.cycles,
                         redense_lr_factor=args.redense_lr_factor, exclude=args.exclude,
                         plot_layer=args.plot_layer, **phases)
-    ckpt_path = _dense_checkpoint(args.checkpoint)
+    ckpt_path = resolve_checkpoint(args.checkpoint)
     meta: dict[str, Any] = load_checkpoint(ckpt_path).meta
     # The dense run's own settings (data, lr, batch size) unless the recipe/flags say otherwise.
     if args.recipe is None and (meta.get("config") or {}):
@@ -118,11 +110,4 @@ def cmd_dsd(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
     result = run_dsd(cfg, dsd_cfg, from_checkpoint=ckpt_path)
-    if result.interrupted:
-        return 130
-    print(f"run: {result.run_dir}")
-    final = result.final
-    if "test_top1" in final:
-        print(f"final test top-1 {final['test_top1']:.4f} after DSD "
-              f"(sparsity {dsd_cfg.sparsity}, {args.dsd_epochs})")
-    return 0
+    return report_run(result, f" after DSD (sparsity {dsd_cfg.sparsity}, {args.dsd_epochs})")

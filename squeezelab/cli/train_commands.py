@@ -137,12 +137,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         result = train_with_methods(args, cfg)
-    final = result.final
+    return report_run(result)
+
+
+def report_run(result, what: str = "") -> int:
+    """Print where a finished run is and its final test accuracy (rank 0 only: under torchrun
+    every rank returns a result); the exit status: 130 when the run was interrupted."""
     if result.interrupted:
         return 130
+    if not result.is_main:
+        return 0
     print(f"run: {result.run_dir}")
+    final = result.final
     if "test_top1" in final:
-        print(f"final test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}")
+        top5 = f", top-5 {final['test_top5']:.4f}" if "test_top5" in final else ""
+        print(f"final test top-1 {final['test_top1']:.4f}{top5}{what}")
     return 0
 
 
@@ -176,12 +185,7 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
         result = fitnets_train(cfg, fitnets)[1]
     else:
         result = train(cfg, [DistillHook(distill)])
-    if result.interrupted:
-        return 130
-    print(f"run: {result.run_dir}")
-    if "test_top1" in result.final:
-        print(f"final test top-1 {result.final['test_top1']:.4f}")
-    return 0
+    return report_run(result)
 
 
 def load_any_model(path: str):
@@ -200,11 +204,10 @@ def load_any_model(path: str):
         train_cfg = (meta.get("compress_config") or {}).get("train") or {}
         return model, {**meta, "config": meta.get("config") or train_cfg,
                        "model": header["model"], "class_names": header.get("class_names")}
+    from squeezelab.checkpoint import resolve_checkpoint
     from squeezelab.compress.pipeline import load_compressible
 
-    if p.is_dir():
-        best = p / "checkpoints" / "best.json"
-        p = best if best.exists() else p / "checkpoints" / "last.json"
+    p = resolve_checkpoint(p)
     # load_compressible also rebuilds weight-shared checkpoints (plain ones load as before)
     loaded = load_compressible(p)
     return loaded.model, loaded.meta

@@ -146,12 +146,9 @@ def model_num_classes(model: nn.Module) -> int | None:
 
 def load_teacher(path: str | Path) -> nn.Module:
     """A frozen teacher from a checkpoint or a run directory (its best, else last checkpoint)."""
-    from squeezelab.checkpoint import checkpoint_paths, model_from_checkpoint
+    from squeezelab.checkpoint import checkpoint_paths, model_from_checkpoint, resolve_checkpoint
 
-    p = Path(path)
-    if p.is_dir():
-        best = p / "checkpoints" / "best.json"
-        p = best if best.exists() else p / "checkpoints" / "last.json"
+    p = resolve_checkpoint(path)
     json_path, st_path = checkpoint_paths(p)
     if not json_path.is_file() or not st_path.is_file():
         raise FileNotFoundError(f"teacher checkpoint {path} does not exist (expected "

@@ -89,6 +89,7 @@ class RunResult:
     model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    is_main: bool = True  # False on ranks > 0 of a distributed run: they report nothing
 
     @property
     def final(self) -> dict[str, Any]:
@@ -257,7 +258,8 @@ def train(
                    "total_train_seconds": sum(r["seconds"] for r in history),
                    "parameters": sum(p.numel() for p in model.parameters())}
         run.write_json("summary.json", summary)
-    return RunResult(run_dir=run.path, model=model, history=history, interrupted=interrupted)
+    return RunResult(run_dir=run.path, model=model, history=history, interrupted=interrupted,
+                     is_main=is_main)
 
 
 def _resolve_speed_settings(cfg: TrainConfig, model: nn.Module, train_data, augment,

@@ -90,3 +90,19 @@ def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
             shutil.copytree(cifar_tree / split / name, other / split / name)
     assert main(["eval", str(run), "--data", str(other)]) == 2
     assert "10-class model, but" in capsys.readouterr().err
+
+
+def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
+    import torch.nn as nn
+
+    from squeezelab.cli.train_commands import report_run
+    from squeezelab.train.loop import RunResult
+
+    history = [{"test_top1": 0.5, "test_top5": 0.9}]
+    assert report_run(RunResult(tmp_path, nn.Identity(), history, is_main=False)) == 0
+    assert capsys.readouterr().out == ""
+    assert report_run(RunResult(tmp_path, nn.Identity(), history), " after DSD") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"run: {tmp_path}", "final test top-1 0.5000, top-5 0.9000 after DSD"]
+    assert report_run(RunResult(tmp_path, nn.Identity(), history, interrupted=True)) == 130
+    assert capsys.readouterr().out == ""

@@ -1,6 +1,7 @@
 """``squeezelab prune | sensitivity | quantize | compress | inspect | export | eval`` end to end
 on a tiny trained checkpoint and real CIFAR-10 images, and their errors on bad input."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,7 +92,8 @@ def test_quantize_methods(tmp_path, ckpt, capsys):
     assert {e["weight_bits"] for e in read_sqz(out).entries if e["encoding"] == "shared"} == {3}
     assert load_compressed(out) is not None
     report = tmp_path / "int8.json"
-    assert main(["quantize", ckpt, "--method", "int8", "--limit-test", "50", "-o",
+    run_dir = str(Path(ckpt).parents[1])  # a run directory stands for its best checkpoint
+    assert main(["quantize", run_dir, "--method", "int8", "--limit-test", "50", "-o",
                  str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["method"] == "int8" and data["size_bytes"] < data["fp32_bytes"]
@@ -105,6 +107,8 @@ def test_quantize_methods(tmp_path, ckpt, capsys):
     (["compress", "CKPT", "-o", "m.sqz", "--conv-bits", "20"], "must be an integer in 1..16"),
     (["prune", "CKPT", "--rule", "conv3x3", "-o", "x"], "expects LAYER=VALUE"),
     (["inspect", "nothing.sqz"], "does not exist"),
+    (["quantize", ".", "--method", "int8", "-o", "x.json"],
+     r"checkpoints/last.json does not exist \(give a checkpoint or a run directory\)"),
 ])
 def test_bad_input_exits_2(tmp_path, ckpt, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

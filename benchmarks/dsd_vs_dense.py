@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sparsity", type=float, default=0.4)
     p.add_argument("--epochs", default="5-3-5", help="DENSE-SPARSE-REDENSE epochs")
     p.add_argument("--cycles", type=int, default=1)
+    p.add_argument("--lr-schedule", choices=("phase", "run"), default="phase",
+                   help="DSD's learning-rate schedule across the phases (see DSDConfig)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--model", default=None, help="override the recipe's model")
     p.add_argument("--data", default=None)
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # Both parsed before any data is loaded: bad input fails at once.
     dsd_cfg = DSDConfig.parse(f"sparsity={args.sparsity},epochs={args.epochs},"
-                              f"cycles={args.cycles}")
+                              f"cycles={args.cycles},lr_schedule={args.lr_schedule}")
     overrides = {k: v for k, v in dict(model=args.model, data=args.data,
                                        limit_train=args.limit_train,
                                        limit_test=args.limit_test,
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
         print(f"seed {seed}: dense for {dsd_cfg.total_epochs} epochs", flush=True)
         dense = train(base.replace(seed=seed, run_name=f"dense-{tag}"), data=data)
         print(f"seed {seed}: DSD {args.epochs} at sparsity {args.sparsity}", flush=True)
-        dsd = run_dsd(base.replace(seed=seed, run_name=f"dsd-{tag}"), dsd_cfg, data=data)
+        dsd = run_dsd(base.replace(seed=seed, run_name=f"dsd-{tag}-{args.lr_schedule}"), dsd_cfg, data=data)
         per_seed.append({
             "seed": seed,
             "dense_test_top1": dense.final["test_top1"],

@@ -76,6 +76,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycles", type=int, default=1, help="sparse -> re-dense repetitions")
     p.add_argument("--redense-lr-factor", type=float, default=0.1,
                    help="re-dense learning rate as a fraction of the run's")
+    p.add_argument("--lr-schedule", choices=("phase", "run"), default="phase",
+                   help="phase: the recipe's schedule restarts in every phase; run: one "
+                   "schedule over the run, scaled during re-dense")
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                    help="layer type or glob never pruned (repeatable), e.g. classifier")
     p.add_argument("--plot-layer", default=None, help="parameter whose weight histogram is "
@@ -95,7 +98,8 @@ def cmd_dsd(args: argparse.Namespace) -> int:
         raise ValueError(f"squeezelab dsd starts from a trained dense model: --epochs takes "
                          f"SPARSE-REDENSE, got {args.dsd_epochs!r}")
     dsd_cfg = DSDConfig(sparsity=args.sparsity, cycles=args.cycles,
-                        redense_lr_factor=args.redense_lr_factor, exclude=args.exclude,
+                        redense_lr_factor=args.redense_lr_factor,
+                        lr_schedule=args.lr_schedule, exclude=args.exclude,
                         plot_layer=args.plot_layer, **phases)
     ckpt_path = resolve_checkpoint(args.checkpoint)
     meta: dict[str, Any] = load_checkpoint(ckpt_path).meta

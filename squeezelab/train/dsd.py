@@ -23,6 +23,7 @@ from squeezelab.models import unwrap_model
 from squeezelab.train.hooks import TrainHook, TrainState
 
 PHASES = ("dense", "sparse", "redense")
+LR_SCHEDULES = ("phase", "run")
 
 
 @dataclass
@@ -36,6 +37,11 @@ class DSDConfig:
     cycles: how many times sparse -> re-dense is run after the dense phase.
     redense_lr_factor: the re-dense phase's learning rate as a fraction of the run's
         (the paper: 1/10).
+    lr_schedule: how the recipe's schedule (cosine, warm-up, ...) spans the phases. "phase":
+        every phase runs the schedule afresh over its own epochs, so the dense phase ends
+        converged (the trained model the paper starts from), the sparse phase retrains from the
+        full rate, and re-dense runs it from rate x ``redense_lr_factor``. "run": one schedule
+        over the whole run, scaled by ``redense_lr_factor`` during re-dense.
     layers: layer types or globs to prune (``PruneConfig`` vocabulary: "conv", "squeeze",
         "features.3.*"); empty = every Conv2d/Linear weight.
     exclude: layer types or globs never pruned (e.g. ["classifier"]).
@@ -49,6 +55,7 @@ class DSDConfig:
     redense_epochs: int = 5
     cycles: int = 1
     redense_lr_factor: float = 0.1
+    lr_schedule: str = "phase"
     layers: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     plot_layer: str | None = None
@@ -67,6 +74,9 @@ class DSDConfig:
                 0 < self.redense_lr_factor <= 1):
             raise ValueError(f"DSD redense_lr_factor must be in (0, 1], got "
                              f"{self.redense_lr_factor!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"DSD lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
         for name in ("layers", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, (list, tuple)):
@@ -87,6 +97,16 @@ class DSDConfig:
             return "dense", 0
         cycle, pos = divmod(epoch - self.dense_epochs, self.sparse_epochs + self.redense_epochs)
         return ("sparse" if pos < self.sparse_epochs else "redense"), cycle + 1
+
+    def phase_bounds(self, epoch: int) -> tuple[int, int]:
+        """(first epoch, number of epochs) of the phase that holds 0-based ``epoch``."""
+        phase, cycle = self.phase_at(epoch)
+        if phase == "dense":
+            return 0, self.dense_epochs
+        start = self.dense_epochs + (cycle - 1) * (self.sparse_epochs + self.redense_epochs)
+        if phase == "sparse":
+            return start, self.sparse_epochs
+        return start + self.sparse_epochs, self.redense_epochs
 
     def prune_config(self) -> PruneConfig:
         if self.layers:
@@ -119,7 +139,7 @@ class DSDConfig:
             key, value = (s.strip() for s in item.split("=", 1))
             if key in ("layers", "exclude"):
                 values[key] = [v for v in value.split("+") if v]
-            elif key in ("epochs", "plot_layer"):
+            elif key in ("epochs", "plot_layer", "lr_schedule"):
                 values[key] = value
             elif key in ("sparsity", "redense_lr_factor"):
                 try:
@@ -160,12 +180,14 @@ class DSDHook(MaskHook):
     cleared; the pruned weights are exactly zero and their momentum/Adam state was zeroed
     while masked, so they restart from zero.
 
-    Learning rate: the run's scheduler keeps its shape over the whole run and DSD scales it:
-    during a re-dense phase the scheduler's base learning rates are ``initial_lr *
-    redense_lr_factor`` (so the lr is factor x what the same step would get without DSD; with
-    a constant schedule exactly lr/10), and back to ``initial_lr`` in the dense/sparse
-    phases. The scaled base lrs are part of the scheduler's checkpointed state and are set
-    again from the phase at every epoch start, so resume is exact.
+    Learning rate (``lr_schedule``): "phase" replaces the scheduler's step -> factor function
+    by one that restarts the recipe's schedule at every phase boundary (x
+    ``redense_lr_factor`` in re-dense phases); it depends only on the step, so resume is exact.
+    "run" keeps the run's schedule over the whole run and scales it: during a re-dense phase
+    the scheduler's base learning rates are ``initial_lr * redense_lr_factor`` (with a
+    constant schedule exactly lr/10), and ``initial_lr`` in the dense/sparse phases. The
+    scaled base lrs are part of the scheduler's checkpointed state and are set again from the
+    phase at every epoch start, so resume is exact.
 
     Each epoch's metrics get ``phase``, ``dsd_cycle`` and ``sparsity``. At the end of each phase
     a histogram of ``plot_layer``'s weights is recorded; at the end of training
@@ -200,6 +222,9 @@ class DSDHook(MaskHook):
             raise ValueError(f"DSD plot_layer {self.plot_layer!r} is not a prunable weight "
                              f"(they look like {list(params)[:3]})")
         self.config.prune_config().layer_targets(state.model)  # typos fail before training
+        if self.config.lr_schedule == "phase" and _is_lambda_lr(state.scheduler):
+            factor = _phase_lr_factor(self.config, state.config, state.steps_per_epoch)
+            state.scheduler.lr_lambdas = [factor] * len(state.optimizer.param_groups)
 
     def on_epoch_start(self, state: TrainState) -> None:
         phase, cycle = self.config.phase_at(state.epoch)
@@ -209,7 +234,10 @@ class DSDHook(MaskHook):
             else:
                 self.clear()
             self.phase, self.cycle = phase, cycle
-        self._set_lr_scale(state, self.config.redense_lr_factor if phase == "redense" else 1.0)
+        scale = self.config.redense_lr_factor if phase == "redense" else 1.0
+        if self.config.lr_schedule == "phase" and _is_lambda_lr(state.scheduler):
+            scale = 1.0  # the phase factor function carries it
+        self._set_lr_scale(state, scale)
         super().on_epoch_start(state)
 
     @staticmethod
@@ -217,7 +245,7 @@ class DSDHook(MaskHook):
         scheduler = state.scheduler
         groups = state.optimizer.param_groups
         initial = [g.get("initial_lr", g["lr"]) for g in groups]
-        if scheduler is None or not hasattr(scheduler, "lr_lambdas"):
+        if not _is_lambda_lr(scheduler):
             for g, lr0 in zip(groups, initial):
                 g["lr"] = lr0 * factor
             return
@@ -268,6 +296,25 @@ class DSDHook(MaskHook):
         self.phase, self.cycle = state.get("phase"), int(state.get("cycle", 0))
         self.histograms = list(state.get("histograms", []))
         self.plot_layer = state.get("plot_layer", self.plot_layer)
+
+
+def _is_lambda_lr(scheduler: Any) -> bool:
+    return scheduler is not None and hasattr(scheduler, "lr_lambdas")
+
+
+def _phase_lr_factor(config: DSDConfig, train_cfg, steps_per_epoch: int):
+    """step -> lr multiplier: the recipe's schedule (``optim.lr_factor``) restarted over each
+    DSD phase, x ``redense_lr_factor`` in re-dense phases."""
+    from squeezelab.train.optim import lr_factor
+
+    def factor(step: int) -> float:
+        epoch = min(step // steps_per_epoch, config.total_epochs - 1)
+        start, length = config.phase_bounds(epoch)
+        scale = config.redense_lr_factor if config.phase_at(epoch)[0] == "redense" else 1.0
+        return scale * lr_factor(step - start * steps_per_epoch, length * steps_per_epoch,
+                                 steps_per_epoch, train_cfg)
+
+    return factor
 
 
 def _param(model: nn.Module, name: str) -> torch.Tensor:
@@ -356,5 +403,5 @@ def run_dsd(
                  resume=resume)
 
 
-__all__ = ["DSDConfig", "DSDHook", "PHASES", "parse_phase_epochs", "plot_weight_distributions",
+__all__ = ["DSDConfig", "DSDHook", "LR_SCHEDULES", "PHASES", "parse_phase_epochs", "plot_weight_distributions",
            "run_dsd"]

@@ -56,6 +56,7 @@ def test_parse_and_phases():
     ("epochs=5-0-5", r"sparse_epochs must be an integer >= 1, got 0"),
     ("sparsity=high", r"DSD sparsity must be a number, got 'high'"),
     ("redense_lr_factor=2", r"redense_lr_factor must be in \(0, 1\], got 2"),
+    ("lr_schedule=step", r"lr_schedule must be one of \('phase', 'run'\), got 'step'"),
     ("spars=0.3", r"unknown DSD key\(s\) \['spars'\]"),
     ("sparsity", r"must be KEY=VALUE"),
 ])
@@ -92,8 +93,10 @@ class Recorder(TrainHook):
             self.at_redense_start = {n: params[n].detach()[~m].clone()
                                      for n, m in self.sparse_masks.items()}
 
-    def after_step(self, state):
+    def after_backward(self, state):  # the lr the coming optimizer step uses
         self.lrs.append((self.dsd.phase, state.optimizer.param_groups[0]["lr"]))
+
+    def after_step(self, state):
         params = dict(state.model.named_parameters())
         for n, m in self.dsd.masks.items():
             self.violations += int((params[n].detach()[~m] != 0).sum())
@@ -130,6 +133,23 @@ def test_dsd_phases_masks_lr_metrics_and_plot(tmp_path, cifar_mini):
     assert hists[1]["zeros"] == int(hists[1]["numel"] * 0.4 + 0.5)
     assert hists[2]["zeros"] < hists[1]["zeros"] // 10
     assert all(sum(h["counts"]) == h["numel"] for h in hists)
+
+
+@pytest.mark.parametrize("lr_schedule", ["phase", "run"])
+def test_cosine_schedule_per_phase_or_over_the_run(tmp_path, cifar_mini, lr_schedule):
+    import math
+
+    dsd = DSDHook(DSDConfig.parse(f"epochs=1-1-1,lr_schedule={lr_schedule}"))
+    probe = Recorder(dsd)
+    train(config(tmp_path, schedule="cosine"), hooks=[dsd, probe], data=cifar_mini)
+    assert [p for p, _ in probe.lrs] == ["dense"] * 4 + ["sparse"] * 4 + ["redense"] * 4
+    scale = [1.0] * 8 + [0.1] * 4
+    if lr_schedule == "phase":  # cosine from the top over each phase's 4 steps
+        shape = [0.5 * (1 + math.cos(math.pi * (s % 4) / 4)) for s in range(12)]
+    else:  # one cosine over the 12 steps, scaled by 1/10 in re-dense
+        shape = [0.5 * (1 + math.cos(math.pi * s / 12)) for s in range(12)]
+    expected = [0.05 * a * b for a, b in zip(shape, scale)]
+    assert [lr for _, lr in probe.lrs] == pytest.approx(expected, rel=1e-9)
 
 
 class InterruptAt(TrainHook):

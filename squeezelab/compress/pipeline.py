@@ -413,6 +413,22 @@ def summary_path_for(path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".summary.json")
 
 
+def _clear_phase_runs(work_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove the fine-tuning runs an earlier compression left in ``work_dir``: compressing to
+    the same output again replaces its .sqz and summary, so its phase runs are replaced too
+    (a train() into an existing run directory would refuse, asking for --resume)."""
+    import shutil
+
+    if not work_dir.is_dir():
+        return
+    stale = [p for p in sorted(work_dir.iterdir())
+             if p.is_dir() and (p.name.startswith("prune_") or p.name == "centroids")]
+    if stale:
+        log(f"replacing the earlier runs in {work_dir}: {', '.join(p.name for p in stale)}")
+    for p in stale:
+        shutil.rmtree(p)
+
+
 def compress(
     source: str | os.PathLike | nn.Module,
     config: CompressConfig,
@@ -457,6 +473,7 @@ def compress(
     if class_names is None:
         class_names = list(data[0].classes)
     work_dir = Path(work_dir) if work_dir else output_path.with_name(output_path.stem + "_runs")
+    _clear_phase_runs(work_dir, log)
     steps: list[dict[str, Any]] = []
     log(f"compressing {source_name} ({model_spec(model)['name']}) -> {output_path}")
     _record(steps, "dense", model, data, log)

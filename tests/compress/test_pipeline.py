@@ -1,6 +1,8 @@
 """The Deep Compression pipeline end to end on a tiny SqueezeNet and real CIFAR-10 images."""
 import json
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -103,6 +105,16 @@ def test_pipeline_end_to_end(tmp_path, tiny_data):
     assert summary["config"] == cfg.to_dict()
     assert summary["final_top1"] == result.steps[-2]["top1"]
     assert any("prune round 2/2" in m for m in messages)
+    # compressing to the same output again replaces the earlier phase runs
+    again = CompressConfig(prune=PruneConfig(sparsity=0.5), retrain_epochs=1, retrain_lr=2e-3,
+                           sharing=None, train=TRAIN)
+    messages.clear()
+    result = compress(source, again, out, data=tiny_data, work_dir=tmp_path / "runs",
+                      log=messages.append)
+    assert [s["step"] for s in result.steps] == ["dense", "prune_1", "loaded"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["prune_1"]
+    assert any("replacing the earlier runs" in m and "centroids, prune_1, prune_2" in m
+               for m in messages)
 
 
 def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
@@ -171,11 +183,9 @@ def test_quantize_dispatch():
         quantize_(tiny_model(), PruneConfig(sparsity=0.5))
 
 
-@pytest.mark.parametrize("recipe", ["compress_squeezenet_cifar.yaml",
-                                    "compress_squeezenet_v1_layout.yaml"])
+@pytest.mark.parametrize("recipe", sorted(
+    p.name for p in (Path(__file__).resolve().parents[2] / "recipes").glob("compress_*.yaml")))
 def test_recipes_load_and_fit_their_model(recipe):
-    from pathlib import Path
-
     from squeezelab.compress.weight_sharing import select_layers
     from squeezelab.train import TrainConfig
 

@@ -36,11 +36,14 @@ def cpu_simd_flags() -> list[str]:
 
 
 def cpu_peak_flops() -> dict[str, Any]:
-    """Theoretical fp32 peak of this CPU: cores x GHz x FLOPs per cycle per core.
+    """Theoretical peak of this CPU: cores x GHz x FLOPs per cycle per core, fp32 and bf16.
 
-    FLOPs per cycle: two FMA units x vector lanes x 2 (multiply + add): 32 with AVX2 (8 lanes),
-    64 with AVX-512 (16 lanes). The clock is the one /proc/cpuinfo reports now (no turbo
-    model), so the figure is an estimate, stated as such beside every comparison.
+    fp32 FLOPs per cycle: two FMA units x vector lanes x 2 (multiply + add): 32 with AVX2
+    (8 lanes), 64 with AVX-512 (16 lanes). bf16: twice that where the CPU has AVX-512 BF16 (its
+    dot-product instruction does two bf16 products per fp32 lane), 1024 per cycle with AMX
+    tiles, and no more than fp32 where bf16 is emulated. The clock is the one /proc/cpuinfo
+    reports now (no turbo model), so the figures are estimates, stated as such beside every
+    comparison.
     """
     flags = cpu_simd_flags()
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags or "avx" in flags else 4
@@ -53,8 +56,12 @@ def cpu_peak_flops() -> dict[str, Any]:
     ghz = (sum(mhz) / len(mhz) / 1000) if mhz else 2.0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     per_cycle = 2 * lanes * 2
+    bf16_per_cycle = (1024 if "amx_bf16" in flags
+                      else 2 * per_cycle if "avx512_bf16" in flags else per_cycle)
     return {"flops": cores * ghz * 1e9 * per_cycle, "cores": cores, "ghz": ghz,
-            "flops_per_cycle_per_core": per_cycle}
+            "flops_per_cycle_per_core": per_cycle,
+            "bf16_flops": cores * ghz * 1e9 * bf16_per_cycle,
+            "bf16_flops_per_cycle_per_core": bf16_per_cycle}
 
 
 def write_result(name: str, data: dict[str, Any], output: str | None = None) -> Path:

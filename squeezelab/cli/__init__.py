@@ -19,6 +19,16 @@ COMMAND_MODULES = (
 )
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except None: a None default means "not given" (the recipe or
+    the checkpoint decides), and the option's help says what happens then."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from squeezelab import __version__
 

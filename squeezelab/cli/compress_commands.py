@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from squeezelab.cli import DefaultsHelpFormatter
+
 QUANT_METHODS = ("kmeans", "int8", "binary", "xnor", "fixed", "pq", "rq", "lowrank")
 
 
@@ -96,7 +98,7 @@ CHECKPOINT_HELP = "checkpoint (stem, .json or .safetensors) or a run directory (
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = DefaultsHelpFormatter
 
     p = sub.add_parser("prune", help="magnitude-prune a checkpoint (optionally retrain under "
                        "the masks); writes a checkpoint with masks", formatter_class=fmt)

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from squeezelab.cli import DefaultsHelpFormatter
 from squeezelab.train.config import TrainConfig
 
 
@@ -64,7 +65,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     # conflict_handler="resolve": this command's --epochs (SPARSE-REDENSE) replaces the
     # training config's integer --epochs, which DSD computes from the phases.
     p = sub.add_parser("dsd", help="dense-sparse-dense training from a trained dense model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=DefaultsHelpFormatter,
                        conflict_handler="resolve")
     add_config_flags(p)
     p.add_argument("checkpoint", help="trained dense checkpoint (.json/.safetensors or stem) "

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from squeezelab.cli import DefaultsHelpFormatter
 from squeezelab.train.config import TrainConfig
 
 
@@ -53,7 +54,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         group.add_argument(flag, dest=f"cfg_{field.name}", type=_field_type(field), default=None,
                            metavar=field.name.upper(),
-                           help=f"(default: {default})")
+                           help=f"(default: {'not set' if default is None else default})")
     group.add_argument("--model-arg", dest="model_args", action="append", default=[],
                        metavar="KEY=VALUE", help="model constructor override, e.g. "
                        "--model-arg batch_norm=true (repeatable; values parsed as YAML)")
@@ -78,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (from a recipe and/or flags)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("recipe", nargs="?", help="YAML recipe (recipes/*.yaml); flags override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
                    "last checkpoint (its saved config is used; flags override it)")

@@ -106,3 +106,15 @@ def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
         f"run: {tmp_path}", "final test top-1 0.5000, top-5 0.9000 after DSD"]
     assert report_run(RunResult(tmp_path, nn.Identity(), history, interrupted=True)) == 130
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("command", ["train", "compress", "dsd"])
+def test_help_shows_real_defaults_and_never_none(command, capsys):
+    # An option left unset defaults to None (the recipe or the checkpoint decides): its help
+    # says what happens then, and "(default: None)" would only be noise.
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in out
+    assert "(default: " in out  # real defaults are still shown

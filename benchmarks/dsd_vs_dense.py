@@ -2,8 +2,18 @@
 the same total number of epochs, with the same seeds, config and data: test top-1 per seed,
 mean and spread, and the per-seed difference.
 
+Two dense baselines, both the same total epochs: one learning-rate schedule over the whole run
+(what a user trains by default), and DSD's own phase schedule with nothing pruned (sparsity 0:
+the same restarts and the re-dense phase at the lower rate), which isolates the sparse phase -
+the paper's check that DSD's gain is not just the longer, lower-rate training.
+
     python benchmarks/dsd_vs_dense.py --epochs 5-3-5 --seeds 0 1 2          # the study
     python benchmarks/dsd_vs_dense.py --epochs 1-1-1 --limit-train 500      # a quick check
+    python benchmarks/dsd_vs_dense.py --from runs/cifar10_fast --epochs 3-5  # the paper's way
+
+--from starts every run from one trained dense model (a checkpoint or run directory), as the
+paper applies DSD to converged models: DSD's sparse + re-dense phases against the same model
+trained on densely for the same epochs.
 
 Training settings come from --recipe (default recipes/dsd_squeezenet_cifar.yaml, whose dsd:
 section is replaced by --sparsity / --epochs).
@@ -11,6 +21,7 @@ section is replaced by --sparsity / --epochs).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from pathlib import Path
@@ -19,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 
+from squeezelab.checkpoint import model_from_checkpoint, resolve_checkpoint  # noqa: E402
 from squeezelab.train.config import TrainConfig  # noqa: E402
 from squeezelab.train.dsd import DSDConfig  # noqa: E402
 
@@ -29,7 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default=str(RECIPE))
     p.add_argument("--sparsity", type=float, default=0.4)
-    p.add_argument("--epochs", default="5-3-5", help="DENSE-SPARSE-REDENSE epochs")
+    p.add_argument("--epochs", default="5-3-5",
+                   help="DENSE-SPARSE-REDENSE epochs (SPARSE-REDENSE with --from)")
+    p.add_argument("--from", dest="from_checkpoint", default=None,
+                   help="start every run from this trained dense checkpoint or run directory")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--cycles", type=int, default=1)
     p.add_argument("--lr-schedule", choices=("phase", "run"), default="phase",
                    help="DSD's learning-rate schedule across the phases (see DSDConfig)")
@@ -59,9 +75,18 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in dict(model=args.model, data=args.data,
                                        limit_train=args.limit_train,
                                        limit_test=args.limit_test,
-                                       batch_size=args.batch_size).items() if v is not None}
+                                       batch_size=args.batch_size,
+                                       lr=args.lr).items() if v is not None}
     overrides.update(out_dir=args.out_dir, progress=False, epochs=dsd_cfg.total_epochs)
     base = TrainConfig.from_yaml(args.recipe, overrides)
+    start = None
+    if args.from_checkpoint is not None:
+        start = resolve_checkpoint(args.from_checkpoint)
+        if dsd_cfg.dense_epochs:
+            raise SystemExit(f"--from starts from a trained dense model: give --epochs as "
+                             f"SPARSE-REDENSE (such as 3-5), not {args.epochs}")
+        _, ckpt = model_from_checkpoint(start)  # a bad checkpoint fails before any training
+        base = base.replace(model=ckpt.meta["model"]["name"])
 
     from squeezelab.data import load_split, resolve_default_cifar10
     from squeezelab.train import train
@@ -73,29 +98,43 @@ def main(argv=None) -> int:
             load_split(source, "test", limit=base.limit_test, **common))
     per_seed = []
     for seed in args.seeds:
-        tag = f"s{seed}-{args.epochs}-{args.sparsity}"
+        tag = f"{'from-' if start else ''}s{seed}-{args.epochs}-{args.sparsity}"
         print(f"seed {seed}: dense for {dsd_cfg.total_epochs} epochs", flush=True)
-        dense = train(base.replace(seed=seed, run_name=f"dense-{tag}"), data=data)
+        dense = train(base.replace(seed=seed, run_name=f"dense-{tag}"), data=data,
+                      model=model_from_checkpoint(start)[0].train() if start else None)
         print(f"seed {seed}: DSD {args.epochs} at sparsity {args.sparsity}", flush=True)
-        dsd = run_dsd(base.replace(seed=seed, run_name=f"dsd-{tag}-{args.lr_schedule}"), dsd_cfg, data=data)
+        dsd = run_dsd(base.replace(seed=seed, run_name=f"dsd-{tag}-{args.lr_schedule}"),
+                      dsd_cfg, data=data, from_checkpoint=start)
+        print(f"seed {seed}: dense on DSD's schedule (nothing pruned)", flush=True)
+        phased = run_dsd(base.replace(seed=seed,
+                                      run_name=f"dense-phased-{tag}-{args.lr_schedule}"),
+                         dataclasses.replace(dsd_cfg, sparsity=0.0), data=data,
+                         from_checkpoint=start)
         per_seed.append({
             "seed": seed,
             "dense_test_top1": dense.final["test_top1"],
             "dsd_test_top1": dsd.final["test_top1"],
             "dsd_minus_dense": dsd.final["test_top1"] - dense.final["test_top1"],
+            "dense_phased_test_top1": phased.final["test_top1"],
+            "dsd_minus_dense_phased": dsd.final["test_top1"] - phased.final["test_top1"],
             "dense_seconds": sum(r["seconds"] for r in dense.history),
             "dsd_seconds": sum(r["seconds"] for r in dsd.history),
             "dsd_phases": [{k: r.get(k) for k in ("epoch", "phase", "sparsity", "test_top1",
                                                   "lr")} for r in dsd.history],
             "dense_run": str(dense.run_dir), "dsd_run": str(dsd.run_dir),
+            "dense_phased_run": str(phased.run_dir),
         })
     write_result("dsd_vs_dense", {
         "recipe": args.recipe, "model": base.model, "data": str(source),
+        "from_checkpoint": str(start) if start else None,
+        "start_test_top1": ckpt.meta.get("metrics", {}).get("test_top1") if start else None,
         "train_images": len(data[0]), "test_images": len(data[1]),
         "dsd": dsd_cfg.to_dict(), "total_epochs": dsd_cfg.total_epochs, "seeds": args.seeds,
         "dense_test_top1": summary([s["dense_test_top1"] for s in per_seed]),
         "dsd_test_top1": summary([s["dsd_test_top1"] for s in per_seed]),
         "dsd_minus_dense": summary([s["dsd_minus_dense"] for s in per_seed]),
+        "dense_phased_test_top1": summary([s["dense_phased_test_top1"] for s in per_seed]),
+        "dsd_minus_dense_phased": summary([s["dsd_minus_dense_phased"] for s in per_seed]),
         "per_seed": per_seed,
     }, args.output)
     return 0

@@ -32,7 +32,7 @@ from common import write_result  # noqa: E402
 
 from squeezelab.checkpoint import model_from_checkpoint, resolve_checkpoint  # noqa: E402
 from squeezelab.train.config import TrainConfig  # noqa: E402
-from squeezelab.train.dsd import DSDConfig  # noqa: E402
+from squeezelab.train.dsd import LR_SCHEDULES, DSDConfig  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dsd_squeezenet_cifar.yaml"
 
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start every run from this trained dense checkpoint or run directory")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--cycles", type=int, default=1)
-    p.add_argument("--lr-schedule", choices=("phase", "run"), default="phase",
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="phase",
                    help="DSD's learning-rate schedule across the phases (see DSDConfig)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--model", default=None, help="override the recipe's model")

@@ -13,6 +13,7 @@ from typing import Any
 
 from squeezelab.cli import DefaultsHelpFormatter
 from squeezelab.train.config import TrainConfig
+from squeezelab.train.dsd import LR_SCHEDULES
 
 
 def dsd_config_for(args: argparse.Namespace, run_dir: Path | None = None):
@@ -77,9 +78,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycles", type=int, default=1, help="sparse -> re-dense repetitions")
     p.add_argument("--redense-lr-factor", type=float, default=0.1,
                    help="re-dense learning rate as a fraction of the run's")
-    p.add_argument("--lr-schedule", choices=("phase", "run"), default="phase",
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="phase",
                    help="phase: the recipe's schedule restarts in every phase; run: one "
-                   "schedule over the run, scaled during re-dense")
+                   "schedule over the run, scaled during re-dense; capped: one schedule over "
+                   "the run, capped at the re-dense rate during re-dense")
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                    help="layer type or glob never pruned (repeatable), e.g. classifier")
     p.add_argument("--plot-layer", default=None, help="parameter whose weight histogram is "

@@ -23,7 +23,7 @@ from squeezelab.models import unwrap_model
 from squeezelab.train.hooks import TrainHook, TrainState
 
 PHASES = ("dense", "sparse", "redense")
-LR_SCHEDULES = ("phase", "run")
+LR_SCHEDULES = ("phase", "run", "capped")
 
 
 @dataclass
@@ -41,7 +41,10 @@ class DSDConfig:
         every phase runs the schedule afresh over its own epochs, so the dense phase ends
         converged (the trained model the paper starts from), the sparse phase retrains from the
         full rate, and re-dense runs it from rate x ``redense_lr_factor``. "run": one schedule
-        over the whole run, scaled by ``redense_lr_factor`` during re-dense.
+        over the whole run, scaled by ``redense_lr_factor`` during re-dense. "capped": one
+        schedule over the whole run, as the dense run it is compared with has, with the
+        re-dense rate capped at the initial rate x ``redense_lr_factor`` (the paper's "1/10 of
+        the initial rate" read as a ceiling: a schedule already decayed below it is kept).
     layers: layer types or globs to prune (``PruneConfig`` vocabulary: "conv", "squeeze",
         "features.3.*"); empty = every Conv2d/Linear weight.
     exclude: layer types or globs never pruned (e.g. ["classifier"]).
@@ -183,7 +186,9 @@ class DSDHook(MaskHook):
     Learning rate (``lr_schedule``): "phase" replaces the scheduler's step -> factor function
     by one that restarts the recipe's schedule at every phase boundary (x
     ``redense_lr_factor`` in re-dense phases); it depends only on the step, so resume is exact.
-    "run" keeps the run's schedule over the whole run and scales it: during a re-dense phase
+    "capped" replaces it by the run's own schedule with re-dense steps capped at
+    ``redense_lr_factor`` (a step function too). "run" keeps the run's schedule over the whole
+    run and scales it: during a re-dense phase
     the scheduler's base learning rates are ``initial_lr * redense_lr_factor`` (with a
     constant schedule exactly lr/10), and ``initial_lr`` in the dense/sparse phases. The
     scaled base lrs are part of the scheduler's checkpointed state and are set again from the
@@ -222,8 +227,9 @@ class DSDHook(MaskHook):
             raise ValueError(f"DSD plot_layer {self.plot_layer!r} is not a prunable weight "
                              f"(they look like {list(params)[:3]})")
         self.config.prune_config().layer_targets(state.model)  # typos fail before training
-        if self.config.lr_schedule == "phase" and _is_lambda_lr(state.scheduler):
-            factor = _phase_lr_factor(self.config, state.config, state.steps_per_epoch)
+        if self.config.lr_schedule in ("phase", "capped") and _is_lambda_lr(state.scheduler):
+            factor = (_phase_lr_factor if self.config.lr_schedule == "phase" else
+                      _capped_lr_factor)(self.config, state.config, state.steps_per_epoch)
             state.scheduler.lr_lambdas = [factor] * len(state.optimizer.param_groups)
 
     def on_epoch_start(self, state: TrainState) -> None:
@@ -235,8 +241,8 @@ class DSDHook(MaskHook):
                 self.clear()
             self.phase, self.cycle = phase, cycle
         scale = self.config.redense_lr_factor if phase == "redense" else 1.0
-        if self.config.lr_schedule == "phase" and _is_lambda_lr(state.scheduler):
-            scale = 1.0  # the phase factor function carries it
+        if self.config.lr_schedule in ("phase", "capped") and _is_lambda_lr(state.scheduler):
+            scale = 1.0  # the step -> factor function carries it
         self._set_lr_scale(state, scale)
         super().on_epoch_start(state)
 
@@ -313,6 +319,21 @@ def _phase_lr_factor(config: DSDConfig, train_cfg, steps_per_epoch: int):
         scale = config.redense_lr_factor if config.phase_at(epoch)[0] == "redense" else 1.0
         return scale * lr_factor(step - start * steps_per_epoch, length * steps_per_epoch,
                                  steps_per_epoch, train_cfg)
+
+    return factor
+
+
+def _capped_lr_factor(config: DSDConfig, train_cfg, steps_per_epoch: int):
+    """step -> lr multiplier: the recipe's schedule over the whole run, capped at
+    ``redense_lr_factor`` in re-dense phases."""
+    from squeezelab.train.optim import lr_factor
+
+    total = config.total_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        epoch = min(step // steps_per_epoch, config.total_epochs - 1)
+        f = lr_factor(step, total, steps_per_epoch, train_cfg)
+        return min(f, config.redense_lr_factor) if config.phase_at(epoch)[0] == "redense" else f
 
     return factor
 

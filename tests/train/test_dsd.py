@@ -56,7 +56,7 @@ def test_parse_and_phases():
     ("epochs=5-0-5", r"sparse_epochs must be an integer >= 1, got 0"),
     ("sparsity=high", r"DSD sparsity must be a number, got 'high'"),
     ("redense_lr_factor=2", r"redense_lr_factor must be in \(0, 1\], got 2"),
-    ("lr_schedule=step", r"lr_schedule must be one of \('phase', 'run'\), got 'step'"),
+    ("lr_schedule=step", r"lr_schedule must be one of \('phase', 'run', 'capped'\), got 'step'"),
     ("spars=0.3", r"unknown DSD key\(s\) \['spars'\]"),
     ("sparsity", r"must be KEY=VALUE"),
 ])
@@ -135,7 +135,7 @@ def test_dsd_phases_masks_lr_metrics_and_plot(tmp_path, cifar_mini):
     assert all(sum(h["counts"]) == h["numel"] for h in hists)
 
 
-@pytest.mark.parametrize("lr_schedule", ["phase", "run"])
+@pytest.mark.parametrize("lr_schedule", ["phase", "run", "capped"])
 def test_cosine_schedule_per_phase_or_over_the_run(tmp_path, cifar_mini, lr_schedule):
     import math
 
@@ -146,9 +146,14 @@ def test_cosine_schedule_per_phase_or_over_the_run(tmp_path, cifar_mini, lr_sche
     scale = [1.0] * 8 + [0.1] * 4
     if lr_schedule == "phase":  # cosine from the top over each phase's 4 steps
         shape = [0.5 * (1 + math.cos(math.pi * (s % 4) / 4)) for s in range(12)]
-    else:  # one cosine over the 12 steps, scaled by 1/10 in re-dense
+    else:  # one cosine over the 12 steps
         shape = [0.5 * (1 + math.cos(math.pi * s / 12)) for s in range(12)]
-    expected = [0.05 * a * b for a, b in zip(shape, scale)]
+    if lr_schedule == "capped":  # re-dense: the cosine's 0.25 and 0.15 capped at 1/10, its
+        # 0.067 and 0.017 kept
+        expected = [0.05 * (min(a, 0.1) if s >= 8 else a) for s, a in enumerate(shape)]
+        assert expected[8:10] == pytest.approx([0.005, 0.005]) and expected[11] < 0.001
+    else:  # "run" scales re-dense by 1/10
+        expected = [0.05 * a * b for a, b in zip(shape, scale)]
     assert [lr for _, lr in probe.lrs] == pytest.approx(expected, rel=1e-9)
 
 

@@ -188,11 +188,11 @@ class DSDHook(MaskHook):
     ``redense_lr_factor`` in re-dense phases); it depends only on the step, so resume is exact.
     "capped" replaces it by the run's own schedule with re-dense steps capped at
     ``redense_lr_factor`` (a step function too). "run" keeps the run's schedule over the whole
-    run and scales it: during a re-dense phase
-    the scheduler's base learning rates are ``initial_lr * redense_lr_factor`` (with a
-    constant schedule exactly lr/10), and ``initial_lr`` in the dense/sparse phases. The
-    scaled base lrs are part of the scheduler's checkpointed state and are set again from the
-    phase at every epoch start, so resume is exact.
+    run and scales it: during a re-dense phase the scheduler's base learning rates are
+    ``initial_lr * redense_lr_factor`` (with a constant schedule exactly lr/10), and
+    ``initial_lr`` in the dense/sparse phases. The scaled base lrs are part of the scheduler's
+    checkpointed state and are set again from the phase at every epoch start, so resume is
+    exact.
 
     Each epoch's metrics get ``phase``, ``dsd_cycle`` and ``sparsity``. At the end of each phase
     a histogram of ``plot_layer``'s weights is recorded; at the end of training

@@ -212,6 +212,7 @@ class DSDHook(MaskHook):
         self.plot_path = Path(plot_path) if plot_path else None
         self.plot_layer: str | None = config.plot_layer
         self._state: TrainState | None = None
+        self._step_function = False  # set in on_train_start: is the lr a step -> factor function?
 
     # --- phases -------------------------------------------------------------------------
     def on_train_start(self, state: TrainState) -> None:
@@ -227,9 +228,10 @@ class DSDHook(MaskHook):
             raise ValueError(f"DSD plot_layer {self.plot_layer!r} is not a prunable weight "
                              f"(they look like {list(params)[:3]})")
         self.config.prune_config().layer_targets(state.model)  # typos fail before training
-        if self.config.lr_schedule in ("phase", "capped") and _is_lambda_lr(state.scheduler):
-            factor = (_phase_lr_factor if self.config.lr_schedule == "phase" else
-                      _capped_lr_factor)(self.config, state.config, state.steps_per_epoch)
+        self._step_function = (self.config.lr_schedule in STEP_FUNCTION_SCHEDULES
+                               and _is_lambda_lr(state.scheduler))
+        if self._step_function:
+            factor = _step_lr_factor(self.config, state.config, state.steps_per_epoch)
             state.scheduler.lr_lambdas = [factor] * len(state.optimizer.param_groups)
 
     def on_epoch_start(self, state: TrainState) -> None:
@@ -240,10 +242,9 @@ class DSDHook(MaskHook):
             else:
                 self.clear()
             self.phase, self.cycle = phase, cycle
-        scale = self.config.redense_lr_factor if phase == "redense" else 1.0
-        if self.config.lr_schedule in ("phase", "capped") and _is_lambda_lr(state.scheduler):
-            scale = 1.0  # the step -> factor function carries it
-        self._set_lr_scale(state, scale)
+        # with a step -> factor function installed, it carries the re-dense rate itself
+        redense_scaled = phase == "redense" and not self._step_function
+        self._set_lr_scale(state, self.config.redense_lr_factor if redense_scaled else 1.0)
         super().on_epoch_start(state)
 
     @staticmethod
@@ -308,32 +309,30 @@ def _is_lambda_lr(scheduler: Any) -> bool:
     return scheduler is not None and hasattr(scheduler, "lr_lambdas")
 
 
-def _phase_lr_factor(config: DSDConfig, train_cfg, steps_per_epoch: int):
-    """step -> lr multiplier: the recipe's schedule (``optim.lr_factor``) restarted over each
-    DSD phase, x ``redense_lr_factor`` in re-dense phases."""
-    from squeezelab.train.optim import lr_factor
-
-    def factor(step: int) -> float:
-        epoch = min(step // steps_per_epoch, config.total_epochs - 1)
-        start, length = config.phase_bounds(epoch)
-        scale = config.redense_lr_factor if config.phase_at(epoch)[0] == "redense" else 1.0
-        return scale * lr_factor(step - start * steps_per_epoch, length * steps_per_epoch,
-                                 steps_per_epoch, train_cfg)
-
-    return factor
+# lr_schedule values carried by a step -> factor function replacing the scheduler's own
+STEP_FUNCTION_SCHEDULES = ("phase", "capped")
 
 
-def _capped_lr_factor(config: DSDConfig, train_cfg, steps_per_epoch: int):
-    """step -> lr multiplier: the recipe's schedule over the whole run, capped at
-    ``redense_lr_factor`` in re-dense phases."""
+def _step_lr_factor(config: DSDConfig, train_cfg, steps_per_epoch: int):
+    """step -> lr multiplier built on the recipe's schedule (``optim.lr_factor``).
+
+    "phase": the schedule restarted over each DSD phase, x ``redense_lr_factor`` in re-dense.
+    "capped": the schedule over the whole run, capped at ``redense_lr_factor`` in re-dense.
+    """
     from squeezelab.train.optim import lr_factor
 
     total = config.total_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         epoch = min(step // steps_per_epoch, config.total_epochs - 1)
-        f = lr_factor(step, total, steps_per_epoch, train_cfg)
-        return min(f, config.redense_lr_factor) if config.phase_at(epoch)[0] == "redense" else f
+        redense = config.phase_at(epoch)[0] == "redense"
+        if config.lr_schedule == "capped":
+            f = lr_factor(step, total, steps_per_epoch, train_cfg)
+            return min(f, config.redense_lr_factor) if redense else f
+        start, length = config.phase_bounds(epoch)
+        scale = config.redense_lr_factor if redense else 1.0
+        return scale * lr_factor(step - start * steps_per_epoch, length * steps_per_epoch,
+                                 steps_per_epoch, train_cfg)
 
     return factor
 

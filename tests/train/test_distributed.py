@@ -4,11 +4,11 @@ writes; the DDP checkpoint loads in one process; ranks' shards are disjoint; the
 launcher's command line."""
 import json
 import os
-import socket
 import sys
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from squeezelab.checkpoint import model_from_checkpoint, save_checkpoint
@@ -69,10 +69,12 @@ def _hooks(teacher_path):
 
 
 def _worker(rank, world_size, port, tree, cache_dir, out_dir, teacher_path):
+    # the ranks join the test's own store (as torchrun's ranks join its agent's): nothing binds
+    # the port after it was chosen, so no other process can take it in between
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
-    import torch.distributed as dist
 
     hooks = _hooks(teacher_path)
     # each rank names its own run directory: only rank 0's may appear
@@ -83,20 +85,17 @@ def _worker(rank, world_size, port, tree, cache_dir, out_dir, teacher_path):
     dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, cifar_tree,
                                                                      cache_dir):
     torch.manual_seed(5)
     teacher = create_model("resnet18_cifar", width=8)
     teacher_path = str(save_checkpoint(tmp_path / "teacher", teacher))
     out = str(tmp_path)
-    mp.start_processes(_worker, args=(2, _free_port(), str(cifar_tree), str(cache_dir), out,
+    # port 0: the OS picks a free port, bound from here until the ranks are done
+    store = dist.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
+    mp.start_processes(_worker, args=(2, store.port, str(cifar_tree), str(cache_dir), out,
                                       teacher_path), nprocs=2, join=True, start_method="spawn")
+    del store
     single = train(_config(out, 2 * PER_RANK_BATCH), hooks=_hooks(teacher_path),
                    data=_data(str(cifar_tree), cache_dir), run_dir=tmp_path / "single")
 

@@ -17,6 +17,8 @@ trained on densely for the same epochs.
 
 Training settings come from --recipe (default recipes/dsd_squeezenet_cifar.yaml, whose dsd:
 section is replaced by --sparsity / --epochs).
+
+Every protocol measured so far, with its command and result: benchmarks/results/dsd_vs_dense.md.
 """
 from __future__ import annotations
 

@@ -211,7 +211,6 @@ class DSDHook(MaskHook):
         self.histograms: list[dict[str, Any]] = []
         self.plot_path = Path(plot_path) if plot_path else None
         self.plot_layer: str | None = config.plot_layer
-        self._state: TrainState | None = None
         self._step_function = False  # set in on_train_start: is the lr a step -> factor function?
 
     # --- phases -------------------------------------------------------------------------
@@ -220,7 +219,6 @@ class DSDHook(MaskHook):
             raise ValueError(f"the run has {state.config.epochs} epochs, but the DSD schedule "
                              f"{self._describe()} needs {self.config.total_epochs}")
         super().on_train_start(state)
-        self._state = state
         params = prunable_parameters(state.model)
         if self.plot_layer is None:
             self.plot_layer = max(params, key=lambda n: _param(state.model, n).numel())

@@ -11,7 +11,7 @@ from squeezelab.cli import main
 
 TINY = "{fire_config: [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16], " \
        "[8, 16, 16], [8, 24, 24], [8, 24, 24]], stem_channels: 16}"
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "dsd_squeezenet_cifar.yaml"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def common(tmp_path, tree, name):
@@ -45,15 +45,17 @@ def test_train_dsd_flag_then_dsd_from_checkpoint(tmp_path, cifar_tree, capsys):
     assert "final test top-1" in capsys.readouterr().out
 
 
-def test_recipe_dsd_section_is_read(tmp_path):
+@pytest.mark.parametrize("recipe", ["dsd_squeezenet_cifar.yaml", "dsd_squeezenet_cifar_sgd.yaml"])
+def test_recipe_dsd_section_is_read(recipe):
     from squeezelab.cli.method_commands import dsd_config_for
     from squeezelab.train import TrainConfig
     from squeezelab.train.dsd import DSDConfig
 
-    args = type("A", (), {"dsd": None, "recipe": str(RECIPE)})()
+    args = type("A", (), {"dsd": None, "recipe": str(RECIPES / recipe)})()
+    # the seed study's defaults: 40% sparsity, 5-3-5 epochs
     assert dsd_config_for(args) == DSDConfig(sparsity=0.4, dense_epochs=5, sparse_epochs=3,
                                              redense_epochs=5)
-    assert TrainConfig.from_yaml(RECIPE).epochs == 13
+    assert TrainConfig.from_yaml(RECIPES / recipe).epochs == 13
     args.dsd = "sparsity=0.5,epochs=2-1-1"  # the flag wins over the recipe
     assert dsd_config_for(args).sparsity == 0.5
 

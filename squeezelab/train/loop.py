@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -214,7 +215,7 @@ def train(
 
     # --- the loop -------------------------------------------------------------------------
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    interrupted = False
+    interrupted = warned_uniform = False
     try:
         with _graceful_interrupt() as stop:
             for epoch in range(start_epoch, cfg.epochs):
@@ -235,6 +236,8 @@ def train(
                 if is_main:
                     run.append_metrics(record)
                     _print_epoch(record, cfg)
+                    if not warned_uniform:
+                        warned_uniform = _warn_if_uniform(record, train_data.num_classes)
                 improved = record.get("test_top1", -1.0) > best_top1
                 if improved:
                     best_top1 = record["test_top1"]
@@ -366,6 +369,23 @@ def _restore(run: RunDir, state: TrainState, hooks: Sequence[TrainHook]) -> tupl
         run.truncate_metrics(epoch)
         print(f"resuming {run.path} at epoch {epoch + 1}, batch {batch}")
     return epoch, batch, ckpt.meta.get("best_top1", -1.0)
+
+
+def _warn_if_uniform(r: dict[str, Any], num_classes: int) -> bool:
+    """Say so when the test loss sits at ln(num_classes), the loss of a uniform guess: the model
+    scores every class alike for every image, and a model in that state rarely leaves it.
+    Measured here: the no-BatchNorm course models (ReLU on the logits) reach it within the
+    first steps of Adam or RMSprop at lr 1e-3 without warm-up, and stay at exactly ln(10) for
+    all 10 epochs (benchmarks/results/optimizer_study.json); one warm-up epoch avoids it."""
+    if "test_loss" not in r or abs(r["test_loss"] - math.log(num_classes)) > 1e-4:
+        return False
+    print(f"warning: epoch {r['epoch']}: test loss {r['test_loss']:.4f} = ln({num_classes}), "
+          "the loss of a uniform guess: the model gives every class the same score for every "
+          "image. A network without BatchNorm whose logits pass a ReLU (the SqueezeNet v1.0 "
+          "layout) gets here when its logits die in the first steps, and does not recover; a "
+          "learning-rate warm-up (--warmup-epochs 1) or a lower --lr avoids it.",
+          file=sys.stderr, flush=True)
+    return True
 
 
 def _print_epoch(r: dict[str, Any], cfg: TrainConfig) -> None:

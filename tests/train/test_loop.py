@@ -25,13 +25,31 @@ def config(tmp_path, **kw):
     return TrainConfig(**base)
 
 
-def test_learns_above_chance_on_real_images(tmp_path, cifar_small):
+def test_learns_above_chance_on_real_images(tmp_path, cifar_small, capsys):
     result = train(config(tmp_path, epochs=4), data=cifar_small)
     final = result.final
     # 10 classes: chance is 0.10 (std 0.017 over 300 test images); 4 epochs on 1,000 real
     # images reach twice that.
     assert final["test_top1"] > 0.20, result.history
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert "uniform guess" not in capsys.readouterr().err
+
+
+def test_a_dead_classifier_is_reported_once(tmp_path, cifar_tiny, capsys):
+    """Logits behind a ReLU that all sit below zero: every image scores every class 0, the test
+    loss is exactly ln(10), and no gradient reaches the classifier to bring it back."""
+    from squeezelab.models import create_model
+
+    model = create_model("squeezenet_cifar", **SMALL, classifier_act=True)
+    conv10 = model.classifier[1]
+    with torch.no_grad():
+        conv10.weight.zero_()
+        conv10.bias.fill_(-1.0)
+    result = train(config(tmp_path, epochs=2), data=cifar_tiny, model=model)
+    assert [r["test_loss"] for r in result.history] == pytest.approx([2.302585] * 2, abs=1e-6)
+    err = capsys.readouterr().err
+    assert err.count("warning: epoch 1: test loss 2.3026 = ln(10), the loss of a uniform guess") == 1
+    assert "--warmup-epochs 1" in err and "epoch 2" not in err
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_dry_run_lists_every_cell(capsys):
     assert out[0].startswith("vanilla-b64-sgd-constant")
 
 
-def test_one_step_run_writes_accuracy_and_seconds(tmp_path, cifar_tree):
+def test_one_step_run_writes_accuracy_and_seconds(tmp_path, cifar_tree, capsys):
     grid = {"base": {"model": "squeezenet_cifar", "epochs": 1, "batch_size": 50, "lr": 0.001,
                      "precision": "fp32", "channels_last": False,
                      "model_args": {"fire_config": [[4, 8, 8]] * 8, "stem_channels": 8}},
@@ -94,3 +94,36 @@ def test_one_step_run_writes_accuracy_and_seconds(tmp_path, cifar_tree):
         assert cell["model_args"]["activation"] == "tanh"
     assert [c["pgd_perturbations"] for c in result["cells"]] == [0, 1]
     assert "environment" in result and result["overrides"]["limit_train"] == 50
+    table = capsys.readouterr().out.splitlines()[-3:]  # two axes: optimizer columns
+    assert table[0] == "| activation | adam | pgd |" and table[2].startswith("| tanh | ")
+
+
+def study_cell(variants, top1, seconds):
+    return {"variants": variants, "test_top1": top1, "seconds_per_epoch": seconds}
+
+
+def test_table_puts_the_outer_axes_in_columns(tmp_path, capsys):
+    # the optimizer grid's shape in miniature: model x batch x optimizer x scheduler,
+    # with an SGDR-like cell that skips the scheduler axis
+    cells = [study_cell({"model": m, "batch": b, "optimizer": o, "scheduler": s}, 0.5, 2.0)
+             for m in ("vanilla", "residual") for b in ("b64", "b128")
+             for o, s in (("adam", "constant"), ("adam", "cosine"), ("sgdr", None))]
+    cells[0]["test_top1"], cells[0]["seconds_per_epoch"] = 0.6123, 12.34
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"cells": cells}))
+    assert load_benchmark().main(["--table", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("| optimizer / scheduler | vanilla b64 | vanilla b128 | residual b64 | "
+                        "residual b128 |")
+    assert [line.split(" |")[0] for line in lines[2:]] == ["| adam constant", "| adam cosine",
+                                                           "| sgdr"]
+    assert lines[2].startswith("| adam constant | 61.23% (12.3 s) | 50.00% (2.0 s) |")
+
+
+def test_table_of_a_file_that_is_not_a_study_is_refused(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"benchmark": "load_time"}))
+    with pytest.raises(SystemExit, match=r"other.json is not a study result JSON"):
+        load_benchmark().main(["--table", str(path)])
+    with pytest.raises(SystemExit, match="give a grid file"):
+        load_benchmark().main([])

@@ -375,8 +375,9 @@ def _warn_if_uniform(r: dict[str, Any], num_classes: int) -> bool:
     """Say so when the test loss sits at ln(num_classes), the loss of a uniform guess: the model
     scores every class alike for every image, and a model in that state rarely leaves it.
     Measured here: the no-BatchNorm course models (ReLU on the logits) reach it within the
-    first steps of Adam or RMSprop at lr 1e-3 without warm-up, and stay at exactly ln(10) for
-    all 10 epochs (benchmarks/results/optimizer_study.json); one warm-up epoch avoids it."""
+    first steps of Adam or RMSprop at lr 1e-3 without warm-up, and stay at exactly ln(10)
+    (benchmarks/results/optimizer_study.json: 3 epochs, activation_study.json: 10); one
+    warm-up epoch avoids it."""
     if "test_loss" not in r or abs(r["test_loss"] - math.log(num_classes)) > 1e-4:
         return False
     print(f"warning: epoch {r['epoch']}: test loss {r['test_loss']:.4f} = ln({num_classes}), "

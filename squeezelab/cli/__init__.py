@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if "torch.distributed" in sys.modules:  # never import torch just to find out
+            from squeezelab.train.distributed import shutdown_distributed
+
+            shutdown_distributed()  # under torchrun: leave the process group before exiting
     return int(result or 0)
 
 

@@ -5,6 +5,7 @@ here is a no-op, so the one training loop serves one process and many.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,18 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
     return info, device
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group while the interpreter is still whole: destroy it, then collect
+    the DistributedDataParallel wrappers that may still hold it (a reference cycle keeps one
+    alive past ``train``). Left to interpreter shutdown, gloo's worker threads are torn down
+    while still joinable and the process aborts after its work is done (SIGABRT, "terminate
+    called without an active exception"): seen here once in about 20 runs of the DDP test.
+    A no-op when no process group was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
 
 
 def is_distributed() -> bool:

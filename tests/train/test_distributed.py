@@ -15,6 +15,7 @@ from squeezelab.checkpoint import model_from_checkpoint, save_checkpoint
 from squeezelab.data import BatchLoader
 from squeezelab.models import create_model
 from squeezelab.train import TrainConfig, TrainHook, train
+from squeezelab.train.distributed import shutdown_distributed
 from squeezelab.train.launch import strip_nproc, torchrun_command
 
 # BatchNorm-free and dropout 0: the per-rank math is then exactly the single-process math
@@ -82,7 +83,8 @@ def _worker(rank, world_size, port, tree, cache_dir, out_dir, teacher_path):
                    run_dir=os.path.join(out_dir, f"ddp_rank{rank}"))
     with open(os.path.join(out_dir, f"seen{rank}.json"), "w") as f:
         json.dump({**hooks[-1].seen, "history": result.history}, f)
-    dist.destroy_process_group()
+    del result, hooks
+    shutdown_distributed()  # as the CLI does: gloo torn down before interpreter shutdown
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, cifar_tree,
@@ -151,3 +153,12 @@ def test_torchrun_command_drops_nproc():
         torchrun_command(0, ["train"])
     with pytest.raises(ValueError, match="--nproc expects a process count"):
         strip_nproc(["train", "--nproc"])
+
+
+def test_shutdown_leaves_the_process_group_and_is_a_no_op_without_one(tmp_path):
+    shutdown_distributed()  # nothing joined: nothing to do
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert dist.is_initialized()
+    shutdown_distributed()
+    assert not dist.is_initialized()

@@ -64,7 +64,7 @@ def shutdown_distributed() -> None:
     A no-op when no process group was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-    gc.collect()
+        gc.collect()
 
 
 def is_distributed() -> bool:

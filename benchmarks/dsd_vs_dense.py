@@ -100,7 +100,10 @@ def main(argv=None) -> int:
             load_split(source, "test", limit=base.limit_test, **common))
     per_seed = []
     for seed in args.seeds:
-        tag = f"{'from-' if start else ''}s{seed}-{args.epochs}-{args.sparsity}"
+        # Run names carry the phases, cycles and sparsity; a protocol that differs in anything
+        # else needs its own --out-dir (an existing run directory stops the first run at once).
+        cycles = f"-x{args.cycles}" if args.cycles > 1 else ""
+        tag = f"{'from-' if start else ''}s{seed}-{args.epochs}{cycles}-{args.sparsity}"
         print(f"seed {seed}: dense for {dsd_cfg.total_epochs} epochs", flush=True)
         dense = train(base.replace(seed=seed, run_name=f"dense-{tag}"), data=data,
                       model=model_from_checkpoint(start)[0].train() if start else None)

@@ -1,0 +1,78 @@
+"""benchmarks/dsd_vs_dense.py: the three runs per seed, the JSON it records, and bad input
+refused before any training."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16],
+                        [8, 16, 16], [8, 24, 24], [8, 24, 24]], "stem_channels": 16}
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("dsd_vs_dense",
+                                                  ROOT / "benchmarks" / "dsd_vs_dense.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def recipe(tmp_path, cifar_tree):
+    path = tmp_path / "tiny_dsd.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "squeezenet_cifar", "model_args": TINY, "data": str(cifar_tree),
+        "limit_train": 100, "limit_test": 20, "batch_size": 50, "optimizer": "adamw",
+        "lr": 0.01, "schedule": "cosine", "precision": "fp32", "channels_last": False,
+        "seed": 0}))
+    return path
+
+
+def run(bench, recipe, tmp_path, *extra):
+    out = tmp_path / f"result{len(list(tmp_path.glob('result*')))}.json"
+    assert bench.main(["--recipe", str(recipe), "--out-dir", str(tmp_path / "runs"),
+                       "-o", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_three_runs_per_seed_and_their_differences(tmp_path, recipe):
+    bench = load_benchmark()
+    result = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--seeds", "0", "1")
+    assert result["total_epochs"] == 3 and result["seeds"] == [0, 1]
+    assert result["train_images"] == 100 and result["test_images"] == 20
+    for seed in result["per_seed"]:
+        assert seed["dsd_minus_dense"] == pytest.approx(
+            seed["dsd_test_top1"] - seed["dense_test_top1"])
+        assert seed["dsd_minus_dense_phased"] == pytest.approx(
+            seed["dsd_test_top1"] - seed["dense_phased_test_top1"])
+        assert [p["phase"] for p in seed["dsd_phases"]] == ["dense", "sparse", "redense"]
+        assert seed["dsd_phases"][1]["sparsity"] == pytest.approx(0.4, abs=0.01)
+        assert seed["dsd_phases"][2]["sparsity"] == 0.0
+    means = [s["dsd_minus_dense"] for s in result["per_seed"]]
+    assert result["dsd_minus_dense"]["mean"] == pytest.approx(sum(means) / 2)
+
+    # A second protocol in the same --out-dir that differs only in its cycles runs beside the
+    # first instead of colliding with its run directories.
+    cycled = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--cycles", "2", "--seeds", "0")
+    assert cycled["total_epochs"] == 5
+    assert [p["phase"] for p in cycled["per_seed"][0]["dsd_phases"]] == [
+        "dense", "sparse", "redense", "sparse", "redense"]
+
+
+def test_from_a_trained_model_and_bad_input_refused_before_training(tmp_path, recipe):
+    bench = load_benchmark()
+    with pytest.raises(ValueError, match="sparsity"):
+        bench.main(["--recipe", str(recipe), "--sparsity", "1.0", "--out-dir", str(tmp_path)])
+    run(bench, recipe, tmp_path, "--epochs", "1-1-1")  # a dense run to start from
+    start = next((tmp_path / "runs").glob("dense-s0-*"))
+    with pytest.raises(SystemExit, match="SPARSE-REDENSE"):
+        bench.main(["--recipe", str(recipe), "--from", str(start), "--epochs", "1-1-1"])
+    assert not any((tmp_path / "runs").glob("*from*"))
+
+    result = run(bench, recipe, tmp_path, "--from", str(start), "--epochs", "1-1")
+    assert result["from_checkpoint"] and 0.0 <= result["start_test_top1"] <= 1.0
+    assert result["total_epochs"] == 2
+    assert [p["phase"] for p in result["per_seed"][0]["dsd_phases"]] == ["sparse", "redense"]

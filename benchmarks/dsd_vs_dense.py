@@ -131,6 +131,7 @@ def main(argv=None) -> int:
         })
     write_result("dsd_vs_dense", {
         "recipe": args.recipe, "model": base.model, "data": str(source),
+        "config": base.to_dict(),  # the recipe as resolved, so the result names its settings
         "from_checkpoint": str(start) if start else None,
         "start_test_top1": ckpt.meta.get("metrics", {}).get("test_top1") if start else None,
         "train_images": len(data[0]), "test_images": len(data[1]),

@@ -43,6 +43,7 @@ def test_three_runs_per_seed_and_their_differences(tmp_path, recipe):
     result = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--seeds", "0", "1")
     assert result["total_epochs"] == 3 and result["seeds"] == [0, 1]
     assert result["train_images"] == 100 and result["test_images"] == 20
+    assert result["config"]["lr"] == 0.01 and result["config"]["epochs"] == 3
     for seed in result["per_seed"]:
         assert seed["dsd_minus_dense"] == pytest.approx(
             seed["dsd_test_top1"] - seed["dense_test_top1"])

@@ -45,7 +45,7 @@ def test_train_dsd_flag_then_dsd_from_checkpoint(tmp_path, cifar_tree, capsys):
     assert "final test top-1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("recipe", ["dsd_squeezenet_cifar.yaml", "dsd_squeezenet_cifar_sgd.yaml"])
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("dsd_*.yaml")))
 def test_recipe_dsd_section_is_read(recipe):
     from squeezelab.cli.method_commands import dsd_config_for
     from squeezelab.train import TrainConfig

@@ -1,23 +1,13 @@
 """benchmarks/dsd_vs_dense.py: the three runs per seed, the JSON it records, and bad input
 refused before any training."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import yaml
+from benchmark_scripts import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16],
                         [8, 16, 16], [8, 24, 24], [8, 24, 24]], "stem_channels": 16}
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("dsd_vs_dense",
-                                                  ROOT / "benchmarks" / "dsd_vs_dense.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -39,7 +29,7 @@ def run(bench, recipe, tmp_path, *extra):
 
 
 def test_three_runs_per_seed_and_their_differences(tmp_path, recipe):
-    bench = load_benchmark()
+    bench = load_benchmark("dsd_vs_dense")
     result = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--seeds", "0", "1")
     assert result["total_epochs"] == 3 and result["seeds"] == [0, 1]
     assert result["train_images"] == 100 and result["test_images"] == 20
@@ -64,7 +54,7 @@ def test_three_runs_per_seed_and_their_differences(tmp_path, recipe):
 
 
 def test_from_a_trained_model_and_bad_input_refused_before_training(tmp_path, recipe):
-    bench = load_benchmark()
+    bench = load_benchmark("dsd_vs_dense")
     with pytest.raises(ValueError, match="sparsity"):
         bench.main(["--recipe", str(recipe), "--sparsity", "1.0", "--out-dir", str(tmp_path)])
     run(bench, recipe, tmp_path, "--epochs", "1-1-1")  # a dense run to start from

@@ -14,6 +14,7 @@ from squeezelab.train.study import expand_grid
 ROOT = Path(__file__).resolve().parents[1]
 OPT_GRID = ROOT / "recipes" / "studies" / "optimizer_grid.yaml"
 ACT_GRID = ROOT / "recipes" / "studies" / "activation_grid.yaml"
+STUDY = load_benchmark("optimizer_study")
 
 
 def test_optimizer_grid_expands_to_the_studys_52_cells():
@@ -59,7 +60,7 @@ def test_grid_errors(grid, match):
 
 
 def test_dry_run_lists_every_cell(capsys):
-    assert load_benchmark("optimizer_study").main([str(OPT_GRID), "--dry-run", "--epochs", "1"]) == 0
+    assert STUDY.main([str(OPT_GRID), "--dry-run", "--epochs", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "52 cells" and len(out) == 53
     assert out[0].startswith("vanilla-b64-sgd-constant")
@@ -76,9 +77,9 @@ def test_one_step_run_writes_accuracy_and_seconds(tmp_path, cifar_tree, capsys):
     path.write_text(yaml.safe_dump(grid, sort_keys=False))  # axis order matters
     out = tmp_path / "study.json"
     # 50 train images at batch 50: one optimizer step per cell
-    assert load_benchmark("optimizer_study").main([str(path), "--data", str(cifar_tree), "--limit-train", "50",
-                                  "--limit-test", "20", "--out-dir", str(tmp_path / "runs"),
-                                  "-o", str(out)]) == 0
+    assert STUDY.main([str(path), "--data", str(cifar_tree), "--limit-train", "50",
+                       "--limit-test", "20", "--out-dir", str(tmp_path / "runs"),
+                       "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [c["name"] for c in result["cells"]] == ["adam-tanh", "pgd-tanh"]
     for cell in result["cells"]:
@@ -103,7 +104,7 @@ def test_table_puts_the_outer_axes_in_columns(tmp_path, capsys):
     cells[0]["test_top1"], cells[0]["seconds_per_epoch"] = 0.6123, 12.34
     path = tmp_path / "study.json"
     path.write_text(json.dumps({"cells": cells}))
-    assert load_benchmark("optimizer_study").main(["--table", str(path)]) == 0
+    assert STUDY.main(["--table", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("| optimizer / scheduler | vanilla b64 | vanilla b128 | residual b64 | "
                         "residual b128 |")
@@ -116,6 +117,6 @@ def test_table_of_a_file_that_is_not_a_study_is_refused(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"benchmark": "load_time"}))
     with pytest.raises(SystemExit, match=r"other.json is not a study result JSON"):
-        load_benchmark("optimizer_study").main(["--table", str(path)])
+        STUDY.main(["--table", str(path)])
     with pytest.raises(SystemExit, match="give a grid file"):
-        load_benchmark("optimizer_study").main([])
+        STUDY.main([])

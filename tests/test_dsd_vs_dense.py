@@ -5,9 +5,7 @@ import json
 import pytest
 import yaml
 from benchmark_scripts import load_benchmark
-
-TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16],
-                        [8, 16, 16], [8, 24, 24], [8, 24, 24]], "stem_channels": 16}
+from model_configs import TINY
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from model_configs import TINY
 
 from squeezelab.cli import main
 
 
-TINY = "{fire_config: [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16], " \
-       "[8, 16, 16], [8, 24, 24], [8, 24, 24]], stem_channels: 16}"
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
@@ -19,7 +18,7 @@ def common(tmp_path, tree, name):
             "--batch-size", "50", "--lr", "0.01", "--precision", "fp32",
             "--channels-last", "false", "--progress", "false", "--out-dir", str(tmp_path),
             "--run-name", name, "--model", "squeezenet_cifar",
-            *[f"--model-arg={k}={v}" for k, v in yaml.safe_load(TINY).items()]]
+            *[f"--model-arg={k}={v}" for k, v in TINY.items()]]
 
 
 def phases(run_dir):

@@ -2,14 +2,12 @@
 import pytest
 import torch
 import torch.nn as nn
+from model_configs import TINY
 
 from squeezelab import create_model
 from squeezelab.compress.fold import fold_batchnorm, fold_conv_bn
 from squeezelab.compress.prune import PruneConfig, prune_
 from squeezelab.models import model_spec
-
-SMALL = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16], [8, 16, 16],
-                         [8, 16, 16], [8, 24, 24], [8, 24, 24]], "stem_channels": 16}
 
 
 def with_random_batchnorm_stats(model):
@@ -37,7 +35,7 @@ def test_fold_conv_bn_by_hand():
 @pytest.mark.parametrize("name", ["squeezenet_cifar", "squeezenet_cifar_wide"])
 def test_folded_model_matches_and_keeps_zeros(name):
     torch.manual_seed(0)
-    model = with_random_batchnorm_stats(create_model(name, **SMALL))
+    model = with_random_batchnorm_stats(create_model(name, **TINY))
     prune_(model, PruneConfig(sparsity=0.5))
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())

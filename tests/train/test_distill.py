@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from model_configs import SMALL
 
 from squeezelab.checkpoint import save_checkpoint
 from squeezelab.models import create_model
@@ -15,11 +16,6 @@ from squeezelab.train.distill import (
     kd_loss,
     logit_matching_loss,
 )
-
-SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
-                         [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
-         "stem_channels": 32}
-
 
 
 def _softmax(row):

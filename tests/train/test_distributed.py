@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from model_configs import SMALL
 
 from squeezelab.checkpoint import model_from_checkpoint, save_checkpoint
 from squeezelab.data import BatchLoader
@@ -19,14 +20,12 @@ from squeezelab.train.distributed import shutdown_distributed
 from squeezelab.train.launch import strip_nproc, torchrun_command
 
 # BatchNorm-free and dropout 0: the per-rank math is then exactly the single-process math
-SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
-                         [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
-         "stem_channels": 32, "batch_norm": False, "dropout": 0.0}
+DDP_MODEL = {**SMALL, "batch_norm": False, "dropout": 0.0}
 PER_RANK_BATCH = 8
 
 
 def _config(out_dir, batch_size):
-    return TrainConfig(model="squeezenet_cifar", model_args=SMALL, epochs=2,
+    return TrainConfig(model="squeezenet_cifar", model_args=DDP_MODEL, epochs=2,
                        batch_size=batch_size, optimizer="nesterov", lr=0.02, weight_decay=5e-4,
                        precision="fp32", channels_last=False, augment="none", out_dir=out_dir,
                        run_name="run", progress=False)
@@ -42,7 +41,7 @@ def _data(tree, cache_dir):
 
 def _masks():
     g = torch.Generator().manual_seed(0)
-    model = create_model("squeezenet_cifar", **SMALL)
+    model = create_model("squeezenet_cifar", **DDP_MODEL)
     weight = model.features[0].weight
     return {"features.0.weight": torch.rand(weight.shape, generator=g) > 0.5}
 

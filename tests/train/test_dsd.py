@@ -5,16 +5,12 @@ import json
 
 import pytest
 import torch
+from model_configs import TINY
 
 from squeezelab.checkpoint import load_checkpoint
 from squeezelab.compress.prune import compute_masks
 from squeezelab.train import TrainConfig, TrainHook, train
 from squeezelab.train.dsd import DSDConfig, DSDHook, parse_phase_epochs, run_dsd
-
-
-TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16],
-                        [8, 16, 16], [8, 16, 16], [8, 24, 24], [8, 24, 24]],
-        "stem_channels": 16}
 
 
 @pytest.fixture(scope="module")

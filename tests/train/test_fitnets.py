@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from model_configs import SMALL
 
 from squeezelab.models import create_model
 from squeezelab.train import TrainConfig, TrainHook
@@ -19,11 +20,6 @@ from squeezelab.train.fitnets import (
     probe_shapes,
     regressor_kernel,
 )
-
-SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
-                         [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
-         "stem_channels": 32}
-
 
 
 def test_regressor_kernel_choice():

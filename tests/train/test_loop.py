@@ -7,14 +7,10 @@ import signal
 import pytest
 import torch
 import yaml
+from model_configs import SMALL
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezelab.train import ConfigError, TrainConfig, TrainHook, TrainingDiverged, train
-
-# a small SqueezeNet (8x fewer channels than squeezenet_cifar) so every test takes seconds
-SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
-                         [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
-         "stem_channels": 32}
 
 
 def config(tmp_path, **kw):

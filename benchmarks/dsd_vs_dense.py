@@ -16,7 +16,7 @@ paper applies DSD to converged models: DSD's sparse + re-dense phases against th
 trained on densely for the same epochs.
 
 Training settings come from --recipe (default recipes/dsd_squeezenet_cifar.yaml, whose dsd:
-section is replaced by --sparsity / --epochs).
+section is replaced by --sparsity / --epochs / --layers / --exclude).
 
 Every protocol measured so far, with its command and result: benchmarks/results/dsd_vs_dense.md.
 """
@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from squeezelab.checkpoint import model_from_checkpoint, resolve_checkpoint  # noqa: E402
+from squeezelab.models import create_model  # noqa: E402
 from squeezelab.train.config import TrainConfig  # noqa: E402
-from squeezelab.train.dsd import LR_SCHEDULES, DSDConfig  # noqa: E402
+from squeezelab.train.dsd import LR_SCHEDULES, DSDConfig, parse_phase_epochs  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dsd_squeezenet_cifar.yaml"
 
@@ -49,6 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start every run from this trained dense checkpoint or run directory")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--cycles", type=int, default=1)
+    p.add_argument("--layers", nargs="+", default=[], metavar="TYPE_OR_GLOB",
+                   help="prune only these layers (squeeze, expand1x1, expand3x3, classifier, "
+                        "conv3x3, ... or globs such as 'features.0.*'); default: every layer")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="TYPE_OR_GLOB",
+                   help="never prune these layers (same vocabulary as --layers)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="phase",
                    help="DSD's learning-rate schedule across the phases (see DSDConfig)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -72,8 +78,9 @@ def summary(values: list[float]) -> dict[str, float]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Both parsed before any data is loaded: bad input fails at once.
-    dsd_cfg = DSDConfig.parse(f"sparsity={args.sparsity},epochs={args.epochs},"
-                              f"cycles={args.cycles},lr_schedule={args.lr_schedule}")
+    dsd_cfg = DSDConfig(sparsity=args.sparsity, cycles=args.cycles,
+                        lr_schedule=args.lr_schedule, layers=args.layers, exclude=args.exclude,
+                        **parse_phase_epochs(args.epochs))
     overrides = {k: v for k, v in dict(model=args.model, data=args.data,
                                        limit_train=args.limit_train,
                                        limit_test=args.limit_test,
@@ -89,6 +96,10 @@ def main(argv=None) -> int:
                              f"SPARSE-REDENSE (such as 3-5), not {args.epochs}")
         _, ckpt = model_from_checkpoint(start)  # a bad checkpoint fails before any training
         base = base.replace(model=ckpt.meta["model"]["name"])
+    # --layers / --exclude naming no layer of the model fails here, not after the dense run.
+    model_args = {k: v for k, v in base.model_args.items() if k != "num_classes"}
+    pruned_layers = list(dsd_cfg.prune_config().layer_targets(
+        create_model(base.model, **model_args)))
 
     from squeezelab.data import load_split, resolve_default_cifar10
     from squeezelab.train import train
@@ -103,7 +114,10 @@ def main(argv=None) -> int:
         # Run names carry the phases, cycles and sparsity; a protocol that differs in anything
         # else needs its own --out-dir (an existing run directory stops the first run at once).
         cycles = f"-x{args.cycles}" if args.cycles > 1 else ""
-        tag = f"{'from-' if start else ''}s{seed}-{args.epochs}{cycles}-{args.sparsity}"
+        which = "".join(f"-{word}-{'+'.join(names)}".replace("*", "")
+                        for word, names in (("only", args.layers), ("not", args.exclude))
+                        if names)
+        tag = f"{'from-' if start else ''}s{seed}-{args.epochs}{cycles}-{args.sparsity}{which}"
         print(f"seed {seed}: dense for {dsd_cfg.total_epochs} epochs", flush=True)
         dense = train(base.replace(seed=seed, run_name=f"dense-{tag}"), data=data,
                       model=model_from_checkpoint(start)[0].train() if start else None)
@@ -135,7 +149,8 @@ def main(argv=None) -> int:
         "from_checkpoint": str(start) if start else None,
         "start_test_top1": ckpt.meta.get("metrics", {}).get("test_top1") if start else None,
         "train_images": len(data[0]), "test_images": len(data[1]),
-        "dsd": dsd_cfg.to_dict(), "total_epochs": dsd_cfg.total_epochs, "seeds": args.seeds,
+        "dsd": dsd_cfg.to_dict(), "pruned_layers": pruned_layers,
+        "total_epochs": dsd_cfg.total_epochs, "seeds": args.seeds,
         "dense_test_top1": summary([s["dense_test_top1"] for s in per_seed]),
         "dsd_test_top1": summary([s["dsd_test_top1"] for s in per_seed]),
         "dsd_minus_dense": summary([s["dsd_minus_dense"] for s in per_seed]),

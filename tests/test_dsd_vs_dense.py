@@ -65,3 +65,25 @@ def test_from_a_trained_model_and_bad_input_refused_before_training(tmp_path, re
     assert result["from_checkpoint"] and 0.0 <= result["start_test_top1"] <= 1.0
     assert result["total_epochs"] == 2
     assert [p["phase"] for p in result["per_seed"][0]["dsd_phases"]] == ["sparse", "redense"]
+
+
+def test_layer_selection_prunes_only_the_named_layers(tmp_path, recipe):
+    bench = load_benchmark("dsd_vs_dense")
+    with pytest.raises(ValueError, match="'stem' matches no prunable parameter"):
+        bench.main(["--recipe", str(recipe), "--exclude", "stem", "--out-dir", str(tmp_path)])
+    assert not (tmp_path / "dsd_vs_dense").exists() and not list(tmp_path.glob("*s0*"))
+
+    result = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--exclude", "classifier",
+                 "features.0.*")
+    assert result["dsd"]["exclude"] == ["classifier", "features.0.*"]
+    everything = run(bench, recipe, tmp_path, "--epochs", "1-1-1")["pruned_layers"]
+    assert everything[0] == "features.0.weight" and everything[-1] == "classifier.1.weight"
+    assert result["pruned_layers"] == everything[1:-1]
+    assert result["per_seed"][0]["dsd_run"].endswith(
+        "dsd-s0-1-1-1-0.4-not-classifier+features.0.-phase")
+
+    only = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--layers", "expand3x3")
+    assert only["dsd"]["layers"] == ["expand3x3"]
+    assert only["pruned_layers"] == [n for n in everything if n.endswith("expand3x3.weight")]
+    assert len(only["pruned_layers"]) == 8
+    assert only["per_seed"][0]["dsd_run"].endswith("-only-expand3x3-phase")

@@ -50,11 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start every run from this trained dense checkpoint or run directory")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--cycles", type=int, default=1)
-    p.add_argument("--layers", nargs="+", default=[], metavar="TYPE_OR_GLOB",
-                   help="prune only these layers (squeeze, expand1x1, expand3x3, classifier, "
-                        "conv3x3, ... or globs such as 'features.0.*'); default: every layer")
-    p.add_argument("--exclude", nargs="+", default=[], metavar="TYPE_OR_GLOB",
-                   help="never prune these layers (same vocabulary as --layers)")
+    p.add_argument("--layers", action="append", default=[], metavar="LAYER",
+                   help="layer type (squeeze, expand1x1, expand3x3, classifier, conv3x3, ...) "
+                        "or glob ('features.0.*') to prune, repeatable; default: every layer")
+    p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                   help="layer type or glob never pruned, repeatable")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="phase",
                    help="DSD's learning-rate schedule across the phases (see DSDConfig)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])

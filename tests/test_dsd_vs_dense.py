@@ -74,7 +74,7 @@ def test_layer_selection_prunes_only_the_named_layers(tmp_path, recipe):
     assert not (tmp_path / "dsd_vs_dense").exists() and not list(tmp_path.glob("*s0*"))
 
     result = run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--exclude", "classifier",
-                 "features.0.*")
+                 "--exclude", "features.0.*")
     assert result["dsd"]["exclude"] == ["classifier", "features.0.*"]
     everything = run(bench, recipe, tmp_path, "--epochs", "1-1-1")["pruned_layers"]
     assert everything[0] == "features.0.weight" and everything[-1] == "classifier.1.weight"

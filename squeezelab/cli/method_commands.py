@@ -82,6 +82,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="phase: the recipe's schedule restarts in every phase; run: one "
                    "schedule over the run, scaled during re-dense; capped: one schedule over "
                    "the run, capped at the re-dense rate during re-dense")
+    p.add_argument("--layers", action="append", default=[], metavar="LAYER",
+                   help="layer type or glob to prune (repeatable), e.g. expand3x3; "
+                   "default: every Conv2d/Linear weight")
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                    help="layer type or glob never pruned (repeatable), e.g. classifier")
     p.add_argument("--plot-layer", default=None, help="parameter whose weight histogram is "
@@ -102,8 +105,8 @@ def cmd_dsd(args: argparse.Namespace) -> int:
                          f"SPARSE-REDENSE, got {args.dsd_epochs!r}")
     dsd_cfg = DSDConfig(sparsity=args.sparsity, cycles=args.cycles,
                         redense_lr_factor=args.redense_lr_factor,
-                        lr_schedule=args.lr_schedule, exclude=args.exclude,
-                        plot_layer=args.plot_layer, **phases)
+                        lr_schedule=args.lr_schedule, layers=args.layers,
+                        exclude=args.exclude, plot_layer=args.plot_layer, **phases)
     ckpt_path = resolve_checkpoint(args.checkpoint)
     meta: dict[str, Any] = load_checkpoint(ckpt_path).meta
     # The dense run's own settings (data, lr, batch size) unless the recipe/flags say otherwise.

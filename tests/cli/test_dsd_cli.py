@@ -34,13 +34,16 @@ def test_train_dsd_flag_then_dsd_from_checkpoint(tmp_path, cifar_tree, capsys):
     capsys.readouterr()
     # squeezelab dsd: from the trained model (its run directory), dense phase skipped
     assert main(["dsd", str(tmp_path / "flag"), "--sparsity", "0.3", "--epochs", "1-1",
-                 "--run-name", "from_ckpt", "--lr", "0.02"]) == 0
+                 "--run-name", "from_ckpt", "--lr", "0.02", "--layers", "expand3x3",
+                 "--layers", "squeeze", "--exclude", "features.4.*"]) == 0
     run = tmp_path / "from_ckpt"
     assert phases(run) == ["sparse", "redense"]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().split("\n") if x]
     assert lines[0]["sparsity"] == pytest.approx(0.3, abs=0.003)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["epochs"] == 2 and saved["lr"] == 0.02 and saved["limit_train"] == 100
+    dsd = json.loads((run / "checkpoints" / "last.json").read_text())["hooks"]["dsd"]["config"]
+    assert dsd["layers"] == ["expand3x3", "squeeze"] and dsd["exclude"] == ["features.4.*"]
     assert "final test top-1" in capsys.readouterr().out
 
 

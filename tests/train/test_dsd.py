@@ -45,6 +45,19 @@ def test_parse_and_phases():
     assert DSDConfig() == DSDConfig.parse("sparsity=0.4,epochs=5-3-5")  # the study's defaults
 
 
+def test_layers_and_exclude_choose_the_pruned_weights():
+    from squeezelab.models import create_model
+
+    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
+    masks = compute_masks(model, DSDConfig(layers=["expand3x3", "squeeze"],
+                                           exclude=["features.4.*"]).prune_config())
+    fires = sorted({n.split(".")[1] for n in masks}, key=int)
+    assert sorted(masks) == sorted(f"features.{i}.{part}.weight" for i in fires
+                                   for part in ("squeeze", "expand3x3"))
+    assert "4" not in fires and len(fires) == 7
+    assert all(m.float().mean().item() == pytest.approx(0.6, abs=0.02) for m in masks.values())
+
+
 @pytest.mark.parametrize("text,match", [
     ("sparsity=1.2", r"DSD sparsity must be in \[0, 1\), got 1.2"),
     ("epochs=5-x-5", r"DSD epochs must be .* such as 5-3-5, got '5-x-5'"),

@@ -87,3 +87,50 @@ def test_layer_selection_prunes_only_the_named_layers(tmp_path, recipe):
     assert only["pruned_layers"] == [n for n in everything if n.endswith("expand3x3.weight")]
     assert len(only["pruned_layers"]) == 8
     assert only["per_seed"][0]["dsd_run"].endswith("-only-expand3x3-phase")
+
+
+def test_unseen_rescoring_uses_only_images_outside_the_subset(tmp_path, recipe, cifar_small):
+    bench, unseen = load_benchmark("dsd_vs_dense"), load_benchmark("dsd_vs_dense_unseen")
+    train = cifar_small[0]
+    left_out = unseen.unseen_indices(train.labels, 10, 100, 0)
+    from squeezelab.data.sources import balanced_indices
+    assert len(left_out) == 900
+    assert not set(left_out.tolist()) & set(balanced_indices(train.labels, 10, 100, 0).tolist())
+
+    run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--seeds", "0")
+    run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--seeds", "1", "--out-dir",
+        str(tmp_path / "runs1"))
+    out = tmp_path / "unseen.json"
+    assert unseen.main([str(tmp_path / "result0.json"), str(tmp_path / "result1.json"),
+                        "-o", str(out)]) == 0
+    scored = json.loads(out.read_text())
+    assert scored["unseen_images"] == 900 and scored["train_images"] == 100
+    assert [s["seed"] for s in scored["per_seed"]] == [0, 1]
+    for s in scored["per_seed"]:
+        assert all(0.0 <= s[f"{arm}_unseen_top1"] <= 1.0 for arm in unseen.ARMS)
+        assert s["dsd_minus_dense"] == pytest.approx(s["dsd_unseen_top1"] - s["dense_unseen_top1"])
+    assert scored["dsd_minus_dense"]["mean"] == pytest.approx(
+        sum(s["dsd_minus_dense"] for s in scored["per_seed"]) / 2)
+
+
+def test_unseen_rescoring_refuses_what_it_cannot_score(tmp_path, recipe):
+    bench, unseen = load_benchmark("dsd_vs_dense"), load_benchmark("dsd_vs_dense_unseen")
+    run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--seeds", "1")
+    run(bench, recipe, tmp_path, "--epochs", "1-1-1", "--sparsity", "0.3", "--seeds", "1")
+    with pytest.raises(SystemExit, match=r"differs from .* in \['dsd'\]"):
+        unseen.main([str(tmp_path / "result0.json"), str(tmp_path / "result1.json")])
+    (tmp_path / "other.json").write_text(json.dumps({"benchmark": "compress_cifar"}))
+    with pytest.raises(SystemExit, match="not a dsd_vs_dense result"):
+        unseen.main([str(tmp_path / "other.json")])
+
+    # Started from a model whose recorded subset is not the benchmark's seed-0 subset.
+    start = next((tmp_path / "runs").glob("dense-s1-*"))
+    run(bench, recipe, tmp_path, "--from", str(start), "--epochs", "1-1")
+    with pytest.raises(SystemExit, match="its unseen images would not be unseen"):
+        unseen.main([str(tmp_path / "result2.json")])
+
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(recipe.read_text().replace("limit_train: 100", "limit_train: null"))
+    run(bench, whole, tmp_path, "--epochs", "1-1-1", "--out-dir", str(tmp_path / "runs2"))
+    with pytest.raises(SystemExit, match="no training image is unseen"):
+        unseen.main([str(tmp_path / "result3.json")])

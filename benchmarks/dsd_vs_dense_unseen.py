@@ -72,6 +72,11 @@ def read_protocol(paths: list[str]) -> tuple[dict, list[dict]]:
         if differ:
             raise SystemExit(f"{path} differs from {first_path} in {differ}: give the results "
                              f"of one protocol at a time")
+    if "config" not in first:  # results written before the JSON carried the config
+        import yaml
+
+        first["config"] = yaml.safe_load(
+            (Path(first["per_seed"][0]["dense_run"]) / "config.yaml").read_text())
     limit = first["config"].get("limit_train")
     if limit is None:
         raise SystemExit(f"{first_path} trained on the whole training split (no "

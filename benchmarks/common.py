@@ -64,6 +64,15 @@ def cpu_peak_flops() -> dict[str, Any]:
             "bf16_flops_per_cycle_per_core": bf16_per_cycle}
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max of per-seed figures."""
+    import statistics
+
+    return {"mean": statistics.mean(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
 def write_result(name: str, data: dict[str, Any], output: str | None = None) -> Path:
     path = Path(output) if output else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

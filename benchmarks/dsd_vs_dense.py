@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_result  # noqa: E402
+from common import spread, write_result  # noqa: E402
 
 from squeezelab.checkpoint import model_from_checkpoint, resolve_checkpoint  # noqa: E402
 from squeezelab.models import create_model  # noqa: E402
@@ -67,12 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-o", "--output", default=None,
                    help="JSON path (default: benchmarks/results/dsd_vs_dense.json)")
     return p.parse_args(argv)
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.mean(values),
-            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
 
 
 def main(argv=None) -> int:
@@ -151,11 +144,11 @@ def main(argv=None) -> int:
         "train_images": len(data[0]), "test_images": len(data[1]),
         "dsd": dsd_cfg.to_dict(), "pruned_layers": pruned_layers,
         "total_epochs": dsd_cfg.total_epochs, "seeds": args.seeds,
-        "dense_test_top1": summary([s["dense_test_top1"] for s in per_seed]),
-        "dsd_test_top1": summary([s["dsd_test_top1"] for s in per_seed]),
-        "dsd_minus_dense": summary([s["dsd_minus_dense"] for s in per_seed]),
-        "dense_phased_test_top1": summary([s["dense_phased_test_top1"] for s in per_seed]),
-        "dsd_minus_dense_phased": summary([s["dsd_minus_dense_phased"] for s in per_seed]),
+        "dense_test_top1": spread([s["dense_test_top1"] for s in per_seed]),
+        "dsd_test_top1": spread([s["dsd_test_top1"] for s in per_seed]),
+        "dsd_minus_dense": spread([s["dsd_minus_dense"] for s in per_seed]),
+        "dense_phased_test_top1": spread([s["dense_phased_test_top1"] for s in per_seed]),
+        "dsd_minus_dense_phased": spread([s["dsd_minus_dense_phased"] for s in per_seed]),
         "per_seed": per_seed,
     }, args.output)
     return 0

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_result  # noqa: E402
+from common import spread, write_result  # noqa: E402
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 
@@ -93,12 +92,6 @@ def read_protocol(paths: list[str]) -> tuple[dict, list[dict]]:
     return {**first, "limit_train": limit, "paths": [p for p, _ in results]}, seeds
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.mean(values),
-            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     protocol, seeds = read_protocol(args.results)
@@ -137,10 +130,10 @@ def main(argv=None) -> int:
         "dsd": protocol["dsd"], "from_checkpoint": protocol.get("from_checkpoint"),
         "train_images": protocol["train_images"], "unseen_images": len(unseen),
         "subset_seed": SUBSET_SEED, "precision": "fp32",
-        **{f"{arm}_unseen_top1": summary([s[f"{arm}_unseen_top1"] for s in per_seed])
+        **{f"{arm}_unseen_top1": spread([s[f"{arm}_unseen_top1"] for s in per_seed])
            for arm in ARMS},
-        "dsd_minus_dense": summary([s["dsd_minus_dense"] for s in per_seed]),
-        "dsd_minus_dense_phased": summary([s["dsd_minus_dense_phased"] for s in per_seed]),
+        "dsd_minus_dense": spread([s["dsd_minus_dense"] for s in per_seed]),
+        "dsd_minus_dense_phased": spread([s["dsd_minus_dense_phased"] for s in per_seed]),
         "per_seed": per_seed,
     }, args.output or str(Path(__file__).resolve().parent / "results" /
                           "dsd_vs_dense_unseen.json"))

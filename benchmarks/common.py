@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,6 @@ def cpu_peak_flops() -> dict[str, Any]:
 
 def spread(values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value), min and max of per-seed figures."""
-    import statistics
-
     return {"mean": statistics.mean(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values)}

@@ -37,6 +37,10 @@ from squeezelab.train.config import TrainConfig  # noqa: E402
 from squeezelab.train.dsd import LR_SCHEDULES, DSDConfig, parse_phase_epochs  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dsd_squeezenet_cifar.yaml"
+#: every seed trains on the same --limit-train subset, chosen under this seed, so the runs of
+#: one protocol differ only in initialisation and batch order (dsd_vs_dense_unseen.py relies
+#: on it to find the images no run saw)
+SUBSET_SEED = 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,7 +103,8 @@ def main(argv=None) -> int:
     from squeezelab.train.dsd import run_dsd
 
     source = base.data or resolve_default_cifar10()
-    common = dict(root=base.data_root, image_size=base.image_size, seed=0, progress=False)
+    common = dict(root=base.data_root, image_size=base.image_size, seed=SUBSET_SEED,
+                  progress=False)
     data = (load_split(source, "train", limit=base.limit_train, **common),
             load_split(source, "test", limit=base.limit_test, **common))
     per_seed = []

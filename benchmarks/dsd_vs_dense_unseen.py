@@ -24,11 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import spread, write_result  # noqa: E402
+from dsd_vs_dense import SUBSET_SEED  # noqa: E402
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 
-#: the subset seed dsd_vs_dense.py loads its data with (its ``common`` load arguments)
-SUBSET_SEED = 0
 ARMS = ("dense", "dsd", "dense_phased")
 
 

@@ -110,6 +110,16 @@ def test_unseen_rescoring_uses_only_images_outside_the_subset(tmp_path, recipe, 
     scored = json.loads(out.read_text())
     assert scored["unseen_images"] == 900 and scored["train_images"] == 100
     assert [s["seed"] for s in scored["per_seed"]] == [0, 1]
+    # the seed-0 dense model scored by hand on the 900 left-out images gives the same figure
+    from squeezelab.checkpoint import model_from_checkpoint
+    from squeezelab.data import BatchLoader
+    from squeezelab.train.evaluate import evaluate
+    model, _ = model_from_checkpoint(next((tmp_path / "runs").glob("dense-s0-*")) /
+                                     "checkpoints" / "last.json")
+    loader = BatchLoader(train.subset(left_out), 300, train=False, augment=None)
+    loader.set_epoch(0)
+    assert scored["per_seed"][0]["dense_unseen_top1"] == pytest.approx(
+        evaluate(model, loader, 10)["top1"], abs=1e-9)
     for s in scored["per_seed"]:
         assert all(0.0 <= s[f"{arm}_unseen_top1"] <= 1.0 for arm in unseen.ARMS)
         assert s["dsd_minus_dense"] == pytest.approx(s["dsd_unseen_top1"] - s["dense_unseen_top1"])

@@ -91,12 +91,14 @@ def main(argv=None) -> int:
         if dsd_cfg.dense_epochs:
             raise SystemExit(f"--from starts from a trained dense model: give --epochs as "
                              f"SPARSE-REDENSE (such as 3-5), not {args.epochs}")
-        _, ckpt = model_from_checkpoint(start)  # a bad checkpoint fails before any training
+        model, ckpt = model_from_checkpoint(start)  # a bad checkpoint fails before any training
         base = base.replace(model=ckpt.meta["model"]["name"])
-    # --layers / --exclude naming no layer of the model fails here, not after the dense run.
-    model_args = {k: v for k, v in base.model_args.items() if k != "num_classes"}
-    pruned_layers = list(dsd_cfg.prune_config().layer_targets(
-        create_model(base.model, **model_args)))
+    else:
+        model_args = {k: v for k, v in base.model_args.items() if k != "num_classes"}
+        model = create_model(base.model, **model_args)
+    # --layers / --exclude naming no layer of the model that is trained fails here, not after
+    # the dense run (with --from that is the checkpoint's model, whatever the recipe says).
+    pruned_layers = list(dsd_cfg.prune_config().layer_targets(model))
 
     from squeezelab.data import load_split, resolve_default_cifar10
     from squeezelab.train import train

@@ -83,7 +83,10 @@ def main(argv=None) -> int:
                                        limit_test=args.limit_test,
                                        batch_size=args.batch_size,
                                        lr=args.lr).items() if v is not None}
-    overrides.update(out_dir=args.out_dir, progress=False, epochs=dsd_cfg.total_epochs)
+    # Every seed trains on the one SUBSET_SEED subset; the runs' configs record it, so a run
+    # resumed or re-run from its config.yaml trains on the same images.
+    overrides.update(out_dir=args.out_dir, progress=False, epochs=dsd_cfg.total_epochs,
+                     subset_seed=SUBSET_SEED)
     base = TrainConfig.from_yaml(args.recipe, overrides)
     start = None
     if args.from_checkpoint is not None:
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
     from squeezelab.train.dsd import run_dsd
 
     source = base.data or resolve_default_cifar10()
-    common = dict(root=base.data_root, image_size=base.image_size, seed=SUBSET_SEED,
+    common = dict(root=base.data_root, image_size=base.image_size, seed=base.data_seed,
                   progress=False)
     data = (load_split(source, "train", limit=base.limit_train, **common),
             load_split(source, "test", limit=base.limit_test, **common))

@@ -1,7 +1,8 @@
 """Re-score dense-vs-DSD results on the training images their runs never saw.
 
 A ``benchmarks/dsd_vs_dense.py`` run with ``--limit-train N`` trains every model on the same
-balanced N-image subset of the training split (chosen under seed 0), so the rest of the split
+balanced N-image subset of the training split (chosen under its config's ``subset_seed``, 0),
+so the rest of the split
 (40,000 images for N = 10,000 on CIFAR-10) is a second held-out set, four times the size of the
 test split and never looked at while protocols were chosen. This script evaluates each run's
 final weights (the ones the result's test top-1 came from) on those images, in fp32, and reports
@@ -79,16 +80,22 @@ def read_protocol(paths: list[str]) -> tuple[dict, list[dict]]:
     if limit is None:
         raise SystemExit(f"{first_path} trained on the whole training split (no "
                          f"limit_train): no training image is unseen")
+    # Results written before configs carried subset_seed all trained on the SUBSET_SEED subset.
+    subset_seed = first["config"].get("subset_seed")
+    subset_seed = SUBSET_SEED if subset_seed is None else subset_seed
     start = first.get("from_checkpoint")
     if start:
         start_cfg = load_checkpoint(start).meta.get("config") or {}
-        if (start_cfg.get("limit_train"), start_cfg.get("seed")) != (limit, SUBSET_SEED):
+        start_subset = start_cfg.get("subset_seed")
+        start_subset = start_cfg.get("seed", 0) if start_subset is None else start_subset
+        if (start_cfg.get("limit_train"), start_subset) != (limit, subset_seed):
             raise SystemExit(f"{first_path} starts from {start}, trained with limit_train="
-                             f"{start_cfg.get('limit_train')} seed={start_cfg.get('seed')}, "
-                             f"not on the {limit}-image seed-{SUBSET_SEED} subset: its unseen "
-                             f"images would not be unseen")
+                             f"{start_cfg.get('limit_train')} on the seed-{start_subset} "
+                             f"subset, not on the {limit}-image seed-{subset_seed} subset: its "
+                             f"unseen images would not be unseen")
     seeds = [s for _, result in results for s in result["per_seed"]]
-    return {**first, "limit_train": limit, "paths": [p for p, _ in results]}, seeds
+    return {**first, "limit_train": limit, "subset_seed": subset_seed,
+            "paths": [p for p, _ in results]}, seeds
 
 
 def main(argv=None) -> int:
@@ -104,7 +111,7 @@ def main(argv=None) -> int:
     train = load_split(protocol["data"], "train", root=cfg.get("data_root"),
                        image_size=cfg.get("image_size"), progress=False)
     unseen = train.subset(unseen_indices(train.labels, train.num_classes,
-                                         protocol["limit_train"], SUBSET_SEED))
+                                         protocol["limit_train"], protocol["subset_seed"]))
     loader = BatchLoader(unseen, args.batch_size, train=False, augment=None)
     per_seed = []
     for record in seeds:
@@ -128,7 +135,7 @@ def main(argv=None) -> int:
         "results": protocol["paths"], "data": protocol["data"], "model": protocol["model"],
         "dsd": protocol["dsd"], "from_checkpoint": protocol.get("from_checkpoint"),
         "train_images": protocol["train_images"], "unseen_images": len(unseen),
-        "subset_seed": SUBSET_SEED, "precision": "fp32",
+        "subset_seed": protocol["subset_seed"], "precision": "fp32",
         **{f"{arm}_unseen_top1": spread([s[f"{arm}_unseen_top1"] for s in per_seed])
            for arm in ARMS},
         "dsd_minus_dense": spread([s["dsd_minus_dense"] for s in per_seed]),

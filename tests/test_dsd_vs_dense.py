@@ -1,6 +1,7 @@
 """benchmarks/dsd_vs_dense.py: the three runs per seed, the JSON it records, and bad input
 refused before any training."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,6 +41,11 @@ def test_three_runs_per_seed_and_their_differences(tmp_path, recipe):
         assert [p["phase"] for p in seed["dsd_phases"]] == ["dense", "sparse", "redense"]
         assert seed["dsd_phases"][1]["sparsity"] == pytest.approx(0.4, abs=0.01)
         assert seed["dsd_phases"][2]["sparsity"] == 0.0
+    # Both seeds train on the seed-0 subset, and every run's config says so: resuming or
+    # re-running it from its config.yaml trains on the same images.
+    for run_key in ("dense_run", "dsd_run", "dense_phased_run"):
+        saved = yaml.safe_load((Path(result["per_seed"][1][run_key]) / "config.yaml").read_text())
+        assert (saved["seed"], saved["subset_seed"], saved["limit_train"]) == (1, 0, 100)
     means = [s["dsd_minus_dense"] for s in result["per_seed"]]
     assert result["dsd_minus_dense"]["mean"] == pytest.approx(sum(means) / 2)
 
@@ -137,14 +143,23 @@ def test_unseen_rescoring_refuses_what_it_cannot_score(tmp_path, recipe):
     with pytest.raises(SystemExit, match="not a dsd_vs_dense result"):
         unseen.main([str(tmp_path / "other.json")])
 
-    # Started from a model whose recorded subset is not the benchmark's seed-0 subset.
+    # The benchmark's seed-1 runs trained on the seed-0 subset and say so: a study started
+    # from one can be re-scored. A model trained by `squeezelab train --seed 1` picked its own
+    # subset, so the seed-0 subset's left-out images are not unseen by it.
     start = next((tmp_path / "runs").glob("dense-s1-*"))
     run(bench, recipe, tmp_path, "--from", str(start), "--epochs", "1-1")
-    with pytest.raises(SystemExit, match="its unseen images would not be unseen"):
-        unseen.main([str(tmp_path / "result2.json")])
+    assert unseen.read_protocol([str(tmp_path / "result2.json")])[0]["subset_seed"] == 0
+    from squeezelab.train import TrainConfig, train
+    own = train(TrainConfig.from_yaml(recipe, {"epochs": 1, "seed": 1, "progress": False,
+                                               "out_dir": str(tmp_path / "own")}))
+    run(bench, recipe, tmp_path, "--from", str(own.run_dir), "--epochs", "1-1",
+        "--out-dir", str(tmp_path / "from_own"))
+    with pytest.raises(SystemExit, match="trained with limit_train=100 on the seed-1 subset, "
+                                         "not on the 100-image seed-0 subset"):
+        unseen.main([str(tmp_path / "result3.json")])
 
     whole = tmp_path / "whole.yaml"
     whole.write_text(recipe.read_text().replace("limit_train: 100", "limit_train: null"))
     run(bench, whole, tmp_path, "--epochs", "1-1-1", "--out-dir", str(tmp_path / "runs2"))
     with pytest.raises(SystemExit, match="no training image is unseen"):
-        unseen.main([str(tmp_path / "result3.json")])
+        unseen.main([str(tmp_path / "result4.json")])

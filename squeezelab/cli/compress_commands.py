@@ -47,7 +47,7 @@ def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, 
     saved = dict((meta or {}).get("config") or {})
     keep = {"data", "data_root", "batch_size", "optimizer", "momentum", "weight_decay",
             "schedule", "augment", "label_smoothing", "precision", "channels_last", "seed",
-            "device", "image_size", "limit_train", "limit_test"}
+            "subset_seed", "device", "image_size", "limit_train", "limit_test"}
     known = {f for f in TrainConfig.__dataclass_fields__}
     out = {k: v for k, v in saved.items() if k in keep and k in known}
     for key in ("data", "data_root", "limit_train", "limit_test", "batch_size"):
@@ -59,12 +59,18 @@ def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, 
     return out
 
 
+def _subset_seed(train_section: dict[str, Any]) -> int:
+    """The seed of the checkpoint's training subset (see ``TrainConfig.subset_seed``)."""
+    subset_seed = train_section.get("subset_seed")
+    return train_section.get("seed", 0) if subset_seed is None else subset_seed
+
+
 def _load_data(train_section: dict[str, Any], need_train: bool = True):
     from squeezelab.data import load_split, resolve_default_cifar10
 
     source = train_section.get("data") or resolve_default_cifar10()
     common = dict(root=train_section.get("data_root"), image_size=train_section.get("image_size"),
-                  seed=train_section.get("seed", 0), progress=False)
+                  seed=_subset_seed(train_section), progress=False)
     print(f"loading data: {source}", flush=True)
     test = load_split(source, "test", limit=train_section.get("limit_test"), **common)
     train = (load_split(source, "train", limit=train_section.get("limit_train"), **common)

@@ -65,6 +65,9 @@ class TrainConfig:
     device: str = "auto"
     # bookkeeping
     seed: int = 0
+    # The seed that picks the limit_train / limit_test subset; None: ``seed``. Set apart from
+    # ``seed`` so several seeds can train on one subset and the run's config still says which.
+    subset_seed: int | None = None
     out_dir: str = "runs"
     run_name: str | None = None
     eval_every: int = 1  # epochs between test-set evaluations (the last epoch always)
@@ -99,9 +102,17 @@ class TrainConfig:
               f"limit_train must be a positive integer, got {self.limit_train}")
         check(self.limit_test is None or self.limit_test >= 1,
               f"limit_test must be a positive integer, got {self.limit_test}")
+        check(self.subset_seed is None
+              or (isinstance(self.subset_seed, int) and not isinstance(self.subset_seed, bool)),
+              f"subset_seed must be an integer or null, got {self.subset_seed!r}")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         check(isinstance(self.model_args, dict),
               f"model_args must be a mapping, got {type(self.model_args).__name__}")
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that chooses the limit_train / limit_test subset."""
+        return self.seed if self.subset_seed is None else self.subset_seed
 
     # --- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """``squeezelab prune | sensitivity | quantize | compress | inspect | export | eval`` end to end
 on a tiny trained checkpoint and real CIFAR-10 images, and their errors on bad input."""
+import argparse
 import json
 from pathlib import Path
 
@@ -119,3 +120,22 @@ def test_bad_input_exits_2(tmp_path, ckpt, capsys, monkeypatch, argv, message):
     import re
 
     assert re.search(message, err), err
+
+
+def test_fine_tuning_data_is_the_checkpoints_own_subset(cifar_tree):
+    """A checkpoint trained with seed 1 on the seed-0 subset (as the benchmarks' runs are) is
+    fine-tuned on that subset, not on the one seed 1 would pick."""
+    from squeezelab.cli.compress_commands import _load_data, _train_section
+    from squeezelab.data import load_split
+
+    saved = {"config": {"data": str(cifar_tree), "seed": 1, "subset_seed": 0,
+                        "limit_train": 100, "limit_test": 20}}
+    section = _train_section(argparse.Namespace(), saved)
+    train_data, test_data = _load_data(section)
+    for split, got in (("train", train_data), ("test", test_data)):
+        want = load_split(str(cifar_tree), split, limit=section[f"limit_{split}"], seed=0,
+                          progress=False)
+        other = load_split(str(cifar_tree), split, limit=section[f"limit_{split}"], seed=1,
+                           progress=False)
+        assert torch.equal(got.images, want.images) and torch.equal(got.labels, want.labels)
+        assert not torch.equal(got.images, other.images)

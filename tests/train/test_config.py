@@ -35,10 +35,16 @@ def test_unknown_key_names_close_match(tmp_path):
     ({"warmup_epochs": 5, "epochs": 2}, "warmup_epochs must be in"),
     ({"precision": "fp16"}, "precision must be one of"),
     ({"limit_train": 0}, "limit_train must be a positive integer"),
+    ({"subset_seed": "0"}, "subset_seed must be an integer or null, got '0'"),
 ])
 def test_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_subset_seed_defaults_to_the_seed():
+    assert TrainConfig(seed=3).data_seed == 3
+    assert TrainConfig(seed=3, subset_seed=0).data_seed == 0
 
 
 def test_missing_recipe(tmp_path):

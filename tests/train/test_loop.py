@@ -55,6 +55,26 @@ def cifar_tiny(cifar_small):
     return train_data.subset(torch.arange(0, 1000, 2)), test_data.subset(torch.arange(0, 300, 3))
 
 
+def test_subset_seed_chooses_the_limited_subset_whatever_the_seed(tmp_path, cifar_tree,
+                                                                  monkeypatch):
+    """Several seeds can train on one --limit-train subset, and the config records which."""
+    import squeezelab.data
+
+    real, picked = squeezelab.data.load_split, []
+
+    def recording_load_split(source, split, **kwargs):
+        picked.append((split, kwargs["limit"], kwargs["seed"]))
+        return real(source, split, **kwargs)
+
+    monkeypatch.setattr(squeezelab.data, "load_split", recording_load_split)
+    small = dict(epochs=1, data=str(cifar_tree), limit_train=100, limit_test=20, seed=1)
+    train(config(tmp_path, **small, run_name="own"))
+    result = train(config(tmp_path, **small, subset_seed=0, run_name="shared"))
+    assert picked == [("train", 100, 1), ("test", 20, 1), ("train", 100, 0), ("test", 20, 0)]
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert (saved["seed"], saved["subset_seed"]) == (1, 0)
+
+
 def test_run_directory_contents(tmp_path, cifar_tiny):
     result = train(config(tmp_path), data=cifar_tiny)
     run = result.run_dir

@@ -2,11 +2,10 @@
 
 A ``benchmarks/dsd_vs_dense.py`` run with ``--limit-train N`` trains every model on the same
 balanced N-image subset of the training split (chosen under its config's ``subset_seed``, 0),
-so the rest of the split
-(40,000 images for N = 10,000 on CIFAR-10) is a second held-out set, four times the size of the
-test split and never looked at while protocols were chosen. This script evaluates each run's
-final weights (the ones the result's test top-1 came from) on those images, in fp32, and reports
-the same per-seed differences as the result itself:
+so the rest of the split (40,000 images for N = 10,000 on CIFAR-10) is a second held-out set,
+four times the size of the test split and never looked at while protocols were chosen. This
+script evaluates each run's final weights (the ones the result's test top-1 came from) on those
+images, in fp32, and reports the same per-seed differences as the result itself:
 
     python benchmarks/dsd_vs_dense_unseen.py benchmarks/results/dsd_vs_dense_converged60_10k.json \\
         benchmarks/results/dsd_vs_dense_converged60_10k_seeds12.json -o unseen.json

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from squeezelab.cli import DefaultsHelpFormatter
-from squeezelab.train.config import TrainConfig
+from squeezelab.train.config import FIELD_HELP, TrainConfig
 
 
 def _parse_bool(text: str) -> bool:
@@ -54,7 +54,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         group.add_argument(flag, dest=f"cfg_{field.name}", type=_field_type(field), default=None,
                            metavar=field.name.upper(),
-                           help=f"(default: {'not set' if default is None else default})")
+                           help=FIELD_HELP[field.name] if default is None
+                           else f"{FIELD_HELP[field.name]} (default: {default})")
     group.add_argument("--model-arg", dest="model_args", action="append", default=[],
                        metavar="KEY=VALUE", help="model constructor override, e.g. "
                        "--model-arg batch_norm=true (repeatable; values parsed as YAML)")

@@ -151,6 +151,54 @@ class TrainConfig:
 
 
 # Top-level recipe sections that configure methods rather than the base run.
+#: One line per TrainConfig field, shown by ``squeezelab train --help`` (and every command that
+#: takes the training flags). A field that may be left unset (None) says what happens then.
+FIELD_HELP: dict[str, str] = {
+    "model": "registered model name (squeezelab models lists them)",
+    "model_args": "model constructor arguments (--model-arg KEY=VALUE)",
+    "data": "cifar10, cifar100 or a class-folder root; unset: ../shared/data's CIFAR-10 copy "
+            "when present, else the official archive",
+    "data_root": "where the official CIFAR archives live or are downloaded to; unset: the "
+                 "decode cache ($SQUEEZELAB_CACHE or ~/.cache/squeezelab)",
+    "download": "fetch the official CIFAR archive when it is missing",
+    "image_size": "resize images to this side (or HxW); unset: native size",
+    "limit_train": "train on a balanced subset of N images (N // classes per class); unset: "
+                   "the whole split",
+    "limit_test": "evaluate on a balanced subset of N test images; unset: the whole split",
+    "skip_bad_images": "leave out unreadable image files instead of failing",
+    "augment": f"training augmentation: one of {', '.join(AUGMENTS)} (auto: cifar at 64 px "
+               f"and below, else imagenet)",
+    "epochs": "passes over the training set",
+    "batch_size": "images per step (the global batch under DDP)",
+    "optimizer": f"one of {', '.join(OPTIMIZERS)}",
+    "lr": "peak learning rate",
+    "momentum": "momentum of the momentum, nesterov and rmsprop optimizers",
+    "weight_decay": "weight decay (decoupled from the gradient for adamw)",
+    "schedule": f"learning-rate schedule: one of {', '.join(SCHEDULES)}",
+    "warmup_epochs": "linear warm-up from zero, in epochs (fractions allowed)",
+    "step_epochs": "schedule step: decay the rate every this many epochs",
+    "gamma": "schedule step: the decay factor",
+    "restart_epochs": "schedule cosine_restarts: first cycle length in epochs (SGDR T_0)",
+    "restart_mult": "schedule cosine_restarts: cycle length multiplier (SGDR T_mult)",
+    "label_smoothing": "cross-entropy label smoothing in [0, 1)",
+    "grad_clip": "clip the global gradient L2 norm to this; unset: no clipping",
+    "pgd_radius": "optimizer pgd: radius of the noise added near saddle points",
+    "pgd_threshold": "optimizer pgd: gradient norm below which noise is added",
+    "pgd_interval": "optimizer pgd: steps without noise after a perturbation",
+    "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
+    "channels_last": "NHWC memory layout; unset: time a few steps of each",
+    "compile": "torch.compile the model",
+    "device": "auto, cpu, cuda or cuda:N",
+    "seed": "seed of initial weights, batch order and augmentation",
+    "subset_seed": "seed that picks the --limit-train/--limit-test subset; unset: --seed",
+    "out_dir": "folder that holds the run directories",
+    "run_name": "run directory name under --out-dir; unset: the model name and a time stamp",
+    "eval_every": "epochs between test-set evaluations (the last epoch always)",
+    "test_time_flip": "average each test image's logits with its mirror image",
+    "log_every": "steps between progress-bar updates",
+    "progress": "show progress bars",
+}
+
 RECIPE_SECTIONS = ("dsd", "distill", "prune", "compress", "fitnets")
 
 

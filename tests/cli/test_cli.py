@@ -118,3 +118,7 @@ def test_help_shows_real_defaults_and_never_none(command, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in out
     assert "(default: " in out  # real defaults are still shown
+    if command == "train":  # every training flag says what it does, not only its default
+        assert "--subset-seed SUBSET_SEED seed that picks the --limit-train/--limit-test " \
+               "subset; unset: --seed" in out
+        assert "--lr LR peak learning rate (default: 0.1)" in out

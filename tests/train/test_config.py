@@ -50,3 +50,15 @@ def test_subset_seed_defaults_to_the_seed():
 def test_missing_recipe(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_every_field_has_help_and_unset_ones_say_what_unset_means():
+    import dataclasses
+
+    from squeezelab.train.config import FIELD_HELP
+
+    fields = dataclasses.fields(TrainConfig)
+    assert list(FIELD_HELP) == [f.name for f in fields]  # same order as the flags
+    for f in fields:
+        if f.default is None:
+            assert "unset: " in FIELD_HELP[f.name], f.name

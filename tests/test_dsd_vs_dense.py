@@ -131,6 +131,34 @@ def test_unseen_rescoring_uses_only_images_outside_the_subset(tmp_path, recipe, 
         assert s["dsd_minus_dense"] == pytest.approx(s["dsd_unseen_top1"] - s["dense_unseen_top1"])
     assert scored["dsd_minus_dense"]["mean"] == pytest.approx(
         sum(s["dsd_minus_dense"] for s in scored["per_seed"]) / 2)
+    for s in scored["per_seed"]:  # the difference is made of the images only one arm gets right
+        assert s["dsd_only_correct"] - s["dense_only_correct"] == round(s["dsd_minus_dense"] * 900)
+    assert scored["dsd_minus_dense"]["image_se"] > 0
+
+
+def test_rescoring_the_test_split_reproduces_the_result_with_paired_errors(tmp_path, recipe):
+    """--split test scores the images the result was measured on (fp32 here, as the runs
+    were): the same top-1 per run, now with the paired error of each difference. It takes
+    results trained on the whole training split, which have no unseen images."""
+    bench, unseen = load_benchmark("dsd_vs_dense"), load_benchmark("dsd_vs_dense_unseen")
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(recipe.read_text().replace("limit_train: 100", "limit_train: null"))
+    result = run(bench, whole, tmp_path, "--epochs", "1-1-1", "--seeds", "0", "1")
+    out = tmp_path / "paired.json"
+    assert unseen.main([str(tmp_path / "result0.json"), "--split", "test", "-o", str(out)]) == 0
+    scored = json.loads(out.read_text())
+    assert scored["split"] == "test" and scored["test_images"] == 20
+    for recorded, again in zip(result["per_seed"], scored["per_seed"]):
+        for arm in unseen.ARMS:
+            assert again[f"{arm}_test_top1"] == pytest.approx(recorded[f"{arm}_test_top1"],
+                                                              abs=1e-12)
+        assert again["dsd_only_correct"] - again["dense_only_correct"] == round(
+            recorded["dsd_minus_dense"] * 20)
+    per_seed = [s["dsd_minus_dense"] for s in scored["per_seed"]]
+    assert scored["dsd_minus_dense"]["mean"] == pytest.approx(sum(per_seed) / 2)
+    # the error bar is zero exactly when the two arms agree on every image
+    disagree = any(s["dsd_only_correct"] + s["dense_only_correct"] for s in scored["per_seed"])
+    assert (scored["dsd_minus_dense"]["image_se"] > 0) == disagree
 
 
 def test_unseen_rescoring_refuses_what_it_cannot_score(tmp_path, recipe):

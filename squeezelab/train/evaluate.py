@@ -1,7 +1,9 @@
-"""Evaluation: top-1/top-5 accuracy, mean loss and per-class accuracy over a loader."""
+"""Evaluation: top-1/top-5 accuracy, mean loss and per-class accuracy over a loader, and the
+paired comparison of two models scored on the same images."""
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterable
 
 import torch
@@ -68,4 +70,62 @@ def evaluate(
         "loss": ls / count,
         "count": int(count),
         "per_class": (cc / cn.clamp(min=1)).tolist(),
+    }
+
+
+@torch.no_grad()
+def top1_correct(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    test_time_flip: bool = False,
+) -> torch.Tensor:
+    """Per image, in batch order: whether ``model``'s top-1 class is the label (bool, on CPU).
+
+    One process only: the images a paired comparison needs are this loader's, in its order.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    hits = []
+    for images, labels in batches:
+        with autocast_context(device, precision):
+            logits = model(images)
+            if test_time_flip:
+                logits = logits + model(images.flip(3))
+        hits.append((logits.float().argmax(dim=1) == labels).cpu())
+    model.train(was_training)
+    if not hits:
+        raise ValueError("top1_correct() got no batches: the evaluation data is empty")
+    return torch.cat(hits)
+
+
+def paired_difference(correct: torch.Tensor, baseline: torch.Tensor) -> dict[str, Any]:
+    """Top-1 of a model minus top-1 of a baseline, both scored on the same images, and how much
+    of it could be the luck of which images were drawn.
+
+    ``correct`` / ``baseline``: bool tensors from :func:`top1_correct`, shaped (images,) for one
+    pair of models or (runs, images) for several pairs (seeds), row r of one paired with row r
+    of the other. Returns ``difference`` (the mean over runs, as a fraction), ``image_se`` (the
+    standard error of that mean from sampling images: the per-image differences, averaged over
+    runs, have this spread / sqrt(images); it leaves out the run-to-run spread), and per run
+    ``gained`` / ``lost``: the images only the model / only the baseline gets right. Only those
+    move the difference, so two models that agree on most images can differ significantly by
+    less than the sampling error of either accuracy alone.
+    """
+    if correct.shape != baseline.shape or correct.dim() not in (1, 2):
+        raise ValueError(f"correct and baseline must have one shape, (images,) or (runs, "
+                         f"images); got {tuple(correct.shape)} and {tuple(baseline.shape)}")
+    model, base = torch.atleast_2d(correct.bool()), torch.atleast_2d(baseline.bool())
+    images = model.shape[1]
+    if images < 2:
+        raise ValueError(f"a paired difference needs at least 2 images, got {images}")
+    per_image = (model.double() - base.double()).mean(dim=0)
+    return {
+        "difference": per_image.mean().item(),
+        "image_se": per_image.std().item() / math.sqrt(images),
+        "gained": (model & ~base).sum(dim=1).tolist(),
+        "lost": (base & ~model).sum(dim=1).tolist(),
+        "images": images,
     }

@@ -1,0 +1,55 @@
+"""Evaluation: per-image top-1 hits that agree with evaluate(), and the paired difference of two
+models on the same images, checked against hand arithmetic."""
+import math
+
+import pytest
+import torch
+from model_configs import TINY
+
+from squeezelab.data import BatchLoader
+from squeezelab.models import create_model
+from squeezelab.train import evaluate, paired_difference, top1_correct
+
+
+def test_top1_correct_agrees_with_evaluate(cifar_small):
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar", **TINY)
+    test = cifar_small[1]
+    loader = BatchLoader(test, 128, train=False, augment=None)  # 300 images: a ragged last batch
+    loader.set_epoch(0)
+    hits = top1_correct(model, loader)
+    loader.set_epoch(0)
+    assert hits.dtype == torch.bool and hits.shape == (300,)
+    assert hits.double().mean().item() == pytest.approx(evaluate(model, loader, 10)["top1"],
+                                                        abs=1e-12)
+    assert model.training  # the mode it came in with
+
+
+def test_paired_difference_by_hand():
+    a = torch.tensor([True, True, False, False])
+    b = torch.tensor([True, False, True, True])
+    result = paired_difference(b, a)
+    # per image B - A: 0, -1, 1, 1; mean 0.25, sample variance 2.75 / 3
+    assert result["difference"] == pytest.approx(0.25)
+    assert result["image_se"] == pytest.approx(math.sqrt(2.75 / 3) / 2)
+    assert (result["gained"], result["lost"], result["images"]) == ([2], [1], 4)
+
+
+def test_paired_difference_over_runs_averages_each_image_first():
+    a = torch.tensor([[True, True, False, False], [True, False, False, True]])
+    b = torch.tensor([[True, False, True, True], [True, False, True, False]])
+    result = paired_difference(b, a)
+    # per run: 0, -1, 1, 1 and 0, 0, 1, -1; per image over runs: 0, -0.5, 1, 0
+    assert result["difference"] == pytest.approx(0.125)
+    assert result["image_se"] == pytest.approx(torch.tensor([0, -0.5, 1, 0]).std().item() / 2)
+    assert (result["gained"], result["lost"]) == ([2, 1], [1, 1])
+    # identical models differ by exactly nothing, with no image-sampling error
+    assert paired_difference(a, a)["difference"] == 0 and paired_difference(a, a)["image_se"] == 0
+
+
+def test_paired_difference_refuses_unpaired_input():
+    with pytest.raises(ValueError, match=r"one shape, \(images,\) or \(runs, images\); got "
+                                         r"\(3,\) and \(4,\)"):
+        paired_difference(torch.ones(3, dtype=torch.bool), torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least 2 images, got 1"):
+        paired_difference(torch.ones(1, dtype=torch.bool), torch.ones(1, dtype=torch.bool))

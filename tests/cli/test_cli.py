@@ -67,6 +67,31 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
         json.loads(x)["test_top1"] for x in (run / "metrics.jsonl").read_text().splitlines()))
     assert final["epoch"] == 2
 
+    # compare: the best checkpoint (A) against the last one (B) on the same 100 test images,
+    # both scored exactly as during training
+    last = run / "checkpoints" / "last.json"
+    assert main(["compare", str(run), str(last), "--data", str(cifar_tree), "--limit", "100",
+                 "--json", str(tmp_path / "compare.json")]) == 0
+    out = capsys.readouterr().out
+    compared = json.loads((tmp_path / "compare.json").read_text())
+    assert compared["images"] == 100
+    assert compared["baseline_top1"] == pytest.approx(result["top1"])
+    assert compared["candidate_top1"] == pytest.approx(final["test_top1"])
+    diff = compared["candidate_minus_baseline"]
+    assert diff == pytest.approx(compared["candidate_top1"] - compared["baseline_top1"])
+    assert compared["only_candidate_correct"] - compared["only_baseline_correct"] == round(
+        100 * diff)
+    low, high = compared["interval_95"]
+    assert low <= diff <= high and high - low == pytest.approx(2 * 1.96 * compared["image_se"])
+    assert f"B - A  {100 * diff:+.2f} points" in out
+    # a model compared with itself: no image tells them apart, and the output says so
+    assert main(["compare", str(last), str(last), "--data", str(cifar_tree), "--limit",
+                 "100"]) == 0
+    out = capsys.readouterr().out
+    assert "B - A  +0.00 points, 95% interval +0.00 to +0.00  (only B right on 0 images, " \
+           "only A on 0)" in out
+    assert "the two models are right on exactly the same images" in out
+
     png = tmp_path / "curves.png"
     assert main(["plot", str(run), str(run), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -90,6 +115,8 @@ def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
             shutil.copytree(cifar_tree / split / name, other / split / name)
     assert main(["eval", str(run), "--data", str(other)]) == 2
     assert "10-class model, but" in capsys.readouterr().err
+    assert main(["compare", str(run), str(run), "--data", str(other)]) == 2
+    assert f"{run} is a 10-class model, but {other} has 2 classes" in capsys.readouterr().err
 
 
 def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
@@ -108,7 +135,7 @@ def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("command", ["train", "compress", "dsd"])
+@pytest.mark.parametrize("command", ["train", "compress", "dsd", "compare"])
 def test_help_shows_real_defaults_and_never_none(command, capsys):
     # An option left unset defaults to None (the recipe or the checkpoint decides): its help
     # says what happens then, and "(default: None)" would only be noise.

@@ -20,6 +20,16 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def _logits(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str,
+            test_time_flip: bool) -> torch.Tensor:
+    """fp32 logits; with ``test_time_flip``, summed with the mirrored images' logits."""
+    with autocast_context(device, precision):
+        logits = model(images)
+        if test_time_flip:
+            logits = logits + model(images.flip(3))
+    return logits.float()
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -43,11 +53,7 @@ def evaluate(
     class_correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
     class_count = torch.zeros(num_classes, dtype=torch.float64, device=device)
     for images, labels in batches:
-        with autocast_context(device, precision):
-            logits = model(images)
-            if test_time_flip:
-                logits = logits + model(images.flip(3))
-        logits = logits.float()
+        logits = _logits(model, images, device, precision, test_time_flip)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
@@ -90,11 +96,8 @@ def top1_correct(
     model.eval()
     hits = []
     for images, labels in batches:
-        with autocast_context(device, precision):
-            logits = model(images)
-            if test_time_flip:
-                logits = logits + model(images.flip(3))
-        hits.append((logits.float().argmax(dim=1) == labels).cpu())
+        logits = _logits(model, images, device, precision, test_time_flip)
+        hits.append((logits.argmax(dim=1) == labels).cpu())
     model.train(was_training)
     if not hits:
         raise ValueError("top1_correct() got no batches: the evaluation data is empty")

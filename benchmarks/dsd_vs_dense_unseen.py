@@ -32,6 +32,7 @@ from common import spread, write_result  # noqa: E402
 from dsd_vs_dense import SUBSET_SEED  # noqa: E402
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from squeezelab.train.config import data_seed_of  # noqa: E402
 
 ARMS = ("dense", "dsd", "dense_phased")
 SPLITS = ("unseen", "test")
@@ -100,8 +101,7 @@ def read_protocol(paths: list[str], split: str = "unseen") -> tuple[dict, list[d
     start = first.get("from_checkpoint")
     if start:
         start_cfg = load_checkpoint(start).meta.get("config") or {}
-        start_subset = start_cfg.get("subset_seed")
-        start_subset = start_cfg.get("seed", 0) if start_subset is None else start_subset
+        start_subset = data_seed_of(start_cfg)
         if (start_cfg.get("limit_train"), start_subset) != (limit, subset_seed):
             raise SystemExit(f"{first_path} starts from {start}, trained with limit_train="
                              f"{start_cfg.get('limit_train')} on the seed-{start_subset} "

@@ -59,18 +59,13 @@ def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, 
     return out
 
 
-def _subset_seed(train_section: dict[str, Any]) -> int:
-    """The seed of the checkpoint's training subset (see ``TrainConfig.subset_seed``)."""
-    subset_seed = train_section.get("subset_seed")
-    return train_section.get("seed", 0) if subset_seed is None else subset_seed
-
-
 def _load_data(train_section: dict[str, Any], need_train: bool = True):
     from squeezelab.data import load_split, resolve_default_cifar10
+    from squeezelab.train.config import data_seed_of
 
     source = train_section.get("data") or resolve_default_cifar10()
     common = dict(root=train_section.get("data_root"), image_size=train_section.get("image_size"),
-                  seed=_subset_seed(train_section), progress=False)
+                  seed=data_seed_of(train_section), progress=False)
     print(f"loading data: {source}", flush=True)
     test = load_split(source, "test", limit=train_section.get("limit_test"), **common)
     train = (load_split(source, "train", limit=train_section.get("limit_train"), **common)

@@ -112,7 +112,7 @@ class TrainConfig:
     @property
     def data_seed(self) -> int:
         """The seed that chooses the limit_train / limit_test subset."""
-        return self.seed if self.subset_seed is None else self.subset_seed
+        return data_seed_of(self.to_dict())
 
     # --- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +151,13 @@ class TrainConfig:
 
 
 # Top-level recipe sections that configure methods rather than the base run.
+def data_seed_of(config: dict[str, Any]) -> int:
+    """The seed that chose a run's limit_train / limit_test subset, from its saved config (a
+    checkpoint's or config.yaml's; those written before subset_seed existed used ``seed``)."""
+    subset_seed = config.get("subset_seed")
+    return config.get("seed", 0) if subset_seed is None else subset_seed
+
+
 #: One line per TrainConfig field, shown by ``squeezelab train --help`` (and every command that
 #: takes the training flags). A field that may be left unset (None) says what happens then.
 FIELD_HELP: dict[str, str] = {

@@ -304,12 +304,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         loader.set_epoch(0)
         hits[key] = top1_correct(model, loader, torch.device("cpu"), args.precision,
                                  test_time_flip=eval_flip(args, meta))
+    top1 = {key: hit.double().mean().item() for key, hit in hits.items()}
     paired = paired_difference(hits["B"], hits["A"])
     diff, se = paired["difference"], paired["image_se"]
     low, high = diff - 1.96 * se, diff + 1.96 * se
     print(f"on {source} [{args.split}, {len(data)} images]")
     for key in ("A", "B"):
-        print(f"  {key}  top-1 {hits[key].double().mean().item():.4f}  {paths[key]}")
+        print(f"  {key}  top-1 {top1[key]:.4f}  {paths[key]}")
     print(f"B - A  {100 * diff:+.2f} points, 95% interval {100 * low:+.2f} to {100 * high:+.2f}"
           f"  (only B right on {paired['gained'][0]} images, only A on {paired['lost'][0]})")
     if paired["gained"][0] + paired["lost"][0] == 0:
@@ -323,8 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         Path(args.json_out).write_text(json.dumps(
             {"baseline": args.baseline, "candidate": args.candidate, "data": str(source),
              "split": args.split, "images": len(data),
-             "baseline_top1": hits["A"].double().mean().item(),
-             "candidate_top1": hits["B"].double().mean().item(),
+             "baseline_top1": top1["A"], "candidate_top1": top1["B"],
              "candidate_minus_baseline": diff, "image_se": se, "interval_95": [low, high],
              "only_candidate_correct": paired["gained"][0],
              "only_baseline_correct": paired["lost"][0]}, indent=2))

@@ -112,7 +112,7 @@ class TrainConfig:
     @property
     def data_seed(self) -> int:
         """The seed that chooses the limit_train / limit_test subset."""
-        return data_seed_of(self.to_dict())
+        return data_seed_of({"seed": self.seed, "subset_seed": self.subset_seed})
 
     # --- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

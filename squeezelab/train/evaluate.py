@@ -97,11 +97,11 @@ def top1_correct(
     hits = []
     for images, labels in batches:
         logits = _logits(model, images, device, precision, test_time_flip)
-        hits.append((logits.argmax(dim=1) == labels).cpu())
+        hits.append(logits.argmax(dim=1) == labels)  # stays on the device: no sync per batch
     model.train(was_training)
     if not hits:
         raise ValueError("top1_correct() got no batches: the evaluation data is empty")
-    return torch.cat(hits)
+    return torch.cat(hits).cpu()
 
 
 def paired_difference(correct: torch.Tensor, baseline: torch.Tensor) -> dict[str, Any]:

@@ -203,7 +203,8 @@ FIELD_HELP: dict[str, str] = {
     "eval_every": "epochs between test-set evaluations (the last epoch always)",
     "test_time_flip": "average each test image's logits with its mirror image",
     "log_every": "steps between progress-bar updates",
-    "progress": "show progress bars",
+    "progress": "show progress bars and a line per epoch (false: quiet; metrics.jsonl is "
+                "written either way)",
 }
 
 RECIPE_SECTIONS = ("dsd", "distill", "prune", "compress", "fitnets")

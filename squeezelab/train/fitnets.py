@@ -330,7 +330,7 @@ def _load_data(cfg: TrainConfig):
     source = cfg.data or resolve_default_cifar10()
     common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
                   skip_bad=cfg.skip_bad_images, seed=cfg.data_seed,
-                  progress=os.environ.get("RANK", "0") == "0")
+                  progress=cfg.progress and os.environ.get("RANK", "0") == "0")
     return (load_split(source, "train", limit=cfg.limit_train, **common),
             load_split(source, "test", limit=cfg.limit_test, **common))
 

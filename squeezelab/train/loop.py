@@ -129,7 +129,8 @@ def train(
     if data is None:
         source = cfg.data or resolve_default_cifar10()
         common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-                      skip_bad=cfg.skip_bad_images, seed=cfg.data_seed, progress=is_main)
+                      skip_bad=cfg.skip_bad_images, seed=cfg.data_seed,
+                      progress=is_main and cfg.progress)
         train_data = load_split(source, "train", limit=cfg.limit_train, **common)
         test_data = load_split(source, "test", limit=cfg.limit_test, **common)
     else:

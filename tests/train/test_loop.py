@@ -75,6 +75,23 @@ def test_subset_seed_chooses_the_limited_subset_whatever_the_seed(tmp_path, cifa
     assert (saved["seed"], saved["subset_seed"]) == (1, 0)
 
 
+def test_progress_false_also_quiets_the_decoding_bars(tmp_path, cifar_tree, monkeypatch):
+    """--progress false is for logs: the data loading that may decode must not draw bars."""
+    import squeezelab.data
+
+    real, shown = squeezelab.data.load_split, []
+
+    def recording_load_split(source, split, **kwargs):
+        shown.append(kwargs["progress"])
+        return real(source, split, **kwargs)
+
+    monkeypatch.setattr(squeezelab.data, "load_split", recording_load_split)
+    small = dict(epochs=1, data=str(cifar_tree), limit_train=100, limit_test=20)
+    train(config(tmp_path, **small, run_name="quiet"))
+    train(config(tmp_path, **small, progress=True, run_name="shown"))
+    assert shown == [False, False, True, True]
+
+
 def test_run_directory_contents(tmp_path, cifar_tiny):
     result = train(config(tmp_path), data=cifar_tiny)
     run = result.run_dir

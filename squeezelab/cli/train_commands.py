@@ -52,9 +52,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None
-        group.add_argument(flag, dest=f"cfg_{field.name}", type=_field_type(field), default=None,
-                           metavar="BOOL" if _field_type(field) is _parse_bool
-                           else field.name.upper(),
+        parse = _field_type(field)
+        group.add_argument(flag, dest=f"cfg_{field.name}", type=parse, default=None,
+                           metavar="BOOL" if parse is _parse_bool else field.name.upper(),
                            help=FIELD_HELP[field.name] if default is None
                            else f"{FIELD_HELP[field.name]} (default: {default})")
     group.add_argument("--model-arg", dest="model_args", action="append", default=[],

@@ -150,7 +150,6 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Top-level recipe sections that configure methods rather than the base run.
 def data_seed_of(config: dict[str, Any]) -> int:
     """The seed that chose a run's limit_train / limit_test subset, from its saved config (a
     checkpoint's or config.yaml's; those written before subset_seed existed used ``seed``)."""
@@ -207,6 +206,7 @@ FIELD_HELP: dict[str, str] = {
                 "written either way)",
 }
 
+# Top-level recipe sections that configure methods rather than the base run.
 RECIPE_SECTIONS = ("dsd", "distill", "prune", "compress", "fitnets")
 
 

@@ -322,17 +322,12 @@ def fitnets_train(cfg: TrainConfig, fit: FitNetsConfig, *, data: tuple[Any, Any]
 
 
 def _load_data(cfg: TrainConfig):
-    """(train, test) ImageTensors as ``train()`` would load them."""
+    """(train, test) ImageTensors as ``train()`` would load them (once, for both stages)."""
     import os
 
-    from squeezelab.data import load_split, resolve_default_cifar10
+    from squeezelab.train.loop import load_run_data
 
-    source = cfg.data or resolve_default_cifar10()
-    common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-                  skip_bad=cfg.skip_bad_images, seed=cfg.data_seed,
-                  progress=cfg.progress and os.environ.get("RANK", "0") == "0")
-    return (load_split(source, "train", limit=cfg.limit_train, **common),
-            load_split(source, "test", limit=cfg.limit_test, **common))
+    return load_run_data(cfg, is_main=os.environ.get("RANK", "0") == "0")
 
 
 __all__ = ["FitNetsConfig", "find_module", "regressor_kernel", "make_regressor", "hint_loss",

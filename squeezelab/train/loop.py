@@ -101,6 +101,19 @@ def default_run_name(cfg: TrainConfig) -> str:
     return f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def load_run_data(cfg: TrainConfig, is_main: bool = True):
+    """The (train, test) ImageTensors ``cfg`` names: its data source, subset and image size.
+    Bars show only on the main process and only when ``cfg.progress`` is on."""
+    from squeezelab.data import load_split, resolve_default_cifar10
+
+    source = cfg.data or resolve_default_cifar10()
+    common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+                  skip_bad=cfg.skip_bad_images, seed=cfg.data_seed,
+                  progress=is_main and cfg.progress)
+    return (load_split(source, "train", limit=cfg.limit_train, **common),
+            load_split(source, "test", limit=cfg.limit_test, **common))
+
+
 def train(
     cfg: TrainConfig,
     hooks: Sequence[TrainHook] = (),
@@ -115,7 +128,7 @@ def train(
     ``data`` = (train ImageTensors, test ImageTensors) skips loading (tests, multi-phase
     methods). ``resume=True`` continues from ``run_dir/checkpoints/last``.
     """
-    from squeezelab.data import BatchLoader, load_split, resolve_default_cifar10
+    from squeezelab.data import BatchLoader
     from squeezelab.train.methods import default_hooks
 
     hooks = [*default_hooks(cfg, hooks), *hooks]  # e.g. optimizer: pgd -> the PGD hook
@@ -126,15 +139,7 @@ def train(
     torch.manual_seed(cfg.seed)
 
     # --- data ------------------------------------------------------------------------------
-    if data is None:
-        source = cfg.data or resolve_default_cifar10()
-        common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-                      skip_bad=cfg.skip_bad_images, seed=cfg.data_seed,
-                      progress=is_main and cfg.progress)
-        train_data = load_split(source, "train", limit=cfg.limit_train, **common)
-        test_data = load_split(source, "test", limit=cfg.limit_test, **common)
-    else:
-        train_data, test_data = data
+    train_data, test_data = data if data is not None else load_run_data(cfg, is_main)
     augment = cfg.augment
     if augment == "auto":
         augment = "cifar" if train_data.images.shape[-1] <= 64 else "imagenet"

@@ -492,6 +492,8 @@ def compress(
         sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,
                                                     log=log)
         steps += shared_steps
+    from squeezelab.data.preprocess import Preprocess
+
     final = steps[-1]
     meta = {
         "source": source_name,
@@ -499,6 +501,8 @@ def compress(
         "steps": steps,
         "top1": final.get("top1"),
         "sparsity": final["sparsity"],
+        # how inputs are prepared: those of the images it was fine-tuned and scored on
+        **Preprocess.from_data(data[0]).to_meta(),
     }
     save_compressed(model, output_path, class_names=class_names, meta=meta,
                     gap_bits=config.gap_bits)

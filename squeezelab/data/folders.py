@@ -93,7 +93,7 @@ def scan_split(root: str | os.PathLike, split: str = "train") -> SplitFiles:
     files: list[FileEntry] = []
     empty = []
     for label, name in enumerate(classes):
-        entries = list(_walk_files(folder / name))
+        entries = list(walk_files(folder / name))
         if not entries:
             empty.append(name)
         files.extend(FileEntry(path, label, st.st_size, st.st_mtime_ns) for path, st in entries)
@@ -102,14 +102,14 @@ def scan_split(root: str | os.PathLike, split: str = "train") -> SplitFiles:
     return SplitFiles(str(root_path), split, str(folder), classes, files)
 
 
-def _walk_files(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
+def walk_files(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(path, stat) of the non-hidden files under ``folder``, in sorted order, recursively."""
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            yield from _walk_files(Path(entry.path))
+            yield from walk_files(Path(entry.path))
         elif entry.is_file():
             yield entry.path, entry.stat()
 

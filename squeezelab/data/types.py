@@ -64,8 +64,8 @@ class ImageTensors:
                 f"labels must be in [0, {len(self.classes) - 1}], got values in "
                 f"[{int(self.labels.min())}, {int(self.labels.max())}]"
             )
-        self.mean = _triple("mean", self.mean, positive=False)
-        self.std = _triple("std", self.std, positive=True)
+        self.mean = rgb_triple("mean", self.mean, positive=False)
+        self.std = rgb_triple("std", self.std, positive=True)
         self.skipped = [str(s) for s in self.skipped]
 
     def __len__(self) -> int:
@@ -99,7 +99,9 @@ def _describe(x: object) -> str:
     return type(x).__name__
 
 
-def _triple(name: str, value: Sequence[float], *, positive: bool) -> tuple[float, float, float]:
+def rgb_triple(name: str, value: Sequence[float], *, positive: bool) -> tuple[float, float, float]:
+    """Three per-channel (R, G, B) values in 0..1 pixel units as floats; ``positive`` also
+    refuses 0 (a std)."""
     values = tuple(float(v) for v in value)
     if len(values) != 3:
         raise DataError(f"{name} must have 3 values (R, G, B), got {len(values)}")

@@ -200,8 +200,11 @@ def train(
         hook.on_train_start(state)
 
     history = run.read_metrics() if resume and run.metrics_path.exists() else []
+    # the preprocessing record lets the checkpoint classify raw images on its own (predict)
+    from squeezelab.data.preprocess import Preprocess
+
     ckpt_meta = dict(config=cfg.to_dict(), class_names=list(train_data.classes),
-                     mean=list(train_data.mean), std=list(train_data.std))
+                     **Preprocess.from_data(train_data).to_meta())
 
     def save(path: Path, epoch: int, batch: int, metrics: dict[str, Any],
              resumable: bool = True) -> None:

@@ -8,6 +8,8 @@ _LAZY = {
     "save_compressed": "squeezelab.compress.sqz",
     "load_compressed": "squeezelab.compress.sqz",
     "export_onnx": "squeezelab.export",
+    "load_model": "squeezelab.inference",
+    "predict": "squeezelab.inference",
 }
 
 
@@ -22,4 +24,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["create_model", "list_models", "model_spec", "register_model", "save_compressed",
-           "load_compressed", "export_onnx", "__version__"]
+           "load_compressed", "export_onnx", "load_model", "predict", "__version__"]

@@ -8,9 +8,11 @@ ordinary Conv/Gemm nodes and the original model is not changed.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -35,13 +37,19 @@ def export_onnx(
     input_size: tuple[int, int, int] = (3, 32, 32),
     opset: int = 18,
     dynamo: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``model`` (eval mode, batch dimension dynamic) to ``path`` as ONNX.
 
     ``input_size``: (channels, height, width) of one image. ``dynamo=False`` uses the
     TorchScript exporter (needs only ``onnx``); ``dynamo=True`` the torch.export based one (needs
-    ``onnxscript``). Input ``"input"``, output ``"logits"``.
+    ``onnxscript``). Input ``"input"``, output ``"logits"``. ``metadata``: string key/value
+    pairs stored in the file's ``metadata_props`` (``onnx_metadata`` builds squeezelab's:
+    class names and the preprocessing record, so an app can prepare its inputs).
     """
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str)
+                                        for k, v in metadata.items()):
+        raise ValueError("metadata must map strings to strings (ONNX metadata_props)")
     if len(input_size) != 3 or not all(isinstance(v, int) and v > 0 for v in input_size):
         raise ValueError(f"input_size must be (channels, height, width) positive ints, got "
                          f"{input_size!r}")
@@ -69,7 +77,33 @@ def export_onnx(
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     finally:
         net.train(was_training)
+    if metadata:
+        import onnx
+
+        proto = onnx.load(str(path))
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(path))
     return path
+
+
+def onnx_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
+    """squeezelab's ONNX metadata for a model file's ``meta`` (``squeezelab.inference.load_model``):
+    ``squeezelab.model`` (registry spec), ``squeezelab.class_names`` and
+    ``squeezelab.preprocess`` (image_size, mean, std: how to prepare an input), each as JSON;
+    the ones the meta lacks are left out."""
+    from squeezelab.inference import preprocess_of
+
+    out = {}
+    if meta.get("model"):
+        out["squeezelab.model"] = json.dumps(meta["model"])
+    if meta.get("class_names"):
+        out["squeezelab.class_names"] = json.dumps(list(meta["class_names"]))
+    pre = preprocess_of(meta)
+    if pre is not None:
+        out["squeezelab.preprocess"] = json.dumps(pre.to_meta())
+    return out
 
 
 def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) -> float:
@@ -89,4 +123,4 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) 
     return float(np.abs(got - expected).max())
 
 
-__all__ = ["check_onnx", "export_onnx"]
+__all__ = ["check_onnx", "export_onnx", "onnx_metadata"]

@@ -1,11 +1,13 @@
 """ONNX export of a plain model, a weight-shared model and a .sqz file, checked against
-onnxruntime."""
+onnxruntime, with squeezelab's metadata stored in the file."""
+import json
+
 import pytest
 import torch
 
 from squeezelab.compress import WeightSharingConfig, load_compressed, prune_, save_compressed
 from squeezelab.compress import share_weights_
-from squeezelab.export import check_onnx, export_onnx
+from squeezelab.export import check_onnx, export_onnx, onnx_metadata
 from squeezelab.models import create_model
 
 TINY = {"fire_config": [[4, 8, 8]] * 8, "stem_channels": 16}
@@ -43,3 +45,22 @@ def test_bad_arguments():
         export_onnx(tiny(), "x.onnx", (32, 32))
     with pytest.raises(ValueError, match="opset must be an int in 7..23, got 3"):
         export_onnx(tiny(), "x.onnx", (3, 32, 32), opset=3)
+    with pytest.raises(ValueError, match="metadata must map strings to strings"):
+        export_onnx(tiny(), "x.onnx", (3, 32, 32), metadata={"classes": ["cat"]})
+
+
+def test_metadata_is_stored_and_the_model_still_matches(tmp_path):
+    import onnx
+
+    model = tiny()
+    meta = {"model": {"name": "squeezenet_cifar", "kwargs": {"num_classes": 10}},
+            "class_names": [f"c{i}" for i in range(10)],
+            "image_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    props = onnx_metadata(meta)
+    assert json.loads(props["squeezelab.preprocess"]) == {
+        "image_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    assert "squeezelab.preprocess" not in onnx_metadata({"model": meta["model"]})
+    path = export_onnx(model, tmp_path / "m.onnx", (3, 32, 32), metadata=props)
+    stored = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert stored == props
+    assert check_onnx(model, path, torch.randn(2, 3, 32, 32)) < 1e-4

@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "squeezelab.cli.model_commands",
     "squeezelab.cli.train_commands",
+    "squeezelab.cli.eval_commands",
     "squeezelab.cli.compress_commands",
     "squeezelab.cli.method_commands",
 )
@@ -27,6 +28,20 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None:
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def parse_bool(text: str) -> bool:
+    """A BOOL flag's value: true/false, yes/no, on/off or 1/0."""
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+MODEL_PATH_HELP = ("checkpoint (.json/.safetensors or stem), a run directory (uses its best "
+                   "checkpoint) or a .sqz file")
 
 
 def build_parser() -> argparse.ArgumentParser:

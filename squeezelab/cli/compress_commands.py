@@ -189,7 +189,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="checkpoint or .sqz file")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                   help="default: 3 x the model's image size (32 for CIFAR models, 224 else)")
+                   help="default: 3 x the image size the model was trained at")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--dynamo", action="store_true", help="use the torch.export exporter")
     p.set_defaults(func=cmd_export)
@@ -202,6 +202,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from squeezelab.compress.pipeline import (
         CompressConfig, load_compressible, prune_and_retrain, save_compressible)
     from squeezelab.compress.prune import PruneConfig
+    from squeezelab.data.preprocess import META_KEYS, Preprocess
 
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
                             scope=args.scope, exclude=args.exclude)
@@ -220,7 +221,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     out = Path(args.output)
     masks, steps = prune_and_retrain(src.model, cfg, data, out.parent / (out.stem + "_runs"),
                                      masks=src.masks)
-    meta = {k: src.meta[k] for k in ("config", "class_names", "mean", "std") if k in src.meta}
+    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    if data is not None:  # retrained: the record of the images it was retrained on
+        meta.update(Preprocess.from_data(data[0]).to_meta())
     meta["prune"] = {"config": cfg.to_dict(), "steps": steps}
     path = save_compressible(out, src.model, masks=masks, meta=meta)
     for name, s in masks.layer_sparsity().items():
@@ -306,6 +309,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from squeezelab.compress.quantize import quantize_
     from squeezelab.compress.size_report import format_size_report, size_report
     from squeezelab.compress.sqz import save_compressed
+    from squeezelab.data.preprocess import Preprocess
 
     config = _quant_config(args)
     out = Path(args.output)
@@ -333,8 +337,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                               "config": config.to_dict(), "top1_before": before["top1"],
                               "top1_after": after["top1"], "layers": report}
     if args.method == "kmeans":
+        # the record of the images the accuracy above was measured on
         save_compressed(src.model, out, class_names=src.meta.get("class_names"),
-                        meta={"quantize": result})
+                        meta={"quantize": result, **Preprocess.from_data(test).to_meta()})
         rep = size_report(out)
         print(format_size_report(rep))
         result["size"] = dict(rep.totals)
@@ -445,29 +450,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from squeezelab.export import check_onnx, export_onnx
+    from squeezelab.export import check_onnx, export_onnx, onnx_metadata
+    from squeezelab.inference import load_model, trained_image_size
 
-    path = Path(args.model)
-    if path.suffix == ".sqz":
-        from squeezelab.compress.sqz import load_compressed
-
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-        model = load_compressed(path)
-    else:
-        from squeezelab.compress.pipeline import load_compressible
-
+    if Path(args.model).suffix != ".sqz":
         args.model = _check_checkpoint(args.model)
-        model = load_compressible(args.model).model
+    model, meta = load_model(args.model)
     if args.input_size:
         size = tuple(args.input_size)
     else:
-        name = getattr(model, "spec", {}).get("name", "")
-        side = 32 if "cifar" in name else 224
-        size = (int(getattr(model, "spec", {}).get("kwargs", {}).get("in_chans", 3)), side, side)
+        side = trained_image_size(meta) or 224
+        height, width = (side, side) if isinstance(side, int) else side
+        size = (int(meta["model"].get("kwargs", {}).get("in_chans", 3)), height, width)
     print(f"exporting {args.model} with input 1x{size[0]}x{size[1]}x{size[2]} (batch dynamic)",
           flush=True)
-    out = export_onnx(model, args.onnx, size, opset=args.opset, dynamo=args.dynamo)
+    out = export_onnx(model, args.onnx, size, opset=args.opset, dynamo=args.dynamo,
+                      metadata=onnx_metadata(meta))
     diff = check_onnx(model, out, torch.randn(3, *size))
     print(f"wrote {out} ({out.stat().st_size:,} bytes); onnxruntime max abs diff {diff:.2e}")
     if diff > 1e-4:

@@ -1,4 +1,4 @@
-"""``squeezelab train``, ``squeezelab eval`` and ``squeezelab plot``.
+"""``squeezelab train`` and ``squeezelab plot``.
 
 Every TrainConfig field is a flag (``batch_size`` -> ``--batch-size``), so any recipe value
 can be overridden from the command line: ``squeezelab train recipes/cifar10_fast.yaml
@@ -15,17 +15,8 @@ from typing import Any
 
 import yaml
 
-from squeezelab.cli import DefaultsHelpFormatter
+from squeezelab.cli import DefaultsHelpFormatter, parse_bool
 from squeezelab.train.config import FIELD_HELP, TrainConfig
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
 def _parse_yaml_value(text: str) -> Any:
@@ -38,7 +29,7 @@ def _field_type(field: dataclasses.Field) -> Any:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = args[0] if args else hint
     if base is bool:
-        return _parse_bool
+        return parse_bool
     if base in (int, float, str):
         return base
     return _parse_yaml_value
@@ -54,7 +45,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         parse = _field_type(field)
         group.add_argument(flag, dest=f"cfg_{field.name}", type=parse, default=None,
-                           metavar="BOOL" if parse is _parse_bool else field.name.upper(),
+                           metavar="BOOL" if parse is parse_bool else field.name.upper(),
                            help=FIELD_HELP[field.name] if default is None
                            else f"{FIELD_HELP[field.name]} (default: {default})")
     group.add_argument("--model-arg", dest="model_args", action="append", default=[],
@@ -79,25 +70,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
-MODEL_PATH_HELP = ("checkpoint (.json/.safetensors or stem), a run directory (uses its best "
-                   "checkpoint) or a .sqz file")
-
-
-def add_eval_data_flags(p: argparse.ArgumentParser, default_data: str) -> None:
-    """The flags that choose the images a model is scored on, and how (eval and compare)."""
-    p.add_argument("--data", default=None, help=f"cifar10 | cifar100 | class-folder root "
-                   f"(default: {default_data})")
-    p.add_argument("--split", default="test")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--limit", type=int, default=None, help="evaluate a balanced subset")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    p.add_argument("--test-time-flip", type=_parse_bool, default=None, metavar="BOOL",
-                   help="average the logits of each image and its mirror (default: as the "
-                   "model was trained, so the figure matches the run's)")
-    p.add_argument("--json", dest="json_out", default=None, help="also write results here")
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (from a recipe and/or flags)",
                        formatter_class=DefaultsHelpFormatter)
@@ -114,18 +86,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "training, e.g. sparsity=0.4,epochs=5-3-5 (overrides a recipe's dsd: section)")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint or .sqz")
-    p.add_argument("checkpoint", help=MODEL_PATH_HELP)
-    add_eval_data_flags(p, "the data the model was trained on, else CIFAR-10")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("compare", help="paired top-1 of two models on the same images: is B "
-                       "better than A, by more than the luck of the images drawn?")
-    p.add_argument("baseline", metavar="A", help=MODEL_PATH_HELP)
-    p.add_argument("candidate", metavar="B", help="the model compared with A (same forms)")
-    add_eval_data_flags(p, "the data A was trained on, else CIFAR-10")
-    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("plot", help="train/test curves of one or more runs as a PNG")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -204,137 +164,6 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
     else:
         result = train(cfg, [DistillHook(distill)])
     return report_run(result)
-
-
-def load_any_model(path: str):
-    """(model, meta) from a checkpoint, a run directory or a .sqz file."""
-    p = Path(path)
-    if p.suffix == ".sqz":
-        from squeezelab.compress.sqz import load_compressed
-
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} does not exist")
-        model = load_compressed(p)
-        # the header carries the spec and class names; its meta holds the compression record
-        header = model.sqz_header
-        meta = header.get("meta", {})
-        # "config" (the data the model was fine-tuned on) comes from the compression record
-        train_cfg = (meta.get("compress_config") or {}).get("train") or {}
-        return model, {**meta, "config": meta.get("config") or train_cfg,
-                       "model": header["model"], "class_names": header.get("class_names")}
-    from squeezelab.checkpoint import resolve_checkpoint
-    from squeezelab.compress.pipeline import load_compressible
-
-    p = resolve_checkpoint(p)
-    # load_compressible also rebuilds weight-shared checkpoints (plain ones load as before)
-    loaded = load_compressible(p)
-    return loaded.model, loaded.meta
-
-
-def eval_data(args: argparse.Namespace, meta: dict):
-    """The split ``args`` names, from ``--data`` or else the data the model was trained on."""
-    from squeezelab.data import load_split, resolve_default_cifar10
-
-    trained_on = (meta.get("config") or {}).get("data")
-    source = args.data or trained_on or resolve_default_cifar10()
-    return source, load_split(source, args.split, root=args.data_root, limit=args.limit)
-
-
-def check_model_fits(path: str, meta: dict, source: str, data) -> None:
-    """A model must predict the data's classes, in the data's order, to be scored on it."""
-    num_classes = model_spec_classes(meta)
-    if num_classes is not None and num_classes != data.num_classes:
-        raise ValueError(f"{path} is a {num_classes}-class model, but {source} "
-                         f"has {data.num_classes} classes")
-    saved_names = meta.get("class_names")
-    if saved_names and list(saved_names) != list(data.classes):
-        raise ValueError(f"{path} was trained on classes {saved_names}, but "
-                         f"{source} has {data.classes}")
-
-
-def eval_flip(args: argparse.Namespace, meta: dict) -> bool:
-    """--test-time-flip if given, else as the model was trained (so figures match its run's)."""
-    if args.test_time_flip is not None:
-        return args.test_time_flip
-    return bool((meta.get("config") or {}).get("test_time_flip", False))
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from squeezelab.data import BatchLoader
-    from squeezelab.train.evaluate import evaluate
-
-    model, meta = load_any_model(args.checkpoint)
-    source, data = eval_data(args, meta)
-    check_model_fits(args.checkpoint, meta, source, data)
-    loader = BatchLoader(data, args.batch_size, train=False, augment=None)
-    loader.set_epoch(0)
-    flip = eval_flip(args, meta)
-    result = evaluate(model, loader, data.num_classes, torch.device("cpu"), args.precision,
-                      test_time_flip=flip)
-    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images"
-          f"{', flip-averaged' if flip else ''}]")
-    print(f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}")
-    width = max(len(c) for c in data.classes)
-    for name, acc in zip(data.classes, result["per_class"]):
-        print(f"  {name:<{width}}  {acc:.4f}")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
-            {"checkpoint": args.checkpoint, "data": str(source), "split": args.split,
-             **result, "classes": data.classes}, indent=2))
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Both models scored on the same images: only the images one gets right and the other
-    wrong move the difference, so its error bar is far tighter than either accuracy's."""
-    import torch
-
-    from squeezelab.data import BatchLoader
-    from squeezelab.train.evaluate import paired_difference, top1_correct
-
-    models = {"A": load_any_model(args.baseline), "B": load_any_model(args.candidate)}
-    paths = {"A": args.baseline, "B": args.candidate}
-    source, data = eval_data(args, models["A"][1])
-    for key, (_, meta) in models.items():
-        check_model_fits(paths[key], meta, source, data)
-    loader = BatchLoader(data, args.batch_size, train=False, augment=None)
-    hits = {}
-    for key, (model, meta) in models.items():
-        loader.set_epoch(0)
-        hits[key] = top1_correct(model, loader, torch.device("cpu"), args.precision,
-                                 test_time_flip=eval_flip(args, meta))
-    top1 = {key: hit.double().mean().item() for key, hit in hits.items()}
-    paired = paired_difference(hits["B"], hits["A"])
-    diff, se = paired["difference"], paired["image_se"]
-    low, high = diff - 1.96 * se, diff + 1.96 * se
-    print(f"on {source} [{args.split}, {len(data)} images]")
-    for key in ("A", "B"):
-        print(f"  {key}  top-1 {top1[key]:.4f}  {paths[key]}")
-    print(f"B - A  {100 * diff:+.2f} points, 95% interval {100 * low:+.2f} to {100 * high:+.2f}"
-          f"  (only B right on {paired['gained'][0]} images, only A on {paired['lost'][0]})")
-    if paired["gained"][0] + paired["lost"][0] == 0:
-        verdict = "the two models are right on exactly the same images"
-    elif low > 0 or high < 0:
-        verdict = f"{'B' if diff > 0 else 'A'} is better on these images beyond sampling luck"
-    else:
-        verdict = "no difference beyond the luck of which images were drawn"
-    print(verdict)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
-            {"baseline": args.baseline, "candidate": args.candidate, "data": str(source),
-             "split": args.split, "images": len(data),
-             "baseline_top1": top1["A"], "candidate_top1": top1["B"],
-             "candidate_minus_baseline": diff, "image_se": se, "interval_95": [low, high],
-             "only_candidate_correct": paired["gained"][0],
-             "only_baseline_correct": paired["lost"][0]}, indent=2))
-    return 0
-
-
-def model_spec_classes(meta: dict) -> int | None:
-    spec = meta.get("model") or {}
-    return (spec.get("kwargs") or {}).get("num_classes")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

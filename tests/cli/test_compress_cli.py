@@ -48,6 +48,10 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
     assert summary["config"]["train"]["limit_train"] == 100
     sqz = read_sqz(out)
     assert sqz.meta["compress_config"]["prune"]["sparsity"] == 0.5
+    # the file carries how its inputs are prepared: those of the checkpoint it came from
+    source_meta = load_compressible(ckpt).meta
+    assert {k: sqz.meta[k] for k in ("image_size", "mean", "std")} == {
+        k: source_meta[k] for k in ("image_size", "mean", "std")}
 
     assert main(["inspect", str(out), "--fp32", ckpt]) == 0
     text = capsys.readouterr().out
@@ -60,7 +64,15 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
 
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(out), "--onnx", str(onnx_path)]) == 0
-    assert "max abs diff" in capsys.readouterr().out and onnx_path.stat().st_size > 0
+    text = capsys.readouterr().out
+    assert "with input 1x3x32x32" in text and "max abs diff" in text
+    import onnx
+
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(onnx_path)).metadata_props}
+    assert props["squeezelab.preprocess"] == {k: sqz.meta[k] for k in ("image_size", "mean",
+                                                                        "std")}
+    assert props["squeezelab.class_names"][0] == "airplane"
+    assert props["squeezelab.model"]["name"] == "squeezenet_cifar"
 
 
 def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
@@ -69,6 +81,7 @@ def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     assert rc == 0
     assert "overall sparsity" in capsys.readouterr().out
     back = load_compressible(tmp_path / "pruned")
+    assert back.meta["image_size"] == [32, 32]  # the record travels with the pruned model
     layer = back.masks.layer_sparsity()
     assert layer["classifier.1.weight"] == pytest.approx(0.2, abs=0.01)
     assert layer["features.0.weight"] == pytest.approx(0.5, abs=0.01)
@@ -91,6 +104,7 @@ def test_quantize_methods(tmp_path, ckpt, capsys):
     text = capsys.readouterr().out
     assert "before: top-1" in text and "after:  top-1" in text
     assert {e["weight_bits"] for e in read_sqz(out).entries if e["encoding"] == "shared"} == {3}
+    assert read_sqz(out).meta["mean"] == load_compressible(ckpt).meta["mean"]
     assert load_compressed(out) is not None
     report = tmp_path / "int8.json"
     run_dir = str(Path(ckpt).parents[1])  # a run directory stands for its best checkpoint

@@ -1,0 +1,119 @@
+"""Run a model file on images: load any checkpoint, run directory or ``.sqz``, read how its
+inputs were prepared in training (:class:`~squeezelab.data.preprocess.Preprocess`), and return
+each image's most likely classes.
+
+    model, meta = load_model("model.sqz")
+    pre = preprocess_of(meta)
+    top = predict(model, pre.load_images(["cat.jpg"]), top_k=3)
+    top.labels(meta["class_names"])        # [[("cat", 0.91), ("dog", 0.05), ("deer", 0.01)]]
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from squeezelab.data.preprocess import Preprocess
+
+# Images per forward pass: bounds memory when a folder of thousands is classified.
+PREDICT_BATCH = 256
+
+
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, meta) from a checkpoint, a run directory or a ``.sqz`` file.
+
+    The meta holds the model spec (``model``), ``class_names``, the training ``config`` and the
+    preprocessing record, whichever kind of file it came from.
+    """
+    p = Path(path)
+    if p.suffix == ".sqz":
+        from squeezelab.compress.sqz import load_compressed
+
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} does not exist")
+        model = load_compressed(p)
+        # the header carries the spec and class names; its meta holds the compression record
+        header = model.sqz_header
+        meta = header.get("meta", {})
+        # "config" (the data the model was fine-tuned on) comes from the compression record
+        train_cfg = (meta.get("compress_config") or {}).get("train") or {}
+        return model, {**meta, "config": meta.get("config") or train_cfg,
+                       "model": header["model"], "class_names": header.get("class_names")}
+    from squeezelab.checkpoint import resolve_checkpoint
+    from squeezelab.compress.pipeline import load_compressible
+
+    # load_compressible also rebuilds weight-shared checkpoints (plain ones load as before)
+    loaded = load_compressible(resolve_checkpoint(p))
+    loaded.model.eval()
+    return loaded.model, loaded.meta
+
+
+def trained_image_size(meta: dict[str, Any]) -> tuple[int, int] | int | None:
+    """The (height, width) the model was trained at: the recorded size, else (older files) the
+    size the run's config resized to, else the registered model's native input size."""
+    from squeezelab.models.registry import get_entry
+
+    size = meta.get("image_size") or (meta.get("config") or {}).get("image_size")
+    if size is not None:
+        return tuple(size) if isinstance(size, list) else size
+    name = (meta.get("model") or {}).get("name")
+    return get_entry(name).default_input_size if name else None
+
+
+def preprocess_of(meta: dict[str, Any]) -> Preprocess | None:
+    """The model file's preprocessing record; ``None`` for files written before mean/std were
+    kept (the caller must then take them from the training data)."""
+    return Preprocess.from_meta(meta, trained_image_size(meta))
+
+
+@dataclass
+class Predictions:
+    """``probabilities`` and ``indices``: (N, k) float32 / int64, best class first."""
+
+    probabilities: torch.Tensor
+    indices: torch.Tensor
+
+    def labels(self, class_names: Sequence[str] | None) -> list[list[tuple[str, float]]]:
+        """Per image, [(class name, probability), ...]; unnamed classes as "class 7"."""
+        rows = []
+        for probs, idx in zip(self.probabilities.tolist(), self.indices.tolist()):
+            rows.append([(class_names[i] if class_names else f"class {i}", p)
+                         for i, p in zip(idx, probs)])
+        return rows
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, top_k: int = 5,
+            test_time_flip: bool = False) -> Predictions:
+    """The ``top_k`` classes of each normalised image (N, 3, H, W) and their softmax
+    probabilities, in fp32. ``test_time_flip`` averages the logits with the mirrored image's,
+    as ``evaluate`` does (the same ranking)."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    if images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float (N, 3, H, W) tensor, got "
+                         f"{images.dtype} of shape {tuple(images.shape)}")
+    was_training = model.training
+    model.eval()
+    probs, indices = [], []
+    try:
+        for start in range(0, len(images), PREDICT_BATCH):
+            batch = images[start:start + PREDICT_BATCH]
+            logits = model(batch).float()
+            if test_time_flip:
+                logits = (logits + model(batch.flip(3)).float()) / 2
+            k = min(top_k, logits.shape[1])
+            top = logits.softmax(dim=1).topk(k, dim=1)
+            probs.append(top.values)
+            indices.append(top.indices)
+    finally:
+        model.train(was_training)
+    return Predictions(torch.cat(probs), torch.cat(indices))
+
+
+__all__ = ["PREDICT_BATCH", "Predictions", "load_model", "predict", "preprocess_of",
+           "trained_image_size"]

@@ -15,9 +15,8 @@ import torch.nn as nn
 
 from squeezelab.compress.prune import prunable_parameters
 from squeezelab.models import unwrap_model
+from squeezelab.train.config import GROUP_LASSO_GROUPS as GROUPS
 from squeezelab.train.hooks import TrainHook, TrainState
-
-GROUPS = ("out_channels", "in_channels", "both")
 
 
 def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -15,6 +15,8 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "pgd")
 SCHEDULES = ("constant", "step", "cosine", "linear", "cosine_restarts")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("auto", "cifar", "imagenet", "none")
+# what one group-lasso group is: a filter, an input-channel slice, or both (regularizers.py)
+GROUP_LASSO_GROUPS = ("out_channels", "in_channels", "both")
 
 
 class ConfigError(ValueError):
@@ -57,6 +59,12 @@ class TrainConfig:
     pgd_radius: float = 1e-3
     pgd_threshold: float = 1e-3
     pgd_interval: int = 10  # steps without noise after a perturbation (the paper's t_thres)
+    # sparsity regularisers added to the loss (compress/regularizers.py): L1 on weights (Han et
+    # al. 2015) and group lasso over whole channels (Wen et al. 2016), whose dead channels
+    # ``squeezelab prune --channels dead`` then cuts out; 0 = off
+    l1_weight: float = 0.0
+    group_lasso_weight: float = 0.0
+    group_lasso_groups: str = "out_channels"
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"
@@ -106,6 +114,12 @@ class TrainConfig:
               or (isinstance(self.subset_seed, int) and not isinstance(self.subset_seed, bool)),
               f"subset_seed must be an integer or null, got {self.subset_seed!r}")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        check(self.l1_weight >= 0, f"l1_weight must be >= 0, got {self.l1_weight}")
+        check(self.group_lasso_weight >= 0,
+              f"group_lasso_weight must be >= 0, got {self.group_lasso_weight}")
+        check(self.group_lasso_groups in GROUP_LASSO_GROUPS,
+              f"group_lasso_groups must be one of {GROUP_LASSO_GROUPS}, got "
+              f"{self.group_lasso_groups!r}")
         check(isinstance(self.model_args, dict),
               f"model_args must be a mapping, got {type(self.model_args).__name__}")
 
@@ -191,6 +205,10 @@ FIELD_HELP: dict[str, str] = {
     "pgd_radius": "optimizer pgd: radius of the noise added near saddle points",
     "pgd_threshold": "optimizer pgd: gradient norm below which noise is added",
     "pgd_interval": "optimizer pgd: steps without noise after a perturbation",
+    "l1_weight": "add this times the sum of |w| over conv/linear weights to the loss",
+    "group_lasso_weight": "add this times the group-lasso penalty (L2 norm per channel) to "
+                          "the loss: drives whole channels to zero for prune --channels dead",
+    "group_lasso_groups": f"group-lasso groups: one of {', '.join(GROUP_LASSO_GROUPS)}",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
     "channels_last": "NHWC memory layout; unset: time a few steps of each",
     "compile": "torch.compile the model",

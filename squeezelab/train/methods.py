@@ -15,7 +15,9 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
 
     ``optimizer: pgd`` -> ``PerturbedGradientHook(cfg.pgd_radius, cfg.pgd_threshold,
     cfg.pgd_interval, seed=cfg.seed)`` (Jin et al. 2017, arXiv 1703.00887): the optimizer is
-    plain SGD, the perturbation is the hook.
+    plain SGD, the perturbation is the hook. ``l1_weight`` / ``group_lasso_weight`` > 0 ->
+    ``L1Regularizer`` / ``GroupLassoRegularizer`` (compress/regularizers.py) on every
+    Conv2d/Linear weight.
     """
     taken = {h.name for h in given}
     hooks: list[TrainHook] = []
@@ -24,6 +26,14 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
 
         hooks.append(PerturbedGradientHook(cfg.pgd_radius, cfg.pgd_threshold,
                                            getattr(cfg, "pgd_interval", 10), seed=cfg.seed))
+    if cfg.l1_weight > 0 and "l1" not in taken:
+        from squeezelab.compress.regularizers import L1Regularizer
+
+        hooks.append(L1Regularizer(cfg.l1_weight))
+    if cfg.group_lasso_weight > 0 and "group_lasso" not in taken:
+        from squeezelab.compress.regularizers import GroupLassoRegularizer
+
+        hooks.append(GroupLassoRegularizer(cfg.group_lasso_weight, cfg.group_lasso_groups))
     return hooks
 
 

@@ -84,3 +84,39 @@ def test_bad_arguments():
         GroupLassoRegularizer(0.1, groups="rows")
     with pytest.raises(ValueError, match="no Conv2d/Linear weight"):
         L1Regularizer(0.1, include=["nothing.*"]).on_train_start(make_state())
+
+
+def test_config_switches_the_regularizers_on():
+    from squeezelab.train import TrainConfig
+    from squeezelab.train.config import ConfigError
+    from squeezelab.train.methods import default_hooks
+
+    assert default_hooks(TrainConfig()) == []
+    hooks = default_hooks(TrainConfig(l1_weight=1e-5, group_lasso_weight=1e-3,
+                                      group_lasso_groups="both"))
+    assert [type(h) for h in hooks] == [L1Regularizer, GroupLassoRegularizer]
+    assert (hooks[0].weight, hooks[1].weight, hooks[1].groups) == (1e-5, 1e-3, "both")
+    mine = GroupLassoRegularizer(0.5)
+    assert default_hooks(TrainConfig(group_lasso_weight=1e-3), given=[mine]) == []
+    with pytest.raises(ConfigError, match="group_lasso_weight must be >= 0, got -1"):
+        TrainConfig(group_lasso_weight=-1)
+    with pytest.raises(ConfigError, match="group_lasso_groups must be one of"):
+        TrainConfig(group_lasso_groups="rows")
+
+
+def test_a_run_with_group_lasso_logs_its_penalty_and_shrinks_it(tmp_path):
+    from squeezelab.data.types import ImageTensors
+    from squeezelab.train import TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=g)
+    data = ImageTensors(images=images, labels=torch.arange(32) % 2, classes=["a", "b"],
+                        source="synthetic", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    cfg = TrainConfig(model="squeezenet_cifar_e2", epochs=3, batch_size=8, optimizer="sgd",
+                      lr=0.05, weight_decay=0.0, group_lasso_weight=0.05, precision="fp32",
+                      channels_last=False, out_dir=str(tmp_path), run_name="gl",
+                      progress=False, augment="none",
+                      model_args={"fire_config": [[4, 8, 8]] * 8, "stem_channels": 8})
+    result = train(cfg, data=(data, data))
+    penalties = [row["group_lasso_penalty"] for row in result.history]
+    assert len(penalties) == 3 and penalties[-1] < penalties[0]

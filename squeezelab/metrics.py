@@ -40,13 +40,16 @@ class LayerRow:
         return 4 * self.params
 
 
-def _dummy_input(model: nn.Module, input_size: int, in_chans: int | None) -> torch.Tensor:
+def _dummy_input(model: nn.Module, input_size: int | tuple[int, int],
+                 in_chans: int | None) -> torch.Tensor:
+    """One zero image: ``input_size`` is a side (square) or (height, width)."""
     if in_chans is None:
         first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
         in_chans = first.in_channels if isinstance(first, nn.Conv2d) else 3
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(1, in_chans, input_size, input_size, device=device)
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return torch.zeros(1, in_chans, height, width, device=device)
 
 
 @torch.no_grad()
@@ -84,8 +87,9 @@ def layer_table(model: nn.Module, input_size: int = 224, in_chans: int | None = 
     return rows
 
 
-def count_macs(model: nn.Module, input_size: int = 224, in_chans: int | None = None) -> int:
-    """Multiply-accumulates of one forward pass of a single image."""
+def count_macs(model: nn.Module, input_size: int | tuple[int, int] = 224,
+               in_chans: int | None = None) -> int:
+    """Multiply-accumulates of one forward pass of a single image (side or (height, width))."""
     model = unwrap_model(model)
     was_training = model.training
     model.eval()

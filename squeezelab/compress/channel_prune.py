@@ -163,20 +163,47 @@ def find_dead_channels(model: nn.Module, eps: float = 1e-8) -> dict[str, list[in
     return out
 
 
-def smallest_channels(model: nn.Module, fraction: float) -> dict[str, list[int]]:
-    """The round(fraction * C) smallest-norm channels of every unlocked layer (structured
-    magnitude pruning; removing them changes the outputs, so fine-tune afterwards)."""
+CRITERIA = ("auto", "filter_norm", "bn_scale")
+
+
+def channel_importance(model: nn.Module, by: str = "auto") -> dict[str, torch.Tensor]:
+    """Per removable conv, one score per output channel (out,); the lowest go first.
+
+    ``filter_norm``: the L2 norm of the channel's filter. ``bn_scale``: |gamma| of the
+    BatchNorm after it (Network Slimming, Liu et al. 2017, arXiv 1708.06519): behind BatchNorm
+    a filter's norm says nothing (BN rescales it), gamma sets how much the channel passes on.
+    ``auto``: bn_scale where the conv has a BatchNorm, else filter_norm.
+    """
+    if by not in CRITERIA:
+        raise ValueError(f"by must be one of {CRITERIA}, got {by!r}")
+    producers, _, _ = _graph(_check_model(model))
+    out = {}
+    for name, p in producers.items():
+        if by == "bn_scale" and p.bn is None:
+            raise ValueError(f"by='bn_scale' needs a BatchNorm after every conv; {name} has none")
+        if p.bn is not None and by != "filter_norm":
+            out[name] = p.bn.weight.detach().abs()
+        else:
+            out[name] = p.conv.weight.detach().flatten(1).norm(dim=1)  # (out, in*kh*kw) -> (out,)
+    return out
+
+
+def smallest_channels(model: nn.Module, fraction: float, by: str = "auto"
+                      ) -> dict[str, list[int]]:
+    """The round(fraction * C) least important channels (``channel_importance(model, by)``) of
+    every unlocked layer: structured magnitude pruning. Removing them changes the outputs, so
+    fine-tune afterwards."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     net = _check_model(model)
     producers, _, _ = _graph(net)
+    scores = channel_importance(net, by)
     out = {}
     for name, p in producers.items():
         k = int(round(fraction * p.channels))
         if p.locked or k == 0:
             continue
-        norms = p.conv.weight.detach().flatten(1).norm(dim=1)
-        order = torch.sort(norms, stable=True).indices  # ties: lower index removed first
+        order = torch.sort(scores[name], stable=True).indices  # ties: lower index removed first
         out[name] = sorted(order[:k].tolist())
     return out
 
@@ -325,6 +352,6 @@ def remove_dead_channels(
 
 
 __all__ = [
-    "ChannelPruneReport", "channel_norms", "find_dead_channels", "remove_channels",
-    "remove_dead_channels", "smallest_channels",
+    "CRITERIA", "ChannelPruneReport", "channel_importance", "channel_norms",
+    "find_dead_channels", "remove_channels", "remove_dead_channels", "smallest_channels",
 ]

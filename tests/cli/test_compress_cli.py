@@ -97,6 +97,62 @@ def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     assert (tmp_path / "sens" / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
+    from squeezelab.compress.channel_prune import remove_channels, smallest_channels
+    from squeezelab.inference import load_model, preprocess_of
+
+    out = tmp_path / "slim"
+    assert main(["prune", ckpt, "--channels", "0.25", "--retrain-epochs", "1",
+                 "--retrain-lr", "0.002", "-o", str(out), *SMALL_DATA]) == 0
+    text = capsys.readouterr().out
+    # every Fire has a bypass here, so only the squeeze layers can lose channels: 4 -> 3
+    assert text.count(".squeeze ") == 8 and text.count("-1 channels") == 8
+    assert "before: top-1" in text and "after:  top-1" in text and "img/s" in text
+    slim, meta = load_model(out)
+    source = load_compressible(ckpt).model
+    expected, report = remove_channels(source, smallest_channels(source, 0.25))
+    assert sum(p.numel() for p in slim.parameters()) == report.params_after
+    assert report.params_after < report.params_before
+    assert [list(f) for f in slim.spec["kwargs"]["fire_config"]] == [[3, 8, 8]] * 8
+    record = meta["channel_prune"]
+    assert record["after"]["parameters"] == report.params_after
+    assert record["after"]["macs"] < record["before"]["macs"]
+    assert preprocess_of(meta).image_size == (32, 32)  # the slim model can still predict
+
+    # a model with no dead channel: nothing removed, said plainly
+    assert main(["prune", ckpt, "--channels", "dead", "--limit-test", "50",
+                 "-o", str(tmp_path / "same")]) == 0
+    assert "no channel to remove" in capsys.readouterr().out
+    same, _ = load_model(tmp_path / "same")
+    assert sum(p.numel() for p in same.parameters()) == report.params_before
+
+
+def test_prune_dead_channels_counts_near_zero_filters_under_dead_eps(tmp_path, ckpt, capsys):
+    from squeezelab.checkpoint import save_checkpoint
+    from squeezelab.inference import load_model
+    from squeezelab.models import create_model
+
+    torch.manual_seed(0)  # no BatchNorm, no bypass: the stem's channels are removable
+    model = create_model("squeezenet_cifar_e2", num_classes=10, **TINY)
+    with torch.no_grad():
+        model.features[0].weight[3] *= 1e-7  # what group lasso leaves: tiny, not zero
+        model.features[0].bias[3] = -1.0  # its ReLU output is 0 either way
+    meta = {k: load_compressible(ckpt).meta[k] for k in ("config", "class_names")}
+    save_checkpoint(tmp_path / "e2", model, meta=meta)
+    assert main(["prune", str(tmp_path / "e2"), "--channels", "dead", "--limit-test", "50",
+                 "-o", str(tmp_path / "kept")]) == 0
+    assert "no channel to remove" in capsys.readouterr().out
+    assert main(["prune", str(tmp_path / "e2"), "--channels", "dead", "--dead-eps", "1e-3",
+                 "--limit-test", "50", "-o", str(tmp_path / "cut")]) == 0
+    text = capsys.readouterr().out
+    assert "features.0" in text and "-1 channels" in text
+    cut, _ = load_model(tmp_path / "cut")
+    assert cut.features[0].out_channels == TINY["stem_channels"] - 1
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(cut(x), model.eval()(x), atol=1e-4)
+
+
 def test_quantize_methods(tmp_path, ckpt, capsys):
     out = tmp_path / "k.sqz"
     assert main(["quantize", ckpt, "--method", "kmeans", "--bits", "3", "--limit-test", "50",
@@ -122,6 +178,11 @@ def test_quantize_methods(tmp_path, ckpt, capsys):
     (["compress", "CKPT", "-o", "m.sqz", "--conv-bits", "20"], "must be an integer in 1..16"),
     (["prune", "CKPT", "--rule", "conv3x3", "-o", "x"], "expects LAYER=VALUE"),
     (["inspect", "nothing.sqz"], "does not exist"),
+    (["prune", "CKPT", "--channels", "half", "-o", "x"],
+     r"--channels takes a fraction in \[0, 1\) or 'dead', got 'half'"),
+    (["prune", "CKPT", "--channels", "1.0", "-o", "x"], r"fraction must be in \[0, 1\)"),
+    (["prune", "CKPT", "--channels", "0.2", "--sparsity", "0.5", "-o", "x"],
+     "give one or the other"),
     (["quantize", ".", "--method", "int8", "-o", "x.json"],
      r"checkpoints/last.json does not exist \(give a checkpoint or a run directory\)"),
 ])

@@ -7,7 +7,8 @@ import torch
 
 from squeezelab.checkpoint import model_from_checkpoint, save_checkpoint
 from squeezelab.compress.channel_prune import (
-    channel_norms, find_dead_channels, remove_channels, remove_dead_channels, smallest_channels,
+    channel_importance, channel_norms, find_dead_channels, remove_channels, remove_dead_channels,
+    smallest_channels,
 )
 from squeezelab.layers import Fire
 from squeezelab.models import create_model
@@ -152,3 +153,26 @@ def test_smallest_channels_and_errors():
         find_dead_channels(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)))
     with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\), got 1.5"):
         smallest_channels(model, 1.5)
+
+
+def test_behind_batchnorm_the_bn_scale_ranks_channels():
+    """With BatchNorm after a conv the filter's norm is rescaled away; |gamma| decides."""
+    torch.manual_seed(4)
+    model = create_model("squeezenet_cifar", num_classes=5, fire_config=CONFIG, stem_channels=8)
+    stem_bn = model.get_submodule("features.1")
+    with torch.no_grad():
+        stem_bn.weight.copy_(torch.tensor([0.9, -0.05, 0.8, 0.7, 0.01, 0.6, 0.5, 0.4]))
+        model.get_submodule("features.0").weight[1] *= 100  # a large filter, a small gamma
+    scores = channel_importance(model)  # auto: bn_scale where there is a BatchNorm
+    assert torch.equal(scores["features.0"], stem_bn.weight.detach().abs())
+    assert smallest_channels(model, 0.25)["features.0"] == [1, 4]
+    assert 1 not in smallest_channels(model, 0.25, by="filter_norm")["features.0"]
+    assert torch.equal(channel_importance(model, "filter_norm")["features.0"],
+                       channel_norms(model)["features.0"])
+    plain = create_model("squeezenet_cifar_e2", num_classes=5, fire_config=CONFIG,
+                         stem_channels=8)  # no BatchNorm: auto falls back to the filter norm
+    assert torch.equal(channel_importance(plain)["features.0"], channel_norms(plain)["features.0"])
+    with pytest.raises(ValueError, match="needs a BatchNorm after every conv"):
+        channel_importance(plain, "bn_scale")
+    with pytest.raises(ValueError, match="by must be one of"):
+        channel_importance(model, "gradient")

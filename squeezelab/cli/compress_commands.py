@@ -129,6 +129,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain-lr", type=float, default=0.01)
     _add_data_flags(p)
     p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write what was done and measured here (with the command)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("sensitivity", help="per-layer pruning sensitivity: table, PNG plot and "
@@ -216,6 +218,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from squeezelab.compress.prune import PruneConfig
     from squeezelab.data.preprocess import META_KEYS, Preprocess
 
+    from squeezelab.checkpoint import checkpoint_paths
+
+    if args.json_out and Path(args.json_out).resolve() == checkpoint_paths(
+            args.output)[0].resolve():
+        raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
+                         "choose another name")
     if args.channels is not None:
         return prune_channels(args)
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
@@ -243,7 +251,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for name, s in masks.layer_sparsity().items():
         print(f"  {name:<40} {100 * s:5.1f}% pruned")
     print(f"overall sparsity {masks.sparsity():.4f}; wrote {path}")
+    _write_json(args, {"output": str(path), "sparsity": masks.sparsity(), **meta["prune"]})
     return 0
+
+
+def _write_json(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """--json: the record plus the command and the machine that produced it."""
+    if args.json_out:
+        import sys
+
+        from squeezelab.train.run_dir import environment
+
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(
+            {"command": "squeezelab " + " ".join(sys.argv[1:]), "checkpoint": args.checkpoint,
+             **record, "environment": environment()}, indent=2, default=str) + "\n")
+        print(f"wrote {args.json_out}")
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -467,6 +490,7 @@ def prune_channels(args: argparse.Namespace) -> int:
     path = save_checkpoint(out, new, meta=meta)
     print(f"wrote {path} ({model_spec(new)['name']} with fire_config "
           f"{[list(f) for f in report.fire_config]})")
+    _write_json(args, {"output": str(path), **meta["channel_prune"]})
     return 0
 
 

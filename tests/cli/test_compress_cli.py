@@ -77,8 +77,9 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
 
 def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     rc = main(["prune", ckpt, "--sparsity", "0.5", "--rule", "classifier=0.2", "-o",
-               str(tmp_path / "pruned")])
+               str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json")])
     assert rc == 0
+    assert json.loads((tmp_path / "record.json").read_text())["sparsity"] > 0.45
     assert "overall sparsity" in capsys.readouterr().out
     back = load_compressible(tmp_path / "pruned")
     assert back.meta["image_size"] == [32, 32]  # the record travels with the pruned model
@@ -103,7 +104,8 @@ def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
 
     out = tmp_path / "slim"
     assert main(["prune", ckpt, "--channels", "0.25", "--retrain-epochs", "1",
-                 "--retrain-lr", "0.002", "-o", str(out), *SMALL_DATA]) == 0
+                 "--retrain-lr", "0.002", "-o", str(out), "--json", str(tmp_path / "r.json"),
+                 *SMALL_DATA]) == 0
     text = capsys.readouterr().out
     # every Fire has a bypass here, so only the squeeze layers can lose channels: 4 -> 3
     assert text.count(".squeeze ") == 8 and text.count("-1 channels") == 8
@@ -118,6 +120,9 @@ def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
     assert record["after"]["parameters"] == report.params_after
     assert record["after"]["macs"] < record["before"]["macs"]
     assert preprocess_of(meta).image_size == (32, 32)  # the slim model can still predict
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["after"] == record["after"] and written["channels"] == "0.25"
+    assert "environment" in written and written["command"].startswith("squeezelab ")
 
     # a model with no dead channel: nothing removed, said plainly
     assert main(["prune", ckpt, "--channels", "dead", "--limit-test", "50",
@@ -178,6 +183,8 @@ def test_quantize_methods(tmp_path, ckpt, capsys):
     (["compress", "CKPT", "-o", "m.sqz", "--conv-bits", "20"], "must be an integer in 1..16"),
     (["prune", "CKPT", "--rule", "conv3x3", "-o", "x"], "expects LAYER=VALUE"),
     (["inspect", "nothing.sqz"], "does not exist"),
+    (["prune", "CKPT", "--sparsity", "0.5", "-o", "out", "--json", "out.json"],
+     "is the output checkpoint's own JSON file"),
     (["prune", "CKPT", "--channels", "half", "-o", "x"],
      r"--channels takes a fraction in \[0, 1\) or 'dead', got 'half'"),
     (["prune", "CKPT", "--channels", "1.0", "-o", "x"], r"fraction must be in \[0, 1\)"),

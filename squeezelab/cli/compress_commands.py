@@ -116,8 +116,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "the BatchNorm scale |gamma| behind BatchNorm, else the filter's L2 norm)")
     p.add_argument("--dead-eps", type=float, default=1e-8,
                    help="--channels dead: a filter whose L2 norm is at most this is dead. "
-                   "Group lasso shrinks filters toward zero without reaching it: raise this "
-                   "(e.g. 1e-3) to cut the near-zero ones, then fine-tune")
+                   "Group lasso shrinks filters toward zero without reaching it: raise this to "
+                   "cut the near-zero ones too (then the outputs change a little: fine-tune)")
     p.add_argument("--rule", action="append", default=[], metavar="LAYER=SPARSITY",
                    help="per-layer target: a layer type (conv3x3, squeeze, classifier, ...) or "
                    "a glob over parameter names (repeatable)")

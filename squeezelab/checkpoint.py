@@ -29,8 +29,9 @@ from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.models import create_model, model_spec, unwrap_model
 
 __all__ = ["Checkpoint", "CheckpointError", "atomic_write_bytes", "checkpoint_paths",
-           "load_checkpoint", "load_model_state", "model_from_checkpoint",
-           "optimizer_from_flat", "optimizer_to_flat", "save_checkpoint"]
+           "load_checkpoint", "load_matching_weights_", "load_model_state",
+           "model_from_checkpoint", "optimizer_from_flat", "optimizer_to_flat", "read_weights",
+           "save_checkpoint"]
 
 FORMAT = "squeezelab-checkpoint"
 FORMAT_VERSION = 1
@@ -191,6 +192,64 @@ def load_model_state(model: nn.Module, ckpt: Checkpoint, source: str = "checkpoi
             lines.append(f"  unexpected {len(unexpected)} key(s), e.g. {unexpected[:3]}")
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state, strict=True)
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """The model weights in ``path`` and a description of where they came from.
+
+    ``path``: a squeezelab checkpoint or run directory (verified as ``load_checkpoint`` does),
+    a plain ``.safetensors`` state dict, or a PyTorch ``.pth``/``.pt`` state dict such as
+    torchvision's (read with ``weights_only=True``: never unpickled; a ``state_dict`` or
+    ``model`` entry and a DDP ``module.`` prefix are unwrapped).
+    """
+    p = resolve_checkpoint(path)
+    if p.suffix in (".pth", ".pt"):
+        if not p.is_file():
+            raise CheckpointError(f"weights file {p} does not exist")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a bad or hostile file
+            raise CheckpointError(f"{p} is not a readable PyTorch state dict "
+                                  f"(weights only): {e}") from None
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        if not isinstance(state, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise CheckpointError(f"{p} does not hold a state dict of named tensors")
+        return {k.removeprefix("module."): v for k, v in state.items()}, str(p)
+    json_path, st_path = checkpoint_paths(p)
+    if p.suffix == ".safetensors" and not json_path.is_file():
+        if not st_path.is_file():
+            raise CheckpointError(f"weights file {st_path} does not exist")
+        try:
+            return st_load(st_path.read_bytes()), str(st_path)
+        except (SafetensorError, ValueError) as e:
+            raise CheckpointError(f"{st_path} is not a readable safetensors file: {e}") from None
+    return load_checkpoint(p).model_state, str(json_path)
+
+
+def load_matching_weights_(model: nn.Module, state: dict[str, torch.Tensor],
+                           source: str = "weights") -> list[str]:
+    """Copy ``state`` into ``model`` for fine-tuning: every name must match, and a tensor whose
+    shape differs (a classifier for another number of classes) keeps its initialisation.
+    Returns those names; raises ``CheckpointError`` when names differ or nothing fits."""
+    model = unwrap_model(model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        lines = [f"{source} does not hold the weights of this {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing {len(missing)} key(s), e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"  unexpected {len(unexpected)} key(s), e.g. {unexpected[:3]}")
+        raise CheckpointError("\n".join(lines))
+    skipped = [k for k in own if state[k].shape != own[k].shape]
+    if len(skipped) == len(own):
+        raise CheckpointError(f"no tensor of {source} has the shape of this model's")
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return skipped
 
 
 def model_from_checkpoint(

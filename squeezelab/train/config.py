@@ -30,6 +30,9 @@ class TrainConfig:
     # model
     model: str = "squeezenet_cifar"
     model_args: dict[str, Any] = field(default_factory=dict)
+    # start from these weights (fine-tuning): a checkpoint, run directory, .safetensors or a
+    # .pth state dict; tensors whose shape differs (another class count) keep their init
+    init_from: str | None = None
     # data: "cifar10", "cifar100" (official archives) or a class-folder root; None = the
     # CIFAR-10 copy in ../shared/data when present, else the official download
     data: str | None = None
@@ -176,6 +179,10 @@ def data_seed_of(config: dict[str, Any]) -> int:
 FIELD_HELP: dict[str, str] = {
     "model": "registered model name (squeezelab models lists them)",
     "model_args": "model constructor arguments (--model-arg KEY=VALUE)",
+    "init_from": "fine-tune: start from the weights in this checkpoint, run directory, "
+                 ".safetensors or .pth state dict (torchvision's too); layers whose shape "
+                 "differs, such as a classifier for another class count, start fresh; "
+                 "unset: the model's random initialisation",
     "data": "cifar10, cifar100 or a class-folder root; unset: ../shared/data's CIFAR-10 copy "
             "when present, else the official archive",
     "data_root": "where the official CIFAR archives live or are downloaded to; unset: the "

@@ -288,8 +288,8 @@ def fitnets_train(cfg: TrainConfig, fit: FitNetsConfig, *, data: tuple[Any, Any]
     Stage 1 (``fit.stage1_epochs`` epochs) writes ``RUN/stage1_hints``; stage 2 (``cfg.epochs``)
     writes ``RUN`` itself. ``hooks`` (e.g. masks) join stage 2.
     """
-    from squeezelab.models import create_model
-    from squeezelab.train.loop import default_run_name, train
+    from squeezelab.checkpoint import read_weights
+    from squeezelab.train.loop import build_run_model, default_run_name, train
 
     teacher = freeze(teacher) if teacher is not None else load_teacher(fit.teacher)
     if data is None:
@@ -297,9 +297,8 @@ def fitnets_train(cfg: TrainConfig, fit: FitNetsConfig, *, data: tuple[Any, Any]
     train_data = data[0]
     torch.manual_seed(cfg.seed)  # the student's and the regressor's initial weights
     if model is None:
-        args = dict(cfg.model_args)
-        args.pop("num_classes", None)
-        model = create_model(cfg.model, num_classes=train_data.num_classes, **args)
+        weights = read_weights(cfg.init_from) if cfg.init_from else None
+        model = build_run_model(cfg, train_data.num_classes, weights, announce=cfg.progress)
     check_same_classes(teacher, model)
     sample = torch.zeros((2, *train_data.images.shape[1:]), dtype=torch.float32)
     wrapper, before = build_hint_model(model, teacher, fit.guided, fit.hint, sample)

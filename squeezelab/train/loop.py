@@ -30,8 +30,10 @@ from tqdm.auto import tqdm
 from squeezelab.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_matching_weights_,
     load_model_state,
     optimizer_from_flat,
+    read_weights,
     save_checkpoint,
 )
 from squeezelab.models import create_model, get_entry
@@ -114,6 +116,28 @@ def load_run_data(cfg: TrainConfig, is_main: bool = True):
             load_split(source, "test", limit=cfg.limit_test, **common))
 
 
+def build_run_model(cfg: TrainConfig, num_classes: int,
+                    initial_weights: tuple[dict[str, torch.Tensor], str] | None = None,
+                    announce: bool = True) -> nn.Module:
+    """The model ``cfg`` names, for ``num_classes``, started from ``initial_weights`` (what
+    ``read_weights(cfg.init_from)`` returned) when given: tensors of another shape, such as a
+    classifier for another class count, keep their initialisation and are named."""
+    args = dict(cfg.model_args)
+    wanted = args.pop("num_classes", num_classes)
+    if wanted != num_classes:
+        raise ConfigError(f"model_args.num_classes={wanted}, but the data has {num_classes} "
+                          "classes")
+    model = create_model(cfg.model, num_classes=num_classes, **args)
+    if initial_weights is not None:
+        state, source = initial_weights
+        fresh = load_matching_weights_(model, state, source)
+        if announce:
+            print(f"initial weights from {source}"
+                  + (f"; {', '.join(fresh)} start fresh (shape differs)" if fresh else ""),
+                  flush=True)
+    return model
+
+
 def train(
     cfg: TrainConfig,
     hooks: Sequence[TrainHook] = (),
@@ -132,8 +156,11 @@ def train(
     from squeezelab.train.methods import default_hooks
 
     hooks = [*default_hooks(cfg, hooks), *hooks]  # e.g. optimizer: pgd -> the PGD hook
+    initial_weights = None
     if model is None:
         get_entry(cfg.model)  # an unknown model name fails before any data is decoded
+        if cfg.init_from and not resume:  # so does an unreadable weights file
+            initial_weights = read_weights(cfg.init_from)
     dist_info, device = init_distributed(cfg.device)
     is_main = dist_info.is_main
     torch.manual_seed(cfg.seed)
@@ -150,12 +177,8 @@ def train(
 
     # --- model ----------------------------------------------------------------------------
     if model is None:
-        args = dict(cfg.model_args)
-        wanted = args.pop("num_classes", train_data.num_classes)
-        if wanted != train_data.num_classes:
-            raise ConfigError(f"model_args.num_classes={wanted}, but the data has "
-                              f"{train_data.num_classes} classes")
-        model = create_model(cfg.model, num_classes=train_data.num_classes, **args)
+        model = build_run_model(cfg, train_data.num_classes, initial_weights,
+                                announce=is_main and cfg.progress)
     model.to(device)
     speed: dict[str, Any] = {}
     if cfg.precision == "auto" or cfg.channels_last is None:

@@ -198,3 +198,29 @@ def test_best_checkpoint_holds_weights_only(tmp_path, cifar_tiny):
     assert not best.group("optim") and not best.group("rng")
     assert last.group("optim") and last.group("rng")
     assert set(best.tensors) == {f"model.{k}" for k in result.model.state_dict()}
+
+
+class FirstWeights(TrainHook):
+    """Keeps a copy of the model's weights as training starts."""
+
+    name = "first_weights"
+
+    def on_train_start(self, state):
+        self.weights = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_init_from_starts_from_the_checkpoints_weights(tmp_path, cifar_tiny, capsys):
+    first = train(config(tmp_path, epochs=1, run_name="first"), data=cifar_tiny)
+    seen = FirstWeights()
+    second = train(config(tmp_path, epochs=1, run_name="second", progress=True, seed=7,
+                          init_from=str(first.run_dir)), [seen], data=cifar_tiny)
+    best = load_checkpoint(first.run_dir / "checkpoints" / "best").model_state
+    assert all(torch.equal(seen.weights[k], v) for k, v in best.items())
+    assert f"initial weights from {first.run_dir}" in capsys.readouterr().out
+    saved = yaml.safe_load((second.run_dir / "config.yaml").read_text())
+    assert saved["init_from"] == str(first.run_dir)  # the run records where it started
+    from squeezelab.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="nope.pth does not exist"):
+        train(config(tmp_path, run_name="third", init_from=str(tmp_path / "nope.pth")),
+              data=cifar_tiny)

@@ -1,7 +1,9 @@
 """Sparsity regularisers added to the training loss: L1 on weights (Han et al. 2015, arXiv
-1506.02626, Sec. 3.1) and group lasso over whole filters / input-channel slices (Wen et al.
+1506.02626, Sec. 3.1), group lasso over whole filters / input-channel slices (Wen et al.
 2016, "Learning Structured Sparsity in Deep Neural Networks", arXiv 1608.03665), which drives
-entire channels to zero so ``channel_prune.remove_dead_channels`` can cut them out.
+entire channels to zero so ``channel_prune.remove_dead_channels`` can cut them out, and L1 on
+BatchNorm scales (Network Slimming, Liu et al. 2017, arXiv 1708.06519), the same for channels
+behind BatchNorm.
 
 Pure penalty functions plus ``TrainHook``s that add ``weight * penalty`` in ``loss``.
 """
@@ -78,13 +80,17 @@ class _PenaltyHook(TrainHook):
         self._last = 0.0
 
     def on_train_start(self, state: TrainState) -> None:
-        self._params = _select(state.model, self.include, self.exclude)
+        self._params = self.parameters_of(state.model)
+
+    def parameters_of(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """The penalised parameters: Conv2d/Linear weights filtered by include/exclude."""
+        return _select(model, self.include, self.exclude)
 
     @torch.no_grad()
     def penalty(self, model: nn.Module | None = None) -> torch.Tensor:
         """The unweighted penalty of ``model`` (default: the training model), detached: for
         logging and tests; ``loss`` adds the differentiable ``weight * penalty``."""
-        params = self._params if model is None else _select(model, self.include, self.exclude)
+        params = self._params if model is None else self.parameters_of(model)
         return self._penalty([p for _, p in params])
 
     def loss(self, state, images, labels, logits, loss) -> torch.Tensor:
@@ -122,5 +128,33 @@ class GroupLassoRegularizer(_PenaltyHook):
         return torch.stack([group_lasso_penalty(w, self.groups) for w in weights]).sum()
 
 
-__all__ = ["GROUPS", "GroupLassoRegularizer", "L1Regularizer", "group_lasso_penalty",
-           "l1_penalty"]
+class BatchNormL1Regularizer(_PenaltyHook):
+    """Adds ``weight * sum |gamma|`` over the BatchNorm scales (Network Slimming, Liu et al.
+    2017, arXiv 1708.06519). Behind BatchNorm a filter's norm is rescaled away, so group lasso
+    on conv weights cannot silence a channel; a gamma near zero does, and ``prune --channels``
+    ranks channels by |gamma| (``channel_score`` auto / bn_scale). ``include``/``exclude``:
+    globs over the BatchNorm weights' names (``features.1.weight``)."""
+
+    name = "bn_l1"
+
+    def __init__(self, weight: float, include: Sequence[str] | None = None,
+                 exclude: Sequence[str] = ()):
+        super().__init__(weight, l1_penalty, include, exclude)
+
+    def parameters_of(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        model = unwrap_model(model)
+        names = [f"{m}.weight" if m else "weight" for m, mod in model.named_modules()
+                 if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine]
+        if self.include is not None:
+            names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.include)]
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in self.exclude)]
+        if not names:
+            raise ValueError(f"{type(model).__name__} has no affine BatchNorm whose scale "
+                             f"matches include={self.include} exclude={self.exclude}: "
+                             "bn_l1 needs BatchNorm layers")
+        params = dict(model.named_parameters())
+        return [(n, params[n]) for n in names]
+
+
+__all__ = ["BatchNormL1Regularizer", "GROUPS", "GroupLassoRegularizer", "L1Regularizer",
+           "group_lasso_penalty", "l1_penalty"]

@@ -68,6 +68,7 @@ class TrainConfig:
     l1_weight: float = 0.0
     group_lasso_weight: float = 0.0
     group_lasso_groups: str = "out_channels"
+    bn_l1_weight: float = 0.0  # L1 on BatchNorm scales (Network Slimming, Liu et al. 2017)
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"
@@ -118,6 +119,7 @@ class TrainConfig:
               f"subset_seed must be an integer or null, got {self.subset_seed!r}")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         check(self.l1_weight >= 0, f"l1_weight must be >= 0, got {self.l1_weight}")
+        check(self.bn_l1_weight >= 0, f"bn_l1_weight must be >= 0, got {self.bn_l1_weight}")
         check(self.group_lasso_weight >= 0,
               f"group_lasso_weight must be >= 0, got {self.group_lasso_weight}")
         check(self.group_lasso_groups in GROUP_LASSO_GROUPS,
@@ -216,6 +218,8 @@ FIELD_HELP: dict[str, str] = {
     "group_lasso_weight": "add this times the group-lasso penalty (L2 norm per channel) to "
                           "the loss: drives whole channels to zero for prune --channels dead",
     "group_lasso_groups": f"group-lasso groups: one of {', '.join(GROUP_LASSO_GROUPS)}",
+    "bn_l1_weight": "add this times the sum of |BatchNorm scale| to the loss (Network "
+                    "Slimming): silences whole channels behind BatchNorm for prune --channels",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
     "channels_last": "NHWC memory layout; unset: time a few steps of each",
     "compile": "torch.compile the model",

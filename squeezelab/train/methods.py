@@ -17,7 +17,8 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
     cfg.pgd_interval, seed=cfg.seed)`` (Jin et al. 2017, arXiv 1703.00887): the optimizer is
     plain SGD, the perturbation is the hook. ``l1_weight`` / ``group_lasso_weight`` > 0 ->
     ``L1Regularizer`` / ``GroupLassoRegularizer`` (compress/regularizers.py) on every
-    Conv2d/Linear weight.
+    Conv2d/Linear weight; ``bn_l1_weight`` > 0 -> ``BatchNormL1Regularizer`` on every
+    BatchNorm scale.
     """
     taken = {h.name for h in given}
     hooks: list[TrainHook] = []
@@ -34,6 +35,10 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
         from squeezelab.compress.regularizers import GroupLassoRegularizer
 
         hooks.append(GroupLassoRegularizer(cfg.group_lasso_weight, cfg.group_lasso_groups))
+    if cfg.bn_l1_weight > 0 and "bn_l1" not in taken:
+        from squeezelab.compress.regularizers import BatchNormL1Regularizer
+
+        hooks.append(BatchNormL1Regularizer(cfg.bn_l1_weight))
     return hooks
 
 

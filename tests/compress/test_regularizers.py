@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from squeezelab.compress.regularizers import (
-    GroupLassoRegularizer, L1Regularizer, group_lasso_penalty, l1_penalty,
+    BatchNormL1Regularizer, GroupLassoRegularizer, L1Regularizer, group_lasso_penalty,
+    l1_penalty,
 )
 from squeezelab.train.hooks import TrainState
 
@@ -93,8 +94,9 @@ def test_config_switches_the_regularizers_on():
 
     assert default_hooks(TrainConfig()) == []
     hooks = default_hooks(TrainConfig(l1_weight=1e-5, group_lasso_weight=1e-3,
-                                      group_lasso_groups="both"))
-    assert [type(h) for h in hooks] == [L1Regularizer, GroupLassoRegularizer]
+                                      group_lasso_groups="both", bn_l1_weight=1e-4))
+    assert [type(h) for h in hooks] == [L1Regularizer, GroupLassoRegularizer,
+                                        BatchNormL1Regularizer]
     assert (hooks[0].weight, hooks[1].weight, hooks[1].groups) == (1e-5, 1e-3, "both")
     mine = GroupLassoRegularizer(0.5)
     assert default_hooks(TrainConfig(group_lasso_weight=1e-3), given=[mine]) == []
@@ -120,3 +122,24 @@ def test_a_run_with_group_lasso_logs_its_penalty_and_shrinks_it(tmp_path):
     result = train(cfg, data=(data, data))
     penalties = [row["group_lasso_penalty"] for row in result.history]
     assert len(penalties) == 3 and penalties[-1] < penalties[0]
+
+
+def test_bn_l1_is_the_sum_of_batchnorm_scales():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 4, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.5, -1.0, 2.0, 0.25]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = TrainState(model=model, optimizer=opt, config=None, device=torch.device("cpu"))
+    hook = BatchNormL1Regularizer(0.2)
+    hook.on_train_start(state)
+    assert [n for n, _ in hook._params] == ["1.weight"]  # the scale only, never the shift
+    assert float(hook.penalty()) == 3.75
+    x, y = torch.randn(8, 2, 4, 4), torch.randint(0, 3, (8,))  # 4x4 -> 2x2 after the conv
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    total = hook.loss(state, x, y, logits, loss)
+    assert float((total - loss).detach()) == pytest.approx(0.2 * 3.75)
+    with pytest.raises(ValueError, match="bn_l1 needs BatchNorm layers"):
+        BatchNormL1Regularizer(0.1).parameters_of(nn.Sequential(nn.Conv2d(2, 2, 1)))

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "squeezelab.cli.train_commands",
     "squeezelab.cli.eval_commands",
     "squeezelab.cli.compress_commands",
+    "squeezelab.cli.ship_commands",
     "squeezelab.cli.method_commands",
 )
 
@@ -42,6 +43,18 @@ def parse_bool(text: str) -> bool:
 
 MODEL_PATH_HELP = ("checkpoint (.json/.safetensors or stem), a run directory (uses its best "
                    "checkpoint) or a .sqz file")
+
+
+def check_checkpoint(path: str) -> str:
+    """The checkpoint ``path`` names (a run directory: its best, else last), which must exist."""
+    from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint
+
+    p = resolve_checkpoint(path)
+    json_path, _ = checkpoint_paths(p)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"checkpoint {json_path} does not exist (give a checkpoint or a "
+                                "run directory)")
+    return str(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,9 @@
-"""``squeezelab prune | sensitivity | quantize | compress | inspect | export``: the Deep
-Compression pipeline (Han et al., arXiv 1510.00149) and its pieces from the command line.
+"""``squeezelab prune | sensitivity | quantize | compress``: the Deep Compression pipeline (Han
+et al., arXiv 1510.00149) and its pieces from the command line.
 
-Thin commands over ``squeezelab.compress`` and ``squeezelab.export``: they parse flags into the
-library's typed configs, print what they do step by step, and leave every error about bad
-input to the library (a ValueError: exit status 2).
+Thin commands over ``squeezelab.compress``: they parse flags into the library's typed configs,
+print what they do step by step, and leave every error about bad input to the library (a
+ValueError: exit status 2).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezelab.cli import DefaultsHelpFormatter
+from squeezelab.cli import DefaultsHelpFormatter, check_checkpoint
 
 QUANT_METHODS = ("kmeans", "int8", "binary", "xnor", "fixed", "pq", "rq", "lowrank")
 
@@ -73,18 +73,6 @@ def _load_data(train_section: dict[str, Any], need_train: bool = True):
     return train, test
 
 
-def _check_checkpoint(path: str) -> str:
-    """The checkpoint ``path`` names (a run directory: its best, else last), which must exist."""
-    from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint
-
-    p = resolve_checkpoint(path)
-    json_path, _ = checkpoint_paths(p)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"checkpoint {json_path} does not exist (give a checkpoint or a "
-                                "run directory)")
-    return str(p)
-
-
 def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:
     names = model_meta.get("class_names")
     if names and list(names) != list(data.classes):
@@ -109,8 +97,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="fraction pruned (0..1) of every layer no --rule names")
     p.add_argument("--channels", default=None, metavar="FRACTION|dead",
                    help="structured pruning of a SqueezeNet: cut out the FRACTION (0..1) "
-                   "smallest-norm channels of every conv, or the dead ones (all-zero filters, "
-                   "e.g. after --group-lasso-weight training); the model is rebuilt smaller")
+                   "least important channels (--channel-score) of every removable conv, or "
+                   "the dead ones (all-zero filters); the model is rebuilt smaller")
     p.add_argument("--channel-score", choices=("auto", "filter_norm", "bn_scale"),
                    default="auto", help="--channels FRACTION ranks channels by this (auto: "
                    "the BatchNorm scale |gamma| behind BatchNorm, else the filter's L2 norm)")
@@ -191,22 +179,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_data_flags(p)
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("inspect", help="per-layer size report of a .sqz file")
-    p.add_argument("sqz")
-    p.add_argument("--fp32", default=None, help="the fp32 checkpoint, for safetensors/gzip/zstd "
-                   "ratios")
-    p.add_argument("--json", dest="json_out", default=None, help="also write the report here")
-    p.set_defaults(func=cmd_inspect)
-
-    p = sub.add_parser("export", help="export a checkpoint or .sqz to ONNX (checked against "
-                       "onnxruntime)", formatter_class=fmt)
-    p.add_argument("model", help="checkpoint or .sqz file")
-    p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                   help="default: 3 x the image size the model was trained at")
-    p.add_argument("--opset", type=int, default=18)
-    p.add_argument("--dynamo", action="store_true", help="use the torch.export exporter")
-    p.set_defaults(func=cmd_export)
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,7 +200,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return prune_channels(args)
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
                             scope=args.scope, exclude=args.exclude)
-    args.checkpoint = _check_checkpoint(args.checkpoint)
+    args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)
     train_section = _train_section(args, src.meta)
@@ -277,7 +249,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     for s in args.sparsities:
         if not 0 <= s < 1:
             raise ValueError(f"--sparsities must be in [0, 1), got {s}")
-    args.checkpoint = _check_checkpoint(args.checkpoint)
+    args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     _, test = _load_data(_train_section(args, src.meta), need_train=False)
     _check_classes(src.meta, test, args.checkpoint)
@@ -352,7 +324,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.method == "kmeans" and out.suffix != ".sqz":
         raise ValueError(f"--method kmeans writes a .sqz file; -o must end in .sqz, got {out}")
-    args.checkpoint = _check_checkpoint(args.checkpoint)
+    args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     _, test = _load_data(_train_section(args, src.meta), need_train=False)
     _check_classes(src.meta, test, args.checkpoint)
@@ -440,7 +412,7 @@ def prune_channels(args: argparse.Namespace) -> int:
     if args.sparsity is not None or args.rule:
         raise ValueError("--channels removes whole channels; --sparsity/--rule prune single "
                          "weights: give one or the other")
-    args.checkpoint = _check_checkpoint(args.checkpoint)
+    args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     if shared_modules(src.model):
         raise ValueError(f"{args.checkpoint} is weight-shared; remove channels from the dense "
@@ -538,7 +510,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".sqz":
         raise ValueError(f"-o must name a .sqz file, got {args.output!r}")
-    args.checkpoint = _check_checkpoint(args.checkpoint)
+    args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     config = _compress_config(args, src.meta)
     print("config: " + json.dumps(config.to_dict()), flush=True)
@@ -552,57 +524,4 @@ def cmd_compress(args: argparse.Namespace) -> int:
     size = result.size
     print(f"{out}: {size['file_bytes']:,} bytes, {size['ratio_fp32']:.1f}x smaller than fp32; "
           f"top-1 {result.steps[0]['top1']:.4f} -> {result.steps[-1]['top1']:.4f}")
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from squeezelab.compress.size_report import format_size_report, size_report
-    from squeezelab.compress.sqz import read_sqz
-
-    path = Path(args.sqz)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    sqz = read_sqz(path)
-    fp32 = None
-    if args.fp32:
-        from squeezelab.checkpoint import checkpoint_paths
-
-        args.fp32 = _check_checkpoint(args.fp32)
-        fp32 = checkpoint_paths(args.fp32)[1]
-    report = size_report(sqz, fp32=fp32)
-    spec = sqz.model
-    print(f"{path}: model {spec['name']} {spec['kwargs']}, "
-          f"{len(sqz.class_names or [])} classes")
-    if "top1" in sqz.meta and sqz.meta["top1"] is not None:
-        print(f"top-1 recorded at compression: {sqz.meta['top1']:.4f}")
-    print(format_size_report(report))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
-            {"rows": list(report), "totals": report.totals}, indent=2))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from squeezelab.export import check_onnx, export_onnx, onnx_metadata
-    from squeezelab.inference import load_model, trained_image_size
-
-    if Path(args.model).suffix != ".sqz":
-        args.model = _check_checkpoint(args.model)
-    model, meta = load_model(args.model)
-    if args.input_size:
-        size = tuple(args.input_size)
-    else:
-        side = trained_image_size(meta) or 224
-        height, width = (side, side) if isinstance(side, int) else side
-        size = (int(meta["model"].get("kwargs", {}).get("in_chans", 3)), height, width)
-    print(f"exporting {args.model} with input 1x{size[0]}x{size[1]}x{size[2]} (batch dynamic)",
-          flush=True)
-    out = export_onnx(model, args.onnx, size, opset=args.opset, dynamo=args.dynamo,
-                      metadata=onnx_metadata(meta))
-    diff = check_onnx(model, out, torch.randn(3, *size))
-    print(f"wrote {out} ({out.stat().st_size:,} bytes); onnxruntime max abs diff {diff:.2e}")
-    if diff > 1e-4:
-        raise ValueError(f"{out}: onnxruntime differs from PyTorch by {diff:.2e} (> 1e-4)")
     return 0

@@ -107,13 +107,11 @@ def test_config_switches_the_regularizers_on():
 
 
 def test_a_run_with_group_lasso_logs_its_penalty_and_shrinks_it(tmp_path):
-    from squeezelab.data.types import ImageTensors
+    from noise_data import noise_split
+
     from squeezelab.train import TrainConfig, train
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=g)
-    data = ImageTensors(images=images, labels=torch.arange(32) % 2, classes=["a", "b"],
-                        source="synthetic", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    data = noise_split(32)
     cfg = TrainConfig(model="squeezenet_cifar_e2", epochs=3, batch_size=8, optimizer="sgd",
                       lr=0.05, weight_decay=0.0, group_lasso_weight=0.05, precision="fp32",
                       channels_last=False, out_dir=str(tmp_path), run_name="gl",

@@ -101,14 +101,11 @@ def test_optimizer_pgd_switches_the_hook_on():
 
 
 def test_pgd_run_counts_perturbations(tmp_path):
-    from squeezelab.data.types import ImageTensors
+    from noise_data import noise_split
+
     from squeezelab.train import train
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=g)
-    labels = torch.arange(16) % 2
-    data = ImageTensors(images=images, labels=labels, classes=["a", "b"], source="synthetic",
-                        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    data = noise_split(16)
     cfg = TrainConfig(model="squeezenet_cifar", epochs=1, batch_size=8, optimizer="pgd",
                       lr=0.01, pgd_threshold=1e6, pgd_interval=0, precision="fp32",
                       channels_last=False, out_dir=str(tmp_path), run_name="pgd",

@@ -3,8 +3,8 @@ inputs were prepared in training (:class:`~squeezelab.data.preprocess.Preprocess
 each image's most likely classes.
 
     model, meta = load_model("model.sqz")
-    pre = preprocess_of(meta)
-    top = predict(model, pre.load_images(["cat.jpg"]), top_k=3)
+    images, paths = preprocess_of(meta).load_images(["cat.jpg"])
+    top = predict(model, images, top_k=3)
     top.labels(meta["class_names"])        # [[("cat", 0.91), ("dog", 0.05), ("deer", 0.01)]]
 """
 from __future__ import annotations

@@ -185,12 +185,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 # commands
 # ------------------------------------------------------------------------------------------
 def cmd_prune(args: argparse.Namespace) -> int:
+    from squeezelab.checkpoint import checkpoint_paths
     from squeezelab.compress.pipeline import (
         CompressConfig, load_compressible, prune_and_retrain, save_compressible)
     from squeezelab.compress.prune import PruneConfig
     from squeezelab.data.preprocess import META_KEYS, Preprocess
-
-    from squeezelab.checkpoint import checkpoint_paths
 
     if args.json_out and Path(args.json_out).resolve() == checkpoint_paths(
             args.output)[0].resolve():
@@ -382,29 +381,27 @@ def _channel_selection(text: str) -> float | None:
     return fraction
 
 
-def _forward_speed(model, image_size) -> float:
+def _forward_speed(model, image_size: tuple[int, int]) -> float:
     """Images/s of fp32 eval forward passes of batch 64 on this CPU (after warm-up)."""
     import torch
 
     from squeezelab.metrics import time_forward
 
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    return time_forward(model, torch.randn(64, 3, height, width), warmup=2, iters=5)[
+    return time_forward(model, torch.randn(64, 3, *image_size), warmup=2, iters=5)[
         "images_per_s"]
 
 
 def prune_channels(args: argparse.Namespace) -> int:
     """``prune --channels``: remove whole channels, rebuild the smaller SqueezeNet, optionally
     fine-tune it, and report parameters, MACs, speed and top-1 before and after."""
+    import torch
+
     from squeezelab.checkpoint import save_checkpoint
     from squeezelab.compress.channel_prune import (
         find_dead_channels, remove_channels, smallest_channels)
-    import torch
-
     from squeezelab.compress.pipeline import CompressConfig, evaluate_top1, load_compressible
     from squeezelab.compress.weight_sharing import shared_modules
     from squeezelab.data.preprocess import Preprocess
-    from squeezelab.inference import trained_image_size
     from squeezelab.metrics import count_macs, count_parameters
     from squeezelab.models import model_spec
 
@@ -429,8 +426,9 @@ def prune_channels(args: argparse.Namespace) -> int:
         print(f"  {name:<28} -{len(idx)} channels")
     if not report.removed:
         print("  no channel to remove" + (" (no dead channel: train with --group-lasso-weight "
-                                          "first)" if fraction is None else ""))
-    size = trained_image_size(src.meta) or 32
+                                          "first, or cut a FRACTION)" if fraction is None
+                                          else ""))
+    size = test.image_size  # (height, width) of the images it is scored on
     before = {"top1": evaluate_top1(model, test)["top1"], "parameters": count_parameters(model),
               "macs": count_macs(model, size), "images_per_s": _forward_speed(model, size)}
     print(f"before: top-1 {before['top1']:.4f}", flush=True)

@@ -170,8 +170,6 @@ def model_spec_classes(meta: dict) -> int | None:
     return (spec.get("kwargs") or {}).get("num_classes")
 
 
-
-
 def predict_preprocess(args: argparse.Namespace, meta: dict):
     """The model file's own preprocessing record; for files written before it was kept, the
     mean/std of the train split of ``--data`` or of the data the model was trained on."""

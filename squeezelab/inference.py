@@ -1,6 +1,6 @@
-"""Run a model file on images: load any checkpoint, run directory or ``.sqz``, read how its
-inputs were prepared in training (:class:`~squeezelab.data.preprocess.Preprocess`), and return
-each image's most likely classes.
+"""Run a model file on images: load any checkpoint, run directory, ``.sqz`` or exported
+``.onnx`` file, read how its inputs were prepared in training
+(:class:`~squeezelab.data.preprocess.Preprocess`), and return each image's most likely classes.
 
     model, meta = load_model("model.sqz")
     images, paths = preprocess_of(meta).load_images(["cat.jpg"])
@@ -9,6 +9,7 @@ each image's most likely classes.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,51 @@ from squeezelab.data.preprocess import Preprocess
 PREDICT_BATCH = 256
 
 
+class OnnxModel(nn.Module):
+    """An ONNX file run by onnxruntime (CPU) behind the ``nn.Module`` interface that
+    ``predict`` and ``evaluate`` use: fp32 (N, C, H, W) in, logits out."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for a damaged file
+            raise ValueError(f"{path} is not a readable ONNX model: {e}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.detach().float().contiguous().cpu().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: batch})[0])
+
+    def metadata(self) -> dict[str, Any]:
+        """The meta ``export`` wrote into the file (``export.onnx_metadata``), as load_model
+        returns it; files from elsewhere give what they have (possibly nothing)."""
+        props = self.session.get_modelmeta().custom_metadata_map
+        meta: dict[str, Any] = {}
+        for key, field in (("squeezelab.model", "model"),
+                           ("squeezelab.class_names", "class_names")):
+            if key in props:
+                meta[field] = json.loads(props[key])
+        if "squeezelab.preprocess" in props:
+            meta.update(json.loads(props["squeezelab.preprocess"]))
+        return meta
+
+
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode, meta) from a checkpoint, a run directory or a ``.sqz`` file.
+    """(model in eval mode, meta) from a checkpoint, a run directory, a ``.sqz`` file or an
+    ``.onnx`` file (run by onnxruntime).
 
     The meta holds the model spec (``model``), ``class_names``, the training ``config`` and the
-    preprocessing record, whichever kind of file it came from.
+    preprocessing record, whichever kind of file it came from (as far as it records them).
     """
     p = Path(path)
+    if p.suffix == ".onnx":
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} does not exist")
+        model = OnnxModel(p).eval()
+        return model, model.metadata()
     if p.suffix == ".sqz":
         from squeezelab.compress.sqz import load_compressed
 
@@ -115,5 +154,5 @@ def predict(model: nn.Module, images: torch.Tensor, top_k: int = 5,
     return Predictions(torch.cat(probs), torch.cat(indices))
 
 
-__all__ = ["PREDICT_BATCH", "Predictions", "load_model", "predict", "preprocess_of",
-           "trained_image_size"]
+__all__ = ["OnnxModel", "PREDICT_BATCH", "Predictions", "load_model", "predict",
+           "preprocess_of", "trained_image_size"]

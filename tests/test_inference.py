@@ -135,3 +135,31 @@ def test_cli_predict_bad_input(run, tmp_path, capsys):
     image.write_bytes(b"")  # never read: the missing record is found first
     assert main(["predict", str(bare), str(image)]) == 2
     assert "pass --data SOURCE" in capsys.readouterr().err
+
+
+def test_an_exported_onnx_file_predicts_and_evaluates_on_its_own(run, cifar_tree, tmp_path,
+                                                                 capsys):
+    """The ONNX file carries the record and class names: with onnxruntime it classifies
+    photos and scores a split like the checkpoint it came from."""
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_path)]) == 0
+    ort_model, meta = load_model(onnx_path)
+    torch_model, torch_meta = load_model(run)
+    assert preprocess_of(meta) == preprocess_of(torch_meta)
+    assert meta["class_names"] == torch_meta["class_names"]
+    files = image_files([cifar_tree / "test" / "cat"])[:20]
+    images, _ = preprocess_of(meta).load_images(files)
+    got, expected = predict(ort_model, images), predict(torch_model, images)
+    assert torch.equal(got.indices[:, 0], expected.indices[:, 0])
+    assert torch.allclose(got.probabilities, expected.probabilities, atol=1e-4)
+    capsys.readouterr()
+    for model_path, name in ((onnx_path, "onnx"), (run, "ckpt")):
+        assert main(["eval", str(model_path), "--data", str(cifar_tree),
+                     "--json", str(tmp_path / f"{name}.json")]) == 0
+    scores = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("onnx", "ckpt")}
+    assert scores["onnx"]["count"] == scores["ckpt"]["count"] == 300
+    assert abs(scores["onnx"]["top1"] - scores["ckpt"]["top1"]) <= 1 / 300  # a near-tie at most
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["predict", str(bad), str(files[0])]) == 2
+    assert "is not a readable ONNX model" in capsys.readouterr().err

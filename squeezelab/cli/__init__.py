@@ -42,7 +42,7 @@ def parse_bool(text: str) -> bool:
 
 
 MODEL_PATH_HELP = ("checkpoint (.json/.safetensors or stem), a run directory (uses its best "
-                   "checkpoint) or a .sqz file")
+                   "checkpoint), a .sqz file or an exported .onnx file")
 
 
 def check_checkpoint(path: str) -> str:

@@ -1,17 +1,20 @@
 """Inference speed of the model zoo on this CPU, and whether pruning makes a model faster.
 
 For each model: parameters, MACs, fp32 bytes, the latency of one image (median over repeats)
-and the throughput of a batch, fp32 in eval mode on this machine's threads. Then the default
+and the throughput of a batch, in eval mode on this machine's threads (fp32 NCHW unless
+``--precision bf16`` / ``--channels-last``). Then the default
 CIFAR SqueezeNet pruned two ways: magnitude pruning (70% of the weights set to zero inside
 dense tensors) and channel removal (``prune --channels``: a smaller dense network). The first
 runs the same dense kernels, so it is no faster; only the second does less work. Weights are
 the random initialisation: with dense kernels the time does not depend on their values.
 
     python benchmarks/inference_speed.py [--models NAME ...] [--repeats 30] [--batch 64]
+        [--channels-last] [--precision bf16]      # the layout and precision training autotunes
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -39,28 +42,41 @@ CHANNEL_FRACTIONS = (0.25, 0.5)
 
 
 @torch.no_grad()
-def seconds_per_pass(model: nn.Module, batch: torch.Tensor, repeats: int) -> list[float]:
-    """Wall seconds of ``repeats`` forward passes, after two warm-up passes."""
-    for _ in range(2):
-        model(batch)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(batch)
-        times.append(time.perf_counter() - t0)
+def seconds_per_pass(model: nn.Module, batch: torch.Tensor, repeats: int,
+                     precision: str = "fp32") -> list[float]:
+    """Wall seconds of ``repeats`` forward passes, after three warm-up passes (oneDNN picks
+    and caches its kernels for a layout and shape on the first ones)."""
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    with autocast:
+        for _ in range(3):
+            model(batch)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(batch)
+            times.append(time.perf_counter() - t0)
     return times
 
 
-def measure(name: str, model: nn.Module, side: int, repeats: int, batch: int) -> dict[str, Any]:
+def measure(name: str, model: nn.Module, side: int, repeats: int, batch: int,
+            channels_last: bool = False, precision: str = "fp32") -> dict[str, Any]:
     model.eval()
-    one = seconds_per_pass(model, torch.randn(1, 3, side, side), repeats)
-    many = seconds_per_pass(model, torch.randn(batch, 3, side, side), max(3, repeats // 6))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+
+    def images(n: int) -> torch.Tensor:
+        return torch.randn(n, 3, side, side).to(memory_format=layout)
+
+    one = seconds_per_pass(model, images(1), repeats, precision)
+    many = seconds_per_pass(model, images(batch), max(3, repeats // 3), precision)
     params = count_parameters(model)
     row = {"model": name, "input": side, "parameters": params, "fp32_bytes": 4 * params,
            "macs": count_macs(model, side),
            "batch1_median_ms": 1000 * statistics.median(one),
            "batch1_min_ms": 1000 * min(one),
-           f"batch{batch}_images_per_s": batch / statistics.median(many)}
+           f"batch{batch}_images_per_s": batch / statistics.median(many),
+           f"batch{batch}_passes": len(many)}
     print(f"{name:<44} {side:>3}px {params:>11,} params {row['macs'] / 1e6:>8.1f}M MACs  "
           f"{row['batch1_median_ms']:8.2f} ms/image  "
           f"{row[f'batch{batch}_images_per_s']:8.0f} img/s (batch {batch})", flush=True)
@@ -89,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=64, help="the throughput batch size")
     parser.add_argument("--no-pruned", dest="pruned", action="store_false",
                         help="skip the pruned variants of the default model")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: CPU autocast (fast only with AVX-512 BF16 or AMX)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args(argv)
@@ -99,13 +118,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.models:
         torch.manual_seed(args.seed)
         side = get_entry(name).default_input_size
-        rows.append(measure(name, create_model(name), side, args.repeats, args.batch))
+        rows.append(measure(name, create_model(name), side, args.repeats, args.batch,
+                            args.channels_last, args.precision))
     pruned = []
     if args.pruned:
         side = get_entry(PRUNED_BASE).default_input_size
         for name, model in pruned_variants(args.seed):
-            pruned.append(measure(name, model, side, args.repeats, args.batch))
-    result = {"precision": "fp32", "torch_threads": torch.get_num_threads(),
+            pruned.append(measure(name, model, side, args.repeats, args.batch,
+                                  args.channels_last, args.precision))
+    result = {"precision": args.precision, "channels_last": args.channels_last,
+              "torch_threads": torch.get_num_threads(),
               "repeats": args.repeats, "batch": args.batch, "models": rows, "pruned": pruned}
     write_result("inference_speed", result, args.output)
     return result

@@ -20,3 +20,12 @@ def test_inference_speed_writes_rows_for_models_and_pruned_variants(tmp_path):
     assert (magnitude["parameters"], magnitude["macs"]) == (dense["parameters"], dense["macs"])
     assert dense["macs"] > quarter["macs"] > half["macs"]
     assert dense["parameters"] > quarter["parameters"] > half["parameters"]
+
+
+def test_layout_and_precision_are_applied_and_recorded(tmp_path):
+    bench = load_benchmark("inference_speed")
+    result = bench.main(["--models", "squeezenet_cifar", "--repeats", "1", "--batch", "2",
+                         "--no-pruned", "--channels-last", "--precision", "bf16",
+                         "-o", str(tmp_path / "speed.json")])
+    assert (result["precision"], result["channels_last"], result["pruned"]) == ("bf16", True, [])
+    assert result["models"][0]["batch2_images_per_s"] > 0

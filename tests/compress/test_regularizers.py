@@ -107,16 +107,14 @@ def test_config_switches_the_regularizers_on():
 
 
 def test_a_run_with_group_lasso_logs_its_penalty_and_shrinks_it(tmp_path):
-    from noise_data import noise_split
+    from noise_data import noise_run_config, noise_split
 
-    from squeezelab.train import TrainConfig, train
+    from squeezelab.train import train
 
     data = noise_split(32)
-    cfg = TrainConfig(model="squeezenet_cifar_e2", epochs=3, batch_size=8, optimizer="sgd",
-                      lr=0.05, weight_decay=0.0, group_lasso_weight=0.05, precision="fp32",
-                      channels_last=False, out_dir=str(tmp_path), run_name="gl",
-                      progress=False, augment="none",
-                      model_args={"fire_config": [[4, 8, 8]] * 8, "stem_channels": 8})
+    cfg = noise_run_config(tmp_path, "gl", model="squeezenet_cifar_e2", epochs=3,
+                           optimizer="sgd", lr=0.05, weight_decay=0.0,
+                           group_lasso_weight=0.05, augment="none")
     result = train(cfg, data=(data, data))
     penalties = [row["group_lasso_penalty"] for row in result.history]
     assert len(penalties) == 3 and penalties[-1] < penalties[0]

@@ -101,16 +101,13 @@ def test_optimizer_pgd_switches_the_hook_on():
 
 
 def test_pgd_run_counts_perturbations(tmp_path):
-    from noise_data import noise_split
+    from noise_data import noise_run_config, noise_split
 
     from squeezelab.train import train
 
     data = noise_split(16)
-    cfg = TrainConfig(model="squeezenet_cifar", epochs=1, batch_size=8, optimizer="pgd",
-                      lr=0.01, pgd_threshold=1e6, pgd_interval=0, precision="fp32",
-                      channels_last=False, out_dir=str(tmp_path), run_name="pgd",
-                      progress=False, augment="cifar",
-                      model_args={"fire_config": [[4, 8, 8]] * 8, "stem_channels": 8})
+    cfg = noise_run_config(tmp_path, "pgd", optimizer="pgd", lr=0.01, pgd_threshold=1e6,
+                           pgd_interval=0, augment="cifar")
     result = train(cfg, data=(data, data))
     # threshold above any gradient norm and interval 0: every one of the 2 steps perturbs
     assert result.final["pgd_perturbations"] == 2

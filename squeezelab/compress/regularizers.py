@@ -132,9 +132,9 @@ class BatchNormL1Regularizer(_PenaltyHook):
     """Adds ``weight * sum |gamma|`` over the BatchNorm scales (Network Slimming, Liu et al.
     2017, arXiv 1708.06519). Behind BatchNorm a filter's norm is rescaled away, so group lasso
     on conv weights barely changes a channel until its filter is almost exactly zero; a gamma
-    near zero silences it, and ``prune --channels``
-    ranks channels by |gamma| (``channel_score`` auto / bn_scale). ``include``/``exclude``:
-    globs over the BatchNorm weights' names (``features.1.weight``)."""
+    near zero silences it, and ``prune --channels`` ranks channels by |gamma|
+    (``channel_score`` auto / bn_scale). ``include``/``exclude``: globs over the BatchNorm
+    weights' names (``features.1.weight``)."""
 
     name = "bn_l1"
 

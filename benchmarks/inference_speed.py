@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
+import copy
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from common import write_result  # noqa: E402
 from squeezelab import create_model  # noqa: E402
 from squeezelab.compress.channel_prune import remove_channels, smallest_channels  # noqa: E402
 from squeezelab.compress.prune import PruneConfig, prune_  # noqa: E402
-from squeezelab.metrics import count_macs, count_parameters  # noqa: E402
+from squeezelab.metrics import count_macs, count_parameters, time_forward  # noqa: E402
 from squeezelab.models import get_entry  # noqa: E402
 
 DEFAULT_MODELS = ["squeezenet1_0", "squeezenet1_1", "alexnet", "mobilenet_v1",
@@ -41,22 +40,13 @@ MAGNITUDE_SPARSITY = 0.7
 CHANNEL_FRACTIONS = (0.25, 0.5)
 
 
-@torch.no_grad()
-def seconds_per_pass(model: nn.Module, batch: torch.Tensor, repeats: int,
-                     precision: str = "fp32") -> list[float]:
-    """Wall seconds of ``repeats`` forward passes, after three warm-up passes (oneDNN picks
-    and caches its kernels for a layout and shape on the first ones)."""
+def timed(model: nn.Module, batch: torch.Tensor, repeats: int, precision: str) -> dict:
+    """``metrics.time_forward`` (3 warm-up passes, then ``repeats`` timed) under bf16 autocast
+    when asked."""
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     with autocast:
-        for _ in range(3):
-            model(batch)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(batch)
-            times.append(time.perf_counter() - t0)
-    return times
+        return time_forward(model, batch, warmup=3, iters=repeats)
 
 
 def measure(name: str, model: nn.Module, side: int, repeats: int, batch: int,
@@ -68,15 +58,16 @@ def measure(name: str, model: nn.Module, side: int, repeats: int, batch: int,
     def images(n: int) -> torch.Tensor:
         return torch.randn(n, 3, side, side).to(memory_format=layout)
 
-    one = seconds_per_pass(model, images(1), repeats, precision)
-    many = seconds_per_pass(model, images(batch), max(3, repeats // 3), precision)
+    one = timed(model, images(1), repeats, precision)
+    many_passes = max(3, repeats // 3)
+    many = timed(model, images(batch), many_passes, precision)
     params = count_parameters(model)
     row = {"model": name, "input": side, "parameters": params, "fp32_bytes": 4 * params,
            "macs": count_macs(model, side),
-           "batch1_median_ms": 1000 * statistics.median(one),
-           "batch1_min_ms": 1000 * min(one),
-           f"batch{batch}_images_per_s": batch / statistics.median(many),
-           f"batch{batch}_passes": len(many)}
+           "batch1_median_ms": 1000 * one["median_s"],
+           "batch1_min_ms": 1000 * one["min_s"],
+           f"batch{batch}_images_per_s": batch / many["median_s"],
+           f"batch{batch}_passes": many_passes}
     print(f"{name:<44} {side:>3}px {params:>11,} params {row['macs'] / 1e6:>8.1f}M MACs  "
           f"{row['batch1_median_ms']:8.2f} ms/image  "
           f"{row[f'batch{batch}_images_per_s']:8.0f} img/s (batch {batch})", flush=True)
@@ -87,8 +78,7 @@ def pruned_variants(seed: int) -> list[tuple[str, nn.Module]]:
     """The default CIFAR SqueezeNet dense, magnitude-pruned and with channels removed."""
     torch.manual_seed(seed)
     dense = create_model(PRUNED_BASE).eval()
-    magnitude = create_model(PRUNED_BASE).eval()
-    magnitude.load_state_dict(dense.state_dict())
+    magnitude = copy.deepcopy(dense)
     prune_(magnitude, PruneConfig(sparsity=MAGNITUDE_SPARSITY))
     variants = [(f"{PRUNED_BASE} magnitude-pruned {MAGNITUDE_SPARSITY:.0%} (zeros, dense "
                  "kernels)", magnitude)]

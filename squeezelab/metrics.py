@@ -139,7 +139,9 @@ def model_summary(model: nn.Module, input_size: int = 224) -> dict[str, Any]:
 @torch.no_grad()
 def time_forward(model: nn.Module, batch: torch.Tensor, warmup: int = 3, iters: int = 10
                  ) -> dict[str, float]:
-    """Seconds per forward pass of ``batch`` (after warm-up): mean, stdev, min."""
+    """Seconds per forward pass of ``batch`` (after ``warmup`` untimed passes, in which
+    oneDNN picks and caches its kernels): mean, median, stdev, min. Runs under whatever
+    autocast context the caller opened."""
     model.eval()
     sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
     for _ in range(warmup):
@@ -151,5 +153,6 @@ def time_forward(model: nn.Module, batch: torch.Tensor, warmup: int = 3, iters: 
         model(batch)
         sync()
         times.append(time.perf_counter() - t0)
-    return {"mean_s": statistics.mean(times), "stdev_s": statistics.pstdev(times),
+    return {"mean_s": statistics.mean(times), "median_s": statistics.median(times),
+            "stdev_s": statistics.pstdev(times),
             "min_s": min(times), "images_per_s": batch.shape[0] / statistics.mean(times)}

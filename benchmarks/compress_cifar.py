@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from squeezelab.checkpoint import checkpoint_paths  # noqa: E402
-from squeezelab.compress.pipeline import CompressConfig, compress  # noqa: E402
+from squeezelab.workflows.deep_compression import CompressConfig, compress  # noqa: E402
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from common import spread, write_result  # noqa: E402
 from squeezelab.checkpoint import model_from_checkpoint, resolve_checkpoint  # noqa: E402
 from squeezelab.models import create_model  # noqa: E402
 from squeezelab.train.config import TrainConfig  # noqa: E402
-from squeezelab.train.dsd import LR_SCHEDULES, DSDConfig, parse_phase_epochs  # noqa: E402
+from squeezelab.workflows.dsd import LR_SCHEDULES, DSDConfig, parse_phase_epochs  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dsd_squeezenet_cifar.yaml"
 #: every seed trains on the same --limit-train subset, chosen under this seed, so the runs of
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
     from squeezelab.data import load_split, resolve_default_cifar10
     from squeezelab.train import train
-    from squeezelab.train.dsd import run_dsd
+    from squeezelab.workflows.dsd import run_dsd
 
     source = base.data or resolve_default_cifar10()
     common = dict(root=base.data_root, image_size=base.image_size, seed=base.data_seed,

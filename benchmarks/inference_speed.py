@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from squeezelab import create_model  # noqa: E402
-from squeezelab.compress.channel_prune import remove_channels, smallest_channels  # noqa: E402
-from squeezelab.compress.prune import PruneConfig, prune_  # noqa: E402
+from squeezelab.compress.pruning.channels import remove_channels, smallest_channels  # noqa: E402
+from squeezelab.compress.pruning.magnitude import PruneConfig, prune_  # noqa: E402
 from squeezelab.metrics import count_macs, count_parameters, time_forward  # noqa: E402
 from squeezelab.models import get_entry  # noqa: E402
 

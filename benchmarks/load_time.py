@@ -21,9 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from squeezelab import create_model  # noqa: E402
-from squeezelab.compress.prune import PruneConfig, prune_  # noqa: E402
-from squeezelab.compress.sqz import load_compressed, save_compressed  # noqa: E402
-from squeezelab.compress.weight_sharing import WeightSharingConfig, share_weights_  # noqa: E402
+from squeezelab.compress.format.sqz import load_compressed, save_compressed  # noqa: E402
+from squeezelab.compress.pruning.magnitude import PruneConfig, prune_  # noqa: E402
+from squeezelab.compress.quantization.weight_sharing import (  # noqa: E402
+    WeightSharingConfig,
+    share_weights_,
+)
 
 
 def main() -> None:

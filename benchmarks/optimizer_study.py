@@ -1,5 +1,5 @@
 """The seed studies' optimizer and activation grids: expand a grid file
-(recipes/studies/*.yaml, see squeezelab/train/study.py) into runs, train each through
+(recipes/studies/*.yaml, see squeezelab/workflows/study.py) into runs, train each through
 ``train()`` and write one JSON with test accuracy and seconds per epoch per cell.
 
     python benchmarks/optimizer_study.py recipes/studies/optimizer_grid.yaml --dry-run
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 
-from squeezelab.train.study import expand_grid  # noqa: E402
+from squeezelab.workflows.study import expand_grid  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

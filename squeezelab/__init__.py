@@ -5,8 +5,8 @@ __version__ = "0.1.0"
 
 # Imported on first use (PEP 562), so ``import squeezelab`` stays fast.
 _LAZY = {
-    "save_compressed": "squeezelab.compress.sqz",
-    "load_compressed": "squeezelab.compress.sqz",
+    "save_compressed": "squeezelab.compress.format.sqz",
+    "load_compressed": "squeezelab.compress.format.sqz",
     "export_onnx": "squeezelab.export",
     "load_model": "squeezelab.inference",
     "predict": "squeezelab.inference",

@@ -22,7 +22,10 @@ from squeezelab.models import unwrap_model
 
 
 def _dense_copy(model: nn.Module) -> nn.Module:
-    from squeezelab.compress.weight_sharing import materialize_, shared_modules
+    from squeezelab.compress.quantization.weight_sharing import (
+        materialize_,
+        shared_modules,
+    )
 
     model = unwrap_model(model)
     if shared_modules(model):

@@ -70,7 +70,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         model = OnnxModel(p).eval()
         return model, model.metadata()
     if p.suffix == ".sqz":
-        from squeezelab.compress.sqz import load_compressed
+        from squeezelab.compress.format.sqz import load_compressed
 
         if not p.is_file():
             raise FileNotFoundError(f"{p} does not exist")
@@ -83,7 +83,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         return model, {**meta, "config": meta.get("config") or train_cfg,
                        "model": header["model"], "class_names": header.get("class_names")}
     from squeezelab.checkpoint import resolve_checkpoint
-    from squeezelab.compress.pipeline import load_compressible
+    from squeezelab.compress.format.checkpoints import load_compressible
 
     # load_compressible also rebuilds weight-shared checkpoints (plain ones load as before)
     loaded = load_compressible(resolve_checkpoint(p))

@@ -8,7 +8,10 @@ from model_configs import TINY
 from safetensors.torch import save_file
 
 from squeezelab.checkpoint import (
-    CheckpointError, load_matching_weights_, read_weights, save_checkpoint,
+    CheckpointError,
+    load_matching_weights_,
+    read_weights,
+    save_checkpoint,
 )
 from squeezelab.models import create_model
 

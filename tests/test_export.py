@@ -5,8 +5,13 @@ import json
 import pytest
 import torch
 
-from squeezelab.compress import WeightSharingConfig, load_compressed, prune_, save_compressed
-from squeezelab.compress import share_weights_
+from squeezelab.compress import (
+    WeightSharingConfig,
+    load_compressed,
+    prune_,
+    save_compressed,
+    share_weights_,
+)
 from squeezelab.export import check_onnx, export_onnx, onnx_metadata
 from squeezelab.models import create_model
 

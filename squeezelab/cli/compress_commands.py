@@ -186,10 +186,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------
 def cmd_prune(args: argparse.Namespace) -> int:
     from squeezelab.checkpoint import checkpoint_paths
-    from squeezelab.compress.pipeline import (
-        CompressConfig, load_compressible, prune_and_retrain, save_compressible)
-    from squeezelab.compress.prune import PruneConfig
+    from squeezelab.compress.pruning.magnitude import PruneConfig
     from squeezelab.data.preprocess import META_KEYS, Preprocess
+    from squeezelab.workflows.deep_compression import (
+        CompressConfig,
+        load_compressible,
+        prune_and_retrain,
+        save_compressible,
+    )
 
     if args.json_out and Path(args.json_out).resolve() == checkpoint_paths(
             args.output)[0].resolve():
@@ -241,9 +245,13 @@ def _write_json(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from squeezelab.compress.pipeline import evaluate_top1, load_compressible
-    from squeezelab.compress.sensitivity import (
-        plot_sensitivity, sensitivity_analysis, sensitivity_table, suggest_sparsities)
+    from squeezelab.compress.pruning.sensitivity import (
+        plot_sensitivity,
+        sensitivity_analysis,
+        sensitivity_table,
+        suggest_sparsities,
+    )
+    from squeezelab.workflows.deep_compression import evaluate_top1, load_compressible
 
     for s in args.sparsities:
         if not 0 <= s < 1:
@@ -269,8 +277,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _quant_config(args: argparse.Namespace):
-    from squeezelab.compress import quant
-    from squeezelab.compress.weight_sharing import WeightSharingConfig
+    from squeezelab.compress import quantization as quant
+    from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
 
     m = args.method
     if m == "kmeans":
@@ -313,11 +321,11 @@ def _report_bytes(report: Any) -> tuple[float | None, float | None]:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from squeezelab.compress.pipeline import evaluate_top1, load_compressible
-    from squeezelab.compress.quantize import quantize_
-    from squeezelab.compress.size_report import format_size_report, size_report
-    from squeezelab.compress.sqz import save_compressed
+    from squeezelab.compress.format.size_report import format_size_report, size_report
+    from squeezelab.compress.format.sqz import save_compressed
+    from squeezelab.compress.quantization.registry import quantize_
     from squeezelab.data.preprocess import Preprocess
+    from squeezelab.workflows.deep_compression import evaluate_top1, load_compressible
 
     config = _quant_config(args)
     out = Path(args.output)
@@ -397,13 +405,20 @@ def prune_channels(args: argparse.Namespace) -> int:
     import torch
 
     from squeezelab.checkpoint import save_checkpoint
-    from squeezelab.compress.channel_prune import (
-        find_dead_channels, remove_channels, smallest_channels)
-    from squeezelab.compress.pipeline import CompressConfig, evaluate_top1, load_compressible
-    from squeezelab.compress.weight_sharing import shared_modules
+    from squeezelab.compress.pruning.channels import (
+        find_dead_channels,
+        remove_channels,
+        smallest_channels,
+    )
+    from squeezelab.compress.quantization.weight_sharing import shared_modules
     from squeezelab.data.preprocess import Preprocess
     from squeezelab.metrics import count_macs, count_parameters
     from squeezelab.models import model_spec
+    from squeezelab.workflows.deep_compression import (
+        CompressConfig,
+        evaluate_top1,
+        load_compressible,
+    )
 
     fraction = _channel_selection(args.channels)
     if args.sparsity is not None or args.rule:
@@ -465,7 +480,7 @@ def prune_channels(args: argparse.Namespace) -> int:
 
 
 def _compress_config(args: argparse.Namespace, meta: dict[str, Any]):
-    from squeezelab.compress.pipeline import CompressConfig
+    from squeezelab.workflows.deep_compression import CompressConfig
 
     values: dict[str, Any] = {}
     if args.recipe:
@@ -503,7 +518,7 @@ def _compress_config(args: argparse.Namespace, meta: dict[str, Any]):
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from squeezelab.compress.pipeline import compress, load_compressible
+    from squeezelab.workflows.deep_compression import compress, load_compressible
 
     out = Path(args.output)
     if out.suffix != ".sqz":

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.cli import DefaultsHelpFormatter
+from squeezelab.cli.config_flags import add_config_flags, config_from_args, report_run
 from squeezelab.train.config import TrainConfig
-from squeezelab.train.dsd import LR_SCHEDULES
+from squeezelab.workflows.dsd import LR_SCHEDULES
 
 
 def dsd_config_for(args: argparse.Namespace, run_dir: Path | None = None):
     """The DSD config of a ``train`` invocation, or None: ``--dsd`` wins over the recipe's
     ``dsd:`` section; on ``--resume`` the config saved in the run's checkpoint is used."""
     from squeezelab.train.config import load_recipe_sections
-    from squeezelab.train.dsd import DSDConfig
+    from squeezelab.workflows.dsd import DSDConfig
 
     if getattr(args, "dsd", None):
         return DSDConfig.parse(args.dsd)
@@ -51,7 +52,7 @@ def train_with_methods(args: argparse.Namespace, cfg: TrainConfig, *, resume: bo
     dsd_cfg = dsd_config_for(args, run_dir if resume else None)
     if dsd_cfg is None:
         return train(cfg, resume=resume, run_dir=run_dir)
-    from squeezelab.train.dsd import run_dsd
+    from squeezelab.workflows.dsd import run_dsd
 
     given_epochs = getattr(args, "cfg_epochs", None)
     if given_epochs is not None and given_epochs != dsd_cfg.total_epochs:
@@ -61,8 +62,6 @@ def train_with_methods(args: argparse.Namespace, cfg: TrainConfig, *, resume: bo
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from squeezelab.cli.train_commands import add_config_flags
-
     # conflict_handler="resolve": this command's --epochs (SPARSE-REDENSE) replaces the
     # training config's integer --epochs, which DSD computes from the phases.
     p = sub.add_parser("dsd", help="dense-sparse-dense training from a trained dense model",
@@ -96,8 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_dsd(args: argparse.Namespace) -> int:
     from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
-    from squeezelab.cli.train_commands import config_from_args, report_run
-    from squeezelab.train.dsd import DSDConfig, parse_phase_epochs, run_dsd
+    from squeezelab.workflows.dsd import DSDConfig, parse_phase_epochs, run_dsd
 
     phases = parse_phase_epochs(args.dsd_epochs)
     if phases["dense_epochs"]:

@@ -31,8 +31,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from squeezelab.compress.size_report import format_size_report, size_report
-    from squeezelab.compress.sqz import read_sqz
+    from squeezelab.compress.format.size_report import format_size_report, size_report
+    from squeezelab.compress.format.sqz import read_sqz
 
     path = Path(args.sqz)
     if not path.is_file():

@@ -1,24 +1,38 @@
-"""Compression: pruning masks, k-means weight sharing, quantizers, Huffman coding and the .sqz file
-format, as pure tensor functions under thin in-place model transforms ending in ``_``, and the
-Deep Compression pipeline over them (Han et al., arXiv 1510.00149)."""
-from squeezelab.compress.huffman import huffman_decode, huffman_encode
-from squeezelab.compress.kmeans import fit_kmeans
-from squeezelab.compress.masks import MaskHook, Masks
-from squeezelab.compress.pipeline import (
-    CompressConfig,
-    CompressResult,
-    compress,
+"""Compression: pure tensor functions under thin in-place model transforms ending in ``_``.
+
+    pruning/        magnitude pruning, masks, schedules, sensitivity, channel removal
+    quantization/   k-means weight sharing and every other quantizer, one registry
+    coding/         Huffman and sparse-position coding
+    format/         the .sqz file, its size report, checkpoints of compressed models
+    fold.py         BatchNorm folding
+
+Nothing here trains a model: the Deep Compression pipeline, which retrains between steps, is a
+workflow (``squeezelab.workflows.deep_compression``). Training-time methods plug in as hooks
+(``squeezelab.hooks``), the one interface both floors share.
+"""
+from squeezelab.compress.coding import huffman_decode, huffman_encode
+from squeezelab.compress.format import (
+    SqzFormatError,
+    format_size_report,
+    load_compressed,
     load_compressible,
-    prune_and_retrain,
+    read_sqz,
+    save_compressed,
     save_compressible,
-    share_and_finetune,
+    size_report,
 )
-from squeezelab.compress.prune import PruneConfig, compute_masks, prune_
-from squeezelab.compress.quantize import quantize_
-from squeezelab.compress.schedules import GradualPruneHook, IterativePruneHook
-from squeezelab.compress.size_report import format_size_report, size_report
-from squeezelab.compress.sqz import SqzFormatError, load_compressed, read_sqz, save_compressed
-from squeezelab.compress.weight_sharing import (
+from squeezelab.compress.pruning import (
+    GradualPruneHook,
+    IterativePruneHook,
+    MaskHook,
+    Masks,
+    PruneConfig,
+    compute_masks,
+    prune_,
+)
+from squeezelab.compress.quantization.kmeans import fit_kmeans
+from squeezelab.compress.quantization.registry import quantize_
+from squeezelab.compress.quantization.weight_sharing import (
     WeightSharingConfig,
     materialize_,
     prepare_shared_,
@@ -27,11 +41,9 @@ from squeezelab.compress.weight_sharing import (
 )
 
 __all__ = [
-    "CompressConfig", "CompressResult", "GradualPruneHook", "IterativePruneHook", "MaskHook",
-    "Masks", "PruneConfig", "SqzFormatError", "WeightSharingConfig", "compress",
-    "compute_masks", "fit_kmeans", "format_size_report", "huffman_decode", "huffman_encode",
-    "load_compressed", "load_compressible", "materialize_", "prepare_shared_",
-    "prune_", "prune_and_retrain", "quantize_", "read_sqz", "save_compressed",
-    "save_compressible", "share_and_finetune", "share_weights_", "shared_layer_bits",
-    "size_report",
+    "GradualPruneHook", "IterativePruneHook", "MaskHook", "Masks", "PruneConfig",
+    "SqzFormatError", "WeightSharingConfig", "compute_masks", "fit_kmeans", "format_size_report",
+    "huffman_decode", "huffman_encode", "load_compressed", "load_compressible", "materialize_",
+    "prepare_shared_", "prune_", "quantize_", "read_sqz", "save_compressed", "save_compressible",
+    "shared_layer_bits", "share_weights_", "size_report",
 ]

@@ -13,7 +13,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from squeezelab.data.cache import cache_key, default_cache_dir, load_entry, read_meta, save_entry
+from squeezelab.data.cache import (
+    cache_key,
+    default_cache_dir,
+    load_entry,
+    read_meta,
+    save_entry,
+)
 from squeezelab.data.cifar import CIFAR_SPECS, load_cifar
 from squeezelab.data.folders import decode_files, parse_image_size, scan_split
 from squeezelab.data.types import DataError, ImageTensors

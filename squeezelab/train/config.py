@@ -3,13 +3,11 @@ with unknown keys rejected, overridable by CLI flags, and saved next to every ru
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-import yaml
+from squeezelab.config import ConfigBase, ConfigError, read_yaml_mapping
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "pgd")
 SCHEDULES = ("constant", "step", "cosine", "linear", "cosine_restarts")
@@ -19,12 +17,8 @@ AUGMENTS = ("auto", "cifar", "imagenet", "none")
 GROUP_LASSO_GROUPS = ("out_channels", "in_channels", "both")
 
 
-class ConfigError(ValueError):
-    """A config value or key that is not allowed."""
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """Everything a training run depends on. Units are in the names (epochs, lr, seconds)."""
 
     # model
@@ -62,7 +56,7 @@ class TrainConfig:
     pgd_radius: float = 1e-3
     pgd_threshold: float = 1e-3
     pgd_interval: int = 10  # steps without noise after a perturbation (the paper's t_thres)
-    # sparsity regularisers added to the loss (compress/regularizers.py): L1 on weights (Han et
+    # sparsity regularisers added to the loss (train/regularizers.py): L1 on weights (Han et
     # al. 2015) and group lasso over whole channels (Wen et al. 2016), whose dead channels
     # ``squeezelab prune --channels dead`` then cuts out; 0 = off
     l1_weight: float = 0.0
@@ -133,40 +127,14 @@ class TrainConfig:
         """The seed that chooses the limit_train / limit_test subset."""
         return data_seed_of({"seed": self.seed, "subset_seed": self.subset_seed})
 
-    # --- (de)serialisation -------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a mapping; an unknown key is an error naming the close matches."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
-        """Load a recipe; ``overrides`` (e.g. from CLI flags) win over the file's values."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"recipe {path} must hold a mapping of config keys")
-        # Recipes may hold sections that other commands read (e.g. "dsd:", "distill:").
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None,
+                  *, section: str | None = None) -> "TrainConfig":
+        """Load a recipe; ``overrides`` (e.g. from CLI flags) win over the file's values.
+        The method sections other commands read (``dsd:``, ``compress:`` ...) are skipped."""
+        values = read_yaml_mapping(path)
         values = {k: v for k, v in values.items() if k not in RECIPE_SECTIONS}
-        values.update(overrides or {})
-        return cls.from_dict(values, source=str(path))
-
-    def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+        return cls.from_dict({**values, **(overrides or {})}, source=str(path))
 
 
 def data_seed_of(config: dict[str, Any]) -> int:
@@ -241,5 +209,8 @@ RECIPE_SECTIONS = ("dsd", "distill", "prune", "compress", "fitnets")
 
 def load_recipe_sections(path: str | Path) -> dict[str, Any]:
     """The method sections (dsd, distill, ...) of a recipe, for commands that use them."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    return {k: v for k, v in values.items() if k in RECIPE_SECTIONS}
+    return {k: v for k, v in read_yaml_mapping(path).items() if k in RECIPE_SECTIONS}
+
+
+__all__ = ["ConfigError", "FIELD_HELP", "RECIPE_SECTIONS", "TrainConfig", "data_seed_of",
+           "load_recipe_sections"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from squeezelab.train.hooks import TrainHook, TrainState
+from squeezelab.hooks import TrainHook, TrainState
 
 MODES = ("kd", "logits")
 
@@ -146,7 +146,11 @@ def model_num_classes(model: nn.Module) -> int | None:
 
 def load_teacher(path: str | Path) -> nn.Module:
     """A frozen teacher from a checkpoint or a run directory (its best, else last checkpoint)."""
-    from squeezelab.checkpoint import checkpoint_paths, model_from_checkpoint, resolve_checkpoint
+    from squeezelab.checkpoint import (
+        checkpoint_paths,
+        model_from_checkpoint,
+        resolve_checkpoint,
+    )
 
     p = resolve_checkpoint(path)
     json_path, st_path = checkpoint_paths(p)

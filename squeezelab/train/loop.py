@@ -1,7 +1,7 @@
 """The training loop: one flat loop a reader can check in one screen (nanoGPT's habit).
 
 Pruning masks, DSD phases, distillation, regularisers and perturbed gradients plug in as
-``TrainHook``s (train/hooks.py); the loop itself knows none of them. It also knows nothing of
+``TrainHook``s (squeezelab/hooks.py); the loop itself knows none of them. It also knows nothing of
 the device count: under torchrun it wraps the model in DistributedDataParallel, shards the data
 by rank and reduces the metrics, with only rank 0 writing files.
 
@@ -36,6 +36,7 @@ from squeezelab.checkpoint import (
     read_weights,
     save_checkpoint,
 )
+from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.models import create_model, get_entry
 from squeezelab.train.config import ConfigError, TrainConfig
 from squeezelab.train.distributed import (
@@ -45,7 +46,6 @@ from squeezelab.train.distributed import (
     is_distributed,
 )
 from squeezelab.train.evaluate import autocast_context, evaluate
-from squeezelab.train.hooks import TrainHook, TrainState
 from squeezelab.train.optim import build_optimizer, build_scheduler
 from squeezelab.train.run_dir import RunDir, environment
 

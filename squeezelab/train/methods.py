@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from squeezelab.hooks import TrainHook
 from squeezelab.train.config import TrainConfig
-from squeezelab.train.hooks import TrainHook
 
 
 def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[TrainHook]:
@@ -16,7 +16,7 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
     ``optimizer: pgd`` -> ``PerturbedGradientHook(cfg.pgd_radius, cfg.pgd_threshold,
     cfg.pgd_interval, seed=cfg.seed)`` (Jin et al. 2017, arXiv 1703.00887): the optimizer is
     plain SGD, the perturbation is the hook. ``l1_weight`` / ``group_lasso_weight`` > 0 ->
-    ``L1Regularizer`` / ``GroupLassoRegularizer`` (compress/regularizers.py) on every
+    ``L1Regularizer`` / ``GroupLassoRegularizer`` (train/regularizers.py) on every
     Conv2d/Linear weight; ``bn_l1_weight`` > 0 -> ``BatchNormL1Regularizer`` on every
     BatchNorm scale.
     """
@@ -28,15 +28,15 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
         hooks.append(PerturbedGradientHook(cfg.pgd_radius, cfg.pgd_threshold,
                                            getattr(cfg, "pgd_interval", 10), seed=cfg.seed))
     if cfg.l1_weight > 0 and "l1" not in taken:
-        from squeezelab.compress.regularizers import L1Regularizer
+        from squeezelab.train.regularizers import L1Regularizer
 
         hooks.append(L1Regularizer(cfg.l1_weight))
     if cfg.group_lasso_weight > 0 and "group_lasso" not in taken:
-        from squeezelab.compress.regularizers import GroupLassoRegularizer
+        from squeezelab.train.regularizers import GroupLassoRegularizer
 
         hooks.append(GroupLassoRegularizer(cfg.group_lasso_weight, cfg.group_lasso_groups))
     if cfg.bn_l1_weight > 0 and "bn_l1" not in taken:
-        from squeezelab.compress.regularizers import BatchNormL1Regularizer
+        from squeezelab.train.regularizers import BatchNormL1Regularizer
 
         hooks.append(BatchNormL1Regularizer(cfg.bn_l1_weight))
     return hooks

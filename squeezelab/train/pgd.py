@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from squeezelab.train.hooks import TrainHook, TrainState
+from squeezelab.hooks import TrainHook, TrainState
 
 
 class PerturbedGradientHook(TrainHook):

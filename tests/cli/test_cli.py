@@ -122,7 +122,7 @@ def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
 def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
     import torch.nn as nn
 
-    from squeezelab.cli.train_commands import report_run
+    from squeezelab.cli.config_flags import report_run
     from squeezelab.train.loop import RunResult
 
     history = [{"test_top1": 0.5, "test_top5": 0.9}]

@@ -99,7 +99,7 @@ def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
 
 
 def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
-    from squeezelab.compress.channel_prune import remove_channels, smallest_channels
+    from squeezelab.compress.pruning.channels import remove_channels, smallest_channels
     from squeezelab.inference import load_model, preprocess_of
 
     out = tmp_path / "slim"

@@ -9,7 +9,6 @@ from model_configs import TINY
 
 from squeezelab.cli import main
 
-
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
@@ -51,7 +50,7 @@ def test_train_dsd_flag_then_dsd_from_checkpoint(tmp_path, cifar_tree, capsys):
 def test_recipe_dsd_section_is_read(recipe):
     from squeezelab.cli.method_commands import dsd_config_for
     from squeezelab.train import TrainConfig
-    from squeezelab.train.dsd import DSDConfig
+    from squeezelab.workflows.dsd import DSDConfig
 
     args = type("A", (), {"dsd": None, "recipe": str(RECIPES / recipe)})()
     # the seed study's defaults: 40% sparsity, 5-3-5 epochs

@@ -6,7 +6,7 @@ from model_configs import TINY
 
 from squeezelab import create_model
 from squeezelab.compress.fold import fold_batchnorm, fold_conv_bn
-from squeezelab.compress.prune import PruneConfig, prune_
+from squeezelab.compress.pruning.magnitude import PruneConfig, prune_
 from squeezelab.models import model_spec
 
 

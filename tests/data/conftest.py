@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cifar_fixtures import CIFAR10_CLASSES, copy_tree
 
+
 @pytest.fixture
 def jpeg_tree(tmp_path: Path) -> Path:
     """A class-folder tree with 3 train and 2 test CIFAR-10 JPEGs per class (real data)."""

@@ -12,9 +12,9 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar_archive
 
-from squeezelab.data import DataError, load_split
-from squeezelab.data import cifar
+from squeezelab.data import DataError, cifar, load_split
 from squeezelab.data.cifar import (
     CIFAR_SPECS,
     ensure_archive,
@@ -22,8 +22,6 @@ from squeezelab.data.cifar import (
     read_cifar_archive,
     restricted_loads,
 )
-
-from conftest import write_cifar_archive
 
 
 def _trust(monkeypatch, variant, path):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezelab.data import load_split
-from squeezelab.data import sources
+from squeezelab.data import load_split, sources
 from squeezelab.data.cache import cache_key, default_cache_dir, entry_paths
 from squeezelab.data.folders import scan_split
 from squeezelab.data.sources import channel_stats

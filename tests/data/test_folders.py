@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cifar_fixtures import CIFAR10_CLASSES
 from PIL import Image
 
 from squeezelab.data import DataError, load_split
 from squeezelab.data.folders import decode_files, parse_image_size, scan_split
-
-from cifar_fixtures import CIFAR10_CLASSES
 
 
 def _png(path: Path, array: np.ndarray, mode: str | None = None) -> None:

@@ -2,15 +2,18 @@
 CIFAR-10 source resolution, source errors, and the ``ImageTensors`` container itself."""
 from __future__ import annotations
 
-
 import pytest
 import torch
-
-from squeezelab.data import DataError, ImageTensors, load_split, resolve_default_cifar10
-from squeezelab.data import sources
-from squeezelab.data.sources import balanced_indices
-
 from cifar_fixtures import copy_tree
+
+from squeezelab.data import (
+    DataError,
+    ImageTensors,
+    load_split,
+    resolve_default_cifar10,
+    sources,
+)
+from squeezelab.data.sources import balanced_indices
 
 
 def _tensors(n: int = 6, classes=("a", "b", "c")) -> ImageTensors:

@@ -61,7 +61,7 @@ class SeesUnwrapped(TrainHook):
 
 
 def _hooks(teacher_path):
-    from squeezelab.compress.masks import MaskHook
+    from squeezelab.compress.pruning.masks import MaskHook
     from squeezelab.train.distill import DistillConfig, DistillHook
 
     return [DistillHook(DistillConfig(teacher=teacher_path, temperature=4.0, alpha=0.5)),

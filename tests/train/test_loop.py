@@ -10,7 +10,13 @@ import yaml
 from model_configs import SMALL
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
-from squeezelab.train import ConfigError, TrainConfig, TrainHook, TrainingDiverged, train
+from squeezelab.train import (
+    ConfigError,
+    TrainConfig,
+    TrainHook,
+    TrainingDiverged,
+    train,
+)
 
 
 def config(tmp_path, **kw):

@@ -1,0 +1,79 @@
+"""The training-config flags shared by every command that trains (``train``, ``dsd``, ...): one
+flag per ``TrainConfig`` field, turned back into a config, and the line a finished run prints."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+import yaml
+
+from squeezelab.cli import parse_bool
+from squeezelab.train.config import FIELD_HELP, TrainConfig
+
+
+def _parse_yaml_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _field_type(field: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(TrainConfig)
+    hint = hints[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    if base is bool:
+        return parse_bool
+    if base in (int, float, str):
+        return base
+    return _parse_yaml_value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults are None so only given flags override."""
+    group = parser.add_argument_group("training config (override a recipe's values)")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model_args":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        parse = _field_type(field)
+        group.add_argument(flag, dest=f"cfg_{field.name}", type=parse, default=None,
+                           metavar="BOOL" if parse is parse_bool else field.name.upper(),
+                           help=FIELD_HELP[field.name] if default is None
+                           else f"{FIELD_HELP[field.name]} (default: {default})")
+    group.add_argument("--model-arg", dest="model_args", action="append", default=[],
+                       metavar="KEY=VALUE", help="model constructor override, e.g. "
+                       "--model-arg batch_norm=true (repeatable; values parsed as YAML)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    model_args = {}
+    for item in args.model_args:
+        if "=" not in item:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        model_args[key] = _parse_yaml_value(value)
+    if args.recipe:
+        cfg = TrainConfig.from_yaml(args.recipe, overrides)
+    else:
+        cfg = TrainConfig.from_dict(overrides, source="command line")
+    if model_args:
+        cfg = cfg.replace(model_args={**cfg.model_args, **model_args})
+    return cfg
+
+
+def report_run(result, what: str = "") -> int:
+    """Print where a finished run is and its final test accuracy (rank 0 only: under torchrun
+    every rank returns a result); the exit status: 130 when the run was interrupted."""
+    if result.interrupted:
+        return 130
+    if not result.is_main:
+        return 0
+    print(f"run: {result.run_dir}")
+    final = result.final
+    if "test_top1" in final:
+        top5 = f", top-5 {final['test_top5']:.4f}" if "test_top5" in final else ""
+        print(f"final test top-1 {final['test_top1']:.4f}{top5}{what}")
+    return 0

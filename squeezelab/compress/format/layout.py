@@ -1,0 +1,280 @@
+"""The ``.sqz`` layout and its validation: constants, the dtype table, ``SqzFormatError``, and
+the checks that run on a file before any of it is decoded (sqz.py writes and decodes).
+
+Every length, offset and count in a header is checked against the file here, so a damaged or
+hostile file raises ``SqzFormatError`` (and nothing else) without a crash, a hang or an
+allocation larger than the file justifies.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from squeezelab.compress.coding.huffman import MAX_CODE_LENGTH
+from squeezelab.compress.coding.sparse_index import max_total
+
+MAGIC = b"SQZ\x00"
+FORMAT = "squeezelab-sqz"
+VERSION = 2
+READ_VERSIONS = (1, 2)  # 1: plain JSON header; 2: zlib-compressed JSON header
+# A zlib header may expand at most this much (JSON compresses ~5-10x): no decompression bombs.
+_MAX_HEADER_EXPANSION = 64
+_MAX_HEADER_BYTES = 64 << 20
+_PREFIX = struct.Struct("<4sHI")  # magic, version, header length
+_CRC = struct.Struct("<I")
+# The paper's relative-index widths: 8 bits for conv layers, 5 bits for fully connected ones.
+DEFAULT_GAP_BITS = {"conv": 8, "linear": 5}
+# Allocation cap: a file of B bytes may describe at most max(2**22, 4096 * B) weights. A gap
+# stream needs >= 1 bit per max_gap (255 at 8 bits) weights, so real files stay far below.
+_MIN_ELEMENT_CAP = 1 << 22
+_ELEMENTS_PER_BYTE = 4096
+# Model-spec kwargs from a file are bounded so that a lying spec cannot make a builder loop
+# for a long time (e.g. num_fire = 10**9) before any tensor is compared.
+_MAX_KWARG_INT = 1 << 20
+_MAX_KWARG_ITEMS = 4096
+_MAX_NDIM = 8
+
+_DTYPES: dict[str, tuple[torch.dtype, str]] = {
+    # name -> (torch dtype, little-endian numpy dtype of the raw bytes)
+    "float32": (torch.float32, "<f4"),
+    "float64": (torch.float64, "<f8"),
+    "float16": (torch.float16, "<f2"),
+    "bfloat16": (torch.bfloat16, "<u2"),
+    "int64": (torch.int64, "<i8"),
+    "int32": (torch.int32, "<i4"),
+    "int16": (torch.int16, "<i2"),
+    "int8": (torch.int8, "i1"),
+    "uint8": (torch.uint8, "u1"),
+    "bool": (torch.bool, "u1"),
+}
+_DTYPE_NAMES = {v[0]: k for k, v in _DTYPES.items()}
+_INDEX_NP = {torch.uint8: np.uint8, torch.int16: np.int16, torch.int32: np.int32}
+
+
+class SqzFormatError(ValueError):
+    """A ``.sqz`` file that is damaged, hostile, of another version, or does not fit its model."""
+
+
+# ------------------------------------------------------------------------------------------
+# validation of a file read from disk, before anything is decoded
+# ------------------------------------------------------------------------------------------
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _get_int(entry: dict, key: str, where: str, low: int, high: int) -> int:
+    v = entry.get(key)
+    if not _is_int(v) or not low <= v <= high:
+        raise SqzFormatError(f"{where}: {key!r} must be an int in [{low}, {high}], got {v!r}")
+    return v
+
+
+def _get_stream(entry: dict, key: str, where: str, payload_size: int) -> tuple[int, int]:
+    ref = entry.get(key)
+    if (not isinstance(ref, list) or len(ref) != 2 or not all(_is_int(x) for x in ref)
+            or ref[0] < 0 or ref[1] < 0):
+        raise SqzFormatError(
+            f"{where}: {key!r} must be [offset, length] (non-negative ints), got {ref!r}"
+        )
+    off, length = ref
+    if off + length > payload_size:
+        raise SqzFormatError(
+            f"{where}: {key} stream [{off}, {off + length}) lies outside the "
+            f"{payload_size}-byte payload"
+        )
+    return off, length
+
+
+def _shape_numel(entry: dict, where: str) -> tuple[list[int], int]:
+    shape = entry.get("shape")
+    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
+            or not all(_is_int(d) and d >= 0 for d in shape)):
+        raise SqzFormatError(
+            f"{where}: shape must be a list of at most {_MAX_NDIM} non-negative ints, got "
+            f"{str(shape)[:80]}"
+        )
+    return shape, math.prod(shape)
+
+
+def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
+    """Check prefix, CRC and header; return (version, header, payload)."""
+    if len(data) < _PREFIX.size + _CRC.size:
+        raise SqzFormatError(f"{source}: {len(data)} bytes is too short for a .sqz file")
+    magic, version, header_len = _PREFIX.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise SqzFormatError(f"{source}: not a .sqz file (magic {magic!r}, expected {MAGIC!r})")
+    if version not in READ_VERSIONS:
+        raise SqzFormatError(
+            f"{source}: format version {version}; this squeezelab reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
+        )
+    body_end = len(data) - _CRC.size
+    if _PREFIX.size + header_len > body_end:
+        raise SqzFormatError(
+            f"{source}: header length {header_len} runs past the end of the "
+            f"{len(data)}-byte file (truncated?)"
+        )
+    (crc,) = _CRC.unpack_from(data, body_end)
+    view = memoryview(data)
+    actual = zlib.crc32(view[_PREFIX.size:body_end])
+    if crc != actual:
+        raise SqzFormatError(
+            f"{source}: CRC32 mismatch (file says {crc:08x}, contents give {actual:08x}): "
+            "the file is damaged or truncated"
+        )
+    header_raw = bytes(view[_PREFIX.size:_PREFIX.size + header_len])
+    if version >= 2:
+        header_raw = _inflate_header(header_raw, source)
+    try:
+        header = json.loads(header_raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
+        raise SqzFormatError(f"{source}: header is not valid UTF-8 JSON: {e}") from None
+    payload = view[_PREFIX.size + header_len:body_end]
+    _check_header(header, len(payload), len(data), source)
+    return version, header, payload
+
+
+def _inflate_header(raw: bytes, source: str) -> bytes:
+    """Decompress a version-2 header, refusing one that expands past a bound."""
+    limit = min(_MAX_HEADER_BYTES, max(1 << 16, _MAX_HEADER_EXPANSION * len(raw)))
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(raw, limit)
+    except zlib.error as e:
+        raise SqzFormatError(f"{source}: header is not valid zlib data: {e}") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise SqzFormatError(
+            f"{source}: header does not decompress within {limit} bytes (damaged, or more "
+            f"than {_MAX_HEADER_EXPANSION}x its {len(raw)} compressed bytes)"
+        )
+    return out
+
+
+def _check_kwargs(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 4:
+        raise SqzFormatError(f"{where}: model kwargs are nested too deeply")
+    if isinstance(value, dict):
+        if len(value) > _MAX_KWARG_ITEMS:
+            raise SqzFormatError(f"{where}: too many model kwargs ({len(value)})")
+        for k, v in value.items():
+            _check_kwargs(v, f"{where}.{k}", depth + 1)
+    elif isinstance(value, list):
+        if len(value) > _MAX_KWARG_ITEMS:
+            raise SqzFormatError(f"{where}: list of {len(value)} items is too long")
+        for v in value:
+            _check_kwargs(v, where, depth + 1)
+    elif _is_int(value):
+        if abs(value) > _MAX_KWARG_INT:
+            raise SqzFormatError(
+                f"{where}: model argument {value} is beyond +-{_MAX_KWARG_INT}; refusing to "
+                "build such a model from a file"
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise SqzFormatError(f"{where}: model argument {value} is not finite")
+    elif not (value is None or isinstance(value, (str, bool))):
+        raise SqzFormatError(f"{where}: unexpected model argument {value!r}")
+
+
+def _check_header(header: Any, payload_size: int, file_size: int, source: str) -> None:
+    if not isinstance(header, dict):
+        raise SqzFormatError(f"{source}: header must be a JSON object, got {type(header).__name__}")
+    if header.get("format") != FORMAT:
+        raise SqzFormatError(f"{source}: header format is {header.get('format')!r}, not {FORMAT!r}")
+    if header.get("payload_size") != payload_size:
+        raise SqzFormatError(
+            f"{source}: header says the payload has {header.get('payload_size')!r} bytes, the "
+            f"file holds {payload_size}"
+        )
+    spec = header.get("model")
+    if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str)
+            or not isinstance(spec.get("kwargs"), dict)):
+        raise SqzFormatError(f"{source}: header 'model' must be {{'name': str, 'kwargs': dict}}")
+    _check_kwargs(spec["kwargs"], f"{source}: model kwargs")
+    names = header.get("class_names")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        raise SqzFormatError(f"{source}: class_names must be a list of strings or null")
+    if not isinstance(header.get("meta"), dict):
+        raise SqzFormatError(f"{source}: header 'meta' must be a JSON object")
+    _get_int(header, "huffman_lane_symbols", source, 1, 65535 // MAX_CODE_LENGTH)
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+        raise SqzFormatError(f"{source}: header 'tensors' must be a list of objects")
+    cap = max(_MIN_ELEMENT_CAP, _ELEMENTS_PER_BYTE * file_size)
+    total = 0
+    seen: set[str] = set()
+    for i, entry in enumerate(tensors):
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise SqzFormatError(f"{source}: tensor {i} has no name")
+        where = f"layer {name!r}"
+        if name in seen:
+            raise SqzFormatError(f"{where}: listed twice")
+        seen.add(name)
+        shape, numel = _shape_numel(entry, where)
+        total += numel
+        if total > cap:
+            raise SqzFormatError(
+                f"{where}: tensors add up to {total} elements, more than a {file_size}-byte "
+                f"file can hold (cap {cap})"
+            )
+        dtype = entry.get("dtype")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise SqzFormatError(f"{where}: unknown dtype {dtype!r} (expected one of "
+                                 f"{sorted(_DTYPES)})")
+        encoding = entry.get("encoding")
+        if encoding == "dense":
+            _, length = _get_stream(entry, "data", where, payload_size)
+            itemsize = np.dtype(_DTYPES[dtype][1]).itemsize
+            if length != numel * itemsize:
+                raise SqzFormatError(
+                    f"{where}: {length} bytes of data, but shape {shape} in {dtype} needs "
+                    f"{numel * itemsize}"
+                )
+        elif encoding == "shared":
+            _check_shared_entry(entry, where, shape, numel, payload_size)
+        else:
+            raise SqzFormatError(f"{where}: unknown encoding {encoding!r} (dense or shared)")
+
+
+def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int):
+    if entry.get("dtype") != "float32":
+        raise SqzFormatError(f"{where}: a shared tensor must be float32, got {entry['dtype']!r}")
+    bits = _get_int(entry, "weight_bits", where, 1, 16)
+    gap_bits = _get_int(entry, "gap_bits", where, 1, 16)
+    _, cb_len = _get_stream(entry, "codebook", where, payload_size)
+    if cb_len != 4 * 2**bits:
+        raise SqzFormatError(
+            f"{where}: codebook has {cb_len} bytes, a {bits}-bit codebook needs {4 * 2**bits}"
+        )
+    index_symbols = _get_int(entry, "index_symbols", where, 0, 2**bits)
+    gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)
+    for key, nsym in (("index_table", index_symbols), ("gap_table", gap_symbols)):
+        _, length = _get_stream(entry, key, where, payload_size)
+        if length != (nsym * 5 + 7) // 8:
+            raise SqzFormatError(
+                f"{where}: {key} has {length} bytes, {nsym} code lengths need {(nsym * 5 + 7) // 8}"
+            )
+    _, index_len = _get_stream(entry, "index", where, payload_size)
+    _, gap_len = _get_stream(entry, "gap", where, payload_size)
+    # every Huffman code is at least one bit: counts are bounded by the stream sizes
+    nnz = _get_int(entry, "nnz", where, 0, 8 * index_len)
+    num_entries = _get_int(entry, "num_entries", where, nnz, 8 * gap_len)
+    _get_int(entry, "num_fillers", where, num_entries - nnz, num_entries - nnz)
+    if numel > max_total(num_entries, gap_bits):
+        raise SqzFormatError(
+            f"{where}: shape {shape} has {numel} weights, but {num_entries} entries of "
+            f"{gap_bits}-bit gaps describe at most {max_total(num_entries, gap_bits)}"
+        )
+    if nnz > numel:
+        raise SqzFormatError(f"{where}: {nnz} kept weights in a tensor of {numel}")
+
+

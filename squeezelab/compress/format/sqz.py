@@ -1,0 +1,462 @@
+"""The ``.sqz`` compressed model file (Deep Compression, Han et al., arXiv 1510.00149: pruning +
+k-means weight sharing + Huffman coding, stored as the paper's section 4 describes).
+
+Layout (integers little-endian)::
+
+    b"SQZ\\x00" | u16 version | u32 header length | header | payload | u32 CRC32
+
+The header is UTF-8 JSON, zlib-compressed since version 2 (a per-tensor JSON entry is about
+165 bytes, a tenth of a pruned 4-bit SqueezeNet's file; compressed it is a fifth of that).
+Version 1 files (plain JSON header) are still read. The CRC32 (``zlib.crc32``) covers header and payload. The header is self-describing: the
+registry model spec (``{"name", "kwargs"}``), class names, free ``meta`` (metrics, config), the
+payload size, and per state-dict tensor its name, shape, dtype and encoding:
+
+* ``"dense"``: raw little-endian bytes (biases, BatchNorm tensors, unshared weights);
+  ``data = [offset, length]`` into the payload.
+* ``"shared"`` (a weight-shared Conv/Linear, see ``weight_sharing.py``): ``codebook`` (float32
+  ``[2**weight_bits]``), the cluster indices of the kept weights in flattened order,
+  Huffman-coded (``index_table`` = 5-bit code lengths of ``index_symbols`` symbols, ``index``
+  = the coded stream, ``nnz`` symbols), and their positions as a relative-index gap stream
+  (``sparse_index.py``: ``gap_bits``-bit gaps with filler entries, Huffman-coded over the
+  ``gap_symbols`` gap values: ``gap_table``, ``gap``, ``num_entries`` symbols).
+
+Reading checks every length, offset and count against the file before it is used
+(``sqz_format.py`` holds the layout constants and those checks), so a damaged
+or hostile file raises ``SqzFormatError`` (and nothing else) without a crash, a hang or an
+allocation larger than the file justifies. ``load_compressed`` rebuilds the model with
+``create_model`` and fills each shared layer with ``dense_weight(codebook, indices, mask)``, the
+same function the shared model computes with, so the outputs are bit-identical.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from squeezelab.compress.coding.huffman import (
+    DEFAULT_LANE_SYMBOLS,
+    HuffmanError,
+    HuffmanTable,
+    huffman_decode_many,
+    huffman_encode,
+)
+from squeezelab.compress.coding.sparse_index import decode_positions, encode_positions
+from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-exported)
+    _CRC,
+    _DTYPE_NAMES,
+    _DTYPES,
+    _INDEX_NP,
+    _PREFIX,
+    DEFAULT_GAP_BITS,
+    FORMAT,
+    MAGIC,
+    READ_VERSIONS,
+    VERSION,
+    SqzFormatError,
+    _parse,
+)
+from squeezelab.compress.quantization.weight_sharing import (
+    dense_weight,
+    index_dtype,
+    prepare_shared_,
+    shared_modules,
+)
+from squeezelab.fileio import atomic_write_bytes, json_default
+from squeezelab.models import create_model, model_spec, unwrap_model
+
+
+@dataclass
+class SharedTensor:
+    """A decoded weight-shared tensor: ``dense_weight(codebook, indices, mask)`` is the weight."""
+
+    codebook: torch.Tensor  # float32 [2**weight_bits]
+    indices: torch.Tensor  # index_dtype(weight_bits), the weight's shape, 0 where pruned
+    mask: torch.Tensor  # bool, the weight's shape
+    weight_bits: int
+    gap_bits: int
+    num_fillers: int
+
+    def dense(self) -> torch.Tensor:
+        return dense_weight(self.codebook, self.indices, self.mask)
+
+
+@dataclass
+class SqzFile:
+    """What ``read_sqz`` returns: the parsed header and the decoded tensors."""
+
+    path: Path | None
+    version: int
+    header: dict[str, Any]
+    file_size: int
+    dense: dict[str, torch.Tensor] = field(repr=False)
+    shared: dict[str, SharedTensor] = field(repr=False)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.header["model"]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.header.get("class_names")
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.header.get("meta", {})
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return self.header["tensors"]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor as a plain (dense) state dict of the rebuilt model."""
+        out: dict[str, torch.Tensor] = {}
+        for entry in self.entries:
+            name = entry["name"]
+            out[name] = self.shared[name].dense() if name in self.shared else self.dense[name]
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# writing
+# ------------------------------------------------------------------------------------------
+class _Payload:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> list[int]:
+        ref = [self.size, len(data)]
+        self.parts.append(data)
+        self.size += len(data)
+        return ref
+
+
+def _raw_bytes(t: torch.Tensor) -> tuple[str, bytes]:
+    name = _DTYPE_NAMES.get(t.dtype)
+    if name is None:
+        raise ValueError(f"dtype {t.dtype} cannot be stored in a .sqz file ({sorted(_DTYPES)})")
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    elif t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    return name, t.numpy().astype(_DTYPES[name][1], copy=False).tobytes()
+
+
+def _default_gap_bits(weight: torch.Size) -> int:
+    return DEFAULT_GAP_BITS["conv" if len(weight) > 2 else "linear"]
+
+
+def save_compressed(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    class_names: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
+    gap_bits: int | None = None,
+    lane_symbols: int = DEFAULT_LANE_SYMBOLS,
+) -> Path:
+    """Write ``model`` (a registry model, possibly weight-shared) to ``path`` as a .sqz file.
+
+    Shared layers (``weight_sharing.shared_modules``) are stored as codebook + Huffman-coded
+    indices + Huffman-coded relative positions of the kept weights, with ``gap_bits``-bit gaps
+    (default: the paper's 8 for conv, 5 for fully connected weights); every other tensor of
+    the state dict is stored raw. The write is atomic (temporary file + rename).
+    """
+    model = unwrap_model(model)
+    spec = model_spec(model)
+    if gap_bits is not None and (isinstance(gap_bits, bool) or not isinstance(gap_bits, int)
+                                 or not 1 <= gap_bits <= 16):
+        raise ValueError(f"gap_bits must be an int in [1, 16] or None, got {gap_bits!r}")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+    shared = shared_modules(model)
+    # A shared layer's codebook, indices and mask become one "shared" entry under the name of
+    # the weight they replace (where the codebook sits in the state dict's order).
+    by_codebook, skip = {}, set()
+    for weight_name in shared:
+        prefix = weight_name[: -len("weight")]
+        by_codebook[prefix + "codebook"] = weight_name
+        skip.update({prefix + "weight_indices", prefix + "weight_mask"})
+    payload = _Payload()
+    entries: list[dict[str, Any]] = []
+    for key, tensor in model.state_dict().items():
+        if key in by_codebook:
+            name = by_codebook[key]
+            entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols))
+        elif key not in skip:
+            dtype_name, raw = _raw_bytes(tensor)
+            entries.append({
+                "name": key, "shape": list(tensor.shape), "dtype": dtype_name,
+                "encoding": "dense", "data": payload.add(raw),
+            })
+    header = {
+        "format": FORMAT,
+        "model": spec,
+        "class_names": class_names,
+        "meta": meta or {},
+        "huffman_lane_symbols": lane_symbols,
+        "payload_size": payload.size,
+        "tensors": entries,
+    }
+    header_json = json.dumps(header, separators=(",", ":"), default=json_default).encode()
+    header_bytes = zlib.compress(header_json, 9)
+    body = header_bytes + b"".join(payload.parts)
+    data = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + body
+    data += _CRC.pack(zlib.crc32(body))
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _encode_shared(
+    weight_name: str, module: nn.Module, payload: _Payload, gap_bits: int | None,
+    lane_symbols: int,
+) -> dict[str, Any]:
+    codebook = module.codebook.detach().cpu().to(torch.float32).contiguous()
+    bits = int(module.weight_bits)
+    if codebook.numel() != 2**bits:
+        raise ValueError(
+            f"layer {weight_name!r}: codebook has {codebook.numel()} entries, expected 2**{bits}"
+        )
+    mask = module.weight_mask.detach().cpu().reshape(-1).numpy()
+    indices = module.weight_indices.detach().cpu().reshape(-1).to(torch.int64).numpy()
+    shape = list(module.weight_mask.shape)
+    g = gap_bits if gap_bits is not None else _default_gap_bits(module.weight_mask.shape)
+    kept = indices[mask]
+    gaps, is_filler = encode_positions(mask, g)
+    index_symbols = int(kept.max()) + 1 if kept.size else 0
+    gap_symbols = int(gaps.max()) + 1 if gaps.size else 0
+    index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
+    gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
+    return {
+        "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",
+        "weight_bits": bits, "gap_bits": g,
+        "nnz": int(kept.size), "num_entries": int(gaps.size),
+        "num_fillers": int(is_filler.sum()),
+        "codebook": payload.add(codebook.numpy().astype("<f4").tobytes()),
+        "index_symbols": index_symbols,
+        "index_table": payload.add(index_table.to_bytes()),
+        "index": payload.add(index_data),
+        "gap_symbols": gap_symbols,
+        "gap_table": payload.add(gap_table.to_bytes()),
+        "gap": payload.add(gap_data),
+    }
+
+
+def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, Path | None, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), None, "<bytes>"
+    path = Path(source)
+    try:
+        return path.read_bytes(), path, str(path)
+    except OSError as e:
+        raise SqzFormatError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
+    """Parse and decode a .sqz file (a path or its bytes) without building the model.
+
+    Raises ``SqzFormatError`` for anything wrong with the file.
+    """
+    data, path, name = _read_source(source)
+    version, header, payload = _parse(data, name)
+    lane_symbols = header["huffman_lane_symbols"]
+    dense: dict[str, torch.Tensor] = {}
+    shared_entries = []
+    streams = []
+    for entry in header["tensors"]:
+        shape = entry["shape"]
+        if entry["encoding"] == "dense":
+            off, length = entry["data"]
+            torch_dtype, np_dtype = _DTYPES[entry["dtype"]]
+            arr = np.frombuffer(payload[off:off + length], dtype=np_dtype).reshape(shape)
+            t = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
+            if torch_dtype == torch.bfloat16:
+                t = t.view(torch.int16).view(torch.bfloat16)
+            elif torch_dtype == torch.bool:
+                if t.numel() and int(t.max()) > 1:
+                    raise SqzFormatError(f"layer {entry['name']!r}: bool tensor holds values > 1")
+                t = t.to(torch.bool)
+            dense[entry["name"]] = t
+            continue
+        where = f"layer {entry['name']!r}"
+        tables = []
+        for key, nsym in (("index_table", entry["index_symbols"]),
+                          ("gap_table", entry["gap_symbols"])):
+            off, length = entry[key]
+            try:
+                tables.append(HuffmanTable.from_bytes(bytes(payload[off:off + length]), nsym))
+            except HuffmanError as e:
+                raise SqzFormatError(f"{where}: {key.replace('_', ' ')}: {e}") from None
+        (i_off, i_len), (g_off, g_len) = entry["index"], entry["gap"]
+        streams.append((bytes(payload[i_off:i_off + i_len]), tables[0], entry["nnz"]))
+        streams.append((bytes(payload[g_off:g_off + g_len]), tables[1], entry["num_entries"]))
+        shared_entries.append(entry)
+    try:
+        decoded = huffman_decode_many(streams, lane_symbols=lane_symbols)
+    except HuffmanError as e:
+        entry = shared_entries[e.stream // 2] if e.stream is not None else None
+        kind = "index" if e.stream is not None and e.stream % 2 == 0 else "gap"
+        what = f"layer {entry['name']!r}: {kind} stream" if entry else "a stream"
+        count = entry["nnz"] if kind == "index" else entry["num_entries"]
+        raise SqzFormatError(f"{what} of {count} entries: {e.detail}") from None
+    shared: dict[str, SharedTensor] = {}
+    for k, entry in enumerate(shared_entries):
+        where = f"layer {entry['name']!r}"
+        symbols, gaps = decoded[2 * k], decoded[2 * k + 1]
+        numel = math.prod(entry["shape"])
+        try:
+            positions = decode_positions(gaps, entry["gap_bits"], numel)
+        except ValueError as e:
+            raise SqzFormatError(f"{where}: gap stream: {e}") from None
+        if positions.size != entry["nnz"]:
+            raise SqzFormatError(
+                f"{where}: gap stream gives {positions.size} kept weights, index stream "
+                f"{entry['nnz']}"
+            )
+        off, length = entry["codebook"]
+        codebook = torch.from_numpy(
+            np.frombuffer(payload[off:off + length], dtype="<f4").astype(np.float32)
+        )
+        bits = entry["weight_bits"]
+        # Scatter in numpy (single-threaded): torch's multi-threaded index_put is slower for
+        # this on a busy machine. symbols < index_symbols <= 2**bits: checked in the header
+        # and by the code table.
+        mask = np.zeros(numel, dtype=np.bool_)
+        mask[positions] = True
+        indices = np.zeros(numel, dtype=_INDEX_NP[index_dtype(bits)])
+        indices[positions] = symbols
+        shape = entry["shape"]
+        shared[entry["name"]] = SharedTensor(
+            codebook=codebook, indices=torch.from_numpy(indices.reshape(shape)),
+            mask=torch.from_numpy(mask.reshape(shape)),
+            weight_bits=bits, gap_bits=entry["gap_bits"],
+            num_fillers=int(entry["num_fillers"]),
+        )
+    return SqzFile(path=path, version=version, header=header, file_size=len(data),
+                   dense=dense, shared=shared)
+
+
+# ------------------------------------------------------------------------------------------
+# rebuilding the model
+# ------------------------------------------------------------------------------------------
+class _BudgetExceeded(Exception):
+    pass
+
+
+@contextmanager
+def _registration_budget(limit: int) -> Iterator[None]:
+    """Abort a model builder that registers more than ``limit`` parameters and buffers."""
+    count = 0
+
+    def hook(module: nn.Module, name: str, value: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _BudgetExceeded
+
+    reg = nn.modules.module
+    handles = [reg.register_module_parameter_registration_hook(hook),
+               reg.register_module_buffer_registration_hook(hook)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _build_model(header: dict[str, Any], source: str) -> nn.Module:
+    """``create_model`` from the header's spec, checked against the header's tensors.
+
+    The model is first built on the meta device (no memory), under a cap on the number of
+    parameters and buffers the builder may register, and its state-dict shapes are compared
+    with the file; only then is it materialised.
+    """
+    spec = header["model"]
+    entries = {e["name"]: e for e in header["tensors"]}
+    where = f"{source}: model {spec['name']!r} {spec['kwargs']}"
+    try:
+        with _registration_budget(2 * len(entries) + 64), torch.device("meta"):
+            model = create_model(spec["name"], **spec["kwargs"])
+    except _BudgetExceeded:
+        raise SqzFormatError(
+            f"{where} has far more tensors than the {len(entries)} the file holds"
+        ) from None
+    except Exception as e:  # noqa: BLE001 -- any builder error means a bad spec in the file
+        raise SqzFormatError(f"{where} cannot be built: {type(e).__name__}: {e}") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(entries))
+    unexpected = sorted(set(entries) - set(own))
+    if missing or unexpected:
+        raise SqzFormatError(
+            f"{where}: tensors do not fit the model: missing {missing[:3]}"
+            f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+            f"{' ...' if len(unexpected) > 3 else ''}"
+        )
+    for key, t in own.items():
+        e = entries[key]
+        if list(t.shape) != e["shape"]:
+            raise SqzFormatError(
+                f"layer {key!r}: file shape {e['shape']} does not fit the model's "
+                f"{list(t.shape)}"
+            )
+        file_dtype = _DTYPES[e["dtype"]][0]
+        if file_dtype != t.dtype and not (file_dtype.is_floating_point and t.dtype.is_floating_point):
+            raise SqzFormatError(f"layer {key!r}: file dtype {e['dtype']} does not fit {t.dtype}")
+    persistent = set(own)
+    if all(n in persistent for n, _ in model.named_buffers()):
+        model = model.to_empty(device="cpu")  # every tensor is overwritten from the file
+    else:  # non-persistent buffers need their real initial values
+        model = create_model(spec["name"], **spec["kwargs"])
+    return model
+
+
+def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = False) -> nn.Module:
+    """Rebuild the model stored in a .sqz file, in eval mode.
+
+    Shared layers get the dense weight ``dense_weight(codebook, indices, mask)``, so outputs
+    equal the shared model's exactly. With ``keep_shared=True`` they stay weight-shared
+    (codebook + indices + mask, ready for more centroid fine-tuning). ``model.sqz_header`` is
+    the file's header (meta, class names). Raises ``SqzFormatError`` for any problem.
+    """
+    sqz = read_sqz(path)
+    source = str(sqz.path) if sqz.path else "<bytes>"
+    model = _build_model(sqz.header, source)
+    if keep_shared:
+        prepare_shared_(model, {n: s.weight_bits for n, s in sqz.shared.items()})
+        state = dict(sqz.dense)
+        for name, s in sqz.shared.items():
+            prefix = name[: -len("weight")]
+            state[prefix + "codebook"] = s.codebook
+            state[prefix + "weight_indices"] = s.indices
+            state[prefix + "weight_mask"] = s.mask
+    else:
+        state = sqz.state_dict()
+    own = model.state_dict()
+    # assign=True hands the decoded tensors to the model without another copy
+    state = {k: v if k not in own or v.dtype == own[k].dtype else v.to(own[k].dtype)
+             for k, v in state.items()}
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True, assign=True)
+        if keep_shared:  # the pre-hook recomputes it on every forward; refresh the cached one
+            for m in shared_modules(model).values():
+                m.weight = dense_weight(m.codebook, m.weight_indices, m.weight_mask)
+    model.eval()
+    model.sqz_header = sqz.header
+    return model
+
+
+__all__ = [
+    "DEFAULT_GAP_BITS", "FORMAT", "MAGIC", "READ_VERSIONS", "VERSION", "SharedTensor", "SqzFile",
+    "SqzFormatError", "load_compressed", "read_sqz", "save_compressed",
+]

@@ -1,0 +1,245 @@
+"""Magnitude pruning (Han et al. 2015, "Learning both Weights and Connections for Efficient
+Neural Networks", arXiv 1506.02626): per layer, or with one threshold across layers.
+
+Pure tensor functions (``magnitude_mask``, ``global_magnitude_masks``) under a thin in-place
+model transform (``prune_``) driven by a typed ``PruneConfig``. Only weights of Conv2d and
+Linear layers are prunable; biases and BatchNorm parameters never are.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from squeezelab.compress.pruning.masks import Masks
+from squeezelab.models import unwrap_model
+from squeezelab.models.layer_roles import (
+    LAYER_TYPES,
+    PrunableParam,
+    prunable_parameters,
+)
+
+SCOPES = ("layer", "global")
+_SPECIFICITY = {t: i for i, t in enumerate(LAYER_TYPES)}
+
+
+def _check_sparsity(sparsity: float, what: str = "sparsity") -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"{what} must be a number in [0, 1), got {sparsity!r}")
+    if not (0.0 <= float(sparsity) < 1.0):
+        raise ValueError(f"{what} must be in [0, 1), got {sparsity}")
+    return float(sparsity)
+
+
+def num_to_keep(numel: int, sparsity: float) -> int:
+    """k = N (1 - sparsity) entries kept, the pruned count rounded half up: N - floor(N s + 1/2).
+
+    The 1e-9 guards against float error (0.29 * 100 = 28.999999999999996 must prune 29).
+    """
+    _check_sparsity(sparsity)
+    return numel - min(numel, math.floor(numel * sparsity + 0.5 + 1e-9))
+
+
+def _keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask keeping the k largest scores of a 1-D tensor; ties go to the lower index."""
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        # A stable descending sort keeps equal scores in index order: deterministic ties.
+        order = torch.sort(scores, descending=True, stable=True).indices
+        mask[order[:k]] = True
+    return mask
+
+
+def _scores(weight: torch.Tensor, keep: torch.Tensor | None, name: str = "weight") -> torch.Tensor:
+    scores = weight.detach().abs().flatten().float()
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"{name} holds NaN or infinite values; cannot rank by magnitude")
+    if keep is not None:
+        if keep.shape != weight.shape:
+            raise ValueError(
+                f"current mask of {name} has shape {tuple(keep.shape)}, expected "
+                f"{tuple(weight.shape)}"
+            )
+        # Already-pruned entries rank below every kept one (scores are >= 0), so a higher
+        # sparsity prunes among the still-kept weights and never revives a pruned one.
+        scores = torch.where(keep.flatten().to(scores.device), scores, torch.full_like(scores, -1))
+    return scores
+
+
+def magnitude_mask(
+    weight: torch.Tensor, sparsity: float, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bool mask keeping exactly k = N (1 - sparsity) entries of largest |w| (see num_to_keep).
+
+    Equal magnitudes at the threshold are kept in flat-index order (lower index first).
+    ``keep`` (bool, weight's shape) restricts the choice to the still-kept entries first.
+    """
+    k = num_to_keep(weight.numel(), sparsity)
+    return _keep_top(_scores(weight, keep), k).view(weight.shape)
+
+
+def global_magnitude_masks(
+    weights: Mapping[str, torch.Tensor],
+    sparsity: float,
+    keep: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One magnitude threshold across all ``weights``: exactly k = N (1 - sparsity) entries
+    kept over the union (N = total entries), ties to the earlier tensor, then lower index."""
+    names = list(weights)
+    if not names:
+        return {}
+    keep = keep or {}
+    scores = [_scores(weights[n], keep.get(n), n) for n in names]
+    flat = torch.cat([s.to(scores[0].device) for s in scores])
+    mask = _keep_top(flat, num_to_keep(flat.numel(), sparsity))
+    out, start = {}, 0
+    for n in names:
+        size = weights[n].numel()
+        out[n] = mask[start:start + size].view(weights[n].shape).to(weights[n].device)
+        start += size
+    return out
+
+
+def _matches(pattern: str, p: PrunableParam) -> bool:
+    if pattern in _SPECIFICITY:
+        return pattern in p.types
+    return fnmatch.fnmatchcase(p.name, pattern) or fnmatch.fnmatchcase(p.module_name, pattern)
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how far.
+
+    sparsity: target fraction pruned (0..1) for every prunable weight no rule names; None
+        prunes only the layers named by ``rules``.
+    rules: per-layer targets, key -> sparsity. A key is a layer type (LAYER_TYPES: "conv",
+        "linear", "classifier", "conv1x1", "conv3x3", "squeeze", "expand1x1", "expand3x3") or
+        a glob over parameter or module names ("features.3.*"). Globs win over types (the first
+        matching glob in order); among types the most specific wins (see LAYER_TYPES).
+    scope: "layer" prunes each tensor to its own target; "global" ranks all weights that no
+        rule names against one threshold at ``sparsity`` (rule-named layers keep their own).
+    exclude: layer types or globs never pruned (e.g. ["classifier"]).
+    """
+
+    sparsity: float | None = None
+    rules: dict[str, float] = field(default_factory=dict)
+    scope: str = "layer"
+    exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.sparsity is not None:
+            self.sparsity = _check_sparsity(self.sparsity)
+        if not isinstance(self.rules, Mapping):
+            raise TypeError(f"rules must be a mapping of layer type/glob -> sparsity, got "
+                            f"{type(self.rules).__name__}")
+        self.rules = {str(k): _check_sparsity(v, f"sparsity of rule {k!r}")
+                      for k, v in self.rules.items()}
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if isinstance(self.exclude, str):
+            raise TypeError(f"exclude must be a list of layer types/globs, got the string "
+                            f"{self.exclude!r}")
+        self.exclude = [str(e) for e in self.exclude]
+        if self.sparsity is None and not self.rules:
+            raise ValueError("PruneConfig needs a sparsity or at least one rule")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PruneConfig":
+        """Build from a YAML/JSON dict; unknown keys are rejected."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown PruneConfig key(s) {unknown}; expected {sorted(known)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def map_sparsity(self, fn: Callable[[float], float]) -> "PruneConfig":
+        """A copy with every target s replaced by fn(s): schedules ramp each layer toward its
+        own final target this way."""
+        return replace(
+            self,
+            sparsity=None if self.sparsity is None else fn(self.sparsity),
+            rules={k: fn(v) for k, v in self.rules.items()},
+            exclude=list(self.exclude),
+        )
+
+    def layer_targets(self, model: nn.Module) -> dict[str, float | None]:
+        """Per prunable parameter name: its own target (rule), or None for "the default"
+        (``sparsity``, per layer or global). Excluded and unnamed-without-default layers are
+        left out. Raises ValueError when a rule or exclusion matches no prunable parameter
+        (a typo would otherwise prune nothing, silently)."""
+        params = prunable_parameters(model)
+        for pattern in list(self.rules) + self.exclude:
+            if not any(_matches(pattern, p) for p in params.values()):
+                raise ValueError(
+                    f"rule/exclusion {pattern!r} matches no prunable parameter of "
+                    f"{type(unwrap_model(model)).__name__} (names look like {list(params)[:3]}; "
+                    f"layer types are {LAYER_TYPES})"
+                )
+        globs = [k for k in self.rules if k not in _SPECIFICITY]
+        types = sorted((k for k in self.rules if k in _SPECIFICITY), key=_SPECIFICITY.get)
+        out: dict[str, float | None] = {}
+        for name, p in params.items():
+            if any(_matches(e, p) for e in self.exclude):
+                continue
+            target = next((self.rules[g] for g in globs if _matches(g, p)), None)
+            if target is None:
+                target = next((self.rules[t] for t in types if t in p.types), None)
+            if target is not None:
+                out[name] = target
+            elif self.sparsity is not None:
+                out[name] = None
+        return out
+
+
+def compute_masks(
+    model: nn.Module, config: PruneConfig | float, keep: Masks | None = None
+) -> Masks:
+    """Magnitude masks for ``model`` under ``config`` without changing the model.
+
+    ``keep`` (current masks) makes pruning proceed among the still-kept weights.
+    """
+    if not isinstance(config, PruneConfig):
+        config = PruneConfig(sparsity=config)
+    params = dict(unwrap_model(model).named_parameters())
+    keep = keep or Masks()
+    targets = config.layer_targets(model)
+    masks = Masks()
+    default_names = [n for n, t in targets.items() if t is None]
+    if config.scope == "global" and default_names:
+        shared = global_magnitude_masks(
+            {n: params[n] for n in default_names}, config.sparsity,
+            {n: keep[n] for n in default_names if n in keep},
+        )
+    else:
+        shared = {}
+    for name, target in targets.items():
+        if name in shared:
+            masks[name] = shared[name]
+        else:
+            s = config.sparsity if target is None else target
+            masks[name] = magnitude_mask(params[name], s, keep.get(name))
+    return masks
+
+
+def prune_(model: nn.Module, config: PruneConfig | float, keep: Masks | None = None) -> Masks:
+    """Prune ``model`` in place by weight magnitude; returns the masks (True = kept).
+
+    A float is shorthand for ``PruneConfig(sparsity=...)``. Keep the masks enforced while
+    retraining with ``MaskHook(masks)``.
+    """
+    masks = compute_masks(model, config, keep)
+    masks.apply_(model)
+    return masks
+
+
+__all__ = [
+    "LAYER_TYPES", "PruneConfig", "PrunableParam", "compute_masks", "global_magnitude_masks",
+    "magnitude_mask", "num_to_keep", "prunable_parameters", "prune_",
+]

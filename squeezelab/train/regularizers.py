@@ -1,0 +1,161 @@
+"""Sparsity regularisers added to the training loss: L1 on weights (Han et al. 2015, arXiv
+1506.02626, Sec. 3.1), group lasso over whole filters / input-channel slices (Wen et al.
+2016, "Learning Structured Sparsity in Deep Neural Networks", arXiv 1608.03665), which drives
+entire channels to zero so ``channel_prune.remove_dead_channels`` can cut them out, and L1 on
+BatchNorm scales (Network Slimming, Liu et al. 2017, arXiv 1708.06519), the same for channels
+behind BatchNorm.
+
+Pure penalty functions plus ``TrainHook``s that add ``weight * penalty`` in ``loss``.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+
+from squeezelab.hooks import TrainHook, TrainState
+from squeezelab.models import unwrap_model
+from squeezelab.models.layer_roles import prunable_parameters
+from squeezelab.train.config import GROUP_LASSO_GROUPS as GROUPS
+
+
+def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
+    """sum over all tensors of sum |w| (float32)."""
+    terms = [w.float().abs().sum() for w in weights]
+    if not terms:
+        raise ValueError("l1_penalty needs at least one weight tensor")
+    return torch.stack(terms).sum()
+
+
+def group_lasso_penalty(weight: torch.Tensor, groups: str = "out_channels") -> torch.Tensor:
+    """Wen et al.'s group lasso of one Conv2d (out, in, kh, kw) or Linear (out, in) weight.
+
+    "out_channels": sum over filters o of ||W[o, ...]||_2 (zeroes whole output channels);
+    "in_channels": sum over input channels i of ||W[:, i, ...]||_2; "both": the sum of the two.
+    Groups are not scaled by sqrt(group size) (Wen et al.'s Eq. 2 form).
+    """
+    if groups not in GROUPS:
+        raise ValueError(f"groups must be one of {GROUPS}, got {groups!r}")
+    if weight.dim() < 2:
+        raise ValueError(f"group lasso needs a weight with (out, in, ...) dims, got shape "
+                         f"{tuple(weight.shape)}")
+    w = weight.float()
+    total = w.new_zeros(())
+    if groups in ("out_channels", "both"):
+        total = total + w.flatten(1).norm(dim=1).sum()  # (out, in*kh*kw) -> (out,)
+    if groups in ("in_channels", "both"):
+        total = total + w.transpose(0, 1).flatten(1).norm(dim=1).sum()  # (in, out*kh*kw)
+    return total
+
+
+def _select(model: nn.Module, include: Sequence[str] | None, exclude: Sequence[str]
+            ) -> list[tuple[str, nn.Parameter]]:
+    model = unwrap_model(model)
+    params = dict(model.named_parameters())
+    names = list(prunable_parameters(model))
+    if include is not None:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in include)]
+    names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+    if not names:
+        raise ValueError(f"no Conv2d/Linear weight of {type(model).__name__} matches include="
+                         f"{include} exclude={list(exclude)}")
+    return [(n, params[n]) for n in names]
+
+
+class _PenaltyHook(TrainHook):
+    """Shared part: parameter selection, ``loss`` adding weight * penalty, the epoch metric.
+    ``penalty_fn`` maps the list of selected weights to a scalar tensor."""
+
+    def __init__(self, weight: float, penalty_fn: Callable[[list[torch.Tensor]], torch.Tensor],
+                 include: Sequence[str] | None = None, exclude: Sequence[str] = ()):
+        self._penalty = penalty_fn
+        if not weight >= 0:
+            raise ValueError(f"regulariser weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+        self.include = None if include is None else list(include)
+        self.exclude = list(exclude)
+        self._params: list[tuple[str, nn.Parameter]] = []
+        self._last = 0.0
+
+    def on_train_start(self, state: TrainState) -> None:
+        self._params = self.parameters_of(state.model)
+
+    def parameters_of(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """The penalised parameters: Conv2d/Linear weights filtered by include/exclude."""
+        return _select(model, self.include, self.exclude)
+
+    @torch.no_grad()
+    def penalty(self, model: nn.Module | None = None) -> torch.Tensor:
+        """The unweighted penalty of ``model`` (default: the training model), detached: for
+        logging and tests; ``loss`` adds the differentiable ``weight * penalty``."""
+        params = self._params if model is None else self.parameters_of(model)
+        return self._penalty([p for _, p in params])
+
+    def loss(self, state, images, labels, logits, loss) -> torch.Tensor:
+        term = self.weight * self._penalty([p for _, p in self._params])
+        self._last = term.detach()  # kept on device: read only at epoch end (no per-step sync)
+        return loss + term.to(loss.dtype)
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        metrics[f"{self.name}_penalty"] = float(self._last)
+
+
+class L1Regularizer(_PenaltyHook):
+    """Adds ``weight * sum |w|`` over Conv2d/Linear weights (filtered by include/exclude globs)."""
+
+    name = "l1"
+
+    def __init__(self, weight: float, include: Sequence[str] | None = None,
+                 exclude: Sequence[str] = ()):
+        super().__init__(weight, l1_penalty, include, exclude)
+
+
+class GroupLassoRegularizer(_PenaltyHook):
+    """Adds ``weight * sum of group_lasso_penalty(w, groups)`` over Conv2d/Linear weights."""
+
+    name = "group_lasso"
+
+    def __init__(self, weight: float, groups: str = "out_channels",
+                 include: Sequence[str] | None = None, exclude: Sequence[str] = ()):
+        if groups not in GROUPS:
+            raise ValueError(f"groups must be one of {GROUPS}, got {groups!r}")
+        self.groups = groups
+        super().__init__(weight, self._group_penalty, include, exclude)
+
+    def _group_penalty(self, weights: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([group_lasso_penalty(w, self.groups) for w in weights]).sum()
+
+
+class BatchNormL1Regularizer(_PenaltyHook):
+    """Adds ``weight * sum |gamma|`` over the BatchNorm scales (Network Slimming, Liu et al.
+    2017, arXiv 1708.06519). Behind BatchNorm a filter's norm is rescaled away, so group lasso
+    on conv weights barely changes a channel until its filter is almost exactly zero; a gamma
+    near zero silences it, and ``prune --channels`` ranks channels by |gamma|
+    (``channel_score`` auto / bn_scale). ``include``/``exclude``: globs over the BatchNorm
+    weights' names (``features.1.weight``)."""
+
+    name = "bn_l1"
+
+    def __init__(self, weight: float, include: Sequence[str] | None = None,
+                 exclude: Sequence[str] = ()):
+        super().__init__(weight, l1_penalty, include, exclude)
+
+    def parameters_of(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        model = unwrap_model(model)
+        names = [f"{m}.weight" if m else "weight" for m, mod in model.named_modules()
+                 if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine]
+        if self.include is not None:
+            names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.include)]
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in self.exclude)]
+        if not names:
+            raise ValueError(f"{type(model).__name__} has no affine BatchNorm whose scale "
+                             f"matches include={self.include} exclude={self.exclude}: "
+                             "bn_l1 needs BatchNorm layers")
+        params = dict(model.named_parameters())
+        return [(n, params[n]) for n in names]
+
+
+__all__ = ["BatchNormL1Regularizer", "GROUPS", "GroupLassoRegularizer", "L1Regularizer",
+           "group_lasso_penalty", "l1_penalty"]

@@ -1,0 +1,474 @@
+"""The Deep Compression pipeline end to end (Han et al. 2015, "Deep Compression: Compressing Deep
+Neural Networks with Pruning, Trained Quantization and Huffman Coding", arXiv 1510.00149):
+
+    dense model -> magnitude pruning in rounds, each followed by retraining under a MaskHook
+    (arXiv 1506.02626) -> k-means weight sharing of the kept weights -> centroid fine-tuning
+    -> Huffman-coded .sqz file -> the file loaded back and evaluated -> size report.
+
+Every retraining phase is an ordinary ``train()`` run with its own run directory and metrics;
+every step's settings, epochs, accuracy, sparsity and size are recorded in a JSON summary next
+to the .sqz (``<name>.summary.json``) and in the file's own ``meta``.
+
+It is a workflow: it combines training (``squeezelab.train``) with the compression transforms
+(``squeezelab.compress``), which never import each other. Checkpoints of masked or
+weight-shared models go through ``compress/format/checkpoints.py``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from squeezelab.compress.fold import fold_batchnorm
+from squeezelab.compress.format.checkpoints import (
+    Compressible,
+    load_compressible,
+    refresh_shared,
+    save_compressible,
+)
+from squeezelab.compress.format.size_report import size_report
+from squeezelab.compress.format.sqz import load_compressed, save_compressed
+from squeezelab.compress.pruning.magnitude import PruneConfig, prune_
+from squeezelab.compress.pruning.masks import MaskHook, Masks
+from squeezelab.compress.pruning.schedules import ITERATIVE_KINDS, iterative_sparsities
+from squeezelab.compress.quantization.weight_sharing import (
+    WeightSharingConfig,
+    share_weights_,
+    shared_modules,
+)
+from squeezelab.fileio import atomic_write_bytes, json_default
+from squeezelab.models import model_spec, unwrap_model
+from squeezelab.train.config import TrainConfig
+
+#: TrainConfig fields the pipeline sets itself for each phase; a ``train`` section naming them
+#: would be silently overridden, so it is rejected.
+_PHASE_FIELDS = ("epochs", "lr", "run_name", "out_dir", "model", "model_args")
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return float(value)
+
+
+@dataclass
+class CompressConfig:
+    """Settings of every step of the pipeline (a recipe's ``compress:`` section).
+
+    prune: a PruneConfig (``sparsity`` and/or per-layer ``rules``, ``scope``, ``exclude``), the
+        final target; None skips pruning.
+    prune_rounds: prune -> retrain rounds reaching the final target (``prune_schedule``:
+        "geometric" prunes the same fraction of the kept weights each round, or "linear").
+    retrain_epochs / retrain_lr: the retraining run after each pruning round (0 epochs: prune
+        only).
+    sharing: a WeightSharingConfig (bits per layer type or glob, e.g. conv 8 / classifier 5 as
+        in the paper); None skips weight sharing (the .sqz then stores pruned dense tensors).
+    centroid_epochs / centroid_lr / centroid_weight_decay: the fine-tuning run over the
+        codebooks (0 epochs: no fine-tuning). Decay defaults to 0: it would pull centroids,
+        not individual weights, toward zero.
+    gap_bits: bits per relative position in the .sqz (None: 8 for conv, 5 for linear, the
+        paper's choice).
+    fold_batchnorm: fold BatchNorm into the convs after pruning, before sharing (``fold.py``):
+        one bias per channel ships instead of four BatchNorm tensors.
+    train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
+        limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
+    """
+
+    prune: PruneConfig | None = field(default_factory=lambda: PruneConfig(sparsity=0.5))
+    prune_rounds: int = 1
+    prune_schedule: str = "geometric"
+    retrain_epochs: int = 1
+    retrain_lr: float = 0.01
+    sharing: WeightSharingConfig | None = field(default_factory=WeightSharingConfig)
+    centroid_epochs: int = 1
+    centroid_lr: float = 1e-3
+    centroid_weight_decay: float = 0.0
+    gap_bits: int | None = None
+    fold_batchnorm: bool = False
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prune, Mapping):
+            self.prune = PruneConfig.from_dict(self.prune)
+        if isinstance(self.sharing, Mapping):
+            self.sharing = WeightSharingConfig.from_dict(self.sharing)
+        if self.prune is not None and not isinstance(self.prune, PruneConfig):
+            raise ValueError(f"prune must be a PruneConfig, a mapping or None, got "
+                             f"{type(self.prune).__name__}")
+        if self.sharing is not None and not isinstance(self.sharing, WeightSharingConfig):
+            raise ValueError(f"sharing must be a WeightSharingConfig, a mapping or None, got "
+                             f"{type(self.sharing).__name__}")
+        _check_int("prune_rounds", self.prune_rounds, 1)
+        if self.prune_schedule not in ITERATIVE_KINDS:
+            raise ValueError(f"prune_schedule must be one of {ITERATIVE_KINDS}, got "
+                             f"{self.prune_schedule!r}")
+        _check_int("retrain_epochs", self.retrain_epochs, 0)
+        _check_int("centroid_epochs", self.centroid_epochs, 0)
+        self.retrain_lr = _check_positive("retrain_lr", self.retrain_lr)
+        self.centroid_lr = _check_positive("centroid_lr", self.centroid_lr)
+        self.centroid_weight_decay = _check_positive(
+            "centroid_weight_decay", self.centroid_weight_decay, allow_zero=True)
+        if self.gap_bits is not None:
+            _check_int("gap_bits", self.gap_bits, 1)
+            if self.gap_bits > 16:
+                raise ValueError(f"gap_bits must be in 1..16 or None, got {self.gap_bits}")
+        if not isinstance(self.train, Mapping):
+            raise ValueError(f"train must be a mapping of TrainConfig fields, got "
+                             f"{type(self.train).__name__}")
+        self.train = dict(self.train)
+        fixed = sorted(set(self.train) & set(_PHASE_FIELDS))
+        if fixed:
+            raise ValueError(f"train section may not set {fixed}: the pipeline sets them per "
+                             "phase (use retrain_epochs/retrain_lr/centroid_epochs/centroid_lr)")
+        self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CompressConfig":
+        """Build from a dict (a recipe's ``compress:`` section); unknown keys are rejected."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"compress config must be a mapping, got {type(data).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValueError(f"unknown compress config key(s) {unknown}; expected {known}")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "CompressConfig":
+        """The ``compress:`` section of a recipe (or the whole file when it has none)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"recipe {path} must hold a mapping")
+        return cls.from_dict(values.get("compress", values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prune": None if self.prune is None else self.prune.to_dict(),
+            "prune_rounds": self.prune_rounds,
+            "prune_schedule": self.prune_schedule,
+            "retrain_epochs": self.retrain_epochs,
+            "retrain_lr": self.retrain_lr,
+            "sharing": None if self.sharing is None else self.sharing.to_dict(),
+            "centroid_epochs": self.centroid_epochs,
+            "centroid_lr": self.centroid_lr,
+            "centroid_weight_decay": self.centroid_weight_decay,
+            "gap_bits": self.gap_bits,
+            "train": dict(self.train),
+        }
+
+    def train_config(self, run_name: str, epochs: int = 1, lr: float | None = None,
+                     **changes: Any) -> TrainConfig:
+        """The TrainConfig of one fine-tuning phase."""
+        values = {**self.train, "epochs": max(1, epochs), "run_name": run_name, **changes}
+        if lr is not None:
+            values["lr"] = lr
+        return TrainConfig.from_dict(values, source="compress config 'train' section")
+
+
+@dataclass
+class CompressResult:
+    """What ``compress`` returns."""
+
+    path: Path  # the .sqz file
+    summary_path: Path  # its JSON summary
+    model: nn.Module  # the in-memory weight-shared model the file was written from
+    loaded: nn.Module  # the model load_compressed rebuilt from the file
+    steps: list[dict[str, Any]]
+    size: dict[str, Any]  # size_report totals
+    summary: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and bookkeeping
+# --------------------------------------------------------------------------------------------
+def evaluate_top1(model: nn.Module, data, batch_size: int = 256) -> dict[str, float]:
+    """Top-1/top-5 (fractions) and loss of ``model`` on ImageTensors ``data``, fp32, on CPU."""
+    from squeezelab.data import BatchLoader
+    from squeezelab.train.evaluate import evaluate
+
+    loader = BatchLoader(data, batch_size, train=False, augment=None)
+    loader.set_epoch(0)
+    r = evaluate(model, loader, data.num_classes, torch.device("cpu"), "fp32")
+    return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero entries over every Conv2d/Linear weight (shared ones included)."""
+    total = zeros = 0
+    for _, m in unwrap_model(model).named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight
+            total += w.numel()
+            zeros += int((w == 0).sum())
+    return zeros / total if total else 0.0
+
+
+def _record(steps: list, step: str, model: nn.Module, data, log: Callable[[str], None],
+            **extra: Any) -> dict[str, Any]:
+    # outside a forward, a shared layer's .weight holds its last dense weight: refresh it so
+    # sparsity counts what the model computes with
+    refresh_shared(model)
+    rec = {"step": step, **extra, "sparsity": weight_sparsity(model)}
+    if data is not None:
+        rec.update(evaluate_top1(model, data[1]))
+    steps.append(rec)
+    acc = f"  top-1 {rec['top1']:.4f}" if "top1" in rec else ""
+    log(f"[{step}] sparsity {rec['sparsity']:.3f}{acc}")
+    return rec
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _load_data(config: CompressConfig):
+    from squeezelab.data import load_split, resolve_default_cifar10
+
+    cfg = config.train_config("data")
+    source = cfg.data or resolve_default_cifar10()
+    common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+                  skip_bad=cfg.skip_bad_images, seed=cfg.seed, progress=cfg.progress)
+    return (load_split(source, "train", limit=cfg.limit_train, **common),
+            load_split(source, "test", limit=cfg.limit_test, **common))
+
+
+def _finish_training(model: nn.Module) -> None:
+    # train() may have chosen channels_last; give the model back in the default layout so the
+    # in-memory and loaded models run the same kernels
+    model.to(memory_format=torch.contiguous_format)
+    model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# the steps
+# --------------------------------------------------------------------------------------------
+def prune_and_retrain(
+    model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
+    masks: Masks | None = None, log: Callable[[str], None] = _print,
+) -> tuple[Masks, list[dict[str, Any]]]:
+    """Prune ``model`` in place to ``config.prune`` in ``config.prune_rounds`` rounds, each
+    followed by ``config.retrain_epochs`` of training under a MaskHook (a run directory
+    ``work_dir/prune_<r>``). Returns the final masks and one step record per round."""
+    if config.prune is None:
+        raise ValueError("prune_and_retrain needs config.prune (a PruneConfig), got None")
+    steps: list[dict[str, Any]] = []
+    n = config.prune_rounds
+    for r in range(n):
+        round_cfg = config.prune.map_sparsity(
+            lambda s: iterative_sparsities(s, n, config.prune_schedule)[r])
+        masks = prune_(model, round_cfg, keep=masks)
+        log(f"prune round {r + 1}/{n}: masks at sparsity {masks.sparsity():.3f}"
+            + (f", retraining {config.retrain_epochs} epoch(s)" if config.retrain_epochs else ""))
+        run_dir = None
+        if config.retrain_epochs and data is not None:
+            run_dir = Path(work_dir) / f"prune_{r + 1}"
+            cfg = config.train_config(f"prune_{r + 1}", config.retrain_epochs,
+                                      config.retrain_lr, model=model_spec(model)["name"])
+            from squeezelab.train.loop import train
+
+            train(cfg, hooks=[MaskHook(masks)], model=model, data=data, run_dir=run_dir)
+            _finish_training(model)
+        _record(steps, f"prune_{r + 1}", model, data, log, round=r + 1,
+                target=round_cfg.to_dict(), masked_sparsity=masks.sparsity(),
+                retrain_epochs=config.retrain_epochs if run_dir else 0,
+                run_dir=str(run_dir) if run_dir else None)
+    return masks, steps
+
+
+def share_and_finetune(
+    model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
+    masks: Masks | None = None, log: Callable[[str], None] = _print,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """K-means share ``model``'s weights in place (exact zeros are pruned: excluded from
+    clustering, kept zero), then fine-tune the centroids for ``config.centroid_epochs`` (a run
+    directory ``work_dir/centroids`` whose trainable parameters include the codebooks).
+    ``masks`` of layers left unshared keep being enforced by a MaskHook while fine-tuning.
+    Returns the per-layer sharing summary and the step records."""
+    if config.sharing is None:
+        raise ValueError("share_and_finetune needs config.sharing (a WeightSharingConfig)")
+    steps: list[dict[str, Any]] = []
+    layers = share_weights_(model, config.sharing)
+    log(f"weight sharing: {len(layers)} layer(s), bits "
+        f"{sorted({v['bits'] for v in layers.values()})}")
+    _record(steps, "share", model, data, log, sharing=config.sharing.to_dict(),
+            layer_bits={k: v["bits"] for k, v in layers.items()})
+    if config.centroid_epochs and data is not None:
+        run_dir = Path(work_dir) / "centroids"
+        log(f"fine-tuning centroids {config.centroid_epochs} epoch(s)")
+        cfg = config.train_config("centroids", config.centroid_epochs, config.centroid_lr,
+                                  weight_decay=config.centroid_weight_decay,
+                                  model=model_spec(model)["name"])
+        from squeezelab.train.loop import train
+
+        params = dict(model.named_parameters())
+        # shared layers keep their zeros through weight_mask; only unshared pruned layers
+        # still need the hook
+        left = Masks({n: m for n, m in (masks or {}).items() if n in params})
+        train(cfg, hooks=[MaskHook(left)] if len(left) else [], model=model, data=data,
+              run_dir=run_dir)
+        _finish_training(model)
+        _record(steps, "centroids", model, data, log, centroid_epochs=config.centroid_epochs,
+                centroid_lr=config.centroid_lr, run_dir=str(run_dir))
+    return layers, steps
+
+
+def summary_path_for(path: str | os.PathLike) -> Path:
+    """``model.sqz`` -> ``model.summary.json``."""
+    p = Path(path)
+    return p.with_name(p.stem + ".summary.json")
+
+
+def _clear_phase_runs(work_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove the fine-tuning runs an earlier compression left in ``work_dir``: compressing to
+    the same output again replaces its .sqz and summary, so its phase runs are replaced too
+    (a train() into an existing run directory would refuse, asking for --resume)."""
+    import shutil
+
+    if not work_dir.is_dir():
+        return
+    stale = [p for p in sorted(work_dir.iterdir())
+             if p.is_dir() and (p.name.startswith("prune_") or p.name == "centroids")]
+    if stale:
+        log(f"replacing the earlier runs in {work_dir}: {', '.join(p.name for p in stale)}")
+    for p in stale:
+        shutil.rmtree(p)
+
+
+def compress(
+    source: str | os.PathLike | nn.Module,
+    config: CompressConfig,
+    output_path: str | os.PathLike,
+    data=None,
+    work_dir: str | os.PathLike | None = None,
+    *,
+    class_names: list[str] | None = None,
+    log: Callable[[str], None] = _print,
+) -> CompressResult:
+    """The whole pipeline: evaluate the dense model -> prune (rounds, retraining) -> share
+    weights -> fine-tune centroids -> evaluate -> ``save_compressed`` -> ``load_compressed``
+    and evaluate the file (it must equal the in-memory accuracy) -> size report.
+
+    ``source``: a checkpoint path (plain, masked or shared) or a model (not changed: the
+    pipeline works on a copy). ``data``: (train, test) ImageTensors; None loads what
+    ``config.train`` names (data, limit_train, limit_test). ``work_dir``: where the fine-tuning
+    run directories go (default: ``<output stem>_runs`` beside the output).
+    """
+    if not isinstance(config, CompressConfig):
+        raise TypeError(f"config must be a CompressConfig, got {type(config).__name__}")
+    output_path = Path(output_path)
+    if output_path.suffix != ".sqz":
+        raise ValueError(f"output path must end in .sqz, got {str(output_path)!r}")
+    masks = None
+    source_meta: dict[str, Any] = {}
+    if isinstance(source, nn.Module):
+        model = copy.deepcopy(unwrap_model(source))
+        source_name = type(source).__name__
+    else:
+        loaded = load_compressible(source)
+        model, masks, source_meta = loaded.model, loaded.masks, loaded.meta
+        source_name = str(source)
+    if shared_modules(model):
+        raise ValueError(f"{source_name} is already weight-shared; compress starts from a "
+                         "dense or pruned model")
+    model.eval()
+    class_names = class_names or source_meta.get("class_names")
+    if data is None:
+        log("loading data")
+        data = _load_data(config)
+    if class_names is None:
+        class_names = list(data[0].classes)
+    work_dir = Path(work_dir) if work_dir else output_path.with_name(output_path.stem + "_runs")
+    _clear_phase_runs(work_dir, log)
+    steps: list[dict[str, Any]] = []
+    log(f"compressing {source_name} ({model_spec(model)['name']}) -> {output_path}")
+    _record(steps, "dense", model, data, log)
+    if config.prune is not None:
+        masks, pruned = prune_and_retrain(model, config, data, work_dir, masks=masks, log=log)
+        steps += pruned
+    if config.fold_batchnorm:
+        # After pruning (retraining wants BatchNorm), before sharing (cluster the weights that
+        # ship). Zeros stay zero; the layout, hence the parameter names, changes.
+        model = fold_batchnorm(model.eval())
+        masks = Masks.from_model(model) if masks is not None else None
+        log("folded BatchNorm into the convolutions")
+        _record(steps, "fold_bn", model, data, log)
+    sharing: dict[str, Any] = {}
+    if config.sharing is not None:
+        sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,
+                                                    log=log)
+        steps += shared_steps
+    from squeezelab.data.preprocess import Preprocess
+
+    final = steps[-1]
+    meta = {
+        "source": source_name,
+        "compress_config": config.to_dict(),
+        "steps": steps,
+        "top1": final.get("top1"),
+        "sparsity": final["sparsity"],
+        # how inputs are prepared: those of the images it was fine-tuned and scored on
+        **Preprocess.from_data(data[0]).to_meta(),
+    }
+    save_compressed(model, output_path, class_names=class_names, meta=meta,
+                    gap_bits=config.gap_bits)
+    log(f"wrote {output_path} ({output_path.stat().st_size:,} bytes)")
+    loaded_model = load_compressed(output_path)
+    loaded_rec = _record([], "loaded", loaded_model, data, log)
+    if "top1" in final and loaded_rec["top1"] != final["top1"]:
+        raise RuntimeError(
+            f"{output_path}: the loaded file scores top-1 {loaded_rec['top1']:.6f}, the "
+            f"in-memory model {final['top1']:.6f}; the file does not reproduce the model")
+    steps.append(loaded_rec)
+    try:
+        import zstandard  # noqa: F401  (the fp32 baselines need it)
+
+        report = size_report(output_path, fp32=model)
+    except ImportError:
+        report = size_report(output_path)
+    size = dict(report.totals)
+    log(f"size: {size['file_bytes']:,} bytes, {size['ratio_fp32']:.1f}x smaller than fp32 "
+        f"({size['fp32_bytes']:,} bytes)")
+    summary = {
+        "output": str(output_path),
+        "source": source_name,
+        "model": model_spec(model),
+        "config": config.to_dict(),
+        "steps": steps,
+        "sharing": sharing,
+        "dense_top1": steps[0].get("top1"),
+        "final_top1": loaded_rec.get("top1"),
+        "size": size,
+        "layers": list(report),
+    }
+    summary_path = summary_path_for(output_path)
+    atomic_write_bytes(summary_path, json.dumps(summary, indent=2, default=json_default).encode())
+    log(f"summary: {summary_path}")
+    return CompressResult(path=output_path, summary_path=summary_path, model=model,
+                          loaded=loaded_model, steps=steps, size=size, summary=summary)
+
+
+__all__ = [
+    "CompressConfig", "CompressResult", "Compressible", "compress", "evaluate_top1",
+    "load_compressible", "prune_and_retrain", "save_compressible", "share_and_finetune",
+    "summary_path_for", "weight_sparsity",
+]

@@ -1,0 +1,244 @@
+"""Tests for the .sqz file: exact round trips of a pruned, weight-shared model, the size report,
+and a clear SqzFormatError for every kind of damaged or lying file."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from sqz_helpers import TINY, edit_header, join, split, tiny_shared_model
+
+from squeezelab import create_model
+from squeezelab.compress.coding.sparse_index import pack_bits
+from squeezelab.compress.format.size_report import format_size_report, size_report
+from squeezelab.compress.format.sqz import (
+    SqzFormatError,
+    load_compressed,
+    read_sqz,
+    save_compressed,
+)
+from squeezelab.compress.quantization.weight_sharing import shared_modules
+
+
+@pytest.fixture(scope="module")
+def shared_model():
+    return tiny_shared_model()
+
+
+@pytest.fixture(scope="module")
+def sqz_bytes(shared_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqz") / "tiny.sqz"
+    save_compressed(shared_model, path, class_names=[f"c{i}" for i in range(10)],
+                    meta={"top1": 0.5, "recipe": "test"}, gap_bits=3)
+    return path.read_bytes()
+
+
+def _load(data: bytes):
+    return load_compressed(data)
+
+
+def test_round_trip_outputs_exactly_equal(shared_model, sqz_bytes, tmp_path):
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = shared_model(x)
+    path = tmp_path / "m.sqz"
+    path.write_bytes(sqz_bytes)
+    loaded = load_compressed(path)
+    assert not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+    kept = load_compressed(path, keep_shared=True)
+    assert set(shared_modules(kept)) == set(shared_modules(shared_model))
+    with torch.no_grad():
+        assert torch.equal(kept(x), expected)
+    assert loaded.sqz_header["class_names"] == [f"c{i}" for i in range(10)]
+    assert loaded.sqz_header["meta"] == {"top1": 0.5, "recipe": "test"}
+
+
+def test_read_sqz_gives_back_codebook_indices_and_mask(shared_model, sqz_bytes):
+    sqz = read_sqz(sqz_bytes)
+    shared = shared_modules(shared_model)
+    assert set(sqz.shared) == set(shared)
+    for name, module in shared.items():
+        t = sqz.shared[name]
+        assert torch.equal(t.codebook, module.codebook.detach())
+        assert torch.equal(t.mask, module.weight_mask)
+        assert torch.equal(t.indices, module.weight_indices)
+        assert t.gap_bits == 3 and t.weight_bits == 4
+    assert sqz.model == {"name": "squeezenet_cifar",
+                         "kwargs": {"num_classes": 10, "fire_config": [[4, 8, 8]] * 8,
+                                    "stem_channels": 8}}
+    dense = sqz.dense["features.1.num_batches_tracked"]
+    assert dense.dtype == torch.int64
+
+
+def test_unshared_model_round_trips_dense(tmp_path):
+    model = create_model("squeezenet_cifar", **TINY).eval()
+    path = save_compressed(model, tmp_path / "dense.sqz")
+    loaded = load_compressed(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_size_report_adds_up_to_the_file(sqz_bytes, tmp_path, shared_model):
+    path = tmp_path / "r.sqz"
+    path.write_bytes(sqz_bytes)
+    report = size_report(path, fp32=shared_model)
+    t = report.totals
+    assert t["file_bytes"] == os.path.getsize(path)
+    assert t["tensor_bytes"] + t["header_bytes"] + t["container_bytes"] == t["file_bytes"]
+    assert t["unaccounted_bytes"] == 0
+    fresh = create_model("squeezenet_cifar", **TINY).state_dict()
+    assert t["num_params"] == sum(v.numel() for v in fresh.values())
+    row = next(r for r in report if r["name"] == "features.0.weight")
+    mask = shared_modules(shared_model)["features.0.weight"].weight_mask
+    assert row["sparsity"] == pytest.approx(1 - mask.float().mean().item())
+    assert row["index_bits"] == 4 and row["gap_bits"] == 3 and row["num_clusters"] == 16
+    assert row["codebook_bytes"] == 64
+    assert row["index_bits_huffman"] == pytest.approx(8 * row["index_bytes"] / int(mask.sum()))
+    assert t["safetensors_bytes"] > t["file_bytes"] and t["gzip_bytes"] > 0
+    text = format_size_report(report)
+    assert "features.0.weight" in text and f"{t['file_bytes']:,} B" in text
+
+
+# ---------------------------------------------------------------- failure modes
+def test_truncated_files(sqz_bytes):
+    for cut in (0, 3, 9, 10, 50, len(sqz_bytes) // 2, len(sqz_bytes) - 5, len(sqz_bytes) - 1):
+        with pytest.raises(SqzFormatError, match="too short|truncated|CRC32 mismatch"):
+            _load(sqz_bytes[:cut])
+
+
+def test_bad_magic_version_and_crc(sqz_bytes):
+    with pytest.raises(SqzFormatError, match="not a .sqz file"):
+        _load(b"PK\x03\x04" + sqz_bytes[4:])
+    header, payload = split(sqz_bytes)
+    with pytest.raises(SqzFormatError, match="format version 7; this squeezelab reads versions 1, 2"):
+        _load(join(header, payload, version=7))
+    flipped = bytearray(sqz_bytes)
+    flipped[len(flipped) // 2] ^= 0x10
+    with pytest.raises(SqzFormatError, match="CRC32 mismatch"):
+        _load(bytes(flipped))
+
+
+def test_version_1_plain_json_header_still_loads(sqz_bytes):
+    header, payload = split(sqz_bytes)
+    v1 = join(header, payload, version=1)
+    assert v1[4:6] == b"\x01\x00" and len(v1) > len(sqz_bytes)  # the plain header is larger
+    a, b = read_sqz(v1).state_dict(), read_sqz(sqz_bytes).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compressed_header_that_is_not_zlib_or_expands_too_far(sqz_bytes):
+    import struct
+    import zlib
+
+    payload = split(sqz_bytes)[1]
+    for raw, match in ((b"not zlib at all", "header is not valid zlib data"),
+                       (zlib.compress(b" " * (1 << 22), 9), "does not decompress within")):
+        body = raw + payload
+        bad = (b"SQZ\x00" + struct.pack("<HI", 2, len(raw)) + body
+               + struct.pack("<I", zlib.crc32(body)))
+        with pytest.raises(SqzFormatError, match=match):
+            _load(bad)
+
+
+def test_header_not_json_or_wrong_types(sqz_bytes):
+    import struct
+    import zlib
+
+    body = b"{not json" + split(sqz_bytes)[1]
+    bad = b"SQZ\x00" + struct.pack("<HI", 1, 9) + body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(SqzFormatError, match="header is not valid UTF-8 JSON"):
+        _load(bad)
+    with pytest.raises(SqzFormatError, match="'tensors' must be a list"):
+        _load(edit_header(sqz_bytes, lambda h: h.update(tensors={"a": 1})))
+    with pytest.raises(SqzFormatError, match="header 'model' must be"):
+        _load(edit_header(sqz_bytes, lambda h: h.update(model="squeezenet")))
+
+
+def _shared_entry(h, name="features.4.expand3x3.weight"):
+    return next(t for t in h["tensors"] if t["name"] == name)
+
+
+def _dense_entry(h, name="features.1.running_var"):
+    return next(t for t in h["tensors"] if t["name"] == name)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: _dense_entry(h)["data"].__setitem__(0, 10**9),
+     r"layer 'features.1.running_var': data stream \[1000000000, .*\) lies outside"),
+    (lambda h: _dense_entry(h)["data"].__setitem__(1, 4),
+     r"layer 'features.1.running_var': 4 bytes of data, but shape \[8\] in float32 needs 32"),
+    (lambda h: _dense_entry(h).__setitem__("shape", [4]),
+     r"layer 'features.1.running_var': 32 bytes of data, but shape \[4\]"),
+    (lambda h: _dense_entry(h).__setitem__("shape", [2**40]),
+     r"more than a \d+-byte file can hold"),
+    (lambda h: _shared_entry(h).__setitem__("shape", [8, 4, 3, 4]),
+     r"layer 'features.4.expand3x3.weight': file shape \[8, 4, 3, 4\] does not fit "
+     r"the model's \[8, 4, 3, 3\]|gap stream"),
+    (lambda h: _shared_entry(h).__setitem__("shape", [10**6]),
+     r"layer 'features.4.expand3x3.weight': shape \[1000000\] has 1000000 weights, but \d+ "
+     r"entries of 3-bit gaps describe at most"),
+    (lambda h: _shared_entry(h).update(nnz=_shared_entry(h)["nnz"] + 1,
+                                       num_entries=_shared_entry(h)["num_entries"] + 1),
+     r"layer 'features.4.expand3x3.weight': (index|gap) stream of \d+ entries: "),
+    (lambda h: _shared_entry(h).__setitem__("index_symbols", 17),
+     r"'index_symbols' must be an int in \[0, 16\], got 17"),
+    (lambda h: _shared_entry(h).__setitem__("codebook", [0, 8]),
+     r"codebook has 8 bytes, a 4-bit codebook needs 64"),
+    (lambda h: _shared_entry(h).__setitem__("index", [_shared_entry(h)["index"][0], 1]),
+     r"layer 'features.4.expand3x3.weight': (index stream|'nnz')"),
+    (lambda h: _shared_entry(h).__setitem__("gap", _shared_entry(h)["index"]),
+     r"layer 'features.4.expand3x3.weight': (gap stream|'num_entries')"),
+    (lambda h: _shared_entry(h).__setitem__("weight_bits", "4"),
+     r"'weight_bits' must be an int in \[1, 16\], got '4'"),
+    (lambda h: _shared_entry(h).__setitem__("encoding", "zip"),
+     r"unknown encoding 'zip'"),
+    (lambda h: h["model"].__setitem__("name", "squeezenet_cifra"),
+     r"model 'squeezenet_cifra' .* cannot be built: UnknownModelError: unknown model "
+     r"'squeezenet_cifra'; did you mean squeezenet_cifar"),
+    (lambda h: h["model"]["kwargs"].__setitem__("num_classes", 11),
+     r"layer 'classifier.1.weight': file shape \[10, 16, 1, 1\] does not fit the model's "
+     r"\[11, 16, 1, 1\]"),
+    (lambda h: h["model"]["kwargs"].__setitem__("num_fire", 10**7),
+     r"model argument 10000000 is beyond \+-1048576"),
+    (lambda h: h["model"].update(kwargs={"num_fire": 5000}),
+     r"has far more tensors than the \d+ the file holds"),
+    (lambda h: h["model"]["kwargs"].__setitem__("batch_norm", False),
+     r"tensors do not fit the model: missing \['features.0.bias', .*unexpected "
+     r"\['features.1.bias'"),
+    (lambda h: h["tensors"].pop(),
+     r"tensors do not fit the model: missing \['classifier.1.\w+'\], unexpected \[\]"),
+    (lambda h: h.update(payload_size=5), r"header says the payload has 5 bytes"),
+])
+def test_lying_headers_with_valid_crc(sqz_bytes, edit, message):
+    with pytest.raises(SqzFormatError, match=message):
+        _load(edit_header(sqz_bytes, edit))
+
+
+def test_corrupt_streams_name_the_layer(sqz_bytes):
+    header, payload = split(sqz_bytes)
+    entry = _shared_entry(header)
+    off, length = entry["index"]
+    damaged = bytearray(payload)
+    damaged[off:off + length] = b"\xff" * length  # all-ones: longer than any code sequence
+    with pytest.raises(SqzFormatError, match=r"layer 'features.4.expand3x3.weight': index "
+                                             r"stream of \d+ entries"):
+        _load(join(header, bytes(damaged)))
+    t_off, t_len = entry["gap_table"]
+    damaged = bytearray(payload)
+    # every code length 1: not a prefix code
+    damaged[t_off:t_off + t_len] = pack_bits(np.ones(entry["gap_symbols"], np.int64), 5)
+    with pytest.raises(SqzFormatError, match=r"layer 'features.4.expand3x3.weight': gap table: "
+                                             r".*(not a prefix code|must be in)"):
+        _load(join(header, bytes(damaged)))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SqzFormatError, match="cannot read"):
+        load_compressed(tmp_path / "nope.sqz")
+
+
+def test_atomic_write_leaves_no_temp_files(shared_model, tmp_path):
+    save_compressed(shared_model, tmp_path / "a.sqz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sqz"]
+    assert np.frombuffer((tmp_path / "a.sqz").read_bytes()[:4], np.uint8).tobytes() == b"SQZ\0"

@@ -60,17 +60,10 @@ def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, 
 
 
 def _load_data(train_section: dict[str, Any], need_train: bool = True):
-    from squeezelab.data import load_split, resolve_default_cifar10
-    from squeezelab.train.config import data_seed_of
+    from squeezelab.train.data import load_run_data
 
-    source = train_section.get("data") or resolve_default_cifar10()
-    common = dict(root=train_section.get("data_root"), image_size=train_section.get("image_size"),
-                  seed=data_seed_of(train_section), progress=False)
-    print(f"loading data: {source}", flush=True)
-    test = load_split(source, "test", limit=train_section.get("limit_test"), **common)
-    train = (load_split(source, "train", limit=train_section.get("limit_train"), **common)
-             if need_train else None)
-    return train, test
+    print(f"loading data: {train_section.get('data') or 'CIFAR-10'}", flush=True)
+    return load_run_data({**train_section, "progress": False}, train=need_train)
 
 
 def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:

@@ -39,6 +39,7 @@ from squeezelab.checkpoint import (
 from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.models import create_model, get_entry
 from squeezelab.train.config import ConfigError, TrainConfig
+from squeezelab.train.data import load_run_data
 from squeezelab.train.distributed import (
     all_reduce_sum,
     broadcast_object,
@@ -103,19 +104,6 @@ def default_run_name(cfg: TrainConfig) -> str:
     return f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def load_run_data(cfg: TrainConfig, is_main: bool = True):
-    """The (train, test) ImageTensors ``cfg`` names: its data source, subset and image size.
-    Bars show only on the main process and only when ``cfg.progress`` is on."""
-    from squeezelab.data import load_split, resolve_default_cifar10
-
-    source = cfg.data or resolve_default_cifar10()
-    common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-                  skip_bad=cfg.skip_bad_images, seed=cfg.data_seed,
-                  progress=is_main and cfg.progress)
-    return (load_split(source, "train", limit=cfg.limit_train, **common),
-            load_split(source, "test", limit=cfg.limit_test, **common))
-
-
 def build_run_model(cfg: TrainConfig, num_classes: int,
                     initial_weights: tuple[dict[str, torch.Tensor], str] | None = None,
                     announce: bool = True) -> nn.Module:
@@ -166,7 +154,7 @@ def train(
     torch.manual_seed(cfg.seed)
 
     # --- data ------------------------------------------------------------------------------
-    train_data, test_data = data if data is not None else load_run_data(cfg, is_main)
+    train_data, test_data = data if data is not None else load_run_data(cfg, is_main=is_main)
     augment = cfg.augment
     if augment == "auto":
         augment = "cifar" if train_data.images.shape[-1] <= 64 else "imagenet"

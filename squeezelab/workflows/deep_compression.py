@@ -242,14 +242,9 @@ def _print(msg: str) -> None:
 
 
 def _load_data(config: CompressConfig):
-    from squeezelab.data import load_split, resolve_default_cifar10
+    from squeezelab.train.data import load_run_data
 
-    cfg = config.train_config("data")
-    source = cfg.data or resolve_default_cifar10()
-    common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-                  skip_bad=cfg.skip_bad_images, seed=cfg.seed, progress=cfg.progress)
-    return (load_split(source, "train", limit=cfg.limit_train, **common),
-            load_split(source, "test", limit=cfg.limit_test, **common))
+    return tuple(load_run_data(config.train_config("data")))
 
 
 def _finish_training(model: nn.Module) -> None:

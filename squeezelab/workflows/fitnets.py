@@ -324,7 +324,7 @@ def _load_data(cfg: TrainConfig):
     """(train, test) ImageTensors as ``train()`` would load them (once, for both stages)."""
     import os
 
-    from squeezelab.train.loop import load_run_data
+    from squeezelab.train.data import load_run_data
 
     return load_run_data(cfg, is_main=os.environ.get("RANK", "0") == "0")
 

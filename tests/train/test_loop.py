@@ -64,15 +64,15 @@ def cifar_tiny(cifar_small):
 def test_subset_seed_chooses_the_limited_subset_whatever_the_seed(tmp_path, cifar_tree,
                                                                   monkeypatch):
     """Several seeds can train on one --limit-train subset, and the config records which."""
-    import squeezelab.data
+    import squeezelab.train.data as run_data
 
-    real, picked = squeezelab.data.load_split, []
+    real, picked = run_data.load_split, []
 
     def recording_load_split(source, split, **kwargs):
         picked.append((split, kwargs["limit"], kwargs["seed"]))
         return real(source, split, **kwargs)
 
-    monkeypatch.setattr(squeezelab.data, "load_split", recording_load_split)
+    monkeypatch.setattr(run_data, "load_split", recording_load_split)
     small = dict(epochs=1, data=str(cifar_tree), limit_train=100, limit_test=20, seed=1)
     train(config(tmp_path, **small, run_name="own"))
     result = train(config(tmp_path, **small, subset_seed=0, run_name="shared"))
@@ -83,15 +83,15 @@ def test_subset_seed_chooses_the_limited_subset_whatever_the_seed(tmp_path, cifa
 
 def test_progress_false_also_quiets_the_decoding_bars(tmp_path, cifar_tree, monkeypatch):
     """--progress false is for logs: the data loading that may decode must not draw bars."""
-    import squeezelab.data
+    import squeezelab.train.data as run_data
 
-    real, shown = squeezelab.data.load_split, []
+    real, shown = run_data.load_split, []
 
     def recording_load_split(source, split, **kwargs):
         shown.append(kwargs["progress"])
         return real(source, split, **kwargs)
 
-    monkeypatch.setattr(squeezelab.data, "load_split", recording_load_split)
+    monkeypatch.setattr(run_data, "load_split", recording_load_split)
     small = dict(epochs=1, data=str(cifar_tree), limit_train=100, limit_test=20)
     train(config(tmp_path, **small, run_name="quiet"))
     train(config(tmp_path, **small, progress=True, run_name="shown"))

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from squeezelab.extras import import_extra
 from squeezelab.models import unwrap_model
+
+#: what writing an ONNX file needs (the TorchScript exporter builds its graph with onnx), and
+#: what checking it needs; the torch.export based exporter needs onnxscript too
+EXPORT_MODULES = ("onnx",)
+CHECK_MODULES = ("onnxruntime",)
+DYNAMO_MODULES = ("onnxscript",)
 
 
 def _dense_copy(model: nn.Module) -> nn.Module:
@@ -58,6 +65,9 @@ def export_onnx(
                          f"{input_size!r}")
     if not isinstance(opset, int) or not 7 <= opset <= 23:
         raise ValueError(f"opset must be an int in 7..23, got {opset!r}")
+    # before torch.onnx starts: without them it fails deep inside with OnnxExporterError
+    for module in EXPORT_MODULES + (DYNAMO_MODULES if dynamo else ()):
+        import_extra(module, "ONNX export")
     net = _dense_copy(model)
     was_training = net.training
     net.eval()
@@ -81,8 +91,7 @@ def export_onnx(
     finally:
         net.train(was_training)
     if metadata:
-        import onnx
-
+        onnx = import_extra("onnx", "ONNX export")
         proto = onnx.load(str(path))
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
@@ -111,7 +120,7 @@ def onnx_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
 
 def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) -> float:
     """Max absolute difference between ``model(inputs)`` and onnxruntime on ``path``."""
-    import onnxruntime as ort
+    ort = import_extra("onnxruntime", "checking an ONNX file against onnxruntime")
 
     net = _dense_copy(model)
     was_training = net.training
@@ -126,4 +135,5 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) 
     return float(np.abs(got - expected).max())
 
 
-__all__ = ["check_onnx", "export_onnx", "onnx_metadata"]
+__all__ = ["CHECK_MODULES", "DYNAMO_MODULES", "EXPORT_MODULES", "check_onnx", "export_onnx",
+           "onnx_metadata"]

@@ -30,8 +30,9 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__()
-        import onnxruntime as ort
+        from squeezelab.extras import import_extra
 
+        ort = import_extra("onnxruntime", f"running {path}")
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for a damaged file

@@ -1,14 +1,24 @@
 """The ``squeezelab`` command: thin subcommands over the library.
 
 Each command group lives in its own module with an ``add_commands(subparsers)`` function.
-Library errors about bad input (ValueError and its subclasses, FileNotFoundError) are printed
-as one ``error:`` line and exit with status 2; a Ctrl-C exits with 130.
+Library errors about bad input (``BAD_INPUT_ERRORS``: ValueError and its subclasses, a path
+that is missing, a directory or not writable, an optional extra that is not installed) are
+printed as one ``error:`` line and exit with status 2; a Ctrl-C exits with 130. Anything else
+is a bug in squeezelab and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from squeezelab.extras import MissingExtraError
+
+#: What a user can fix from the command line: the library's errors about bad input (all
+#: ValueError subclasses: ConfigError, DataError, CheckpointError, ...), a path that does not
+#: exist, is (not) a directory or may not be written, and a missing optional extra.
+BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                    PermissionError, FileExistsError, MissingExtraError)
 
 # Command-group modules, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -39,6 +49,16 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_data_source_flags(p: argparse.ArgumentParser) -> None:
+    """``--download`` and ``--skip-bad-images``: every command that loads a data set takes
+    them, so the data errors' hints (``--download true``) work wherever they are printed."""
+    p.add_argument("--download", type=parse_bool, default=False, metavar="BOOL",
+                   help="fetch the official CIFAR archive when it is missing")
+    p.add_argument("--skip-bad-images", type=parse_bool, default=False, metavar="BOOL",
+                   help="leave out image files that cannot be decoded (say which) instead of "
+                   "stopping")
 
 
 MODEL_PATH_HELP = ("checkpoint (.json/.safetensors or stem), a run directory (uses its best "
@@ -86,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except BAD_INPUT_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

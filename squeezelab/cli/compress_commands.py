@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezelab.cli import DefaultsHelpFormatter, check_checkpoint
+from squeezelab.cli import DefaultsHelpFormatter, add_data_source_flags, check_checkpoint
 
 QUANT_METHODS = ("kmeans", "int8", "binary", "xnor", "fixed", "pq", "rq", "lowrank")
 
@@ -38,6 +38,7 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="balanced train subset")
     p.add_argument("--limit-test", type=int, default=None, help="balanced test subset")
     p.add_argument("--batch-size", type=int, default=None)
+    add_data_source_flags(p)
 
 
 def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +55,9 @@ def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, 
         value = getattr(args, key, None)
         if value is not None:
             out[key] = value
+    for key in ("download", "skip_bad_images"):  # this command's choice, not the run's
+        if getattr(args, key, False):
+            out[key] = True
     out.setdefault("schedule", "cosine")
     out["warmup_epochs"] = 0.0
     return out

@@ -10,11 +10,17 @@ from typing import Any
 import yaml
 
 from squeezelab.cli import parse_bool
-from squeezelab.train.config import FIELD_HELP, TrainConfig
+from squeezelab.train.config import FIELD_HELP, ConfigError, TrainConfig
 
 
-def _parse_yaml_value(text: str) -> Any:
-    return yaml.safe_load(text)
+def _parse_yaml_value(text: str, what: str = "value") -> Any:
+    """A flag's value read as YAML (``0.4``, ``true``, ``[3, 5]``); malformed YAML is a
+    ConfigError naming the flag, not a yaml traceback."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{what}: {text!r} is not a valid YAML value ({problem})") from None
 
 
 def _field_type(field: dataclasses.Field) -> Any:
@@ -54,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if "=" not in item:
             raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        model_args[key] = _parse_yaml_value(value)
+        model_args[key] = _parse_yaml_value(value, f"--model-arg {key}")
     if args.recipe:
         cfg = TrainConfig.from_yaml(args.recipe, overrides)
     else:

@@ -7,7 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from squeezelab.cli import MODEL_PATH_HELP, DefaultsHelpFormatter, parse_bool
+from squeezelab.cli import (
+    MODEL_PATH_HELP,
+    DefaultsHelpFormatter,
+    add_data_source_flags,
+    parse_bool,
+)
 
 
 def add_eval_data_flags(p: argparse.ArgumentParser, default_data: str) -> None:
@@ -23,6 +28,7 @@ def add_eval_data_flags(p: argparse.ArgumentParser, default_data: str) -> None:
                    help="average the logits of each image and its mirror (default: as the "
                    "model was trained, so the figure matches the run's)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results here")
+    add_data_source_flags(p)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +57,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "preprocessing record: take the mean/std from this data's train split "
                    "(default: the data the model was trained on)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--download", type=parse_bool, default=False, metavar="BOOL",
+                   help="with --data cifar10|cifar100: fetch the official archive when it is "
+                   "missing")
     p.add_argument("--skip-bad-images", type=parse_bool, default=False, metavar="BOOL",
                    help="leave out files that are not readable images (say which) instead "
                    "of stopping")
@@ -68,7 +77,8 @@ def eval_data(args: argparse.Namespace, meta: dict):
 
     trained_on = (meta.get("config") or {}).get("data")
     source = args.data or trained_on or resolve_default_cifar10()
-    return source, load_split(source, args.split, root=args.data_root, limit=args.limit)
+    return source, load_split(source, args.split, root=args.data_root, limit=args.limit,
+                              download=args.download, skip_bad=args.skip_bad_images)
 
 
 def check_model_fits(path: str, meta: dict, source: str, data) -> None:
@@ -190,7 +200,8 @@ def predict_preprocess(args: argparse.Namespace, meta: dict):
     print(f"{args.model} does not record its input normalisation; taking it from the train "
           f"split of {source}", flush=True)
     size = trained_image_size(meta)
-    train = load_split(source, "train", root=args.data_root, image_size=size)
+    train = load_split(source, "train", root=args.data_root, image_size=size,
+                       download=args.download)
     return Preprocess(size or train.image_size, train.mean, train.std)
 
 

@@ -15,12 +15,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="per-layer size report of a .sqz file")
     p.add_argument("sqz")
     p.add_argument("--fp32", default=None, help="the fp32 checkpoint, for safetensors/gzip/zstd "
-                   "ratios")
+                   "ratios (zstd needs the [zstd] extra: pip install 'squeezelab[zstd]')")
     p.add_argument("--json", dest="json_out", default=None, help="also write the report here")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("export", help="export a checkpoint or .sqz to ONNX (checked against "
-                       "onnxruntime)", formatter_class=fmt)
+                       "onnxruntime); needs the [export] extra: pip install "
+                       "'squeezelab[export]'", formatter_class=fmt)
     p.add_argument("model", help="checkpoint or .sqz file")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
@@ -37,13 +38,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     path = Path(args.sqz)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    sqz = read_sqz(path)
     fp32 = None
     if args.fp32:
         from squeezelab.checkpoint import checkpoint_paths
+        from squeezelab.extras import require_extras
 
+        require_extras(("zstandard",), "squeezelab inspect --fp32")
         args.fp32 = check_checkpoint(args.fp32)
         fp32 = checkpoint_paths(args.fp32)[1]
+    sqz = read_sqz(path)
     report = size_report(sqz, fp32=fp32)
     spec = sqz.model
     print(f"{path}: model {spec['name']} {spec['kwargs']}, "
@@ -60,9 +63,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from squeezelab.export import check_onnx, export_onnx, onnx_metadata
+    from squeezelab.export import (
+        CHECK_MODULES,
+        DYNAMO_MODULES,
+        EXPORT_MODULES,
+        check_onnx,
+        export_onnx,
+        onnx_metadata,
+    )
+    from squeezelab.extras import require_extras
     from squeezelab.inference import load_model, trained_image_size
 
+    # all it needs, before anything is loaded or written: a missing one is one error line
+    require_extras(EXPORT_MODULES + CHECK_MODULES + (DYNAMO_MODULES if args.dynamo else ()),
+                   "squeezelab export" + (" --dynamo" if args.dynamo else ""))
     if Path(args.model).suffix != ".sqz":
         args.model = check_checkpoint(args.model)
     model, meta = load_model(args.model)

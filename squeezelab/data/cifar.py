@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from squeezelab.data.types import DataError, ImageTensors
+from squeezelab.data.types import DOWNLOAD_HINT, DataError, ImageTensors
 
 CIFAR_SIDE_PX = 32
 CIFAR_PIXELS_PER_IMAGE = 3 * CIFAR_SIDE_PX * CIFAR_SIDE_PX  # 3072 bytes per image row
@@ -153,7 +153,7 @@ def ensure_archive(name: str, root: str | os.PathLike, *, download: bool = False
     if not path.is_file():
         if not download:
             raise DataError(f"{spec.name} archive {spec.filename} not found: {place}, "
-                            "or pass download=True")
+                            f"or let squeezelab fetch it: {DOWNLOAD_HINT}")
         _download(spec, path, place)
     got = file_md5(path)
     if got != spec.md5:

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from squeezelab.data.types import DataError
+from squeezelab.data.types import SKIP_BAD_HINT, DataError
 
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
 # Below this many files a process pool costs more (start-up, imports) than it saves.
@@ -205,7 +205,7 @@ def decode_files(paths: Sequence[str], image_size: int | Sequence[int] | None = 
             for position, reason in chunk.bad:
                 if not skip_bad:
                     raise DataError(f"cannot decode image {paths[position]}: {reason} "
-                                    "(pass skip_bad=True to skip unreadable files)")
+                                    f"(to leave out unreadable files: {SKIP_BAD_HINT})")
                 skipped.append(paths[position])
             for position, array in zip(chunk.positions, chunk.images):
                 if out is None:

@@ -22,7 +22,7 @@ from squeezelab.data.cache import (
 )
 from squeezelab.data.cifar import CIFAR_SPECS, load_cifar
 from squeezelab.data.folders import decode_files, parse_image_size, scan_split
-from squeezelab.data.types import DataError, ImageTensors
+from squeezelab.data.types import SKIP_BAD_HINT, DataError, ImageTensors
 
 CIFAR10_DIR_ENV = "SQUEEZELAB_CIFAR10_DIR"
 SHARED_CIFAR10 = Path("..") / "shared" / "data" / "cifar10-jpeg"
@@ -127,7 +127,7 @@ def load_folder_split(root: str | os.PathLike, split: str, size_hw: tuple[int, i
         images, labels, meta = entry
         if meta["skipped"] and not skip_bad:
             raise DataError(f"cannot decode image {meta['skipped'][0]} ({len(meta['skipped'])} "
-                            "unreadable files in all; pass skip_bad=True to skip them)")
+                            f"unreadable files in all; to leave them out: {SKIP_BAD_HINT})")
         mean, std = tuple(meta["mean"]), tuple(meta["std"])
         if Path(files.folder).name != "train":
             # The train folder may have changed since this entry was written: take its current

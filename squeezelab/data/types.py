@@ -17,6 +17,14 @@ class DataError(ValueError):
     """Every data-path problem: a missing or damaged file, an unexpected layout, a bad argument."""
 
 
+# How to act on an error, said for every kind of user: the flag that each command which loads
+# data accepts, the recipe key (a TrainConfig field) and the keyword of the library functions.
+DOWNLOAD_HINT = ("--download true on the command line (download: true in a recipe, "
+                 "download=True in Python)")
+SKIP_BAD_HINT = ("--skip-bad-images true on the command line (skip_bad_images: true in a "
+                 "recipe, skip_bad=True in Python)")
+
+
 @dataclass
 class ImageTensors:
     """A decoded split of an image data set.

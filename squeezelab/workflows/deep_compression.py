@@ -151,14 +151,9 @@ class CompressConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "CompressConfig":
         """The ``compress:`` section of a recipe (or the whole file when it has none)."""
-        import yaml
+        from squeezelab.config import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"recipe {path} must hold a mapping")
+        values = read_yaml_mapping(path)
         return cls.from_dict(values.get("compress", values))
 
     def to_dict(self) -> dict[str, Any]:

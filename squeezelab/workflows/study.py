@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from squeezelab.config import read_yaml_mapping
 from squeezelab.train.config import ConfigError, TrainConfig
 
 
@@ -40,11 +39,8 @@ class StudyCell:
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file {path} does not exist")
-    grid = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(grid, dict) or not isinstance(grid.get("axes"), dict) or not grid["axes"]:
+    grid = read_yaml_mapping(path, "grid file")
+    if not isinstance(grid.get("axes"), dict) or not grid["axes"]:
         raise ConfigError(f"grid {path} must be a mapping with a non-empty 'axes:' mapping")
     unknown = sorted(set(grid) - {"base", "axes"})
     if unknown:

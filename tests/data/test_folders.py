@@ -87,7 +87,8 @@ def test_train_test_class_mismatch_names_both_sides(tmp_path):
 def test_corrupt_image_error_names_the_file(jpeg_tree, tmp_path):
     bad = jpeg_tree / "train" / "cat" / "zz_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    with pytest.raises(DataError, match=f"cannot decode image {bad}.*skip_bad=True"):
+    with pytest.raises(DataError, match=f"cannot decode image {bad}.*--skip-bad-images true "
+                       "on the command line .*skip_bad=True in Python"):
         load_split(str(jpeg_tree), "train", cache_dir=tmp_path / "cache", progress=False)
 
 
@@ -113,7 +114,7 @@ def test_skip_bad_counts_and_keeps_labels_aligned(jpeg_tree, tmp_path):
         assert int(data.labels[i]) == f.label
         assert np.array_equal(data.images[i].numpy(), _pil_rgb(f.path))
     # The cached entry remembers the bad files: without skip_bad it is still an error.
-    with pytest.raises(DataError, match=f"cannot decode image {bad1}"):
+    with pytest.raises(DataError, match=f"cannot decode image {bad1}.*--skip-bad-images true"):
         load_split(str(jpeg_tree), "train", cache_dir=tmp_path / "cache", progress=False)
 
 

@@ -129,8 +129,9 @@ def _baselines(fp32: str | os.PathLike | nn.Module, file_bytes: int) -> dict[str
         data = st_save(state)
     else:
         data = Path(fp32).read_bytes()
-    import zstandard
+    from squeezelab.extras import import_extra
 
+    zstandard = import_extra("zstandard", "the zstd baseline of a size report against fp32")
     gz = len(gzip.compress(data, compresslevel=9))
     zs = len(zstandard.ZstdCompressor(level=19).compress(data))
     return {

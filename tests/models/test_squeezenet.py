@@ -47,34 +47,36 @@ def test_torchvision_state_dict_layout(name, conv1, fires, pools):
 
 
 
-@pytest.mark.parametrize("name,fires,pools,stride", [
-    ("squeezenet1_0", V1_0_FIRES, (6, 11), 2), ("squeezenet1_1", V1_1_FIRES, (5, 8), 2)])
-def test_outputs_match_torchvision_forward(name, fires, pools, stride):
+def torchvision_forward(sd: dict, x: torch.Tensor, fires: dict, pools: tuple) -> torch.Tensor:
+    """torchvision's SqueezeNet forward in eval mode, written with F.* on a state dict: stem
+    conv (stride 2) + ReLU, max-pools 3/2 with ceil_mode at ``pools`` (and index 2), each Fire
+    = ReLU(squeeze) -> cat(ReLU(expand1x1), ReLU(expand3x3, padding 1)), then dropout (identity
+    in eval), conv10 + ReLU and global average pooling."""
+    y = F.relu(F.conv2d(x, sd["features.0.weight"], sd["features.0.bias"], stride=2))
+    y = F.max_pool2d(y, 3, 2, ceil_mode=True)
+    for i in range(3, 13):
+        if i in pools:
+            y = F.max_pool2d(y, 3, 2, ceil_mode=True)
+        elif i in fires:
+            p = f"features.{i}."
+            s = F.relu(F.conv2d(y, sd[p + "squeeze.weight"], sd[p + "squeeze.bias"]))
+            y = torch.cat([
+                F.relu(F.conv2d(s, sd[p + "expand1x1.weight"], sd[p + "expand1x1.bias"])),
+                F.relu(F.conv2d(s, sd[p + "expand3x3.weight"], sd[p + "expand3x3.bias"],
+                                padding=1))], 1)
+    y = F.relu(F.conv2d(y, sd["classifier.1.weight"], sd["classifier.1.bias"]))
+    return F.adaptive_avg_pool2d(y, 1).flatten(1)
+
+
+@pytest.mark.parametrize("name,fires,pools", [
+    ("squeezenet1_0", V1_0_FIRES, (6, 11)), ("squeezenet1_1", V1_1_FIRES, (5, 8))])
+def test_outputs_match_torchvision_forward(name, fires, pools):
     torch.manual_seed(0)
     model = squeezelab.create_model(name, num_classes=1000).eval()
-    sd = model.state_dict()
     x = torch.randn(2, 3, 99, 99)
-    # the stem pool (index 2) comes right after the stem conv in both versions
-    ref_in = x
-
-    def ref(sd, x):
-        y = F.relu(F.conv2d(x, sd["features.0.weight"], sd["features.0.bias"], stride=stride))
-        y = F.max_pool2d(y, 3, 2, ceil_mode=True)
-        for i in range(3, 13):
-            if i in pools:
-                y = F.max_pool2d(y, 3, 2, ceil_mode=True)
-            elif i in fires:
-                p = f"features.{i}."
-                s = F.relu(F.conv2d(y, sd[p + "squeeze.weight"], sd[p + "squeeze.bias"]))
-                y = torch.cat([
-                    F.relu(F.conv2d(s, sd[p + "expand1x1.weight"], sd[p + "expand1x1.bias"])),
-                    F.relu(F.conv2d(s, sd[p + "expand3x3.weight"], sd[p + "expand3x3.bias"],
-                                    padding=1))], 1)
-        y = F.relu(F.conv2d(y, sd["classifier.1.weight"], sd["classifier.1.bias"]))
-        return F.adaptive_avg_pool2d(y, 1).flatten(1)
-
     with torch.no_grad():
-        assert torch.allclose(model(ref_in), ref(sd, ref_in), atol=1e-6, rtol=1e-5)
+        assert torch.allclose(model(x), torchvision_forward(model.state_dict(), x, fires, pools),
+                              atol=1e-6, rtol=1e-5)
 
 
 def test_init_scheme_matches_torchvision():
@@ -90,10 +92,56 @@ def test_init_scheme_matches_torchvision():
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
 
 
-def test_strict_load_of_torchvision_style_checkpoint():
-    src = squeezelab.create_model("squeezenet1_1")
-    dst = squeezelab.create_model("squeezenet1_1")
-    dst.load_state_dict(src.state_dict(), strict=True)
+@pytest.mark.parametrize("name,conv1,fires,pools,num_params", [
+    # torchvision's published parameter counts of its two SqueezeNets
+    ("squeezenet1_0", (96, 3, 7, 7), V1_0_FIRES, (6, 11), 1_248_424),
+    ("squeezenet1_1", (64, 3, 3, 3), V1_1_FIRES, (5, 8), 1_235_496),
+])
+def test_strict_load_of_torchvision_style_checkpoint(tmp_path, name, conv1, fires, pools,
+                                                      num_params):
+    """A state dict written the way torchvision writes one (its key order and shapes, saved
+    with torch.save as a .pth) loads with strict=True through the path users take
+    (``read_weights``), and the model then computes torchvision's function of those tensors."""
+    from squeezelab.checkpoint import read_weights
+
+    shapes = torchvision_state_shapes(conv1, fires)
+    keys = list(shapes)
+    # the exact key list, in torchvision's order: stem, 8 Fires x 3 convs x (weight, bias),
+    # conv10
+    assert len(keys) == 2 + 8 * 6 + 2
+    assert keys[:4] == ["features.0.weight", "features.0.bias", "features.3.squeeze.weight",
+                        "features.3.squeeze.bias"]
+    assert keys[-4:] == ["features.12.expand3x3.weight", "features.12.expand3x3.bias",
+                         "classifier.1.weight", "classifier.1.bias"]
+    assert shapes["features.3.squeeze.weight"] == (16, conv1[0], 1, 1)
+    assert shapes["features.12.expand3x3.weight"] == (256, 64, 3, 3)
+    assert shapes["classifier.1.weight"] == (1000, 512, 1, 1)
+    assert sum(torch.Size(v).numel() for v in shapes.values()) == num_params
+
+    # weights no squeezelab model initialised: a bias is never zero, so a tensor that did not
+    # load (or loaded into the wrong slot) changes the output
+    torch.manual_seed(1)
+    state = {k: (torch.randn(shape) * (2 / max(1, torch.Size(shape)[1:].numel())) ** 0.5
+                 if len(shape) == 4 else torch.randn(shape) * 0.1)
+             for k, shape in shapes.items()}
+    torch.save(state, tmp_path / f"{name}.pth")  # a plain .pth, as torchvision hosts them
+
+    weights, source = read_weights(tmp_path / f"{name}.pth")
+    assert source == str(tmp_path / f"{name}.pth")
+    model = squeezelab.create_model(name).eval()
+    assert list(model.state_dict()) == keys  # the same names, in the same order
+    model.load_state_dict(weights, strict=True)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), torchvision_forward(state, x, fires, pools),
+                              atol=1e-5, rtol=1e-4)
+    # strict means strict: one tensor short, or one too many, is refused
+    with pytest.raises(RuntimeError, match="Missing key.*classifier.1.bias"):
+        model.load_state_dict({k: v for k, v in state.items() if k != "classifier.1.bias"})
+    with pytest.raises(RuntimeError, match="Unexpected key.*features.1.weight"):
+        model.load_state_dict({**state, "features.1.weight": torch.zeros(1)})
 
 
 def test_metaparameters_give_v1_0_channels():

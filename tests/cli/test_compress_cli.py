@@ -158,7 +158,7 @@ def test_prune_dead_channels_counts_near_zero_filters_under_dead_eps(tmp_path, c
         assert torch.allclose(cut(x), model.eval()(x), atol=1e-4)
 
 
-def test_quantize_methods(tmp_path, ckpt, capsys):
+def test_quantize_methods(tmp_path, ckpt, cifar_tree, capsys):
     out = tmp_path / "k.sqz"
     assert main(["quantize", ckpt, "--method", "kmeans", "--bits", "3", "--limit-test", "50",
                  "-o", str(out)]) == 0
@@ -166,7 +166,23 @@ def test_quantize_methods(tmp_path, ckpt, capsys):
     assert "before: top-1" in text and "after:  top-1" in text
     assert {e["weight_bits"] for e in read_sqz(out).entries if e["encoding"] == "shared"} == {3}
     assert read_sqz(out).meta["mean"] == load_compressible(ckpt).meta["mean"]
-    assert load_compressed(out) is not None
+    # the file as loaded back is the model the command quantized: the checkpoint quantized
+    # in memory with the config the file records computes the same outputs
+    from squeezelab.compress import WeightSharingConfig, share_weights_
+
+    expected = load_compressible(ckpt).model
+    share_weights_(expected, WeightSharingConfig.from_dict(
+        read_sqz(out).meta["quantize"]["config"]))
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(load_compressed(out)(x), expected.eval()(x), atol=1e-6)
+    # ... and scores the top-1 the command printed for it, on the same 50 test images
+    import re
+
+    after = re.search(r"after:  top-1 (\d\.\d{4})", text).group(1)
+    assert main(["eval", str(out), "--data", str(cifar_tree), "--limit", "50",
+                 "--test-time-flip", "false"]) == 0
+    assert f"top-1 {after}" in capsys.readouterr().out
     report = tmp_path / "int8.json"
     run_dir = str(Path(ckpt).parents[1])  # a run directory stands for its best checkpoint
     assert main(["quantize", run_dir, "--method", "int8", "--limit-test", "50", "-o",

@@ -88,11 +88,28 @@ def _cfg(tmp_path, **kw):
 
 
 def test_teacher_stays_frozen_and_its_logits_drive_the_loss(tmp_path, cifar_100):
+    import copy
+
+    from squeezelab.data import BatchLoader
+
     path, original = _teacher_ckpt(tmp_path / "teacher")
     hook = DistillHook(DistillConfig(teacher=str(path), temperature=4.0, alpha=0.9))
     before = {k: v.clone() for k, v in hook.teacher.state_dict().items()}
-    result = train(_cfg(tmp_path), hooks=[hook], data=cifar_100)
-    assert result.history[-1]["train_loss"] > 0
+    # one step on all 100 images, no augmentation and no dropout: the epoch's train loss is
+    # the loss at the student's initial weights, which a hand computation can repeat
+    torch.manual_seed(0)
+    student = create_model("squeezenet_cifar", num_classes=10, dropout=0.0, **SMALL)
+    initial = copy.deepcopy(student)
+    cfg = _cfg(tmp_path, batch_size=100, augment="none", model_args={**SMALL, "dropout": 0.0})
+    result = train(cfg, hooks=[hook], data=cifar_100, model=student)
+    loader = BatchLoader(cifar_100[0], 100, train=True, augment=None, seed=cfg.seed)
+    loader.set_epoch(0)
+    images, labels = next(iter(loader))  # the one batch, normalised as the loop's was
+    with torch.no_grad():  # training-mode BatchNorm, as in the step: the batch's statistics
+        expected = kd_loss(initial.train()(images), original.eval()(images), labels, 4.0, 0.9)
+    assert result.history[-1]["train_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert not torch.equal(student.state_dict()["features.0.weight"],
+                           initial.state_dict()["features.0.weight"])  # and it took the step
     after = hook.teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats too
     assert torch.equal(after["conv1.weight"], original.state_dict()["conv1.weight"])

@@ -1,16 +1,71 @@
 """Evaluation: top-1/top-5 accuracy, mean loss and per-class accuracy over a loader, and the
-paired comparison of two models scored on the same images."""
+paired comparison of two models scored on the same images.
+
+How a figure was scored is an :class:`EvalProtocol` (precision, flip-averaging): a command
+chooses one and scores every model it reports with it, and prints ``protocol.describe()``
+beside every top-1, because the same checkpoint scores differently under each (bf16 vs fp32,
+with or without averaging each image with its mirror: a point or more on CIFAR-10).
+"""
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.train.distributed import all_reduce_sum
+
+#: the precisions a model can be scored in
+EVAL_PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class EvalProtocol(ConfigBase):
+    """How top-1 is measured: ``precision`` of the forward ("fp32" or "bf16" autocast) and
+    ``flip`` (sum each image's logits with its mirror image's: test-time flip averaging).
+
+    Figures are only comparable under one protocol; ``describe()`` is the label printed beside
+    each of them ("fp32, no flip"), ``to_dict()`` what JSON outputs record beside them.
+    """
+
+    precision: str = "fp32"
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in EVAL_PRECISIONS:
+            raise ConfigError(f"evaluation precision must be one of {EVAL_PRECISIONS}, got "
+                              f"{self.precision!r}")
+        if not isinstance(self.flip, bool):
+            raise ConfigError(f"flip must be true or false, got {self.flip!r}")
+
+    def describe(self) -> str:
+        """``"fp32, no flip"`` / ``"bf16, flip-averaged"``."""
+        return f"{self.precision}, {'flip-averaged' if self.flip else 'no flip'}"
+
+    @classmethod
+    def for_model(cls, meta: Mapping[str, Any] | None, *, flip: bool | None = None,
+                  precision: str = "fp32") -> EvalProtocol:
+        """The protocol a command scores a model file with: ``flip`` if given, else as the
+        model was trained (its meta's ``config.test_time_flip``: so the figure matches the
+        training run's); ``precision`` fp32 unless asked (a run autotuned to bf16 still
+        scores fp32 here: fp32 is what every machine computes alike)."""
+        if flip is None:
+            flip = bool(((meta or {}).get("config") or {}).get("test_time_flip", False))
+        return cls(precision=precision, flip=bool(flip))
+
+
+def describe_protocol(record: Mapping[str, Any] | None) -> str | None:
+    """The label of a protocol recorded as a dict (``EvalProtocol.to_dict()``), or None when
+    the record has none (files written before protocols were recorded)."""
+    if not record:
+        return None
+    return EvalProtocol.from_dict(record, source="recorded evaluation protocol").describe()
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -38,12 +93,19 @@ def evaluate(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     test_time_flip: bool = False,
+    *,
+    protocol: EvalProtocol | None = None,
 ) -> dict[str, Any]:
     """Accuracy of ``model`` over ``batches`` of (normalised images, labels).
 
-    Returns top1/top5 as fractions (0..1), mean cross-entropy ``loss``, ``per_class`` accuracy
-    and ``count``. Under torch.distributed, the sums are reduced over every rank.
+    ``protocol`` (when given) sets the precision and flip-averaging instead of ``precision`` /
+    ``test_time_flip``. Returns top1/top5 as fractions (0..1), mean cross-entropy ``loss``,
+    ``per_class`` accuracy, ``count`` and the ``protocol`` it was scored under (as a dict).
+    Under torch.distributed, the sums are reduced over every rank.
     """
+    if protocol is None:
+        protocol = EvalProtocol(precision, bool(test_time_flip))
+    precision, test_time_flip = protocol.precision, protocol.flip
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -76,7 +138,19 @@ def evaluate(
         "loss": ls / count,
         "count": int(count),
         "per_class": (cc / cn.clamp(min=1)).tolist(),
+        "protocol": protocol.to_dict(),
     }
+
+
+def evaluate_data(model: nn.Module, data, protocol: EvalProtocol,
+                  batch_size: int = 256) -> dict[str, Any]:
+    """:func:`evaluate` of ``model`` on every image of ImageTensors ``data``, on CPU, in order
+    (no augmentation), under ``protocol``."""
+    from squeezelab.data import BatchLoader
+
+    loader = BatchLoader(data, batch_size, train=False, augment=None)
+    loader.set_epoch(0)
+    return evaluate(model, loader, data.num_classes, torch.device("cpu"), protocol=protocol)
 
 
 @torch.no_grad()
@@ -86,11 +160,17 @@ def top1_correct(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     test_time_flip: bool = False,
+    *,
+    protocol: EvalProtocol | None = None,
 ) -> torch.Tensor:
     """Per image, in batch order: whether ``model``'s top-1 class is the label (bool, on CPU).
 
-    One process only: the images a paired comparison needs are this loader's, in its order.
+    ``protocol`` (when given) sets the precision and flip-averaging instead of ``precision`` /
+    ``test_time_flip``. One process only: the images a paired comparison needs are this
+    loader's, in its order.
     """
+    if protocol is not None:
+        precision, test_time_flip = protocol.precision, protocol.flip
     device = torch.device(device)
     was_training = model.training
     model.eval()

@@ -53,3 +53,50 @@ def test_paired_difference_refuses_unpaired_input():
         paired_difference(torch.ones(3, dtype=torch.bool), torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least 2 images, got 1"):
         paired_difference(torch.ones(1, dtype=torch.bool), torch.ones(1, dtype=torch.bool))
+
+
+def test_eval_protocol_labels_validates_and_round_trips():
+    from squeezelab.config import ConfigError
+    from squeezelab.train.evaluate import EvalProtocol, describe_protocol
+
+    assert EvalProtocol().describe() == "fp32, no flip"
+    assert EvalProtocol("bf16", True).describe() == "bf16, flip-averaged"
+    assert EvalProtocol.from_dict(EvalProtocol("bf16", True).to_dict()) == EvalProtocol("bf16",
+                                                                                         True)
+    assert describe_protocol({"precision": "fp32", "flip": True}) == "fp32, flip-averaged"
+    assert describe_protocol(None) is None
+    with pytest.raises(ConfigError, match="evaluation precision must be one of .*got 'fp16'"):
+        EvalProtocol("fp16")
+    with pytest.raises(ConfigError, match="flip must be true or false, got 'yes'"):
+        EvalProtocol(flip="yes")
+
+
+def test_eval_protocol_for_a_model_follows_its_training_unless_told():
+    from squeezelab.train.evaluate import EvalProtocol
+
+    flipped = {"config": {"test_time_flip": True, "precision": "bf16"}}
+    # fp32 unless asked: the run's autotuned precision is not what other commands score in
+    assert EvalProtocol.for_model(flipped) == EvalProtocol("fp32", True)
+    assert EvalProtocol.for_model(flipped, flip=False) == EvalProtocol("fp32", False)
+    assert EvalProtocol.for_model({}) == EvalProtocol("fp32", False)
+    assert EvalProtocol.for_model(None, precision="bf16") == EvalProtocol("bf16", False)
+
+
+def test_evaluate_scores_under_the_protocol_and_records_it(cifar_small):
+    from squeezelab.train.evaluate import EvalProtocol, evaluate_data
+
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar", **TINY)
+    test = cifar_small[1]
+    loader = BatchLoader(test, 128, train=False, augment=None)
+    for protocol in (EvalProtocol(), EvalProtocol(flip=True)):
+        result = evaluate_data(model, test, protocol)
+        assert result["protocol"] == protocol.to_dict()
+        loader.set_epoch(0)
+        assert result["top1"] == evaluate(model, loader, 10, test_time_flip=protocol.flip)["top1"]
+        loader.set_epoch(0)
+        hits = top1_correct(model, loader, protocol=protocol)
+        assert hits.double().mean().item() == pytest.approx(result["top1"], abs=1e-12)
+    # the flip reaches the forward: the logits (hence the loss) differ between the protocols
+    assert evaluate_data(model, test, EvalProtocol(flip=True))["loss"] != pytest.approx(
+        evaluate_data(model, test, EvalProtocol())["loss"])

@@ -10,8 +10,7 @@ Under DDP the teacher is not wrapped: every rank runs it on its own shard.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,34 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.hooks import TrainHook, TrainState
 
 MODES = ("kd", "logits")
 
 
-class DistillError(ValueError):
+class DistillError(ConfigError):
     """A distillation setting, teacher or student that cannot work together."""
 
 
+#: Short names accepted for ``temperature`` in CLI strings and recipe sections.
+TEMPERATURE_ALIASES = {"T": "temperature", "tau": "temperature"}
+
+
 @dataclass
-class DistillConfig:
+class DistillConfig(ConfigBase):
     """``teacher``: checkpoint (stem, .json, .safetensors) or run directory (its best
     checkpoint). ``temperature`` T > 0 softens both softmaxes; ``alpha`` in [0, 1] weighs the
     soft term against the hard-label cross-entropy. ``mode``: "kd" (KL of the softened
     distributions, Hinton et al.) or "logits" (squared error on the pre-softmax outputs).
+
+    ``from_dict`` (a recipe's ``distill:`` section; ``T`` or ``tau`` for ``temperature``) /
+    ``to_dict`` come from ``ConfigBase``; ``parse`` reads the ``--distill`` form.
     """
+
+    recipe_section = "distill"
+    aliases = TEMPERATURE_ALIASES
+    config_error = DistillError
 
     teacher: str
     temperature: float = 4.0
@@ -46,6 +57,10 @@ class DistillConfig:
         if not isinstance(self.teacher, (str, Path)) or not str(self.teacher):
             raise DistillError(f"teacher must be a checkpoint path, got {self.teacher!r}")
         self.teacher = str(self.teacher)
+        for name in ("temperature", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DistillError(f"{name} must be a number, got {value!r}")
         if not self.temperature > 0:
             raise DistillError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -54,53 +69,16 @@ class DistillConfig:
             raise DistillError(f"mode must be one of {MODES}, got {self.mode!r}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "distill") -> "DistillConfig":
-        """From a recipe's ``distill:`` section; ``T`` is accepted for ``temperature``."""
-        return _config_from_dict(cls, values, source)
+    def normalize_input(cls, values: Mapping[str, Any], source: str) -> dict[str, Any]:
+        values = super().normalize_input(values, source)
+        if "teacher" not in values:
+            raise DistillError(f"{source}: teacher=PATH (a teacher checkpoint) is required")
+        return values
 
     @classmethod
-    def parse(cls, text: str) -> "DistillConfig":
+    def parse(cls, text: str) -> DistillConfig:
         """From the CLI form ``teacher=PATH,T=4,alpha=0.9[,mode=kd]``."""
-        return cls.from_dict(parse_key_values(text, "--distill"), source="--distill")
-
-
-# Short names accepted in CLI strings and recipe sections.
-_ALIASES = {"T": "temperature", "tau": "temperature"}
-
-
-def _config_from_dict(cls, values: dict[str, Any], source: str):
-    if not isinstance(values, dict):
-        raise DistillError(f"{source} must be a mapping of settings, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    out = {}
-    for key, value in values.items():
-        key = _ALIASES.get(key, key)
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise DistillError(f"{source}: unknown key {key!r}{hint}; expected {sorted(known)}")
-        out[key] = value
-    if "teacher" not in out:
-        raise DistillError(f"{source}: teacher=PATH (a teacher checkpoint) is required")
-    return cls(**out)
-
-
-def parse_key_values(text: str, flag: str) -> dict[str, Any]:
-    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (numbers parsed, everything else a string)."""
-    out: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        if "=" not in item:
-            raise DistillError(f"{flag} expects KEY=VALUE items separated by commas, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
-        for kind in (int, float):
-            try:
-                out[key] = kind(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
+        return cls.from_key_values(text, "--distill")
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -216,4 +194,4 @@ class DistillHook(TrainHook):
 
     def state_dict(self) -> dict[str, Any]:
         # Nothing changes during training; recorded so a checkpoint says how it was made.
-        return dataclasses.asdict(self.config)
+        return self.config.to_dict()

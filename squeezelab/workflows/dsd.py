@@ -10,9 +10,10 @@ any run; starting from a trained dense checkpoint skips the dense phase.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -23,6 +24,7 @@ from squeezelab.compress.pruning.magnitude import (
     prunable_parameters,
 )
 from squeezelab.compress.pruning.masks import MaskHook
+from squeezelab.config import ConfigBase, ConfigError, parse_key_values
 from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.models import unwrap_model
 
@@ -31,7 +33,7 @@ LR_SCHEDULES = ("phase", "run", "capped")
 
 
 @dataclass
-class DSDConfig:
+class DSDConfig(ConfigBase):
     """What DSD prunes, for how long, and at which learning rate.
 
     sparsity: fraction (0..1) of each pruned layer's weights masked in the sparse phase; 0.4 is
@@ -54,7 +56,12 @@ class DSDConfig:
     exclude: layer types or globs never pruned (e.g. ["classifier"]).
     plot_layer: parameter whose weight histogram is recorded at the end of each phase;
         None = the largest prunable weight.
+
+    ``from_dict`` (a recipe's ``dsd:`` section, where ``epochs: 5-3-5`` stands for the three
+    phase lengths) / ``to_dict`` come from ``ConfigBase``; ``parse`` reads the ``--dsd`` form.
     """
+
+    recipe_section = "dsd"
 
     sparsity: float = 0.4
     dense_epochs: int = 5
@@ -68,9 +75,10 @@ class DSDConfig:
     plot_layer: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) \
-                or not 0.0 <= float(self.sparsity) < 1.0:
-            raise ValueError(f"DSD sparsity must be in [0, 1), got {self.sparsity!r}")
+        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
+            raise ConfigError(f"DSD sparsity must be a number, got {self.sparsity!r}")
+        if not 0.0 <= float(self.sparsity) < 1.0:
+            raise ConfigError(f"DSD sparsity must be in [0, 1), got {self.sparsity!r}")
         self.sparsity = float(self.sparsity)
         for name, minimum in (("dense_epochs", 0), ("sparse_epochs", 1), ("redense_epochs", 1),
                               ("cycles", 1)):
@@ -89,6 +97,9 @@ class DSDConfig:
             if isinstance(value, str) or not isinstance(value, (list, tuple)):
                 raise ValueError(f"DSD {name} must be a list of layer types/globs, got {value!r}")
             setattr(self, name, [str(v) for v in value])
+        if self.plot_layer is not None and not isinstance(self.plot_layer, str):
+            raise ConfigError(f"DSD plot_layer must be a parameter name or null, got "
+                              f"{self.plot_layer!r}")
 
     # --- phases -------------------------------------------------------------------------
     @property
@@ -123,45 +134,26 @@ class DSDConfig:
 
     # --- parsing ------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "dsd") -> "DSDConfig":
-        """From a recipe's ``dsd:`` section; ``epochs`` may be "5-3-5", "3-5" or [5, 3, 5]."""
-        values = dict(values)
+    def normalize_input(cls, values: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """``epochs`` ("5-3-5", "3-5" or [5, 3, 5]) stands for the three phase lengths."""
+        values = super().normalize_input(values, source)
         if "epochs" in values:
-            values.update(parse_phase_epochs(values.pop("epochs")))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown DSD key(s) {unknown}; expected epochs or "
-                             f"{sorted(known)}")
-        return cls(**values)
+            phases = parse_phase_epochs(values.pop("epochs"))
+            twice = sorted(set(phases) & set(values))
+            if twice:
+                raise ConfigError(f"{source}: give epochs or {', '.join(twice)}, not both")
+            values.update(phases)
+        return values
 
     @classmethod
-    def parse(cls, text: str) -> "DSDConfig":
-        """From the CLI form ``"sparsity=0.4,epochs=5-3-5,cycles=2,exclude=classifier"``;
-        list values (layers, exclude) separate items with ``+``."""
-        values: dict[str, Any] = {}
-        for item in filter(None, (s.strip() for s in text.split(","))):
-            if "=" not in item:
-                raise ValueError(f"DSD option {item!r} must be KEY=VALUE (in {text!r})")
-            key, value = (s.strip() for s in item.split("=", 1))
-            if key in ("layers", "exclude"):
-                values[key] = [v for v in value.split("+") if v]
-            elif key in ("epochs", "plot_layer", "lr_schedule"):
-                values[key] = value
-            elif key in ("sparsity", "redense_lr_factor"):
-                try:
-                    values[key] = float(value)
-                except ValueError:
-                    raise ValueError(f"DSD {key} must be a number, got {value!r}") from None
-            else:
-                try:
-                    values[key] = int(value)
-                except ValueError:
-                    values[key] = value  # from_dict names the unknown key or the bad value
+    def parse(cls, text: str) -> DSDConfig:
+        """From the CLI form ``"sparsity=0.4,epochs=5-3-5,cycles=2,exclude=classifier"``
+        (``parse_key_values``); list values (layers, exclude) separate items with ``+``."""
+        values = parse_key_values(text, "--dsd")
+        for key in ("layers", "exclude"):
+            if isinstance(values.get(key), str):
+                values[key] = [v for v in values[key].split("+") if v]
         return cls.from_dict(values, source=f"--dsd {text!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parse_phase_epochs(epochs: Any) -> dict[str, int]:

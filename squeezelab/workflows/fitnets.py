@@ -25,24 +25,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from squeezelab.config import ConfigBase
 from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.distill import (
+    TEMPERATURE_ALIASES,
     DistillError,
-    _config_from_dict,
     check_same_classes,
     freeze,
     load_teacher,
-    parse_key_values,
 )
 
 
 @dataclass
-class FitNetsConfig:
+class FitNetsConfig(ConfigBase):
     """``teacher``: checkpoint path; ``hint``: module path in the teacher (e.g. "layer3");
     ``guided``: module path in the student (e.g. "features.6"); ``stage1_epochs``: epochs of
-    hint training (stage 2 runs the train config's ``epochs``); ``temperature`` tau and the
-    KD weight ``lambda_start`` -> ``lambda_end`` (linear over stage 2's steps)."""
+    hint training (stage 2 runs the train config's ``epochs``); ``temperature`` tau (``T`` and
+    ``tau`` accepted) and the KD weight ``lambda_start`` -> ``lambda_end`` (linear over stage
+    2's steps). ``from_dict`` (a recipe's ``fitnets:`` section) / ``to_dict`` come from
+    ``ConfigBase``; ``parse`` reads the ``--fitnets`` form."""
+
+    recipe_section = "fitnets"
+    aliases = TEMPERATURE_ALIASES
+    config_error = DistillError
 
     teacher: str
     hint: str
@@ -62,6 +68,10 @@ class FitNetsConfig:
                 or self.stage1_epochs < 1:
             raise DistillError(f"stage1_epochs must be a positive integer, got "
                                f"{self.stage1_epochs!r}")
+        for key in ("temperature", "lambda_start", "lambda_end"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DistillError(f"fitnets {key} must be a number, got {value!r}")
         if not self.temperature > 0:
             raise DistillError(f"temperature must be > 0, got {self.temperature}")
         if self.lambda_start < 0 or self.lambda_end < 0:
@@ -69,13 +79,9 @@ class FitNetsConfig:
                                f"{self.lambda_start}, {self.lambda_end}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "fitnets") -> "FitNetsConfig":
-        return _config_from_dict(cls, values, source)
-
-    @classmethod
-    def parse(cls, text: str) -> "FitNetsConfig":
+    def parse(cls, text: str) -> FitNetsConfig:
         """From ``teacher=PATH,hint=layer3,guided=features.6,stage1_epochs=N``."""
-        return cls.from_dict(parse_key_values(text, "--fitnets"), source="--fitnets")
+        return cls.from_key_values(text, "--fitnets")
 
 
 # --- pure pieces ------------------------------------------------------------------------------

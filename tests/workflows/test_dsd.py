@@ -66,8 +66,10 @@ def test_layers_and_exclude_choose_the_pruned_weights():
     ("sparsity=high", r"DSD sparsity must be a number, got 'high'"),
     ("redense_lr_factor=2", r"redense_lr_factor must be in \(0, 1\], got 2"),
     ("lr_schedule=step", r"lr_schedule must be one of \('phase', 'run', 'capped'\), got 'step'"),
-    ("spars=0.3", r"unknown DSD key\(s\) \['spars'\]"),
-    ("sparsity", r"must be KEY=VALUE"),
+    ("spars=0.3", r"--dsd 'spars=0.3': unknown key 'spars' \(did you mean sparsity"),
+    ("sparsity", r"--dsd expects KEY=VALUE"),
+    ("epochs=1-1-1,dense_epochs=2", r"give epochs or dense_epochs, not both"),
+    ("plot_layer=3", r"plot_layer must be a parameter name or null, got 3"),
 ])
 def test_bad_input(text, match):
     with pytest.raises(ValueError, match=match):

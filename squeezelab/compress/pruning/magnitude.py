@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
 
 from squeezelab.compress.pruning.masks import Masks
+from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.models import unwrap_model
 from squeezelab.models.layer_roles import (
     LAYER_TYPES,
@@ -29,7 +30,7 @@ _SPECIFICITY = {t: i for i, t in enumerate(LAYER_TYPES)}
 
 def _check_sparsity(sparsity: float, what: str = "sparsity") -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"{what} must be a number in [0, 1), got {sparsity!r}")
+        raise ConfigError(f"{what} must be a number in [0, 1), got {sparsity!r}")
     if not (0.0 <= float(sparsity) < 1.0):
         raise ValueError(f"{what} must be in [0, 1), got {sparsity}")
     return float(sparsity)
@@ -111,7 +112,7 @@ def _matches(pattern: str, p: PrunableParam) -> bool:
 
 
 @dataclass
-class PruneConfig:
+class PruneConfig(ConfigBase):
     """What to prune and how far.
 
     sparsity: target fraction pruned (0..1) for every prunable weight no rule names; None
@@ -123,6 +124,8 @@ class PruneConfig:
     scope: "layer" prunes each tensor to its own target; "global" ranks all weights that no
         rule names against one threshold at ``sparsity`` (rule-named layers keep their own).
     exclude: layer types or globs never pruned (e.g. ["classifier"]).
+
+    ``from_dict`` / ``to_dict`` / ``from_yaml`` come from ``ConfigBase``.
     """
 
     sparsity: float | None = None
@@ -134,30 +137,18 @@ class PruneConfig:
         if self.sparsity is not None:
             self.sparsity = _check_sparsity(self.sparsity)
         if not isinstance(self.rules, Mapping):
-            raise TypeError(f"rules must be a mapping of layer type/glob -> sparsity, got "
-                            f"{type(self.rules).__name__}")
+            raise ConfigError(f"rules must be a mapping of layer type/glob -> sparsity, got "
+                              f"{type(self.rules).__name__}")
         self.rules = {str(k): _check_sparsity(v, f"sparsity of rule {k!r}")
                       for k, v in self.rules.items()}
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if isinstance(self.exclude, str):
-            raise TypeError(f"exclude must be a list of layer types/globs, got the string "
-                            f"{self.exclude!r}")
+            raise ConfigError(f"exclude must be a list of layer types/globs, got the string "
+                              f"{self.exclude!r}")
         self.exclude = [str(e) for e in self.exclude]
         if self.sparsity is None and not self.rules:
             raise ValueError("PruneConfig needs a sparsity or at least one rule")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PruneConfig":
-        """Build from a YAML/JSON dict; unknown keys are rejected."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PruneConfig key(s) {unknown}; expected {sorted(known)}")
-        return cls(**dict(d))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def map_sparsity(self, fn: Callable[[float], float]) -> "PruneConfig":
         """A copy with every target s replaced by fn(s): schedules ramp each layer toward its

@@ -4,24 +4,24 @@ Each config of this subpackage derives from ``LayerSelection``: ``layers`` is a 
 shell-style globs over clean module paths (``"features.*.expand3x3"``), ``None`` meaning every
 Conv2d/Linear; ``exclude`` removes matches; ``keep_first_last`` leaves the model's first and last
 Conv2d/Linear untouched (BinaryConnect and XNOR-Net keep them real-valued, as those papers do).
-Configs are dataclasses validated on construction; ``from_dict`` rejects unknown keys so a typo
-in a YAML recipe is an error, not a silently ignored setting.
+Configs are dataclasses validated on construction on the one config base (``ConfigBase``):
+``from_dict`` rejects unknown keys so a typo in a YAML recipe is an error, not a silently
+ignored setting, and ``to_dict`` writes every field (tuples as lists).
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, TypeVar
+from typing import Any
 
 import torch.nn as nn
 
+from squeezelab.config import ConfigBase
 from squeezelab.models import unwrap_model
 
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
-
-C = TypeVar("C", bound="LayerSelection")
 
 
 def _check_globs(name: str, value: Any) -> tuple[str, ...] | None:
@@ -33,7 +33,7 @@ def _check_globs(name: str, value: Any) -> tuple[str, ...] | None:
 
 
 @dataclass(kw_only=True)
-class LayerSelection:
+class LayerSelection(ConfigBase):
     """Which Conv2d/Linear modules a transform touches (see the module docstring)."""
 
     layers: tuple[str, ...] | None = None
@@ -45,27 +45,6 @@ class LayerSelection:
         self.exclude = _check_globs("exclude", self.exclude) or ()
         if not isinstance(self.keep_first_last, bool):
             raise ValueError(f"keep_first_last must be a bool, got {self.keep_first_last!r}")
-
-    @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
-        """Build from a plain dict (a YAML section); unknown keys are an error naming them."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
-            text = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
-            raise ValueError(f"unknown {cls.__name__} key(s) {text}; known keys: {sorted(known)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists) that ``from_dict`` reads back."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
 
 
 def weight_layers(

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
 from squeezelab.compress.quantization.kmeans import INIT_METHODS, fit_kmeans
+from squeezelab.config import ConfigBase
 from squeezelab.models import unwrap_model
 from squeezelab.models.layer_roles import (
     LAYER_TYPES,
@@ -170,7 +171,7 @@ def _check_shareable(name: str, module: nn.Module) -> None:
 # config
 # --------------------------------------------------------------------------------------------
 @dataclass
-class WeightSharingConfig:
+class WeightSharingConfig(ConfigBase):
     """Which layers to share and with how many bits.
 
     ``bits`` maps rules to bit widths (1..16, i.e. 2..65536 clusters) or ``None`` (= leave the
@@ -186,6 +187,7 @@ class WeightSharingConfig:
 
     ``init``: centroid initialisation ("linear" is the paper's best); ``max_iter``/``tol``:
     Lloyd's stopping rule (see ``fit_kmeans``); ``seed``: for ``init="random"``.
+    ``from_dict`` / ``to_dict`` come from ``ConfigBase``.
     """
 
     bits: dict[str, int | None] = field(default_factory=lambda: {"conv": 8, "linear": 5})
@@ -216,20 +218,6 @@ class WeightSharingConfig:
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WeightSharingConfig":
-        """Build from a dict (e.g. a YAML recipe section); unknown keys are rejected."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"weight sharing config must be a mapping, got {type(data).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise ValueError(f"unknown weight sharing config key(s) {unknown}; expected {known}")
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def type_rules(self) -> dict[str, int | None]:
         """The rules naming a layer type, most specific first (see ``TYPE_RULES``)."""

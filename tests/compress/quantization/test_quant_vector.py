@@ -129,5 +129,5 @@ def test_residual_transform_and_config_errors():
         ResidualQuantConfig(num_stages=0)
     with pytest.raises(ValueError, match="subvector_dim must be an integer in >= 1"):
         ProductQuantConfig(subvector_dim=0)
-    with pytest.raises(ValueError, match="unknown ProductQuantConfig key\\(s\\) 'num_cluster' \\(did you mean 'num_clusters'\\?\\)"):
+    with pytest.raises(ValueError, match=r"ProductQuantConfig: unknown key 'num_cluster' \(did you mean num_clusters"):
         ProductQuantConfig.from_dict({"num_cluster": 4})

@@ -250,7 +250,7 @@ def test_from_dict_rejects_unknown_keys_and_round_trips():
     config = WeightSharingConfig.from_dict(data)
     assert config.bits == {"conv": 8, "classifier": 5} and config.init == "density"
     assert WeightSharingConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match=r"unknown weight sharing config key\(s\) \['num_bits'\]"):
+    with pytest.raises(ValueError, match=r"WeightSharingConfig: unknown key 'num_bits'"):
         WeightSharingConfig.from_dict({"num_bits": 8})
 
 

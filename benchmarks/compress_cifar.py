@@ -1,7 +1,10 @@
 """Deep Compression of a trained CIFAR-10 model into a .sqz: size and accuracy, measured.
 
 Runs the whole pipeline (prune -> retrain -> share weights -> fine-tune centroids -> Huffman
--> .sqz -> load back) on a trained checkpoint with a recipe's ``compress:`` section, then
+-> .sqz -> load back) on a trained checkpoint with a recipe's ``compress:`` section, its config
+built by the one function ``squeezelab compress --recipe`` uses too (``compress_config_for``:
+the recipe over the checkpoint's own data and training settings), so the two write the same
+file; then
 records the dense and compressed CIFAR-10 test top-1 (of the file as loaded back), the file
 size, the ratio against the checkpoint's fp32 safetensors file, and bits per original
 parameter, everything included.
@@ -18,22 +21,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from squeezelab.checkpoint import checkpoint_paths  # noqa: E402
-from squeezelab.workflows.deep_compression import CompressConfig, compress  # noqa: E402
+from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint  # noqa: E402
+from squeezelab.workflows.deep_compression import compress, compress_config_for  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="trained checkpoint (e.g. runs/X/checkpoints/best)")
     parser.add_argument("--recipe", required=True, help="YAML with a compress: section")
     parser.add_argument("--name", default="compress_cifar", help="result file name")
     parser.add_argument("--out", default=None, help=".sqz path (default: runs/<name>.sqz)")
-    args = parser.parse_args()
+    parser.add_argument("-o", "--output", default=None,
+                        help="result JSON (default: benchmarks/results/<name>.json)")
+    args = parser.parse_args(argv)
 
-    config = CompressConfig.from_yaml(args.recipe)
+    config = compress_config_for(args.checkpoint, recipe=args.recipe)
     out = Path(args.out or Path("runs") / f"{args.name}.sqz")
     result = compress(args.checkpoint, config, out)
-    fp32_file = checkpoint_paths(args.checkpoint)[1]
+    fp32_file = checkpoint_paths(resolve_checkpoint(args.checkpoint))[1]
     fp32_bytes = fp32_file.stat().st_size
     sqz_bytes = out.stat().st_size
     dense = result.steps[0]
@@ -52,8 +57,9 @@ def main() -> None:
     print(f"{sqz_bytes:,} bytes ({record['bits_per_parameter']:.2f} bits/param), "
           f"{record['ratio_vs_fp32_safetensors']:.1f}x smaller than {fp32_file.name}; top-1 "
           f"{100 * record['dense_test_top1']:.2f}% -> {100 * record['compressed_test_top1']:.2f}%")
-    write_result(args.name, record)
+    write_result(args.name, record, args.output)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from squeezelab.cli import DefaultsHelpFormatter, add_data_source_flags, check_checkpoint
+from squeezelab.config import parse_key_values
 
-QUANT_METHODS = ("kmeans", "int8", "binary", "xnor", "fixed", "pq", "rq", "lowrank")
+
+def _number(kind: type) -> Callable[[str], Any]:
+    """A LAYER=VALUE list's value reader: ``kind(text)``, or an error naming the text."""
+    def read(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+    return read
 
 
 def _rules(items: list[str], what: str = "--rule") -> dict[str, float]:
-    """``["conv3x3=0.6", "classifier=0.3"]`` -> ``{"conv3x3": 0.6, "classifier": 0.3}``."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{what} expects LAYER=VALUE (a layer type or glob), got {item!r}")
-        try:
-            out[key] = float(value) if what == "--rule" else int(value)
-        except ValueError:
-            raise ValueError(f"{what} {item!r}: {value!r} is not a number") from None
-    return out
+    """``["conv3x3=0.6", "classifier=0.3"]`` -> ``{"conv3x3": 0.6, "classifier": 0.3}``: a
+    repeatable LAYER=VALUE flag (items may also be joined by commas) through the one KEY=VALUE
+    parser; ``--rule`` values are sparsities, ``--layer-bits`` values integers."""
+    return parse_key_values(items or [], what, value=_number(float if what == "--rule" else int),
+                            form="LAYER=VALUE")
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -41,26 +46,25 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     add_data_source_flags(p)
 
 
-def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig fields for fine-tuning runs: the checkpoint's own config, then flags."""
-    from squeezelab.train.config import TrainConfig
+#: the data flags (``_add_data_flags``) that choose the data fine-tuned and scored on
+_DATA_FLAGS = ("data", "data_root", "limit_train", "limit_test", "batch_size")
 
-    saved = dict((meta or {}).get("config") or {})
-    keep = {"data", "data_root", "batch_size", "optimizer", "momentum", "weight_decay",
-            "schedule", "augment", "label_smoothing", "precision", "channels_last", "seed",
-            "subset_seed", "device", "image_size", "limit_train", "limit_test"}
-    known = {f for f in TrainConfig.__dataclass_fields__}
-    out = {k: v for k, v in saved.items() if k in keep and k in known}
-    for key in ("data", "data_root", "limit_train", "limit_test", "batch_size"):
-        value = getattr(args, key, None)
-        if value is not None:
-            out[key] = value
+
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The data flags given, as TrainConfig fields (a flag not given is left out)."""
+    out = {k: getattr(args, k) for k in _DATA_FLAGS if getattr(args, k, None) is not None}
     for key in ("download", "skip_bad_images"):  # this command's choice, not the run's
         if getattr(args, key, False):
             out[key] = True
-    out.setdefault("schedule", "cosine")
-    out["warmup_epochs"] = 0.0
     return out
+
+
+def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields for fine-tuning runs: the checkpoint's own config, then the data
+    flags (``workflows.deep_compression.fine_tune_train_section``)."""
+    from squeezelab.workflows.deep_compression import fine_tune_train_section
+
+    return fine_tune_train_section(meta, _data_overrides(args))
 
 
 def _load_data(train_section: dict[str, Any], need_train: bool = True):
@@ -132,7 +136,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="quantize a checkpoint; reports accuracy before/after "
                        "and size", formatter_class=fmt)
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
-    p.add_argument("--method", required=True, help=" | ".join(QUANT_METHODS))
+    from squeezelab.compress.quantization.registry import QUANTIZERS
+
+    p.add_argument("--method", required=True, metavar="|".join(QUANTIZERS),
+                   help="; ".join(f"{q.name}: {q.help}" for q in QUANTIZERS.values()))
     p.add_argument("--bits", type=int, default=None, help="kmeans: bits for conv and linear "
                    "(default 8 conv / 5 linear); fixed: total bits (default 8)")
     p.add_argument("--layer-bits", action="append", default=[], metavar="LAYER=BITS",
@@ -274,30 +281,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _quant_config(args: argparse.Namespace):
-    from squeezelab.compress import quantization as quant
-    from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
+    """The ``--method``'s config, built by its registration in
+    ``compress/quantization/registry.py`` from this command's options."""
+    from squeezelab.compress.quantization.registry import QuantizeOptions, quantizer_config
 
-    m = args.method
-    if m == "kmeans":
-        bits = _rules(args.layer_bits, "--layer-bits")
-        if args.bits is not None:
-            bits = {"conv": args.bits, "linear": args.bits, **bits}
-        return WeightSharingConfig(bits=bits) if bits else WeightSharingConfig()
-    if m == "int8":
-        return quant.UniformQuantConfig(num_bits=8)
-    if m in ("binary", "xnor"):
-        return quant.BinaryConfig(method="binaryconnect" if m == "binary" else "xnor")
-    if m == "fixed":
-        return quant.FixedPointConfig(total_bits=args.bits or 8)
-    if m == "pq":
-        return quant.ProductQuantConfig(subvector_dim=args.subvector_dim,
-                                        num_clusters=args.num_clusters)
-    if m == "rq":
-        return quant.ResidualQuantConfig(vector_dim=args.subvector_dim,
-                                         num_clusters=args.num_clusters)
-    if m == "lowrank":
-        return quant.LowRankConfig(energy=args.energy)
-    raise ValueError(f"--method must be one of {', '.join(QUANT_METHODS)}, got {m!r}")
+    options = QuantizeOptions(bits=args.bits, layer_bits=_rules(args.layer_bits, "--layer-bits"),
+                              energy=args.energy, num_clusters=args.num_clusters,
+                              subvector_dim=args.subvector_dim)
+    return quantizer_config(args.method, options, what="--method")
 
 
 def _report_bytes(report: Any) -> tuple[float | None, float | None]:
@@ -476,57 +467,56 @@ def prune_channels(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compress_config(args: argparse.Namespace, meta: dict[str, Any]):
-    from squeezelab.workflows.deep_compression import CompressConfig
+#: compress flags that set the CompressConfig field of the same name
+_COMPRESS_FLAGS = ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
+                   "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm")
 
-    values: dict[str, Any] = {}
-    if args.recipe:
-        values = CompressConfig.from_yaml(args.recipe).to_dict()
-    prune = dict(values.get("prune") or {}) if "prune" in values else {"sparsity": 0.5}
-    if values.get("prune", True) is None:
-        prune = {}
-    if args.sparsity is not None:
-        prune["sparsity"] = args.sparsity
-    if args.rule:
-        prune["rules"] = {**prune.get("rules", {}), **_rules(args.rule)}
-    if args.scope:
-        prune["scope"] = args.scope
-    values["prune"] = None if args.no_prune or not prune else prune
-    sharing = dict(values.get("sharing") or {}) if "sharing" in values else {}
-    bits = dict(sharing.get("bits") or {"conv": 8, "linear": 5})
-    if args.conv_bits is not None:
-        bits["conv"] = args.conv_bits
-    if args.classifier_bits is not None:
-        bits["classifier"] = args.classifier_bits
+
+def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The compress flags given, in CompressConfig's words (``compress_config_for``'s
+    ``overrides``); a flag not given is left out, so the recipe's value stands."""
+    out: dict[str, Any] = {k: getattr(args, k) for k in _COMPRESS_FLAGS
+                           if getattr(args, k) is not None}
+    prune = {"sparsity": args.sparsity, "scope": args.scope, "rules": _rules(args.rule) or None}
+    prune = {k: v for k, v in prune.items() if v is not None}
+    if args.no_prune:
+        out["prune"] = None
+    elif prune:
+        out["prune"] = prune
+    bits = {k: v for k, v in (("conv", args.conv_bits), ("classifier", args.classifier_bits))
+            if v is not None}
     bits.update(_rules(args.layer_bits, "--layer-bits"))
-    sharing["bits"] = bits
-    values["sharing"] = None if args.no_share or values.get("sharing", True) is None else sharing
-    for key in ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
-                "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    train = {**_train_section(args, meta), **(values.get("train") or {})}
-    for key in ("data", "data_root", "limit_train", "limit_test", "batch_size", "optimizer",
-                "precision", "seed"):
-        if getattr(args, key, None) is not None:
-            train[key] = getattr(args, key)
-    values["train"] = train
-    return CompressConfig.from_dict(values)
+    if args.no_share:
+        out["sharing"] = None
+    elif bits:
+        out["sharing"] = {"bits": bits}
+    train = {k: getattr(args, k) for k in ("optimizer", "precision", "seed")
+             if getattr(args, k, None) is not None}
+    out["train"] = {**_data_overrides(args), **train}
+    return out
+
+
+def _compress_config(args: argparse.Namespace, checkpoint: Any):
+    """The command's CompressConfig: the workflow's one merge (``compress_config_for``) of the
+    recipe, the checkpoint's own training settings and the flags, the same one
+    ``benchmarks/compress_cifar.py`` uses."""
+    from squeezelab.workflows.deep_compression import compress_config_for
+
+    return compress_config_for(checkpoint, args.recipe, _compress_overrides(args))
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from squeezelab.workflows.deep_compression import compress, load_compressible
+    from squeezelab.workflows.deep_compression import compress
 
     out = Path(args.output)
     if out.suffix != ".sqz":
         raise ValueError(f"-o must name a .sqz file, got {args.output!r}")
     args.checkpoint = check_checkpoint(args.checkpoint)
-    src = load_compressible(args.checkpoint)
-    config = _compress_config(args, src.meta)
+    config = _compress_config(args, args.checkpoint)
     print("config: " + json.dumps(config.to_dict()), flush=True)
-    data = _load_data(config.train)
-    _check_classes(src.meta, data[1], args.checkpoint)
-    result = compress(args.checkpoint, config, out, data=data, work_dir=args.work_dir)
+    # compress() loads the data config.train names and checks its classes against the
+    # checkpoint's, exactly as for every other caller (the benchmark): same config, same file
+    result = compress(args.checkpoint, config, out, work_dir=args.work_dir)
     print()
     print(f"{'step':<12} {'top-1':>7} {'sparsity':>9}")
     for s in result.steps:

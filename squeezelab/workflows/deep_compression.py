@@ -16,16 +16,17 @@ weight-shared models go through ``compress/format/checkpoints.py``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
 from squeezelab.compress.fold import fold_batchnorm
 from squeezelab.compress.format.checkpoints import (
     Compressible,
@@ -43,6 +44,7 @@ from squeezelab.compress.quantization.weight_sharing import (
     share_weights_,
     shared_modules,
 )
+from squeezelab.config import ConfigBase
 from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.models import model_spec, unwrap_model
 from squeezelab.train.config import TrainConfig
@@ -67,7 +69,7 @@ def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(ConfigBase):
     """Settings of every step of the pipeline (a recipe's ``compress:`` section).
 
     prune: a PruneConfig (``sparsity`` and/or per-layer ``rules``, ``scope``, ``exclude``), the
@@ -87,7 +89,13 @@ class CompressConfig:
         one bias per channel ships instead of four BatchNorm tensors.
     train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
         limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
+
+    ``from_dict`` / ``to_dict`` (every field: the .sqz header records them all) and
+    ``from_yaml`` (the ``compress:`` section) come from ``ConfigBase``; ``compress_config_for``
+    merges a recipe, a checkpoint's own training settings and command-line overrides.
     """
+
+    recipe_section = "compress"
 
     prune: PruneConfig | None = field(default_factory=lambda: PruneConfig(sparsity=0.5))
     prune_rounds: int = 1
@@ -137,40 +145,6 @@ class CompressConfig:
                              "phase (use retrain_epochs/retrain_lr/centroid_epochs/centroid_lr)")
         self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CompressConfig":
-        """Build from a dict (a recipe's ``compress:`` section); unknown keys are rejected."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"compress config must be a mapping, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise ValueError(f"unknown compress config key(s) {unknown}; expected {known}")
-        return cls(**dict(data))
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "CompressConfig":
-        """The ``compress:`` section of a recipe (or the whole file when it has none)."""
-        from squeezelab.config import read_yaml_mapping
-
-        values = read_yaml_mapping(path)
-        return cls.from_dict(values.get("compress", values))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prune": None if self.prune is None else self.prune.to_dict(),
-            "prune_rounds": self.prune_rounds,
-            "prune_schedule": self.prune_schedule,
-            "retrain_epochs": self.retrain_epochs,
-            "retrain_lr": self.retrain_lr,
-            "sharing": None if self.sharing is None else self.sharing.to_dict(),
-            "centroid_epochs": self.centroid_epochs,
-            "centroid_lr": self.centroid_lr,
-            "centroid_weight_decay": self.centroid_weight_decay,
-            "gap_bits": self.gap_bits,
-            "train": dict(self.train),
-        }
-
     def train_config(self, run_name: str, epochs: int = 1, lr: float | None = None,
                      **changes: Any) -> TrainConfig:
         """The TrainConfig of one fine-tuning phase."""
@@ -178,6 +152,82 @@ class CompressConfig:
         if lr is not None:
             values["lr"] = lr
         return TrainConfig.from_dict(values, source="compress config 'train' section")
+
+
+#: TrainConfig fields a fine-tuning run takes from the checkpoint's own training config: the
+#: same data and subset (``subset_seed`` / ``seed``: see ``data_seed_of``), image size and
+#: optimisation settings the model was trained with.
+INHERITED_TRAIN_FIELDS = (
+    "data", "data_root", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
+    "augment", "label_smoothing", "precision", "channels_last", "seed", "subset_seed", "device",
+    "image_size", "limit_train", "limit_test",
+)
+
+
+def _checkpoint_meta(checkpoint: Mapping[str, Any] | str | os.PathLike | None) -> dict:
+    if checkpoint is None:
+        return {}
+    if isinstance(checkpoint, Mapping):
+        return dict(checkpoint)
+    return load_checkpoint(resolve_checkpoint(checkpoint)).meta
+
+
+def fine_tune_train_section(checkpoint: Mapping[str, Any] | str | os.PathLike | None,
+                            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """TrainConfig fields for the fine-tuning runs of a checkpoint (``checkpoint``: its meta
+    or its path): the ``INHERITED_TRAIN_FIELDS`` of the config it was trained with, a cosine
+    schedule unless that says otherwise, no warm-up (the model is trained already), then
+    ``overrides`` (None values are left out: a flag not given)."""
+    saved = dict(_checkpoint_meta(checkpoint).get("config") or {})
+    known = set(TrainConfig.field_names())
+    out = {k: saved[k] for k in INHERITED_TRAIN_FIELDS if k in saved and k in known}
+    out.setdefault("schedule", "cosine")
+    out["warmup_epochs"] = 0.0
+    out.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return out
+
+
+def _merged(base: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``changes``; a mapping value (prune ``rules``, sharing ``bits``) is
+    merged key by key, so one flag changes one layer's rule and keeps the others."""
+    out = dict(base or {})
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def compress_config_for(checkpoint: Mapping[str, Any] | str | os.PathLike | None,
+                        recipe: str | os.PathLike | None = None,
+                        overrides: Mapping[str, Any] | None = None) -> CompressConfig:
+    """The CompressConfig that compresses ``checkpoint`` (its meta, or its path): the one
+    function the ``compress`` command and ``benchmarks/compress_cifar.py`` both build it with,
+    so both write the same file from the same checkpoint and recipe.
+
+    Later wins: CompressConfig's defaults (or the ``recipe``'s ``compress:`` section), then
+    ``overrides``: CompressConfig fields to change (only those given: a flag left out is not
+    a key). ``"prune"`` / ``"sharing"``: None skips the step, a mapping changes the recipe's
+    settings (``rules`` and ``bits`` merged per layer; a step the recipe skips starts from
+    the defaults). The fine-tuning runs' ``train`` fields: the checkpoint's own training
+    settings (``fine_tune_train_section``), then the recipe's ``train:``, then
+    ``overrides["train"]``.
+    """
+    base = CompressConfig.from_yaml(recipe) if recipe else CompressConfig()
+    values = base.to_dict()
+    changes = dict(overrides or {})
+    defaults = CompressConfig().to_dict()
+    for step in ("prune", "sharing"):
+        if step in changes:
+            change = changes.pop(step)
+            values[step] = None if change is None else _merged(
+                values[step] or defaults[step], change)
+    values["train"] = {**fine_tune_train_section(checkpoint), **values["train"],
+                       **(changes.pop("train", None) or {})}
+    values.update(changes)
+    source = f"{recipe} compress: with the overrides" if recipe else "compress options"
+    return CompressConfig.from_dict(values, source=source)
 
 
 @dataclass
@@ -374,9 +424,10 @@ def compress(
         model = copy.deepcopy(unwrap_model(source))
         source_name = type(source).__name__
     else:
-        loaded = load_compressible(source)
+        # a run directory stands for its best checkpoint; the file records which one
+        source_name = str(resolve_checkpoint(source))
+        loaded = load_compressible(source_name)
         model, masks, source_meta = loaded.model, loaded.masks, loaded.meta
-        source_name = str(source)
     if shared_modules(model):
         raise ValueError(f"{source_name} is already weight-shared; compress starts from a "
                          "dense or pruned model")
@@ -387,6 +438,9 @@ def compress(
         data = _load_data(config)
     if class_names is None:
         class_names = list(data[0].classes)
+    elif list(class_names) != list(data[1].classes):
+        raise ValueError(f"{source_name} was trained on classes {list(class_names)[:5]}..., but "
+                         f"the data has {list(data[1].classes)[:5]}...")
     work_dir = Path(work_dir) if work_dir else output_path.with_name(output_path.stem + "_runs")
     _clear_phase_runs(work_dir, log)
     steps: list[dict[str, Any]] = []
@@ -458,7 +512,8 @@ def compress(
 
 
 __all__ = [
-    "CompressConfig", "CompressResult", "Compressible", "compress", "evaluate_top1",
+    "CompressConfig", "CompressResult", "Compressible", "INHERITED_TRAIN_FIELDS", "compress",
+    "compress_config_for", "fine_tune_train_section", "evaluate_top1",
     "load_compressible", "prune_and_retrain", "save_compressible", "share_and_finetune",
     "summary_path_for", "weight_sparsity",
 ]

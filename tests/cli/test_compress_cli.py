@@ -237,3 +237,111 @@ def test_fine_tuning_data_is_the_checkpoints_own_subset(cifar_tree):
                            progress=False)
         assert torch.equal(got.images, want.images) and torch.equal(got.labels, want.labels)
         assert not torch.equal(got.images, other.images)
+
+
+def _parse(argv):
+    from squeezelab.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_compress_flags_over_a_recipe_build_the_workflows_config(ckpt):
+    """The command's config is the workflow's compress_config_for: the recipe (whose
+    fold_batchnorm the command once dropped), the checkpoint's data, then the flags."""
+    from squeezelab.cli.compress_commands import _compress_config
+    from squeezelab.workflows.deep_compression import compress_config_for
+
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes" / "compress_cifar10_fast.yaml")
+    args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe])
+    cfg = _compress_config(args, ckpt)
+    assert cfg == compress_config_for(ckpt, recipe)
+    assert cfg.fold_batchnorm is True and cfg.to_dict()["fold_batchnorm"] is True
+    saved = load_compressible(ckpt).meta["config"]
+    assert (cfg.train["data"], cfg.train["precision"]) == (saved["data"], "fp32")
+    assert cfg.train["optimizer"] == "adamw" and cfg.train["weight_decay"] == 0.05  # recipe's
+    args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--rule",
+                   "classifier=0.1,squeeze=0.2", "--layer-bits", "squeeze=3", "--conv-bits", "6",
+                   "--retrain-epochs", "0", "--limit-train", "100", "--seed", "4"])
+    cfg = _compress_config(args, ckpt)
+    # one rule changed, the recipe's others kept; bits likewise
+    assert cfg.prune.rules == {"features.0.*": 0.3, "classifier": 0.1, "squeeze": 0.2}
+    assert cfg.prune.sparsity == 0.72 and cfg.fold_batchnorm is True
+    assert cfg.sharing.bits == {"conv": 6, "classifier": 5, "squeeze": 3}
+    assert (cfg.retrain_epochs, cfg.train["limit_train"], cfg.train["seed"]) == (0, 100, 4)
+    args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--no-prune",
+                   "--no-share"])
+    cfg = _compress_config(args, ckpt)
+    assert cfg.prune is None and cfg.sharing is None
+
+
+def test_compress_command_and_benchmark_write_the_same_file(tmp_path, ckpt, monkeypatch,
+                                                            capsys):
+    """``squeezelab compress --recipe`` and benchmarks/compress_cifar.py build their config
+    with the one function, so from one checkpoint and recipe they write the same bytes; the
+    header records every setting, and the BatchNorm the recipe folds is gone from the file."""
+    import yaml
+    from benchmark_scripts import load_benchmark
+
+    from squeezelab.workflows.deep_compression import compress_config_for
+
+    monkeypatch.chdir(tmp_path)  # the default fine-tuning run directories go under here
+    recipe = tmp_path / "tiny_compress.yaml"
+    recipe.write_text(yaml.safe_dump({"compress": {
+        "prune": {"sparsity": 0.5}, "retrain_epochs": 1, "retrain_lr": 0.002,
+        "sharing": {"bits": {"conv": 4, "classifier": 5}}, "centroid_epochs": 1,
+        "fold_batchnorm": True, "train": {"limit_train": 100, "limit_test": 50,
+                                          "batch_size": 50}}}))
+    out = tmp_path / "m.sqz"
+    assert main(["compress", ckpt, "--recipe", str(recipe), "-o", str(out)]) == 0
+    from_cli = out.read_bytes()
+    header = read_sqz(out).meta
+    assert header["compress_config"] == compress_config_for(ckpt, recipe).to_dict()
+    assert header["compress_config"]["fold_batchnorm"] is True
+    assert "fold_bn" in [s["step"] for s in header["steps"]]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in load_compressed(out).modules())
+
+    out.unlink()
+    bench = load_benchmark("compress_cifar")
+    assert bench.main([ckpt, "--recipe", str(recipe), "--out", str(out),
+                       "-o", str(tmp_path / "result.json")]) == 0
+    assert out.read_bytes() == from_cli
+    assert json.loads((tmp_path / "result.json").read_text())["sqz_bytes"] == len(from_cli)
+
+
+def test_quantize_methods_come_from_the_registry(ckpt, monkeypatch):
+    """A quantizer is one registration: it appears in --method's help and the command builds
+    its config through it; an unknown method is refused naming the registered ones."""
+    from squeezelab.cli.compress_commands import _quant_config
+    from squeezelab.compress.quantization import registry
+    from squeezelab.compress.quantization.fixed_point import FixedPointConfig
+
+    for name in registry.quantizer_names():
+        cfg = _quant_config(_parse(["quantize", ckpt, "--method", name, "-o", "x"]))
+        assert isinstance(cfg, registry.get_quantizer(name).config_class)
+    assert _quant_config(_parse(["quantize", ckpt, "--method", "kmeans", "--bits", "3",
+                                 "--layer-bits", "classifier=5", "-o", "x"])).bits == {
+        "conv": 3, "linear": 3, "classifier": 5}
+
+    calls = []
+
+    def transform(model, config):
+        calls.append(config)
+        return {}
+
+    class HalfConfig(FixedPointConfig):
+        pass
+
+    monkeypatch.setattr(registry, "QUANTIZERS", dict(registry.QUANTIZERS))
+    registry.register_quantizer("half", HalfConfig, transform, help="a test method")(
+        lambda o: HalfConfig(total_bits=o.bits or 16))
+    from squeezelab.cli import build_parser
+
+    assert "half: a test method" in build_parser()._subparsers._group_actions[0].choices[
+        "quantize"].format_help()
+    cfg = _quant_config(_parse(["quantize", ckpt, "--method", "half", "--bits", "12",
+                                "-o", "x"]))
+    assert cfg == HalfConfig(total_bits=12)
+    registry.quantize_(torch.nn.Linear(2, 2), cfg)
+    assert calls == [cfg]
+    with pytest.raises(ValueError, match="--method must be one of kmeans, .*, half, got 'x'"):
+        _quant_config(_parse(["quantize", ckpt, "--method", "x", "-o", "x"]))

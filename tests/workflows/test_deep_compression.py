@@ -48,7 +48,7 @@ def test_config_validation_and_round_trip():
         "sharing": {"bits": {"conv": 4, "classifier": 5}}, "train": {"batch_size": 32}})
     assert isinstance(cfg.prune, PruneConfig) and cfg.prune.rules == {"classifier": 0.3}
     assert CompressConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
-    with pytest.raises(ValueError, match=r"unknown compress config key\(s\) \['sparsity'\]"):
+    with pytest.raises(ValueError, match=r"CompressConfig: unknown key 'sparsity'"):
         CompressConfig.from_dict({"sparsity": 0.5})
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got 1.5"):
         CompressConfig.from_dict({"prune": {"sparsity": 1.5}})
@@ -124,9 +124,9 @@ def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
         prune=PruneConfig(sparsity=0.5), retrain_epochs=1, retrain_lr=2e-3,
         sharing=WeightSharingConfig(bits={"conv": 4, "classifier": 5}), centroid_epochs=1,
         centroid_lr=1e-3, fold_batchnorm=True, train=TRAIN)
-    compress(tiny_model(), CompressConfig(**{**cfg.__dict__, "fold_batchnorm": False}),
-             tmp_path / "plain.sqz", data=tiny_data, work_dir=tmp_path / "r1",
-             log=lambda m: None)
+    plain_cfg = CompressConfig.from_dict({**cfg.to_dict(), "fold_batchnorm": False})
+    plain = compress(tiny_model(), plain_cfg, tmp_path / "plain.sqz", data=tiny_data,
+                     work_dir=tmp_path / "r1", log=lambda m: None)
     result = compress(tiny_model(), cfg, tmp_path / "folded.sqz", data=tiny_data,
                       work_dir=tmp_path / "r2", log=lambda m: None)
     steps = {s["step"]: s for s in result.steps}
@@ -137,6 +137,24 @@ def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in result.loaded.modules())
     assert steps["loaded"]["top1"] == steps["centroids"]["top1"]
     assert (tmp_path / "folded.sqz").stat().st_size < (tmp_path / "plain.sqz").stat().st_size
+    # the unfolded run keeps BatchNorm: in the model it loads back and as tensors in its file
+    assert [s["step"] for s in plain.steps] == ["dense", "prune_1", "share", "centroids",
+                                                "loaded"]
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.loaded.modules())
+    plain_names = {e["name"] for e in read_sqz(plain.path).entries}
+    folded_names = {e["name"] for e in read_sqz(result.path).entries}
+    assert any(n.endswith("running_var") for n in plain_names)
+    assert not any(n.endswith("running_var") for n in folded_names)
+    # each file computes what its in-memory model computes, so scores what it scored
+    x = torch.randn(4, 3, 32, 32)
+    for run in (plain, result):
+        with torch.no_grad():
+            assert torch.equal(run.loaded(x), run.model.eval()(x))
+        assert run.steps[-1]["top1"] == run.steps[-2]["top1"]
+    # the header records every setting, the fold among them
+    assert read_sqz(plain.path).meta["compress_config"] == plain_cfg.to_dict()
+    assert read_sqz(result.path).meta["compress_config"] == cfg.to_dict()
+    assert read_sqz(result.path).meta["compress_config"]["fold_batchnorm"] is True
 
 
 def test_prune_only_checkpoint_round_trip(tmp_path, tiny_data):

@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from squeezelab.cli import parse_bool
-from squeezelab.config import parse_key_values
 from squeezelab.train.config import FIELD_HELP, ConfigError, TrainConfig
 
 
@@ -56,9 +55,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    # the one KEY=VALUE parser splits (repeatable; commas inside [..] stay in the value)
-    items = parse_key_values(args.model_args, "--model-arg", value=str)
-    model_args = {key: _parse_yaml_value(text, f"--model-arg {key}") for key, text in items.items()}
+    model_args = {}
+    for item in args.model_args:
+        if "=" not in item:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        model_args[key] = _parse_yaml_value(value, f"--model-arg {key}")
     if args.recipe:
         cfg = TrainConfig.from_yaml(args.recipe, overrides)
     else:
@@ -78,6 +80,15 @@ def report_run(result, what: str = "") -> int:
     print(f"run: {result.run_dir}")
     final = result.final
     if "test_top1" in final:
+        from squeezelab.train.evaluate import EvalProtocol
+
         top5 = f", top-5 {final['test_top5']:.4f}" if "test_top5" in final else ""
-        print(f"final test top-1 {final['test_top1']:.4f}{top5}{what}")
+        how = ""
+        if final.get("test_protocol"):  # absent from records written before it was kept
+            protocol = EvalProtocol.from_dict(final["test_protocol"])
+            # scored in the run's own (autotuned) precision; eval/compress score fp32
+            note = "" if protocol.precision == "fp32" else (
+                ": the run's training precision; squeezelab eval scores fp32")
+            how = f" ({protocol.describe()}{note})"
+        print(f"final test top-1 {final['test_top1']:.4f}{top5}{how}{what}")
     return 0

@@ -23,10 +23,12 @@ def add_eval_data_flags(p: argparse.ArgumentParser, default_data: str) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--limit", type=int, default=None, help="evaluate a balanced subset")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="precision of the forward passes that score the model(s)")
     p.add_argument("--test-time-flip", type=parse_bool, default=None, metavar="BOOL",
                    help="average the logits of each image and its mirror (default: as the "
-                   "model was trained, so the figure matches the run's)")
+                   "model was trained, so the figure matches the run's; compare: as A was "
+                   "trained, and B is scored the same way)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results here")
     add_data_source_flags(p)
 
@@ -100,24 +102,26 @@ def eval_flip(args: argparse.Namespace, meta: dict) -> bool:
     return bool((meta.get("config") or {}).get("test_time_flip", False))
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
+def eval_protocol(args: argparse.Namespace, meta: dict):
+    """The one protocol a command scores with: ``--precision`` and ``--test-time-flip``, the
+    flip defaulting to how the model of ``meta`` was trained."""
+    from squeezelab.train.evaluate import EvalProtocol
 
-    from squeezelab.data import BatchLoader
+    return EvalProtocol.for_model(meta, flip=args.test_time_flip, precision=args.precision)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from squeezelab.inference import load_model
-    from squeezelab.train.evaluate import evaluate
+    from squeezelab.train.evaluate import evaluate_data
 
     model, meta = load_model(args.checkpoint)
     source, data = eval_data(args, meta)
     check_model_fits(args.checkpoint, meta, source, data)
-    loader = BatchLoader(data, args.batch_size, train=False, augment=None)
-    loader.set_epoch(0)
-    flip = eval_flip(args, meta)
-    result = evaluate(model, loader, data.num_classes, torch.device("cpu"), args.precision,
-                      test_time_flip=flip)
-    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images"
-          f"{', flip-averaged' if flip else ''}]")
-    print(f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}")
+    protocol = eval_protocol(args, meta)
+    result = evaluate_data(model, data, protocol, args.batch_size)
+    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images]")
+    print(f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}"
+          f"   ({protocol.describe()})")
     width = max(len(c) for c in data.classes)
     for name, acc in zip(data.classes, result["per_class"]):
         print(f"  {name:<{width}}  {acc:.4f}")
@@ -135,28 +139,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from squeezelab.data import BatchLoader
     from squeezelab.inference import load_model
-    from squeezelab.train.evaluate import paired_difference, top1_correct
+    from squeezelab.train.evaluate import EvalProtocol, paired_difference, top1_correct
 
     models = {"A": load_model(args.baseline), "B": load_model(args.candidate)}
     paths = {"A": args.baseline, "B": args.candidate}
     source, data = eval_data(args, models["A"][1])
     for key, (_, meta) in models.items():
         check_model_fits(paths[key], meta, source, data)
+    # ONE protocol for both sides: a difference between two models scored differently (one
+    # flip-averaged, one not) would mostly measure the protocols, not the models
+    protocol = eval_protocol(args, models["A"][1])
+    if args.test_time_flip is None:
+        b_flip = EvalProtocol.for_model(models["B"][1]).flip
+        if b_flip != protocol.flip:
+            print(f"note: B was trained {'with' if b_flip else 'without'} test-time flip, A "
+                  f"{'with' if protocol.flip else 'without'}; both are scored as A "
+                  f"({protocol.describe()}); --test-time-flip chooses")
     loader = BatchLoader(data, args.batch_size, train=False, augment=None)
     hits = {}
-    for key, (model, meta) in models.items():
+    for key, (model, _) in models.items():
         loader.set_epoch(0)
-        hits[key] = top1_correct(model, loader, torch.device("cpu"), args.precision,
-                                 test_time_flip=eval_flip(args, meta))
+        hits[key] = top1_correct(model, loader, torch.device("cpu"), protocol=protocol)
     top1 = {key: hit.double().mean().item() for key, hit in hits.items()}
     paired = paired_difference(hits["B"], hits["A"])
     diff, se = paired["difference"], paired["image_se"]
     low, high = diff - 1.96 * se, diff + 1.96 * se
-    print(f"on {source} [{args.split}, {len(data)} images]")
+    print(f"on {source} [{args.split}, {len(data)} images], both scored {protocol.describe()}")
     for key in ("A", "B"):
-        print(f"  {key}  top-1 {top1[key]:.4f}  {paths[key]}")
+        print(f"  {key}  top-1 {top1[key]:.4f} ({protocol.describe()})  {paths[key]}")
     print(f"B - A  {100 * diff:+.2f} points, 95% interval {100 * low:+.2f} to {100 * high:+.2f}"
-          f"  (only B right on {paired['gained'][0]} images, only A on {paired['lost'][0]})")
+          f"  (only B right on {paired['gained'][0]} images, only A on {paired['lost'][0]}; "
+          f"both {protocol.describe()})")
     if paired["gained"][0] + paired["lost"][0] == 0:
         verdict = "the two models are right on exactly the same images"
     elif low > 0 or high < 0:
@@ -167,7 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"baseline": args.baseline, "candidate": args.candidate, "data": str(source),
-             "split": args.split, "images": len(data),
+             "split": args.split, "images": len(data), "protocol": protocol.to_dict(),
              "baseline_top1": top1["A"], "candidate_top1": top1["B"],
              "candidate_minus_baseline": diff, "image_se": se, "interval_95": [low, high],
              "only_candidate_correct": paired["gained"][0],

@@ -46,7 +46,7 @@ from squeezelab.train.distributed import (
     init_distributed,
     is_distributed,
 )
-from squeezelab.train.evaluate import autocast_context, evaluate
+from squeezelab.train.evaluate import autocast_context, describe_protocol, evaluate
 from squeezelab.train.optim import build_optimizer, build_scheduler
 from squeezelab.train.run_dir import RunDir, environment
 
@@ -249,7 +249,8 @@ def train(
                                       device, cfg.precision, cfg.test_time_flip)
                     record.update(test_loss=result["loss"], test_top1=result["top1"],
                                   test_top5=result["top5"],
-                                  eval_seconds=time.perf_counter() - t1)
+                                  eval_seconds=time.perf_counter() - t1,
+                                  test_protocol=result["protocol"])  # how top-1 was scored
                 for hook in hooks:
                     hook.on_epoch_end(state, record)
                 history.append(record)
@@ -412,7 +413,9 @@ def _warn_if_uniform(r: dict[str, Any], num_classes: int) -> bool:
 def _print_epoch(r: dict[str, Any], cfg: TrainConfig) -> None:
     if not cfg.progress:
         return
-    test = (f" test_top1 {r['test_top1']:.4f} test_top5 {r['test_top5']:.4f}"
+    # the run scores in its own (autotuned) precision: say which, beside the figure
+    protocol = f" ({describe_protocol(r['test_protocol'])})" if r.get("test_protocol") else ""
+    test = (f" test_top1 {r['test_top1']:.4f} test_top5 {r['test_top5']:.4f}{protocol}"
             if "test_top1" in r else "")
     tqdm.write(f"epoch {r['epoch']:>3}/{cfg.epochs}  train_loss {r['train_loss']:.4f} "
                f"train_top1 {r['train_top1']:.4f}{test}  lr {r['lr']:.4g}  "

@@ -55,6 +55,10 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
     out = capsys.readouterr().out
     assert f"run: {run}" in out and "final test top-1" in out
     final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    # the final line and every epoch record say how top-1 was scored (the run's precision)
+    assert final["test_protocol"] == {"precision": "fp32", "flip": False}
+    assert f"final test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f} " \
+           "(fp32, no flip)" in out
 
     assert main(["eval", str(run), "--data", str(cifar_tree), "--limit", "100",
                  "--json", str(tmp_path / "eval.json")]) == 0
@@ -62,6 +66,8 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
     assert "top-1" in out and "airplane" in out and "truck" in out
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["count"] == 100 and len(result["per_class"]) == 10
+    assert f"top-1 {result['top1']:.4f}" in out and "(fp32, no flip)" in out
+    assert result["protocol"] == {"precision": "fp32", "flip": False}
     # the best checkpoint was scored on the same 100 test images during training
     assert result["top1"] == pytest.approx(max(
         json.loads(x)["test_top1"] for x in (run / "metrics.jsonl").read_text().splitlines()))
@@ -75,6 +81,8 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
     out = capsys.readouterr().out
     compared = json.loads((tmp_path / "compare.json").read_text())
     assert compared["images"] == 100
+    assert compared["protocol"] == {"precision": "fp32", "flip": False}
+    assert "[test, 100 images], both scored fp32, no flip" in out
     assert compared["baseline_top1"] == pytest.approx(result["top1"])
     assert compared["candidate_top1"] == pytest.approx(final["test_top1"])
     diff = compared["candidate_minus_baseline"]
@@ -89,7 +97,7 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
                  "100"]) == 0
     out = capsys.readouterr().out
     assert "B - A  +0.00 points, 95% interval +0.00 to +0.00  (only B right on 0 images, " \
-           "only A on 0)" in out
+           "only A on 0; both fp32, no flip)" in out
     assert "the two models are right on exactly the same images" in out
 
     png = tmp_path / "curves.png"
@@ -119,6 +127,60 @@ def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
     assert f"{run} is a 10-class model, but {other} has 2 classes" in capsys.readouterr().err
 
 
+@pytest.fixture
+def flip_pair(tmp_path, cifar_tree):
+    """One tiny model saved twice with the same weights: A records training without
+    test-time flip, B with it (as a run with test_time_flip: true records it)."""
+    import torch
+
+    from squeezelab.checkpoint import save_checkpoint
+    from squeezelab.data import load_split
+    from squeezelab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar", num_classes=10, stem_channels=16,
+                         fire_config=[[4, 8, 8]] * 8)
+    classes = load_split(str(cifar_tree), "test", limit=10, progress=False).classes
+    paths = {}
+    for name, flip in (("A", False), ("B", True)):
+        meta = {"config": {"data": str(cifar_tree), "test_time_flip": flip},
+                "class_names": list(classes)}
+        paths[name] = str(save_checkpoint(tmp_path / name, model, meta=meta))
+    return paths
+
+
+def test_compare_scores_both_models_the_same_way(flip_pair, cifar_tree, tmp_path, capsys):
+    """B was trained with flip-averaging, A without: both are scored as A is (or as
+    --test-time-flip says), so identical weights give no difference, and the output says how."""
+    a, b = flip_pair["A"], flip_pair["B"]
+    assert main(["compare", a, b, "--limit", "100", "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "note: B was trained with test-time flip, A without; both are scored as A " \
+           "(fp32, no flip)" in out
+    assert "B - A  +0.00 points" in out and "both fp32, no flip)" in out
+    assert "the two models are right on exactly the same images" in out
+    assert json.loads((tmp_path / "c.json").read_text())["protocol"] == {
+        "precision": "fp32", "flip": False}
+    assert main(["compare", a, b, "--limit", "100", "--test-time-flip", "true"]) == 0
+    out = capsys.readouterr().out
+    assert "note:" not in out and "both scored fp32, flip-averaged" in out
+    assert "B - A  +0.00 points" in out
+    # eval of B alone follows B's own record, and says so
+    assert main(["eval", b, "--limit", "100"]) == 0
+    assert "(fp32, flip-averaged)" in capsys.readouterr().out
+
+
+def test_train_epoch_lines_say_how_top1_was_scored(tmp_path, cifar_tree, capsys):
+    assert main(["train", "--data", str(cifar_tree), "--epochs", "1", "--batch-size", "50",
+                 "--limit-train", "100", "--limit-test", "50", "--precision", "fp32",
+                 "--channels-last", "false", "--test-time-flip", "true", "--out-dir",
+                 str(tmp_path / "runs"), "--run-name", "r", *SMALL]) == 0
+    out = capsys.readouterr().out
+    epoch = next(line for line in out.splitlines() if line.startswith("epoch "))
+    assert "test_top5" in epoch and "(fp32, flip-averaged)" in epoch
+    assert "(fp32, flip-averaged)" in out.split("final test top-1")[1]
+
+
 def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
     import torch.nn as nn
 
@@ -133,6 +195,13 @@ def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
         f"run: {tmp_path}", "final test top-1 0.5000, top-5 0.9000 after DSD"]
     assert report_run(RunResult(tmp_path, nn.Identity(), history, interrupted=True)) == 130
     assert capsys.readouterr().out == ""
+    # a record that says how it was scored: the label, and why eval's figure may differ
+    history = [{"test_top1": 0.5, "test_top5": 0.9,
+                "test_protocol": {"precision": "bf16", "flip": True}}]
+    assert report_run(RunResult(tmp_path, nn.Identity(), history)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "final test top-1 0.5000, top-5 0.9000 (bf16, flip-averaged: the run's training "
+        "precision; squeezelab eval scores fp32)")
 
 
 @pytest.mark.parametrize("command", ["train", "compress", "dsd", "compare"])

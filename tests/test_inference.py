@@ -163,3 +163,41 @@ def test_an_exported_onnx_file_predicts_and_evaluates_on_its_own(run, cifar_tree
     bad.write_bytes(b"not a model")
     assert main(["predict", str(bad), str(files[0])]) == 2
     assert "is not a readable ONNX model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["int8", "binary", "xnor", "fixed", "pq", "rq", "lowrank",
+                                    "kmeans"])
+def test_load_model_rebuilds_a_quantized_checkpoint(tmp_path, method):
+    """A checkpoint that records its quantizer loads back (a fresh model, the quantizer's
+    transform, then the saved state) into a model that computes what the quantized one did."""
+    from squeezelab.compress.format.checkpoints import save_compressible
+    from squeezelab.compress.format.quantized import quantizer_record
+    from squeezelab.compress.quantization.registry import (
+        QUANTIZERS,
+        QuantizeOptions,
+        quantize_,
+        quantizer_config,
+    )
+
+    assert method in QUANTIZERS  # every registered method is listed above
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar", num_classes=10, **TINY).eval()
+    x = torch.randn(8, 3, 32, 32)
+    config = quantizer_config(method, QuantizeOptions(num_clusters=16, energy=0.6))
+    report = quantize_(model, config, [x[:4]])
+    save_compressible(tmp_path / "q", model, meta={
+        "quantizer": quantizer_record(config, report, method), "image_size": [32, 32]})
+    loaded, meta = load_model(tmp_path / "q")
+    assert meta["quantizer"]["config"] == config.to_dict()
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max().item() <= 1e-6
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+
+
+def test_a_quantized_checkpoint_with_a_bad_record_is_a_clear_error(tmp_path):
+    from squeezelab.checkpoint import CheckpointError, save_checkpoint
+
+    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
+    save_checkpoint(tmp_path / "q", model, meta={"quantizer": {"config_type": "Ternary"}})
+    with pytest.raises(CheckpointError, match="meta 'quantizer' must name one of"):
+        load_model(tmp_path / "q")

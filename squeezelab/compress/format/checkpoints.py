@@ -3,8 +3,8 @@
 ``save_compressible`` writes an ordinary squeezelab checkpoint plus what is needed to rebuild the
 compression state: ``meta["shared_layers"]`` (``{weight name: bits}``) and the pruning masks as
 the ``mask`` tensor group. ``load_compressible`` reads any squeezelab checkpoint back, rebuilding
-weight-shared layers before the state is loaded. ``squeezelab/checkpoint.py`` does not know about
-compression; this module is where the two meet.
+weight-shared layers (and quantized ones, ``quantized.py``) before the state is loaded.
+``squeezelab/checkpoint.py`` does not know about compression; this module is where the two meet.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from squeezelab.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
+from squeezelab.compress.format.quantized import QUANTIZER_KEY, rebuild_quantized_
 from squeezelab.compress.pruning.masks import Masks
 from squeezelab.compress.quantization.weight_sharing import (
     dense_weight,
@@ -31,6 +32,7 @@ from squeezelab.compress.quantization.weight_sharing import (
     shared_modules,
 )
 from squeezelab.models import create_model
+from squeezelab.models.registry import get_entry
 
 
 @dataclass
@@ -68,6 +70,9 @@ def load_compressible(path: str | os.PathLike) -> Compressible:
     if not spec:
         raise CheckpointError(f"{path} does not name the model it holds; cannot rebuild it")
     model = create_model(spec["name"], **spec["kwargs"])
+    if ckpt.meta.get(QUANTIZER_KEY) is not None:  # written by ``squeezelab quantize``
+        size = ckpt.meta.get("image_size") or get_entry(spec["name"]).default_input_size
+        rebuild_quantized_(model, ckpt.meta[QUANTIZER_KEY], size, source=str(path))
     layer_bits = ckpt.meta.get("shared_layers")
     if layer_bits is None:
         layer_bits = layer_bits_from_state_dict(ckpt.model_state)

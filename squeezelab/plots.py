@@ -1,8 +1,9 @@
-"""Plots regenerated from recorded runs: training curves of one or more runs side by side."""
+"""Plots regenerated from recorded runs: training curves of one or more runs side by side, and
+the per-layer pruning sensitivity curves (``squeezelab sensitivity``)."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -42,3 +43,63 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path) -> Path:
     fig.savefig(output, dpi=120)
     plt.close(fig)
     return output
+
+
+#: line styles cycled within a panel, so two neighbouring depths differ by more than a shade
+_LINE_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def sensitivity_figure(result: Mapping[str, Mapping[float, float]],
+                       roles: Mapping[str, str] | None = None, metric_name: str = "metric",
+                       title: str = "Pruning sensitivity, one layer at a time"):
+    """The sensitivity curves as a matplotlib Figure: small multiples, one panel per layer role
+    (``roles``: layer -> "squeeze" / "expand3x3" / ...; None: one panel), each line coloured by
+    the layer's depth in the network on a continuous colormap (the same depth, the same hue in
+    every panel), line styles and markers cycling, and each panel's legend outside its axes.
+    A SqueezeNet has 26 layers: on one axes with the default colour cycle, lines repeat colours
+    and no legend fits."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not result:
+        raise ValueError("the sensitivity result holds no layers: nothing to plot")
+    names = list(result)  # network order: the depth of each layer
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault((roles or {}).get(name, "layers"), []).append(name)
+    cmap = colormaps["viridis"]
+    fig = Figure(figsize=(9.5, 0.6 + 2.4 * len(groups)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (role, members) in zip(axes, groups.items()):
+        for k, name in enumerate(members):
+            row = result[name]
+            levels = sorted(row)
+            depth = names.index(name) / max(len(names) - 1, 1)
+            ax.plot(levels, [row[s] for s in levels], color=cmap(0.92 * depth),
+                    linestyle=_LINE_STYLES[k % len(_LINE_STYLES)],
+                    marker=_MARKERS[k % len(_MARKERS)], markersize=3.5, linewidth=1.3,
+                    label=name.removesuffix(".weight"))
+        ax.set_title(f"{role} ({len(members)} layer{'s' if len(members) != 1 else ''})",
+                     fontsize=9, loc="left")
+        ax.set_ylabel(metric_name)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  ncols=1 if len(members) <= 10 else 2, title="layer (colour: depth)",
+                  title_fontsize=7)
+    axes[-1].set_xlabel("sparsity of the layer (fraction pruned, the others dense)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(result: Mapping[str, Mapping[float, float]], path: str | Path,
+                     metric_name: str = "metric", roles: Mapping[str, str] | None = None,
+                     title: str = "Pruning sensitivity, one layer at a time") -> Path:
+    """Write :func:`sensitivity_figure` as a PNG; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sensitivity_figure(result, roles, metric_name, title).savefig(path, format="png", dpi=120)
+    return path

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from squeezelab.cli import DefaultsHelpFormatter, add_data_source_flags, check_checkpoint
+from squeezelab.cli import (
+    DefaultsHelpFormatter,
+    add_data_source_flags,
+    check_checkpoint,
+    parse_bool,
+)
 from squeezelab.config import parse_key_values
 
 
@@ -44,6 +49,10 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, default=None, help="balanced test subset")
     p.add_argument("--batch-size", type=int, default=None)
     add_data_source_flags(p)
+    p.add_argument("--test-time-flip", type=parse_bool, default=None, metavar="BOOL",
+                   help="score top-1 averaging each image's logits with its mirror's "
+                   "(default: as the model was trained, so figures match squeezelab eval's); "
+                   "every top-1 is scored fp32 on CPU, and printed with how it was scored")
 
 
 #: the data flags (``_add_data_flags``) that choose the data fine-tuned and scored on
@@ -116,6 +125,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=1, help="prune -> retrain rounds")
     p.add_argument("--retrain-epochs", type=int, default=0, help="retraining per round")
     p.add_argument("--retrain-lr", type=float, default=0.01)
+    p.add_argument("--work-dir", default=None, help="where the retraining / fine-tuning runs "
+                   "go (default: runs/<output stem>-prune, or -channels with --channels)")
     _add_data_flags(p)
     p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
     p.add_argument("--json", dest="json_out", default=None,
@@ -150,7 +161,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-batches", type=int, default=4, help="int8: batches")
     _add_data_flags(p)
     p.add_argument("-o", "--output", required=True,
-                   help="kmeans: the .sqz file; other methods: a JSON report")
+                   help="the quantized model: a checkpoint (stem or .json) that squeezelab "
+                   "eval and load_model read back; kmeans may also write a .sqz file")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write the report (per-layer sizes, top-1 before/after and how "
+                   "it was scored, the command) here")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("compress", help="the whole Deep Compression pipeline: prune -> retrain "
@@ -179,7 +194,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default=None)
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--work-dir", default=None, help="where the fine-tuning runs go")
+    p.add_argument("--work-dir", default=None, help="where the fine-tuning runs go (default: "
+                   "runs/<output stem>-compress; announced at the start and the end)")
     _add_data_flags(p)
     p.set_defaults(func=cmd_compress)
 
@@ -188,12 +204,41 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------
+def _protocol(args: argparse.Namespace, meta: dict[str, Any]):
+    """The one evaluation protocol of a compression command: fp32, flip-averaged when
+    ``--test-time-flip`` says so, else as the model was trained (as ``squeezelab eval``
+    scores it), used for every top-1 the command reports."""
+    from squeezelab.train.evaluate import EvalProtocol
+
+    return EvalProtocol.for_model(meta, flip=getattr(args, "test_time_flip", None))
+
+
+def _test_data(args: argparse.Namespace, meta: dict[str, Any], train_section: dict[str, Any]):
+    """(test split to score on, None) or (None, why top-1 cannot be measured): a checkpoint
+    that records no training data (no config) is scored only on the --data it is given,
+    never on a guess."""
+    if args.data is None and not meta.get("config"):
+        return None, (f"{args.checkpoint} records no training data and no --data was given; "
+                      "pass --data to score it")
+    _, test = _load_data(train_section, need_train=False)
+    _check_classes(meta, test, args.checkpoint)
+    return test, None
+
+
+def _change(before: float | None, after: float | None) -> str:
+    return "" if before is None or after is None else \
+        f" ({100 * (after - before):+.2f} points)"
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from squeezelab.checkpoint import checkpoint_paths
     from squeezelab.compress.pruning.magnitude import PruneConfig
     from squeezelab.data.preprocess import META_KEYS, Preprocess
     from squeezelab.workflows.deep_compression import (
         CompressConfig,
+        _clear_phase_runs,
+        default_work_dir,
+        evaluate_top1,
         load_compressible,
         prune_and_retrain,
         save_compressible,
@@ -214,22 +259,41 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cfg = CompressConfig(prune=prune_cfg, prune_rounds=args.rounds,
                          retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                          sharing=None, train=train_section)
-    data = None
+    out = Path(args.output)
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(out, "prune")
+    protocol = _protocol(args, src.meta)
+    train = why = None
     if args.retrain_epochs:
         train, test = _load_data(train_section)
         _check_classes(src.meta, test, args.checkpoint)
-        data = (train, test)
-    out = Path(args.output)
-    masks, steps = prune_and_retrain(src.model, cfg, data, out.parent / (out.stem + "_runs"),
-                                     masks=src.masks)
+        _clear_phase_runs(work_dir, print)
+        print(f"retraining runs go to {work_dir}", flush=True)
+    else:
+        test, why = _test_data(args, src.meta, train_section)
+    before = None
+    if test is not None:
+        before = evaluate_top1(src.model, test, protocol)["top1"]
+        print(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(test)} test images)",
+              flush=True)
+    else:
+        print(f"top-1 not measured: {why}")
+    masks, steps = prune_and_retrain(src.model, cfg, (train, test) if test is not None else None,
+                                     work_dir, masks=src.masks, protocol=protocol)
+    after = steps[-1].get("top1")
     meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
-    if data is not None:  # retrained: the record of the images it was retrained on
-        meta.update(Preprocess.from_data(data[0]).to_meta())
-    meta["prune"] = {"config": cfg.to_dict(), "steps": steps}
+    if train is not None:  # retrained: the record of the images it was retrained on
+        meta.update(Preprocess.from_data(train).to_meta())
+    meta["prune"] = {"config": cfg.to_dict(), "steps": steps, "top1_before": before,
+                     "top1_after": after, "protocol": protocol.to_dict(),
+                     "work_dir": str(work_dir) if args.retrain_epochs else None}
     path = save_compressible(out, src.model, masks=masks, meta=meta)
     for name, s in masks.layer_sparsity().items():
         print(f"  {name:<40} {100 * s:5.1f}% pruned")
+    if after is not None:
+        print(f"after:  top-1 {after:.4f} ({protocol.describe()}){_change(before, after)}")
     print(f"overall sparsity {masks.sparsity():.4f}; wrote {path}")
+    if args.retrain_epochs:
+        print(f"retraining runs: {work_dir}")
     _write_json(args, {"output": str(path), "sparsity": masks.sparsity(), **meta["prune"]})
     return 0
 
@@ -249,13 +313,9 @@ def _write_json(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from squeezelab.compress.pruning.sensitivity import (
-        plot_sensitivity,
-        sensitivity_analysis,
-        sensitivity_table,
-        suggest_sparsities,
-    )
-    from squeezelab.workflows.deep_compression import evaluate_top1, load_compressible
+    from squeezelab.compress.pruning.sensitivity import sensitivity_table
+    from squeezelab.workflows.deep_compression import load_compressible
+    from squeezelab.workflows.sensitivity import run_sensitivity
 
     for s in args.sparsities:
         if not 0 <= s < 1:
@@ -264,19 +324,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     src = load_compressible(args.checkpoint)
     _, test = _load_data(_train_section(args, src.meta), need_train=False)
     _check_classes(src.meta, test, args.checkpoint)
-    print(f"pruning each layer of {args.checkpoint} alone at {args.sparsities}", flush=True)
-    result = sensitivity_analysis(src.model, lambda m: evaluate_top1(m, test)["top1"],
-                                  args.sparsities)
-    print(sensitivity_table(result))
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_sensitivity(result, out / "sensitivity.png", "top-1")
-    suggested = suggest_sparsities(result, args.max_drop)
-    (out / "sensitivity.json").write_text(json.dumps(
-        {name: {str(s): v for s, v in row.items()} for name, row in result.items()}, indent=2))
-    (out / "suggested.json").write_text(json.dumps(suggested, indent=2))
-    print(f"wrote {out / 'sensitivity.png'}, {out / 'sensitivity.json'}, "
-          f"{out / 'suggested.json'} (max drop {args.max_drop})")
+    protocol = _protocol(args, src.meta)
+    print(f"pruning each layer of {args.checkpoint} alone at {args.sparsities}; top-1 scored "
+          f"{protocol.describe()} on {len(test)} test images", flush=True)
+    result = run_sensitivity(src.model, test, args.output, args.sparsities, args.max_drop,
+                             protocol=protocol)
+    print(f"top-1 ({protocol.describe()}) with one layer pruned:")
+    print(sensitivity_table(result.top1))
+    print(f"wrote {result.png}, {result.json}, {result.suggested_json} "
+          f"(max drop {args.max_drop})")
     return 0
 
 
@@ -309,22 +365,45 @@ def _report_bytes(report: Any) -> tuple[float | None, float | None]:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    """Quantize a checkpoint, score it before and after under one protocol and write the
+    quantized model: a ``.sqz`` (kmeans) or a checkpoint that every model reader loads back
+    (``compress/format/quantized.py``); ``--json`` also writes the report."""
+    from squeezelab.checkpoint import checkpoint_paths
+    from squeezelab.compress.format.quantized import QUANTIZER_KEY, quantizer_record
     from squeezelab.compress.format.size_report import format_size_report, size_report
     from squeezelab.compress.format.sqz import save_compressed
     from squeezelab.compress.quantization.registry import quantize_
-    from squeezelab.data.preprocess import Preprocess
-    from squeezelab.workflows.deep_compression import evaluate_top1, load_compressible
+    from squeezelab.data.preprocess import META_KEYS, Preprocess
+    from squeezelab.workflows.deep_compression import (
+        evaluate_top1,
+        load_compressible,
+        save_compressible,
+    )
 
     config = _quant_config(args)
     out = Path(args.output)
-    if args.method == "kmeans" and out.suffix != ".sqz":
-        raise ValueError(f"--method kmeans writes a .sqz file; -o must end in .sqz, got {out}")
+    sqz = out.suffix == ".sqz"
+    if sqz and args.method != "kmeans":
+        raise ValueError(f"a .sqz file holds a k-means weight-shared model; --method "
+                         f"{args.method} writes a checkpoint: give -o a stem or a .json name, "
+                         f"got {out}")
+    if args.json_out and not sqz and Path(args.json_out).resolve() == checkpoint_paths(
+            out)[0].resolve():
+        raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
+                         "choose another name")
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
-    _, test = _load_data(_train_section(args, src.meta), need_train=False)
-    _check_classes(src.meta, test, args.checkpoint)
-    before = evaluate_top1(src.model, test)
-    print(f"before: top-1 {before['top1']:.4f}", flush=True)
+    protocol = _protocol(args, src.meta)
+    test, why = _test_data(args, src.meta, _train_section(args, src.meta))
+    if test is None and args.method == "int8":
+        raise ValueError(f"int8 calibrates its activation ranges on images, but {why}")
+    before = after = None
+    if test is not None:
+        before = evaluate_top1(src.model, test, protocol)["top1"]
+        print(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(test)} test images)",
+              flush=True)
+    else:
+        print(f"top-1 not measured: {why}")
     calibration = []
     if args.method == "int8":
         from squeezelab.data import BatchLoader
@@ -334,32 +413,40 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calibration = [b for _, b in zip(range(args.calibration_batches), loader)]
     print(f"quantizing with {type(config).__name__}: {config.to_dict()}", flush=True)
     report = quantize_(src.model, config, calibration)
-    after = evaluate_top1(src.model, test)
-    print(f"after:  top-1 {after['top1']:.4f} ({100 * (after['top1'] - before['top1']):+.2f} "
-          "points)")
+    src.model.eval()
+    if test is not None:
+        after = evaluate_top1(src.model, test, protocol)["top1"]
+        print(f"after:  top-1 {after:.4f} ({protocol.describe()}){_change(before, after)}")
     result: dict[str, Any] = {"checkpoint": args.checkpoint, "method": args.method,
-                              "config": config.to_dict(), "top1_before": before["top1"],
-                              "top1_after": after["top1"], "layers": report}
-    if args.method == "kmeans":
-        # the record of the images the accuracy above was measured on
-        save_compressed(src.model, out, class_names=src.meta.get("class_names"),
-                        meta={"quantize": result, **Preprocess.from_data(test).to_meta()})
-        rep = size_report(out)
-        print(format_size_report(rep))
-        result["size"] = dict(rep.totals)
-        print(f"wrote {out} ({out.stat().st_size:,} bytes, "
-              f"{rep.totals['ratio_fp32']:.1f}x smaller than fp32)")
-        out.with_name(out.stem + ".summary.json").write_text(
-            json.dumps(result, indent=2, default=str))
-        return 0
+                              "config": config.to_dict(), "top1_before": before,
+                              "top1_after": after, "protocol": protocol.to_dict(),
+                              "layers": report}
     q_bytes, f_bytes = _report_bytes(report)
     if q_bytes is not None:
         result["size_bytes"], result["fp32_bytes"] = q_bytes, f_bytes
         print(f"quantized layers: {q_bytes:,.0f} bytes vs {f_bytes:,.0f} fp32 "
               f"({f_bytes / max(q_bytes, 1):.1f}x)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"wrote {out}")
+    # how inputs are prepared: the source's record (older files: the images scored here)
+    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    if "mean" not in meta and test is not None:
+        meta.update(Preprocess.from_data(test).to_meta())
+    if sqz:
+        save_compressed(src.model, out, class_names=src.meta.get("class_names"),
+                        meta={**meta, "quantize": result})
+        rep = size_report(out)
+        print(format_size_report(rep))
+        result["size"] = dict(rep.totals)
+        print(f"wrote {out} ({out.stat().st_size:,} bytes, "
+              f"{rep.totals['ratio_fp32']:.1f}x smaller than fp32)")
+        path = out
+    else:
+        meta[QUANTIZER_KEY] = quantizer_record(config, report, args.method)
+        meta["quantize"] = {k: v for k, v in result.items() if k != "layers"}
+        path = save_compressible(out, src.model, meta=meta)
+        print(f"wrote {path} (a checkpoint of the quantized model: squeezelab eval and "
+              "load_model read it back)")
+    result["output"] = str(path)
+    _write_json(args, result)
     return 0
 
 
@@ -377,36 +464,12 @@ def _channel_selection(text: str) -> float | None:
     return fraction
 
 
-def _forward_speed(model, image_size: tuple[int, int]) -> float:
-    """Images/s of fp32 eval forward passes of batch 64 on this CPU (after warm-up)."""
-    import torch
-
-    from squeezelab.metrics import time_forward
-
-    return time_forward(model, torch.randn(64, 3, *image_size), warmup=2, iters=5)[
-        "images_per_s"]
-
-
 def prune_channels(args: argparse.Namespace) -> int:
-    """``prune --channels``: remove whole channels, rebuild the smaller SqueezeNet, optionally
-    fine-tune it, and report parameters, MACs, speed and top-1 before and after."""
-    import torch
-
-    from squeezelab.checkpoint import save_checkpoint
-    from squeezelab.compress.pruning.channels import (
-        find_dead_channels,
-        remove_channels,
-        smallest_channels,
-    )
-    from squeezelab.compress.quantization.weight_sharing import shared_modules
-    from squeezelab.data.preprocess import Preprocess
-    from squeezelab.metrics import count_macs, count_parameters
-    from squeezelab.models import model_spec
-    from squeezelab.workflows.deep_compression import (
-        CompressConfig,
-        evaluate_top1,
-        load_compressible,
-    )
+    """``prune --channels``: the channel-pruning workflow
+    (``workflows/channel_pruning.py``: cut, fine-tune, measure, save), then its figures."""
+    from squeezelab.workflows.channel_pruning import ChannelPruneConfig
+    from squeezelab.workflows.channel_pruning import prune_channels as run_channel_pruning
+    from squeezelab.workflows.deep_compression import load_compressible
 
     fraction = _channel_selection(args.channels)
     if args.sparsity is not None or args.rule:
@@ -414,56 +477,38 @@ def prune_channels(args: argparse.Namespace) -> int:
                          "weights: give one or the other")
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
-    if shared_modules(src.model):
-        raise ValueError(f"{args.checkpoint} is weight-shared; remove channels from the dense "
-                         "(or magnitude-pruned) checkpoint before sharing")
     print(f"loaded {args.checkpoint}", flush=True)
     train_section = _train_section(args, src.meta)
-    train, test = _load_data(train_section, need_train=bool(args.retrain_epochs))
-    _check_classes(src.meta, test, args.checkpoint)
-    model = src.model.eval()
-    selected = (find_dead_channels(model, args.dead_eps) if fraction is None
-                else smallest_channels(model, fraction, by=args.channel_score))
-    new, report = remove_channels(model, selected, args.dead_eps)
-    for name, idx in report.removed.items():
-        print(f"  {name:<28} -{len(idx)} channels")
-    if not report.removed:
-        print("  no channel to remove" + (" (no dead channel: train with --group-lasso-weight "
-                                          "first, or cut a FRACTION)" if fraction is None
-                                          else ""))
-    size = test.image_size  # (height, width) of the images it is scored on
-    before = {"top1": evaluate_top1(model, test)["top1"], "parameters": count_parameters(model),
-              "macs": count_macs(model, size), "images_per_s": _forward_speed(model, size)}
-    print(f"before: top-1 {before['top1']:.4f}", flush=True)
-    cfg = CompressConfig(prune=None, retrain_epochs=args.retrain_epochs,
-                         retrain_lr=args.retrain_lr, sharing=None, train=train_section)
-    out = Path(args.output)
+    config = ChannelPruneConfig(fraction=fraction, score=args.channel_score,
+                                dead_eps=args.dead_eps, retrain_epochs=args.retrain_epochs,
+                                retrain_lr=args.retrain_lr, train=train_section)
+    train = why = None
     if args.retrain_epochs:
-        from squeezelab.train.loop import train as train_run
-
-        print(f"fine-tuning {args.retrain_epochs} epoch(s)", flush=True)
-        run_cfg = cfg.train_config("channels", args.retrain_epochs, args.retrain_lr,
-                                   model=model_spec(new)["name"])
-        train_run(run_cfg, model=new, data=(train, test),
-                  run_dir=out.parent / (out.stem + "_runs") / "channels")
-        new.to(memory_format=torch.contiguous_format).eval()  # as saved and loaded back
-    after = {"top1": evaluate_top1(new, test)["top1"], "parameters": count_parameters(new),
-             "macs": count_macs(new, size), "images_per_s": _forward_speed(new, size)}
-    print(f"after:  top-1 {after['top1']:.4f} "
-          f"({100 * (after['top1'] - before['top1']):+.2f} points)")
+        train, test = _load_data(train_section)
+        _check_classes(src.meta, test, args.checkpoint)
+    else:
+        test, why = _test_data(args, src.meta, train_section)
+    protocol = _protocol(args, src.meta)
+    result = run_channel_pruning(src, args.output, config, (train, test), protocol=protocol,
+                                 work_dir=args.work_dir, source_name=args.checkpoint)
+    before, after = result.before, result.after
+    if before["top1"] is None:
+        print(f"top-1 not measured: {why}")
+    else:
+        print(f"before: top-1 {before['top1']:.4f} ({protocol.describe()}, {len(test)} test "
+              "images)")
+        print(f"after:  top-1 {after['top1']:.4f} ({protocol.describe()})"
+              f"{_change(before['top1'], after['top1'])}")
     print(f"parameters {before['parameters']:,} -> {after['parameters']:,}; MACs "
           f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M; CPU fp32 batch 64 "
           f"{before['images_per_s']:.0f} -> {after['images_per_s']:.0f} img/s "
           f"({after['images_per_s'] / before['images_per_s']:.2f}x)")
-    meta = {k: src.meta[k] for k in ("config", "class_names") if k in src.meta}
-    meta.update(Preprocess.from_data(test).to_meta())
-    meta["channel_prune"] = {"channels": args.channels, "report": report.to_dict(),
-                             "retrain_epochs": args.retrain_epochs,
-                             "before": before, "after": after}
-    path = save_checkpoint(out, new, meta=meta)
-    print(f"wrote {path} ({model_spec(new)['name']} with fire_config "
-          f"{[list(f) for f in report.fire_config]})")
-    _write_json(args, {"output": str(path), **meta["channel_prune"]})
+    print(f"wrote {result.path} ({result.model.spec['name']} with fire_config "
+          f"{[list(f) for f in result.report.fire_config]})")
+    if result.run_dir is not None:
+        print(f"fine-tuning run: {result.run_dir}")
+    _write_json(args, {"output": str(result.path), "channels": args.channels,
+                       **result.to_dict()})
     return 0
 
 
@@ -506,6 +551,7 @@ def _compress_config(args: argparse.Namespace, checkpoint: Any):
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from squeezelab.train.evaluate import EvalProtocol
     from squeezelab.workflows.deep_compression import compress
 
     out = Path(args.output)
@@ -516,12 +562,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print("config: " + json.dumps(config.to_dict()), flush=True)
     # compress() loads the data config.train names and checks its classes against the
     # checkpoint's, exactly as for every other caller (the benchmark): same config, same file
-    result = compress(args.checkpoint, config, out, work_dir=args.work_dir)
+    # --test-time-flip, else compress() scores as the checkpoint was trained (_protocol's rule)
+    given = None if args.test_time_flip is None else EvalProtocol(flip=args.test_time_flip)
+    result = compress(args.checkpoint, config, out, work_dir=args.work_dir, protocol=given)
+    protocol = EvalProtocol.from_dict(result.summary["protocol"])
     print()
-    print(f"{'step':<12} {'top-1':>7} {'sparsity':>9}")
+    print(f"{'step':<12} {'top-1':>7} {'sparsity':>9}   (top-1: {protocol.describe()})")
     for s in result.steps:
         print(f"{s['step']:<12} {s.get('top1', float('nan')):>7.4f} {s['sparsity']:>9.4f}")
     size = result.size
     print(f"{out}: {size['file_bytes']:,} bytes, {size['ratio_fp32']:.1f}x smaller than fp32; "
-          f"top-1 {result.steps[0]['top1']:.4f} -> {result.steps[-1]['top1']:.4f}")
+          f"top-1 {result.steps[0]['top1']:.4f} -> {result.steps[-1]['top1']:.4f} "
+          f"({protocol.describe()})")
+    if result.summary.get("work_dir"):
+        print(f"fine-tuning runs: {result.summary['work_dir']}")
     return 0

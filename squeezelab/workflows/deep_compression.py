@@ -48,6 +48,7 @@ from squeezelab.config import ConfigBase
 from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.models import model_spec, unwrap_model
 from squeezelab.train.config import TrainConfig
+from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 
 #: TrainConfig fields the pipeline sets itself for each phase; a ``train`` section naming them
 #: would be silently overridden, so it is rejected.
@@ -246,15 +247,19 @@ class CompressResult:
 # --------------------------------------------------------------------------------------------
 # evaluation and bookkeeping
 # --------------------------------------------------------------------------------------------
-def evaluate_top1(model: nn.Module, data, batch_size: int = 256) -> dict[str, float]:
-    """Top-1/top-5 (fractions) and loss of ``model`` on ImageTensors ``data``, fp32, on CPU."""
-    from squeezelab.data import BatchLoader
-    from squeezelab.train.evaluate import evaluate
+def evaluate_top1(model: nn.Module, data, protocol: EvalProtocol | None = None,
+                  batch_size: int = 256) -> dict[str, Any]:
+    """Top-1/top-5 (fractions) and loss of ``model`` on ImageTensors ``data`` on CPU, scored
+    under ``protocol`` (default fp32, no flip), which the result records beside them."""
+    r = evaluate_data(model, data, protocol or EvalProtocol(), batch_size)
+    return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "protocol": r["protocol"]}
 
-    loader = BatchLoader(data, batch_size, train=False, augment=None)
-    loader.set_epoch(0)
-    r = evaluate(model, loader, data.num_classes, torch.device("cpu"), "fp32")
-    return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}
+
+def default_work_dir(output_path: str | os.PathLike, kind: str) -> Path:
+    """Where a command's fine-tuning runs go unless told: ``runs/<output stem>-<kind>``, in the
+    folder that ``train`` puts its runs in, not beside the output file."""
+    runs = TrainConfig.__dataclass_fields__["out_dir"].default
+    return Path(runs) / f"{Path(output_path).stem}-{kind}"
 
 
 def weight_sparsity(model: nn.Module) -> float:
@@ -269,15 +274,16 @@ def weight_sparsity(model: nn.Module) -> float:
 
 
 def _record(steps: list, step: str, model: nn.Module, data, log: Callable[[str], None],
-            **extra: Any) -> dict[str, Any]:
+            protocol: EvalProtocol | None = None, **extra: Any) -> dict[str, Any]:
     # outside a forward, a shared layer's .weight holds its last dense weight: refresh it so
     # sparsity counts what the model computes with
     refresh_shared(model)
     rec = {"step": step, **extra, "sparsity": weight_sparsity(model)}
+    protocol = protocol or EvalProtocol()
     if data is not None:
-        rec.update(evaluate_top1(model, data[1]))
+        rec.update(evaluate_top1(model, data[1], protocol))
     steps.append(rec)
-    acc = f"  top-1 {rec['top1']:.4f}" if "top1" in rec else ""
+    acc = f"  top-1 {rec['top1']:.4f} ({protocol.describe()})" if "top1" in rec else ""
     log(f"[{step}] sparsity {rec['sparsity']:.3f}{acc}")
     return rec
 
@@ -305,10 +311,12 @@ def _finish_training(model: nn.Module) -> None:
 def prune_and_retrain(
     model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
     masks: Masks | None = None, log: Callable[[str], None] = _print,
+    protocol: EvalProtocol | None = None,
 ) -> tuple[Masks, list[dict[str, Any]]]:
     """Prune ``model`` in place to ``config.prune`` in ``config.prune_rounds`` rounds, each
     followed by ``config.retrain_epochs`` of training under a MaskHook (a run directory
-    ``work_dir/prune_<r>``). Returns the final masks and one step record per round."""
+    ``work_dir/prune_<r>``). Returns the final masks and one step record per round, each
+    scored on ``data[1]`` under ``protocol`` (default fp32, no flip) when data is given."""
     if config.prune is None:
         raise ValueError("prune_and_retrain needs config.prune (a PruneConfig), got None")
     steps: list[dict[str, Any]] = []
@@ -328,7 +336,7 @@ def prune_and_retrain(
 
             train(cfg, hooks=[MaskHook(masks)], model=model, data=data, run_dir=run_dir)
             _finish_training(model)
-        _record(steps, f"prune_{r + 1}", model, data, log, round=r + 1,
+        _record(steps, f"prune_{r + 1}", model, data, log, protocol, round=r + 1,
                 target=round_cfg.to_dict(), masked_sparsity=masks.sparsity(),
                 retrain_epochs=config.retrain_epochs if run_dir else 0,
                 run_dir=str(run_dir) if run_dir else None)
@@ -338,19 +346,20 @@ def prune_and_retrain(
 def share_and_finetune(
     model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
     masks: Masks | None = None, log: Callable[[str], None] = _print,
+    protocol: EvalProtocol | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """K-means share ``model``'s weights in place (exact zeros are pruned: excluded from
     clustering, kept zero), then fine-tune the centroids for ``config.centroid_epochs`` (a run
     directory ``work_dir/centroids`` whose trainable parameters include the codebooks).
     ``masks`` of layers left unshared keep being enforced by a MaskHook while fine-tuning.
-    Returns the per-layer sharing summary and the step records."""
+    Returns the per-layer sharing summary and the step records (top-1 under ``protocol``)."""
     if config.sharing is None:
         raise ValueError("share_and_finetune needs config.sharing (a WeightSharingConfig)")
     steps: list[dict[str, Any]] = []
     layers = share_weights_(model, config.sharing)
     log(f"weight sharing: {len(layers)} layer(s), bits "
         f"{sorted({v['bits'] for v in layers.values()})}")
-    _record(steps, "share", model, data, log, sharing=config.sharing.to_dict(),
+    _record(steps, "share", model, data, log, protocol, sharing=config.sharing.to_dict(),
             layer_bits={k: v["bits"] for k, v in layers.items()})
     if config.centroid_epochs and data is not None:
         run_dir = Path(work_dir) / "centroids"
@@ -367,9 +376,16 @@ def share_and_finetune(
         train(cfg, hooks=[MaskHook(left)] if len(left) else [], model=model, data=data,
               run_dir=run_dir)
         _finish_training(model)
-        _record(steps, "centroids", model, data, log, centroid_epochs=config.centroid_epochs,
+        _record(steps, "centroids", model, data, log, protocol,
+                centroid_epochs=config.centroid_epochs,
                 centroid_lr=config.centroid_lr, run_dir=str(run_dir))
     return layers, steps
+
+
+def _fine_tunes(config: CompressConfig) -> bool:
+    """Whether the pipeline trains at all (so makes run directories)."""
+    return bool((config.prune is not None and config.retrain_epochs)
+                or (config.sharing is not None and config.centroid_epochs))
 
 
 def summary_path_for(path: str | os.PathLike) -> Path:
@@ -403,6 +419,7 @@ def compress(
     *,
     class_names: list[str] | None = None,
     log: Callable[[str], None] = _print,
+    protocol: EvalProtocol | None = None,
 ) -> CompressResult:
     """The whole pipeline: evaluate the dense model -> prune (rounds, retraining) -> share
     weights -> fine-tune centroids -> evaluate -> ``save_compressed`` -> ``load_compressed``
@@ -411,7 +428,9 @@ def compress(
     ``source``: a checkpoint path (plain, masked or shared) or a model (not changed: the
     pipeline works on a copy). ``data``: (train, test) ImageTensors; None loads what
     ``config.train`` names (data, limit_train, limit_test). ``work_dir``: where the fine-tuning
-    run directories go (default: ``<output stem>_runs`` beside the output).
+    run directories go (default: ``runs/<output stem>-compress``, see ``default_work_dir``).
+    ``protocol``: how every step's top-1 is scored (default: fp32, flip-averaged if the source
+    checkpoint was trained so, as ``squeezelab eval`` scores it); the summary records it.
     """
     if not isinstance(config, CompressConfig):
         raise TypeError(f"config must be a CompressConfig, got {type(config).__name__}")
@@ -441,13 +460,18 @@ def compress(
     elif list(class_names) != list(data[1].classes):
         raise ValueError(f"{source_name} was trained on classes {list(class_names)[:5]}..., but "
                          f"the data has {list(data[1].classes)[:5]}...")
-    work_dir = Path(work_dir) if work_dir else output_path.with_name(output_path.stem + "_runs")
+    protocol = protocol or EvalProtocol.for_model(source_meta)
+    work_dir = Path(work_dir) if work_dir else default_work_dir(output_path, "compress")
     _clear_phase_runs(work_dir, log)
     steps: list[dict[str, Any]] = []
     log(f"compressing {source_name} ({model_spec(model)['name']}) -> {output_path}")
-    _record(steps, "dense", model, data, log)
+    log(f"fine-tuning runs go to {work_dir}" if _fine_tunes(config) else
+        "no fine-tuning (0 retrain and centroid epochs): no run directories")
+    log(f"top-1 scored {protocol.describe()} on {len(data[1])} test images")
+    _record(steps, "dense", model, data, log, protocol)
     if config.prune is not None:
-        masks, pruned = prune_and_retrain(model, config, data, work_dir, masks=masks, log=log)
+        masks, pruned = prune_and_retrain(model, config, data, work_dir, masks=masks, log=log,
+                                          protocol=protocol)
         steps += pruned
     if config.fold_batchnorm:
         # After pruning (retraining wants BatchNorm), before sharing (cluster the weights that
@@ -455,11 +479,11 @@ def compress(
         model = fold_batchnorm(model.eval())
         masks = Masks.from_model(model) if masks is not None else None
         log("folded BatchNorm into the convolutions")
-        _record(steps, "fold_bn", model, data, log)
+        _record(steps, "fold_bn", model, data, log, protocol)
     sharing: dict[str, Any] = {}
     if config.sharing is not None:
         sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,
-                                                    log=log)
+                                                    log=log, protocol=protocol)
         steps += shared_steps
     from squeezelab.data.preprocess import Preprocess
 
@@ -469,6 +493,7 @@ def compress(
         "compress_config": config.to_dict(),
         "steps": steps,
         "top1": final.get("top1"),
+        "protocol": protocol.to_dict(),  # how that top-1 was scored
         "sparsity": final["sparsity"],
         # how inputs are prepared: those of the images it was fine-tuned and scored on
         **Preprocess.from_data(data[0]).to_meta(),
@@ -477,7 +502,7 @@ def compress(
                     gap_bits=config.gap_bits)
     log(f"wrote {output_path} ({output_path.stat().st_size:,} bytes)")
     loaded_model = load_compressed(output_path)
-    loaded_rec = _record([], "loaded", loaded_model, data, log)
+    loaded_rec = _record([], "loaded", loaded_model, data, log, protocol)
     if "top1" in final and loaded_rec["top1"] != final["top1"]:
         raise RuntimeError(
             f"{output_path}: the loaded file scores top-1 {loaded_rec['top1']:.6f}, the "
@@ -501,6 +526,8 @@ def compress(
         "sharing": sharing,
         "dense_top1": steps[0].get("top1"),
         "final_top1": loaded_rec.get("top1"),
+        "protocol": protocol.to_dict(),  # how every top-1 above was scored
+        "work_dir": str(work_dir) if _fine_tunes(config) else None,
         "size": size,
         "layers": list(report),
     }
@@ -513,7 +540,8 @@ def compress(
 
 __all__ = [
     "CompressConfig", "CompressResult", "Compressible", "INHERITED_TRAIN_FIELDS", "compress",
-    "compress_config_for", "fine_tune_train_section", "evaluate_top1",
+    "compress_config_for", "fine_tune_train_section", "default_work_dir",
+    "evaluate_top1",
     "load_compressible", "prune_and_retrain", "save_compressible", "share_and_finetune",
     "summary_path_for", "weight_sparsity",
 ]

@@ -30,7 +30,8 @@ def ckpt(tmp_path_factory, cifar_tree, cifar_small):
 SMALL_DATA = ["--limit-train", "100", "--limit-test", "50", "--batch-size", "50"]
 
 
-def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
+def test_compress_inspect_eval_export(tmp_path, ckpt, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default work directory is relative: keep it in here
     out = tmp_path / "m.sqz"
     rc = main(["compress", ckpt, "-o", str(out), "--sparsity", "0.5", "--prune-rounds", "2",
                "--retrain-epochs", "1", "--retrain-lr", "0.002", "--conv-bits", "4",
@@ -41,7 +42,20 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
     for expected in ("prune round 1/2", "prune round 2/2", "weight sharing", "wrote",
                      "smaller than fp32"):
         assert expected in text
+    # the fine-tuning runs go under the runs folder, said at the start and at the end, and
+    # nothing is left beside the output
+    assert "fine-tuning runs go to runs/m-compress" in text
+    assert text.rstrip().endswith("fine-tuning runs: runs/m-compress")
+    assert (tmp_path / "runs" / "m-compress" / "prune_1").is_dir()
+    assert not (tmp_path / "m_runs").exists()
+    # every top-1 says how it was scored: the checkpoint was trained without flip, so fp32
+    # without flip, as squeezelab eval scores it
+    assert "[dense] sparsity 0.000  top-1 " in text and "(fp32, no flip)" in text
+    assert "(top-1: fp32, no flip)" in text
     summary = json.loads((tmp_path / "m.summary.json").read_text())
+    assert summary["protocol"] == {"precision": "fp32", "flip": False}
+    assert summary["work_dir"] == "runs/m-compress"
+    assert all(s["protocol"] == summary["protocol"] for s in summary["steps"])
     assert [s["step"] for s in summary["steps"]] == [
         "dense", "prune_1", "prune_2", "share", "centroids", "loaded"]
     assert summary["config"]["sharing"]["bits"] == {"conv": 4, "linear": 5, "classifier": 5}
@@ -61,6 +75,7 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
     text = capsys.readouterr().out
     # the same 50 balanced test images of the data the file records: the same accuracy
     assert f"top-1 {summary['final_top1']:.4f}" in text and "airplane" in text
+    assert "(fp32, no flip)" in text
 
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(out), "--onnx", str(onnx_path)]) == 0
@@ -77,10 +92,18 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys):
 
 def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     rc = main(["prune", ckpt, "--sparsity", "0.5", "--rule", "classifier=0.2", "-o",
-               str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json")])
+               str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json"),
+               "--limit-test", "50"])
     assert rc == 0
-    assert json.loads((tmp_path / "record.json").read_text())["sparsity"] > 0.45
-    assert "overall sparsity" in capsys.readouterr().out
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["sparsity"] > 0.45
+    text = capsys.readouterr().out
+    assert "overall sparsity" in text
+    # the model written is scored before and after, and the lines say how
+    assert f"before: top-1 {record['top1_before']:.4f} (fp32, no flip, 50 test images)" in text
+    assert f"after:  top-1 {record['top1_after']:.4f} (fp32, no flip) (" in text
+    assert record["protocol"] == {"precision": "fp32", "flip": False}
+    assert record["steps"][-1]["top1"] == record["top1_after"]
     back = load_compressible(tmp_path / "pruned")
     assert back.meta["image_size"] == [32, 32]  # the record travels with the pruned model
     layer = back.masks.layer_sparsity()
@@ -92,16 +115,24 @@ def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     rc = main(["sensitivity", ckpt, "--sparsities", "0.5", "0.9", "--limit-test", "50",
                "-o", str(tmp_path / "sens")])
     assert rc == 0
-    assert "classifier.1.weight" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "classifier.1.weight" in captured.out
+    assert "top-1 (fp32, no flip) with one layer pruned" in captured.out
+    # a progress bar over the 1 + 26 layers x 2 sparsities evaluations
+    assert "sensitivity" in captured.err and "53/53" in captured.err
+    recorded = json.loads((tmp_path / "sens" / "sensitivity.json").read_text())
+    assert recorded["protocol"] == {"precision": "fp32", "flip": False}
+    assert len(recorded["top1"]) == 26 and recorded["images"] == 50
     suggested = json.loads((tmp_path / "sens" / "suggested.json").read_text())
     assert set(suggested.values()) <= {0.0, 0.5, 0.9}
     assert (tmp_path / "sens" / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
+def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys, monkeypatch):
     from squeezelab.compress.pruning.channels import remove_channels, smallest_channels
     from squeezelab.inference import load_model, preprocess_of
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "slim"
     assert main(["prune", ckpt, "--channels", "0.25", "--retrain-epochs", "1",
                  "--retrain-lr", "0.002", "-o", str(out), "--json", str(tmp_path / "r.json"),
@@ -110,6 +141,12 @@ def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
     # every Fire has a bypass here, so only the squeeze layers can lose channels: 4 -> 3
     assert text.count(".squeeze ") == 8 and text.count("-1 channels") == 8
     assert "before: top-1" in text and "after:  top-1" in text and "img/s" in text
+    assert "(fp32, no flip, 50 test images)" in text and " (fp32, no flip) (" in text
+    # the fine-tuning run goes under the runs folder, announced first and last
+    assert "fine-tuning run goes to runs/slim-channels/channels" in text
+    assert "fine-tuning run: runs/slim-channels/channels" in text
+    assert (tmp_path / "runs" / "slim-channels" / "channels" / "metrics.jsonl").is_file()
+    assert not (tmp_path / "slim_runs").exists()
     slim, meta = load_model(out)
     source = load_compressible(ckpt).model
     expected, report = remove_channels(source, smallest_channels(source, 0.25))
@@ -117,6 +154,8 @@ def test_prune_channels_rebuilds_a_smaller_model(tmp_path, ckpt, capsys):
     assert report.params_after < report.params_before
     assert [list(f) for f in slim.spec["kwargs"]["fire_config"]] == [[3, 8, 8]] * 8
     record = meta["channel_prune"]
+    assert record["before"]["protocol"] == record["after"]["protocol"] == {
+        "precision": "fp32", "flip": False}
     assert record["after"]["parameters"] == report.params_after
     assert record["after"]["macs"] < record["before"]["macs"]
     assert preprocess_of(meta).image_size == (32, 32)  # the slim model can still predict
@@ -183,12 +222,78 @@ def test_quantize_methods(tmp_path, ckpt, cifar_tree, capsys):
     assert main(["eval", str(out), "--data", str(cifar_tree), "--limit", "50",
                  "--test-time-flip", "false"]) == 0
     assert f"top-1 {after}" in capsys.readouterr().out
-    report = tmp_path / "int8.json"
+    report = tmp_path / "int8-report.json"
     run_dir = str(Path(ckpt).parents[1])  # a run directory stands for its best checkpoint
     assert main(["quantize", run_dir, "--method", "int8", "--limit-test", "50", "-o",
-                 str(report)]) == 0
+                 str(tmp_path / "int8"), "--json", str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["method"] == "int8" and data["size_bytes"] < data["fp32_bytes"]
+    assert data["protocol"] == {"precision": "fp32", "flip": False}
+    assert data["output"] == str(tmp_path / "int8.json") and "command" in data
+
+
+@pytest.mark.parametrize("method, options", [
+    ("int8", []), ("xnor", []), ("binary", []), ("fixed", ["--bits", "6"]),
+    ("lowrank", ["--energy", "0.5"]), ("pq", ["--num-clusters", "16"]),
+    ("rq", ["--num-clusters", "16"]), ("kmeans", ["--bits", "3"]),
+])
+def test_quantize_writes_a_model_that_loads_back(tmp_path, ckpt, capsys, method, options):
+    """-o is a model file, not a report: squeezelab eval scores it exactly as quantize's
+    'after' line, and load_model rebuilds the quantized model (same outputs)."""
+    from squeezelab.compress.quantization.registry import (
+        QuantizeOptions,
+        quantize_,
+        quantizer_config,
+    )
+    from squeezelab.data import BatchLoader
+    from squeezelab.inference import load_model
+    from squeezelab.train.data import load_run_data
+
+    out = tmp_path / method
+    assert main(["quantize", ckpt, "--method", method, *options, "--limit-test", "50",
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    after = float(text.split("after:  top-1 ")[1].split()[0])
+    assert "after:  top-1 " + f"{after:.4f} (fp32, no flip)" in text
+    assert main(["eval", str(out), "--limit", "50"]) == 0
+    assert f"top-1 {after:.4f}" in capsys.readouterr().out
+
+    # the same quantization in memory: the loaded file computes what it computes
+    src = load_compressible(ckpt)
+    bits = {"bits": int(options[1])} if options[:1] == ["--bits"] else {}
+    kwargs = {"energy": float(options[1])} if method == "lowrank" else {}
+    if method in ("pq", "rq"):
+        kwargs = {"num_clusters": 16}
+    config = quantizer_config(method, QuantizeOptions(**bits, **kwargs))
+    calibration = []
+    if method == "int8":
+        test = load_run_data({**src.meta["config"], "limit_test": 50, "progress": False},
+                             train=False).test
+        loader = BatchLoader(test, 64, train=False, augment=None)
+        loader.set_epoch(0)
+        calibration = [b for _, b in zip(range(4), loader)]
+    quantize_(src.model, config, calibration)
+    loaded, meta = load_model(out)
+    assert meta["quantizer"]["method"] == method
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (loaded(x) - src.model.eval()(x)).abs().max().item() <= 1e-6
+    assert [type(m).__name__ for m in loaded.modules()] == [
+        type(m).__name__ for m in src.model.modules()]
+
+
+def test_prune_says_why_it_cannot_score_a_checkpoint_without_a_data_record(tmp_path, ckpt,
+                                                                           capsys):
+    from squeezelab.checkpoint import save_checkpoint
+
+    src = load_compressible(ckpt)
+    save_checkpoint(tmp_path / "bare", src.model, meta={"class_names": src.meta["class_names"]})
+    assert main(["prune", str(tmp_path / "bare"), "--sparsity", "0.5", "-o",
+                 str(tmp_path / "p")]) == 0
+    text = capsys.readouterr().out
+    assert (f"top-1 not measured: {tmp_path / 'bare'} records no training data and no --data "
+            "was given; pass --data to score it") in text
+    assert "before: top-1" not in text and "overall sparsity" in text
 
 
 @pytest.mark.parametrize("argv, message", [

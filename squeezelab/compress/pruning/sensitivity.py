@@ -3,12 +3,13 @@
 
 The metric comes from a caller's ``evaluate(model) -> float`` where higher is better (e.g. top-1
 accuracy as a fraction). Every evaluation runs on one private copy of the model, in eval mode and
-under ``torch.no_grad()``; the caller's model is never changed.
+under ``torch.no_grad()``; the caller's model is never changed. Pure: the plot of a result is
+``squeezelab.plots.plot_sensitivity``, the driver (data, protocol, progress, files)
+``squeezelab.workflows.sensitivity``.
 """
 from __future__ import annotations
 
 import copy
-import os
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -87,32 +88,6 @@ def sensitivity_table(result: Mapping[str, Mapping[float, float]], digits: int =
     return "\n".join(lines)
 
 
-def plot_sensitivity(
-    result: Mapping[str, Mapping[float, float]],
-    path: str | os.PathLike,
-    metric_name: str = "metric",
-) -> None:
-    """Write a PNG with one line per layer: metric against the layer's sparsity."""
-    # The object API with an Agg canvas: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, row in result.items():
-        levels = sorted(row)
-        ax.plot(levels, [row[s] for s in levels], marker="o", markersize=3, label=name)
-    ax.set_xlabel("sparsity of the layer (fraction pruned)")
-    ax.set_ylabel(metric_name)
-    ax.set_title("Pruning sensitivity, one layer at a time")
-    ax.grid(True, alpha=0.3)
-    if len(result) <= 20:
-        ax.legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(os.fspath(path), format="png", dpi=120)
-
-
 def suggest_sparsities(
     result: Mapping[str, Mapping[float, float]], max_drop: float
 ) -> dict[str, float]:
@@ -136,6 +111,6 @@ def suggest_sparsities(
 
 
 __all__ = [
-    "DEFAULT_SPARSITIES", "plot_sensitivity", "sensitivity_analysis", "sensitivity_table",
+    "DEFAULT_SPARSITIES", "sensitivity_analysis", "sensitivity_table",
     "suggest_sparsities",
 ]

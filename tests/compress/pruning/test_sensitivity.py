@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 
 from squeezelab.compress.pruning.sensitivity import (
-    plot_sensitivity,
     sensitivity_analysis,
     sensitivity_table,
     suggest_sparsities,
@@ -49,6 +48,8 @@ def test_sensitivity_exact_values_and_model_untouched(tmp_path):
     lines = table.splitlines()
     assert lines[0].split() == ["layer", "0.00", "0.25", "0.50"]
     assert lines[2].split() == ["0.weight", "172.0000", "162.0000", "136.0000"]
+
+    from squeezelab.plots import plot_sensitivity
 
     png = tmp_path / "sens.png"
     plot_sensitivity(result, png, metric_name="mass")

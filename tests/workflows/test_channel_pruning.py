@@ -1,0 +1,83 @@
+"""Channel pruning as a library workflow: cut, fine-tune, measure and save in one call, with a
+typed result whose figures say how top-1 was scored."""
+import pytest
+import torch
+from model_configs import TINY
+
+from squeezelab.checkpoint import save_checkpoint
+from squeezelab.config import ConfigError
+from squeezelab.inference import load_model
+from squeezelab.models import create_model
+from squeezelab.train.evaluate import EvalProtocol, evaluate_data
+from squeezelab.workflows.channel_pruning import (
+    ChannelPruneConfig,
+    ChannelPruneResult,
+    prune_channels,
+)
+
+TRAIN = {"batch_size": 50, "optimizer": "adamw", "precision": "fp32", "channels_last": False,
+         "progress": False}
+
+
+@pytest.fixture(scope="module")
+def data(cifar_small):
+    train, test = cifar_small
+    return train.subset(torch.arange(0, 1000, 10)), test.subset(torch.arange(0, 300, 6))
+
+
+@pytest.fixture
+def source(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
+    return save_checkpoint(tmp_path / "src", model, meta={
+        "config": {"test_time_flip": True}, "image_size": [32, 32]})
+
+
+def test_prune_channels_cuts_fine_tunes_measures_and_saves(tmp_path, source, data,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logged = []
+    cfg = ChannelPruneConfig(fraction=0.25, retrain_epochs=1, retrain_lr=2e-3, train=TRAIN)
+    result = prune_channels(source, tmp_path / "slim", cfg, data, log=logged.append)
+    assert isinstance(result, ChannelPruneResult)
+    # the source records test-time flip: both figures are scored so, and say so
+    flip = EvalProtocol("fp32", True)
+    assert result.before["protocol"] == result.after["protocol"] == flip.to_dict()
+    assert result.after["top1"] == evaluate_data(result.model, data[1], flip)["top1"]
+    assert result.after["parameters"] < result.before["parameters"]
+    assert result.after["macs"] < result.before["macs"]
+    # the fine-tuning run: under the runs folder by default, announced before it starts
+    assert result.run_dir == tmp_path.joinpath("runs", "slim-channels", "channels").relative_to(
+        tmp_path)
+    assert (tmp_path / result.run_dir / "metrics.jsonl").is_file()
+    assert logged.index(f"fine-tuning run goes to {result.run_dir}") < logged.index(
+        "fine-tuning 1 epoch(s)")
+    # the file is the model measured
+    loaded, meta = load_model(result.path)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x))
+    assert meta["channel_prune"] == result.to_dict()
+    assert meta["channel_prune"]["config"]["fraction"] == 0.25
+
+
+def test_prune_channels_without_test_data_records_no_top1(tmp_path, source):
+    result = prune_channels(source, tmp_path / "cut", ChannelPruneConfig(fraction=0.5),
+                            protocol=EvalProtocol(), work_dir=tmp_path / "w", log=lambda m: None)
+    assert result.before["top1"] is None and result.after["top1"] is None
+    assert result.run_dir is None and not (tmp_path / "w").exists()
+    # MACs are still counted, at the input size the model records
+    assert result.after["macs"] < result.before["macs"]
+
+
+def test_prune_channels_bad_input(tmp_path, source, data):
+    with pytest.raises(ConfigError, match=r"channel fraction must be in \[0, 1\) or None"):
+        ChannelPruneConfig(fraction=1.0)
+    with pytest.raises(ConfigError, match="score must be one of"):
+        ChannelPruneConfig(fraction=0.2, score="l1")
+    with pytest.raises(ConfigError, match=r"train section may not set \['epochs'\]"):
+        ChannelPruneConfig(train={"epochs": 2})
+    with pytest.raises(ValueError, match="fine-tuning 1 epoch\\(s\\) needs training data"):
+        prune_channels(source, tmp_path / "x", ChannelPruneConfig(fraction=0.2,
+                                                                 retrain_epochs=1),
+                       (None, data[1]))

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "squeezelab.cli.compress_commands",
     "squeezelab.cli.ship_commands",
     "squeezelab.cli.method_commands",
+    "squeezelab.cli.study_commands",
 )
 
 

@@ -4,5 +4,5 @@
     deep_compression.py   prune -> retrain -> share -> fine-tune centroids -> .sqz (arXiv 1510.00149)
     dsd.py                dense-sparse-dense training (arXiv 1607.04381)
     fitnets.py            FitNets: hint training, then distillation (arXiv 1412.6550)
-    study.py              grids of ordinary runs described by one recipe
+    studies/              grids of ordinary runs described by one recipe (squeezelab study)
 """

@@ -1,0 +1,64 @@
+"""``squeezelab study RECIPE``: run a study (a grid of runs described by one recipe in
+recipes/studies/), resumably, into one results JSON; ``--list`` prints one command per cell
+for a cluster or a shell loop, ``--cell K`` runs one, ``--merge`` rebuilds the results JSON
+from the cells that have finished."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from squeezelab.cli import DefaultsHelpFormatter
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a study recipe (recipes/studies/*.yaml): a grid of "
+                       "runs, resumable, one results JSON", formatter_class=DefaultsHelpFormatter,
+                       description=__doc__)
+    p.add_argument("recipe", help="study recipe, e.g. recipes/studies/bypass.yaml")
+    p.add_argument("--budget", choices=("smoke", "cpu", "full"), default="cpu",
+                   help="smoke: minutes, a check that every cell runs; cpu: what a 2-core CPU "
+                   "does in hours (the recorded results); full: the publication's settings")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="the study's folder (cells/, runs/, results.json); unset: "
+                   "runs/studies/<study>/<budget>")
+    p.add_argument("--results", metavar="PATH", default=None,
+                   help="where the merged results JSON goes; unset: <out>/results.json")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", default=None,
+                   help="run these seeds instead of the recipe's")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE[,KEY=VALUE]", help="a setting for every cell, over the "
+                   "recipe (e.g. --set data_root=/data/cifar); repeatable, recorded")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true",
+                        help="print one command per cell (run them anywhere, in any order, "
+                        "then --merge) and exit")
+    action.add_argument("--cell", metavar="K", default=None,
+                        help="run only cell K (1-based, as --list numbers them, or its name)")
+    action.add_argument("--merge", action="store_true",
+                        help="only rebuild the results JSON from the finished cells")
+    p.set_defaults(func=cmd_study)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from squeezelab.config import parse_key_values
+    from squeezelab.workflows.studies import (
+        cell_commands,
+        format_summary,
+        merge_command,
+        merge_study,
+        plan_study,
+        run_study,
+    )
+
+    overrides = parse_key_values(",".join(args.overrides), "--set")
+    plan = plan_study(args.recipe, args.budget, out=args.out, results=args.results,
+                      seeds=args.seeds, overrides=overrides)
+    if args.list:
+        print("\n".join(cell_commands(plan)))
+        print(f"# {len(plan.cells)} cells; when they are done: {merge_command(plan)}",
+              file=sys.stderr)
+        return 0
+    results = merge_study(plan) if args.merge else run_study(plan, args.cell)
+    print(format_summary(results))
+    print(f"results: {plan.results_path}")
+    return 0

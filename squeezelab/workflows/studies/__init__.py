@@ -1,0 +1,44 @@
+"""Studies: a grid of ordinary runs described by one YAML recipe (``recipes/studies/``), run
+by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
+
+    recipe.py     the recipe (StudyConfig: base, axes, seeds, budgets, published, report) and
+                  its expansion into cells
+    registry.py   the kinds of cell (one decorator each) and what a running cell gets
+    kinds/        one module per kind: train.py (an ordinary train() run)
+    runner.py     run the cells (all or one), list one command per cell, merge the results
+    results.py    the per-cell records and the merged results JSON: its schema is written down
+                  in that module's docstring
+
+    plan = plan_study("recipes/studies/bypass.yaml", "smoke")
+    results = run_study(plan)               # or run_study(plan, cell=3): one cell
+    print(format_summary(results))
+"""
+from squeezelab.workflows.studies.recipe import (
+    BUDGETS,
+    Cell,
+    StudyConfig,
+    StudyError,
+    expand_study,
+    load_study,
+)
+from squeezelab.workflows.studies.registry import (
+    CellContext,
+    CellInterrupted,
+    get_cell_kind,
+    list_cell_kinds,
+    register_cell_kind,
+)
+from squeezelab.workflows.studies.runner import (
+    StudyPlan,
+    cell_commands,
+    format_summary,
+    merge_command,
+    merge_study,
+    plan_study,
+    run_study,
+)
+
+__all__ = ["BUDGETS", "Cell", "CellContext", "CellInterrupted", "StudyConfig", "StudyError",
+           "StudyPlan", "cell_commands", "expand_study", "format_summary", "get_cell_kind",
+           "list_cell_kinds", "load_study", "merge_command", "merge_study", "plan_study",
+           "register_cell_kind", "run_study"]

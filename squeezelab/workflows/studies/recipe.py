@@ -1,0 +1,402 @@
+"""Study recipes: one YAML file in ``recipes/studies/`` describes a grid of ordinary runs, and
+``expand_study`` turns it into cells, each a validated config of its kind.
+
+Recipe layout (every key but ``study``, ``axes``' variants and ``budgets`` may be left out)::
+
+    # header comment: what it reproduces, the command, the recorded result
+    study: bypass                        # a name: the default output folder runs/studies/<name>/
+    title: SqueezeNet with and without bypass
+    source: {paper: "Iandola et al. 2016, SqueezeNet", arxiv: "1602.07360", where: "Table 3"}
+    kind: train                          # what a cell is (registry.py); train: a train() run
+    base: {model: squeezenet_cifar_e2, optimizer: adamw, lr: 0.002}   # the kind's settings
+    axes:                                # in order; each a list of named variants
+      bypass:
+        - {name: vanilla, model_args: {bypass: none}}
+        - {name: simple, model_args: {bypass: simple}}
+    seeds: [0, 1, 2]                     # every combination of variants runs once per seed
+    budgets:                             # settings per --budget, over base
+      smoke: {epochs: 1, limit_train: 200, limit_test: 100}
+      cpu: {epochs: 15, limit_train: 10000}
+      full: {epochs: 30, seeds: [0, 1, 2]}   # a budget may also set seeds
+    published:                           # the publication's numbers, shown beside ours
+      metric: top1                       # defaults for the values below
+      dataset: ImageNet
+      source: "Iandola et al. 2016, Table 3"
+      values:
+        - {where: {bypass: vanilla}, percent: 57.5, model_size_mb: 4.8}
+    report:                              # what the report draws (one mapping or a list)
+      - {plot: table, rows: [variants.bypass], y: [metrics.test_top1, fp32_bytes],
+         aggregate: seeds}
+
+How a cell's settings are made: ``base``, then the budget's values over it, then each axis'
+variant, then ``overrides`` (``squeezelab study --set``). Mappings merge key by key
+(``model_args`` of a variant adds to the base's). A key set both by the budget and by an axis,
+or by two axes of one cell, is an error: the grid would not say which one is meant. A variant's
+``skip_axes`` leaves those axes out of its cells (SGDR *is* a schedule, so a scheduler axis does
+not apply to it); a variant's ``kind`` gives its cells another kind than the study's.
+
+A cell is named by its variant names joined by ``-`` and its seed: ``vanilla-s0``. Cells are
+ordered seed by seed (every variant at the first seed, then the next), so a study stopped half
+way has the whole grid at one seed.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from squeezelab.config import ConfigBase, ConfigError, read_yaml_mapping
+from squeezelab.workflows.studies.registry import get_cell_kind, list_cell_kinds
+
+BUDGETS = ("smoke", "cpu", "full")
+#: keys of a variant that are not settings of the cell
+VARIANT_KEYS = ("name", "skip_axes", "kind")
+#: names of studies, axes and variants become folder and file names
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+]+$")
+PLOTS = ("table", "line", "scatter", "bar", "curves")
+AGGREGATES = ("cells", "seeds")
+#: the first part of a report field path must be one of a cell record's keys (results.py)
+RECORD_FIELDS = ("index", "name", "kind", "status", "variants", "seed", "budget", "config",
+                 "metrics", "parameters", "macs", "fp32_bytes", "file_bytes", "seconds",
+                 "train_seconds", "seconds_per_epoch", "images_per_s", "published")
+#: what a per-epoch record of a cell's curves holds (train/loop.py's metrics.jsonl)
+CURVE_FIELDS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
+                "lr", "seconds", "images_per_s")
+
+
+class StudyError(ConfigError):
+    """A study recipe, a cell selection or a study's output folder that cannot be used."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise StudyError(message)
+
+
+def _check_name(name: Any, what: str) -> None:
+    _check(isinstance(name, str) and bool(NAME_PATTERN.match(name)),
+           f"{what} must be a name of letters, digits, '_', '.' or '+' (it names folders and "
+           f"files), got {name!r}")
+
+
+@dataclass
+class SourceRef(ConfigBase):
+    """Where a study's numbers come from: the paper, its arXiv id, the table or figure."""
+
+    paper: str = ""
+    arxiv: str | None = None
+    where: str | None = None  # "Table 1", "Fig. 3(a)"
+    url: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class PublishedValue(ConfigBase):
+    """One published number: the cells it belongs to (``where``: axis -> variant name; every
+    cell whose variants include these), its value in percent, and what it measures. Fields
+    left unset take the ``published:`` block's defaults."""
+
+    percent: float
+    where: dict[str, str] = field(default_factory=dict)
+    metric: str | None = None  # top1, top5: compared with our test_top1 / test_top5
+    dataset: str | None = None
+    source: str | None = None
+    note: str | None = None
+    model_size_mb: float | None = None  # the publication's model size, where it gives one
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.where, dict), f"where must be a mapping of axis: variant name, "
+               f"got {self.where!r}")
+        _check(isinstance(self.percent, (int, float)) and not isinstance(self.percent, bool),
+               f"percent (the published value, in percent) must be a number, got "
+               f"{self.percent!r}")
+
+
+@dataclass
+class Published(ConfigBase):
+    """The publication's numbers: defaults (metric, dataset, source, note) and the values."""
+
+    metric: str = "top1"
+    dataset: str | None = None
+    source: str | None = None
+    note: str | None = None
+    values: list[PublishedValue] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.values, list), f"values must be a list, got {self.values!r}")
+        self.values = [v if isinstance(v, PublishedValue)
+                       else PublishedValue.from_dict(v, source=f"values[{i}]")
+                       for i, v in enumerate(self.values)]
+
+    def resolved(self, value: PublishedValue) -> dict[str, Any]:
+        """``value`` with this block's defaults filled in, as a plain dict."""
+        out = value.to_dict()
+        for key in ("metric", "dataset", "source", "note"):
+            if out[key] is None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass
+class ReportSpec(ConfigBase):
+    """One table or plot of the study's report. Field paths name a cell record's values
+    (``metrics.test_top1``, ``fp32_bytes``, ``variants.model``,
+    ``config.model_args.squeeze_ratio``); a ``curves`` plot names per-epoch fields (``epoch``,
+    ``test_top1``) for x and y instead.
+
+    A table has a row per value of ``rows`` and, for each of ``y``, a column, or, when
+    ``columns`` is given, a column per value of ``columns`` (a pivot: one ``y`` then). A plot
+    draws ``y`` against ``x``, one series per value of ``series``. ``aggregate: seeds`` uses
+    the mean and spread over seeds (the results' ``groups``), ``cells`` every cell;
+    ``published`` draws the published values beside ours."""
+
+    plot: str = "table"
+    title: str = ""
+    x: str | None = None
+    y: list[str] = field(default_factory=lambda: ["metrics.test_top1"])
+    rows: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    series: list[str] = field(default_factory=list)
+    aggregate: str = "cells"
+    published: bool = True
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("y", "rows", "columns", "series"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                setattr(self, key, [value])
+            _check(isinstance(getattr(self, key), list), f"{key} must be a field path or a "
+                   f"list of them, got {value!r}")
+        _check(self.plot in PLOTS, f"plot must be one of {PLOTS}, got {self.plot!r}")
+        _check(self.aggregate in AGGREGATES,
+               f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        _check(bool(self.y), "y must name at least one field")
+        if self.plot == "table":
+            _check(self.x is None and not self.series, "a table has rows and columns, not x "
+                   "or series")
+            _check(not self.columns or len(self.y) == 1, "a pivot table (columns given) shows "
+                   "one y")
+        else:
+            _check(not self.rows and not self.columns, f"a {self.plot} plot has x, y and "
+                   "series, not rows or columns")
+            _check(len(self.y) == 1, f"a {self.plot} plot draws one y, got {self.y}")
+        if self.plot == "curves":
+            self.x = self.x or "epoch"
+            for key, value in (("x", self.x), ("y", self.y[0])):
+                _check(value in CURVE_FIELDS, f"{key} of a curves plot must be one of "
+                       f"{CURVE_FIELDS}, got {value!r}")
+            paths = [*self.series]
+        else:
+            _check(self.plot == "table" or self.x is not None,
+                   f"a {self.plot} plot needs x (a field path)")
+            paths = [p for p in (self.x, *self.y) if p is not None]
+            paths += [*self.rows, *self.columns, *self.series]
+        for path in paths:
+            head = str(path).split(".")[0]
+            _check(head in RECORD_FIELDS, f"field {path!r} is not a cell record's: it must "
+                   f"start with one of {', '.join(RECORD_FIELDS)}")
+
+
+@dataclass
+class StudyConfig(ConfigBase):
+    """A study recipe (see the module docstring): validated on construction."""
+
+    study: str
+    title: str = ""
+    source: SourceRef | None = None
+    kind: str = "train"
+    base: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: Published | None = None
+    report: list[ReportSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_name(self.study, "study (the study's name)")
+        _check(self.kind in list_cell_kinds(),
+               f"kind must be one of {', '.join(list_cell_kinds())}, got {self.kind!r}")
+        _check(isinstance(self.base, dict), f"base must be a mapping of the {self.kind} "
+               f"settings, got {type(self.base).__name__}")
+        self._check_axes()
+        self.seeds = check_seeds(self.seeds, "seeds")
+        self._check_budgets()
+        if self.published is not None:
+            for i, value in enumerate(self.published.values):
+                self._check_where(value.where, f"published: values[{i}]: where")
+        if isinstance(self.report, dict):
+            self.report = [self.report]
+        _check(isinstance(self.report, list), f"report must be a mapping or a list of them, "
+               f"got {type(self.report).__name__}")
+        self.report = [r if isinstance(r, ReportSpec)
+                       else ReportSpec.from_dict(r, source=f"report[{i}]")
+                       for i, r in enumerate(self.report)]
+
+    def _check_axes(self) -> None:
+        _check(isinstance(self.axes, dict), f"axes must be a mapping of axis name: list of "
+               f"variants, got {type(self.axes).__name__}")
+        for axis, variants in self.axes.items():
+            _check_name(axis, "an axis name")
+            _check(isinstance(variants, list) and bool(variants),
+                   f"axis {axis!r} must be a non-empty list of variants")
+            seen = set()
+            for v in variants:
+                _check(isinstance(v, dict) and "name" in v,
+                       f"every variant of axis {axis!r} needs a name, got {v!r}")
+                _check_name(v["name"], f"variant name in axis {axis!r}")
+                _check(v["name"] not in seen, f"axis {axis!r} has two variants named "
+                       f"{v['name']!r}")
+                seen.add(v["name"])
+                skips = v.get("skip_axes", [])
+                _check(isinstance(skips, list), f"variant {v['name']!r}: skip_axes must be a "
+                       f"list of axis names, got {skips!r}")
+                for skipped in skips:
+                    _check(skipped in self.axes and skipped != axis,
+                           f"variant {v['name']!r} skips axis {skipped!r}, which the study "
+                           "does not have (or is its own)")
+                if "kind" in v:
+                    _check(v["kind"] in list_cell_kinds(),
+                           f"variant {v['name']!r}: kind must be one of "
+                           f"{', '.join(list_cell_kinds())}, got {v['kind']!r}")
+
+    def _check_budgets(self) -> None:
+        _check(isinstance(self.budgets, dict), f"budgets must be a mapping of "
+               f"{', '.join(BUDGETS)}, got {type(self.budgets).__name__}")
+        unknown = sorted(set(self.budgets) - set(BUDGETS))
+        _check(not unknown, f"budgets: unknown budget(s) {unknown}; expected {', '.join(BUDGETS)}")
+        missing = [b for b in BUDGETS if b not in self.budgets]
+        _check(not missing, f"budgets must give {', '.join(BUDGETS)}; missing: "
+               f"{', '.join(missing)} (an empty mapping {{}} keeps the base settings)")
+        for name in BUDGETS:
+            values = self.budgets[name]
+            if values is None:
+                values = self.budgets[name] = {}
+            _check(isinstance(values, dict), f"budgets: {name} must be a mapping, got "
+                   f"{type(values).__name__}")
+            if "seeds" in values:
+                values["seeds"] = check_seeds(values["seeds"], f"budgets: {name}: seeds")
+
+    def _check_where(self, where: Mapping[str, str], what: str) -> None:
+        for axis, variant in where.items():
+            _check(axis in self.axes, f"{what}: the study has no axis {axis!r} (axes: "
+                   f"{', '.join(self.axes) or 'none'})")
+            names = [v["name"] for v in self.axes[axis]]
+            _check(variant in names, f"{what}: axis {axis!r} has no variant {variant!r} "
+                   f"(variants: {', '.join(names)})")
+
+    def budget_values(self, budget: str) -> tuple[dict[str, Any], list[int] | None]:
+        """The settings ``budget`` puts over ``base``, and the seeds it sets (or None)."""
+        _check(budget in BUDGETS, f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        values = dict(self.budgets[budget])
+        return values, values.pop("seeds", None)
+
+
+def check_seeds(seeds: Any, what: str) -> list[int]:
+    """``seeds`` as a list of distinct non-negative integers (one integer is a list of one)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    _check(isinstance(seeds, (list, tuple)) and bool(seeds)
+           and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
+           f"{what} must be a non-empty list of non-negative integers, got {seeds!r}")
+    _check(len(set(seeds)) == len(seeds), f"{what} lists a seed twice: {seeds!r}")
+    return list(seeds)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """The study recipe at ``path``; errors name the file and the key."""
+    return StudyConfig.from_dict(read_yaml_mapping(path, "study recipe"), source=str(path))
+
+
+@dataclass
+class Cell:
+    """One run of a study: its 1-based ``index`` in the expansion, its name, the variant chosen
+    on each axis (None where skipped), its seed and kind, the kind's validated ``settings``,
+    and the published values that belong to it (defaults filled in)."""
+
+    index: int
+    name: str
+    variants: dict[str, str | None]
+    seed: int
+    kind: str
+    settings: ConfigBase
+    published: list[dict[str, Any]] = field(default_factory=list)
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.settings.to_dict()
+
+
+def _merge(values: dict[str, Any], add: Mapping[str, Any], origin: str,
+           set_by: dict[tuple[str, ...], str], where: str,
+           path: tuple[str, ...] = ()) -> None:
+    """Put ``add`` into ``values`` (mappings key by key), remembering which origin set each
+    leaf. Only ``base`` may be overridden; ``--set`` overrides anything."""
+    for key, value in add.items():
+        full = (*path, str(key))
+        if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            inner = dict(values[key])
+            _merge(inner, value, origin, set_by, where, full)
+            values[key] = inner
+            continue
+        before = set_by.get(full)
+        if before not in (None, "base") and origin != "--set":
+            raise StudyError(f"{where} sets {'.'.join(full)!r} in both {before} and {origin}; "
+                             "the study would not say which one is meant")
+        values[key] = dict(value) if isinstance(value, Mapping) else value
+        set_by[full] = origin
+
+
+def expand_study(study: StudyConfig, budget: str, *, run_root: str | Path,
+                 seeds: list[int] | None = None, overrides: Mapping[str, Any] | None = None,
+                 source: str = "study") -> list[Cell]:
+    """Every cell of ``study`` under ``budget``, in order, each with validated settings whose
+    outputs go to ``run_root/<cell name>``. ``seeds`` (from the command line) win over the
+    budget's and the study's; ``overrides`` over every setting. ``source`` (the recipe path)
+    is named in errors."""
+    budget_values, budget_seeds = study.budget_values(budget)
+    seeds = check_seeds(seeds, "--seeds") if seeds is not None else (budget_seeds or study.seeds)
+    names = list(study.axes)
+    combos: list[dict[str, dict[str, Any] | None]] = []
+    seen: set[tuple] = set()
+    for combo in itertools.product(*(study.axes[a] for a in names)):
+        skipped = {s for v in combo for s in v.get("skip_axes", [])}
+        chosen = {a: (None if a in skipped else v) for a, v in zip(names, combo)}
+        key = tuple(v["name"] if v else None for v in chosen.values())
+        if key in seen:  # the same cell reached through a skipped axis' other variants
+            continue
+        seen.add(key)
+        combos.append(chosen)
+    published = study.published.values if study.published else []
+    cells: list[Cell] = []
+    for seed in seeds:
+        for chosen in combos:
+            variants = {a: (v["name"] if v else None) for a, v in chosen.items()}
+            name = "-".join([*(n for n in variants.values() if n is not None), f"s{seed}"])
+            where = f"{source} cell {name!r}"
+            values: dict[str, Any] = {}
+            set_by: dict[tuple[str, ...], str] = {}
+            _merge(values, study.base, "base", set_by, where)
+            _merge(values, budget_values, f"budgets: {budget}", set_by, where)
+            kind = study.kind
+            for axis, variant in chosen.items():
+                if variant is None:
+                    continue
+                kind = variant.get("kind", kind)
+                settings = {k: v for k, v in variant.items() if k not in VARIANT_KEYS}
+                _merge(values, settings, f"axis {axis!r}", set_by, where)
+            _merge(values, overrides or {}, "--set", set_by, where)
+            cell_kind = get_cell_kind(kind)
+            prepared = cell_kind.prepare(values, seed, Path(run_root) / name, where)
+            settings_obj = cell_kind.settings.from_dict(prepared, source=where)
+            cell_published = [study.published.resolved(p) for p in published
+                              if all(variants.get(a) == v for a, v in p.where.items())]
+            cells.append(Cell(len(cells) + 1, name, variants, seed, kind, settings_obj,
+                              cell_published))
+    return cells
+
+
+__all__ = ["BUDGETS", "Cell", "Published", "PublishedValue", "ReportSpec", "SourceRef",
+           "StudyConfig", "StudyError", "check_seeds", "expand_study", "load_study"]

@@ -1,0 +1,288 @@
+"""Running a study: its cells one after another (or one, ``--cell K``), resumably, and the
+merged results JSON (results.py) rebuilt from whatever cells have finished.
+
+* A finished cell (its record in ``<out>/cells/``) is skipped on the next run, after checking
+  that the recipe still asks for the same settings (a changed recipe is an error, not a silent
+  mix of two experiments); an interrupted cell resumes from its run folder's last checkpoint.
+* A cell whose data is missing is recorded as skipped with the reason, and tried again on the
+  next run; a cell that ends in one of its kind's ``failures`` (a diverged training) is
+  recorded as failed and the study goes on. Delete a cell's record to run it again.
+* Cells are independent runs, so a study also spreads over machines: ``cell_commands`` gives
+  one command per cell (a Slurm array, GNU parallel, a shell loop), each writes its own record,
+  and every run, or ``merge_study`` alone, rebuilds the merged JSON from the records present.
+  Two processes must not run the same cell at once.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from squeezelab.config import parse_value
+from squeezelab.workflows.studies.recipe import (
+    BUDGETS,
+    Cell,
+    StudyConfig,
+    StudyError,
+    expand_study,
+    load_study,
+)
+from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, get_cell_kind
+from squeezelab.workflows.studies.results import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    config_differences,
+    file_sha256,
+    git_state,
+    group_records,
+    machine,
+    now,
+    read_record,
+    with_ours,
+    write_json,
+)
+
+DEFAULT_OUT_ROOT = Path("runs") / "studies"
+
+
+@dataclass
+class StudyPlan:
+    """A study recipe under one budget: its cells and where their outputs go."""
+
+    recipe: Path
+    study: StudyConfig
+    budget: str
+    out_dir: Path
+    results_path: Path
+    cells: list[Cell]
+    seeds: list[int] | None = None  # as given on the command line (None: the recipe's)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    results_given: bool = False  # --results was given (the cell commands repeat it)
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.out_dir / "cells"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.out_dir / "runs"
+
+    def cell_file(self, cell: Cell) -> Path:
+        return self.cells_dir / f"{cell.name}.json"
+
+    def select(self, cell: int | str | None) -> list[Cell]:
+        """The cells to run: all of them, the ``cell``-th (1-based, as ``--list`` numbers
+        them) or the one named ``cell``."""
+        if cell is None:
+            return list(self.cells)
+        text = str(cell)
+        if text.isdigit():
+            k = int(text)
+            if not 1 <= k <= len(self.cells):
+                raise StudyError(f"--cell {k}: {self.recipe} has cells 1..{len(self.cells)} "
+                                 f"under budget {self.budget}")
+            return [self.cells[k - 1]]
+        for c in self.cells:
+            if c.name == text:
+                return [c]
+        names = ", ".join(c.name for c in self.cells[:6])
+        raise StudyError(f"--cell {text!r}: {self.recipe} has no such cell under budget "
+                         f"{self.budget} (give a number 1..{len(self.cells)} or a name such as "
+                         f"{names})")
+
+
+def plan_study(recipe: str | Path, budget: str = "cpu", *, out: str | Path | None = None,
+               results: str | Path | None = None, seeds: Sequence[int] | None = None,
+               overrides: Mapping[str, Any] | None = None) -> StudyPlan:
+    """Read ``recipe`` and expand it under ``budget``. ``out``: the study's folder (default
+    ``runs/studies/<study>/<budget>``); ``results``: the merged JSON (default
+    ``<out>/results.json``); ``seeds`` and ``overrides`` (``--set``) as in ``expand_study``."""
+    if budget not in BUDGETS:
+        raise StudyError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    recipe = Path(recipe)
+    study = load_study(recipe)
+    out_dir = Path(out) if out is not None else DEFAULT_OUT_ROOT / study.study / budget
+    cells = expand_study(study, budget, run_root=out_dir / "runs",
+                         seeds=list(seeds) if seeds is not None else None,
+                         overrides=overrides, source=str(recipe))
+    return StudyPlan(recipe, study, budget, out_dir,
+                     Path(results) if results is not None else out_dir / "results.json",
+                     cells, list(seeds) if seeds is not None else None, dict(overrides or {}),
+                     results is not None)
+
+
+def _base_record(plan: StudyPlan, cell: Cell, status: str) -> dict[str, Any]:
+    return {"index": cell.index, "name": cell.name, "kind": cell.kind, "status": status,
+            "variants": cell.variants, "seed": cell.seed, "budget": plan.budget,
+            "config": cell.config_dict()}
+
+
+def _stamp(record: dict[str, Any], plan: StudyPlan) -> dict[str, Any]:
+    commit, dirty = git_state()
+    record.update(machine=machine(), git_commit=commit, git_dirty=dirty, finished_at=now(),
+                  recipe=str(plan.recipe))
+    return record
+
+
+def _check_same_experiment(plan: StudyPlan, cell: Cell, record: dict[str, Any]) -> None:
+    differences = config_differences(record.get("config", {}), cell.config_dict())
+    if record.get("kind") != cell.kind:
+        differences.insert(0, f"kind: {record.get('kind')!r} != {cell.kind!r}")
+    if differences:
+        raise StudyError(
+            f"cell {cell.name}: its recorded result {plan.cell_file(cell)} was made with other "
+            f"settings than {plan.recipe} asks for now ({'; '.join(differences[:4])}); choose "
+            "another --out, or delete that file (and the cell's run folder) to run it again")
+
+
+def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``plan``'s cells (all, or the one ``cell`` names) that have no result yet, then
+    rebuild and write the merged results; returns them. ``progress``: the runs' own progress
+    bars and epoch lines. A Ctrl-C inside a cell saves its checkpoint, merges what is done and
+    re-raises KeyboardInterrupt: the same command resumes."""
+    log = log or (lambda line: print(line, flush=True))
+    selected = plan.select(cell)
+    total = len(plan.cells)
+    cache: dict[str, Any] = {}
+    for c in selected:
+        kind = get_cell_kind(c.kind)
+        where = f"cell {c.index}/{total} {c.name}"
+        path = plan.cell_file(c)
+        existing = read_record(path)
+        if existing is not None and existing["status"] in ("done", "failed"):
+            _check_same_experiment(plan, c, existing)
+            log(f"{where}: {existing['status']} in an earlier run, skipped")
+            continue
+        reason = kind.missing_data(c.settings)
+        if reason is not None:
+            write_json(path, _stamp({**_base_record(plan, c, "skipped"), "reason": reason,
+                                     "published": with_ours(c.published, None)}, plan))
+            log(f"{where}: skipped: {reason}")
+            continue
+        log(f"{where}: running ({c.kind})")
+        t0 = time.perf_counter()
+        ctx = CellContext(c.name, plan.runs_dir / c.name, cache, progress)
+        try:
+            measured = kind.run(c.settings, ctx)
+        except CellInterrupted:
+            merge_study(plan)
+            log(f"{where}: interrupted; run the same command again to resume it")
+            raise KeyboardInterrupt from None
+        except kind.failures as e:
+            record = {**_base_record(plan, c, "failed"), "reason": f"{type(e).__name__}: {e}",
+                      "seconds": time.perf_counter() - t0,
+                      "published": with_ours(c.published, None)}
+            write_json(path, _stamp(record, plan))
+            log(f"{where}: failed: {e}")
+            continue
+        record = {**_base_record(plan, c, "done"), **measured,
+                  "published": with_ours(c.published, measured.get("metrics")),
+                  "seconds": time.perf_counter() - t0}
+        write_json(path, _stamp(record, plan))
+        log(f"{where}: done: {describe_record(record)}")
+    return merge_study(plan)
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """One line: test top-1/top-5, parameters, seconds, and the published value beside ours."""
+    m = record.get("metrics") or {}
+    parts = []
+    if m.get("test_top1") is not None:
+        parts.append(f"top-1 {100 * m['test_top1']:.2f}%")
+    if m.get("test_top5") is not None:
+        parts.append(f"top-5 {100 * m['test_top5']:.2f}%")
+    if record.get("parameters") is not None:
+        parts.append(f"{record['parameters']:,} parameters")
+    if record.get("seconds") is not None:
+        parts.append(f"{record['seconds']:.0f} s")
+    for p in record.get("published", []):
+        parts.append(f"published {p['metric']} {p['percent']:g}% ({p.get('dataset') or '?'})")
+    return ", ".join(parts)
+
+
+def merge_study(plan: StudyPlan) -> dict[str, Any]:
+    """Rebuild the merged results JSON from the cell records in ``plan.cells_dir`` (cells
+    without one are listed as pending), write it to ``plan.results_path`` and return it."""
+    records = []
+    for c in plan.cells:
+        record = read_record(plan.cell_file(c))
+        if record is None:
+            record = {**_base_record(plan, c, "pending"),
+                      "published": with_ours(c.published, None)}
+        else:
+            # the plan numbers the cells (the file may come from a run with other --seeds)
+            record = {**record, "index": c.index}
+        records.append(record)
+    planned = {plan.cell_file(c).name for c in plan.cells}
+    unplanned = sorted(p.stem for p in plan.cells_dir.glob("*.json") if p.name not in planned) \
+        if plan.cells_dir.is_dir() else []
+    budget_settings, _ = plan.study.budget_values(plan.budget)
+    commit, dirty = git_state()
+    counts = {s: sum(r["status"] == s for r in records)
+              for s in ("done", "skipped", "failed", "pending")}
+    results = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "study": plan.study.study, "title": plan.study.title, "kind": plan.study.kind,
+        "source": plan.study.source.to_dict() if plan.study.source else None,
+        "recipe": str(plan.recipe), "recipe_sha256": file_sha256(plan.recipe),
+        "budget": plan.budget, "budget_settings": budget_settings,
+        "seeds": list(dict.fromkeys(c.seed for c in plan.cells)),
+        "overrides": plan.overrides,
+        "published": plan.study.published.to_dict() if plan.study.published else None,
+        "report": [r.to_dict() for r in plan.study.report],
+        "out_dir": str(plan.out_dir), "merged_at": now(),
+        "git_commit": commit, "git_dirty": dirty,
+        "counts": {"total": len(records), **counts},
+        "cells": records,
+        "groups": group_records(records),
+        "unplanned_cells": unplanned,
+    }
+    write_json(plan.results_path, results)
+    return results
+
+
+def cell_commands(plan: StudyPlan, program: str = "squeezelab") -> list[str]:
+    """One shell command per cell, in plan order: each runs that cell alone (``--cell K``)
+    into the same folder and merges what is there."""
+    common = [program, "study", str(plan.recipe), "--budget", plan.budget,
+              "--out", str(plan.out_dir)]
+    if plan.results_given:
+        common += ["--results", str(plan.results_path)]
+    if plan.seeds is not None:
+        common += ["--seeds", *map(str, plan.seeds)]
+    for key, value in plan.overrides.items():
+        common += ["--set", f"{key}={_yaml_scalar(value)}"]
+    return [shlex.join([*common, "--cell", str(c.index)]) for c in plan.cells]
+
+
+def merge_command(plan: StudyPlan, program: str = "squeezelab") -> str:
+    """The command that merges the cells' results once they are all done."""
+    return cell_commands(plan, program)[0].rsplit(" --cell ", 1)[0] + " --merge"
+
+
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as ``--set`` reads it back: a plain string as itself where YAML reads it so,
+    anything else as JSON (a YAML flow value)."""
+    if isinstance(value, str) and value and parse_value(value) == value and "," not in value:
+        return value
+    return json.dumps(value)
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The merged results as a few lines: counts, then one line per cell."""
+    c = results["counts"]
+    lines = [f"{results['study']} ({results['budget']}): {c['done']} done, {c['skipped']} "
+             f"skipped, {c['failed']} failed, {c['pending']} pending of {c['total']} cells"]
+    for r in results["cells"]:
+        detail = describe_record(r) if r["status"] == "done" else r.get("reason", "")
+        lines.append(f"  {r['index']:>3} {r['name']:<32} {r['status']:<8} {detail}")
+    return "\n".join(lines)
+
+
+__all__ = ["StudyPlan", "cell_commands", "describe_record", "format_summary", "merge_command",
+           "merge_study", "plan_study", "run_study"]

@@ -67,6 +67,12 @@ EXAMPLES: dict[str, dict[str, typing.Any]] = {
     "UniformQuantConfig": {"layers": ["features.*"], "exclude": ["features.0"], "num_bits": 4},
     "TrainConfig": {"model_args": {"fire_config": [[4, 8, 8]], "pool_after": [1, 5]},
                     "limit_train": 100, "grad_clip": 1.0},
+    "StudyConfig": {"study": "example", "base": {"lr": 0.1},
+                    "axes": {"sr": [{"name": "a", "model_args": {"squeeze_ratio": 0.25}}]},
+                    "seeds": [0, 2], "budgets": {"smoke": {"epochs": 1}, "cpu": {}, "full": {}},
+                    "published": {"metric": "top5", "values": [{"where": {"sr": "a"},
+                                                                 "percent": 80.3}]},
+                    "report": [{"plot": "line", "x": "fp32_bytes", "y": ["metrics.test_top1"]}]},
 }
 # A required field (no default) of these types gets this value in the examples.
 REQUIRED_VALUES = {str: "example", int: 1, float: 1.0}

@@ -148,14 +148,10 @@ def test_bad_recipe_file_is_one_error_line(tmp_path, ckpt, bad_recipes, capsys, 
 
 
 @pytest.mark.parametrize("kind", ["malformed", "directory", "missing", "list"])
-def test_bad_study_grid_file(bad_recipes, kind):
-    from squeezelab.config import ConfigError
-    from squeezelab.workflows.study import load_grid
-
+def test_bad_study_recipe_file(bad_recipes, kind, capsys):
     path, message = bad_recipes[kind]
-    with pytest.raises(ConfigError) as info:
-        load_grid(path)
-    assert str(info.value) == f"grid file {path} {message}"
+    assert main(["study", str(path), "--budget", "smoke"]) == 2
+    assert one_error_line(capsys) == f"error: study recipe {path} {message}"
 
 
 def test_malformed_model_arg_names_the_flag(capsys):

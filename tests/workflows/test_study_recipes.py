@@ -1,0 +1,200 @@
+"""The study recipes of recipes/studies/: each loads and expands under every budget, builds every
+model it names, carries its published numbers with their source, keeps its smoke budget tiny and
+its cpu budget within the few hours recorded; the course study's smoke budget runs end to end on
+real JPEGs (E5 skipped until a CIFAR-100 archive is there), and a cell of every other study's
+smoke budget runs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from cifar_fixtures import write_cifar_archive
+
+from squeezelab.data.cifar import CIFAR_SPECS, file_md5
+from squeezelab.metrics import count_macs
+from squeezelab.models import create_model
+from squeezelab.workflows.studies import BUDGETS, load_study, plan_study, run_study
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = ROOT / "recipes" / "studies"
+RECIPES = sorted(STUDIES.glob("*.yaml"))
+NAMES = [p.stem for p in RECIPES]
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's (and CIFAR-100's) splits
+
+
+def quiet(*_):
+    pass
+
+
+def test_the_studies_of_the_issue_are_all_there():
+    assert set(NAMES) == {"activation_grid", "bypass", "course_table1", "optimizer_grid",
+                          "pct3x3", "squeeze_ratio"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=NAMES)
+def test_recipe_expands_under_every_budget_and_says_how_to_run_it(path, tmp_path):
+    header = path.read_text().split("\nstudy:")[0]
+    assert f"squeezelab study recipes/studies/{path.name} --budget cpu" in header
+    assert all(f"{b} " in header for b in BUDGETS)  # each budget explained in the header
+    study = load_study(path)
+    assert study.study == path.stem and study.title and study.source is not None
+    for budget in BUDGETS:
+        plan = plan_study(path, budget, out=tmp_path / budget)
+        assert len({c.name for c in plan.cells}) == len(plan.cells) >= 3
+    smoke = plan_study(path, "smoke", out=tmp_path / "smoke").cells
+    for cell in smoke:  # a few hundred images, one epoch, no timing of precisions
+        cfg = cell.settings
+        assert cfg.epochs == 1 and cfg.limit_train <= 500 and cfg.limit_test <= 200
+        assert (cfg.precision, cfg.channels_last) == ("fp32", False)
+    # every model of the study builds (model_args included) at the data's class count
+    built = set()
+    for cell in plan_study(path, "full", out=tmp_path / "full").cells:
+        cfg = cell.settings
+        key = json.dumps([cfg.model, cfg.model_args], sort_keys=True)
+        if key not in built:
+            built.add(key)
+            create_model(cfg.model, num_classes=100 if cfg.data == "cifar100" else 10,
+                         **cfg.model_args)
+
+
+PUBLISHED = {
+    # the course study's Table 1, seed 001: top-1 in percent
+    "course_table1": {("e5", "top1"): 38.39, ("baseline", "top1"): 46.54,
+                      ("e1", "top1"): 58.43, ("e2", "top1"): 66.17, ("e3", "top1"): 69.24,
+                      ("e4", "top1"): 72.05},
+    # SqueezeNet (arXiv 1602.07360) Fig. 3 and Table 3: ImageNet
+    "squeeze_ratio": {("sr0.125", "top5"): 80.3, ("sr0.75", "top5"): 86.0},
+    "pct3x3": {("pct0.01", "top5"): 76.3, ("pct0.5", "top5"): 85.3, ("pct0.99", "top5"): 85.3},
+    "bypass": {("vanilla", "top1"): 57.5, ("simple", "top1"): 60.4, ("complex", "top1"): 58.8,
+               ("vanilla", "top5"): 80.3, ("simple", "top5"): 82.5, ("complex", "top5"): 82.0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_numbers_sit_on_their_cells_with_their_source(name, tmp_path):
+    plan = plan_study(STUDIES / f"{name}.yaml", "cpu", out=tmp_path)
+    found = {}
+    for cell in plan.cells:
+        for p in cell.published:
+            assert p["source"] and p["dataset"]
+            found[(next(v for v in cell.variants.values() if v), p["metric"])] = p["percent"]
+    assert found == PUBLISHED[name]
+    if name != "course_table1":
+        assert "arXiv 1602.07360" in plan.study.published.source
+        assert plan.study.published.dataset == "ImageNet" and plan.study.source.arxiv
+    else:
+        e5 = [c for c in plan.cells if c.variants["model"] == "e5"][0]
+        assert e5.published[0]["dataset"] == "CIFAR-100" and e5.settings.data == "cifar100"
+
+
+def test_the_paper_sweeps_vary_the_metaparameter_they_name(tmp_path):
+    sr = plan_study(STUDIES / "squeeze_ratio.yaml", "cpu", out=tmp_path).cells
+    assert [c.settings.model_args["squeeze_ratio"] for c in sr] == [0.125, 0.25, 0.5, 0.75, 1.0]
+    assert {c.settings.model_args["pct3x3"] for c in sr} == {0.5}
+    pct = plan_study(STUDIES / "pct3x3.yaml", "cpu", out=tmp_path).cells
+    assert [c.settings.model_args["pct3x3"] for c in pct] == [0.01, 0.25, 0.5, 0.75, 0.99]
+    assert {c.settings.model_args["squeeze_ratio"] for c in pct} == {0.5}
+    for cell in sr + pct:  # the paper's base_e, incr_e and freq, no bypass
+        args = cell.settings.model_args
+        assert (cell.settings.model, args["base_e"], args["incr_e"], args["freq"],
+                args["bypass"]) == ("squeezenet", 128, 128, 2, "none")
+    bypass = plan_study(STUDIES / "bypass.yaml", "cpu", out=tmp_path).cells
+    assert [(c.variants["bypass"], c.seed) for c in bypass[:3]] == [
+        ("vanilla", 0), ("simple", 0), ("complex", 0)]
+    assert {c.seed for c in bypass} == {0, 1, 2}
+    assert {c.settings.model_args["bypass"] for c in bypass} == {"none", "simple", "complex"}
+
+
+def test_the_cpu_budgets_of_all_studies_fit_in_about_six_hours(tmp_path):
+    """An estimate, from MACs, of the cpu budgets on the recording machine (2 cores, AVX-512
+    BF16): there the default CIFAR SqueezeNet (51.5M MACs) trains ~1,100 img/s and course E4
+    (224M) ~240 img/s, both ~55G MACs/s with the backward pass, evaluation ~3x that; the data
+    path caps small models near 3,000 img/s."""
+    macs_cache: dict[str, int] = {}
+    seconds = 0.0
+    for path in RECIPES:
+        for cell in plan_study(path, "cpu", out=tmp_path / path.stem).cells:
+            cfg = cell.settings
+            if cfg.data == "cifar100":
+                continue  # E5 runs only where its archive is, and is counted apart below
+            key = json.dumps([cfg.model, cfg.model_args], sort_keys=True)
+            if key not in macs_cache:
+                macs_cache[key] = count_macs(create_model(cfg.model, num_classes=10,
+                                                          **cfg.model_args), 32)
+            train_rate = min(55e9 / macs_cache[key], 3000.0)
+            images = (cfg.limit_train or TRAIN_IMAGES) * cfg.epochs
+            evaluations = -(-cfg.epochs // cfg.eval_every)
+            seconds += images / train_rate + evaluations * TEST_IMAGES / (3 * train_rate)
+    assert 3 * 3600 < seconds < 5.5 * 3600, f"{seconds / 3600:.2f} h"
+
+
+@pytest.fixture
+def shared_jpegs_as_default(monkeypatch, cifar_tree, tmp_path):
+    """The recipes' ``data: null`` resolves to the cifar_tree copy of the shared JPEGs, and
+    official archives are looked for in a cache folder of this test's own."""
+    monkeypatch.setenv("SQUEEZELAB_CIFAR10_DIR", str(cifar_tree))
+    monkeypatch.setenv("SQUEEZELAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+COURSE_PARAMETERS = {"baseline": 740_554, "e1": 740_554, "e2": 727_594, "e3": 715_162,
+                     "e4": 727_594, "e5": 773_764}  # the README's Models table
+
+
+def check_course_cell(cell):
+    assert cell["status"] == "done"
+    assert cell["parameters"] == COURSE_PARAMETERS[cell["variants"]["model"]]
+    assert 0.0 <= cell["metrics"]["test_top1"] <= 1.0 and cell["seed"] == 1
+    assert cell["train_images"] == 200 and cell["test_images"] == 100
+    assert len(cell["curves"]) == 1 and Path(cell["metrics_path"]).is_file()
+    (published,) = cell["published"]
+    assert published["ours_percent"] == pytest.approx(100 * cell["metrics"]["test_top1"])
+
+
+def test_course_study_smoke_cells_run_and_e5_waits_for_its_archive(tmp_path,
+                                                                   shared_jpegs_as_default):
+    """The quick models of the course study (E4 and E5 are 224M MACs an image: the slow test
+    below runs them), and E5 skipped without the CIFAR-100 archive."""
+    plan = plan_study(STUDIES / "course_table1.yaml", "smoke", out=tmp_path / "out")
+    for k in (1, 2, 3, 4, 6):
+        results = run_study(plan, cell=k, progress=False, log=quiet)
+    assert results["counts"] == {"total": 6, "done": 4, "skipped": 1, "failed": 0,
+                                 "pending": 1}
+    for cell in results["cells"][:4]:
+        check_course_cell(cell)
+    e5 = results["cells"][5]
+    assert e5["status"] == "skipped" and e5["reason"].startswith(
+        f"the CIFAR-100 archive cifar-100-python.tar.gz is not at {shared_jpegs_as_default}")
+    assert e5["published"][0]["ours_percent"] is None
+
+
+@pytest.mark.slow
+def test_course_study_smoke_runs_end_to_end(tmp_path, shared_jpegs_as_default, monkeypatch):
+    """The whole smoke budget, E5 included once a (tiny, official-format) CIFAR-100 archive is
+    in place: ~30 s on one core."""
+    plan = plan_study(STUDIES / "course_table1.yaml", "smoke", out=tmp_path / "out")
+    results = run_study(plan, progress=False, log=quiet)
+    assert [c["status"] for c in results["cells"]] == ["done"] * 5 + ["skipped"]
+    archive = shared_jpegs_as_default / "cifar-100-python.tar.gz"
+    archive.parent.mkdir(exist_ok=True)
+    write_cifar_archive(archive, "cifar100", per_class=2)
+    monkeypatch.setitem(CIFAR_SPECS, "cifar100",
+                        dataclasses.replace(CIFAR_SPECS["cifar100"], md5=file_md5(archive)))
+    results = run_study(plan, progress=False, log=quiet)
+    assert results["counts"]["done"] == 6
+    for cell in results["cells"]:
+        check_course_cell(cell)
+    assert results["cells"][5]["num_classes"] == 100
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "course_table1"])
+def test_a_cell_of_every_other_study_runs_under_the_smoke_budget(name, tmp_path,
+                                                                  shared_jpegs_as_default):
+    plan = plan_study(STUDIES / f"{name}.yaml", "smoke", out=tmp_path / "out")
+    results = run_study(plan, cell=1, progress=False, log=quiet)
+    cell = results["cells"][0]
+    assert cell["status"] == "done" and 0.0 <= cell["metrics"]["test_top1"] <= 1.0
+    assert cell["fp32_bytes"] == 4 * cell["parameters"] and cell["macs"] > 0
+    assert results["counts"]["pending"] == len(plan.cells) - 1

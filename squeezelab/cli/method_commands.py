@@ -117,5 +117,21 @@ def cmd_dsd(args: argparse.Namespace) -> int:
         cfg = saved.replace(**{"run_name": None, **{k: getattr(flags, k) for k in given}})
     else:
         cfg = config_from_args(args)
-    result = run_dsd(cfg, dsd_cfg, from_checkpoint=ckpt_path)
-    return report_run(result, f" after DSD (sparsity {dsd_cfg.sparsity}, {args.dsd_epochs})")
+    # the model it writes is scored before and after under one protocol (fp32, the run's
+    # flip setting): the run's own lines score in its autotuned precision
+    from squeezelab.checkpoint import model_from_checkpoint
+    from squeezelab.train.data import load_run_data
+    from squeezelab.train.evaluate import EvalProtocol, evaluate_data
+
+    data = load_run_data(cfg)
+    protocol = EvalProtocol(flip=cfg.test_time_flip)
+    before = evaluate_data(model_from_checkpoint(ckpt_path)[0], data.test, protocol)["top1"]
+    print(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(data.test)} test images)  "
+          f"{ckpt_path}", flush=True)
+    result = run_dsd(cfg, dsd_cfg, from_checkpoint=ckpt_path, data=tuple(data))
+    status = report_run(result, f" after DSD (sparsity {dsd_cfg.sparsity}, {args.dsd_epochs})")
+    if result.is_main and not result.interrupted:
+        after = evaluate_data(result.model.cpu(), data.test, protocol)["top1"]
+        print(f"after:  top-1 {after:.4f} ({protocol.describe()}) "
+              f"({100 * (after - before):+.2f} points)")
+    return status

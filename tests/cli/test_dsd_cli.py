@@ -43,7 +43,12 @@ def test_train_dsd_flag_then_dsd_from_checkpoint(tmp_path, cifar_tree, capsys):
     assert saved["epochs"] == 2 and saved["lr"] == 0.02 and saved["limit_train"] == 100
     dsd = json.loads((run / "checkpoints" / "last.json").read_text())["hooks"]["dsd"]["config"]
     assert dsd["layers"] == ["expand3x3", "squeeze"] and dsd["exclude"] == ["features.4.*"]
-    assert "final test top-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(fp32, no flip) after DSD" in out.split("final test top-1")[1]  # how it was scored
+    # the model written, scored before (the dense checkpoint) and after, the same way
+    assert "before: top-1 " in out and "(fp32, no flip, 20 test images)" in out
+    after = float(out.split("after:  top-1 ")[1].split()[0])
+    assert after == pytest.approx(lines[-1]["test_top1"])  # last epoch: the model returned
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("dsd_*.yaml")))

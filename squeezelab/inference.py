@@ -59,7 +59,8 @@ class OnnxModel(nn.Module):
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, meta) from a checkpoint, a run directory, a ``.sqz`` file or an
-    ``.onnx`` file (run by onnxruntime).
+    ``.onnx`` file (run by onnxruntime). Checkpoints of masked, weight-shared or quantized
+    models (``squeezelab prune / quantize -o``) are rebuilt by ``load_compressible``.
 
     The meta holds the model spec (``model``), ``class_names``, the training ``config`` and the
     preprocessing record, whichever kind of file it came from (as far as it records them).

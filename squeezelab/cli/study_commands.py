@@ -13,7 +13,10 @@ from squeezelab.cli import DefaultsHelpFormatter
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run a study recipe (recipes/studies/*.yaml): a grid of "
                        "runs, resumable, one results JSON", formatter_class=DefaultsHelpFormatter,
-                       description=__doc__)
+                       description="Run a study: a grid of ordinary runs described by one "
+                       "recipe, resumably, into one results JSON. --list prints one command per "
+                       "cell (for a cluster or a shell loop), --cell K runs one, --merge "
+                       "rebuilds the results JSON from the cells that have finished.")
     p.add_argument("recipe", help="study recipe, e.g. recipes/studies/bypass.yaml")
     p.add_argument("--budget", choices=("smoke", "cpu", "full"), default="cpu",
                    help="smoke: minutes, a check that every cell runs; cpu: what a 2-core CPU "
@@ -27,7 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="run these seeds instead of the recipe's")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE[,KEY=VALUE]", help="a setting for every cell, over the "
-                   "recipe (e.g. --set data_root=/data/cifar); repeatable, recorded")
+                   "recipe (e.g. --set download=true); repeatable, recorded in the results")
     action = p.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true",
                         help="print one command per cell (run them anywhere, in any order, "

@@ -22,7 +22,7 @@ from squeezelab.config import ConfigBase
 from squeezelab.data.cifar import CIFAR_SPECS, file_md5
 from squeezelab.hooks import TrainHook
 from squeezelab.models import create_model
-from squeezelab.train import TrainingDiverged
+from squeezelab.train import TrainConfig, TrainingDiverged
 from squeezelab.workflows.studies import (
     StudyConfig,
     StudyError,
@@ -279,6 +279,13 @@ def test_an_interrupted_cell_resumes_exactly(tmp_path, cifar_tree, monkeypatch):
     merged = json.loads((tmp_path / "out" / "results.json").read_text())
     assert merged["counts"]["pending"] == 2
     monkeypatch.setattr(train_kind, "train", real_train)
+    # an edited recipe does not continue a run started under the old one
+    changed = tiny_recipe(cifar_tree)
+    changed["base"]["lr"] = 0.004
+    with pytest.raises(ValueError, match=r"the interrupted run in .*relu-s0 was started with "
+                       r"other settings than the study asks for now \(lr: 0.003 != 0.004\)"):
+        run_study(plan_study(write(tmp_path / "changed.yaml", changed), "smoke",
+                             out=tmp_path / "out"), cell=1, progress=False, log=quiet)
     resumed = run_study(plan, cell=1, progress=False, log=quiet)["cells"][0]
     assert resumed["resumed"] is True and reference["resumed"] is False
     # the same weights: the same test figures. (The train loss and accuracy of the epoch that
@@ -288,6 +295,15 @@ def test_an_interrupted_cell_resumes_exactly(tmp_path, cifar_tree, monkeypatch):
     assert resumed["curves"][0] == {**reference["curves"][0],
                                     **{k: resumed["curves"][0][k]
                                        for k in ("seconds", "images_per_s")}}
+
+
+def test_a_run_resumes_under_the_settings_its_autotune_chose(tmp_path):
+    planned = TrainConfig(precision="auto", channels_last=None, lr=0.1)
+    saved = {**planned.to_dict(), "precision": "bf16", "channels_last": True,
+             "out_dir": "elsewhere", "progress": False}
+    train_kind._check_same_run(planned, saved, tmp_path)  # the autotune's choice is no change
+    with pytest.raises(ValueError, match=r"\(precision: 'bf16' != 'fp32'\)"):
+        train_kind._check_same_run(planned.replace(precision="fp32"), saved, tmp_path)
 
 
 def test_a_cell_whose_data_is_missing_is_skipped_until_it_is_there(tmp_path, cifar_tree,
@@ -304,8 +320,8 @@ def test_a_cell_whose_data_is_missing_is_skipped_until_it_is_there(tmp_path, cif
     assert skipped["status"] == "skipped" and results["counts"]["skipped"] == 1
     archive = tmp_path / "archives" / "cifar-100-python.tar.gz"
     assert skipped["reason"] == (f"the CIFAR-100 archive cifar-100-python.tar.gz is not at "
-                                 f"{archive} (place it there, or set data_root or download: "
-                                 "true)")
+                                 f"{archive} (place it there, or set download: true to fetch "
+                                 "it)")
     assert lines[-1] == f"cell 2/2 tanh-s0: skipped: {skipped['reason']}"
     # the archive arrives (a tiny one in the official format, trusted as if official)
     archive.parent.mkdir()

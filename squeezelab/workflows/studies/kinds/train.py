@@ -26,6 +26,7 @@ from squeezelab.train.data import load_run_data
 from squeezelab.train.loop import TrainingDiverged, train
 from squeezelab.train.run_dir import RunDir
 from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, register_cell_kind
+from squeezelab.workflows.studies.results import config_differences
 
 #: settings a study gives each cell itself: the seed from ``seeds:``, the folder from ``--out``
 PLACED_BY_STUDY = ("seed", "out_dir", "run_name")
@@ -57,11 +58,25 @@ def train_data_missing(cfg: TrainConfig) -> str | None:
         path = root.expanduser().absolute() / spec.filename
         if not path.is_file():
             return (f"the {spec.name} archive {spec.filename} is not at {path} (place it there, "
-                    "or set data_root or download: true)")
+                    "or set download: true to fetch it)")
         return None
     if not Path(source).expanduser().is_dir():
         return f"the data folder {source} does not exist"
     return None
+
+
+def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], run_dir: Path) -> None:
+    """An interrupted run is continued only under the settings it started with."""
+    planned = cfg.to_dict()
+    # settings the autotune resolves are saved as chosen ("auto" -> "bf16"): not a change
+    auto = [k for k, unset in (("precision", "auto"), ("channels_last", None))
+            if planned.get(k) == unset]
+    differences = config_differences({k: v for k, v in saved.items() if k not in auto},
+                                     {k: v for k, v in planned.items() if k not in auto})
+    if differences:
+        raise ConfigError(f"the interrupted run in {run_dir} was started with other settings "
+                          f"than the study asks for now ({'; '.join(differences[:4])}); "
+                          "delete that folder to start the cell again, or choose another --out")
 
 
 def _data(cfg: TrainConfig, ctx: CellContext):
@@ -83,8 +98,9 @@ def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
     run = RunDir(ctx.run_dir)
     resume = (run.checkpoints / "last.json").is_file()
     if resume:
-        # the autotune's choice is part of the run: the resumed part must use the same one
         saved = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+        _check_same_run(cfg, saved, run.path)
+        # the autotune's choice is part of the run: the resumed part must use the same one
         cfg = cfg.replace(precision=saved.get("precision", cfg.precision),
                           channels_last=saved.get("channels_last", cfg.channels_last))
     elif run.metrics_path.exists():

@@ -20,9 +20,7 @@ from squeezelab.config import ConfigBase, ConfigError, all_config_classes, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-# study grids (base: + axes:, workflows/study.py); each cell is a TrainConfig
-GRIDS = sorted(p for p in (ROOT / "recipes" / "studies").glob("*.yaml")
-               if "axes" in (yaml.safe_load(p.read_text()) or {}))
+STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
 
 
 def _import_every_module() -> None:
@@ -140,6 +138,15 @@ def test_unknown_key_in_a_recipe_section_names_the_file(section, tmp_path):
         cls.from_yaml(path)
 
 
+def _config_items(hint: typing.Any) -> type[ConfigBase] | None:
+    """The config class of a ``list[SomeConfig]`` field, else None."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list and args and isinstance(args[0], type) \
+            and issubclass(args[0], ConfigBase):
+        return args[0]
+    return None
+
+
 def _covers(cls: type[ConfigBase], given: dict, written: dict, where: str) -> None:
     """Every value ``given`` (a recipe section) is in ``written`` (the config's to_dict), the
     same; nested configs (compress: prune:, sharing:) are compared key by key, the same way."""
@@ -151,7 +158,15 @@ def _covers(cls: type[ConfigBase], given: dict, written: dict, where: str) -> No
                   if isinstance(c, type) and issubclass(c, ConfigBase)]
         if nested and isinstance(value, dict):
             _covers(nested[0], value, written[key], f"{where} {key}:")
+        elif _config_items(hints[key]) and isinstance(value, (list, dict)):
+            # a list of configs (a study's report:, which may also be one mapping)
+            items = value if isinstance(value, list) else [value]
+            assert len(items) == len(written[key]), f"{where}: {key} has another length"
+            for i, (item, out) in enumerate(zip(items, written[key])):
+                _covers(_config_items(hints[key]), item, out, f"{where} {key}[{i}]")
         else:
+            if isinstance(written[key], list) and not isinstance(value, list):
+                value = [value]  # the one-item shorthand of a list (report: y: metrics.x)
             assert written[key] == value, (
                 f"{where}: {key} is {value!r} in the recipe, {written[key]!r} written back")
 
@@ -184,20 +199,21 @@ def test_the_compress_recipe_keeps_fold_batchnorm():
     assert CompressConfig.from_dict(cfg.to_dict()).fold_batchnorm is True
 
 
-@pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.name)
-def test_every_study_grid_cell_is_a_config_that_round_trips(grid):
-    """A grid's base, and the base with each variant of each axis, is a TrainConfig."""
-    from squeezelab.train.config import TrainConfig
+@pytest.mark.parametrize("recipe", STUDIES, ids=lambda p: p.name)
+def test_every_study_recipe_and_its_cells_round_trip(recipe, tmp_path):
+    """A study recipe is a StudyConfig written back as given, and every cell of every budget
+    is a config of its kind that round-trips."""
+    from squeezelab.workflows.studies.recipe import BUDGETS, StudyConfig, expand_study, load_study
 
-    values = yaml.safe_load(grid.read_text())
-    base = dict(values.get("base") or {})
-    cells = [base] + [{**base, **{k: v for k, v in variant.items()
-                                  if k not in ("name", "skip_axes")}}
-                      for variants in values["axes"].values() for variant in variants]
-    for cell in cells:
-        cfg = TrainConfig.from_dict(cell, source=str(grid))
-        _covers(TrainConfig, cell, cfg.to_dict(), str(grid))
-        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    study = load_study(recipe)
+    written = study.to_dict()
+    _covers(StudyConfig, yaml.safe_load(recipe.read_text()), written, str(recipe))
+    assert StudyConfig.from_dict(written) == study
+    assert StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(written))) == study
+    for budget in BUDGETS:
+        for cell in expand_study(study, budget, run_root=tmp_path, source=str(recipe)):
+            kind = type(cell.settings)
+            assert kind.from_dict(cell.settings.to_dict()) == cell.settings, cell.name
 
 
 # --- the one KEY=VALUE parser -------------------------------------------------------------

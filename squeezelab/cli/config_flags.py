@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from squeezelab.cli import parse_bool
+from squeezelab.config import parse_key_values
 from squeezelab.train.config import FIELD_HELP, ConfigError, TrainConfig
 
 
@@ -55,12 +56,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    model_args = {}
-    for item in args.model_args:
-        if "=" not in item:
-            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        model_args[key] = _parse_yaml_value(value, f"--model-arg {key}")
+    # the one KEY=VALUE parser splits (repeatable; commas inside [..] stay in the value)
+    items = parse_key_values(args.model_args, "--model-arg", value=str)
+    model_args = {key: _parse_yaml_value(text, f"--model-arg {key}") for key, text in items.items()}
     if args.recipe:
         cfg = TrainConfig.from_yaml(args.recipe, overrides)
     else:

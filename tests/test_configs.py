@@ -253,3 +253,17 @@ def test_option_strings_of_the_method_configs():
     assert fit.temperature == 2 and FitNetsConfig.from_dict(fit.to_dict()) == fit
     with pytest.raises(DistillError, match="--fitnets: guided is required"):
         FitNetsConfig.parse("teacher=t,hint=layer3")
+
+
+def test_model_arg_flag_goes_through_the_one_parser():
+    from squeezelab.cli import build_parser
+    from squeezelab.cli.config_flags import config_from_args
+
+    args = build_parser().parse_args([
+        "train", "--model-arg", "fire_config=[[4, 8, 8], [4, 8, 8]],stem_channels=16",
+        "--model-arg", "bypass=none"])
+    assert config_from_args(args).model_args == {
+        "fire_config": [[4, 8, 8], [4, 8, 8]], "stem_channels": 16, "bypass": "none"}
+    args = build_parser().parse_args(["train", "--model-arg", "a=1", "--model-arg", "a=2"])
+    with pytest.raises(ConfigError, match="--model-arg: 'a' is given twice"):
+        config_from_args(args)

@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as given: what `train --nproc N` re-runs under torchrun
     try:
         result = args.func(args)
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         from squeezelab.train.launch import launch_torchrun
 
-        return launch_torchrun(args.nproc)
+        return launch_torchrun(args.nproc, args.argv)
     if (args.distill or args.fitnets or _recipe_has(args, "distill", "fitnets")) \
             and not args.resume:
         return cmd_train_distill(args)

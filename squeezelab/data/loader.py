@@ -75,7 +75,9 @@ class BatchLoader:
                             "with drop_last=True")
         if self.drop_last and self.samples_per_rank < batch_size:
             raise DataError(f"batch_size {batch_size} is larger than the {self.samples_per_rank} "
-                            "samples per rank, so drop_last=True would leave no batch")
+                            "samples per rank: a training epoch would have no full batch; "
+                            "lower --batch-size (batch_size: in a recipe) or train on more "
+                            "images")
         resident = self.device.type != "cpu" and data.images.numel() <= MAX_DEVICE_RESIDENT_BYTES
         source_device = self.device if resident else torch.device("cpu")
         self._images = data.images.to(source_device)

@@ -123,7 +123,9 @@ def test_dtype_and_channels_last():
     ({"augment": "autoaugment"}, r"augment must be one of \('cifar', 'imagenet'\) or None, got 'autoaugment'"),
     ({"augment": "cifar", "train": False}, "augment='cifar' is for training loaders"),
     ({"rank": 2, "world_size": 2}, r"rank must be in \[0, world_size\)"),
-    ({"batch_size": 30, "world_size": 2}, "batch_size 30 is larger than the 25 samples per rank"),
+    ({"batch_size": 30, "world_size": 2}, "batch_size 30 is larger than the 25 samples per "
+     r"rank: a training epoch would have no full batch; lower --batch-size \(batch_size: in a "
+     r"recipe\)"),
     ({"dtype": torch.int32}, "dtype must be a floating dtype, got torch.int32"),
 ])
 def test_loader_argument_errors(kwargs, message):

@@ -1,0 +1,275 @@
+"""The study report (squeezelab/workflows/report): one self-contained HTML page (every image a
+data URI that decodes to a PNG, nothing referred to outside the page), its Markdown twin with
+the same tables and the plots beside it, the published figures beside ours with disagreements
+beyond the threshold marked in text, cells that are not done shown with their reason, the
+recipe's report: specs drawn from any numeric field, provenance per cell, and bad input as
+clear errors."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import statistics
+
+import pytest
+from PIL import Image
+from report_fixtures import (
+    FAIL_REASON,
+    SKIP_REASON,
+    TOP1,
+    markdown_tables,
+    read_page,
+    write_toy_study,
+)
+
+from squeezelab.workflows.report import (
+    Figure,
+    ReportError,
+    build_report,
+    study_command,
+    write_report,
+)
+from squeezelab.workflows.report.values import Stat, format_value
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy study's folder and its report (written once: matplotlib takes a moment)."""
+    root = tmp_path_factory.mktemp("toy")
+    out = write_toy_study(root)
+    files = write_report([out], root / "report")
+    html = files.html.read_text()
+    return {"out": out, "files": files, "html": html, "page": read_page(html),
+            "md": files.markdown.read_text(), "root": root}
+
+
+def _table(tables, first_header):
+    """The table whose first column is ``first_header`` (the first such)."""
+    return next(t for t in tables if t and t[0][0] == first_header)
+
+
+def test_every_image_is_an_embedded_png(toy):
+    images = [attrs for tag, attrs in toy["page"].tags if tag == "img"]
+    assert len(images) == 4  # line, bar, curves, scatter (the two tables are tables)
+    for attrs in images:
+        src = attrs["src"]
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+        assert attrs["alt"]
+
+
+def test_the_page_refers_to_nothing_outside_itself(toy):
+    # the toy's source has a URL: the page writes it as text without a scheme, never a link
+    html, page = toy["html"], toy["page"]
+    assert "http://" not in html and "https://" not in html
+    assert "example.org/paper.pdf" in html
+    for tag, attrs in page.tags:
+        assert tag not in ("script", "link", "iframe", "object", "embed"), tag
+        for name, value in attrs.items():
+            value = (value or "").strip()
+            if name in ("href", "src", "action", "srcset", "poster", "data"):
+                assert value.startswith(("#", "data:")), (tag, name, value[:60])
+            assert not value.startswith("//") and "url(" not in value, (tag, name, value)
+    style = page.style
+    assert style.strip() and "@import" not in style and "@font-face" not in style
+    for url in re.findall(r"url\(([^)]*)\)", style):
+        assert url.strip("'\" ").startswith("data:"), url
+    # every internal link lands on an id of the page
+    ids = {attrs["id"] for _, attrs in page.tags if attrs.get("id")}
+    hrefs = [attrs["href"][1:] for tag, attrs in page.tags if tag == "a"]
+    assert hrefs and set(hrefs) <= ids
+
+
+def test_tables_are_filled_with_the_results_values(toy):
+    tables = toy["page"].tables
+    for table in tables:
+        width = len(table[0])
+        for row in table:
+            assert len(row) == width and all(cell for cell in row), row
+    # the comparison: group a over its two seeds, mean ± sample stdev, beside the published
+    compare = _table(tables, "cells")
+    a = next(r for r in compare[1:] if r[0] == "a")
+    values = [100 * TOP1["a-s0"], 100 * TOP1["a-s1"]]
+    mean, stdev = statistics.mean(values), statistics.stdev(values)
+    assert a[compare[0].index("ours")] == f"{mean:.2f} ± {stdev:.2f}%"
+    assert a[compare[0].index("published")] == "61.5%"
+    assert a[compare[0].index("difference")] == f"{mean - 61.5:+.2f} pts"
+    assert a[compare[0].index("from cells")] == "#1 #4"
+    # the spec's table: every asked-for field, a size equal across seeds written once
+    sizes = _table(tables, "sr")
+    assert sizes[0][:7] == ["sr", "seeds", "parameters", "fp32 size", "test top-1",
+                            "published top-1", "metrics.bits_per_weight"]
+    assert sizes[1][:7] == ["a", "0, 1", "1,000", "4,000 B", f"{mean:.2f} ± {stdev:.2f}%",
+                            "61.5% (CIFAR-10)", "8"]
+
+
+def test_a_disagreement_beyond_the_threshold_is_marked_in_text(toy, tmp_path):
+    tables = toy["page"].tables
+    compare = _table(tables, "cells")
+    check = compare[0].index("check")
+    by_name = {r[0]: r for r in compare[1:]}
+    assert by_name["b"][check] == "DIFFERS by more than 5 pts"    # 30% against 70%
+    assert by_name["a"][check] == "within 5 pts"                  # 61% against 61.5%
+    assert "flag" in toy["page"].cell_classes  # and coloured, besides the text
+    assert "1 of 2 published figures differ from ours by more than 5" in toy["html"]
+    # the threshold is the caller's
+    report = build_report([toy["out"]], threshold=50)
+    rows = report.studies[0].comparison.rows
+    assert not any(v.flag for row in rows for v in row)
+    with pytest.raises(ValueError, match="threshold must be a non-negative number"):
+        build_report([toy["out"]], threshold=-1)
+
+
+def test_cells_not_done_are_shown_with_their_reason(toy):
+    tables = toy["page"].tables
+    cells = _table(tables, "#")
+    header = cells[0]
+    rows = {r[header.index("cell")]: r for r in cells[1:]}
+    assert len(rows) == 6  # every cell of the plan, none left out
+    assert rows["c-s0"][header.index("status")] == "skipped"
+    assert rows["c-s0"][header.index("reason")] == SKIP_REASON
+    assert rows["b-s1"][header.index("reason")] == FAIL_REASON
+    assert rows["c-s1"][header.index("status")] == "pending"
+    # where a row stands for cells that are not all done, it says which and why
+    compare = _table(tables, "cells")
+    c = next(r for r in compare[1:] if r[0] == "c")
+    assert c[compare[0].index("ours")] == \
+        f"0 of 2 cells done; c-s0 skipped: {SKIP_REASON}; c-s1 pending"
+    b = next(r for r in compare[1:] if r[0] == "b")
+    assert f"1 of 2 cells done; b-s1 failed: {FAIL_REASON}" in b[compare[0].index("ours")]
+    assert "3 of 6 cells are not done (1 skipped, 1 failed, 1 pending)" in toy["html"]
+    # a plot names what it leaves out
+    assert "Not drawn: c (0 of 2 cells done; c-s0 skipped" in toy["html"]
+    # and the Markdown says the same
+    assert SKIP_REASON in toy["md"] and FAIL_REASON in toy["md"]
+
+
+def test_markdown_twin_has_the_same_tables_and_its_images_exist(toy):
+    html_tables = toy["page"].tables
+    md_tables = markdown_tables(toy["md"])
+    assert md_tables == html_tables
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", toy["md"])
+    assert len(links) == 4
+    for link in links:
+        assert not link.startswith(("/", "http")) and "//" not in link
+        path = toy["files"].markdown.parent / link
+        assert path.read_bytes().startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in toy["files"].figures) == sorted(links)
+
+
+def test_every_cell_has_its_provenance(toy):
+    cells = _table(toy["page"].tables, "#")
+    header = cells[0]
+    first = cells[1]
+    recipe = str(toy["root"] / "toy.yaml")
+    assert first[header.index("command")] == (
+        f"squeezelab study {recipe} --budget smoke --out {toy['out']} --cell 1")
+    assert first[header.index("run directory")] == str(toy["out"] / "runs" / "a-s0")
+    assert first[header.index("machine")] == "Test CPU 3000, 2 cores, avx2, torch 2.13.0"
+    assert first[header.index("git commit")] == "0123456789ab"
+    skipped = next(r for r in cells[1:] if r[1] == "c-s0")
+    assert skipped[header.index("run directory")] == "—"  # a skipped cell never had one
+    # the cells' anchors are what the tables' "#k" link to
+    ids = {attrs.get("id") for _, attrs in toy["page"].tags}
+    assert {f"toy-smoke-cell-{k}" for k in range(1, 7)} <= ids
+
+
+def test_the_command_carries_seeds_and_overrides(toy):
+    results = json.loads((toy["out"] / "results.json").read_text())
+    # the recipe's own seeds: no --seeds; other seeds or --set values: given
+    assert "--seeds" not in study_command(results)
+    changed = {**results, "seeds": [5], "overrides": {"download": True, "lr": 0.01,
+                                                      "schedule": "cosine"}}
+    command = study_command(changed, cell=2)
+    assert command.endswith("--seeds 5 --set download=true --set lr=0.01 --set "
+                            "schedule=cosine --cell 2")
+
+
+def test_plots_draw_any_numeric_field_with_its_numbers(toy):
+    report = build_report([toy["out"]])
+    figures = {b.title: b for b in report.studies[0].blocks if isinstance(b, Figure)}
+    scatter = figures["Bits per weight against size"]
+    rows = [[v.full_text() for v in row] for row in scatter.data.rows]
+    # one point per done cell: a-s0, b-s0, a-s1 (aggregate: cells), x in bytes, y as given
+    assert rows == [["a-s0", "4,000 B", "8", "#1"], ["b-s0", "8,000 B", "4.5", "#2"],
+                    ["a-s1", "4,000 B", "8", "#4"]]
+    line = figures["Top-1 against file size"]
+    assert line.data.columns == ["point", "file size", "test top-1", "from cells"]
+    assert [r[0].text for r in line.data.rows] == ["a", "b", "a (published top-1 (CIFAR-10))",
+                                                   "b (published top-1 (CIFAR-10))"]
+    bar = figures["Top-1 by variant"]
+    assert bar.png is not None and any("error bars" in n for n in bar.notes)
+    curves = figures["Test top-1 per epoch"]
+    assert [r[0].text for r in curves.data.rows] == ["a (a-s0)", "b (b-s0)", "a (a-s1)"]
+
+
+def test_a_study_with_nothing_done_says_so(tmp_path):
+    out = write_toy_study(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    for cell in results["cells"]:
+        cell.update(status="pending")
+        for key in ("metrics", "curves", "parameters", "fp32_bytes", "file_bytes", "reason"):
+            cell.pop(key, None)
+    (out / "results.json").write_text(json.dumps(results))
+    report = build_report([out])
+    figures = [b for b in report.studies[0].blocks if isinstance(b, Figure)]
+    assert figures and all(f.png is None for f in figures)
+    assert all("Nothing to draw yet" in f.notes[0] for f in figures)
+    files = write_report([out], tmp_path / "r")
+    assert files.figures == [] and "<img" not in files.html.read_text()
+
+
+def test_format_value_units():
+    assert format_value("metrics.test_top1", 0.6543) == "65.43%"
+    assert format_value("metrics.test_top1", Stat((0.5, 0.7))) == "60.00 ± 14.14%"
+    assert format_value("fp32_bytes", Stat((4_800_000, 4_800_000))) == "4.80 MB"
+    assert format_value("file_bytes", 12_345) == "12.3 kB"
+    assert format_value("macs", 62_900_000) == "62.9M"
+    assert format_value("parameters", 727_594) == "727,594"
+    assert format_value("metrics.bits_per_weight", 4.5) == "4.5"
+    assert format_value("variants.sr", None) == "—"
+
+
+def test_a_folder_of_studies_and_duplicate_inputs(tmp_path):
+    write_toy_study(tmp_path / "one")
+    write_toy_study(tmp_path / "two")
+    report = build_report([tmp_path, tmp_path / "one" / "toy-out" / "results.json"])
+    # two studies found below the folder; the file named again is read once; ids unique
+    assert [s.id for s in report.studies] == ["toy-smoke", "toy-smoke-2"]
+
+
+@pytest.mark.parametrize("make,error,message", [
+    (lambda p: p / "missing.json", FileNotFoundError, "does not exist"),
+    (lambda p: _write(p / "x.json", "not json {"), ReportError, "not readable JSON"),
+    (lambda p: _write(p / "x.json", '{"a": 1}'), ReportError,
+     "schema is None, expected 'squeezelab-study-results'"),
+    (lambda p: _write(p / "x.json", '{"name": "a-s0", "status": "done"}'), ReportError,
+     "is one cell's record"),
+    (lambda p: _write(p / "x.json", "[1, 2]"), ReportError, "expected a JSON object"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", ReportError, "holds no results.json"),
+    (lambda p: (p / "s" / "cells").mkdir(parents=True) or p / "s", ReportError,
+     "holds cell results but no results.json: merge them first"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, make, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        build_report([make(tmp_path)])
+
+
+def test_a_results_file_with_a_bad_report_spec_names_it(tmp_path):
+    out = write_toy_study(tmp_path, report=[{"plot": "table"}, {"plot": "pie"}])
+    with pytest.raises(ReportError, match=r"results\.json: report\[1\]: plot must be one of"):
+        build_report([out])
+    out = write_toy_study(tmp_path, schema_version=99)
+    with pytest.raises(ReportError, match="schema_version 99"):
+        build_report([out])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "squeezelab.cli.ship_commands",
     "squeezelab.cli.method_commands",
     "squeezelab.cli.study_commands",
+    "squeezelab.cli.report_commands",
 )
 
 

@@ -30,7 +30,7 @@ from squeezelab.workflows.report.values import (
     label,
 )
 from squeezelab.workflows.studies.recipe import ReportSpec, load_study
-from squeezelab.workflows.studies.results import file_sha256
+from squeezelab.workflows.studies.results import PROJECT_ROOT, file_sha256
 
 #: ours and the published figure differ by more than this many percentage points: marked
 DEFAULT_THRESHOLD_POINTS = 5.0
@@ -79,10 +79,23 @@ def default_specs(cells: list[dict[str, Any]], seeds: list[Any]) -> list[ReportS
 
 # --- provenance ------------------------------------------------------------------------------
 
+def recipe_file(recipe: str) -> Path | None:
+    """The recipe file a results JSON names, found from here: as recorded (relative to the
+    folder the study ran in), else relative to the squeezelab checkout (recipes/studies/
+    recorded from the checkout's root); None when neither exists."""
+    for path in (Path(recipe), PROJECT_ROOT / recipe):
+        if path.is_file():
+            return path
+    return None
+
+
 def _recipe_seeds(recipe: str, budget: str) -> list[int] | None:
     """The seeds the recipe file (still) gives ``budget``, or None when it cannot be read."""
+    path = recipe_file(recipe)
+    if path is None:
+        return None
     try:
-        study = load_study(recipe)
+        study = load_study(path)
         _, seeds = study.budget_values(budget)
     except (OSError, ValueError):
         return None
@@ -114,18 +127,19 @@ def study_command(results: dict[str, Any], cell: int | None = None) -> str:
     return shlex.join(parts)
 
 
-def machine_text(machine: dict[str, Any] | None) -> str:
-    """``<cpu>, <cores> cores[, GPU <gpu>], torch <version>``."""
+def machine_text(machine: dict[str, Any] | None, *, full: bool = True) -> str:
+    """``<cpu>, <cores> cores[, <SIMD flags>][, GPU <gpu>][, torch <version>]`` (``full``:
+    the flags and torch too)."""
     if not machine:
         return MISSING
     parts = [str(machine.get("cpu") or "unknown CPU")]
     if machine.get("cores"):
         parts.append(f"{machine['cores']} cores")
-    if machine.get("cpu_flags"):
+    if full and machine.get("cpu_flags"):
         parts.append("/".join(machine["cpu_flags"]))
     if machine.get("gpu"):
         parts.append(f"GPU {machine['gpu']}")
-    if machine.get("torch"):
+    if full and machine.get("torch"):
         parts.append(f"torch {machine['torch']}")
     return ", ".join(parts)
 
@@ -161,7 +175,8 @@ def cells_table(sid: str, results: dict[str, Any]) -> Table:
         if reasons:
             row.append(Value(c.get("reason") or MISSING, status=status))
         row += [Value(format_value("seconds", seconds), exact=exact_value(seconds)),
-                Value(machine_text(c.get("machine"))),
+                Value(machine_text(c.get("machine"), full=False),
+                      exact=machine_text(c.get("machine"))),
                 Value(commit_text(c.get("git_commit"), c.get("git_dirty")), code=True),
                 Value(run_dir_of(results, c), code=True),
                 Value(study_command(results, c.get("index")), code=True)]
@@ -169,7 +184,7 @@ def cells_table(sid: str, results: dict[str, Any]) -> Table:
     return Table("Cells and provenance", columns, rows,
                  ["Every number above names the cells (#) it comes from; each cell's row says "
                   "how to reproduce it, where its run folder is, and the machine and git "
-                  "commit that produced it."])
+                  "commit that produced it (the machine's SIMD flags and torch: above)."])
 
 
 # --- published figures beside ours -----------------------------------------------------------
@@ -391,11 +406,11 @@ def _recipe_fact(results: dict[str, Any]) -> str:
     recipe = str(results.get("recipe"))
     recorded = results.get("recipe_sha256")
     text = recipe + (f" (sha256 {recorded[:12]})" if recorded else "")
-    path = Path(recipe)
-    if not path.is_file():
+    path = recipe_file(recipe)
+    if path is None:
         return text + "; not found from this folder"
     if recorded and file_sha256(path) != recorded:
-        return text + "; the file here has changed since this run"
+        return text + f"; {path} has changed since this run"
     return text
 
 

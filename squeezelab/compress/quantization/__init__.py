@@ -5,6 +5,7 @@ validated dataclass config (layers chosen by globs over module names, see ``sele
 
 * ``uniform``: affine int8 post-training quantization and QAT (Jacob et al. 2018, arXiv 1712.05877);
 * ``binary``: BinaryConnect (arXiv 1511.00363), XNOR weights and XNOR-Net (arXiv 1603.05279);
+  ``xnor_bits``: XNOR-Net layers that compute on packed sign bits (XOR + popcount);
 * ``fixed_point``: fixed and dynamic fixed point (arXiv 1412.7024, Ristretto arXiv 1605.06402);
 * ``product`` / ``residual``: product and residual vector quantization (Gong et al. 2014,
   arXiv 1412.6115);
@@ -76,6 +77,12 @@ from squeezelab.compress.quantization.uniform import (
     quantize_affine,
     quantize_ptq_,
 )
+from squeezelab.compress.quantization.xnor_bits import (
+    PackedXnorConv2d,
+    PackedXnorLinear,
+    pack_xnor_,
+    xnor_popcount_dot,
+)
 
 __all__ = [
     # uniform affine
@@ -85,7 +92,8 @@ __all__ = [
     # binary
     "BinaryConfig", "BinaryConv2d", "BinaryLinear", "BinaryClipHook", "binarize_", "binarize_weight",
     "binary_input_scale", "binary_sign", "clip_binary_weights_", "sign_ste", "xnor_alpha",
-    "xnor_conv2d", "xnor_linear",
+    "xnor_conv2d", "xnor_linear", "PackedXnorConv2d", "PackedXnorLinear", "pack_xnor_",
+    "xnor_popcount_dot",
     # fixed point
     "FixedPointConfig", "FixedPointConv2d", "FixedPointLinear", "choose_frac_bits", "fixed_point_",
     "fixed_point_codes", "to_fixed_point",

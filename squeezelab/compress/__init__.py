@@ -5,6 +5,7 @@
     coding/         Huffman and sparse-position coding
     format/         the .sqz file, its size report, checkpoints of compressed models
     fold.py         BatchNorm folding
+    winograd.py     Winograd F(2x2,3x3) / F(4x4,3x3) convolution: fewer multiplies, same outputs
 
 Nothing here trains a model: the Deep Compression pipeline, which retrains between steps, is a
 workflow (``squeezelab.workflows.deep_compression``). Training-time methods plug in as hooks

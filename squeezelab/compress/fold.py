@@ -30,8 +30,11 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | No
         if isinstance(module, Fire):
             for conv_name in ("squeeze", "expand1x1", "expand3x3"):
                 bn = getattr(module, f"{conv_name}_bn")
+                conv = getattr(module, conv_name)
+                if not isinstance(conv, nn.Conv2d):  # a factorised expand3x3: BN follows its last
+                    conv = [m for m in conv.modules() if isinstance(m, nn.Conv2d)][-1]
                 if isinstance(bn, nn.BatchNorm2d):
-                    follows[id(getattr(module, conv_name))] = bn
+                    follows[id(conv)] = bn
         elif isinstance(module, nn.Sequential):
             children = list(module.children())
             for a, b in zip(children, children[1:]):

@@ -1,9 +1,10 @@
-"""Activation choice by name: the SqueezeNet activation study compares ReLU, LeakyReLU and Tanh."""
+"""Activation choice by name: the SqueezeNet activation study compares ReLU, LeakyReLU and Tanh;
+MobileNetV2 (arXiv 1801.04381) uses ReLU6."""
 from __future__ import annotations
 
 import torch.nn as nn
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "relu6")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -15,4 +16,6 @@ def make_activation(name: str) -> nn.Module:
         return nn.LeakyReLU(0.1, inplace=True)
     if name == "tanh":
         return nn.Tanh()
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")

@@ -5,6 +5,11 @@ concatenated along channels: out = [expand1x1 | expand3x3]. Attribute names matc
 ``Fire`` (squeeze, squeeze_activation, expand1x1, ...), so its state-dict keys load unchanged.
 Optional parts add keys only when enabled: BatchNorm after each conv (``*_bn``) and a bypass:
 ``"simple"`` adds the input (needs in == out channels), ``"complex"`` adds a 1x1 conv of it.
+
+``expand3x3`` chooses what the 3x3 expand branch is (``layers/spatial.py``): ``"standard"``
+(one 3x3 conv, torchvision's keys), ``"factorized"`` (Inception-v2: 1x3 then 3x1),
+``"flattened"`` (lateral, vertical, horizontal 1-D filters) or ``"separable"`` (depthwise 3x3
+then pointwise); its ``expand3x3_bn`` and activation follow it whichever it is.
 """
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ import torch
 import torch.nn as nn
 
 from squeezelab.layers.activations import make_activation
+from squeezelab.layers.spatial import SPATIAL_KINDS, spatial_conv
 
 BYPASS_KINDS = ("none", "simple", "complex")
+#: what a Fire module's 3x3 expand branch may be
+EXPAND3X3_KINDS = SPATIAL_KINDS
 
 
 class Fire(nn.Module):
@@ -26,10 +34,13 @@ class Fire(nn.Module):
         batch_norm: bool = False,
         activation: str = "relu",
         bypass: str = "none",
+        expand3x3: str = "standard",
     ):
         super().__init__()
         if bypass not in BYPASS_KINDS:
             raise ValueError(f"bypass must be one of {BYPASS_KINDS}, got {bypass!r}")
+        if expand3x3 not in EXPAND3X3_KINDS:
+            raise ValueError(f"expand3x3 must be one of {EXPAND3X3_KINDS}, got {expand3x3!r}")
         out_planes = expand1x1_planes + expand3x3_planes
         if bypass == "simple" and inplanes != out_planes:
             raise ValueError(
@@ -38,6 +49,7 @@ class Fire(nn.Module):
             )
         self.inplanes = inplanes
         self.bypass_kind = bypass
+        self.expand3x3_kind = expand3x3
         bias = not batch_norm  # a conv followed by BatchNorm needs no bias of its own
         self.squeeze = nn.Conv2d(inplanes, squeeze_planes, kernel_size=1, bias=bias)
         self.squeeze_bn = nn.BatchNorm2d(squeeze_planes) if batch_norm else nn.Identity()
@@ -45,9 +57,9 @@ class Fire(nn.Module):
         self.expand1x1 = nn.Conv2d(squeeze_planes, expand1x1_planes, kernel_size=1, bias=bias)
         self.expand1x1_bn = nn.BatchNorm2d(expand1x1_planes) if batch_norm else nn.Identity()
         self.expand1x1_activation = make_activation(activation)
-        self.expand3x3 = nn.Conv2d(
-            squeeze_planes, expand3x3_planes, kernel_size=3, padding=1, bias=bias
-        )
+        # "standard" is a plain Conv2d, so torchvision's state-dict keys load unchanged
+        self.expand3x3 = spatial_conv(expand3x3, squeeze_planes, expand3x3_planes, 3, bias=bias,
+                                      batch_norm=batch_norm, activation=activation)
         self.expand3x3_bn = nn.BatchNorm2d(expand3x3_planes) if batch_norm else nn.Identity()
         self.expand3x3_activation = make_activation(activation)
         if bypass == "complex" and inplanes != out_planes:

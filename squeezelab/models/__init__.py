@@ -1,5 +1,11 @@
 """Model zoo: the registry plus one module per family (importing them registers the builders)."""
-from squeezelab.models import alexnet, mobilenet, resnet, squeezenet  # noqa: F401  (registers)
+from squeezelab.models import (  # noqa: F401  (importing them registers the builders)
+    alexnet,
+    googlenet,
+    mobilenet,
+    resnet,
+    squeezenet,
+)
 from squeezelab.models.registry import (
     UnknownModelError,
     create_model,

@@ -36,7 +36,11 @@ def prunable_parameters(model: nn.Module) -> dict[str, PrunableParam]:
     for fname, m in model.named_modules():
         if isinstance(m, Fire):
             for role in ("squeeze", "expand1x1", "expand3x3"):
-                fire_roles[f"{fname}.{role}" if fname else role] = role
+                # every conv of a factorised, flattened or separable expand3x3 plays its role
+                for cname, conv in getattr(m, role).named_modules():
+                    if isinstance(conv, nn.Conv2d):
+                        path = ".".join(p for p in (fname, role, cname) if p)
+                        fire_roles[path] = role
     out = {}
     for i, (mname, m) in enumerate(modules):
         types = []

@@ -47,7 +47,10 @@ class SqueezeNet(nn.Module):
     after fire4 and fire8, i.e. indices 2 and 6). ``classifier`` is Dropout, conv10 (1x1 to
     ``num_classes``), activation (ReLU in the paper; Identity when ``classifier_act=False``) and
     global average pooling. ``fire_config`` overrides the metaparameters with explicit channel
-    counts per Fire module (a channel-pruned model is rebuilt from it).
+    counts per Fire module (a channel-pruned model is rebuilt from it). ``expand3x3`` makes
+    every Fire module's 3x3 expand branch a ``"standard"`` 3x3 conv, ``"factorized"`` (1x3 then
+    3x1, Inception-v2), ``"flattened"`` (1-D filters) or ``"separable"`` (depthwise +
+    pointwise): ``layers/spatial.py``.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class SqueezeNet(nn.Module):
         activation: str = "relu",
         classifier_act: bool = True,
         fire_config: Sequence[Sequence[int]] | None = None,
+        expand3x3: str = "standard",
     ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -112,6 +116,7 @@ class SqueezeNet(nn.Module):
         self.fire_config = [tuple(f) for f in fires]
         self.fire_indices = [i for i in range(num_fire) if i not in skip_fires]
         self.bypass_kind = bypass
+        self.expand3x3_kind = expand3x3
         for i, (s, e1, e3) in enumerate(fires):
             if i not in skip_fires:
                 # simple bypass only where the shapes allow it (fire3, 5, 7, 9 in v1.0);
@@ -119,7 +124,8 @@ class SqueezeNet(nn.Module):
                 fire_bypass = bypass
                 if bypass == "simple" and channels != e1 + e3:
                     fire_bypass = "none"
-                layers.append(Fire(channels, s, e1, e3, batch_norm, activation, fire_bypass))
+                layers.append(Fire(channels, s, e1, e3, batch_norm, activation, fire_bypass,
+                                   expand3x3))
                 channels = e1 + e3
             if i in pool_after:
                 layers.append(pool())
@@ -158,7 +164,7 @@ def squeezenet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5,
     """SqueezeNet built from the paper's metaparameters; the defaults are v1.0.
 
     Any of base_e, incr_e, freq, pct3x3, squeeze_ratio, the stem, the pools, bypass,
-    batch_norm, activation and fire_config may be overridden.
+    batch_norm, activation, expand3x3 and fire_config may be overridden.
     """
     return SqueezeNet(num_classes=num_classes, in_chans=in_chans, dropout=dropout, **metaparams)
 

@@ -10,9 +10,14 @@ from squeezelab.models import UnknownModelError, get_entry, model_spec
 EXPECTED_PARAMS = {
     "alexnet": 61_100_840,
     "alexnet_cifar": 7_506_762,
+    "googlenet_cifar": 841_282,  # = the sum of its blocks (tests/layers/test_compact_blocks.py)
     "mobilenet_v1": 4_231_976,
     "mobilenet_v1_cifar": 3_217_226,
+    # MobileNetV2 at 10 classes: torchvision's 3,504,872 less 1280*990 classifier weights and
+    # 990 biases; the CIFAR strides change no count
+    "mobilenet_v2_cifar": 2_236_682,
     "resnet18_cifar": 11_173_962,
+    "resnet_bottleneck_cifar": 882_394,
     "squeezenet": 1_248_424,
     "squeezenet1_0": 1_248_424,
     "squeezenet1_1": 1_235_496,

@@ -119,6 +119,11 @@ def _check_model(model: nn.Module) -> SqueezeNet:
     model = unwrap_model(model)
     if not isinstance(model, SqueezeNet):
         raise TypeError(f"channel pruning needs a SqueezeNet model, got {type(model).__name__}")
+    kind = getattr(model, "expand3x3_kind", "standard")
+    if kind != "standard":
+        # the channel bookkeeping knows one conv per expand branch, not a stack of them
+        raise ValueError(f"channel pruning needs SqueezeNet's standard 3x3 expand convs, got "
+                         f"expand3x3={kind!r}")
     model_spec(model)  # raises ValueError when the model cannot be rebuilt from the registry
     return model
 

@@ -3,14 +3,20 @@
 Every builder takes the same constructor arguments (``num_classes``, ``in_chans``, ``dropout``)
 plus its own overrides, so tests can parametrize over ``list_models()`` and a checkpoint can
 rebuild any model from its registry name and arguments alone (see ``model_spec``).
+
+A model may also register ``train_defaults``: the training settings (optimizer, lr, warm-up,
+...) measured to train it well. A run that does not set a field itself takes the model's value
+(``TrainConfig`` resolves them), so training a model without a recipe uses what is known to
+work for it rather than one setting for every model.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
@@ -29,6 +35,9 @@ class ModelEntry:
     tags: tuple[str, ...] = ()
     description: str = ""
     default_num_classes: int = 1000
+    # TrainConfig values measured to train this model well, used for the fields a run leaves
+    # unset (read-only: one mapping may be shared by a family of models)
+    train_defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -40,8 +49,13 @@ def register_model(
     input_size: int = 224,
     num_classes: int = 1000,
     tags: tuple[str, ...] = (),
+    train_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder under ``name`` (default: the function's name)."""
+    """Decorator registering a builder under ``name`` (default: the function's name).
+
+    ``train_defaults``: TrainConfig values (``{"optimizer": "adamw", "lr": 0.005, ...}``) that
+    a training run of this model uses for the fields it does not set; say in a comment where
+    they were measured."""
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
@@ -55,6 +69,7 @@ def register_model(
             tags=tuple(tags),
             description=doc.splitlines()[0] if doc else "",
             default_num_classes=num_classes,
+            train_defaults=MappingProxyType(dict(train_defaults or {})),
         )
         return fn
 

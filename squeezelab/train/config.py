@@ -16,6 +16,27 @@ AUGMENTS = ("auto", "cifar", "imagenet", "none")
 # what one group-lasso group is: a filter, an input-channel slice, or both (regularizers.py)
 GROUP_LASSO_GROUPS = ("out_channels", "in_channels", "both")
 
+#: The fields a model's registered ``train_defaults`` may fill (``register_model``): a run
+#: that leaves one unset (None) takes the model's value, else the built-in one below. So the
+#: order of precedence is: a flag, then the recipe, then the model's default, then the
+#: built-in default.
+MODEL_DEFAULT_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "schedule",
+                        "warmup_epochs", "label_smoothing")
+#: Fields whose good value depends on the optimizer: a model's default for them is used only
+#: when the run uses the model's default optimizer (AdamW's decoupled weight decay 0.05 would
+#: be a 100x too strong L2 penalty under SGD, and its lr 0.005 far too low for SGD).
+OPTIMIZER_TIED_FIELDS = ("lr", "momentum", "weight_decay")
+#: What an unset field is when the model registers no default for it.
+BUILT_IN_DEFAULTS: dict[str, Any] = {
+    "optimizer": "nesterov", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+    "schedule": "cosine", "warmup_epochs": 0.0, "label_smoothing": 0.0,
+}
+#: Fields a resumed run may not change: they decide which images are trained on or scored
+#: and how (so a new best score would not be comparable with the saved one), or which model
+#: is trained. ``seed`` and ``subset_seed`` count through ``data_seed`` (the subset's seed).
+RUN_IDENTITY_FIELDS = ("model", "model_args", "data", "image_size", "limit_train",
+                       "limit_test", "data_seed", "test_time_flip", "precision")
+
 
 @dataclass
 class TrainConfig(ConfigBase):
@@ -40,17 +61,19 @@ class TrainConfig(ConfigBase):
     # optimisation
     epochs: int = 10
     batch_size: int = 128
-    optimizer: str = "nesterov"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    # optimizer .. warmup_epochs and label_smoothing: None (unset) takes the model's registered
+    # train_defaults, else BUILT_IN_DEFAULTS; resolved on construction (see MODEL_DEFAULT_FIELDS)
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
     step_epochs: int = 30  # "step": decay every step_epochs by gamma
     gamma: float = 0.1
     restart_epochs: int = 10  # "cosine_restarts": first cycle length (SGDR T_0)
     restart_mult: int = 1  # SGDR T_mult
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
     grad_clip: float | None = None  # max global L2 norm of gradients; None = off
     # perturbed gradient descent (Jin et al. 2017): noise radius and gradient-norm threshold
     pgd_radius: float = 1e-3
@@ -85,6 +108,8 @@ class TrainConfig(ConfigBase):
         def check(ok: bool, msg: str) -> None:
             if not ok:
                 raise ConfigError(msg)
+
+        self._resolve_unset_fields()
 
         check(self.optimizer in OPTIMIZERS,
               f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -122,6 +147,49 @@ class TrainConfig(ConfigBase):
         check(isinstance(self.model_args, dict),
               f"model_args must be a mapping, got {type(self.model_args).__name__}")
 
+    def _resolve_unset_fields(self) -> None:
+        """Fill the fields left None from the model's ``train_defaults``, else the built-in
+        defaults, and remember which came from the model (``defaults_from_model``)."""
+        from squeezelab.models import UnknownModelError, get_entry
+
+        try:
+            model_defaults = dict(get_entry(self.model).train_defaults)
+        except UnknownModelError:  # an unknown name fails when the model is built, naming it
+            model_defaults = {}
+        unknown = sorted(set(model_defaults) - set(MODEL_DEFAULT_FIELDS))
+        if unknown:
+            raise ConfigError(f"model {self.model!r} registers train_defaults {unknown}; a "
+                              f"model may set only {', '.join(MODEL_DEFAULT_FIELDS)}")
+        optimizer = self.optimizer or model_defaults.get("optimizer",
+                                                         BUILT_IN_DEFAULTS["optimizer"])
+        same_optimizer = optimizer == model_defaults.get("optimizer", optimizer)
+        taken = []
+        for name in MODEL_DEFAULT_FIELDS:
+            if getattr(self, name) is not None:
+                continue
+            if name in model_defaults and (same_optimizer or name not in OPTIMIZER_TIED_FIELDS):
+                setattr(self, name, model_defaults[name])
+                taken.append(name)
+            else:
+                setattr(self, name, BUILT_IN_DEFAULTS[name])
+        # not a dataclass field: to_dict, equality and the saved config do not see it
+        self._defaults_from_model = tuple(taken)
+
+    @property
+    def defaults_from_model(self) -> dict[str, Any]:
+        """The fields this config took from its model's registered ``train_defaults`` (the
+        ones it was not given), with their values."""
+        return {name: getattr(self, name) for name in getattr(self, "_defaults_from_model", ())}
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``; the fields that came from the model's defaults and are not
+        changed are still marked as such. (The copy keeps this config's settings: changing
+        ``model`` does not bring the new model's defaults.)"""
+        new = super().replace(**changes)
+        new._defaults_from_model = tuple(
+            n for n in getattr(self, "_defaults_from_model", ()) if n not in changes)
+        return new
+
     @property
     def data_seed(self) -> int:
         """The seed that chooses the limit_train / limit_test subset."""
@@ -143,6 +211,32 @@ def data_seed_of(config: dict[str, Any]) -> int:
     subset_seed = config.get("subset_seed")
     return config.get("seed", 0) if subset_seed is None else subset_seed
 
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: a config read back from YAML holds lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def resume_conflicts(saved: Mapping[str, Any], cfg: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """The ``RUN_IDENTITY_FIELDS`` in which ``cfg`` differs from a run's ``saved`` config (its
+    checkpoint's ``meta["config"]``), as (name, saved value, new value); ``data_seed`` is
+    named ``seed/subset_seed``. A run written before a field existed is not held to it."""
+    out = []
+    for name in RUN_IDENTITY_FIELDS:
+        if name == "data_seed":
+            if "seed" in saved and data_seed_of(dict(saved)) != cfg.data_seed:
+                out.append(("seed/subset_seed", data_seed_of(dict(saved)), cfg.data_seed))
+        elif name in saved and _plain(saved[name]) != _plain(getattr(cfg, name)):
+            out.append((name, saved[name], getattr(cfg, name)))
+    return out
+
+
+_UNSET_HELP = "the model's own default (printed before training), else "
+_UNSET_TIED_HELP = "the model's own default when the run uses its optimizer, else "
 
 #: One line per TrainConfig field, shown by ``squeezelab train --help`` (and every command that
 #: takes the training flags). A field that may be left unset (None) says what happens then.
@@ -167,17 +261,23 @@ FIELD_HELP: dict[str, str] = {
                f"and below, else imagenet)",
     "epochs": "passes over the training set",
     "batch_size": "images per step (the global batch under DDP)",
-    "optimizer": f"one of {', '.join(OPTIMIZERS)}",
-    "lr": "peak learning rate",
-    "momentum": "momentum of the momentum, nesterov and rmsprop optimizers",
-    "weight_decay": "weight decay (decoupled from the gradient for adamw)",
-    "schedule": f"learning-rate schedule: one of {', '.join(SCHEDULES)}",
-    "warmup_epochs": "linear warm-up from zero, in epochs (fractions allowed)",
+    "optimizer": f"one of {', '.join(OPTIMIZERS)}; unset: {_UNSET_HELP}"
+                 f"{BUILT_IN_DEFAULTS['optimizer']}",
+    "lr": f"peak learning rate; unset: {_UNSET_TIED_HELP}{BUILT_IN_DEFAULTS['lr']}",
+    "momentum": "momentum of the momentum, nesterov and rmsprop optimizers; unset: "
+                f"{_UNSET_TIED_HELP}{BUILT_IN_DEFAULTS['momentum']}",
+    "weight_decay": "weight decay (decoupled from the gradient for adamw); unset: "
+                    f"{_UNSET_TIED_HELP}{BUILT_IN_DEFAULTS['weight_decay']}",
+    "schedule": f"learning-rate schedule: one of {', '.join(SCHEDULES)}; unset: "
+                f"{_UNSET_HELP}{BUILT_IN_DEFAULTS['schedule']}",
+    "warmup_epochs": "linear warm-up from zero, in epochs (fractions allowed); unset: "
+                     f"{_UNSET_HELP}{BUILT_IN_DEFAULTS['warmup_epochs']}",
     "step_epochs": "schedule step: decay the rate every this many epochs",
     "gamma": "schedule step: the decay factor",
     "restart_epochs": "schedule cosine_restarts: first cycle length in epochs (SGDR T_0)",
     "restart_mult": "schedule cosine_restarts: cycle length multiplier (SGDR T_mult)",
-    "label_smoothing": "cross-entropy label smoothing in [0, 1)",
+    "label_smoothing": "cross-entropy label smoothing in [0, 1); unset: "
+                       f"{_UNSET_HELP}{BUILT_IN_DEFAULTS['label_smoothing']}",
     "grad_clip": "clip the global gradient L2 norm to this; unset: no clipping",
     "pgd_radius": "optimizer pgd: radius of the noise added near saddle points",
     "pgd_threshold": "optimizer pgd: gradient norm below which noise is added",
@@ -212,5 +312,6 @@ def load_recipe_sections(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in read_yaml_mapping(path).items() if k in RECIPE_SECTIONS}
 
 
-__all__ = ["ConfigError", "FIELD_HELP", "RECIPE_SECTIONS", "TrainConfig", "data_seed_of",
-           "load_recipe_sections"]
+__all__ = ["BUILT_IN_DEFAULTS", "ConfigError", "FIELD_HELP", "MODEL_DEFAULT_FIELDS",
+           "RECIPE_SECTIONS", "RUN_IDENTITY_FIELDS", "TrainConfig", "data_seed_of",
+           "load_recipe_sections", "resume_conflicts"]

@@ -80,3 +80,25 @@ def test_list_models_pattern():
     assert squeezelab.list_models("squeezenet1_*") == [
         "squeezenet1_0", "squeezenet1_0_complex_bypass", "squeezenet1_0_simple_bypass",
         "squeezenet1_1"]
+
+
+@pytest.mark.parametrize("name", squeezelab.list_models())
+def test_train_defaults_are_valid_training_settings(name):
+    """A model's registered train_defaults (the settings measured to train it) make a valid
+    TrainConfig, which takes them for every field it is not given."""
+    from squeezelab.train import TrainConfig
+
+    defaults = dict(get_entry(name).train_defaults)
+    cfg = TrainConfig(model=name)
+    assert cfg.defaults_from_model == defaults
+
+
+def test_the_cifar_models_register_measured_train_defaults():
+    """The default model and the course-study family train from their own defaults (a warm-up
+    above all: without one the course models' ReLU logits die at Adam's first steps)."""
+    for name in ("squeezenet_cifar", *squeezelab.list_models("squeezenet_cifar_e*"),
+                 "squeezenet_cifar_baseline"):
+        defaults = get_entry(name).train_defaults
+        assert defaults["optimizer"] == "adamw" and defaults["warmup_epochs"] > 0, name
+    with pytest.raises(TypeError):  # read-only: one mapping serves a family of models
+        get_entry("squeezenet_cifar").train_defaults["lr"] = 1.0

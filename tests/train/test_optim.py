@@ -8,16 +8,22 @@ from squeezelab.train.config import OPTIMIZERS, TrainConfig
 from squeezelab.train.optim import build_optimizer, build_scheduler, lr_factor
 
 
+def config(**kw):
+    """No warm-up unless asked: these tests pin a schedule's shape (left unset, warmup_epochs
+    would be the default model's own 0.3)."""
+    return TrainConfig(**{"warmup_epochs": 0.0, **kw})
+
+
 def factors(cfg, steps_per_epoch=10):
     total = cfg.epochs * steps_per_epoch
     return [lr_factor(s, total, steps_per_epoch, cfg) for s in range(total)]
 
 
 def test_cosine_and_linear():
-    cos = factors(TrainConfig(epochs=2, schedule="cosine"))
+    cos = factors(config(epochs=2, schedule="cosine"))
     assert cos[0] == 1.0 and cos[10] == pytest.approx(0.5) and cos[-1] == pytest.approx(
         0.5 * (1 + math.cos(math.pi * 19 / 20)))
-    lin = factors(TrainConfig(epochs=2, schedule="linear"))
+    lin = factors(config(epochs=2, schedule="linear"))
     assert lin[0] == 1.0 and lin[10] == pytest.approx(0.5) and lin[-1] == pytest.approx(0.05)
 
 
@@ -28,13 +34,13 @@ def test_warmup_then_schedule():
 
 
 def test_step_decay():
-    f = factors(TrainConfig(epochs=6, schedule="step", step_epochs=2, gamma=0.1))
+    f = factors(config(epochs=6, schedule="step", step_epochs=2, gamma=0.1))
     assert f[19] == 1.0 and f[20] == pytest.approx(0.1) and f[59] == pytest.approx(0.01)
 
 
 def test_cosine_restarts_sgdr():
-    f = factors(TrainConfig(epochs=6, schedule="cosine_restarts", restart_epochs=2,
-                            restart_mult=2))
+    f = factors(config(epochs=6, schedule="cosine_restarts", restart_epochs=2,
+                       restart_mult=2))
     # cycles of 20 then 40 steps: a restart to 1.0 at step 20
     assert f[0] == 1.0 and f[10] == pytest.approx(0.5) and f[20] == 1.0
     assert f[40] == pytest.approx(0.5)
@@ -57,7 +63,7 @@ def test_every_optimizer_steps(name):
 
 def test_scheduler_applies_per_step():
     p = torch.nn.Parameter(torch.ones(1))
-    cfg = TrainConfig(epochs=2, lr=1.0, schedule="linear", optimizer="sgd")
+    cfg = config(epochs=2, lr=1.0, schedule="linear", optimizer="sgd")
     opt = build_optimizer([p], cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch=5)
     lrs = []

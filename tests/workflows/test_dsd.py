@@ -21,8 +21,11 @@ def cifar_mini(cifar_small):
 
 
 def config(tmp_path, **kw):
+    # no warm-up, plain labels: pinned, as the schedule tests count on them (unset, they would
+    # be squeezenet_cifar's own train defaults)
     base = dict(model="squeezenet_cifar", model_args=TINY, epochs=3, batch_size=50,
                 optimizer="momentum", lr=0.05, weight_decay=5e-4, schedule="constant",
+                warmup_epochs=0.0, label_smoothing=0.0,
                 precision="fp32", channels_last=False, out_dir=str(tmp_path), run_name="run",
                 progress=False)
     base.update(kw)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from squeezelab.cli import DefaultsHelpFormatter
 from squeezelab.cli.config_flags import add_config_flags, config_from_args, report_run
-from squeezelab.train.config import TrainConfig
+from squeezelab.train.config import ConfigError, TrainConfig
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        formatter_class=DefaultsHelpFormatter)
     p.add_argument("recipe", nargs="?", help="YAML recipe (recipes/*.yaml); flags override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
-                   "last checkpoint (its saved config is used; flags override it)")
+                   "last checkpoint (its saved config is used; flags override it). --epochs N "
+                   "extends a finished run; flags that change its images or scoring "
+                   "(--data, --limit-train, --limit-test, --seed, ...) are refused")
     p.add_argument("--nproc", type=int, default=1, help="processes: >1 launches torchrun "
                    "with DistributedDataParallel")
     p.add_argument("--distill", metavar="SPEC", default=None, help="knowledge distillation: "
@@ -52,8 +54,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"cannot resume: {saved} does not exist")
+        if args.model_args:
+            raise ConfigError(f"--model-arg cannot change the model of a resumed run "
+                              f"({run_dir}); start a new run from its weights with "
+                              f"--init-from {run_dir} --run-name NEW_NAME")
         overrides = {k[4:]: v for k, v in vars(args).items()
                      if k.startswith("cfg_") and v is not None}
+        # what the run may not change (its images, scoring) is refused by train() itself
         cfg = TrainConfig.from_yaml(saved, overrides)
         result = train_with_methods(args, cfg, resume=True, run_dir=run_dir)
     else:

@@ -1,4 +1,8 @@
-"""The run directory: config.yaml, metrics.jsonl, checkpoints/{last,best}.*, summary.json.
+"""The run directory: config.yaml, metrics.jsonl, checkpoints/{last,best}.*, summary.json (and
+skipped_images.txt when unreadable images were left out).
+
+A run is *finished* once summary.json is written, *unfinished* while it has metrics or a last
+checkpoint but no summary (interrupted, or still running), and *new* otherwise.
 
 Only rank 0 writes. Every file is written atomically or appended line by line, so a run killed
 at any moment leaves readable files behind.
@@ -36,6 +40,29 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def status(self) -> str:
+        """"finished", "unfinished" or "new" (see the module docstring)."""
+        if self.summary_path.is_file():
+            return "finished"
+        if self.metrics_path.exists() or self.last.with_name("last.json").exists():
+            return "unfinished"
+        return "new"
+
+    def next_free(self) -> RunDir:
+        """The first of ``NAME-2``, ``NAME-3``, ... beside this directory that does not exist."""
+        n = 2
+        while (candidate := self.path.with_name(f"{self.path.name}-{n}")).exists():
+            n += 1
+        return RunDir(candidate)
+
+    def write_lines(self, name: str, lines: list[str]) -> None:
+        atomic_write_bytes(self.path / name, "".join(f"{line}\n" for line in lines).encode())
 
     def create(self) -> "RunDir":
         self.checkpoints.mkdir(parents=True, exist_ok=True)

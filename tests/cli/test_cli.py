@@ -104,9 +104,12 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
     assert main(["plot", str(run), str(run), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
-    # a second train into the same run directory is refused, the first run kept
-    assert main(argv) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    # the same command again: the finished run is kept, the new one goes beside it
+    before = (run / "metrics.jsonl").read_text()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{run} holds a finished run, left as it is: this run goes to {run}-2" in out
+    assert f"run: {run}-2" in out and (run / "metrics.jsonl").read_text() == before
 
 
 def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
@@ -181,6 +184,39 @@ def test_train_epoch_lines_say_how_top1_was_scored(tmp_path, cifar_tree, capsys)
     assert "(fp32, flip-averaged)" in out.split("final test top-1")[1]
 
 
+def test_resume_refuses_other_images_extends_with_epochs_and_names_unfinished_runs(
+        tmp_path, cifar_tree, capsys):
+    """The traps of re-running and continuing a run from the command line."""
+    runs = tmp_path / "runs"
+    argv = ["train", "--data", str(cifar_tree), "--epochs", "1", "--batch-size", "50",
+            "--limit-train", "100", "--limit-test", "50", "--precision", "fp32",
+            "--channels-last", "false", "--progress", "false", "--out-dir", str(runs),
+            "--run-name", "r", *SMALL]
+    assert main(argv) == 0
+    run = runs / "r"
+    capsys.readouterr()
+    # scored on other images: refused, naming the flag, before anything is loaded
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--limit-test", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot resume {run} with limit_test 20: the run was trained "
+                          "and scored with limit_test 50") and err.count("\n") == 1
+    assert "drop --limit-test" in err
+    assert main(["train", "--resume", str(run), *SMALL]) == 2
+    assert "--model-arg cannot change the model of a resumed run" in capsys.readouterr().err
+    # more epochs: allowed, said, recorded
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs 1 -> 2: the learning-rate schedule is laid again" in out
+    assert "epochs: 2" in (run / "config.yaml").read_text().splitlines()
+    # an unfinished run of that name: one error line with the command that continues it
+    (run / "summary.json").unlink()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run} holds an unfinished run (interrupted, or still running): "
+                   f"continue it with `squeezelab train --resume {run}`, or start a new run "
+                   "beside it with --run-name NEW_NAME\n")
+
+
 def test_report_run_prints_on_rank_0_only(tmp_path, capsys):
     import torch.nn as nn
 
@@ -217,4 +253,6 @@ def test_help_shows_real_defaults_and_never_none(command, capsys):
     if command == "train":  # every training flag says what it does, not only its default
         assert "--subset-seed SUBSET_SEED seed that picks the --limit-train/--limit-test " \
                "subset; unset: --seed" in out
-        assert "--lr LR peak learning rate (default: 0.1)" in out
+        # the optimizer settings a flag leaves unset come from the model, else built-ins
+        assert "--lr LR peak learning rate; unset: the model's own default when the run uses " \
+               "its optimizer, else 0.1" in out

@@ -1,7 +1,9 @@
 """The training loop on real CIFAR-10 images: learning, run directory, exact resume, Ctrl-C,
 divergence, bad input."""
 import json
+import math
 import os
+import re
 import signal
 
 import pytest
@@ -142,9 +144,13 @@ def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, cifar_tiny):
     assert not resumed.interrupted
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "resume diverged from the straight run"
-    epochs = [json.loads(x)["epoch"] for x in
-              (cut.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2]
+    lines = [json.loads(x) for x in (cut.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    # The interrupted epoch's line covers the whole epoch, not only the batches after the
+    # resume: the running sums travel in the checkpoint, so it equals the straight run's.
+    for key in ("train_loss", "train_top1", "test_top1"):
+        assert lines[1][key] == straight.history[1][key], key
+    assert ckpt.meta["epoch_sums"]["seen"] == 4 * 50  # the 4 batches before the cut
 
 
 class PoisonLoss(TrainHook):
@@ -189,12 +195,41 @@ def test_speed_settings_auto_are_resolved_and_recorded(tmp_path, cifar_tiny):
     assert env["speed_autotune"]["channels_last"] == saved["channels_last"]
 
 
-def test_existing_run_directory_is_not_overwritten(tmp_path, cifar_tiny):
+def test_a_finished_run_is_left_alone_and_the_new_run_goes_beside_it(tmp_path, cifar_tiny,
+                                                                      capsys):
+    """Re-running a recipe that names its run (cifar10_fast) must not fail, nor touch the
+    finished run: the new run takes the next free name and says so."""
     train(config(tmp_path, epochs=1), data=cifar_tiny)
-    before = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(ConfigError, match="already holds a run: continue it with --resume"):
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    second = train(config(tmp_path, epochs=1), data=cifar_tiny)
+    assert second.run_dir == tmp_path / "run-2"
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path / 'run'} holds a finished run, left as it is: this run goes to "
+        f"{tmp_path / 'run-2'}"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*")
+            if p.is_file()} == before
+    saved = yaml.safe_load((second.run_dir / "config.yaml").read_text())
+    assert saved["run_name"] == "run-2"  # the config says where the run is
+    assert (second.run_dir / "summary.json").is_file()
+    assert train(config(tmp_path, epochs=1), data=cifar_tiny).run_dir == tmp_path / "run-3"
+    # a directory the caller chose is never swapped for another
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(config(tmp_path, epochs=1), run_dir=tmp_path / "run", data=cifar_tiny)
+
+
+def test_an_unfinished_run_stops_with_the_command_that_continues_it(tmp_path, cifar_tiny):
+    cut = train(config(tmp_path, epochs=1), hooks=[InterruptAt(3)], data=cifar_tiny)
+    assert cut.interrupted
+    before = (cut.run_dir / "checkpoints" / "last.json").read_bytes()
+    with pytest.raises(ConfigError) as error:
         train(config(tmp_path, epochs=1), data=cifar_tiny)
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{cut.run_dir} holds an unfinished run" in message
+    assert f"`squeezelab train --resume {cut.run_dir}`" in message
+    assert "--run-name NEW_NAME" in message
+    assert (cut.run_dir / "checkpoints" / "last.json").read_bytes() == before
+    assert not (tmp_path / "run-2").exists()
 
 
 def test_best_checkpoint_holds_weights_only(tmp_path, cifar_tiny):
@@ -230,3 +265,129 @@ def test_init_from_starts_from_the_checkpoints_weights(tmp_path, cifar_tiny, cap
     with pytest.raises(CheckpointError, match="nope.pth does not exist"):
         train(config(tmp_path, run_name="third", init_from=str(tmp_path / "nope.pth")),
               data=cifar_tiny)
+
+
+def test_skipped_images_are_counted_and_listed_in_the_run(tmp_path, capsys):
+    """--skip-bad-images leaves unreadable files out: the run says how many and lists them."""
+    from cifar_fixtures import copy_tree
+
+    tree = copy_tree(tmp_path / "tree", 10, 3)
+    bad = [tree / "train" / "cat" / "broken.jpg", tree / "test" / "dog" / "empty.jpg"]
+    bad[0].write_bytes(b"not a jpeg")
+    bad[1].write_bytes(b"")
+    result = train(config(tmp_path, epochs=1, data=str(tree), skip_bad_images=True))
+    listed = (result.run_dir / "skipped_images.txt").read_text().splitlines()
+    assert listed == [str(p) for p in bad]
+    err = capsys.readouterr().err
+    assert (f"skipped 2 unreadable image(s) (1 train, 1 test): listed in "
+            f"{result.run_dir / 'skipped_images.txt'}") in err
+    assert json.loads((result.run_dir / "summary.json").read_text())["skipped_images"] == 2
+    assert load_checkpoint(result.run_dir / "checkpoints" / "last").meta["skipped_images"] == 2
+
+
+class UsedLearningRates(TrainHook):
+    """The learning rate each optimizer step used (read before the step)."""
+
+    name = "used_lr"
+
+    def __init__(self):
+        self.lrs = []
+
+    def after_backward(self, state):
+        self.lrs.append(state.optimizer.param_groups[0]["lr"])
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, cifar_tiny, capsys):
+    """--resume RUN --epochs 3 on a finished 2-epoch run: the schedule is laid again over 3
+    epochs (not a third epoch at the finished cosine's lr 0), and config.yaml says 3."""
+    first = train(config(tmp_path), data=cifar_tiny)
+    used = UsedLearningRates()
+    capsys.readouterr()
+    more = train(config(tmp_path, epochs=3), [used], resume=True, run_dir=first.run_dir,
+                 data=cifar_tiny)
+    assert len(used.lrs) == 10 and min(used.lrs) > 0
+    # cosine over 30 steps after the 0.3-epoch (3-step) warm-up: step 20 is at
+    # 0.5 * (1 + cos(pi * 17 / 27)) of the peak
+    assert used.lrs[0] == pytest.approx(0.005 * 0.5 * (1 + math.cos(math.pi * 17 / 27)))
+    out = capsys.readouterr().out
+    assert "epochs 2 -> 3: the learning-rate schedule is laid again" in out
+    assert [r["epoch"] for r in more.history] == [1, 2, 3]
+    saved = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+    assert saved["epochs"] == 3
+    assert json.loads((first.run_dir / "summary.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("change", [
+    {"limit_test": 50}, {"test_time_flip": True}, {"subset_seed": 5}, {"seed": 5},
+    {"image_size": 28}, {"limit_train": 100}, {"data": "cifar10"}, {"precision": "bf16"},
+    {"model_args": {**SMALL, "dropout": 0.0}},
+])
+def test_resume_refuses_a_change_of_images_or_scoring(tmp_path, cifar_tiny, change):
+    """A resumed run keeps the images it trains on and is scored on, and its scoring: a best
+    score measured otherwise would not compare with the saved one. Refused before any data
+    is loaded, naming the flag; best.* is untouched."""
+    run_dir = tmp_path / "done"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").mkdir()
+    saved = config(tmp_path).to_dict()
+    (run_dir / "checkpoints" / "last.json").write_text(json.dumps({"config": saved}))
+    name = next(iter(change))
+    shown = "seed/subset_seed" if name in ("seed", "subset_seed") else name
+    with pytest.raises(ConfigError, match=f"cannot resume {run_dir} with {shown} .*"
+                                          f"--init-from {run_dir}"):
+        train(config(tmp_path, **change), resume=True, run_dir=run_dir, data=cifar_tiny)
+
+
+def test_resume_keeps_the_best_checkpoint_of_the_same_scoring(tmp_path, cifar_tiny):
+    """"auto" speed settings on resume take the run's own (no new protocol by autotuning)."""
+    first = train(config(tmp_path), data=cifar_tiny)
+    best = (first.run_dir / "checkpoints" / "best.json").read_bytes()
+    again = train(config(tmp_path, precision="auto", channels_last=None), resume=True,
+                  run_dir=first.run_dir, data=cifar_tiny)
+    assert not again.interrupted
+    assert (first.run_dir / "checkpoints" / "best.json").read_bytes() == best
+    assert yaml.safe_load((first.run_dir / "config.yaml").read_text())["precision"] == "fp32"
+
+
+def test_a_summary_is_printed_before_the_first_epoch(tmp_path, cifar_tiny, capsys):
+    result = train(config(tmp_path, epochs=1, progress=True, precision="auto",
+                          channels_last=None, lr=None, optimizer=None,
+                          weight_decay=None, schedule=None, warmup_epochs=0.0,
+                          label_smoothing=None), data=cifar_tiny)
+    out = capsys.readouterr().out
+    summary = out[:out.index("epoch   1/1")].splitlines()
+    speed = json.loads((result.run_dir / "environment.json").read_text())["speed_autotune"]
+    assert summary[0].startswith(f"data      {cifar_tiny[0].source}: 500 train / 100 test "
+                                 "images, 10 classes, 32x32")
+    params = sum(p.numel() for p in result.model.parameters())
+    assert re.fullmatch(f"model     squeezenet_cifar: {params:,} parameters, "
+                        r"\d+\.\dM MACs per image", summary[1])
+    assert summary[2] == (
+        "settings  optimizer adamw, lr 0.005, weight_decay 0.05, schedule cosine, "
+        "warmup_epochs 0, label_smoothing 0.1 (optimizer, lr, weight_decay, schedule, "
+        "label_smoothing: squeezenet_cifar's defaults)")
+    layout = "channels_last" if speed["channels_last"] else "NCHW"
+    assert summary[3].startswith(f"speed     {speed['precision']}, {layout} on cpu (timed per "
+                                 "step: fp32/nchw ")
+    assert summary[4] == f"run       1 epochs of batch 50 (10 steps each) -> {result.run_dir}"
+    train(config(tmp_path, epochs=1, run_name="quiet"), data=cifar_tiny)  # progress off
+    assert capsys.readouterr().out == ""
+
+
+def test_the_default_model_learns_without_a_recipe(tmp_path, cifar_small):
+    """No optimizer settings given: the model's own defaults (recipes/cifar10_fast.yaml's)
+    apply, and the default model learns. The old built-in defaults (Nesterov at lr 0.1, no
+    warm-up) sent its first-epoch loss above ln(10), as a user found at 10% after 2 epochs."""
+    bare = TrainConfig(model="squeezenet_cifar", model_args=SMALL, epochs=2, batch_size=32,
+                       precision="fp32", channels_last=False, out_dir=str(tmp_path),
+                       run_name="bare", progress=False)
+    assert bare.defaults_from_model == {
+        "optimizer": "adamw", "lr": 0.005, "weight_decay": 0.05, "schedule": "cosine",
+        "warmup_epochs": 0.3, "label_smoothing": 0.1}
+    learned = train(bare, data=cifar_small)
+    # 300 test images: chance is 0.10 with a standard deviation of 0.017
+    assert learned.final["test_top1"] > 0.18, learned.history
+    old = train(bare.replace(optimizer="nesterov", lr=0.1, weight_decay=5e-4,
+                             warmup_epochs=0.0, label_smoothing=0.0, run_name="old"),
+                data=cifar_small)
+    assert old.history[0]["train_loss"] > math.log(10) > learned.history[0]["train_loss"]

@@ -20,8 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from squeezelab.data import BatchLoader, load_split, resolve_default_cifar10  # noqa: E402
+from squeezelab.data import BatchLoader  # noqa: E402
 from squeezelab.train import TrainConfig, evaluate, train  # noqa: E402
+from squeezelab.train.data import load_run_data  # noqa: E402
 from squeezelab.train.distill import DistillConfig, DistillHook, load_teacher  # noqa: E402
 
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=0.3)
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="on the label loss (0: as measured; the model's default is 0.1)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--temperature", "-T", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.9)
@@ -47,9 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args(argv)
 
-    source = args.data or resolve_default_cifar10()
-    data = (load_split(source, "train", limit=args.limit_train),
-            load_split(source, "test", limit=args.limit_test))
+    # Every seed trains on one subset (subset_seed 0), and every run's config says so: the
+    # images are loaded once, by the function train() itself loads a config's images with.
+    base = TrainConfig(model=args.model, data=args.data, epochs=args.epochs,
+                       batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       weight_decay=args.weight_decay,
+                       warmup_epochs=min(args.warmup_epochs, args.epochs),
+                       label_smoothing=args.label_smoothing, limit_train=args.limit_train,
+                       limit_test=args.limit_test, subset_seed=0, precision=args.precision,
+                       progress=False)
+    data = load_run_data(base)
     distill = DistillConfig(teacher=args.teacher, temperature=args.temperature,
                             alpha=args.alpha, mode=args.mode)
     teacher = load_teacher(args.teacher)
@@ -61,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {"labels": [], "distilled": []}
         for seed in args.seeds:
             for kind in runs:
-                cfg = TrainConfig(model=args.model, epochs=args.epochs,
-                                  batch_size=args.batch_size, optimizer=args.optimizer,
-                                  lr=args.lr, weight_decay=args.weight_decay,
-                                  warmup_epochs=min(args.warmup_epochs, args.epochs), seed=seed,
-                                  precision=args.precision, out_dir=out_dir,
-                                  run_name=f"{kind}-seed{seed}", progress=False)
+                cfg = base.replace(seed=seed, out_dir=out_dir, run_name=f"{kind}-seed{seed}")
                 hooks = [DistillHook(distill, teacher=teacher)] if kind == "distilled" else []
                 result = train(cfg, hooks=hooks, data=data)
                 runs[kind].append({"seed": seed, "test_top1": result.final["test_top1"],

@@ -103,19 +103,16 @@ def main(argv=None) -> int:
     # the dense run (with --from that is the checkpoint's model, whatever the recipe says).
     pruned_layers = list(dsd_cfg.prune_config().layer_targets(model))
 
-    from squeezelab.data import load_split, resolve_default_cifar10
     from squeezelab.train import train
+    from squeezelab.train.data import load_run_data
     from squeezelab.workflows.dsd import run_dsd
 
-    source = base.data or resolve_default_cifar10()
-    common = dict(root=base.data_root, image_size=base.image_size, seed=base.data_seed,
-                  progress=False)
-    data = (load_split(source, "train", limit=base.limit_train, **common),
-            load_split(source, "test", limit=base.limit_test, **common))
+    data = load_run_data(base)  # the images every run's config.yaml names, loaded once
     per_seed = []
     for seed in args.seeds:
         # Run names carry the phases, cycles and sparsity; a protocol that differs in anything
-        # else needs its own --out-dir (an existing run directory stops the first run at once).
+        # else needs its own --out-dir (a finished run of the same name is kept, and the new
+        # one goes beside it as NAME-2; an unfinished one stops the benchmark at once).
         cycles = f"-x{args.cycles}" if args.cycles > 1 else ""
         which = "".join(f"-{word}-{'+'.join(names)}".replace("*", "")
                         for word, names in (("only", args.layers), ("not", args.exclude))
@@ -147,7 +144,7 @@ def main(argv=None) -> int:
             "dense_phased_run": str(phased.run_dir),
         })
     write_result("dsd_vs_dense", {
-        "recipe": args.recipe, "model": base.model, "data": str(source),
+        "recipe": args.recipe, "model": base.model, "data": data[0].source,
         "config": base.to_dict(),  # the recipe as resolved, so the result names its settings
         "from_checkpoint": str(start) if start else None,
         "start_test_top1": ckpt.meta.get("metrics", {}).get("test_top1") if start else None,

@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_peak_flops, write_result  # noqa: E402
 
 from squeezelab import create_model  # noqa: E402
-from squeezelab.data import BatchLoader, load_split, resolve_default_cifar10  # noqa: E402
+from squeezelab.data import BatchLoader, resolve_default_cifar10  # noqa: E402
 from squeezelab.metrics import count_macs  # noqa: E402
 from squeezelab.train.autotune import choose_speed_settings  # noqa: E402
+from squeezelab.train.config import TrainConfig  # noqa: E402
+from squeezelab.train.data import load_run_data  # noqa: E402
 from squeezelab.train.evaluate import autocast_context  # noqa: E402
 
 MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
@@ -121,7 +123,8 @@ def main() -> None:
     root = Path(args.data or resolve_default_cifar10())
     if not root.is_dir():
         raise SystemExit(f"the benchmark needs a class-folder copy of CIFAR-10, not {root}")
-    data = load_split(str(root), "train")
+    # the images `squeezelab train --data ROOT` trains on, loaded as train() loads them
+    data = load_run_data(TrainConfig(data=str(root), progress=False), test=False).train
     peak = cpu_peak_flops()
     results = []
     for name in args.models:

@@ -432,8 +432,8 @@ def _print_summary(r: _Run) -> None:
         f"settings  {', '.join(settings)}{provenance}",
         f"speed     {cfg.precision}, {'channels_last' if cfg.channels_last else 'NCHW'} on "
         f"{r.state.device}" + (f" (timed per step: {timings})" if timings else ""),
-        f"run       {cfg.epochs} epochs of batch {cfg.batch_size} ({len(r.train_loader)} steps "
-        f"each) -> {r.run.path}",
+        f"run       {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of batch "
+        f"{cfg.batch_size} ({len(r.train_loader)} steps each) -> {r.run.path}",
     ]
     tqdm.write("\n".join(lines))
 

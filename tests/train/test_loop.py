@@ -369,7 +369,7 @@ def test_a_summary_is_printed_before_the_first_epoch(tmp_path, cifar_tiny, capsy
     layout = "channels_last" if speed["channels_last"] else "NCHW"
     assert summary[3].startswith(f"speed     {speed['precision']}, {layout} on cpu (timed per "
                                  "step: fp32/nchw ")
-    assert summary[4] == f"run       1 epochs of batch 50 (10 steps each) -> {result.run_dir}"
+    assert summary[4] == f"run       1 epoch of batch 50 (10 steps each) -> {result.run_dir}"
     train(config(tmp_path, epochs=1, run_name="quiet"), data=cifar_tiny)  # progress off
     assert capsys.readouterr().out == ""
 

@@ -12,7 +12,7 @@ Winograd here is a chain of PyTorch ops (pad, unfold-copy, four GEMMs for the tr
 batched matmul, a permute-copy), each a pass over memory; oneDNN's convolution is one fused
 kernel. Fewer multiplications need not make it faster, and the figures say by how much.
 
-    python benchmarks/winograd_speed.py [--batches 1 64] [--repeats 10] [--large-repeats 3]
+    python benchmarks/winograd_speed.py [--batches 1 64] [--repeats 30] [--large-repeats 5]
         [--threads 2]
 """
 from __future__ import annotations
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", default="squeezenet1_1")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--repeats", type=int, default=10, help="timed passes at small batches")
-    parser.add_argument("--large-repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=30, help="timed passes at small batches")
+    parser.add_argument("--large-repeats", type=int, default=5,
                         help=f"timed passes at batches over {LARGE_BATCH}")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)

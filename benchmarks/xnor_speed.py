@@ -18,7 +18,7 @@ XOR+popcount (64 when K is a multiple of 64), and the paper's estimate 64 K / (K
 S = 64 c N_W / (c N_W + 64), which charges one non-binary operation per output). The packed
 outputs are checked equal to the simulation's. Weights are random and inputs ~ N(0, 1).
 
-    python benchmarks/xnor_speed.py [--batches 1 64] [--repeats 10] [--large-repeats 3]
+    python benchmarks/xnor_speed.py [--batches 1 64] [--repeats 30] [--large-repeats 5]
         [--threads 2]
 """
 from __future__ import annotations
@@ -63,21 +63,23 @@ LAYERS: list[tuple[str, int, int, int, int, int]] = [
 ]
 
 
-def timed_ms(fn, warmup: int, repeats: int) -> tuple[float, float]:
-    """(median, min) ms of ``fn()`` over ``repeats`` passes after ``warmup`` untimed ones."""
+def timed_ms(fn, warmup: int, repeats: int, budget_s: float) -> tuple[float, float, int]:
+    """(median ms, min ms, passes) of ``fn()``: ``warmup`` untimed passes, then ``repeats``
+    timed ones, or fewer (at least 3) once they have taken ``budget_s`` seconds (the float
+    simulation of fc6 binarizes a 9216 x 4096 matrix on every call)."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times), 1000 * min(times)
+    return 1000 * statistics.median(times), 1000 * min(times), len(times)
 
 
 @torch.no_grad()
 def measure(spec: tuple[str, int, int, int, int, int], batch: int, warmup: int, repeats: int,
-            threads: int) -> dict[str, Any]:
+            threads: int, budget_s: float) -> dict[str, Any]:
     name, c_in, c_out, side, kernel, padding = spec
     config = BinaryConfig(method="xnor_net")
     if kernel:
@@ -107,22 +109,20 @@ def measure(spec: tuple[str, int, int, int, int, int], batch: int, warmup: int, 
         "weight_bytes_fp32": 4 * layer.weight.numel(),
         "weight_bytes_packed": packed.weight_bits.numel() * 8,
     }
-    row["fp32_ms"], row["fp32_min_ms"] = timed_ms(lambda: layer(x), warmup, repeats)
-    torch.set_num_threads(1)
-    row["fp32_1thread_ms"], row["fp32_1thread_min_ms"] = timed_ms(lambda: layer(x), warmup,
-                                                                  repeats)
-    torch.set_num_threads(threads)
-    row["simulation_ms"], row["simulation_min_ms"] = timed_ms(lambda: simulated(x), warmup,
-                                                              repeats)
-    row["packed_ms"], row["packed_min_ms"] = timed_ms(lambda: packed(x), warmup, repeats)
     if kernel:  # the im2col rows the packed layer builds, packed once outside the timing
         patches = torch.nn.functional.unfold((x < 0).float(), kernel, padding=padding)
         a = pack_sign_bits(patches.transpose(1, 2).reshape(-1, n_bits).numpy() > 0)
         b = packed.weight_bits.numpy().view("uint64")[0]
     else:
         a, b = sign_bits(x), packed.weight_bits.numpy().view("uint64")
-    row["popcount_kernel_ms"], row["popcount_kernel_min_ms"] = timed_ms(
-        lambda: xnor_popcount_dot(a, b, n_bits), warmup, repeats)
+    runs = {"fp32": (lambda: layer(x), threads), "fp32_1thread": (lambda: layer(x), 1),
+            "simulation": (lambda: simulated(x), threads), "packed": (lambda: packed(x), threads),
+            "popcount_kernel": (lambda: xnor_popcount_dot(a, b, n_bits), threads)}
+    for key, (fn, n_threads) in runs.items():
+        torch.set_num_threads(n_threads)
+        row[f"{key}_ms"], row[f"{key}_min_ms"], row[f"{key}_passes"] = timed_ms(
+            fn, warmup, repeats, budget_s)
+    torch.set_num_threads(threads)
     for key in ("fp32", "fp32_1thread", "simulation"):
         row[f"speedup_packed_vs_{key}"] = row[f"{key}_ms"] / row["packed_ms"]
     row["speedup_kernel_vs_fp32_1thread"] = row["fp32_1thread_ms"] / row["popcount_kernel_ms"]
@@ -132,11 +132,13 @@ def measure(spec: tuple[str, int, int, int, int, int], batch: int, warmup: int, 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--repeats", type=int, default=10, help="timed passes at small batches")
-    parser.add_argument("--large-repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=30, help="timed passes at small batches")
+    parser.add_argument("--large-repeats", type=int, default=5,
                         help=f"timed passes at batches over {LARGE_BATCH}")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=3.0,
+                        help="seconds of timed passes per method and layer before stopping early")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help=f"indices into the layer list (0-{len(LAYERS) - 1}); default all")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for batch in args.batches:
         repeats = args.large_repeats if batch > LARGE_BATCH else args.repeats
         for spec in specs:
-            row = measure(spec, batch, args.warmup, repeats, args.threads)
+            row = measure(spec, batch, args.warmup, repeats, args.threads, args.budget)
             rows.append(row)
             print(f"batch {batch:3d} {row['layer']:37s} K={row['K']:5d}: fp32 "
                   f"{row['fp32_ms']:8.2f} ms (1 thread {row['fp32_1thread_ms']:8.2f}), "
@@ -176,10 +178,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"exact {row['packed_equals_simulation']}")
     result = {"precision": "fp32", "torch_threads": args.threads, "numpy_threads": 1,
               "torch": torch.__version__, "numpy": __import__("numpy").__version__,
-              "warmup": args.warmup, "scale": args.scale,
+              "warmup": args.warmup, "scale": args.scale, "budget_s": args.budget,
               "repeats": {"small_batches": args.repeats,
                           f"batches_over_{LARGE_BATCH}": args.large_repeats},
-              "statistic": "median ms per forward of the layer alone (*_min_ms: the fastest)",
+              "statistic": "median ms per forward of the layer alone (*_min_ms: the fastest; "
+                           "*_passes: how many were timed)",
               "load_average_before": list(load_before),
               "load_average_after": list(os.getloadavg()),
               "seconds": time.perf_counter() - started, "layers": rows}

@@ -199,8 +199,9 @@ class PackedXnorLinear(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = x.abs().mean(dim=-1, keepdim=True)  # as xnor_linear: mean |x| per sample
-        out = self.sign_dot(x).to(x.dtype) * k * self.alpha.to(x.dtype)
-        return out if self.bias is None else out + self.bias
+        out = self.sign_dot(x).to(x.dtype)  # exact integers; then in place, in xnor_linear's
+        out.mul_(k).mul_(self.alpha.to(x.dtype))  # order: (dot * K) * alpha + bias
+        return out if self.bias is None else out.add_(self.bias)
 
     def size_bits(self) -> int:
         """Storage: the sign words (tail bits included), 32 per alpha and per bias."""
@@ -300,13 +301,22 @@ class PackedXnorConv2d(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dot = self._sign_dot_nhwc(x).permute(0, 3, 1, 2).to(
-            x.dtype, memory_format=torch.contiguous_format)  # one pass: NHWC int -> NCHW float
+        """The simulation's (dot * K) * alpha + bias, computed in place in (N, H', W', out)
+        order (the order the dots come in), returned contiguous (N, out, H', W') like
+        ``xnor_conv2d``'s: a channels_last output would send the next layers down other
+        kernels (other summation orders), and a model would no longer match its simulation
+        bit for bit."""
+        out = self._sign_dot_nhwc(x).to(x.dtype)  # (N, H', W', out): exact integers
         k = binary_input_scale(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                self.groups)  # (N, G, H', W'), as xnor_conv2d
-        k = k.repeat_interleave(self.out_channels // self.groups, dim=1)
-        out = dot * k * self.alpha.to(x.dtype).reshape(1, -1, 1, 1)
-        return out if self.bias is None else out + self.bias.reshape(1, -1, 1, 1)
+        n, h, w, _ = out.shape
+        per_out = self.out_channels // self.groups
+        grouped = out.view(n, h, w, self.groups, per_out)  # K broadcasts over a group's outputs
+        grouped.mul_(k.permute(0, 2, 3, 1).unsqueeze(-1))
+        out.mul_(self.alpha.to(x.dtype))
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.permute(0, 3, 1, 2).contiguous()
 
     def size_bits(self) -> int:
         """Storage: the sign words (tail bits included), 32 per alpha and per bias."""

@@ -209,6 +209,7 @@ def test_pack_xnor_keeps_a_binarized_models_outputs(name):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(packed(x), model(x))  # in fact bit for bit, layer after layer
 
 
 def test_pack_xnor_refuses_a_model_without_xnor_net_layers():

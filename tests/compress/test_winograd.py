@@ -148,6 +148,19 @@ def test_winograd_equals_conv2d_in_fp32_and_float64(tile, shape):
                                    rtol=0, atol=1e-11)
 
 
+def test_f4x4_is_measurably_less_precise_than_f2x2_in_fp32():
+    torch.manual_seed(5)
+    conv = nn.Conv2d(256, 32, 3, padding=1)
+    x = torch.randn(2, 256, 16, 16)
+    with torch.no_grad():
+        exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        error = {tile: (winograd_conv2d(x, conv.weight, conv.bias, 1, tile).double() - exact)
+                 .abs().max().item() for tile in (2, 4)}
+        direct = (conv(x).double() - exact).abs().max().item()
+    assert error[2] < 5 * direct + 1e-6 and error[2] < 5e-6  # F(2x2): about direct conv's
+    assert 3 * error[2] < error[4] < 1e-4  # F(4x4): larger points, larger rounding
+
+
 def test_asymmetric_padding_and_input_checks():
     torch.manual_seed(0)
     x, w = torch.randn(1, 2, 6, 7), torch.randn(3, 2, 3, 3)

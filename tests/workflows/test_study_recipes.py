@@ -29,8 +29,8 @@ def quiet(*_):
 
 
 def test_the_studies_of_the_issue_are_all_there():
-    assert set(NAMES) == {"activation_grid", "bypass", "course_table1", "optimizer_grid",
-                          "pct3x3", "squeeze_ratio"}
+    assert set(NAMES) == {"activation_grid", "bypass", "compact", "course_table1",
+                          "optimizer_grid", "pct3x3", "squeeze_ratio"}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=NAMES)
@@ -105,6 +105,23 @@ def test_the_paper_sweeps_vary_the_metaparameter_they_name(tmp_path):
         ("vanilla", 0), ("simple", 0), ("complex", 0)]
     assert {c.seed for c in bypass} == {0, 1, 2}
     assert {c.settings.model_args["bypass"] for c in bypass} == {"none", "simple", "complex"}
+
+
+def test_the_compact_study_trains_every_variant_at_one_budget(tmp_path):
+    """Four expand3x3 kinds of the CIFAR SqueezeNet and three other compact models, every one
+    under the same training settings, epochs and images (none left to a model's defaults)."""
+    cells = plan_study(STUDIES / "compact.yaml", "cpu", out=tmp_path).cells
+    assert [(c.settings.model, c.settings.model_args.get("expand3x3")) for c in cells] == [
+        ("squeezenet_cifar", "standard"), ("squeezenet_cifar", "factorized"),
+        ("squeezenet_cifar", "flattened"), ("squeezenet_cifar", "separable"),
+        ("googlenet_cifar", None), ("mobilenet_v2_cifar", None),
+        ("resnet_bottleneck_cifar", None)]
+    shared = ("epochs", "limit_train", "batch_size", "optimizer", "lr", "weight_decay",
+              "schedule", "warmup_epochs", "label_smoothing", "subset_seed")
+    assert len({tuple(getattr(c.settings, k) for k in shared) for c in cells}) == 1
+    sizes = [sum(p.numel() for p in create_model(c.settings.model, **c.settings.model_args)
+                 .parameters()) for c in cells]
+    assert all(200_000 < n < 1_000_000 for n in sizes)  # "about the CIFAR SqueezeNet's size"
 
 
 def test_the_cpu_budgets_of_all_studies_fit_in_about_six_hours(tmp_path):

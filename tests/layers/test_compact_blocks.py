@@ -24,8 +24,8 @@ from squeezelab.layers import (
     spatial_conv,
 )
 from squeezelab.metrics import count_macs
-from squeezelab.models.layer_roles import prunable_parameters
 from squeezelab.models.googlenet import _CIFAR_LAYOUT
+from squeezelab.models.layer_roles import prunable_parameters
 from squeezelab.models.mobilenet import MobileNetV2
 from squeezelab.models.resnet import ResNetCifar
 
@@ -78,6 +78,20 @@ def test_spatial_conv_refuses_unknown_kinds_and_even_kernels():
         SeparableConv(4, 4, 4)
     with pytest.raises(ValueError, match=r"k x k \(k >= 5\).*got kernel_size 3"):
         FactorizedConv(4, 4, 3, square=True)
+
+
+def test_flattened_conv_is_a_rank_one_3d_filter():
+    """Lateral, vertical and horizontal 1-D filters in sequence are one 3x3 conv whose filter f
+    is the outer product lateral[f] x vertical[f] x horizontal[f] (Jin et al., Section 3)."""
+    torch.manual_seed(0)
+    flat = FlattenedConv(4, 6, 3, bias=False)
+    lateral = flat.lateral.weight[:, :, 0, 0]          # (out, in)
+    vertical = flat.vertical.weight[:, 0, :, 0]        # (out, 3)
+    horizontal = flat.horizontal.weight[:, 0, 0, :]    # (out, 3)
+    weight = torch.einsum("fc,fi,fj->fcij", lateral, vertical, horizontal)
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        assert torch.allclose(flat(x), nn.functional.conv2d(x, weight, padding=1), atol=1e-5)
 
 
 def test_factorized_conv_with_batchnorm_and_square_form():
@@ -229,7 +243,7 @@ def test_inverted_residual_counts_and_residual(c_in, c_out, stride, t):
 
 def test_resnet_bottleneck_cifar_is_the_sum_of_its_blocks():
     total, chans = conv_bn(3, 16, 3), 16  # the 3x3 stem
-    for stage, mid in enumerate((16, 32, 64, 128)):
+    for mid in (16, 32, 64, 128):
         for block in range(2):
             total += conv_bn(chans, mid) + conv_bn(mid, mid, 3) + conv_bn(mid, 4 * mid)
             if block == 0:  # stage 1 widens 16 -> 64, the others also halve the maps

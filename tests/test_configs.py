@@ -63,6 +63,8 @@ EXAMPLES: dict[str, dict[str, typing.Any]] = {
     "DSDConfig": {"sparsity": 0.3, "layers": ["squeeze"], "exclude": ["classifier"],
                   "plot_layer": "features.3.squeeze.weight"},
     "UniformQuantConfig": {"layers": ["features.*"], "exclude": ["features.0"], "num_bits": 4},
+    "QuantizeCellSettings": {"source": "runs/dense", "method": "kmeans", "config": {"bits": 4},
+                             "fine_tune_epochs": 1},
     "TrainConfig": {"model_args": {"fire_config": [[4, 8, 8]], "pool_after": [1, 5]},
                     "limit_train": 100, "grad_clip": 1.0},
     "StudyConfig": {"study": "example", "base": {"lr": 0.1},

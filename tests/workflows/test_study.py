@@ -221,7 +221,7 @@ def test_a_study_writes_cell_records_and_a_complete_results_json(tmp_path, cifar
     relu, tanh = results["cells"]
     assert relu["published"] == [{
         "where": {"act": "relu"}, "percent": 50.0, "metric": "top1", "dataset": "CIFAR-10",
-        "source": "a paper", "note": None, "model_size_mb": None,
+        "source": "a paper", "note": None, "model_size_mb": None, "compression_ratio": None,
         "ours_percent": pytest.approx(100 * relu["metrics"]["test_top1"]),
         "difference_points": pytest.approx(100 * relu["metrics"]["test_top1"] - 50.0)}]
     assert tanh["published"] == []

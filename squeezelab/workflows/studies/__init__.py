@@ -4,7 +4,9 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
     recipe.py     the recipe (StudyConfig: base, axes, seeds, budgets, published, report) and
                   its expansion into cells
     registry.py   the kinds of cell (one decorator each) and what a running cell gets
-    kinds/        one module per kind: train.py (an ordinary train() run)
+    kinds/        one module per kind: train.py (an ordinary train() run); compress, quantize,
+                  dsd, distill, sensitivity (cells that start from another cell's model)
+    model_cells.py  what those share: the source checkpoint a setting names, its data
     runner.py     run the cells (all or one), list one command per cell, merge the results
     results.py    the per-cell records and the merged results JSON: its schema is written down
                   in that module's docstring

@@ -35,9 +35,33 @@ or by two axes of one cell, is an error: the grid would not say which one is mea
 ``skip_axes`` leaves those axes out of its cells (SGDR *is* a schedule, so a scheduler axis does
 not apply to it); a variant's ``kind`` gives its cells another kind than the study's.
 
+A study whose cells are of several kinds (a ``train`` cell and the ``compress`` cells that start
+from its model) gives the settings of one kind only under ``per_kind``, in ``base``, in a
+budget or in a variant: ``per_kind: {train: {epochs: 1}, compress: {retrain_epochs: 1}}``.
+Each layer's ``per_kind`` values for the cell's kind go right after that layer's own values::
+
+    base:
+      per_kind:
+        train: {model: alexnet_cifar, epochs: 30}
+        compress: {source: {cell: {step: fp32}}}
+    budgets:
+      smoke: {per_kind: {train: {epochs: 1, limit_train: 200}, compress: {...}}}
+
+A cell starts from another cell's model through a **cell reference**: a top-level setting whose
+value is ``{cell: NAME}`` (the other cell's name without its seed, ``dense``, or with it,
+``dense-s0``) or ``{cell: {AXIS: VARIANT, ...}}`` (the cell whose variants are these on the axes
+named and this cell's own on the others, or none where that cell skips an axis), at the cell's
+own seed unless the reference says ``seed:``. The setting becomes that cell's run folder
+(``<out>/runs/<name>``: a ``train`` cell's best checkpoint; ``model_cells.source_checkpoint``),
+so ``source: {cell: dense}``, ``teacher: {cell: teacher}`` or a train cell's ``init_from:
+{cell: dense}`` all read the other cell's model. A reference to a cell the plan does not have,
+to the cell itself, or a circle of references is an error.
+
 A cell is named by its variant names joined by ``-`` and its seed: ``vanilla-s0``. Cells are
 ordered seed by seed (every variant at the first seed, then the next), so a study stopped half
-way has the whole grid at one seed.
+way has the whole grid at one seed; a cell another one references comes before it (and only
+that changes the order), so running the plan in order, or ``--list``'s commands one after the
+other, runs every cell's sources first.
 """
 from __future__ import annotations
 
@@ -54,6 +78,10 @@ from squeezelab.workflows.studies.registry import get_cell_kind, list_cell_kinds
 BUDGETS = ("smoke", "cpu", "full")
 #: keys of a variant that are not settings of the cell
 VARIANT_KEYS = ("name", "skip_axes", "kind")
+#: the key of base, budget and variant values that holds settings of one kind only
+PER_KIND = "per_kind"
+#: the keys of a cell reference, ``{cell: NAME or {AXIS: VARIANT}, seed: N}``
+REFERENCE_KEYS = ("cell", "seed")
 #: names of studies, axes and variants become folder and file names
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+]+$")
 PLOTS = ("table", "line", "scatter", "bar", "curves")
@@ -61,7 +89,9 @@ AGGREGATES = ("cells", "seeds")
 #: the first part of a report field path must be one of a cell record's keys (results.py)
 RECORD_FIELDS = ("index", "name", "kind", "status", "variants", "seed", "budget", "config",
                  "metrics", "parameters", "macs", "fp32_bytes", "file_bytes", "seconds",
-                 "train_seconds", "seconds_per_epoch", "images_per_s", "published")
+                 "train_seconds", "seconds_per_epoch", "images_per_s", "published",
+                 # the kinds that start from another model (results.py lists their fields)
+                 "sources", "source", "compression")
 #: what a per-epoch record of a cell's curves holds (train/loop.py's metrics.jsonl)
 CURVE_FIELDS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
                 "lr", "seconds", "images_per_s")
@@ -106,10 +136,17 @@ class PublishedValue(ConfigBase):
     source: str | None = None
     note: str | None = None
     model_size_mb: float | None = None  # the publication's model size, where it gives one
+    #: how many times smaller than its uncompressed (fp32) model, where it gives that
+    compression_ratio: float | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.where, dict), f"where must be a mapping of axis: variant name, "
                f"got {self.where!r}")
+        for key in ("model_size_mb", "compression_ratio"):
+            value = getattr(self, key)
+            _check(value is None or isinstance(value, (int, float))
+                   and not isinstance(value, bool) and value > 0,
+                   f"{key} must be a positive number or null, got {value!r}")
         _check(isinstance(self.percent, (int, float)) and not isinstance(self.percent, bool),
                f"percent (the published value, in percent) must be a number, got "
                f"{self.percent!r}")
@@ -222,6 +259,7 @@ class StudyConfig(ConfigBase):
                f"kind must be one of {', '.join(list_cell_kinds())}, got {self.kind!r}")
         _check(isinstance(self.base, dict), f"base must be a mapping of the {self.kind} "
                f"settings, got {type(self.base).__name__}")
+        _check_per_kind(self.base, "base")
         self._check_axes()
         self.seeds = check_seeds(self.seeds, "seeds")
         self._check_budgets()
@@ -262,6 +300,7 @@ class StudyConfig(ConfigBase):
                     _check(v["kind"] in list_cell_kinds(),
                            f"variant {v['name']!r}: kind must be one of "
                            f"{', '.join(list_cell_kinds())}, got {v['kind']!r}")
+                _check_per_kind(v, f"axis {axis!r} variant {v['name']!r}")
 
     def _check_budgets(self) -> None:
         _check(isinstance(self.budgets, dict), f"budgets must be a mapping of "
@@ -277,6 +316,7 @@ class StudyConfig(ConfigBase):
                 values = self.budgets[name] = {}
             _check(isinstance(values, dict), f"budgets: {name} must be a mapping, got "
                    f"{type(values).__name__}")
+            _check_per_kind(values, f"budgets: {name}")
             if "seeds" in values:
                 values["seeds"] = check_seeds(values["seeds"], f"budgets: {name}: seeds")
 
@@ -293,6 +333,26 @@ class StudyConfig(ConfigBase):
         _check(budget in BUDGETS, f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
         values = dict(self.budgets[budget])
         return values, values.pop("seeds", None)
+
+
+def _check_per_kind(values: Mapping[str, Any], what: str) -> None:
+    """``values[PER_KIND]``, where given, maps registered kinds to mappings of settings."""
+    per_kind = values.get(PER_KIND)
+    if per_kind is None:
+        return
+    _check(isinstance(per_kind, dict), f"{what}: {PER_KIND} must be a mapping of kind: "
+           f"settings, got {type(per_kind).__name__}")
+    for kind, settings in per_kind.items():
+        _check(kind in list_cell_kinds(), f"{what}: {PER_KIND}: {kind!r} is not a kind of "
+               f"cell; expected one of {', '.join(list_cell_kinds())}")
+        _check(isinstance(settings, dict), f"{what}: {PER_KIND}: {kind} must be a mapping of "
+               f"{kind} settings, got {type(settings).__name__}")
+
+
+def _layer(values: Mapping[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the settings ``values`` gives every kind, those it gives ``kind`` alone)."""
+    common = {k: v for k, v in values.items() if k != PER_KIND}
+    return common, dict((values.get(PER_KIND) or {}).get(kind) or {})
 
 
 def check_seeds(seeds: Any, what: str) -> list[int]:
@@ -324,6 +384,8 @@ class Cell:
     kind: str
     settings: ConfigBase
     published: list[dict[str, Any]] = field(default_factory=list)
+    #: setting -> the name of the cell it references (``{cell: ...}``): run before this one
+    references: dict[str, str] = field(default_factory=dict)
 
     def config_dict(self) -> dict[str, Any]:
         return self.settings.to_dict()
@@ -349,13 +411,90 @@ def _merge(values: dict[str, Any], add: Mapping[str, Any], origin: str,
         set_by[full] = origin
 
 
+@dataclass
+class _Draft:
+    """A cell before its references are resolved and its settings validated."""
+
+    name: str
+    variants: dict[str, str | None]
+    seed: int
+    kind: str
+    values: dict[str, Any]
+    where: str
+    references: dict[str, str] = field(default_factory=dict)
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, Mapping) and "cell" in value
+
+
+def _resolve_reference(study: StudyConfig, draft: _Draft, key: str, ref: Mapping[str, Any],
+                       drafts: list[_Draft]) -> _Draft:
+    """The one cell of ``drafts`` that ``draft``'s setting ``key`` (``{cell: ...}``) names."""
+    what = f"{draft.where}: {key}: {{cell: ...}}"
+    unknown = sorted(set(ref) - set(REFERENCE_KEYS))
+    _check(not unknown, f"{what} takes {' and '.join(REFERENCE_KEYS)}, got {unknown}")
+    seed = ref.get("seed", draft.seed)
+    _check(isinstance(seed, int) and not isinstance(seed, bool),
+           f"{what}: seed must be an integer, got {seed!r}")
+    target = ref["cell"]
+    if isinstance(target, str):
+        found = [d for d in drafts if d.name == target] or \
+            [d for d in drafts if d.name == f"{target}-s{seed}"]
+        wanted = f"the cell {target!r} at seed {seed}"
+    elif isinstance(target, Mapping) and target:
+        study._check_where(target, what)
+        found = [d for d in drafts if d.seed == seed
+                 and all(d.variants.get(a) == v for a, v in target.items())
+                 and all(d.variants.get(a) in (draft.variants.get(a), None)
+                         for a in study.axes if a not in target)]
+        wanted = (f"the cell with {', '.join(f'{a}={v}' for a, v in target.items())} and this "
+                  f"cell's other variants at seed {seed}")
+    else:
+        raise StudyError(f"{what}: cell must be a cell's name or a mapping of axis: variant, "
+                         f"got {target!r}")
+    _check(len(found) == 1, f"{what}: the plan has {len(found) or 'no'} "
+           f"{'cell' if len(found) == 1 else 'cells'} matching {wanted}"
+           + (f" ({', '.join(d.name for d in found)})" if found else
+              f" (cells at that seed: {', '.join(d.name for d in drafts if d.seed == seed)})"))
+    _check(found[0] is not draft, f"{what} names the cell itself")
+    return found[0]
+
+
+def _dependency_order(drafts: list[_Draft]) -> list[_Draft]:
+    """``drafts`` in their order, except that a referenced cell comes before every cell that
+    references it; a circle of references is an error naming it."""
+    by_name = {d.name: d for d in drafts}
+    done: dict[str, bool] = {}  # name -> finished (False: on the current path)
+    order: list[_Draft] = []
+
+    def visit(d: _Draft, path: list[str]) -> None:
+        state = done.get(d.name)
+        if state:
+            return
+        if state is False:
+            circle = path[path.index(d.name):] + [d.name]
+            raise StudyError(f"{d.where}: the cell references form a circle: "
+                             f"{' -> '.join(circle)}")
+        done[d.name] = False
+        for target in d.references.values():
+            visit(by_name[target], [*path, d.name])
+        done[d.name] = True
+        order.append(d)
+
+    for d in drafts:
+        visit(d, [])
+    return order
+
+
 def expand_study(study: StudyConfig, budget: str, *, run_root: str | Path,
                  seeds: list[int] | None = None, overrides: Mapping[str, Any] | None = None,
                  source: str = "study") -> list[Cell]:
     """Every cell of ``study`` under ``budget``, in order, each with validated settings whose
     outputs go to ``run_root/<cell name>``. ``seeds`` (from the command line) win over the
     budget's and the study's; ``overrides`` over every setting. ``source`` (the recipe path)
-    is named in errors."""
+    is named in errors. Cell references (``{cell: ...}``, see the module docstring) become the
+    referenced cell's run folder, and that cell comes first."""
     budget_values, budget_seeds = study.budget_values(budget)
     seeds = check_seeds(seeds, "--seeds") if seeds is not None else (budget_seeds or study.seeds)
     names = list(study.axes)
@@ -370,31 +509,44 @@ def expand_study(study: StudyConfig, budget: str, *, run_root: str | Path,
         seen.add(key)
         combos.append(chosen)
     published = study.published.values if study.published else []
-    cells: list[Cell] = []
+    drafts: list[_Draft] = []
     for seed in seeds:
         for chosen in combos:
             variants = {a: (v["name"] if v else None) for a, v in chosen.items()}
             name = "-".join([*(n for n in variants.values() if n is not None), f"s{seed}"])
             where = f"{source} cell {name!r}"
+            kind = study.kind
+            for variant in chosen.values():
+                if variant is not None:
+                    kind = variant.get("kind", kind)
+            layers = [("base", study.base), (f"budgets: {budget}", budget_values)]
+            layers += [(f"axis {axis!r}", {k: v for k, v in variant.items()
+                                           if k not in VARIANT_KEYS})
+                       for axis, variant in chosen.items() if variant is not None]
+            layers.append(("--set", overrides or {}))
             values: dict[str, Any] = {}
             set_by: dict[tuple[str, ...], str] = {}
-            _merge(values, study.base, "base", set_by, where)
-            _merge(values, budget_values, f"budgets: {budget}", set_by, where)
-            kind = study.kind
-            for axis, variant in chosen.items():
-                if variant is None:
-                    continue
-                kind = variant.get("kind", kind)
-                settings = {k: v for k, v in variant.items() if k not in VARIANT_KEYS}
-                _merge(values, settings, f"axis {axis!r}", set_by, where)
-            _merge(values, overrides or {}, "--set", set_by, where)
-            cell_kind = get_cell_kind(kind)
-            prepared = cell_kind.prepare(values, seed, Path(run_root) / name, where)
-            settings_obj = cell_kind.settings.from_dict(prepared, source=where)
-            cell_published = [study.published.resolved(p) for p in published
-                              if all(variants.get(a) == v for a, v in p.where.items())]
-            cells.append(Cell(len(cells) + 1, name, variants, seed, kind, settings_obj,
-                              cell_published))
+            for origin, layer in layers:
+                common, own = _layer(layer, kind)
+                _merge(values, common, origin, set_by, where)
+                _merge(values, own, origin, set_by, where)
+            drafts.append(_Draft(name, variants, seed, kind, values, where))
+    for draft in drafts:
+        for key, value in list(draft.values.items()):
+            if _is_reference(value):
+                target = _resolve_reference(study, draft, key, value, drafts)
+                draft.references[key] = target.name
+                draft.values[key] = str(Path(run_root) / target.name)
+    cells: list[Cell] = []
+    for draft in _dependency_order(drafts):
+        cell_kind = get_cell_kind(draft.kind)
+        prepared = cell_kind.prepare(draft.values, draft.seed, Path(run_root) / draft.name,
+                                     draft.where)
+        settings_obj = cell_kind.settings.from_dict(prepared, source=draft.where)
+        cell_published = [study.published.resolved(p) for p in published
+                          if all(draft.variants.get(a) == v for a, v in p.where.items())]
+        cells.append(Cell(len(cells) + 1, draft.name, draft.variants, draft.seed, draft.kind,
+                          settings_obj, cell_published, dict(draft.references)))
     return cells
 
 

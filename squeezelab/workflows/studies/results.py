@@ -40,7 +40,8 @@ Cell record (the file <out>/cells/<cell>.json; in ``cells``)::
                                planned: "auto" values as asked, the chosen ones in
                                auto_settings
     published                  [{metric, percent, dataset, source, note, model_size_mb,
-                               where, ours_percent, difference_points}]: the recipe's
+                               compression_ratio, where, ours_percent,
+                               difference_points}]: the recipe's
                                published values for this cell, ours beside each (in percent)
     seconds                    wall seconds of the cell in the process that finished it
     machine                    {cpu, cores, cpu_flags, torch, python, platform, threads, gpu}
@@ -62,6 +63,39 @@ Cell record (the file <out>/cells/<cell>.json; in ``cells``)::
     curves                     [{epoch, train_loss, train_top1, test_loss, test_top1,
                                test_top5, lr, seconds, images_per_s}]: the per-epoch
                                curves, kept here so the results stand without the run folder
+  a cell with a cell reference (``source: {cell: dense}``, recipe.py) also:
+    sources                    {setting: {cell, index, path, top1, test_top1, test_protocol}}:
+                               the referenced cell, the checkpoint read (its best) and that
+                               cell's best-epoch top-1 as its record gives it
+  the kinds that start from a model (kinds/; their module docstrings say more):
+    source                     {path, top1, protocol}: the checkpoint started from, and its
+                               top-1 scored by this cell (compress, quantize, sensitivity,
+                               distill: the teacher) or as it records it (dsd)
+    compress     metrics       {test_top1, test_top5 (the .sqz loaded back), source_top1,
+                               source_top5, top1_change, sparsity, steps_top1: {prune_1 ..,
+                               share, centroids}, test_protocol}
+                 compression   {file_bytes, file_mb, source_file_bytes, ratio_source_file,
+                               fp32_bytes, ratio_fp32, bits_per_parameter, sparsity,
+                               header_bytes}; also parameters, fp32_bytes, file_bytes, file
+                               (the .sqz), summary, compress_config, steps
+    quantize     metrics       {test_top1, test_top5 (the file loaded back), source_top1,
+                               source_top5, top1_change, bits_per_weight, fine_tune_epochs,
+                               test_protocol}
+                 compression   {bits_per_weight, weight_bits, num_weights, quantized_layers,
+                               layers, ratio_fp32_weights, file_bytes, file_mb, json_bytes,
+                               source_file_bytes, ratio_source_file, file_bits_per_parameter}
+                               ; also quantizer {method, config_type, config}, layers (the
+                               transform's report), file, fine_tune_dir
+    dsd, distill               a train cell's fields; dsd adds metrics.phase_top1 {dense,
+                               sparse, redense: top-1 at each phase's end}, metrics.sparsity,
+                               histograms {layer, png, json, phases, compare_png}, dsd (the
+                               schedule run); distill adds metrics.teacher_top1/_top5,
+                               distill (the method's settings), stage1 (fitnets' hint stage)
+    sensitivity  metrics       {test_top1 (the source), layers, mean_top1: {s10 .. s90},
+                               most_sensitive_layer, most_sensitive_top1,
+                               mean_suggested_sparsity, test_protocol}
+                 rows          [{layer, role, sparsity, top1, drop}]; suggested {layer:
+                               sparsity}, max_drop, png, json
 
 Group (in ``groups``; one per combination of variants, over the seeds that are done)::
 

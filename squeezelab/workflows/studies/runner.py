@@ -11,6 +11,12 @@ merged results JSON (results.py) rebuilt from whatever cells have finished.
   one command per cell (a Slurm array, GNU parallel, a shell loop), each writes its own record,
   and every run, or ``merge_study`` alone, rebuilds the merged JSON from the records present.
   Two processes must not run the same cell at once.
+* A cell that starts from another cell's model (a cell reference, recipe.py) runs after it: the
+  plan lists referenced cells first, so a whole run does them first; a cell whose source did
+  not finish (failed, skipped) is skipped with the reason and tried again next time, and
+  ``--cell K`` of a cell whose source has not finished is refused, naming the cell to run
+  first. The record says which checkpoint each reference read and that cell's top-1
+  (``sources``).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.config import parse_value
+from squeezelab.workflows.studies.model_cells import source_checkpoint
 from squeezelab.workflows.studies.recipe import (
     BUDGETS,
     Cell,
@@ -129,7 +136,14 @@ def _stamp(record: dict[str, Any], plan: StudyPlan) -> dict[str, Any]:
 
 
 def _check_same_experiment(plan: StudyPlan, cell: Cell, record: dict[str, Any]) -> None:
-    differences = config_differences(record.get("config", {}), cell.config_dict())
+    # a reference is the same whatever folder the study's cells sit in: compare the cells named
+    recorded = {k: v.get("cell") for k, v in (record.get("sources") or {}).items()}
+    differences = config_differences(
+        {k: v for k, v in record.get("config", {}).items() if k not in recorded},
+        {k: v for k, v in cell.config_dict().items() if k not in cell.references})
+    differences += [f"{k}: {{cell: {recorded.get(k)!r}}} != {{cell: {cell.references.get(k)!r}}}"
+                    for k in sorted(set(recorded) | set(cell.references))
+                    if recorded.get(k) != cell.references.get(k)]
     if record.get("kind") != cell.kind:
         differences.insert(0, f"kind: {record.get('kind')!r} != {cell.kind!r}")
     if differences:
@@ -137,6 +151,29 @@ def _check_same_experiment(plan: StudyPlan, cell: Cell, record: dict[str, Any]) 
             f"cell {cell.name}: its recorded result {plan.cell_file(cell)} was made with other "
             f"settings than {plan.recipe} asks for now ({'; '.join(differences[:4])}); choose "
             "another --out, or delete that file (and the cell's run folder) to run it again")
+
+
+def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, str]:
+    """What each reference of ``cell`` reads (the cell, its checkpoint and its top-1), or the
+    first referenced cell that has not finished and why (then the cell cannot run yet)."""
+    by_name = {c.name: c for c in plan.cells}
+    sources: dict[str, Any] = {}
+    for key, name in cell.references.items():
+        target = by_name[name]
+        record = read_record(plan.cell_file(target))
+        status = record["status"] if record else "pending"
+        if status != "done":
+            why = f" ({record['reason']})" if record and record.get("reason") else ""
+            return sources, target, f"its {key} is cell {target.index} {name}, which is " \
+                f"{status}{why}"
+        metrics = record.get("metrics") or {}
+        sources[key] = {"cell": name, "index": target.index,
+                        "path": str(source_checkpoint(plan.runs_dir / name)),
+                        # the best epoch's: the checkpoint a run folder stands for
+                        "top1": metrics.get("best_test_top1", metrics.get("test_top1")),
+                        "test_top1": metrics.get("test_top1"),
+                        "test_protocol": metrics.get("test_protocol")}
+    return sources, None, ""
 
 
 def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool = True,
@@ -158,6 +195,18 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
             _check_same_experiment(plan, c, existing)
             log(f"{where}: {existing['status']} in an earlier run, skipped")
             continue
+        sources, waiting, why = _sources(plan, c)
+        if waiting is not None:
+            if cell is not None:  # --cell K: running its sources is the user's call
+                raise StudyError(
+                    f"cell {c.index} {c.name} starts from another cell's model and cannot run "
+                    f"yet: {why}. Run that cell first (--cell {waiting.index}), or the whole "
+                    "study, which runs every cell's sources before it")
+            write_json(path, _stamp({**_base_record(plan, c, "skipped"),
+                                     "reason": f"waits for its source: {why}",
+                                     "published": with_ours(c.published, None)}, plan))
+            log(f"{where}: skipped: waits for its source: {why}")
+            continue
         reason = kind.missing_data(c.settings)
         if reason is not None:
             write_json(path, _stamp({**_base_record(plan, c, "skipped"), "reason": reason,
@@ -177,12 +226,16 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
             record = {**_base_record(plan, c, "failed"), "reason": f"{type(e).__name__}: {e}",
                       "seconds": time.perf_counter() - t0,
                       "published": with_ours(c.published, None)}
+            if sources:
+                record["sources"] = sources
             write_json(path, _stamp(record, plan))
             log(f"{where}: failed: {e}")
             continue
         record = {**_base_record(plan, c, "done"), **measured,
                   "published": with_ours(c.published, measured.get("metrics")),
                   "seconds": time.perf_counter() - t0}
+        if sources:
+            record["sources"] = sources
         write_json(path, _stamp(record, plan))
         log(f"{where}: done: {describe_record(record)}")
     return merge_study(plan)

@@ -79,10 +79,11 @@ def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], run_dir: Path) -> N
                           "delete that folder to start the cell again, or choose another --out")
 
 
-def _data(cfg: TrainConfig, ctx: CellContext):
+def cell_data(cfg: TrainConfig, ctx: CellContext):
     """The cell's (train, test) data, decoded once per process for cells that share it (only
     the latest kept: a grid's cells mostly share one data setting, and a CIFAR split is
-    ~150 MB)."""
+    ~150 MB). Every kind that trains or scores goes through it, so a cell that starts from a
+    train cell's model reuses that cell's decoded images."""
     key = repr((cfg.data or resolve_default_cifar10(), cfg.data_root, cfg.image_size,
                 cfg.limit_train, cfg.limit_test, cfg.data_seed, cfg.skip_bad_images))
     cached = ctx.cache.get("train_data")
@@ -107,7 +108,7 @@ def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
         run.metrics_path.unlink()  # epochs logged by a run that died before saving them
     if not ctx.progress:
         cfg = cfg.replace(progress=False)
-    data = _data(cfg, ctx)
+    data = cell_data(cfg, ctx)
     t0 = time.perf_counter()
     result = train(cfg, resume=resume, run_dir=run.path, data=data)
     if result.interrupted:

@@ -1,0 +1,217 @@
+"""What the kinds of study cell that start from a model share (compress, quantize, dsd,
+distill, sensitivity: ``kinds/``): finding the source checkpoint a setting names, the training
+settings of the runs that continue it, the cell's data, the run folder of a cell that trains,
+and the checks every such kind makes of its recipe values.
+
+A source is a checkpoint path or, through a cell reference (``source: {cell: dense}``,
+recipe.py), another cell's run folder: ``source_checkpoint`` turns a folder into the checkpoint
+it holds (a training run's best, else its last; a quantize cell's ``model``).
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint
+from squeezelab.compress.format.checkpoints import Compressible, load_compressible
+from squeezelab.config import ConfigError
+from squeezelab.train.config import TrainConfig, data_seed_of
+from squeezelab.train.evaluate import EvalProtocol
+from squeezelab.train.run_dir import RunDir
+from squeezelab.workflows.deep_compression import evaluate_top1, fine_tune_train_section
+from squeezelab.workflows.studies.kinds.train import cell_data
+from squeezelab.workflows.studies.registry import CellContext
+
+#: the checkpoint stem a cell that writes a model checkpoint (quantize) puts in its run folder
+MODEL_STEM = "model"
+#: TrainConfig fields the study places itself (the seed from ``seeds:``, folders from --out)
+PLACED_TRAIN_FIELDS = ("seed", "out_dir", "run_name")
+
+
+def source_checkpoint(path: str | Path) -> Path:
+    """The checkpoint ``path`` names: a run folder's best checkpoint (else its last), a cell
+    folder's ``model`` checkpoint, or the path itself (a checkpoint stem, .json or
+    .safetensors)."""
+    p = Path(path)
+    if p.is_dir() and not (p / "checkpoints").is_dir() and \
+            checkpoint_paths(p / MODEL_STEM)[0].is_file():
+        return checkpoint_paths(p / MODEL_STEM)[0]
+    return resolve_checkpoint(p)
+
+
+def source_exists(path: str | Path) -> bool:
+    """Whether ``path`` holds a checkpoint ``source_checkpoint`` finds (both of its files)."""
+    json_path, st_path = checkpoint_paths(source_checkpoint(path))
+    return json_path.is_file() and st_path.is_file()
+
+
+def load_source(path: str | Path, what: str = "source") -> Compressible:
+    """The model (masks and meta too) of the checkpoint ``path`` names; a missing one is a
+    FileNotFoundError naming the setting and what was looked for."""
+    checkpoint = source_checkpoint(path)
+    if not source_exists(path):
+        raise FileNotFoundError(f"{what} {path}: no checkpoint at {checkpoint} (a run folder "
+                                "holds checkpoints/best.json once its run has scored an epoch)")
+    return load_compressible(checkpoint)
+
+
+def recorded_top1(meta: Mapping[str, Any]) -> float | None:
+    """The top-1 a checkpoint records of itself: its run's best (what ``best`` was chosen by),
+    else the epoch's, else a compression command's; None when it records none."""
+    for value in (meta.get("best_top1"), (meta.get("metrics") or {}).get("test_top1"),
+                  meta.get("top1")):
+        if isinstance(value, (int, float)) and value >= 0:
+            return float(value)
+    return None
+
+
+def place_seed(values: dict[str, Any], seed: int, run_dir: Path, where: str) -> dict[str, Any]:
+    """``prepare`` of these kinds: the cell's seed from ``seeds:`` (the recipe may not set
+    it, nor the seed and folders of a ``train:`` section: the study places outputs)."""
+    if "seed" in values:
+        raise ConfigError(f"{where}: 'seed' is set by the study from seeds:; remove it from the "
+                          "recipe")
+    train = values.get("train")
+    if isinstance(train, Mapping):
+        placed = sorted(set(train) & set(PLACED_TRAIN_FIELDS))
+        if placed:
+            raise ConfigError(f"{where}: train: {', '.join(placed)} "
+                              f"{'is' if len(placed) == 1 else 'are'} set by the study (the seed "
+                              "from seeds:, the folders from --out); remove it from the recipe")
+    return {**values, "seed": seed}
+
+
+def check_train_section(train: Any, what: str, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``train`` (TrainConfig fields for the cell's runs) checked now, so a typo or a bad value
+    fails when the study is planned, not hours into it; ``fixed``: fields the kind sets
+    itself."""
+    if not isinstance(train, Mapping):
+        raise ConfigError(f"{what}: train must be a mapping of TrainConfig fields, got "
+                          f"{type(train).__name__}")
+    bad = sorted(set(train) & set(fixed))
+    if bad:
+        raise ConfigError(f"{what}: train may not set {', '.join(bad)}: the cell sets "
+                          f"{'it' if len(bad) == 1 else 'them'} itself")
+    TrainConfig.from_dict(dict(train), source=f"{what} train")
+    return dict(train)
+
+
+def continue_section(meta: Mapping[str, Any], overrides: Mapping[str, Any],
+                     seed: int) -> dict[str, Any]:
+    """TrainConfig fields of a run that continues a source model: what it was trained on and
+    with (``fine_tune_train_section``: data, subset, batch, optimizer; cosine, no warm-up),
+    the cell's ``seed`` for the run's own randomness while the subset stays the source's, then
+    the cell's ``overrides``."""
+    out = fine_tune_train_section(meta)
+    saved = meta.get("config") or {}
+    if "seed" in saved or "subset_seed" in saved:
+        out["subset_seed"] = data_seed_of(dict(saved))
+    out["seed"] = seed
+    out.update(overrides)
+    return out
+
+
+def train_config(values: Mapping[str, Any], ctx: CellContext, what: str) -> TrainConfig:
+    """The TrainConfig of ``values``, quiet unless the study shows progress."""
+    cfg = TrainConfig.from_dict(dict(values), source=what)
+    return cfg if ctx.progress else cfg.replace(progress=False)
+
+
+def data_for(cfg: TrainConfig, ctx: CellContext):
+    """(train, test) ImageTensors of ``cfg``, decoded once per process (``cell_data``)."""
+    return cell_data(cfg, ctx)
+
+
+def protocol_for(meta: Mapping[str, Any], flip: bool | None = None) -> EvalProtocol:
+    """How these kinds score a model: fp32, flip-averaged as the source was trained (or as
+    ``flip`` says), as ``squeezelab eval`` scores it."""
+    return EvalProtocol.for_model(meta, flip=flip)
+
+
+def score(model, test, protocol: EvalProtocol) -> dict[str, Any]:
+    """Top-1, top-5 (fractions), loss and the protocol of ``model`` on ImageTensors ``test``."""
+    return evaluate_top1(model, test, protocol)
+
+
+def fresh_or_resume(run_dir: Path, resumable: bool = True) -> bool:
+    """Get ``run_dir`` ready for a ``train()`` run: True when it holds an interrupted run to
+    resume (a last checkpoint; only when ``resumable``); otherwise what an earlier, unrecorded
+    attempt left there is removed (the study records a cell only when it ends), so the run
+    starts afresh."""
+    run = RunDir(run_dir)
+    if resumable and run.status == "unfinished" and run.last.with_name("last.json").is_file():
+        return True
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return False
+
+
+def resumed_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """``cfg`` with the speed settings the interrupted run in ``run_dir`` chose (its autotune's
+    choice is part of the run: the resumed part must use the same)."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    return cfg.replace(precision=saved.get("precision", cfg.precision),
+                       channels_last=saved.get("channels_last", cfg.channels_last))
+
+
+def file_size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def training_record(result, data, run_dir: Path, resumed: bool,
+                    extra_curve_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of a cell that ran ``train()`` (``result``: its RunResult) as a ``train``
+    cell records them: the final and best test accuracy, parameters, MACs, the weights file
+    of the best epoch, timings and the per-epoch curves (with ``extra_curve_keys``)."""
+    import statistics
+
+    from squeezelab.metrics import count_macs, count_parameters
+    from squeezelab.workflows.studies.kinds.train import CURVE_KEYS
+
+    history = result.history
+    final = result.final
+    run = RunDir(run_dir)
+    best_file = run.best.with_name("best.safetensors")
+    tested = [r["test_top1"] for r in history if "test_top1" in r]
+    seconds = [r["seconds"] for r in history if "seconds" in r]
+    parameters = count_parameters(result.model)
+    image_hw = tuple(data.train.image_size)
+    return {
+        "metrics": {
+            "test_top1": final.get("test_top1"),
+            "test_top5": final.get("test_top5"),
+            "test_loss": final.get("test_loss"),
+            "best_test_top1": max(tested) if tested else None,
+            "train_loss": final.get("train_loss"),
+            "train_top1": final.get("train_top1"),
+            "epochs": len(history),
+            "test_protocol": final.get("test_protocol"),
+        },
+        "parameters": parameters,
+        "macs": count_macs(result.model, image_hw),
+        "fp32_bytes": 4 * parameters,
+        "file_bytes": file_size(best_file),
+        "file": str(best_file) if best_file.is_file() else None,
+        "image_size": list(image_hw),
+        "num_classes": data.train.num_classes,
+        "train_images": len(data.train),
+        "test_images": len(data.test),
+        "train_seconds": sum(seconds),
+        "seconds_per_epoch": statistics.mean(seconds) if seconds else None,
+        "images_per_s": statistics.mean(r["images_per_s"] for r in history)
+        if history and all("images_per_s" in r for r in history) else None,
+        "resumed": resumed,
+        "run_dir": str(run.path),
+        "metrics_path": str(run.metrics_path),
+        "curves": [{k: r[k] for k in (*CURVE_KEYS, *extra_curve_keys) if k in r}
+                   for r in history],
+    }
+
+
+__all__ = ["MODEL_STEM", "check_train_section", "continue_section", "data_for",
+           "fresh_or_resume", "load_source", "place_seed", "protocol_for", "recorded_top1",
+           "resumed_config", "score", "source_checkpoint", "source_exists", "train_config"]

@@ -296,6 +296,41 @@ def test_bad_settings_are_named(tmp_path, kind, settings, message):
     assert str(info.value).startswith(f"{path} cell 'a-s0'") and message in str(info.value)
 
 
+def test_a_ctrl_c_in_a_fine_tuning_run_leaves_the_cell_to_run_again(tmp_path, cifar_tree,
+                                                                     monkeypatch):
+    """The workflows go on after ``train()`` returns from a Ctrl-C; the cells do not record
+    what a half-trained model scores, and the study stops to be resumed."""
+    import squeezelab.train.loop as loop
+    import squeezelab.workflows.studies.kinds.quantize as quantize_kind
+
+    recipe = model_recipe(cifar_tree)
+    recipe["axes"]["cell"] = [c for c in recipe["axes"]["cell"]
+                              if c["name"] in ("dense", "dc", "lowrank")]
+    plan = plan_study(write(tmp_path / "r.yaml", recipe), "smoke", out=tmp_path / "out")
+    run_study(plan, cell="dense-s0", progress=False, log=quiet)
+    real_train = loop.train
+
+    def stopped(cfg, *args, run_dir=None, **kwargs):  # as a Ctrl-C after the first step
+        result = real_train(cfg, *args, run_dir=run_dir, **kwargs)
+        (Path(run_dir) / "summary.json").unlink()
+        result.interrupted = True
+        return result
+
+    monkeypatch.setattr(loop, "train", stopped)  # compress imports it when it trains
+    monkeypatch.setattr(quantize_kind, "train", stopped)
+    lines = []
+    for name in ("dc-s0", "lowrank-s0"):
+        with pytest.raises(KeyboardInterrupt):
+            run_study(plan, cell=name, progress=False, log=lines.append)
+        assert not (plan.cells_dir / f"{name}.json").exists()
+        assert lines[-1] == f"cell {[c.name for c in plan.cells].index(name) + 1}/3 {name}: " \
+            "interrupted; run the same command again to resume it"
+    monkeypatch.setattr(loop, "train", real_train)
+    monkeypatch.setattr(quantize_kind, "train", real_train)
+    results = run_study(plan, progress=False, log=quiet)  # the same command: done now
+    assert results["counts"]["done"] == 3
+
+
 # --- each kind, for real ----------------------------------------------------------------------
 
 def test_compress_cell_records_the_file_its_ratios_and_the_top1_loaded_back(trained):

@@ -158,6 +158,18 @@ def resumed_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
                        channels_last=saved.get("channels_last", cfg.channels_last))
 
 
+def check_finished(*runs: Path, cell: str) -> None:
+    """Raise CellInterrupted when a Ctrl-C stopped one of the training runs a workflow made
+    (``train()`` then returns and the workflow goes on with a half-trained model): the cell is
+    not recorded, and the next run of the study does it again."""
+    from squeezelab.workflows.studies.registry import CellInterrupted
+
+    stopped = [str(r) for r in runs if RunDir(r).status == "unfinished"]
+    if stopped:
+        raise CellInterrupted(f"cell {cell}: a Ctrl-C stopped its run in {', '.join(stopped)}; "
+                              "the next run of the study starts the cell again")
+
+
 def file_size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
 
@@ -212,6 +224,6 @@ def training_record(result, data, run_dir: Path, resumed: bool,
     }
 
 
-__all__ = ["MODEL_STEM", "check_train_section", "continue_section", "data_for",
+__all__ = ["MODEL_STEM", "check_finished", "check_train_section", "continue_section", "data_for",
            "fresh_or_resume", "load_source", "place_seed", "protocol_for", "recorded_top1",
            "resumed_config", "score", "source_checkpoint", "source_exists", "train_config"]

@@ -16,6 +16,7 @@ every step's top-1 (``compression``, ``metrics``, ``steps``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from squeezelab.checkpoint import checkpoint_paths
@@ -25,6 +26,7 @@ from squeezelab.train.loop import TrainingDiverged
 from squeezelab.workflows.deep_compression import compress, compress_config_for
 from squeezelab.workflows.studies.model_cells import (
     PLACED_TRAIN_FIELDS,
+    check_finished,
     continue_section,
     data_for,
     load_source,
@@ -87,6 +89,8 @@ def run_compress_cell(settings: CompressCellSettings, ctx: CellContext) -> dict[
     result = compress(checkpoint, config, ctx.run_dir / OUTPUT, data=tuple(data),
                       work_dir=ctx.run_dir, protocol=protocol,
                       log=print if ctx.progress else (lambda *_: None))
+    check_finished(*(Path(s["run_dir"]) for s in result.steps if s.get("run_dir")),
+                   cell=ctx.name)
     dense, loaded = result.steps[0], result.steps[-1]
     # the source's parameters: BatchNorm folding changes the compressed model's count
     parameters = count_parameters(source.model)

@@ -28,6 +28,7 @@ reads back; k-means: ``model.sqz``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,6 +60,7 @@ from squeezelab.train.loop import TrainingDiverged, train
 from squeezelab.workflows.deep_compression import CompressConfig, compress
 from squeezelab.workflows.studies.model_cells import (
     MODEL_STEM,
+    check_finished,
     check_train_section,
     continue_section,
     data_for,
@@ -237,6 +239,8 @@ def run_quantize_cell(settings: QuantizeCellSettings, ctx: CellContext) -> dict[
                                   train={**section, "progress": ctx.progress})
         result = compress(checkpoint, pipeline, ctx.run_dir / f"{MODEL_STEM}.sqz",
                           data=tuple(data), work_dir=ctx.run_dir, protocol=protocol, log=log)
+        check_finished(*(Path(s["run_dir"]) for s in result.steps if s.get("run_dir")),
+                       cell=ctx.name)
         before, after = result.steps[0], result.steps[-1]
         report = result.summary["sharing"]
         path, file_bytes, json_bytes = result.path, result.size["file_bytes"], 0
@@ -245,6 +249,7 @@ def run_quantize_cell(settings: QuantizeCellSettings, ctx: CellContext) -> dict[
         if isinstance(config, UniformQuantConfig) and epochs:
             prepare_qat_(model, config)  # fake quantization while training, then integers
             train(cfg, model=model, data=data, run_dir=tune_dir)
+            check_finished(tune_dir, cell=ctx.name)
             report = convert_qat_(_finish(model))
         else:
             calibration = (_calibration(data.train, settings.calibration_batches)
@@ -254,6 +259,7 @@ def run_quantize_cell(settings: QuantizeCellSettings, ctx: CellContext) -> dict[
                 hooks = [BinaryClipHook()] if isinstance(config, BinaryConfig) \
                     and config.clip_weights else []
                 train(cfg, hooks=hooks, model=model, data=data, run_dir=tune_dir)
+                check_finished(tune_dir, cell=ctx.name)
         _finish(model)
         meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
         meta[QUANTIZER_KEY] = quantizer_record(config, report, settings.method)

@@ -15,6 +15,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("auto", "cifar", "imagenet", "none")
 # what one group-lasso group is: a filter, an input-channel slice, or both (regularizers.py)
 GROUP_LASSO_GROUPS = ("out_channels", "in_channels", "both")
+# what the binarisation regulariser measures weights against (regularizers.py): each filter's
+# largest |w| ("filter"), or the raw values ("none": for weights clipped to [-1, 1])
+BINARIZE_SCALES = ("filter", "none")
 
 #: The fields a model's registered ``train_defaults`` may fill (``register_model``): a run
 #: that leaves one unset (None) takes the model's value, else the built-in one below. So the
@@ -86,6 +89,10 @@ class TrainConfig(ConfigBase):
     group_lasso_weight: float = 0.0
     group_lasso_groups: str = "out_channels"
     bn_l1_weight: float = 0.0  # L1 on BatchNorm scales (Network Slimming, Liu et al. 2017)
+    # toward binary weights: sum u^2 (1 - u^2), u = w over its filter's largest |w| (or w
+    # itself), zero at u in {-1, 0, 1}; 0 = off
+    binarize_weight: float = 0.0
+    binarize_scale: str = "filter"
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"
@@ -139,6 +146,10 @@ class TrainConfig(ConfigBase):
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         check(self.l1_weight >= 0, f"l1_weight must be >= 0, got {self.l1_weight}")
         check(self.bn_l1_weight >= 0, f"bn_l1_weight must be >= 0, got {self.bn_l1_weight}")
+        check(self.binarize_weight >= 0,
+              f"binarize_weight must be >= 0, got {self.binarize_weight}")
+        check(self.binarize_scale in BINARIZE_SCALES,
+              f"binarize_scale must be one of {BINARIZE_SCALES}, got {self.binarize_scale!r}")
         check(self.group_lasso_weight >= 0,
               f"group_lasso_weight must be >= 0, got {self.group_lasso_weight}")
         check(self.group_lasso_groups in GROUP_LASSO_GROUPS,
@@ -288,6 +299,13 @@ FIELD_HELP: dict[str, str] = {
     "group_lasso_groups": f"group-lasso groups: one of {', '.join(GROUP_LASSO_GROUPS)}",
     "bn_l1_weight": "add this times the sum of |BatchNorm scale| to the loss (Network "
                     "Slimming): silences whole channels behind BatchNorm for prune --channels",
+    "binarize_weight": "add this times sum u^2 (1 - u^2) over conv/linear weights but the "
+                       "first and last to the loss, u = w / its filter's largest |w| "
+                       "(--binarize-scale): pushes weights to 0 or +-max, so binarizing "
+                       "them (quantize --method xnor) loses less",
+    "binarize_scale": f"binarisation regulariser's u: one of {', '.join(BINARIZE_SCALES)} "
+                      "(filter: w / the filter's largest |w|; none: w itself, for weights "
+                      "clipped to [-1, 1])",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
     "channels_last": "NHWC memory layout; unset: time a few steps of each",
     "compile": "torch.compile the model",
@@ -312,6 +330,6 @@ def load_recipe_sections(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in read_yaml_mapping(path).items() if k in RECIPE_SECTIONS}
 
 
-__all__ = ["BUILT_IN_DEFAULTS", "ConfigError", "FIELD_HELP", "MODEL_DEFAULT_FIELDS",
+__all__ = ["BINARIZE_SCALES", "BUILT_IN_DEFAULTS", "ConfigError", "FIELD_HELP", "MODEL_DEFAULT_FIELDS",
            "RECIPE_SECTIONS", "RUN_IDENTITY_FIELDS", "TrainConfig", "data_seed_of",
            "load_recipe_sections", "resume_conflicts"]

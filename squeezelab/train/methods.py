@@ -18,7 +18,8 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
     plain SGD, the perturbation is the hook. ``l1_weight`` / ``group_lasso_weight`` > 0 ->
     ``L1Regularizer`` / ``GroupLassoRegularizer`` (train/regularizers.py) on every
     Conv2d/Linear weight; ``bn_l1_weight`` > 0 -> ``BatchNormL1Regularizer`` on every
-    BatchNorm scale.
+    BatchNorm scale; ``binarize_weight`` > 0 -> ``BinarizeRegularizer(cfg.binarize_weight,
+    cfg.binarize_scale)`` on every Conv2d/Linear weight but the first and last.
     """
     taken = {h.name for h in given}
     hooks: list[TrainHook] = []
@@ -39,6 +40,10 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
         from squeezelab.train.regularizers import BatchNormL1Regularizer
 
         hooks.append(BatchNormL1Regularizer(cfg.bn_l1_weight))
+    if cfg.binarize_weight > 0 and "binarize" not in taken:
+        from squeezelab.train.regularizers import BinarizeRegularizer
+
+        hooks.append(BinarizeRegularizer(cfg.binarize_weight, cfg.binarize_scale))
     return hooks
 
 

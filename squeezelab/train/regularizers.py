@@ -3,7 +3,9 @@
 2016, "Learning Structured Sparsity in Deep Neural Networks", arXiv 1608.03665), which drives
 entire channels to zero so ``channel_prune.remove_dead_channels`` can cut them out, and L1 on
 BatchNorm scales (Network Slimming, Liu et al. 2017, arXiv 1708.06519), the same for channels
-behind BatchNorm.
+behind BatchNorm, and the binarisation regulariser sum u^2 (1 - u^2), zero at u in {-1, 0, 1}
+(the lecture's penalty toward binary weights, trained before BinaryConnect / XNOR binarization:
+Courbariaux et al. 2015, arXiv 1511.00363; Rastegari et al. 2016, arXiv 1603.05279).
 
 Pure penalty functions plus ``TrainHook``s that add ``weight * penalty`` in ``loss``.
 """
@@ -18,6 +20,7 @@ import torch.nn as nn
 from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.models import unwrap_model
 from squeezelab.models.layer_roles import prunable_parameters
+from squeezelab.train.config import BINARIZE_SCALES
 from squeezelab.train.config import GROUP_LASSO_GROUPS as GROUPS
 
 
@@ -48,6 +51,42 @@ def group_lasso_penalty(weight: torch.Tensor, groups: str = "out_channels") -> t
     if groups in ("in_channels", "both"):
         total = total + w.transpose(0, 1).flatten(1).norm(dim=1).sum()  # (in, out*kh*kw)
     return total
+
+
+def binarize_penalty(weights: Iterable[torch.Tensor], scale: str = "filter") -> torch.Tensor:
+    """sum over all tensors of sum u^2 (1 - u^2) (float32): 0 where u is -1, 0 or 1, at most
+    1/4 (at |u| = 1/sqrt(2)); its gradient pushes |u| < 1/sqrt(2) to 0 and the rest to 1.
+
+    ``scale="none"``: u = w, the literal penalty. It is meant for weights kept in [-1, 1]
+    (BinaryConnect clips them there): outside that range it is negative and pushes |w| further
+    out, and on weights of a trained float model (|w| ~ 0.01-0.1) it pulls nearly all of them
+    to 0. ``scale="filter"``: u = w / m with m the largest |w| of the weight's output filter
+    (row, for a Linear), held constant in the gradient. Then u is in [-1, 1] whatever the
+    weights' scale (BatchNorm makes a filter's scale free), and the minima are w in {0, +-m}:
+    a filter whose weights all sit at +-m is exactly XNOR's alpha * sign(w). (At |u| = 1 the
+    slope still points outward, -2 per unit of u: the penalty's minima on [-1, 1] are its ends
+    and 0. Under "filter" the largest weight is therefore pushed out and carries the scale m
+    with it, which BatchNorm absorbs and weight decay holds back.)
+    """
+    if scale not in BINARIZE_SCALES:
+        raise ValueError(f"scale must be one of {BINARIZE_SCALES}, got {scale!r}")
+    terms = []
+    for w in weights:
+        u = w.float()
+        if scale == "filter":
+            if u.dim() < 2:
+                raise ValueError(f"scale='filter' needs a weight with (out, in, ...) dims, got "
+                                 f"shape {tuple(w.shape)}")
+            # (out, in, kh, kw) -> (out, 1, 1, 1): each filter's largest |w|; an all-zero
+            # filter divides by 1 instead (its u stays 0, where the penalty is 0)
+            m = u.detach().abs().flatten(1).amax(dim=1)
+            m = torch.where(m > 0, m, torch.ones_like(m)).view(-1, *([1] * (u.dim() - 1)))
+            u = u / m
+        u2 = u * u
+        terms.append((u2 * (1 - u2)).sum())
+    if not terms:
+        raise ValueError("binarize_penalty needs at least one weight tensor")
+    return torch.stack(terms).sum()
 
 
 def _select(model: nn.Module, include: Sequence[str] | None, exclude: Sequence[str]
@@ -157,5 +196,39 @@ class BatchNormL1Regularizer(_PenaltyHook):
         return [(n, params[n]) for n in names]
 
 
-__all__ = ["BatchNormL1Regularizer", "GROUPS", "GroupLassoRegularizer", "L1Regularizer",
-           "group_lasso_penalty", "l1_penalty"]
+class BinarizeRegularizer(_PenaltyHook):
+    """Adds ``weight * binarize_penalty(weights, scale)`` over Conv2d/Linear weights: trains a
+    float model toward weights that binarize with little loss. ``keep_first_last`` (default)
+    leaves the model's first and last Conv2d/Linear alone, the layers ``binarize_`` keeps
+    real-valued by default (BinaryConnect and XNOR-Net keep them real)."""
+
+    name = "binarize"
+
+    def __init__(self, weight: float, scale: str = "filter", include: Sequence[str] | None = None,
+                 exclude: Sequence[str] = (), keep_first_last: bool = True):
+        if scale not in BINARIZE_SCALES:
+            raise ValueError(f"scale must be one of {BINARIZE_SCALES}, got {scale!r}")
+        self.scale = scale
+        self.keep_first_last = bool(keep_first_last)
+        super().__init__(weight, self._binarize_penalty, include, exclude)
+
+    def _binarize_penalty(self, weights: list[torch.Tensor]) -> torch.Tensor:
+        return binarize_penalty(weights, self.scale)
+
+    def parameters_of(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        params = super().parameters_of(model)
+        if self.keep_first_last:
+            # the first and last Conv2d/Linear of the model in module order, as binarize_ keeps
+            layers = [f"{n}.weight" for n, m in unwrap_model(model).named_modules()
+                      if isinstance(m, (nn.Conv2d, nn.Linear))]
+            ends = {layers[0], layers[-1]} if layers else set()
+            params = [(n, p) for n, p in params if n not in ends]
+            if not params:
+                raise ValueError(f"{type(unwrap_model(model)).__name__} has no Conv2d/Linear "
+                                 "weight besides the first and last: nothing to binarize "
+                                 "(keep_first_last=False penalises those too)")
+        return params
+
+
+__all__ = ["BatchNormL1Regularizer", "BinarizeRegularizer", "GROUPS", "GroupLassoRegularizer",
+           "L1Regularizer", "binarize_penalty", "group_lasso_penalty", "l1_penalty"]

@@ -142,3 +142,89 @@ def test_bn_l1_is_the_sum_of_batchnorm_scales():
     assert float((total - loss).detach()) == pytest.approx(0.2 * 3.75)
     with pytest.raises(ValueError, match="bn_l1 needs BatchNorm layers"):
         BatchNormL1Regularizer(0.1).parameters_of(nn.Sequential(nn.Conv2d(2, 2, 1)))
+
+
+def test_binarize_penalty_exact():
+    from squeezelab.train.regularizers import binarize_penalty
+
+    # the literal penalty: 0 at -1, 0 and 1; 0.25 * 0.75 at 0.5; its largest value 1/4 at
+    # |w| = 1/sqrt(2); negative beyond 1 (why it is meant for weights clipped to [-1, 1])
+    w = torch.tensor([[0.0, 1.0, -1.0, 0.5]])
+    assert float(binarize_penalty([w], "none")) == pytest.approx(0.1875)
+    assert float(binarize_penalty([torch.tensor([2 ** -0.5])], "none")) == pytest.approx(0.25)
+    assert float(binarize_penalty([torch.tensor([2.0])], "none")) == pytest.approx(-12.0)
+    # per filter: u = w / max |w| of the row, so [4, -4, 0, 2] is u = [1, -1, 0, 0.5] and the
+    # penalty is that of the literal form, whatever the scale of the filter; an all-zero
+    # filter costs 0
+    w = torch.tensor([[4.0, -4.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0], [0.1, 0.1, 0.1, 0.1]])
+    assert float(binarize_penalty([w], "filter")) == pytest.approx(0.1875)
+    conv = torch.tensor([[[[0.0, 0.3]], [[-0.3, 0.15]]]])  # (1, 2, 1, 2): max 0.3
+    assert float(binarize_penalty([conv], "filter")) == pytest.approx(0.1875)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        binarize_penalty([w], "layer")
+    with pytest.raises(ValueError, match=r"needs a weight with \(out, in, ...\) dims"):
+        binarize_penalty([torch.ones(3)], "filter")
+    with pytest.raises(ValueError, match="at least one weight"):
+        binarize_penalty([], "filter")
+
+
+def test_binarize_gradient_pushes_to_the_nearest_minimum():
+    from squeezelab.train.regularizers import binarize_penalty
+
+    # d/du u^2 (1 - u^2) = 2u (1 - 2u^2): below 1/sqrt(2) toward 0, above it toward +-1
+    w = torch.tensor([[1.0, 0.5, 0.8, -0.8, -0.3]], requires_grad=True)
+    binarize_penalty([w], "filter").backward()
+    g = w.grad[0]
+    # at u = 1 the slope is -2 (scale held): the penalty keeps falling beyond 1, so the
+    # largest weight is pushed outward and carries the scale with it
+    assert float(g[0]) == pytest.approx(-2.0)
+    assert g[1] > 0 and g[4] < 0  # descent moves 0.5 and -0.3 toward 0
+    assert g[2] < 0 and g[3] > 0  # and +-0.8 toward +-1
+
+
+def test_binarize_hook_leaves_first_and_last_layers_and_is_a_config_field():
+    from squeezelab.train import TrainConfig
+    from squeezelab.train.config import ConfigError
+    from squeezelab.train.methods import default_hooks
+    from squeezelab.train.regularizers import BinarizeRegularizer, binarize_penalty
+
+    state = make_state()
+    state.model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.Conv2d(3, 3, 1), nn.Conv2d(3, 2, 1))
+    hook = BinarizeRegularizer(0.3)
+    hook.on_train_start(state)
+    assert [n for n, _ in hook._params] == ["1.weight"]
+    x, y = torch.randn(2, 2, 1, 1), torch.tensor([0, 1])
+    base = torch.tensor(1.0)
+    got = hook.loss(state, x, y, None, base)
+    assert float(got) == pytest.approx(1 + 0.3 * float(binarize_penalty(
+        [state.model[1].weight], "filter")))
+    every = BinarizeRegularizer(0.3, scale="none", keep_first_last=False)
+    every.on_train_start(state)
+    assert len(every._params) == 3
+    with pytest.raises(ValueError, match="nothing to binarize"):
+        BinarizeRegularizer(0.3).on_train_start(make_state())  # 2 weight layers only
+
+    (h,) = default_hooks(TrainConfig(binarize_weight=1e-3, binarize_scale="none"))
+    assert isinstance(h, BinarizeRegularizer) and (h.weight, h.scale) == (1e-3, "none")
+    with pytest.raises(ConfigError, match="binarize_weight must be >= 0, got -1"):
+        TrainConfig(binarize_weight=-1)
+    with pytest.raises(ConfigError, match="binarize_scale must be one of"):
+        TrainConfig(binarize_scale="layer")
+
+
+def test_binarize_training_moves_weights_toward_zero_or_the_filter_max():
+    from squeezelab.train.regularizers import BinarizeRegularizer, binarize_penalty
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 2, 1))
+    state = TrainState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                       config=None, device=torch.device("cpu"))
+    hook = BinarizeRegularizer(1.0)
+    hook.on_train_start(state)
+    start = float(binarize_penalty([model[1].weight], "filter"))
+    for _ in range(200):  # the penalty alone: no data loss
+        loss = hook.loss(state, None, None, None, torch.zeros(()))
+        state.optimizer.zero_grad()
+        loss.backward()
+        state.optimizer.step()
+    assert float(binarize_penalty([model[1].weight], "filter")) < 0.2 * start

@@ -105,6 +105,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--sparsity", type=float, default=None,
                    help="fraction pruned (0..1) of every layer no --rule names")
+    p.add_argument("--quality", type=float, default=None, metavar="Q",
+                   help="Han et al.'s rule instead of --sparsity: prune |w| < Q x the "
+                   "standard deviation of the layer's weights, in every layer no --rule names "
+                   "(--rule values are then qualities too)")
     p.add_argument("--channels", default=None, metavar="FRACTION|dead",
                    help="structured pruning of a SqueezeNet: cut out the FRACTION (0..1) "
                    "least important channels (--channel-score) of every removable conv, or "
@@ -251,7 +255,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.channels is not None:
         return prune_channels(args)
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
-                            scope=args.scope, exclude=args.exclude)
+                            scope=args.scope, exclude=args.exclude,
+                            method="magnitude" if args.quality is None else "threshold",
+                            quality=args.quality)
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)

@@ -90,6 +90,28 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys, monkeypatch):
     assert props["squeezelab.model"]["name"] == "squeezenet_cifar"
 
 
+def test_prune_quality_is_hans_threshold_rule(tmp_path, ckpt, capsys):
+    from squeezelab.compress.pruning.magnitude import prunable_parameters
+
+    rc = main(["prune", ckpt, "--quality", "1.0", "--rule", "classifier=0.5", "-o",
+               str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json"),
+               "--limit-test", "50"])
+    assert rc == 0
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["config"]["prune"]["method"] == "threshold"
+    assert record["config"]["prune"]["quality"] == 1.0
+    source = load_compressible(ckpt).model
+    back = load_compressible(tmp_path / "pruned")
+    params = dict(source.named_parameters())
+    for name in prunable_parameters(source):
+        w, q = params[name].detach(), 0.5 if name == "classifier.1.weight" else 1.0
+        assert torch.equal(back.masks[name], w.abs() >= q * w.std(correction=0)), name
+    # --quality with --sparsity: one error line, status 2
+    assert main(["prune", ckpt, "--quality", "1.0", "--sparsity", "0.5", "-o",
+                 str(tmp_path / "x")]) == 2
+    assert "give quality, not sparsity" in capsys.readouterr().err
+
+
 def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     rc = main(["prune", ckpt, "--sparsity", "0.5", "--rule", "classifier=0.2", "-o",
                str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json"),

@@ -1,5 +1,7 @@
 """Magnitude pruning (Han et al. 2015, "Learning both Weights and Connections for Efficient
-Neural Networks", arXiv 1506.02626): per layer, or with one threshold across layers.
+Neural Networks", arXiv 1506.02626): per layer to a sparsity, with one threshold across layers,
+or by the paper's own per-layer rule, threshold = quality parameter x the layer's weight
+standard deviation (``method="threshold"``).
 
 Pure tensor functions (``magnitude_mask``, ``global_magnitude_masks``) under a thin in-place
 model transform (``prune_``) driven by a typed ``PruneConfig``. Only weights of Conv2d and
@@ -25,6 +27,9 @@ from squeezelab.models.layer_roles import (
 )
 
 SCOPES = ("layer", "global")
+#: "magnitude": prune each layer to a sparsity (the k smallest |w|); "threshold": prune
+#: |w| < quality * std(w) per layer (Han et al.'s rule), whatever fraction that is
+METHODS = ("magnitude", "threshold")
 _SPECIFICITY = {t: i for i, t in enumerate(LAYER_TYPES)}
 
 
@@ -34,6 +39,14 @@ def _check_sparsity(sparsity: float, what: str = "sparsity") -> float:
     if not (0.0 <= float(sparsity) < 1.0):
         raise ValueError(f"{what} must be in [0, 1), got {sparsity}")
     return float(sparsity)
+
+
+def _check_quality(quality: float, what: str = "quality") -> float:
+    if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not quality >= 0 \
+            or not math.isfinite(quality):
+        raise ConfigError(f"{what} must be a finite number >= 0 (prune |w| < quality * std), "
+                          f"got {quality!r}")
+    return float(quality)
 
 
 def num_to_keep(numel: int, sparsity: float) -> int:
@@ -83,6 +96,30 @@ def magnitude_mask(
     return _keep_top(_scores(weight, keep), k).view(weight.shape)
 
 
+def threshold_mask(
+    weight: torch.Tensor, quality: float, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Han et al.'s per-layer rule: bool mask keeping |w| >= quality * std, pruning the
+    entries with |w| < quality * std, where std is the population standard deviation (divided
+    by N) of the layer's weights, or of its still-kept ones when ``keep`` is given (so another
+    round prunes further, as the paper's iterations do). Pruned entries stay pruned."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not quality >= 0:
+        raise ValueError(f"quality must be a number >= 0, got {quality!r}")
+    w = weight.detach().float()
+    if not torch.isfinite(w).all():
+        raise ValueError("weight holds NaN or infinite values; cannot take its standard "
+                         "deviation")
+    if keep is not None and keep.shape != weight.shape:
+        raise ValueError(f"current mask has shape {tuple(keep.shape)}, expected "
+                         f"{tuple(weight.shape)}")
+    kept = w if keep is None else w[keep.to(w.device)]
+    if kept.numel() == 0:
+        return torch.zeros_like(weight, dtype=torch.bool)
+    threshold = quality * kept.std(correction=0)
+    mask = w.abs() >= threshold
+    return mask if keep is None else mask & keep.to(mask.device)
+
+
 def global_magnitude_masks(
     weights: Mapping[str, torch.Tensor],
     sparsity: float,
@@ -124,6 +161,11 @@ class PruneConfig(ConfigBase):
     scope: "layer" prunes each tensor to its own target; "global" ranks all weights that no
         rule names against one threshold at ``sparsity`` (rule-named layers keep their own).
     exclude: layer types or globs never pruned (e.g. ["classifier"]).
+    method: "magnitude" (the above: each layer to a sparsity) or "threshold" (Han et al.'s
+        rule: prune |w| < quality * std of the layer's weights). With "threshold", ``quality``
+        is the default q of every layer no rule names, ``rules`` map layers to their own q
+        (>= 0, may exceed 1), ``sparsity`` must be unset and ``scope`` "layer".
+    quality: the q of ``method: threshold``.
 
     ``from_dict`` / ``to_dict`` / ``from_yaml`` come from ``ConfigBase``.
     """
@@ -132,27 +174,60 @@ class PruneConfig(ConfigBase):
     rules: dict[str, float] = field(default_factory=dict)
     scope: str = "layer"
     exclude: list[str] = field(default_factory=list)
+    method: str = "magnitude"
+    quality: float | None = None
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        threshold = self.method == "threshold"
         if self.sparsity is not None:
+            if threshold:
+                raise ConfigError("method 'threshold' prunes |w| < quality * std per layer: "
+                                  f"give quality, not sparsity (got sparsity={self.sparsity})")
             self.sparsity = _check_sparsity(self.sparsity)
+        if self.quality is not None:
+            if not threshold:
+                raise ConfigError(f"quality applies to method 'threshold' only (got quality="
+                                  f"{self.quality} with method {self.method!r})")
+            self.quality = _check_quality(self.quality)
+        if threshold and self.scope != "layer":
+            raise ConfigError(f"method 'threshold' sets each layer's threshold from its own "
+                              f"standard deviation: scope must be 'layer', got {self.scope!r}")
         if not isinstance(self.rules, Mapping):
-            raise ConfigError(f"rules must be a mapping of layer type/glob -> sparsity, got "
+            raise ConfigError(f"rules must be a mapping of layer type/glob -> "
+                              f"{'quality' if threshold else 'sparsity'}, got "
                               f"{type(self.rules).__name__}")
-        self.rules = {str(k): _check_sparsity(v, f"sparsity of rule {k!r}")
-                      for k, v in self.rules.items()}
+        if threshold:
+            self.rules = {str(k): _check_quality(v, f"quality of rule {k!r}")
+                          for k, v in self.rules.items()}
+        else:
+            self.rules = {str(k): _check_sparsity(v, f"sparsity of rule {k!r}")
+                          for k, v in self.rules.items()}
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if isinstance(self.exclude, str):
             raise ConfigError(f"exclude must be a list of layer types/globs, got the string "
                               f"{self.exclude!r}")
         self.exclude = [str(e) for e in self.exclude]
-        if self.sparsity is None and not self.rules:
+        if threshold and self.quality is None and not self.rules:
+            raise ValueError("PruneConfig with method 'threshold' needs a quality or at least "
+                             "one rule")
+        if not threshold and self.sparsity is None and not self.rules:
             raise ValueError("PruneConfig needs a sparsity or at least one rule")
+
+    @property
+    def default_target(self) -> float | None:
+        """The target of every layer no rule names: the sparsity, or the threshold's quality."""
+        return self.quality if self.method == "threshold" else self.sparsity
 
     def map_sparsity(self, fn: Callable[[float], float]) -> "PruneConfig":
         """A copy with every target s replaced by fn(s): schedules ramp each layer toward its
-        own final target this way."""
+        own final target this way. A "threshold" config has no sparsity to ramp: it comes back
+        unchanged, and each round prunes the still-kept weights below q times their standard
+        deviation, further every round, as Han et al.'s iterations did."""
+        if self.method == "threshold":
+            return replace(self, rules=dict(self.rules), exclude=list(self.exclude))
         return replace(
             self,
             sparsity=None if self.sparsity is None else fn(self.sparsity),
@@ -162,7 +237,7 @@ class PruneConfig(ConfigBase):
 
     def layer_targets(self, model: nn.Module) -> dict[str, float | None]:
         """Per prunable parameter name: its own target (rule), or None for "the default"
-        (``sparsity``, per layer or global). Excluded and unnamed-without-default layers are
+        (``sparsity``, per layer or global; ``quality`` for method "threshold"). Excluded and unnamed-without-default layers are
         left out. Raises ValueError when a rule or exclusion matches no prunable parameter
         (a typo would otherwise prune nothing, silently)."""
         params = prunable_parameters(model)
@@ -184,7 +259,7 @@ class PruneConfig(ConfigBase):
                 target = next((self.rules[t] for t in types if t in p.types), None)
             if target is not None:
                 out[name] = target
-            elif self.sparsity is not None:
+            elif self.default_target is not None:
                 out[name] = None
         return out
 
@@ -211,7 +286,10 @@ def compute_masks(
     else:
         shared = {}
     for name, target in targets.items():
-        if name in shared:
+        if config.method == "threshold":
+            q = config.quality if target is None else target
+            masks[name] = threshold_mask(params[name], q, keep.get(name))
+        elif name in shared:
             masks[name] = shared[name]
         else:
             s = config.sparsity if target is None else target
@@ -231,6 +309,6 @@ def prune_(model: nn.Module, config: PruneConfig | float, keep: Masks | None = N
 
 
 __all__ = [
-    "LAYER_TYPES", "PruneConfig", "PrunableParam", "compute_masks", "global_magnitude_masks",
+    "LAYER_TYPES", "METHODS", "PruneConfig", "threshold_mask", "PrunableParam", "compute_masks", "global_magnitude_masks",
     "magnitude_mask", "num_to_keep", "prunable_parameters", "prune_",
 ]

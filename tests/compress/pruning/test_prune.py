@@ -154,3 +154,74 @@ def test_linear_only_model():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     masks = prune_(model, PruneConfig(rules={"linear": 0.5, "classifier": 0.0}))
     assert masks.layer_sparsity() == {"0.weight": 0.5, "2.weight": 0.0}
+
+
+def test_threshold_mask_prunes_exactly_below_quality_times_std():
+    from squeezelab.compress.pruning.magnitude import threshold_mask
+
+    # mean 0, population std sqrt((4 + 1 + 0 + 1 + 4) / 5) = sqrt(2)
+    w = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    assert threshold_mask(w, 1.0).tolist() == [True, False, False, False, True]
+    assert threshold_mask(w, 0.7).tolist() == [True, True, False, True, True]  # 0.99 < 1
+    assert threshold_mask(w, 0.0).all()  # q = 0 prunes nothing (|w| >= 0)
+    # an entry exactly at the threshold is kept: |w| < q * std is what is pruned
+    assert threshold_mask(w, 2 ** -0.5).tolist() == [True, True, False, True, True]
+    # a random tensor: exactly the entries below q * std, whatever its shape
+    r = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(1)) * 0.3 + 0.05
+    for q in (0.25, 1.0, 1.5):
+        assert torch.equal(threshold_mask(r, q), r.abs() >= q * r.std(correction=0))
+
+
+def test_threshold_mask_takes_the_std_of_the_kept_weights_and_never_revives():
+    from squeezelab.compress.pruning.magnitude import threshold_mask
+
+    w = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0, 0.1])
+    keep = torch.tensor([True, True, True, True, True, False])
+    # std of the five kept values is sqrt(2): 0.1 stays pruned, -1, 0, 1 go
+    assert threshold_mask(w, 1.0, keep).tolist() == [True, False, False, False, True, False]
+    # a second round on the survivors: std of {-2, 2} is 2, so q = 1 keeps both, q = 1.1 none
+    second = torch.tensor([True, False, False, False, True, False])
+    assert threshold_mask(w, 1.0, second).tolist() == second.tolist()
+    assert not threshold_mask(w, 1.1, second).any()
+    with pytest.raises(ValueError, match="quality must be a number >= 0"):
+        threshold_mask(w, -1.0)
+    with pytest.raises(ValueError, match="current mask has shape"):
+        threshold_mask(w, 1.0, torch.ones(3, dtype=torch.bool))
+
+
+def test_threshold_method_on_a_model_per_layer_with_rules():
+    model = tiny_squeezenet()
+    cfg = PruneConfig(method="threshold", quality=1.0, rules={"classifier": 0.5},
+                      exclude=["features.0.*"])
+    params = dict(model.named_parameters())
+    masks = compute_masks(model, cfg)
+    assert "features.0.weight" not in masks
+    for name, mask in masks.items():
+        q = 0.5 if name == "classifier.1.weight" else 1.0
+        w = params[name].detach()
+        assert torch.equal(mask, w.abs() >= q * w.std(correction=0)), name
+    # rounds: the threshold config is not ramped; each round prunes the survivors further
+    assert cfg.map_sparsity(lambda s: s / 2) == cfg
+    again = compute_masks(model, cfg, keep=masks)
+    assert all(int(again[n].sum()) <= int(masks[n].sum()) for n in masks)
+    assert not any((again[n] & ~masks[n]).any() for n in masks)
+    assert PruneConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_threshold_config_errors():
+    from squeezelab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="give quality, not sparsity"):
+        PruneConfig(method="threshold", sparsity=0.5)
+    with pytest.raises(ConfigError, match="quality applies to method 'threshold' only"):
+        PruneConfig(sparsity=0.5, quality=1.0)
+    with pytest.raises(ConfigError, match="scope must be 'layer'"):
+        PruneConfig(method="threshold", quality=1.0, scope="global")
+    with pytest.raises(ConfigError, match="method must be one of"):
+        PruneConfig(method="random", sparsity=0.5)
+    with pytest.raises(ConfigError, match="quality of rule 'squeeze' must be a finite"):
+        PruneConfig(method="threshold", rules={"squeeze": -0.5})
+    with pytest.raises(ValueError, match="needs a quality or at least one rule"):
+        PruneConfig(method="threshold")
+    # a quality may exceed 1 (it multiplies a standard deviation, it is no fraction)
+    assert PruneConfig(method="threshold", rules={"squeeze": 2.5}).rules == {"squeeze": 2.5}

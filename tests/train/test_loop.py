@@ -315,6 +315,12 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, cifar_tiny, ca
     saved = yaml.safe_load((first.run_dir / "config.yaml").read_text())
     assert saved["epochs"] == 3
     assert json.loads((first.run_dir / "summary.json").read_text())["epochs"] == 3
+    # another lr with the extension: the new peak, not the checkpoint's, scales the schedule
+    used = UsedLearningRates()
+    train(config(tmp_path, epochs=4, lr=0.001), [used], resume=True, run_dir=first.run_dir,
+          data=cifar_tiny)
+    assert used.lrs[0] == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 27 / 37)))
+    assert "lr 0.005 -> 0.001" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change", [

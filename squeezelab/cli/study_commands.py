@@ -30,7 +30,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="run these seeds instead of the recipe's")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE[,KEY=VALUE]", help="a setting for every cell, over the "
-                   "recipe (e.g. --set download=true); repeatable, recorded in the results")
+                   "recipe (e.g. --set download=true; in a study of several kinds, one kind's: "
+                   "--set 'per_kind={train: {download: true}}'); repeatable, recorded in the "
+                   "results")
     action = p.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true",
                         help="print one command per cell (run them anywhere, in any order, "

@@ -222,6 +222,10 @@ def test_per_kind_settings_reach_their_kind_only(tmp_path, monkeypatch):
     results = run_study(plan, log=quiet)
     assert seen["user-s0"].source == str(tmp_path / "out" / "runs" / "maker-s0")
     assert results["cells"][1]["sources"]["source"]["top1"] == 0.5
+    # --set of one kind's settings (the CLI reads YAML flow values: per_kind={probe: ...})
+    forced = plan_study(tmp_path / "r.yaml", "cpu", out=tmp_path / "out2",
+                        overrides={"per_kind": {"probe": {"value": 0.125}, "train": {"lr": 1}}})
+    assert [c.settings.value for c in forced.cells] == [0.125, 0.125]
     # a budget's value and an axis' for the same key: the grid would not say which
     with pytest.raises(StudyError, match="sets 'value' in both budgets: smoke and axis 'a'"):
         plan_study(tmp_path / "r.yaml", "smoke", out=tmp_path / "out")

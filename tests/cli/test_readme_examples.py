@@ -304,6 +304,28 @@ def train_ddp(run: Run) -> None:
     assert [m["epoch"] for m in metrics("runs/readme_ddp")] == [1]
 
 
+def study_smoke(run: Run) -> None:
+    # the smoke budget on the tiny tree, one seed of the recipe's three: three cells
+    out = run("--seeds", "0", "--set", f"data={run.tree}")
+    results = json.loads(Path("runs/studies/bypass/smoke/results.json").read_text())
+    assert results["counts"]["done"] == 3 and results["budget"] == "smoke"
+    assert all(0 <= c["metrics"]["test_top1"] <= 1 for c in results["cells"])
+    assert "cell 3/3" in out
+
+
+def study_list(run: Run) -> None:
+    out = run()
+    commands = [line for line in out.splitlines() if line.startswith("squeezelab study")]
+    assert len(commands) == 9 and all("--cell" in c for c in commands)  # 3 variants x 3 seeds
+
+
+def report(run: Run) -> None:
+    run()
+    page = Path("report/report.html").read_text()
+    assert "bypass" in page.lower() and "data:image/png;base64," in page
+    assert Path("report/report.md").is_file()
+
+
 #: README command (as ``readme_commands`` gives it) -> its tiny run and checks, called in the
 #: README's order; those in ``SLOW`` run only in the slow suite (-m slow).
 EXAMPLES: dict[str, Callable[[Run], None]] = {
@@ -336,6 +358,9 @@ EXAMPLES: dict[str, Callable[[Run], None]] = {
     "train --distill teacher=runs/teacher,T=4,alpha=0.9": train_distill,
     "train --fitnets teacher=runs/teacher,hint=layer3,guided=features.6": train_fitnets,
     "train --nproc 2 ...": train_ddp,
+    "study recipes/studies/bypass.yaml --budget smoke": study_smoke,
+    "study recipes/studies/bypass.yaml --list": study_list,
+    "report runs/studies/bypass/smoke -o report/": report,
 }
 SLOW = {"train --nproc 2 ..."}  # two torchrun processes: tens of seconds
 

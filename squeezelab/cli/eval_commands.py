@@ -29,6 +29,16 @@ def add_eval_data_flags(p: argparse.ArgumentParser, default_data: str) -> None:
                    help="average the logits of each image and its mirror (default: as the "
                    "model was trained, so the figure matches the run's; compare: as A was "
                    "trained, and B is scored the same way)")
+    p.add_argument("--crops", type=int, choices=(1, 10, 144), default=1,
+                   help="multi-crop testing: average the logits over the 4 corner and the "
+                   "centre crops and their mirror images (10), or GoogLeNet's 144 crops (4 "
+                   "scales x 3 squares x 6 crops x 2 mirrors), each at the model's input "
+                   "size, from images padded by --crop-pad (models of 64 px and below) or "
+                   "loaded at 256/224 of the input size (larger models)")
+    p.add_argument("--crop-pad", type=int, default=None, metavar="PX",
+                   help="with --crops: pad each image by PX black pixels before cropping "
+                   "(default: 4, CIFAR's training crop range, for models of 64 px and below; "
+                   "else 0)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results here")
     add_data_source_flags(p)
 
@@ -73,14 +83,46 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+#: models whose input is at most this many pixels square are "CIFAR-like" for --crops: their
+#: crops come from padded images (as their training crops did), larger ones' from images
+#: loaded larger (AlexNet's and SqueezeNet's 224-pixel crops of 256-pixel images)
+SMALL_INPUT_PX = 64
+
+
+def _crop_plan(args: argparse.Namespace, meta: dict) -> tuple[int | None, int, int | None]:
+    """(crop size, padding, image size to load at) of ``--crops``: crops at the model's input
+    size; small models' images padded (``--crop-pad``, default 4), larger ones' loaded at
+    256/224 of the input size; (None, 0, None) without multi-crop."""
+    crops = getattr(args, "crops", 1)
+    pad = getattr(args, "crop_pad", None)
+    if crops == 1:
+        if pad:
+            raise ValueError("--crop-pad applies to --crops 10 or 144")
+        return None, 0, None
+    from squeezelab.inference import trained_image_size
+
+    size = trained_image_size(meta)
+    if size is None:
+        raise ValueError("the model does not record its input size: --crops needs it")
+    side = size if isinstance(size, int) else min(size)
+    if pad is not None and pad < 0:
+        raise ValueError(f"--crop-pad must be >= 0, got {pad}")
+    if side <= SMALL_INPUT_PX:
+        return side, 4 if pad is None else pad, None
+    return side, pad or 0, round(side * 256 / 224)
+
+
 def eval_data(args: argparse.Namespace, meta: dict):
-    """The split ``args`` names, from ``--data`` or else the data the model was trained on."""
+    """The split ``args`` names, from ``--data`` or else the data the model was trained on
+    (with ``--crops`` on a model above 64 px: loaded at 256/224 of its input size)."""
     from squeezelab.data import load_split, resolve_default_cifar10
 
     trained_on = (meta.get("config") or {}).get("data")
     source = args.data or trained_on or resolve_default_cifar10()
+    _, _, image_size = _crop_plan(args, meta)
     return source, load_split(source, args.split, root=args.data_root, limit=args.limit,
-                              download=args.download, skip_bad=args.skip_bad_images)
+                              download=args.download, skip_bad=args.skip_bad_images,
+                              image_size=image_size)
 
 
 def check_model_fits(path: str, meta: dict, source: str, data) -> None:
@@ -103,11 +145,19 @@ def eval_flip(args: argparse.Namespace, meta: dict) -> bool:
 
 
 def eval_protocol(args: argparse.Namespace, meta: dict):
-    """The one protocol a command scores with: ``--precision`` and ``--test-time-flip``, the
-    flip defaulting to how the model of ``meta`` was trained."""
+    """The one protocol a command scores with: ``--precision``, ``--test-time-flip`` (the flip
+    defaulting to how the model of ``meta`` was trained) and ``--crops``."""
     from squeezelab.train.evaluate import EvalProtocol
 
-    return EvalProtocol.for_model(meta, flip=args.test_time_flip, precision=args.precision)
+    protocol = EvalProtocol.for_model(meta, flip=args.test_time_flip, precision=args.precision)
+    crops = getattr(args, "crops", 1)
+    if crops == 1:
+        return protocol
+    if args.test_time_flip is False:
+        raise ValueError(f"--crops {crops} averages every crop with its mirror image: drop "
+                         "--test-time-flip false")
+    size, pad, _ = _crop_plan(args, meta)
+    return protocol.replace(flip=True, crops=crops, crop_size=size, crop_pad=pad)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -139,7 +189,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from squeezelab.data import BatchLoader
     from squeezelab.inference import load_model
-    from squeezelab.train.evaluate import EvalProtocol, paired_difference, top1_correct
+    from squeezelab.train.evaluate import (
+        EvalProtocol,
+        black_pixel,
+        paired_difference,
+        top1_correct,
+    )
 
     models = {"A": load_model(args.baseline), "B": load_model(args.candidate)}
     paths = {"A": args.baseline, "B": args.candidate}
@@ -159,7 +214,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     hits = {}
     for key, (model, _) in models.items():
         loader.set_epoch(0)
-        hits[key] = top1_correct(model, loader, torch.device("cpu"), protocol=protocol)
+        hits[key] = top1_correct(model, loader, torch.device("cpu"), protocol=protocol,
+                                 pad_value=black_pixel(data.mean, data.std))
     top1 = {key: hit.double().mean().item() for key, hit in hits.items()}
     paired = paired_difference(hits["B"], hits["A"])
     diff, se = paired["difference"], paired["image_se"]

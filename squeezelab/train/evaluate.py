@@ -1,10 +1,11 @@
 """Evaluation: top-1/top-5 accuracy, mean loss and per-class accuracy over a loader, and the
 paired comparison of two models scored on the same images.
 
-How a figure was scored is an :class:`EvalProtocol` (precision, flip-averaging): a command
-chooses one and scores every model it reports with it, and prints ``protocol.describe()``
-beside every top-1, because the same checkpoint scores differently under each (bf16 vs fp32,
-with or without averaging each image with its mirror: a point or more on CIFAR-10).
+How a figure was scored is an :class:`EvalProtocol` (precision, flip-averaging, multi-crop
+testing): a command chooses one and scores every model it reports with it, and prints
+``protocol.describe()`` beside every top-1, because the same checkpoint scores differently
+under each (bf16 vs fp32, with or without averaging each image with its mirror: a point or
+more on CIFAR-10; 10-crop or GoogLeNet's 144-crop, ``squeezelab.data.crops``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from squeezelab.config import ConfigBase, ConfigError
+from squeezelab.data.crops import CROP_COUNTS, multi_crops
 from squeezelab.train.distributed import all_reduce_sum
 
 #: the precisions a model can be scored in
@@ -27,15 +29,25 @@ EVAL_PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class EvalProtocol(ConfigBase):
-    """How top-1 is measured: ``precision`` of the forward ("fp32" or "bf16" autocast) and
-    ``flip`` (sum each image's logits with its mirror image's: test-time flip averaging).
+    """How top-1 is measured: ``precision`` of the forward ("fp32" or "bf16" autocast),
+    ``flip`` (sum each image's logits with its mirror image's: test-time flip averaging) and
+    multi-crop testing: ``crops`` 1, 10 (four corners and the centre, and their mirror images)
+    or 144 (GoogLeNet's), of side ``crop_size`` (None: the images' own size), taken after
+    padding each image by ``crop_pad`` pixels (black, as CIFAR's training crops pad); the
+    logits are averaged over the crops. 10 and 144 crops include the mirror images, so
+    ``flip`` is true with them; ``crops: 1`` with a ``crop_size`` is the centre crop.
 
     Figures are only comparable under one protocol; ``describe()`` is the label printed beside
-    each of them ("fp32, no flip"), ``to_dict()`` what JSON outputs record beside them.
+    each of them ("fp32, no flip", "fp32, 10-crop (32 px of 40)"), ``to_dict()`` what JSON
+    outputs record beside them (the crop fields only when they are not the defaults, so a
+    single-image protocol records what it always did).
     """
 
     precision: str = "fp32"
     flip: bool = False
+    crops: int = 1
+    crop_size: int | None = None
+    crop_pad: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in EVAL_PRECISIONS:
@@ -43,10 +55,44 @@ class EvalProtocol(ConfigBase):
                               f"{self.precision!r}")
         if not isinstance(self.flip, bool):
             raise ConfigError(f"flip must be true or false, got {self.flip!r}")
+        if self.crops not in CROP_COUNTS or isinstance(self.crops, bool):
+            raise ConfigError(f"crops must be one of {CROP_COUNTS}, got {self.crops!r}")
+        if self.crop_size is not None and (isinstance(self.crop_size, bool) or not isinstance(
+                self.crop_size, int) or self.crop_size < 1):
+            raise ConfigError(f"crop_size must be a positive integer or null (the images' own "
+                              f"size), got {self.crop_size!r}")
+        if isinstance(self.crop_pad, bool) or not isinstance(self.crop_pad, int) \
+                or self.crop_pad < 0:
+            raise ConfigError(f"crop_pad must be an integer >= 0, got {self.crop_pad!r}")
+        if self.crops > 1:
+            # the 10 and 144 crops are defined with their mirror images
+            object.__setattr__(self, "flip", True)
+        elif self.flip and (self.crop_size is not None or self.crop_pad):
+            raise ConfigError("a centre crop (crops 1 with crop_size or crop_pad) is scored "
+                              "without flip-averaging; take crops 10 for crops and mirrors")
+
+    @property
+    def cropped(self) -> bool:
+        """Whether images are cropped (multi-crop, or one centre crop) before the forward."""
+        return self.crops > 1 or self.crop_size is not None or self.crop_pad > 0
 
     def describe(self) -> str:
-        """``"fp32, no flip"`` / ``"bf16, flip-averaged"``."""
-        return f"{self.precision}, {'flip-averaged' if self.flip else 'no flip'}"
+        """``"fp32, no flip"`` / ``"bf16, flip-averaged"`` / ``"fp32, 10-crop (32 px of
+        40)"`` / ``"fp32, 144-crop (224 px)"`` / ``"fp32, centre crop (224 px)"``."""
+        if not self.cropped:
+            return f"{self.precision}, {'flip-averaged' if self.flip else 'no flip'}"
+        kind = "centre crop" if self.crops == 1 else f"{self.crops}-crop"
+        size = "the image size" if self.crop_size is None else f"{self.crop_size} px"
+        pad = f", images padded by {self.crop_pad} px" if self.crop_pad else ""
+        return f"{self.precision}, {kind} ({size}{pad})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, less the crop fields while they are the defaults."""
+        out = super().to_dict()
+        if not self.cropped:
+            for name in ("crops", "crop_size", "crop_pad"):
+                out.pop(name)
+        return out
 
     @classmethod
     def for_model(cls, meta: Mapping[str, Any] | None, *, flip: bool | None = None,
@@ -75,14 +121,38 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def _logits(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str,
-            test_time_flip: bool) -> torch.Tensor:
-    """fp32 logits; with ``test_time_flip``, summed with the mirrored images' logits."""
-    with autocast_context(device, precision):
+def _logits(model: nn.Module, images: torch.Tensor, device: torch.device,
+            protocol: EvalProtocol, pad_value: Any = 0.0) -> torch.Tensor:
+    """fp32 logits under ``protocol``: with ``flip``, summed with the mirrored images' logits;
+    with crops, averaged over the crops (one forward per crop: never all crops in memory)."""
+    with autocast_context(device, protocol.precision):
+        if protocol.cropped:
+            total = None
+            count = 0
+            for crop in multi_crops(images, protocol.crops, protocol.crop_size,
+                                    protocol.crop_pad, pad_value):
+                out = model(crop.contiguous(memory_format=_layout(images))).float()
+                total = out if total is None else total + out
+                count += 1
+            return total / count
         logits = model(images)
-        if test_time_flip:
+        if protocol.flip:
             logits = logits + model(images.flip(3))
     return logits.float()
+
+
+def _layout(images: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last batch (a crop of one is not contiguous)."""
+    return (torch.channels_last if images.dim() == 4 and not images.is_contiguous()
+            and images.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format)
+
+
+def black_pixel(mean, std) -> torch.Tensor:
+    """A black pixel (0 in every channel) once normalised: -mean / std per channel, the value a
+    crop's padding takes, as CIFAR's training crops pad with black."""
+    return -torch.as_tensor(mean, dtype=torch.float32) / torch.as_tensor(std,
+                                                                         dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -95,17 +165,18 @@ def evaluate(
     test_time_flip: bool = False,
     *,
     protocol: EvalProtocol | None = None,
+    pad_value: Any = 0.0,
 ) -> dict[str, Any]:
     """Accuracy of ``model`` over ``batches`` of (normalised images, labels).
 
-    ``protocol`` (when given) sets the precision and flip-averaging instead of ``precision`` /
-    ``test_time_flip``. Returns top1/top5 as fractions (0..1), mean cross-entropy ``loss``,
+    ``protocol`` (when given) sets the precision, flip-averaging and crops instead of
+    ``precision`` / ``test_time_flip``; ``pad_value``: what a ``crop_pad`` pads with, per
+    channel in normalised units (``black_pixel(mean, std)``; 0, the mean colour, by default). Returns top1/top5 as fractions (0..1), mean cross-entropy ``loss``,
     ``per_class`` accuracy, ``count`` and the ``protocol`` it was scored under (as a dict).
     Under torch.distributed, the sums are reduced over every rank.
     """
     if protocol is None:
         protocol = EvalProtocol(precision, bool(test_time_flip))
-    precision, test_time_flip = protocol.precision, protocol.flip
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -115,7 +186,7 @@ def evaluate(
     class_correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
     class_count = torch.zeros(num_classes, dtype=torch.float64, device=device)
     for images, labels in batches:
-        logits = _logits(model, images, device, precision, test_time_flip)
+        logits = _logits(model, images, device, protocol, pad_value)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
@@ -145,12 +216,13 @@ def evaluate(
 def evaluate_data(model: nn.Module, data, protocol: EvalProtocol,
                   batch_size: int = 256) -> dict[str, Any]:
     """:func:`evaluate` of ``model`` on every image of ImageTensors ``data``, on CPU, in order
-    (no augmentation), under ``protocol``."""
+    (no augmentation), under ``protocol`` (a crop padding is black: ``black_pixel``)."""
     from squeezelab.data import BatchLoader
 
     loader = BatchLoader(data, batch_size, train=False, augment=None)
     loader.set_epoch(0)
-    return evaluate(model, loader, data.num_classes, torch.device("cpu"), protocol=protocol)
+    return evaluate(model, loader, data.num_classes, torch.device("cpu"), protocol=protocol,
+                    pad_value=black_pixel(data.mean, data.std))
 
 
 @torch.no_grad()
@@ -162,21 +234,22 @@ def top1_correct(
     test_time_flip: bool = False,
     *,
     protocol: EvalProtocol | None = None,
+    pad_value: Any = 0.0,
 ) -> torch.Tensor:
     """Per image, in batch order: whether ``model``'s top-1 class is the label (bool, on CPU).
 
-    ``protocol`` (when given) sets the precision and flip-averaging instead of ``precision`` /
-    ``test_time_flip``. One process only: the images a paired comparison needs are this
-    loader's, in its order.
+    ``protocol`` (when given) sets the precision, flip-averaging and crops instead of
+    ``precision`` / ``test_time_flip`` (``pad_value``: as for :func:`evaluate`). One process
+    only: the images a paired comparison needs are this loader's, in its order.
     """
-    if protocol is not None:
-        precision, test_time_flip = protocol.precision, protocol.flip
+    if protocol is None:
+        protocol = EvalProtocol(precision, bool(test_time_flip))
     device = torch.device(device)
     was_training = model.training
     model.eval()
     hits = []
     for images, labels in batches:
-        logits = _logits(model, images, device, precision, test_time_flip)
+        logits = _logits(model, images, device, protocol, pad_value)
         hits.append(logits.argmax(dim=1) == labels)  # stays on the device: no sync per batch
     model.train(was_training)
     if not hits:

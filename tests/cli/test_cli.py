@@ -256,3 +256,30 @@ def test_help_shows_real_defaults_and_never_none(command, capsys):
         # the optimizer settings a flag leaves unset come from the model, else built-ins
         assert "--lr LR peak learning rate; unset: the model's own default when the run uses " \
                "its optimizer, else 0.1" in out
+
+
+def test_eval_and_compare_with_ten_crops(flip_pair, cifar_tree, tmp_path, capsys):
+    """--crops 10 on a 32-pixel model: 32-pixel crops of the images padded by 4 black pixels,
+    the label says so, the JSON records it, and the figure is the library's."""
+    from squeezelab.data import load_split
+    from squeezelab.inference import load_model
+    from squeezelab.train.evaluate import EvalProtocol, evaluate_data
+
+    a, b = flip_pair["A"], flip_pair["B"]
+    assert main(["eval", a, "--limit", "100", "--crops", "10",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "(fp32, 10-crop (32 px, images padded by 4 px))" in out
+    record = json.loads((tmp_path / "e.json").read_text())
+    protocol = EvalProtocol(crops=10, crop_size=32, crop_pad=4)
+    assert record["protocol"] == protocol.to_dict()
+    model, meta = load_model(a)
+    data = load_split(meta["config"]["data"], "test", limit=100, progress=False)
+    assert record["top1"] == evaluate_data(model, data, protocol)["top1"]
+    assert main(["compare", a, b, "--limit", "10", "--crops", "144", "--crop-pad", "0"]) == 0
+    assert "both scored fp32, 144-crop (32 px)" in capsys.readouterr().out
+    assert main(["eval", a, "--limit", "10", "--crops", "10", "--test-time-flip",
+                 "false"]) == 2
+    assert "averages every crop with its mirror image" in capsys.readouterr().err
+    assert main(["eval", a, "--limit", "10", "--crop-pad", "2"]) == 2
+    assert "--crop-pad applies to --crops 10 or 144" in capsys.readouterr().err

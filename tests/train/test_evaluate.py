@@ -100,3 +100,92 @@ def test_evaluate_scores_under_the_protocol_and_records_it(cifar_small):
     # the flip reaches the forward: the logits (hence the loss) differ between the protocols
     assert evaluate_data(model, test, EvalProtocol(flip=True))["loss"] != pytest.approx(
         evaluate_data(model, test, EvalProtocol())["loss"])
+
+
+def test_crop_protocols_label_validate_and_record_only_when_used():
+    from squeezelab.config import ConfigError
+    from squeezelab.train.evaluate import EvalProtocol
+
+    ten = EvalProtocol(crops=10, crop_pad=4)
+    assert ten.flip  # 10-crop includes the mirror images
+    assert ten.describe() == "fp32, 10-crop (the image size, images padded by 4 px)"
+    assert EvalProtocol(crops=144, crop_size=224).describe() == "fp32, 144-crop (224 px)"
+    assert EvalProtocol(crop_size=224).describe() == "fp32, centre crop (224 px)"
+    assert EvalProtocol.from_dict(ten.to_dict()) == ten
+    assert ten.to_dict() == {"precision": "fp32", "flip": True, "crops": 10, "crop_size": None,
+                             "crop_pad": 4}
+    # a single-image protocol records what it always recorded
+    assert EvalProtocol().to_dict() == {"precision": "fp32", "flip": False}
+    with pytest.raises(ConfigError, match=r"crops must be one of \(1, 10, 144\), got 5"):
+        EvalProtocol(crops=5)
+    with pytest.raises(ConfigError, match="crop_pad must be an integer >= 0"):
+        EvalProtocol(crops=10, crop_pad=-1)
+    with pytest.raises(ConfigError, match="crop_size must be a positive integer"):
+        EvalProtocol(crops=10, crop_size=0)
+
+
+class _Spy(torch.nn.Module):
+    """Records the batches it sees; its logits are the per-channel means of its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return x.mean(dim=(2, 3))
+
+
+def test_ten_crop_logits_are_the_mean_over_the_ten_crops():
+    from squeezelab.data.crops import ten_crops
+    from squeezelab.train.evaluate import EvalProtocol
+
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0])
+    spy = _Spy()
+    protocol = EvalProtocol(crops=10, crop_size=6)
+    result = evaluate(spy, [(images, labels)], 3, protocol=protocol)
+    assert len(spy.seen) == 10
+    crops = list(ten_crops(images, 6))
+    for seen, crop in zip(spy.seen, crops):
+        assert torch.equal(seen, crop)
+    mean_logits = torch.stack([c.mean(dim=(2, 3)) for c in crops]).mean(dim=0)
+    expected = (mean_logits.argmax(dim=1) == labels).double().mean().item()
+    assert result["top1"] == pytest.approx(expected)
+    assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(
+        mean_logits, labels).item(), rel=1e-6)
+    assert result["protocol"] == protocol.to_dict()
+
+
+def test_an_image_constant_in_space_scores_alike_under_every_crop_protocol():
+    from squeezelab.train.evaluate import EvalProtocol
+
+    # every crop of a constant image is the same image at the crop size, so a model whose
+    # output does not depend on the size (global average pooling) gives the same logits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    images = torch.randn(6, 3, 1, 1).expand(6, 3, 40, 40).contiguous()
+    labels = torch.randint(0, 5, (6,))
+    one = top1_correct(model, [(images, labels)], protocol=EvalProtocol())
+    for protocol in (EvalProtocol(crops=10, crop_size=32), EvalProtocol(crops=144,
+                                                                        crop_size=32)):
+        hits = top1_correct(model, [(images, labels)], protocol=protocol)
+        assert torch.equal(hits, one)
+        a = evaluate(model, [(images, labels)], 5, protocol=protocol)["loss"]
+        assert a == pytest.approx(evaluate(model, [(images, labels)], 5)["loss"], rel=1e-5)
+
+
+def test_crop_padding_is_black_in_pixel_space(cifar_small):
+    from squeezelab.train.evaluate import EvalProtocol, black_pixel, evaluate_data
+
+    test = cifar_small[1].subset(torch.arange(4))
+    spy = _Spy()
+    evaluate_data(spy, test, EvalProtocol(crops=10, crop_pad=4))
+    top_left = spy.seen[0]
+    black = black_pixel(test.mean, test.std)
+    # the padded rows of the top-left crop are a black pixel once normalised
+    assert torch.allclose(top_left[:, :, 0, 0], black.expand(4, 3))
+    assert torch.allclose(black * torch.tensor(test.std) + torch.tensor(test.mean),
+                          torch.zeros(3), atol=1e-6)

@@ -14,7 +14,7 @@ given (then moved to the images' device), so the result depends only on the seed
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

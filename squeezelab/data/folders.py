@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image

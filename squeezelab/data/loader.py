@@ -10,7 +10,7 @@ does, so all ranks run the same number of batches.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

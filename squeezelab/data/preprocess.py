@@ -9,9 +9,10 @@ are the test-time path of training, image by image: decode -> RGB -> resize the 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -38,13 +39,13 @@ class Preprocess:
         object.__setattr__(self, "std", rgb_triple("std", self.std, positive=True))
 
     @classmethod
-    def from_data(cls, data: ImageTensors) -> "Preprocess":
+    def from_data(cls, data: ImageTensors) -> Preprocess:
         """The record of a model trained (or fine-tuned) on ``data``."""
         return cls(data.image_size, data.mean, data.std)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any],
-                  image_size: int | Sequence[int] | None = None) -> "Preprocess | None":
+                  image_size: int | Sequence[int] | None = None) -> Preprocess | None:
         """The record in a model file's meta, or ``None`` if it has no mean/std. ``image_size``
         stands in for files written before the size was recorded (mean/std were first)."""
         if meta.get("mean") is None or meta.get("std") is None:

@@ -7,8 +7,8 @@ which is decoded once and then read from the decoded-image cache (:mod:`squeezel
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -7,8 +7,8 @@ to keep CIFAR-10 training fast.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import torch
 
@@ -88,7 +88,7 @@ class ImageTensors:
         """(height, width) in pixels."""
         return int(self.images.shape[2]), int(self.images.shape[3])
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageTensors":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageTensors:
         """The images at ``indices`` (in that order), keeping classes, statistics and source."""
         index = torch.as_tensor(indices, dtype=torch.int64)
         if index.dim() != 1:

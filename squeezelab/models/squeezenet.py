@@ -11,7 +11,7 @@ so a torchvision checkpoint loads with ``strict=True`` and gives the same output
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -3,9 +3,10 @@ with unknown keys rejected, overridable by CLI flags, and saved next to every ru
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from squeezelab.config import ConfigBase, ConfigError, read_yaml_mapping
 
@@ -208,7 +209,7 @@ class TrainConfig(ConfigBase):
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None,
-                  *, section: str | None = None) -> "TrainConfig":
+                  *, section: str | None = None) -> TrainConfig:
         """Load a recipe; ``overrides`` (e.g. from CLI flags) win over the file's values.
         The method sections other commands read (``dsd:``, ``compress:`` ...) are skipped."""
         values = read_yaml_mapping(path)

@@ -6,7 +6,8 @@ config means the same images everywhere.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from squeezelab.data import ImageTensors, load_split, resolve_default_cifar10
 from squeezelab.train.config import TrainConfig

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def strip_nproc(argv: Sequence[str]) -> list[str]:

@@ -4,7 +4,7 @@ the loop and no flag at each call site.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from squeezelab.hooks import TrainHook
 from squeezelab.train.config import TrainConfig

@@ -9,7 +9,7 @@ Hutter, arXiv 1608.03983); each with an optional linear warm-up.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

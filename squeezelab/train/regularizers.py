@@ -12,7 +12,8 @@ Pure penalty functions plus ``TrainHook``s that add ``weight * penalty`` in ``lo
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

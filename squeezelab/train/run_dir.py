@@ -64,7 +64,7 @@ class RunDir:
     def write_lines(self, name: str, lines: list[str]) -> None:
         atomic_write_bytes(self.path / name, "".join(f"{line}\n" for line in lines).encode())
 
-    def create(self) -> "RunDir":
+    def create(self) -> RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         return self
 

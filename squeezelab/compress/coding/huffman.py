@@ -16,8 +16,8 @@ decode together in the same steps (``huffman_decode_many``). The directory costs
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class HuffmanTable:
         return pack_bits(self.lengths, LENGTH_BITS)
 
     @classmethod
-    def from_bytes(cls, data: bytes, num_symbols: int) -> "HuffmanTable":
+    def from_bytes(cls, data: bytes, num_symbols: int) -> HuffmanTable:
         """Parse 5-bit code lengths; raises HuffmanError if they are not a valid prefix code."""
         need = (num_symbols * LENGTH_BITS + 7) // 8
         if len(data) != need:

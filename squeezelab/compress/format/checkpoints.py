@@ -9,9 +9,10 @@ weight-shared layers (and quantized ones, ``quantized.py``) before the state is 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn

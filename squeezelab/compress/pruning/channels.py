@@ -29,8 +29,9 @@ loaded with the sliced weights, so it saves and rebuilds through the normal chec
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

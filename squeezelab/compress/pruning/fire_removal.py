@@ -16,8 +16,9 @@ by ``squeezelab.workflows.layer_pruning``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

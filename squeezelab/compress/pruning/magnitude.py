@@ -221,7 +221,7 @@ class PruneConfig(ConfigBase):
         """The target of every layer no rule names: the sparsity, or the threshold's quality."""
         return self.quality if self.method == "threshold" else self.sparsity
 
-    def map_sparsity(self, fn: Callable[[float], float]) -> "PruneConfig":
+    def map_sparsity(self, fn: Callable[[float], float]) -> PruneConfig:
         """A copy with every target s replaced by fn(s): schedules ramp each layer toward its
         own final target this way. A "threshold" config has no sparsity to ramp: it comes back
         unchanged, and each round prunes the still-kept weights below q times their standard

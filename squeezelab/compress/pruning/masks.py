@@ -75,7 +75,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
         return model
 
     @classmethod
-    def from_model(cls, model: nn.Module, names: list[str] | None = None) -> "Masks":
+    def from_model(cls, model: nn.Module, names: list[str] | None = None) -> Masks:
         """Masks that keep the nonzero entries of the named parameters (default: all weights
         of Conv2d/Linear layers): recovers the masks of a pruned model."""
         model = unwrap_model(model)
@@ -111,7 +111,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
         }
 
     # --- conversion ---------------------------------------------------------------------
-    def to(self, device: torch.device | str) -> "Masks":
+    def to(self, device: torch.device | str) -> Masks:
         return Masks({n: m.to(device) for n, m in self._masks.items()})
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -120,11 +120,11 @@ class Masks(MutableMapping[str, torch.Tensor]):
         return {n: m.detach().cpu().contiguous() for n, m in self._masks.items()}
 
     @classmethod
-    def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> "Masks":
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> Masks:
         """Inverse of ``to_tensors``; accepts bool or 0/1 integer tensors (e.g. uint8)."""
         return cls(tensors)
 
-    def copy(self) -> "Masks":
+    def copy(self) -> Masks:
         return Masks({n: m.clone() for n, m in self._masks.items()})
 
 

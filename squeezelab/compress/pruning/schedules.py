@@ -9,7 +9,8 @@ follows the schedule toward its own final target (``PruneConfig.map_sparsity``).
 from __future__ import annotations
 
 import bisect
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from squeezelab.compress.pruning.magnitude import (
     PruneConfig,

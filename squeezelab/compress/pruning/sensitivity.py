@@ -10,7 +10,7 @@ under ``torch.no_grad()``; the caller's model is never changed. Pure: the plot o
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn

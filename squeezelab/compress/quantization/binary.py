@@ -157,7 +157,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     """Conv2d with real-valued shadow weights (Parameters) binarized in the forward."""
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, config: BinaryConfig) -> "BinaryConv2d":
+    def from_float(cls, conv: nn.Conv2d, config: BinaryConfig) -> BinaryConv2d:
         if config.method == "xnor_net" and conv.padding_mode != "zeros":
             raise ValueError(f"xnor_net needs zero padding, got padding_mode={conv.padding_mode!r}")
         b = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -176,7 +176,7 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
     """Linear with real-valued shadow weights (Parameters) binarized in the forward."""
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, config: BinaryConfig) -> "BinaryLinear":
+    def from_float(cls, linear: nn.Linear, config: BinaryConfig) -> BinaryLinear:
         b = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         b.weight, b.bias = linear.weight, linear.bias
         b._init_binary(config)

@@ -125,7 +125,7 @@ class FixedPointConv2d(_FixedPointMixin, nn.Conv2d):
     """Conv2d with float shadow weights rounded to (dynamic) fixed point in the forward."""
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, config: FixedPointConfig) -> "FixedPointConv2d":
+    def from_float(cls, conv: nn.Conv2d, config: FixedPointConfig) -> FixedPointConv2d:
         m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                 conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
         m.weight, m.bias = conv.weight, conv.bias
@@ -140,7 +140,7 @@ class FixedPointLinear(_FixedPointMixin, nn.Linear):
     """Linear with float shadow weights rounded to (dynamic) fixed point in the forward."""
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, config: FixedPointConfig) -> "FixedPointLinear":
+    def from_float(cls, linear: nn.Linear, config: FixedPointConfig) -> FixedPointLinear:
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         m.weight, m.bias = linear.weight, linear.bias
         m._init_fixed(config)

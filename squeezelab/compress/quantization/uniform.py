@@ -18,8 +18,9 @@ each quantized layer per tensor (asymmetric, uint8), from ranges seen on calibra
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -517,7 +518,7 @@ class QATConv2d(_QATMixin, nn.Conv2d):
     """Conv2d with float shadow weights (a Parameter) and fake-quantized weights and input."""
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, config: UniformQuantConfig) -> "QATConv2d":
+    def from_float(cls, conv: nn.Conv2d, config: UniformQuantConfig) -> QATConv2d:
         qat = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                   conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
         qat.weight, qat.bias = conv.weight, conv.bias  # the same Parameters: optimizers keep working
@@ -532,7 +533,7 @@ class QATLinear(_QATMixin, nn.Linear):
     """Linear with float shadow weights (a Parameter) and fake-quantized weights and input."""
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, config: UniformQuantConfig) -> "QATLinear":
+    def from_float(cls, linear: nn.Linear, config: UniformQuantConfig) -> QATLinear:
         qat = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         qat.weight, qat.bias = linear.weight, linear.bias
         qat._init_qat(config)

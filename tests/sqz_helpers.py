@@ -19,7 +19,7 @@ def tiny_shared_model(seed: int = 0, sparsity: float = 0.7):
     torch.manual_seed(seed)
     model = create_model("squeezenet_cifar", **TINY)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for _name, p in model.named_parameters():
             if p.dim() > 1:
                 k = int(p.numel() * sparsity)
                 if k:

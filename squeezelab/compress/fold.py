@@ -67,7 +67,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     try:
         folded = create_model(spec["name"], **{**spec["kwargs"], "batch_norm": False})
     except TypeError as e:
-        raise ValueError(f"model {spec['name']!r} cannot be rebuilt without BatchNorm: {e}")
+        raise ValueError(
+            f"model {spec['name']!r} cannot be rebuilt without BatchNorm: {e}") from e
     source_pairs = conv_bn_pairs(model)
     targets = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
     if len(source_pairs) != len(targets) or any(

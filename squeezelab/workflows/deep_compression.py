@@ -323,7 +323,7 @@ def prune_and_retrain(
     n = config.prune_rounds
     for r in range(n):
         round_cfg = config.prune.map_sparsity(
-            lambda s: iterative_sparsities(s, n, config.prune_schedule)[r])
+            lambda s, r=r: iterative_sparsities(s, n, config.prune_schedule)[r])
         masks = prune_(model, round_cfg, keep=masks)
         log(f"prune round {r + 1}/{n}: masks at sparsity {masks.sparsity():.3f}"
             + (f", retraining {config.retrain_epochs} epoch(s)" if config.retrain_epochs else ""))

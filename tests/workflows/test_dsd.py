@@ -124,7 +124,7 @@ def test_dsd_phases_masks_lr_metrics_and_plot(tmp_path, cifar_mini):
     assert rec.violations == 0
     assert [p for p, _ in rec.lrs] == ["dense"] * 4 + ["sparse"] * 4 + ["redense"] * 4
     # per-layer top-k: exactly round(0.4 N) pruned in every layer
-    for name, mask in rec.sparse_masks.items():
+    for _name, mask in rec.sparse_masks.items():
         assert int((~mask).sum()) == int(mask.numel() * 0.4 + 0.5)
     # constant schedule: re-dense trains at exactly lr / 10
     assert {lr for p, lr in rec.lrs if p != "redense"} == {0.05}

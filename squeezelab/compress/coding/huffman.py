@@ -279,15 +279,15 @@ def _build_decoder(tables: Sequence[HuffmanTable]) -> _Decoder:
         order = used[np.lexsort((used, lengths[used]))]
         sorted_len = lengths[order]
         codes = canonical_codes(lengths)[order].astype(np.int64)
-        # One range per distinct length: [first << (32-l), (first+count) << (32-l)).
+        # One range per distinct length: [first << (32-length), (first+count) << (32-length)).
         distinct, first_idx, num = np.unique(sorted_len, return_index=True, return_counts=True)
         end = 0
-        for l, i0, c in zip(distinct.tolist(), first_idx.tolist(), num.tolist()):
+        for length, i0, c in zip(distinct.tolist(), first_idx.tolist(), num.tolist()):
             first = int(codes[i0])
-            starts.append(key0 + (first << (32 - l)))
-            rlen.append(l)
+            starts.append(key0 + (first << (32 - length)))
+            rlen.append(length)
             rbase.append(sym_offset + i0 - first)
-            end = (first + c) << (32 - l)
+            end = (first + c) << (32 - length)
         # Everything after the last code (an incomplete code) is an invalid region.
         starts.append(key0 + end)
         rlen.append(0)

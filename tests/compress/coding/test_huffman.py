@@ -81,7 +81,7 @@ def test_length_limit_on_fibonacci_counts():
     for limit in (5, 8, 12):
         lengths = huffman_code_lengths(counts, max_length=limit)
         assert lengths.max() == limit
-        assert sum(2.0 ** -int(l) for l in lengths) == 1.0  # still a complete prefix code
+        assert sum(2.0 ** -int(length) for length in lengths) == 1.0  # still a complete prefix code
         # more frequent symbols never get longer codes
         assert np.all(np.diff(lengths[::-1].astype(int)) >= 0)
     symbols = np.repeat(np.arange(30), np.minimum(counts, 500))

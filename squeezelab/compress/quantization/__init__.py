@@ -90,10 +90,10 @@ __all__ = [
     "MinMaxObserver", "MovingAverageMinMaxObserver", "QuantizedConv2d", "QuantizedLinear",
     "QATConv2d", "QATLinear", "quantize_ptq_", "prepare_qat_", "convert_qat_",
     # binary
-    "BinaryConfig", "BinaryConv2d", "BinaryLinear", "BinaryClipHook", "binarize_", "binarize_weight",
-    "binary_input_scale", "binary_sign", "clip_binary_weights_", "sign_ste", "xnor_alpha",
-    "xnor_conv2d", "xnor_linear", "PackedXnorConv2d", "PackedXnorLinear", "pack_xnor_",
-    "xnor_popcount_dot",
+    "BinaryConfig", "BinaryConv2d", "BinaryLinear", "BinaryClipHook", "binarize_",
+    "binarize_weight", "binary_input_scale", "binary_sign", "clip_binary_weights_", "sign_ste",
+    "xnor_alpha", "xnor_conv2d", "xnor_linear", "PackedXnorConv2d", "PackedXnorLinear",
+    "pack_xnor_", "xnor_popcount_dot",
     # fixed point
     "FixedPointConfig", "FixedPointConv2d", "FixedPointLinear", "choose_frac_bits", "fixed_point_",
     "fixed_point_codes", "to_fixed_point",

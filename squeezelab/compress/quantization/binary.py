@@ -106,7 +106,9 @@ def xnor_conv2d(
     return out
 
 
-def xnor_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def xnor_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """XNOR-Net fully connected layer: (sign(x) @ sign(W)^T) * mean|x| * alpha + bias."""
     k = x.abs().mean(dim=-1, keepdim=True)  # (..., 1): the K of a 1x1 "kernel" over all features
     out = F.linear(sign_ste(x), sign_ste(weight)) * k * xnor_alpha(weight)
@@ -168,7 +170,8 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "xnor_net":
-            return xnor_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return xnor_conv2d(x, self.weight, self.bias, self.stride, self.padding,
+                               self.dilation, self.groups)
         return self._conv_forward(x, self.binary_weight(), self.bias)
 
 

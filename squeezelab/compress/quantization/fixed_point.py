@@ -74,7 +74,9 @@ def frac_bits_tensor(x: torch.Tensor, total_bits: int) -> torch.Tensor:
     f = torch.where(safe * torch.exp2(f) > limits, f - 1, f)
     f = torch.where(safe * torch.exp2(f + 1) <= limits, f + 1, f)
     f = torch.where(values > 0, f, big).min()
-    return torch.where(f == big, torch.tensor(float(total_bits - 1), dtype=torch.float64, device=x.device), f).long()
+    return torch.where(
+        f == big, torch.tensor(float(total_bits - 1), dtype=torch.float64, device=x.device), f
+    ).long()
 
 
 def choose_frac_bits(x: torch.Tensor, total_bits: int) -> int:
@@ -97,7 +99,8 @@ class FixedPointConfig(LayerSelection):
         super().__post_init__()
         check_int("total_bits", self.total_bits, 2, 32)
         if self.dynamic and self.frac_bits is not None:
-            raise ValueError(f"frac_bits must be None with dynamic=True (chosen per layer), got {self.frac_bits}")
+            raise ValueError(f"frac_bits must be None with dynamic=True (chosen per layer), "
+                             f"got {self.frac_bits}")
         if not self.dynamic:
             if self.frac_bits is None:
                 raise ValueError("static fixed point (dynamic=False) needs frac_bits")
@@ -108,9 +111,11 @@ class _FixedPointMixin:
     def _init_fixed(self, config: FixedPointConfig) -> None:
         self.total_bits = config.total_bits
         self.dynamic = config.dynamic
-        f = choose_frac_bits(self.weight.detach(), self.total_bits) if self.dynamic else config.frac_bits
+        f = (choose_frac_bits(self.weight.detach(), self.total_bits) if self.dynamic
+             else config.frac_bits)
         # A buffer so the fractional length in use travels with the state dict.
-        self.register_buffer("frac_bits", torch.tensor(f, dtype=torch.int64, device=self.weight.device))
+        self.register_buffer("frac_bits",
+                             torch.tensor(f, dtype=torch.int64, device=self.weight.device))
 
     def fixed_point_weight(self) -> torch.Tensor:
         if self.dynamic and self.training:
@@ -118,7 +123,8 @@ class _FixedPointMixin:
         return to_fixed_point(self.weight, self.total_bits, self.frac_bits)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", total_bits={self.total_bits}, frac_bits={int(self.frac_bits)}"
+        return (super().extra_repr()
+                + f", total_bits={self.total_bits}, frac_bits={int(self.frac_bits)}")
 
 
 class FixedPointConv2d(_FixedPointMixin, nn.Conv2d):

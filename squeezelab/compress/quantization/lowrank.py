@@ -61,7 +61,8 @@ class LowRankConfig(LayerSelection):
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.energy is None) == (self.rank is None):
-            raise ValueError(f"set exactly one of energy and rank, got energy={self.energy}, rank={self.rank}")
+            raise ValueError(f"set exactly one of energy and rank, "
+                             f"got energy={self.energy}, rank={self.rank}")
         if self.energy is not None and not 0.0 < self.energy <= 1.0:
             raise ValueError(f"energy must be in (0, 1], got {self.energy}")
         if self.rank is not None:
@@ -78,8 +79,8 @@ def factorize_layer(module: nn.Module, rank: int) -> nn.Sequential:
     b_mat, a_mat = low_rank_factors(w.reshape(w.shape[0], -1), rank)
     kw = {"device": w.device, "dtype": w.dtype}
     if isinstance(module, nn.Conv2d):
-        first = nn.Conv2d(module.in_channels, rank, module.kernel_size, module.stride, module.padding,
-                          module.dilation, 1, False, module.padding_mode, **kw)
+        first = nn.Conv2d(module.in_channels, rank, module.kernel_size, module.stride,
+                          module.padding, module.dilation, 1, False, module.padding_mode, **kw)
         second = nn.Conv2d(rank, module.out_channels, 1, bias=module.bias is not None, **kw)
         first.weight.data.copy_(a_mat.reshape(rank, *w.shape[1:]))  # (r, n) -> (r, in, kh, kw)
         second.weight.data.copy_(b_mat.reshape(module.out_channels, rank, 1, 1))
@@ -113,15 +114,18 @@ def low_rank_(model: nn.Module, config: LowRankConfig) -> dict[str, dict[str, An
                             "skipped": f"grouped conv (groups={module.groups})"}
             continue
         s = torch.linalg.svdvals(w.detach().double().reshape(out, n))
-        rank = rank_for_energy(s, config.energy) if config.energy is not None else min(config.rank, full_rank)
+        rank = (rank_for_energy(s, config.energy) if config.energy is not None
+                else min(config.rank, full_rank))
         kept = float((s[:rank] ** 2).sum() / (s**2).sum()) if s.any() else 1.0
         if rank * (n + out) >= out * n:
             report[name] = {**entry, "rank": rank, "energy_kept": kept, "params_after": before,
-                            "skipped": f"rank {rank} saves no parameters ({rank * (n + out)} >= {out * n})"}
+                            "skipped": f"rank {rank} saves no parameters "
+                                       f"({rank * (n + out)} >= {out * n})"}
             continue
         new = factorize_layer(module, rank)
         set_module(model, name, new)
-        report[name] = {**entry, "rank": rank, "energy_kept": kept, "params_after": _num_params(new), "skipped": None}
+        report[name] = {**entry, "rank": rank, "energy_kept": kept,
+                        "params_after": _num_params(new), "skipped": None}
     return report
 
 

@@ -40,7 +40,8 @@ def _kmeans_pp_init(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tens
     d2 = ((x - centroids[0][:, None]) ** 2).sum(-1)  # (B, N)
     for _ in range(1, k):
         weights = torch.where(d2.sum(1, keepdim=True) > 0, d2, torch.ones_like(d2))
-        pick = torch.multinomial(weights.to(gen.device).float(), 1, generator=gen).to(x.device)[:, 0]
+        pick = torch.multinomial(weights.to(gen.device).float(), 1,
+                                 generator=gen).to(x.device)[:, 0]
         c = x[rows, pick]
         centroids.append(c)
         d2 = torch.minimum(d2, ((x - c[:, None]) ** 2).sum(-1))
@@ -80,7 +81,8 @@ def kmeans_vectors(
     codes = assign(centroids)
     for _ in range(num_iters):
         idx = (codes + offsets).reshape(-1)
-        sums = torch.zeros(b * k, d, dtype=torch.float64, device=xb.device).index_add_(0, idx, flat_x)
+        sums = torch.zeros(b * k, d, dtype=torch.float64, device=xb.device).index_add_(
+            0, idx, flat_x)
         counts = torch.zeros(b * k, dtype=torch.float64, device=xb.device).index_add_(
             0, idx, torch.ones_like(idx, dtype=torch.float64)
         )
@@ -149,8 +151,10 @@ def product_quantize(
 ) -> ProductQuantized:
     """Product-quantize ``weight`` (a conv or Linear weight; see the module docstring)."""
     sub = split_subvectors(as_matrix(weight.detach()), subvector_dim)  # (out, m, d)
-    centroids, codes = kmeans_vectors(sub.transpose(0, 1), num_clusters, num_iters, seed)  # per sub-space
-    return ProductQuantized(codes=codes.transpose(0, 1).contiguous(), codebooks=centroids, shape=tuple(weight.shape))
+    # one k-means per sub-space
+    centroids, codes = kmeans_vectors(sub.transpose(0, 1), num_clusters, num_iters, seed)
+    return ProductQuantized(codes=codes.transpose(0, 1).contiguous(), codebooks=centroids,
+                            shape=tuple(weight.shape))
 
 
 def product_reconstruct(pq: ProductQuantized) -> torch.Tensor:
@@ -182,8 +186,10 @@ class ProductQuantConfig(LayerSelection):
 
 def summarize_bits(layers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Totals over per-layer bit reports, with the overall compression rate of those weights."""
-    totals = {key: sum(r[key] for r in layers.values()) for key in ("code_bits", "codebook_bits", "fp32_bits")}
-    totals["compression_rate"] = totals["fp32_bits"] / (totals["code_bits"] + totals["codebook_bits"])
+    totals = {key: sum(r[key] for r in layers.values())
+              for key in ("code_bits", "codebook_bits", "fp32_bits")}
+    totals["compression_rate"] = (totals["fp32_bits"]
+                                  / (totals["code_bits"] + totals["codebook_bits"]))
     return {"layers": layers, **totals}
 
 
@@ -198,7 +204,8 @@ def product_quantize_(model: nn.Module, config: ProductQuantConfig) -> dict[str,
     layers = {}
     for name, module in select_layers(model, config):
         w = module.weight
-        pq = product_quantize(w, config.subvector_dim, config.num_clusters, config.num_iters, config.seed)
+        pq = product_quantize(w, config.subvector_dim, config.num_clusters, config.num_iters,
+                              config.seed)
         w_hat = product_reconstruct(pq)
         err = float((w - w_hat).norm() / w.norm().clamp(min=1e-12))
         w.copy_(w_hat)
@@ -207,7 +214,7 @@ def product_quantize_(model: nn.Module, config: ProductQuantConfig) -> dict[str,
 
 
 __all__ = [
-    "ProductQuantConfig", "ProductQuantized", "VectorQuantized", "as_matrix", "code_bits", "kmeans_vectors",
-    "product_quantize", "product_quantize_", "product_reconstruct", "split_subvectors",
-    "summarize_bits",
+    "ProductQuantConfig", "ProductQuantized", "VectorQuantized", "as_matrix", "code_bits",
+    "kmeans_vectors", "product_quantize", "product_quantize_", "product_reconstruct",
+    "split_subvectors", "summarize_bits",
 ]

@@ -62,7 +62,8 @@ def residual_quantize(
         books.append(centroids)
         codes.append(idx)
         residual = residual - centroids[idx]
-    return ResidualQuantized(codes=torch.stack(codes), codebooks=torch.stack(books), shape=tuple(weight.shape))
+    return ResidualQuantized(codes=torch.stack(codes), codebooks=torch.stack(books),
+                             shape=tuple(weight.shape))
 
 
 def residual_reconstruct(rq: ResidualQuantized, num_stages: int | None = None) -> torch.Tensor:
@@ -106,7 +107,8 @@ def residual_quantize_(model: nn.Module, config: ResidualQuantConfig) -> dict[st
     for name, module in select_layers(model, config):
         w = module.weight
         rq = residual_quantize(
-            w, config.num_clusters, config.num_stages, config.vector_dim, config.num_iters, config.seed
+            w, config.num_clusters, config.num_stages, config.vector_dim, config.num_iters,
+            config.seed,
         )
         w_hat = residual_reconstruct(rq)
         err = float((w - w_hat).norm() / w.norm().clamp(min=1e-12))

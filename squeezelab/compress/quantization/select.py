@@ -28,7 +28,8 @@ def _check_globs(name: str, value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str) or not all(isinstance(g, str) for g in value):
-        raise ValueError(f"{name} must be a list of glob strings (e.g. ['features.*']), got {value!r}")
+        raise ValueError(
+            f"{name} must be a list of glob strings (e.g. ['features.*']), got {value!r}")
     return tuple(value)
 
 
@@ -112,4 +113,7 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
         raise ValueError(f"{name} must be an integer in {bound}, got {value!r}")
 
 
-__all__ = ["LayerSelection", "WEIGHT_LAYERS", "check_int", "select_layers", "set_module", "weight_layers"]
+__all__ = [
+    "LayerSelection", "WEIGHT_LAYERS", "check_int", "select_layers", "set_module",
+    "weight_layers",
+]

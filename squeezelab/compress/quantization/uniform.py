@@ -99,7 +99,8 @@ def choose_qparams(
     lo = torch.as_tensor(min_val, dtype=torch.float32)
     hi = torch.as_tensor(max_val, dtype=torch.float32)
     if lo.shape != hi.shape:
-        raise ValueError(f"min_val and max_val must have the same shape, got {tuple(lo.shape)} and {tuple(hi.shape)}")
+        raise ValueError(f"min_val and max_val must have the same shape, "
+                         f"got {tuple(lo.shape)} and {tuple(hi.shape)}")
     if not torch.isfinite(lo).all() or not torch.isfinite(hi).all():
         raise ValueError("min_val and max_val must be finite (has the observer seen any data?)")
     if (lo > hi).any():
@@ -303,7 +304,9 @@ class _QuantizedMixin:
         self.num_bits = config.num_bits
         self.weight_signed = config.weight_symmetric
         self.register_buffer(
-            "weight_int", quantize_affine(weight.detach(), scale, zp, config.num_bits, config.weight_symmetric, axis)
+            "weight_int",
+            quantize_affine(weight.detach(), scale, zp, config.num_bits,
+                            config.weight_symmetric, axis),
         )
         # Scales and zero points kept per output channel even when per tensor: one code path.
         self.register_buffer("weight_scale", scale.expand(out_channels).clone().to(weight.device))
@@ -317,7 +320,8 @@ class _QuantizedMixin:
             raise ValueError("input_qparams are needed when activation_num_bits is set")
         in_scale, in_zp = input_qparams
         self.register_buffer("input_scale", in_scale.detach().float().reshape(()).to(weight.device))
-        self.register_buffer("input_zero_point", in_zp.detach().to(torch.int32).reshape(()).to(weight.device))
+        self.register_buffer("input_zero_point",
+                             in_zp.detach().to(torch.int32).reshape(()).to(weight.device))
         if bias is None:
             self.register_buffer("bias_int", None)
         else:
@@ -343,10 +347,12 @@ class _QuantizedMixin:
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return self._op(x, self.dequantized_weight().to(x.dtype), bias)
         q_in = quantize_affine(
-            x, self.input_scale, self.input_zero_point, self.activation_num_bits, self.activation_signed
+            x, self.input_scale, self.input_zero_point, self.activation_num_bits,
+            self.activation_signed,
         )
         x_int = q_in.double() - self.input_zero_point.double()
-        w_int = self.weight_int.double() - _along(self.weight_zero_point.double(), self.weight_int.dim(), 0)
+        w_int = self.weight_int.double() - _along(
+            self.weight_zero_point.double(), self.weight_int.dim(), 0)
         # Integer products summed in float64 are exact below 2^53; round() removes any error a
         # transform-based convolution algorithm could leave. This is the int32 accumulator.
         acc = self._op(x_int, w_int, None).round()
@@ -362,7 +368,8 @@ class QuantizedConv2d(_QuantizedMixin, nn.Module):
     def __init__(self, conv: nn.Conv2d, config: UniformQuantConfig, input_qparams=None):
         super().__init__()
         if conv.padding_mode != "zeros":
-            raise ValueError(f"only zero padding is supported, got padding_mode={conv.padding_mode!r}")
+            raise ValueError(
+                f"only zero padding is supported, got padding_mode={conv.padding_mode!r}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
@@ -379,7 +386,8 @@ class QuantizedConv2d(_QuantizedMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, "
             f"weight_bits={self.num_bits}, activation_bits={self.activation_num_bits}"
         )
 
@@ -408,7 +416,9 @@ class QuantizedLinear(_QuantizedMixin, nn.Module):
         )
 
 
-def _quantized_from_float(module: nn.Module, config: UniformQuantConfig, input_qparams) -> nn.Module:
+def _quantized_from_float(
+    module: nn.Module, config: UniformQuantConfig, input_qparams
+) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         return QuantizedConv2d(module, config, input_qparams)
     return QuantizedLinear(module, config, input_qparams)
@@ -419,7 +429,8 @@ def _batch_input(batch: Any) -> torch.Tensor:
     if isinstance(batch, (tuple, list)) and batch:
         batch = batch[0]
     if not isinstance(batch, torch.Tensor):
-        raise ValueError(f"calibration batches must be tensors or (images, labels) pairs, got {type(batch).__name__}")
+        raise ValueError(f"calibration batches must be tensors or (images, labels) pairs, "
+                         f"got {type(batch).__name__}")
     return batch
 
 
@@ -446,7 +457,8 @@ def quantize_ptq_(
     widths, the input qparams, ``size_bytes`` and ``fp32_bytes``.
     """
     chosen = select_layers(model, config)
-    input_qparams: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {n: None for n, _ in chosen}
+    input_qparams: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {
+        n: None for n, _ in chosen}
     if config.activation_num_bits is not None:
         observers = {n: config.make_observer().to(next(m.parameters()).device) for n, m in chosen}
         handles = [
@@ -466,11 +478,13 @@ def quantize_ptq_(
                 h.remove()
             model.train(was_training)
         if num_batches == 0:
-            raise ValueError("calibration_batches is empty; activation ranges need at least one batch "
-                             "(or set activation_num_bits=None for weight-only quantization)")
+            raise ValueError("calibration_batches is empty; activation ranges need at least "
+                             "one batch (or set activation_num_bits=None for weight-only "
+                             "quantization)")
         for n, obs in observers.items():
             if not obs.initialized:
-                raise ValueError(f"layer {n!r} saw no input during calibration; is it used in forward()?")
+                raise ValueError(f"layer {n!r} saw no input during calibration; "
+                                 "is it used in forward()?")
             input_qparams[n] = obs.qparams(config.activation_num_bits, config.activation_symmetric)
     report = {}
     for name, module in chosen:
@@ -502,7 +516,8 @@ class _QATMixin:
             self.input_observer(x)
         signed = cfg.activation_symmetric
         qmin, qmax = qrange(cfg.activation_num_bits, signed)
-        scale, zp = _qparams(self.input_observer.min_val, self.input_observer.max_val, qmin, qmax, signed)
+        scale, zp = _qparams(self.input_observer.min_val, self.input_observer.max_val,
+                             qmin, qmax, signed)
         return fake_quantize(x, scale, zp, cfg.activation_num_bits, signed)
 
     def fake_quantized_weight(self) -> torch.Tensor:
@@ -511,7 +526,8 @@ class _QATMixin:
         lo, hi = tensor_min_max(self.weight.detach(), 0 if cfg.per_channel else None)
         qmin, qmax = qrange(cfg.num_bits, cfg.weight_symmetric)
         scale, zp = _qparams(lo, hi, qmin, qmax, cfg.weight_symmetric)
-        return fake_quantize(self.weight, scale, zp, cfg.num_bits, cfg.weight_symmetric, 0 if cfg.per_channel else None)
+        return fake_quantize(self.weight, scale, zp, cfg.num_bits, cfg.weight_symmetric,
+                             0 if cfg.per_channel else None)
 
 
 class QATConv2d(_QATMixin, nn.Conv2d):
@@ -519,14 +535,17 @@ class QATConv2d(_QATMixin, nn.Conv2d):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, config: UniformQuantConfig) -> QATConv2d:
-        qat = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                  conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
-        qat.weight, qat.bias = conv.weight, conv.bias  # the same Parameters: optimizers keep working
+        qat = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                  conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+                  conv.padding_mode, device="meta")
+        # the same Parameters: optimizers keep working
+        qat.weight, qat.bias = conv.weight, conv.bias
         qat._init_qat(config)
         return qat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self._fake_quant_input(x), self.fake_quantized_weight(), self.bias)
+        return self._conv_forward(self._fake_quant_input(x), self.fake_quantized_weight(),
+                                  self.bias)
 
 
 class QATLinear(_QATMixin, nn.Linear):
@@ -571,8 +590,10 @@ def convert_qat_(model: nn.Module) -> dict[str, dict[str, Any]]:
         input_qparams = None
         if module.input_observer is not None:
             if not module.input_observer.initialized:
-                raise ValueError(f"layer {name!r} has not observed any input; train or run it first")
-            input_qparams = module.input_observer.qparams(cfg.activation_num_bits, cfg.activation_symmetric)
+                raise ValueError(
+                    f"layer {name!r} has not observed any input; train or run it first")
+            input_qparams = module.input_observer.qparams(cfg.activation_num_bits,
+                                                          cfg.activation_symmetric)
         q = _quantized_from_float(module, cfg, input_qparams)  # reads the shadow weights
         set_module(model, name, q)
         report[name] = _layer_report(q, module)

@@ -111,7 +111,8 @@ def test_bad_magic_version_and_crc(sqz_bytes):
     with pytest.raises(SqzFormatError, match="not a .sqz file"):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
-    with pytest.raises(SqzFormatError, match="format version 7; this squeezelab reads versions 1, 2"):
+    with pytest.raises(SqzFormatError,
+                       match="format version 7; this squeezelab reads versions 1, 2"):
         _load(join(header, payload, version=7))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10

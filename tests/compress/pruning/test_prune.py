@@ -69,7 +69,8 @@ def test_bad_inputs():
         PruneConfig(rules={"conv": 1.0})
     with pytest.raises(ValueError, match="needs a sparsity or at least one rule"):
         PruneConfig()
-    with pytest.raises(ValueError, match=r"PruneConfig: unknown key 'sparsty' \(did you mean sparsity\?\)"):
+    with pytest.raises(ValueError,
+                       match=r"PruneConfig: unknown key 'sparsty' \(did you mean sparsity\?\)"):
         PruneConfig.from_dict({"sparsty": 0.5})
     with pytest.raises(ValueError, match="'features.99.\\*' matches no prunable parameter"):
         prune_(tiny_squeezenet(), PruneConfig(rules={"features.99.*": 0.5}))

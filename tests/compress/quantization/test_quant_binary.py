@@ -61,7 +61,8 @@ def test_xnor_weight_gradient_flows_through_alpha_and_sign():
 
 
 def _hand_xnor_conv(x, w, bias, padding):
-    """XNOR-Net convolution with explicit loops: alpha * K * sum(sign(I) * sign(W)) over the window."""
+    """XNOR-Net convolution with explicit loops: alpha * K * sum(sign(I) * sign(W)) over the
+    window."""
     n, c, h, wd = x.shape
     out_c, _, kh, kw = w.shape
     xp = F.pad(x, (padding, padding, padding, padding))
@@ -93,7 +94,8 @@ def test_xnor_net_conv_equals_hand_computation():
     assert torch.allclose(got.double(), expected, atol=1e-5)
     k = binary_input_scale(x, (3, 3), padding=(1, 1))
     assert k.shape == (2, 1, 5, 5)
-    assert k[1, 0, 0, 0].item() == pytest.approx(x[1, :, :2, :2].abs().mean(0).sum().item() / 9, rel=1e-6)
+    assert k[1, 0, 0, 0].item() == pytest.approx(
+        x[1, :, :2, :2].abs().mean(0).sum().item() / 9, rel=1e-6)
 
 
 def test_xnor_net_linear_equals_hand_computation():
@@ -102,7 +104,8 @@ def test_xnor_net_linear_equals_hand_computation():
     b = torch.tensor([0.5, -1.0])
     # sign(x) = [[1,-1,1], [-1,-1,1]]; sign(w) = [[1,1,-1], [1,-1,1]]; alpha = [1, 2]
     # K = mean|x| = [1, 4/3]; dots: row0 = [-1, 3], row1 = [-3, 1]
-    expected = torch.tensor([[-1 * 1 * 1 + 0.5, 3 * 1 * 2 - 1.0], [-3 * (4 / 3) * 1 + 0.5, 1 * (4 / 3) * 2 - 1.0]])
+    expected = torch.tensor([[-1 * 1 * 1 + 0.5, 3 * 1 * 2 - 1.0],
+                             [-3 * (4 / 3) * 1 + 0.5, 1 * (4 / 3) * 2 - 1.0]])
     assert torch.allclose(xnor_linear(x, w, b), expected)
 
 
@@ -113,11 +116,13 @@ def test_binarize_keeps_first_and_last_by_default():
     assert type(model[0]) is nn.Linear and type(model[4]) is nn.Linear
     assert isinstance(model[2], BinaryLinear)
     # 20 weights at one bit + 4 fp32 biases; binaryconnect has no alpha
-    assert report["2"] == {"method": "binaryconnect", "size_bits": 20 + 4 * 32, "fp32_bits": 24 * 32}
+    assert report["2"] == {"method": "binaryconnect", "size_bits": 20 + 4 * 32,
+                           "fp32_bits": 24 * 32}
     x = torch.randn(3, 5)
     assert torch.equal(model[2](x), F.linear(x, binary_sign(model[2].weight), model[2].bias))
     all_layers = mlp()
-    assert list(binarize_(all_layers, BinaryConfig(method="xnor", keep_first_last=False))) == ["0", "2", "4"]
+    report = binarize_(all_layers, BinaryConfig(method="xnor", keep_first_last=False))
+    assert list(report) == ["0", "2", "4"]
     with pytest.raises(ValueError, match="already binarized"):
         binarize_(all_layers, BinaryConfig(keep_first_last=False))
 

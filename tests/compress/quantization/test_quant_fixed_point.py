@@ -19,7 +19,8 @@ from squeezelab.compress.quantization.fixed_point import (
 def test_exact_rounding_and_saturation():
     x = torch.tensor([0.3, -0.3, 3.0, -3.0, 1 / 128])
     # 8 bits, 6 fractional: step 1/64, range [-128/64, 127/64] = [-2, 1.984375]
-    assert to_fixed_point(x, 8, 6).tolist() == [19 / 64, -19 / 64, 127 / 64, -2.0, 0.0]  # 0.5 LSB rounds to even
+    # 1/128 is half an LSB: it rounds to even, 0
+    assert to_fixed_point(x, 8, 6).tolist() == [19 / 64, -19 / 64, 127 / 64, -2.0, 0.0]
     assert fixed_point_codes(x, 8, 6).tolist() == [19, -19, 127, -128, 0]
     # negative fractional length: steps of 4
     assert to_fixed_point(torch.tensor([9.0, 10.0, 1000.0]), 4, -2).tolist() == [8.0, 8.0, 28.0]

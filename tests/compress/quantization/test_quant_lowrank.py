@@ -21,7 +21,8 @@ def matrix_with_singular_values(values, rows, cols, seed=0):
     return (u * torch.tensor(values, dtype=torch.float64)) @ v.T
 
 
-@pytest.mark.parametrize("energy, rank", [(0.5, 1), (16 / 30, 1), (0.8, 2), (0.9, 3), (0.97, 4), (1.0, 4)])
+@pytest.mark.parametrize(
+    "energy, rank", [(0.5, 1), (16 / 30, 1), (0.8, 2), (0.9, 3), (0.97, 4), (1.0, 4)])
 def test_rank_for_energy_on_known_singular_values(energy, rank):
     # squares 16, 9, 4, 1 of 30: cumulative 0.533, 0.833, 0.967, 1
     assert rank_for_energy(torch.tensor([4.0, 3.0, 2.0, 1.0]), energy) == rank
@@ -48,7 +49,8 @@ def test_energy_picks_the_rank_inside_a_model():
     best = low_rank_factors(w, 3)
     assert torch.allclose(second.weight @ first.weight, best[0] @ best[1], atol=1e-5)
     # the rank-3 product is the truncated SVD: the error is the dropped singular value
-    assert torch.linalg.matrix_norm(second.weight @ first.weight - w, ord=2).item() == pytest.approx(1.0, rel=1e-4)
+    error = torch.linalg.matrix_norm(second.weight @ first.weight - w, ord=2).item()
+    assert error == pytest.approx(1.0, rel=1e-4)
 
 
 def test_full_rank_reproduces_conv_and_linear_outputs():
@@ -56,7 +58,8 @@ def test_full_rank_reproduces_conv_and_linear_outputs():
     conv = nn.Conv2d(3, 5, 3, stride=2, padding=1, dilation=1)
     x = torch.randn(2, 3, 9, 9)
     fact = factorize_layer(conv, 5)
-    assert fact[0].weight.shape == (5, 3, 3, 3) and fact[0].stride == (2, 2) and fact[0].bias is None
+    assert fact[0].weight.shape == (5, 3, 3, 3) and fact[0].stride == (2, 2)
+    assert fact[0].bias is None
     assert fact[1].weight.shape == (5, 5, 1, 1)
     assert torch.allclose(fact(x), conv(x), atol=1e-5)
     lin = nn.Linear(7, 4)

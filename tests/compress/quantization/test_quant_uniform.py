@@ -182,7 +182,8 @@ def test_ptq_tiny_model_close_to_fp32():
     torch.manual_seed(1)
     x = torch.randn(8, 3, 32, 32)
     ref = model(x)
-    fp32_weights = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    fp32_weights = {n: m.weight.detach().clone() for n, m in model.named_modules()
+                    if isinstance(m, nn.Conv2d)}
     report = quantize_ptq_(model, UniformQuantConfig(), [x[:4], (x[4:], torch.zeros(4))])
     assert set(report) == set(fp32_weights)
     out = model(x)
@@ -209,7 +210,8 @@ def test_ptq_weight_only_and_calibration_errors():
         quantize_ptq_(copy.deepcopy(model), UniformQuantConfig(), ["not a tensor"])
     x = torch.randn(2, 3, 32, 32)
     ref = model(x)
-    report = quantize_ptq_(model, UniformQuantConfig(activation_num_bits=None, layers=["classifier.*"]))
+    report = quantize_ptq_(
+        model, UniformQuantConfig(activation_num_bits=None, layers=["classifier.*"]))
     assert list(report) == ["classifier.1"]
     assert isinstance(model.classifier[1], QuantizedConv2d)
     assert ((model(x) - ref).norm() / ref.norm()).item() < 0.02
@@ -218,8 +220,10 @@ def test_ptq_weight_only_and_calibration_errors():
 def test_moving_average_observer_for_calibration():
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     batches = [torch.full((1, 4), 1.0), torch.full((1, 4), 3.0)]
-    quantize_ptq_(model, UniformQuantConfig(observer="moving_average", averaging_constant=0.5), batches)
-    # first layer input range: batch 1 -> [0, 1] (widened to 0), batch 2 -> [0, 0 + ...]: max 1 + 0.5 * 2 = 2
+    quantize_ptq_(model, UniformQuantConfig(observer="moving_average", averaging_constant=0.5),
+                  batches)
+    # first layer input range: batch 1 -> [0, 1] (widened to 0), batch 2 -> [0, 0 + ...]:
+    # max 1 + 0.5 * 2 = 2
     assert model[0].input_scale.item() == pytest.approx(2.0 / 255)
 
 
@@ -263,6 +267,7 @@ def test_qat_conv_weights_are_fake_quantized_with_ste():
     assert (wq - conv.weight).abs().max() <= scale.max() / 2 * (1 + 1e-5)
     assert not torch.equal(wq, conv.weight)
     wq.sum().backward()
-    assert torch.equal(conv.weight.grad, torch.ones_like(conv.weight))  # symmetric: nothing saturates
+    # symmetric: nothing saturates
+    assert torch.equal(conv.weight.grad, torch.ones_like(conv.weight))
     with pytest.raises(ValueError, match="already prepared"):
         prepare_qat_(model, UniformQuantConfig(layers=["features.0"]))

@@ -81,7 +81,8 @@ def test_product_quantize_transform_on_a_linear_model():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
     original = model[0].weight.detach().clone()
-    result = product_quantize_(model, ProductQuantConfig(subvector_dim=4, num_clusters=8, layers=["0"]))
+    result = product_quantize_(
+        model, ProductQuantConfig(subvector_dim=4, num_clusters=8, layers=["0"]))
     layer = result["layers"]["0"]
     # 64 rows x 4 sub-spaces x 3 bits; 4 codebooks of 8 x 4 floats
     assert layer["code_bits"] == 64 * 4 * 3 and layer["codebook_bits"] == 4 * 8 * 4 * 32
@@ -112,15 +113,18 @@ def test_residual_exact_and_bits():
     w = rows[torch.tensor([0, 1, 2, 0, 1])]  # 5 rows, 3 distinct; whole-row vectors
     rq = residual_quantize(w, num_clusters=3, num_stages=2, vector_dim=None)
     assert rq.codes.shape == (2, 5) and rq.codebooks.shape == (2, 3, 8)
-    assert torch.allclose(residual_reconstruct(rq, 1), w, atol=0) and torch.equal(residual_reconstruct(rq), w)
-    assert rq.bits() == {"code_bits": 2 * 5 * 2, "codebook_bits": 2 * 3 * 8 * 32, "fp32_bits": 5 * 8 * 32,
+    assert torch.allclose(residual_reconstruct(rq, 1), w, atol=0)
+    assert torch.equal(residual_reconstruct(rq), w)
+    assert rq.bits() == {"code_bits": 2 * 5 * 2, "codebook_bits": 2 * 3 * 8 * 32,
+                         "fp32_bits": 5 * 8 * 32,
                          "compression_rate": (5 * 8 * 32) / (20 + 2 * 3 * 8 * 32)}
 
 
 def test_residual_transform_and_config_errors():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
-    result = residual_quantize_(model, ResidualQuantConfig(num_clusters=4, num_stages=2, vector_dim=2))
+    result = residual_quantize_(
+        model, ResidualQuantConfig(num_clusters=4, num_stages=2, vector_dim=2))
     assert set(result["layers"]) == {"0", "2"}
     assert result["code_bits"] == sum(r["code_bits"] for r in result["layers"].values())
     # conv 0: 8 rows x 9 pieces of 2 (18 columns) x 2 stages x 2 bits
@@ -129,5 +133,6 @@ def test_residual_transform_and_config_errors():
         ResidualQuantConfig(num_stages=0)
     with pytest.raises(ValueError, match="subvector_dim must be an integer in >= 1"):
         ProductQuantConfig(subvector_dim=0)
-    with pytest.raises(ValueError, match=r"ProductQuantConfig: unknown key 'num_cluster' \(did you mean num_clusters"):
+    with pytest.raises(ValueError, match=r"ProductQuantConfig: unknown key 'num_cluster' "
+                                         r"\(did you mean num_clusters"):
         ProductQuantConfig.from_dict({"num_cluster": 4})

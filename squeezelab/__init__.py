@@ -1,4 +1,4 @@
-"""squeezelab: SqueezeNet-family CNNs, trained fast and compressed into small files that load back."""
+"""squeezelab: SqueezeNet-family CNNs, trained fast, compressed into small files that load back."""
 from squeezelab.models import create_model, list_models, model_spec, register_model
 
 __version__ = "0.1.0"

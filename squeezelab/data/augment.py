@@ -220,8 +220,10 @@ def sample_resized_crop_boxes(num_samples: int, height: int, width: int,
     bw = torch.where(found, bw, torch.full_like(bw, fw))
     bh = torch.where(found, bh, torch.full_like(bh, fh))
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
-    x0 = torch.where(found, torch.floor(u[:, 0] * (width - bw + 1)), torch.floor((width - bw) / 2))
-    y0 = torch.where(found, torch.floor(u[:, 1] * (height - bh + 1)), torch.floor((height - bh) / 2))
+    x0 = torch.where(found, torch.floor(u[:, 0] * (width - bw + 1)),
+                     torch.floor((width - bw) / 2))
+    y0 = torch.where(found, torch.floor(u[:, 1] * (height - bh + 1)),
+                     torch.floor((height - bh) / 2))
     return torch.stack([x0, y0, bw, bh], dim=1)
 
 

@@ -122,7 +122,8 @@ def restricted_loads(data: bytes, what: str = "pickle") -> Any:
     except DataError as exc:
         raise DataError(f"{what}: {exc}") from None
     except Exception as exc:  # any malformed pickle: truncated, bad opcode, bad numpy state
-        raise DataError(f"{what}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{what}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from None
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -175,7 +176,8 @@ def _download(spec: CifarSpec, path: Path, place: str) -> None:
                             f"try again, or {place}")
         os.replace(tmp, path)  # only a verified archive ever appears under its final name
     except (urllib.error.URLError, OSError) as exc:
-        raise DataError(f"could not download {spec.name} ({exc}); without internet, {place}") from None
+        raise DataError(
+            f"could not download {spec.name} ({exc}); without internet, {place}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -201,8 +203,8 @@ def read_cifar_archive(path: str | os.PathLike, name: str, split: str) -> ImageT
         images, labels = [], []
         for member in members:
             where = f"{path}:{spec.folder}/{member}"
-            batch_images, batch_labels = _batch_arrays(_read_member(tar, path, f"{spec.folder}/{member}"),
-                                                       spec, where)
+            batch_images, batch_labels = _batch_arrays(
+                _read_member(tar, path, f"{spec.folder}/{member}"), spec, where)
             images.append(batch_images)
             labels.append(batch_labels)
     images_np = np.concatenate(images).reshape(-1, 3, CIFAR_SIDE_PX, CIFAR_SIDE_PX)
@@ -243,7 +245,8 @@ def _class_names(meta: Any, spec: CifarSpec, where: str) -> list[str]:
     names = meta[spec.names_key]
     if not isinstance(names, (list, tuple)) or len(names) != spec.num_classes:
         raise DataError(f"{where}: expected {spec.num_classes} class names under "
-                        f"{spec.names_key!r}, got {len(names) if hasattr(names, '__len__') else names!r}")
+                        f"{spec.names_key!r}, "
+                        f"got {len(names) if hasattr(names, '__len__') else names!r}")
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
 
 
@@ -263,7 +266,8 @@ def _batch_arrays(batch: Any, spec: CifarSpec, where: str) -> tuple[np.ndarray, 
     try:
         labels = np.asarray(batch[spec.label_key])
     except Exception as exc:
-        raise DataError(f"{where}: labels {spec.label_key!r} are not a list of integers ({exc})") from None
+        raise DataError(
+            f"{where}: labels {spec.label_key!r} are not a list of integers ({exc})") from None
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{where}: labels {spec.label_key!r} must be a list of integers, got "
                         f"{labels.dtype} values of shape {labels.shape}")

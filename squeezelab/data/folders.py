@@ -121,7 +121,8 @@ def parse_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] 
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         size = (int(image_size), int(image_size))
     elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 \
-            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in image_size):
+            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                    for s in image_size):
         size = (int(image_size[0]), int(image_size[1]))
     else:
         raise DataError(f"image_size must be an int or (height, width), got {image_size!r}")

@@ -99,7 +99,8 @@ def load_split(source: str, split: str = "train", *, root: str | os.PathLike | N
     else:
         if root is not None:
             raise DataError(f"root applies to 'cifar10'/'cifar100' only; for a class-folder "
-                            f"source pass its path as source (got source={source!r}, root={root!r})")
+                            f"source pass its path as source "
+                            f"(got source={source!r}, root={root!r})")
         if not Path(source).expanduser().is_dir():
             raise DataError(f"source must be 'cifar10', 'cifar100' or an existing class-folder "
                             f"root, got {str(source)!r} (no such folder)")

@@ -331,6 +331,6 @@ def load_recipe_sections(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in read_yaml_mapping(path).items() if k in RECIPE_SECTIONS}
 
 
-__all__ = ["BINARIZE_SCALES", "BUILT_IN_DEFAULTS", "ConfigError", "FIELD_HELP", "MODEL_DEFAULT_FIELDS",
-           "RECIPE_SECTIONS", "RUN_IDENTITY_FIELDS", "TrainConfig", "data_seed_of",
-           "load_recipe_sections", "resume_conflicts"]
+__all__ = ["BINARIZE_SCALES", "BUILT_IN_DEFAULTS", "ConfigError", "FIELD_HELP",
+           "MODEL_DEFAULT_FIELDS", "RECIPE_SECTIONS", "RUN_IDENTITY_FIELDS", "TrainConfig",
+           "data_seed_of", "load_recipe_sections", "resume_conflicts"]

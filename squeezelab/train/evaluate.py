@@ -171,8 +171,9 @@ def evaluate(
 
     ``protocol`` (when given) sets the precision, flip-averaging and crops instead of
     ``precision`` / ``test_time_flip``; ``pad_value``: what a ``crop_pad`` pads with, per
-    channel in normalised units (``black_pixel(mean, std)``; 0, the mean colour, by default). Returns top1/top5 as fractions (0..1), mean cross-entropy ``loss``,
-    ``per_class`` accuracy, ``count`` and the ``protocol`` it was scored under (as a dict).
+    channel in normalised units (``black_pixel(mean, std)``; 0, the mean colour, by default).
+    Returns top1/top5 as fractions (0..1), mean cross-entropy ``loss``, ``per_class`` accuracy,
+    ``count`` and the ``protocol`` it was scored under (as a dict).
     Under torch.distributed, the sums are reduced over every rank.
     """
     if protocol is None:

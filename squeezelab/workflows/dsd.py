@@ -417,5 +417,5 @@ def run_dsd(
                  resume=resume)
 
 
-__all__ = ["DSDConfig", "DSDHook", "LR_SCHEDULES", "PHASES", "parse_phase_epochs", "plot_weight_distributions",
-           "run_dsd"]
+__all__ = ["DSDConfig", "DSDHook", "LR_SCHEDULES", "PHASES", "parse_phase_epochs",
+           "plot_weight_distributions", "run_dsd"]

@@ -175,7 +175,8 @@ def format_size_report(report: SizeReport) -> str:
     )
     if "gzip_bytes" in t:
         lines.append(
-            f"fp32 safetensors {_fmt_bytes(t['safetensors_bytes'])} ({t['ratio_safetensors']:.1f}x), "
+            f"fp32 safetensors {_fmt_bytes(t['safetensors_bytes'])} "
+            f"({t['ratio_safetensors']:.1f}x), "
             f"gzip -9 {_fmt_bytes(t['gzip_bytes'])} ({t['ratio_gzip']:.1f}x), "
             f"zstd -19 {_fmt_bytes(t['zstd_bytes'])} ({t['ratio_zstd']:.1f}x)"
         )

@@ -7,9 +7,10 @@ Layout (integers little-endian)::
 
 The header is UTF-8 JSON, zlib-compressed since version 2 (a per-tensor JSON entry is about
 165 bytes, a tenth of a pruned 4-bit SqueezeNet's file; compressed it is a fifth of that).
-Version 1 files (plain JSON header) are still read. The CRC32 (``zlib.crc32``) covers header and payload. The header is self-describing: the
-registry model spec (``{"name", "kwargs"}``), class names, free ``meta`` (metrics, config), the
-payload size, and per state-dict tensor its name, shape, dtype and encoding:
+Version 1 files (plain JSON header) are still read. The CRC32 (``zlib.crc32``) covers header
+and payload. The header is self-describing: the registry model spec (``{"name", "kwargs"}``),
+class names, free ``meta`` (metrics, config), the payload size, and per state-dict tensor its
+name, shape, dtype and encoding:
 
 * ``"dense"``: raw little-endian bytes (biases, BatchNorm tensors, unshared weights);
   ``data = [offset, length]`` into the payload.
@@ -412,7 +413,8 @@ def _build_model(header: dict[str, Any], source: str) -> nn.Module:
                 f"{list(t.shape)}"
             )
         file_dtype = _DTYPES[e["dtype"]][0]
-        if file_dtype != t.dtype and not (file_dtype.is_floating_point and t.dtype.is_floating_point):
+        if file_dtype != t.dtype and not (file_dtype.is_floating_point
+                                          and t.dtype.is_floating_point):
             raise SqzFormatError(f"layer {key!r}: file dtype {e['dtype']} does not fit {t.dtype}")
     persistent = set(own)
     if all(n in persistent for n, _ in model.named_buffers()):

@@ -237,9 +237,9 @@ class PruneConfig(ConfigBase):
 
     def layer_targets(self, model: nn.Module) -> dict[str, float | None]:
         """Per prunable parameter name: its own target (rule), or None for "the default"
-        (``sparsity``, per layer or global; ``quality`` for method "threshold"). Excluded and unnamed-without-default layers are
-        left out. Raises ValueError when a rule or exclusion matches no prunable parameter
-        (a typo would otherwise prune nothing, silently)."""
+        (``sparsity``, per layer or global; ``quality`` for method "threshold"). Excluded and
+        unnamed-without-default layers are left out. Raises ValueError when a rule or exclusion
+        matches no prunable parameter (a typo would otherwise prune nothing, silently)."""
         params = prunable_parameters(model)
         for pattern in list(self.rules) + self.exclude:
             if not any(_matches(pattern, p) for p in params.values()):
@@ -309,6 +309,6 @@ def prune_(model: nn.Module, config: PruneConfig | float, keep: Masks | None = N
 
 
 __all__ = [
-    "LAYER_TYPES", "METHODS", "PruneConfig", "threshold_mask", "PrunableParam", "compute_masks", "global_magnitude_masks",
-    "magnitude_mask", "num_to_keep", "prunable_parameters", "prune_",
+    "LAYER_TYPES", "METHODS", "PruneConfig", "threshold_mask", "PrunableParam", "compute_masks",
+    "global_magnitude_masks", "magnitude_mask", "num_to_keep", "prunable_parameters", "prune_",
 ]

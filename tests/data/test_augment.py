@@ -48,16 +48,19 @@ def test_per_sample_offsets_and_flip_are_exact():
         assert torch.equal(out[i], expected.flip(-1) if flip[i] else expected)
     # Flip of the uncropped batch is exact too.
     centred = torch.full((4,), 4)
-    assert torch.equal(crop_flip(x, 4, centred, centred, torch.ones(4, dtype=torch.bool)), x.flip(-1))
+    assert torch.equal(crop_flip(x, 4, centred, centred, torch.ones(4, dtype=torch.bool)),
+                       x.flip(-1))
 
 
 def test_crop_flip_errors():
     x = _batch(2)
-    with pytest.raises(DataError, match=r"offsets_x must be in \[0, 8\] for padding 4, got values in \[0, 9\]"):
+    with pytest.raises(DataError, match=r"offsets_x must be in \[0, 8\] for padding 4, "
+                                        r"got values in \[0, 9\]"):
         crop_flip(x, 4, torch.tensor([0, 1]), torch.tensor([0, 9]))
     with pytest.raises(DataError, match=r"offsets_y must have shape \(2,\), got \(3,\)"):
         crop_flip(x, 4, torch.zeros(3), torch.zeros(2))
-    with pytest.raises(DataError, match=r"images must be a \(N, C, H, W\) tensor, got \(3, 32, 32\)"):
+    with pytest.raises(DataError,
+                       match=r"images must be a \(N, C, H, W\) tensor, got \(3, 32, 32\)"):
         crop_flip(x[0], 4, torch.zeros(1), torch.zeros(1))
 
 
@@ -103,7 +106,8 @@ def test_resized_crop_boxes_fit_and_follow_scale_and_ratio():
     boxes = sample_resized_crop_boxes(2000, 32, 48, generator=g)
     x0, y0, w, h = boxes.unbind(1)
     assert bool((boxes == boxes.round()).all())
-    assert bool((x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= 48).all() and (y0 + h <= 32).all())
+    assert bool((x0 >= 0).all() and (y0 >= 0).all()
+                and (x0 + w <= 48).all() and (y0 + h <= 32).all())
     area = w * h / (32 * 48)
     # Rounding of w and h widens the ranges a little at these small sizes.
     assert float(area.min()) > 0.05 and float(area.max()) <= 1.0
@@ -119,7 +123,8 @@ def test_resized_crop_fallback_is_the_central_box():
     boxes = sample_resized_crop_boxes(3, 32, 32, scale=(0.5, 1.0), ratio=(10.0, 20.0),
                                       generator=torch.Generator().manual_seed(0))
     assert boxes.tolist() == [[0.0, 14.0, 32.0, 3.0]] * 3
-    with pytest.raises(DataError, match=r"scale must satisfy 0 < min <= max <= 1, got \(0.5, 1.5\)"):
+    with pytest.raises(DataError,
+                       match=r"scale must satisfy 0 < min <= max <= 1, got \(0.5, 1.5\)"):
         sample_resized_crop_boxes(1, 8, 8, scale=(0.5, 1.5))
 
 
@@ -128,7 +133,8 @@ def test_random_resized_crop_is_seeded():
     a = random_resized_crop(x, (8, 8), generator=torch.Generator().manual_seed(3))
     b = random_resized_crop(x, (8, 8), generator=torch.Generator().manual_seed(3))
     assert a.shape == (8, 3, 8, 8) and torch.equal(a, b)
-    assert not torch.equal(a, random_resized_crop(x, (8, 8), generator=torch.Generator().manual_seed(4)))
+    assert not torch.equal(
+        a, random_resized_crop(x, (8, 8), generator=torch.Generator().manual_seed(4)))
     assert random_resized_crop(x, generator=torch.Generator().manual_seed(3)).shape == x.shape
     with pytest.raises(DataError, match="resized_crop expects floating images, got torch.uint8"):
         random_resized_crop(_batch(2))

@@ -69,7 +69,8 @@ def test_cifar100_uses_fine_labels(tmp_path, monkeypatch):
 
 def test_load_split_verifies_md5_of_the_archive(tmp_path):
     write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar10", per_class=1)
-    with pytest.raises(DataError, match="has MD5 [0-9a-f]{32}, expected c58f30108f718f92721af3b95e74349a"):
+    with pytest.raises(DataError,
+                       match="has MD5 [0-9a-f]{32}, expected c58f30108f718f92721af3b95e74349a"):
         load_split("cifar10", "train", root=tmp_path)
 
 
@@ -89,7 +90,8 @@ def test_offline_download_gives_placement_message(tmp_path, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(cifar.urllib.request, "urlopen", offline)
-    with pytest.raises(DataError, match="without internet.*" + str(tmp_path / "cifar-100-python.tar.gz")):
+    with pytest.raises(DataError,
+                       match="without internet.*" + str(tmp_path / "cifar-100-python.tar.gz")):
         ensure_archive("cifar100", tmp_path, download=True)
     assert os.listdir(tmp_path) == []  # no partial file left behind
 
@@ -135,7 +137,8 @@ def test_restricted_unpickler_refuses_builtins():
     payload = pickle.dumps(getattr)  # a global from builtins
     with pytest.raises(DataError, match="refusing to unpickle global 'builtins.getattr'"):
         restricted_loads(payload)
-    assert restricted_loads(pickle.dumps({b"x": np.arange(3, dtype=np.uint8)}))[b"x"].tolist() == [0, 1, 2]
+    loaded = restricted_loads(pickle.dumps({b"x": np.arange(3, dtype=np.uint8)}))
+    assert loaded[b"x"].tolist() == [0, 1, 2]
 
 
 def test_truncated_pickle_is_an_error():
@@ -145,7 +148,8 @@ def test_truncated_pickle_is_an_error():
 
 
 @pytest.mark.parametrize("batch, message", [
-    ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, r"uint8 array \(N, 3072\), got uint8 array of shape \(2, 100\)"),
+    ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
+     r"uint8 array \(N, 3072\), got uint8 array of shape \(2, 100\)"),
     ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "got float32"),
     ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "2 images but 1 labels"),
     ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"labels must be in \[0, 9\]"),

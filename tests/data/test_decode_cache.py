@@ -38,7 +38,8 @@ def test_cache_round_trip_is_exact_and_reused(jpeg_tree, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = load_split(str(jpeg_tree), "train", cache_dir=cache, progress=False)
     entries = sorted(p.name for p in (cache / "decoded").iterdir())
-    assert len(entries) == 2 and entries[0].endswith(".json") and entries[1].endswith(".safetensors")
+    assert len(entries) == 2
+    assert entries[0].endswith(".json") and entries[1].endswith(".safetensors")
     _forbid_decoding(monkeypatch)
     second = load_split(str(jpeg_tree), "train", cache_dir=cache, progress=False)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
@@ -60,7 +61,8 @@ def test_sources_change_gives_a_new_entry(jpeg_tree, tmp_path, monkeypatch):
     changed = load_split(str(jpeg_tree), "train", cache_dir=cache, progress=False)
     assert len(calls) == 1
     paths = [f.path for f in scan_split(jpeg_tree, "train").files]
-    assert torch.equal(changed.images[paths.index(str(victim))], changed.images[paths.index(str(frog))])
+    assert torch.equal(changed.images[paths.index(str(victim))],
+                       changed.images[paths.index(str(frog))])
     load_split(str(jpeg_tree), "train", cache_dir=cache, progress=False)
     assert len(calls) == 1  # the third load reuses the second's entry
     # Different image sizes are different entries.

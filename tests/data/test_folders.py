@@ -64,7 +64,8 @@ def test_missing_split_folder_and_bad_split(tmp_path):
     _png(tmp_path / "d" / "train" / "a" / "0.png", np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(DataError, match="has no test/ or val/ folder for split 'test'"):
         scan_split(tmp_path / "d", "test")
-    with pytest.raises(DataError, match=r"split must be one of \['test', 'train', 'val'\], got 'dev'"):
+    with pytest.raises(DataError,
+                       match=r"split must be one of \['test', 'train', 'val'\], got 'dev'"):
         scan_split(tmp_path / "d", "dev")
 
 
@@ -93,7 +94,8 @@ def test_corrupt_image_error_names_the_file(jpeg_tree, tmp_path):
 
 
 def test_truncated_jpeg_is_detected(jpeg_tree, tmp_path):
-    good = jpeg_tree / "train" / "dog" / sorted(p.name for p in (jpeg_tree / "train" / "dog").iterdir())[0]
+    dog_dir = jpeg_tree / "train" / "dog"
+    good = dog_dir / sorted(p.name for p in dog_dir.iterdir())[0]
     cut = jpeg_tree / "train" / "dog" / "zz_cut.jpg"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DataError, match="zz_cut.jpg"):
@@ -138,7 +140,8 @@ def test_grey_and_rgba_images_become_rgb(tmp_path):
     assert data.images.shape == (2, 3, 3, 4)
     for c in range(3):
         assert np.array_equal(data.images[0, c].numpy(), grey)
-    assert data.images[1, 0].unique().tolist() == [77] and data.images[1, 1:].unique().tolist() == [0]
+    assert data.images[1, 0].unique().tolist() == [77]
+    assert data.images[1, 1:].unique().tolist() == [0]
 
 
 def test_resize_keeps_a_constant_image_constant(tmp_path):

@@ -37,7 +37,8 @@ def test_ddp_shards_are_disjoint_and_cover_the_epoch(drop_last):
         assert len(everything) - len(set(everything)) == 1
     # The ranks cut one shared permutation: their interleaving is that permutation.
     perm = torch.randperm(50, generator=torch.Generator().manual_seed(5 + 2)).tolist()
-    assert [shards[i % 3][i // 3] for i in range(len(everything))] == (perm + perm)[:len(everything)]
+    assert ([shards[i % 3][i // 3] for i in range(len(everything))]
+            == (perm + perm)[:len(everything)])
 
 
 def test_batches_follow_the_shard_and_last_batch_is_kept_when_not_dropping():
@@ -120,7 +121,8 @@ def test_dtype_and_channels_last():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
-    ({"augment": "autoaugment"}, r"augment must be one of \('cifar', 'imagenet'\) or None, got 'autoaugment'"),
+    ({"augment": "autoaugment"},
+     r"augment must be one of \('cifar', 'imagenet'\) or None, got 'autoaugment'"),
     ({"augment": "cifar", "train": False}, "augment='cifar' is for training loaders"),
     ({"rank": 2, "world_size": 2}, r"rank must be in \[0, world_size\)"),
     ({"batch_size": 30, "world_size": 2}, "batch_size 30 is larger than the 25 samples per "

@@ -36,9 +36,11 @@ def test_balanced_indices_counts_and_determinism():
 
 def test_balanced_indices_errors():
     labels = torch.tensor([0, 0, 0, 1, 2, 2])
-    with pytest.raises(DataError, match=r"limit must be at least the number of classes \(3\) .* got 2"):
+    with pytest.raises(DataError,
+                       match=r"limit must be at least the number of classes \(3\) .* got 2"):
         balanced_indices(labels, 3, 2)
-    with pytest.raises(DataError, match="limit=6 needs 2 images per class, but class 'b' has only 1"):
+    with pytest.raises(DataError,
+                       match="limit=6 needs 2 images per class, but class 'b' has only 1"):
         balanced_indices(labels, 3, 6, classes=["a", "b", "c"])
     with pytest.raises(DataError, match="limit must be an int, got 2.5"):
         balanced_indices(labels, 3, 2.5)
@@ -90,14 +92,17 @@ def test_image_tensors_basics_and_subset():
     assert len(data) == 6 and data.num_classes == 3 and data.image_size == (2, 2)
     sub = data.subset([4, 1])
     assert torch.equal(sub.images, data.images[[4, 1]]) and sub.labels.tolist() == [1, 1]
-    assert (sub.classes, sub.mean, sub.std, sub.source) == (data.classes, data.mean, data.std, "test")
+    assert ((sub.classes, sub.mean, sub.std, sub.source)
+            == (data.classes, data.mean, data.std, "test"))
     with pytest.raises(DataError, match=r"indices must be in \[-6, 5\], got values in \[0, 6\]"):
         data.subset([0, 6])
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"images": torch.zeros(2, 3, 4, 4)}, "images must be a uint8 tensor, got tensor of dtype torch.float32"),
-    ({"images": torch.zeros(2, 1, 4, 4, dtype=torch.uint8)}, r"images must have shape \(N, 3, H, W\), got \(2, 1, 4, 4\)"),
+    ({"images": torch.zeros(2, 3, 4, 4)},
+     "images must be a uint8 tensor, got tensor of dtype torch.float32"),
+    ({"images": torch.zeros(2, 1, 4, 4, dtype=torch.uint8)},
+     r"images must have shape \(N, 3, H, W\), got \(2, 1, 4, 4\)"),
     ({"labels": torch.zeros(2, dtype=torch.int32)}, "labels must be an int64 tensor"),
     ({"labels": torch.zeros(3, dtype=torch.int64)}, r"labels must have shape \(2,\)"),
     ({"labels": torch.tensor([0, 2])}, r"labels must be in \[0, 1\], got values in \[0, 2\]"),

@@ -52,7 +52,8 @@ def test_a_dead_classifier_is_reported_once(tmp_path, cifar_tiny, capsys):
     result = train(config(tmp_path, epochs=2), data=cifar_tiny, model=model)
     assert [r["test_loss"] for r in result.history] == pytest.approx([2.302585] * 2, abs=1e-6)
     err = capsys.readouterr().err
-    assert err.count("warning: epoch 1: test loss 2.3026 = ln(10), the loss of a uniform guess") == 1
+    assert err.count("warning: epoch 1: test loss 2.3026 = ln(10), "
+                     "the loss of a uniform guess") == 1
     assert "--warmup-epochs 1" in err and "epoch 2" not in err
 
 

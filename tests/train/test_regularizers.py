@@ -57,7 +57,8 @@ def test_hooks_add_weighted_penalty():
     base = nn.functional.cross_entropy(logits, y)
     w0, w3 = state.model[0].weight.detach(), state.model[3].weight.detach()
     got = l1.loss(state, x, y, logits, base).detach()
-    assert float(got) == pytest.approx(float(base.detach() + 0.01 * (w0.abs().sum() + w3.abs().sum())))
+    assert float(got) == pytest.approx(
+        float(base.detach() + 0.01 * (w0.abs().sum() + w3.abs().sum())))
     got = gl.loss(state, x, y, logits, base).detach()
     assert float(got) == pytest.approx(float(base.detach() + 0.1 * group_lasso_penalty(w0, "both")))
     metrics = {}

@@ -93,8 +93,8 @@ def test_both_stages_reduce_the_hint_loss_and_train_the_right_parameters(tmp_pat
     teacher = create_model("resnet18_cifar", width=8).eval()
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student = create_model("squeezenet_cifar", **SMALL)
-    cfg = TrainConfig(model="squeezenet_cifar", model_args=SMALL, epochs=1, batch_size=20, eval_every=5,
-                      optimizer="adamw", lr=0.01, weight_decay=0.01, precision="fp32",
+    cfg = TrainConfig(model="squeezenet_cifar", model_args=SMALL, epochs=1, batch_size=20,
+                      eval_every=5, optimizer="adamw", lr=0.01, weight_decay=0.01, precision="fp32",
                       channels_last=False, out_dir=str(tmp_path), run_name="fit",
                       progress=False, augment="none")
     fit = FitNetsConfig(teacher="unused", hint="layer2", guided="features.5", stage1_epochs=3)

@@ -113,6 +113,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="structured pruning of a SqueezeNet: cut out the FRACTION (0..1) "
                    "least important channels (--channel-score) of every removable conv, or "
                    "the dead ones (all-zero filters); the model is rebuilt smaller")
+    p.add_argument("--drop-fires", type=int, default=None, metavar="N",
+                   help="layer pruning of a SqueezeNet: replace N Fire modules with equal "
+                   "input and output widths by the identity, each the one whose removal costs "
+                   "the least top-1 on --selection-images training images")
+    p.add_argument("--selection-images", type=int, default=1000,
+                   help="--drop-fires: training images the Fires are chosen on")
     p.add_argument("--channel-score", choices=("auto", "filter_norm", "bn_scale"),
                    default="auto", help="--channels FRACTION ranks channels by this (auto: "
                    "the BatchNorm scale |gamma| behind BatchNorm, else the filter's L2 norm)")
@@ -203,6 +209,40 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_data_flags(p)
     p.set_defaults(func=cmd_compress)
 
+    p = sub.add_parser("learn-arch", help="architecture learning (tri-state ReLU gates, "
+                       "Srinivas & Babu): learn which channels a SqueezeNet needs, cut the "
+                       "rest out, fine-tune; writes the smaller model", formatter_class=fmt)
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
+    p.add_argument("--learn-epochs", type=int, default=None, help="epochs of gated training "
+                   "(default 5)")
+    p.add_argument("--learn-lr", type=float, default=None,
+                   help="lr of the gated training (default: the model's own)")
+    p.add_argument("--width-count", type=float, default=None,
+                   help="weight of the term that pulls every gate w toward 0 (per channel: "
+                   "its parameters, mean 1; default 2e-3): larger removes more")
+    p.add_argument("--width-binarize", type=float, default=None,
+                   help="weight of sum w(1 - w), pushing gates to 0 or 1 (default 1e-2)")
+    p.add_argument("--depth-binarize", type=float, default=None,
+                   help="weight of sum d(1 - d) over the layers' d (default 1e-2)")
+    p.add_argument("--cost", choices=("parameters", "neurons"), default=None,
+                   help="what --width-count charges per channel (default parameters)")
+    p.add_argument("--learn-depth", type=parse_bool, default=None, metavar="BOOL",
+                   help="learn each layer's d (linear or ReLU; default true)")
+    p.add_argument("--gate-lr", type=float, default=None,
+                   help="the gates' lr (default: the run's)")
+    p.add_argument("--threshold", type=float, default=None, help="round gates here (0.5)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="fine-tuning of the cut model (default 2; 0: none)")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="lr of the fine-tuning (default: the model's own)")
+    p.add_argument("--work-dir", default=None, help="where the learn and finetune runs go "
+                   "(default: runs/<output stem>-arch)")
+    _add_data_flags(p)
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write the widths and every measurement here (with the command)")
+    p.set_defaults(func=cmd_learn_arch)
+
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,8 +292,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             args.output)[0].resolve():
         raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
                          "choose another name")
+    if args.channels is not None and args.drop_fires is not None:
+        raise ValueError("--channels and --drop-fires are two kinds of pruning: give one")
     if args.channels is not None:
         return prune_channels(args)
+    if args.drop_fires is not None:
+        return prune_fire_layers(args)
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
                             scope=args.scope, exclude=args.exclude,
                             method="magnitude" if args.quality is None else "threshold",
@@ -515,6 +559,75 @@ def prune_channels(args: argparse.Namespace) -> int:
         print(f"fine-tuning run: {result.run_dir}")
     _write_json(args, {"output": str(result.path), "channels": args.channels,
                        **result.to_dict()})
+    return 0
+
+
+def prune_fire_layers(args: argparse.Namespace) -> int:
+    """``prune --drop-fires N``: the layer-pruning workflow (``workflows/layer_pruning.py``:
+    choose on training images, drop, fine-tune, measure, save), then its figures."""
+    from squeezelab.workflows.deep_compression import load_compressible
+    from squeezelab.workflows.layer_pruning import LayerPruneConfig, prune_fires
+
+    if args.sparsity is not None or args.rule or args.quality is not None:
+        raise ValueError("--drop-fires removes whole Fire modules; --sparsity/--quality/--rule "
+                         "prune single weights: give one or the other")
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    config = LayerPruneConfig(num_fires=args.drop_fires, selection_images=args.selection_images,
+                              retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
+                              train=train_section)
+    train, test = _load_data(train_section)
+    _check_classes(src.meta, test, args.checkpoint)
+    protocol = _protocol(args, src.meta)
+    result = prune_fires(src, args.output, config, (train, test), protocol=protocol,
+                         work_dir=args.work_dir)
+    before, after = result.before, result.after
+    print(f"before: top-1 {before['top1']:.4f} ({protocol.describe()}, {len(test)} test images)")
+    print(f"after:  top-1 {after['top1']:.4f} ({protocol.describe()})"
+          f"{_change(before['top1'], after['top1'])}")
+    print(f"parameters {before['parameters']:,} -> {after['parameters']:,}; MACs "
+          f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M; wrote {result.path} "
+          f"(skip_fires {result.meta['layer_prune']['skip_fires']})")
+    _write_json(args, {"output": str(result.path), **result.meta["layer_prune"]})
+    return 0
+
+
+def cmd_learn_arch(args: argparse.Namespace) -> int:
+    """``learn-arch``: the architecture-learning workflow
+    (``workflows/architecture_learning.py``), then the learned widths and figures."""
+    from squeezelab.compress.pruning.architecture import widths_table
+    from squeezelab.workflows.architecture_learning import (
+        ArchitectureLearningConfig,
+        learn_architecture,
+    )
+    from squeezelab.workflows.deep_compression import load_compressible
+
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    values = {k: getattr(args, k) for k in (
+        "learn_epochs", "learn_lr", "width_binarize", "depth_binarize", "width_count", "cost",
+        "learn_depth", "gate_lr", "threshold", "finetune_epochs", "finetune_lr")
+        if getattr(args, k) is not None}
+    config = ArchitectureLearningConfig.from_dict({**values, "train": train_section},
+                                                  source="learn-arch flags")
+    train, test = _load_data(train_section)
+    _check_classes(src.meta, test, args.checkpoint)
+    protocol = _protocol(args, src.meta)
+    result = learn_architecture(src, args.output, config, (train, test), protocol=protocol,
+                                work_dir=args.work_dir)
+    print(widths_table(result.report))
+    for label, m in (("before", result.before), ("learned (gates as trained)", result.gated),
+                     ("cut, not fine-tuned", result.cut), ("after", result.after)):
+        print(f"{label + ':':<28} top-1 {m['top1']:.4f} ({protocol.describe()}), "
+              f"{m['parameters']:,} parameters, {m['macs'] / 1e6:.1f}M MACs")
+    removed = 1 - result.after["parameters"] / result.before["parameters"]
+    print(f"{100 * removed:.1f}% of the parameters removed"
+          f"{_change(result.before['top1'], result.after['top1'])}; wrote {result.path}")
+    _write_json(args, {"output": str(result.path), **result.to_dict()})
     return 0
 
 

@@ -472,3 +472,42 @@ def test_quantize_methods_come_from_the_registry(ckpt, monkeypatch):
     assert calls == [cfg]
     with pytest.raises(ValueError, match="--method must be one of kmeans, .*, half, got 'x'"):
         _quant_config(_parse(["quantize", ckpt, "--method", "x", "-o", "x"]))
+
+
+def test_learn_arch_prints_the_widths_and_writes_the_smaller_model(tmp_path, ckpt, capsys,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["learn-arch", ckpt, "-o", str(tmp_path / "learned"), "--learn-epochs", "1",
+               "--finetune-epochs", "1", "--width-count", "1", "--gate-lr", "0.6",
+               "--json", str(tmp_path / "arch.json"), *SMALL_DATA])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "layer                original  learned  linear" in out
+    assert "features.4.squeeze" in out and "% of the parameters removed" in out
+    record = json.loads((tmp_path / "arch.json").read_text())
+    assert record["config"]["width_count"] == 1.0 and record["config"]["gate_lr"] == 0.6
+    assert record["after"]["parameters"] < record["before"]["parameters"]
+    after = next(line for line in out.splitlines() if line.startswith("after:"))
+    assert after.split()[1:4] == ["top-1", f"{record['after']['top1']:.4f}", "(fp32,"]
+    assert f"{record['after']['parameters']:,} parameters" in after
+    back = load_compressible(tmp_path / "learned")
+    assert sum(p.numel() for p in back.model.parameters()) == record["after"]["parameters"]
+    with pytest.raises(SystemExit):  # argparse's choices
+        main(["learn-arch", ckpt, "-o", str(tmp_path / "x"), "--cost", "flops"])
+    assert main(["learn-arch", ckpt, "-o", str(tmp_path / "x"), "--threshold", "1.5"]) == 2
+    assert "threshold must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_prune_drop_fires_removes_whole_fires(tmp_path, ckpt, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["prune", ckpt, "--drop-fires", "2", "--selection-images", "50", "-o",
+               str(tmp_path / "shallow"), "--json", str(tmp_path / "fires.json"), *SMALL_DATA])
+    assert rc == 0
+    record = json.loads((tmp_path / "fires.json").read_text())
+    assert len(record["removed"]) == 2 and len(record["skip_fires"]) == 2
+    assert record["after"]["parameters"] < record["before"]["parameters"]
+    out = capsys.readouterr().out
+    assert f"skip_fires {record['skip_fires']}" in out
+    assert main(["prune", ckpt, "--drop-fires", "1", "--sparsity", "0.5", "-o",
+                 str(tmp_path / "x")]) == 2
+    assert "--drop-fires removes whole Fire modules" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from squeezelab.checkpoint import (
     save_checkpoint,
 )
 from squeezelab.compress.format.quantized import QUANTIZER_KEY, rebuild_quantized_
+from squeezelab.compress.pruning.architecture import install_gates_from_state_
 from squeezelab.compress.pruning.masks import Masks
 from squeezelab.compress.quantization.weight_sharing import (
     dense_weight,
@@ -62,7 +63,8 @@ def load_compressible(path: str | os.PathLike) -> Compressible:
     """Rebuild the model of any squeezelab checkpoint, including weight-shared ones.
 
     The shared layers come from ``meta["shared_layers"]`` or, for checkpoints written by a
-    training run over a shared model, from the ``*.codebook`` entries of the state. Masks come
+    training run over a shared model, from the ``*.codebook`` entries of the state; tri-state
+    ReLU gates (an architecture-learning run's) from its ``*.gate_w`` entries. Masks come
     from the ``mask`` group (``save_compressible``) or a MaskHook's ``hook.mask`` group (a run
     directory's checkpoint); None when there are none.
     """
@@ -84,6 +86,10 @@ def load_compressible(path: str | os.PathLike) -> Compressible:
         prepare_shared_(model, dict(layer_bits))
     except ValueError as e:
         raise CheckpointError(f"{path}: shared layers do not fit {spec['name']}: {e}") from None
+    try:  # an architecture-learning run's model: tri-state ReLU gates where its state has them
+        install_gates_from_state_(model, ckpt.model_state)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: gates do not fit {spec['name']}: {e}") from None
     load_model_state(model, ckpt, source=str(path))
     refresh_shared(model)
     model.eval()

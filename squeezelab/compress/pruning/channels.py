@@ -141,6 +141,14 @@ def _constant_output(p: _Producer) -> torch.Tensor:
     return p.act(y.view(1, -1, 1, 1).clone()).view(-1)
 
 
+def channel_producers(model: nn.Module) -> dict[str, _Producer]:
+    """Every conv whose output channels this module can remove, in order: name -> its
+    ``conv``, ``bn`` (or None), ``act`` (the activation module after it), ``consumers`` ((conv
+    name, input-channel offset) pairs) and ``locked`` (a bypass keeps its channels)."""
+    producers, _, _ = _graph(_check_model(model))
+    return producers
+
+
 def channel_norms(model: nn.Module) -> dict[str, torch.Tensor]:
     """L2 norm of each output channel's filter, (out,), for every removable conv in order."""
     producers, _, _ = _graph(_check_model(model))
@@ -358,6 +366,6 @@ def remove_dead_channels(
 
 
 __all__ = [
-    "CRITERIA", "ChannelPruneReport", "channel_importance", "channel_norms",
+    "CRITERIA", "ChannelPruneReport", "channel_importance", "channel_norms", "channel_producers",
     "find_dead_channels", "remove_channels", "remove_dead_channels", "smallest_channels",
 ]

@@ -1,0 +1,245 @@
+"""Architecture learning as a workflow (Srinivas & Babu, "Learning the Architecture of Deep
+Neural Networks", arXiv 1511.05497): learn -> round -> cut -> fine-tune.
+
+1. learn: the source model's ReLUs after every removable conv become tri-state ReLUs
+   (``compress.pruning.architecture.install_gates_``) and the model trains ``learn_epochs``
+   with the gate regulariser (``train.architecture.ArchitectureHook``);
+2. round and cut: gates rounded at ``threshold``, channels whose w is 0 removed physically,
+   the rest folded into the weights (``cut_architecture``): an ordinary, smaller SqueezeNet;
+3. fine-tune it ``finetune_epochs``;
+4. measure the source, the gated model, the cut model before and after fine-tuning (top-1
+   under one protocol, parameters, MACs) and save the result with the learned widths.
+
+    result = learn_architecture("runs/base", "learned", ArchitectureLearningConfig(),
+                                data=(train, test))
+    print(widths_table(result.report)); result.after["parameters"]
+
+The runs go to ``work_dir`` (default ``runs/<output stem>-arch``): ``learn`` (its checkpoints
+hold the gated model; ``squeezelab eval`` loads them) and ``finetune``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from squeezelab.checkpoint import save_checkpoint
+from squeezelab.compress.format.checkpoints import Compressible, load_compressible
+from squeezelab.compress.pruning.architecture import (
+    ArchitectureReport,
+    channel_costs,
+    cut_architecture,
+    gate_modules,
+    install_gates_,
+    widths_table,
+)
+from squeezelab.config import ConfigBase, ConfigError
+from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.metrics import count_macs, count_parameters
+from squeezelab.models import model_spec
+from squeezelab.train.architecture import ArchitectureHook
+from squeezelab.train.config import TrainConfig
+from squeezelab.train.evaluate import EvalProtocol, evaluate_data
+from squeezelab.workflows.deep_compression import default_work_dir
+
+#: what the count term of the regulariser charges per channel
+COSTS = ("parameters", "neurons")
+
+
+@dataclass
+class ArchitectureLearningConfig(ConfigBase):
+    """How ``learn_architecture`` learns, cuts and fine-tunes.
+
+    learn_epochs / learn_lr: the gated training run (lr None: the train section's, else the
+        model's default). width_binarize, depth_binarize, width_count: the regulariser's
+        lambdas (``train/architecture.py``); ``cost``: what width_count charges per channel,
+        "parameters" (each channel's share of the model, so the pull matches the parameters
+        saved) or "neurons" (1 each, the paper's count). learn_depth: learn d (False: every
+        layer stays a ReLU). gate_lr: the gates' lr (None: the run's).
+    threshold: where gates are rounded. finetune_epochs / finetune_lr: training of the cut
+        model (0 epochs: none). train: TrainConfig fields of both runs (data, batch_size,
+        optimizer, lr: the default of learn_lr and finetune_lr ...), except epochs / run_name /
+        out_dir / model, set here.
+    """
+
+    learn_epochs: int = 5
+    learn_lr: float | None = None
+    width_binarize: float = 1e-2
+    depth_binarize: float = 1e-2
+    width_count: float = 2e-3
+    cost: str = "parameters"
+    learn_depth: bool = True
+    gate_lr: float | None = None
+    threshold: float = 0.5
+    finetune_epochs: int = 2
+    finetune_lr: float | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, low in (("learn_epochs", 1), ("finetune_epochs", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("width_binarize", "depth_binarize", "width_count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("learn_lr", "gate_lr", "finetune_lr"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not value > 0):
+                raise ConfigError(f"{name} must be > 0 or null, got {value!r}")
+        if self.cost not in COSTS:
+            raise ConfigError(f"cost must be one of {COSTS}, got {self.cost!r}")
+        if not isinstance(self.learn_depth, bool):
+            raise ConfigError(f"learn_depth must be true or false, got {self.learn_depth!r}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        fixed = sorted(set(self.train) & {"epochs", "run_name", "out_dir", "model"})
+        if fixed:
+            raise ConfigError(f"train section may not set {fixed}: learn_architecture sets "
+                              "them (learn_epochs, finetune_epochs, the work directory)")
+
+    def run_config(self, phase: str, model_name: str) -> TrainConfig:
+        """The TrainConfig of ``phase`` "learn" or "finetune"."""
+        epochs, lr = ((self.learn_epochs, self.learn_lr) if phase == "learn"
+                      else (max(1, self.finetune_epochs), self.finetune_lr))
+        values = {"warmup_epochs": 0.0, **self.train, "epochs": epochs, "run_name": phase,
+                  "model": model_name}
+        if lr is not None:
+            values["lr"] = lr
+        return TrainConfig.from_dict(values, source=f"architecture learning {phase} run")
+
+    def hook(self, model: nn.Module) -> ArchitectureHook:
+        """The regulariser hook for the gated ``model``."""
+        costs = channel_costs(model) if self.cost == "parameters" else None
+        return ArchitectureHook(self.width_binarize, self.depth_binarize, self.width_count,
+                                costs=costs, learn_depth=self.learn_depth,
+                                gate_lr=self.gate_lr)
+
+
+@dataclass
+class ArchitectureLearningResult:
+    """What ``learn_architecture`` returns: the checkpoint written, the learned model (eval
+    mode), the cut's ``report`` (the widths table), and the measurements: ``before`` (the
+    source), ``gated`` (after learning, gates as learned), ``cut`` (rounded and cut, before
+    fine-tuning) and ``after`` (fine-tuned): each ``top1`` (None without test data),
+    ``protocol``, ``parameters``, ``macs``."""
+
+    path: Path
+    model: nn.Module
+    report: ArchitectureReport
+    before: dict[str, Any]
+    gated: dict[str, Any]
+    cut: dict[str, Any]
+    after: dict[str, Any]
+    learn_run: Path
+    finetune_run: Path | None
+    meta: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record in the checkpoint's meta (``architecture_learning``)."""
+        return self.meta["architecture_learning"]
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _measure(model: nn.Module, test, protocol: EvalProtocol, size) -> dict[str, Any]:
+    model.eval()
+    top1 = evaluate_data(model, test, protocol)["top1"] if test is not None else None
+    return {"top1": top1, "protocol": protocol.to_dict(), "parameters": count_parameters(model),
+            "macs": count_macs(model, size)}
+
+
+def _fresh_run_dir(path: Path, log: Callable[[str], None]) -> Path:
+    if path.exists():
+        # the same output learned again replaces its runs, as compress and prune do
+        log(f"replacing the earlier run {path}")
+        shutil.rmtree(path)
+    return path
+
+
+def learn_architecture(
+    source: str | os.PathLike | Compressible,
+    output: str | os.PathLike,
+    config: ArchitectureLearningConfig,
+    data: tuple[Any, Any],
+    *,
+    protocol: EvalProtocol | None = None,
+    work_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] = _print,
+) -> ArchitectureLearningResult:
+    """Learn the widths of the SqueezeNet in checkpoint ``source`` (its model is not changed)
+    as the module docstring says and save the learned model to ``output``, an ordinary
+    checkpoint whose meta ``architecture_learning`` records the widths and every measurement.
+
+    ``data``: (train, test) ImageTensors (test None: top-1 is not measured). ``protocol``:
+    how every top-1 is scored (default: as the source was trained, fp32).
+    """
+    if not isinstance(config, ArchitectureLearningConfig):
+        raise TypeError(f"config must be an ArchitectureLearningConfig, got "
+                        f"{type(config).__name__}")
+    train, test = data
+    if train is None:
+        raise ValueError("architecture learning trains: give data=(train, test)")
+    src = source if isinstance(source, Compressible) else load_compressible(source)
+    if src.masks is not None:
+        raise ValueError("the source carries pruning masks; learn the architecture of a dense "
+                         "model")
+    if gate_modules(src.model):
+        raise ValueError("the source model has tri-state ReLU gates already (a learning run's "
+                         "checkpoint?): start from the model it learned from")
+    protocol = protocol or EvalProtocol.for_model(src.meta)
+    size = tuple(train.image_size)
+    name = model_spec(src.model)["name"]
+    work = Path(work_dir or default_work_dir(output, "arch"))
+    learn_dir = _fresh_run_dir(work / "learn", log)
+    finetune_dir = _fresh_run_dir(work / "finetune", log) if config.finetune_epochs else None
+    log(f"runs go to {work}")
+
+    before = _measure(src.model, test, protocol, size)
+    gated = copy.deepcopy(src.model)
+    installed = install_gates_(gated)
+    log(f"learning: {len(installed)} gated layers, {config.learn_epochs} epoch(s)")
+    from squeezelab.train.loop import train as train_run
+
+    train_run(config.run_config("learn", name), hooks=[config.hook(gated)], model=gated,
+              data=(train, test), run_dir=learn_dir)
+    gated.to(memory_format=torch.contiguous_format)
+    gated_measure = _measure(gated, test, protocol, size)
+    learned, report = cut_architecture(gated.eval(), config.threshold)
+    learned.eval()
+    cut_measure = _measure(learned, test, protocol, size)
+    log(widths_table(report))
+    log(f"cut: {report.params_before:,} -> {report.params_after:,} parameters"
+        + ("" if report.exact else " (rounding not exact: fine-tuning follows)"))
+    if config.finetune_epochs:
+        log(f"fine-tuning {config.finetune_epochs} epoch(s)")
+        train_run(config.run_config("finetune", name), model=learned, data=(train, test),
+                  run_dir=finetune_dir)
+        learned.to(memory_format=torch.contiguous_format)
+    after = _measure(learned, test, protocol, size)
+    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    meta.update(Preprocess.from_data(train).to_meta())
+    meta["architecture_learning"] = {
+        "config": config.to_dict(), "report": report.to_dict(), "before": before,
+        "gated": gated_measure, "cut": cut_measure, "after": after,
+        "learn_run": str(learn_dir), "finetune_run": str(finetune_dir) if finetune_dir else None}
+    path = save_checkpoint(output, learned, meta=meta)
+    return ArchitectureLearningResult(
+        path=path, model=learned, report=report, before=before, gated=gated_measure,
+        cut=cut_measure, after=after, learn_run=learn_dir, finetune_run=finetune_dir,
+        meta=meta)
+
+
+__all__ = ["COSTS", "ArchitectureLearningConfig", "ArchitectureLearningResult",
+           "learn_architecture"]

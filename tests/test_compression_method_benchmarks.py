@@ -1,0 +1,79 @@
+"""The benchmark scripts of architecture learning, layer pruning, multi-crop testing and the
+binarisation regulariser, run at a tiny size: each writes its JSON with the figures it claims."""
+import json
+
+import pytest
+import torch
+from benchmark_scripts import load_benchmark
+
+from squeezelab.train import TrainConfig, train
+
+# 12 stem channels feed a 16-wide first Fire (no bypass there): the stem is gated too
+TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16],
+                        [8, 16, 16], [8, 16, 16], [8, 24, 24], [8, 24, 24]],
+        "stem_channels": 12}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, cifar_tree):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = TrainConfig(model="squeezenet_cifar", model_args=TINY, data=str(cifar_tree), epochs=1,
+                      batch_size=50, limit_train=100, limit_test=40, precision="fp32",
+                      channels_last=False, progress=False, out_dir=str(out), run_name="base")
+    return str(train(cfg).run_dir)
+
+
+def test_architecture_learning_benchmark(ckpt, tmp_path):
+    bench = load_benchmark("architecture_learning")
+    out = tmp_path / "arch.json"
+    assert bench.main(["--checkpoint", ckpt, "--learn-epochs", "1", "--finetune-epochs", "1",
+                       "--width-count", "1", "--gate-lr", "0.6", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["parameters_removed"] == pytest.approx(
+        1 - r["after"]["parameters"] / r["before"]["parameters"])
+    assert r["top1_lost"] == pytest.approx(r["before"]["top1"] - r["after"]["top1"])
+    assert r["target"]["met"] == (r["parameters_removed"] >= 0.3 and r["top1_lost"] <= 0.01)
+    assert r["widths"][0] == {"layer": "features.0", "original_width": 12,
+                              "learned_width": r["widths"][0]["learned_width"], "linear": False}
+    assert r["extra_epochs"] == 2 and r["train_images"] == 100
+    assert "command" in r["environment"]
+
+
+def test_layer_pruning_benchmark(ckpt, tmp_path):
+    bench = load_benchmark("layer_pruning")
+    out = tmp_path / "layers.json"
+    assert bench.main(["--checkpoint", ckpt, "--num-fires", "1", "--selection-images", "40",
+                       "--retrain-epochs", "1", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert len(r["removed"]) == 1 and r["parameters_removed"] > 0
+    drops = {n: c["drop"] for n, c in r["steps"][0]["candidates"].items()}
+    assert drops[r["removed"][0]] == min(drops.values())
+
+
+def test_multi_crop_benchmark(ckpt, tmp_path):
+    bench = load_benchmark("multi_crop")
+    out = tmp_path / "crops.json"
+    assert bench.main(["--checkpoint", ckpt, "--limit-test", "20", "--crops", "10",
+                       "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["results"]) == {"single", "flip", "10-crop"}
+    ten = r["results"]["10-crop"]
+    assert ten["label"] == "fp32, 10-crop (32 px, images padded by 4 px)"
+    assert ten["minus_single"]["difference"] == pytest.approx(
+        ten["top1"] - r["results"]["single"]["top1"])
+
+
+def test_binarize_regularizer_benchmark(cifar_tree, tmp_path):
+    bench = load_benchmark("binarize_regularizer")
+    out = tmp_path / "bin.json"
+    torch.manual_seed(0)
+    assert bench.main(["--data", str(cifar_tree), "--epochs", "1", "--limit-train", "100",
+                       "--limit-test", "40", "--batch-size", "50", "--weights", "1e-3",
+                       "--model-args", json.dumps(TINY), "--out-dir", str(tmp_path / "runs"),
+                       "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["runs"]) == {"plain", "binarize_weight=0.001"}
+    row = r["runs"]["binarize_weight=0.001"][0]
+    assert row["binarize_weight"] == 0.001
+    assert set(row["binarized"]) == {"xnor", "binaryconnect"}
+    assert r["summary"]["plain"]["float_top1"]["mean"] == r["runs"]["plain"][0]["float_top1"]

@@ -65,6 +65,10 @@ EXAMPLES: dict[str, dict[str, typing.Any]] = {
     "UniformQuantConfig": {"layers": ["features.*"], "exclude": ["features.0"], "num_bits": 4},
     "QuantizeCellSettings": {"source": "runs/dense", "method": "kmeans", "config": {"bits": 4},
                              "fine_tune_epochs": 1},
+    # a multi-crop protocol writes every field; a single-image one leaves out the crop fields
+    # at their defaults, so it records what protocols recorded before crops existed
+    # (tests/train/test_evaluate.py checks that form)
+    "EvalProtocol": {"precision": "bf16", "crops": 10, "crop_size": 32, "crop_pad": 4},
     "TrainConfig": {"model_args": {"fire_config": [[4, 8, 8]], "pool_after": [1, 5]},
                     "limit_train": 100, "grad_clip": 1.0},
     "StudyConfig": {"study": "example", "base": {"lr": 0.1},

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--learn-lr", type=float, default=None)
     p.add_argument("--finetune-lr", type=float, default=None)
-    p.add_argument("--width-count", type=float, default=2e-3)
-    p.add_argument("--width-binarize", type=float, default=1e-2)
-    p.add_argument("--depth-binarize", type=float, default=1e-2)
+    p.add_argument("--width-count", type=float, default=5e-3)
+    p.add_argument("--width-binarize", type=float, default=1e-3)
+    p.add_argument("--depth-binarize", type=float, default=1e-3)
     p.add_argument("--cost", default="parameters", choices=("parameters", "neurons"))
     p.add_argument("--gate-lr", type=float, default=None)
     p.add_argument("--limit-train", type=int, default=None,

@@ -220,11 +220,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="lr of the gated training (default: the model's own)")
     p.add_argument("--width-count", type=float, default=None,
                    help="weight of the term that pulls every gate w toward 0 (per channel: "
-                   "its parameters, mean 1; default 2e-3): larger removes more")
+                   "its parameters, mean 1; default 5e-3): larger removes more")
     p.add_argument("--width-binarize", type=float, default=None,
-                   help="weight of sum w(1 - w), pushing gates to 0 or 1 (default 1e-2)")
+                   help="weight of sum w(1 - w), pushing gates to 0 or 1 (default 1e-3)")
     p.add_argument("--depth-binarize", type=float, default=None,
-                   help="weight of sum d(1 - d) over the layers' d (default 1e-2)")
+                   help="weight of sum d(1 - d) over the layers' d (default 1e-3)")
     p.add_argument("--cost", choices=("parameters", "neurons"), default=None,
                    help="what --width-count charges per channel (default parameters)")
     p.add_argument("--learn-depth", type=parse_bool, default=None, metavar="BOOL",

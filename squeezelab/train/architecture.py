@@ -7,11 +7,12 @@ Deep Neural Networks", arXiv 1511.05497): the regulariser on the tri-state ReLU 
 
 The first two terms are zero at 0 and 1 and push each gate to the nearer of the two (their
 largest value is at 0.5, where ``cut_architecture`` rounds). On their own they leave a gate that
-starts at 1 at 1; the third, the paper's term that "encourages the total number of neurons
+starts at 1 at 1 (at w = 1 the first pushes up with slope width_binarize); the third, the paper's term that "encourages the total number of neurons
 after elimination to be small", pulls every w down, by 1 per neuron (``cost`` 1) or by the
 parameters each channel costs (``compress.pruning.architecture.channel_costs``, scaled to a mean
-of 1), so the data loss decides which neurons are worth keeping. Every step ends with w and d
-clamped to [0, 1].
+of 1), so the data loss decides which neurons are worth keeping: a gate leaves 1 where
+width_count * cost exceeds width_binarize plus what the data loss pays for the neuron. Every
+step ends with w and d clamped to [0, 1].
 
 The gates get their own optimizer group without weight decay (a decay would be a second,
 uncontrolled pull toward 0), following the run's learning-rate schedule.
@@ -45,8 +46,8 @@ class ArchitectureHook(TrainHook):
 
     name = "architecture"
 
-    def __init__(self, width_binarize: float = 1e-2, depth_binarize: float = 1e-2,
-                 width_count: float = 1e-3, costs: Mapping[str, torch.Tensor] | None = None,
+    def __init__(self, width_binarize: float = 1e-3, depth_binarize: float = 1e-3,
+                 width_count: float = 5e-3, costs: Mapping[str, torch.Tensor] | None = None,
                  learn_depth: bool = True, gate_lr: float | None = None):
         for label, value in (("width_binarize", width_binarize),
                              ("depth_binarize", depth_binarize), ("width_count", width_count)):

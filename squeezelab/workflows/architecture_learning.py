@@ -71,9 +71,11 @@ class ArchitectureLearningConfig(ConfigBase):
 
     learn_epochs: int = 5
     learn_lr: float | None = None
-    width_binarize: float = 1e-2
-    depth_binarize: float = 1e-2
-    width_count: float = 2e-3
+    # the count term must beat the binarizer's push at w = 1 (width_binarize: sum w(1 - w) has
+    # slope -1 there) for a gate to start moving down at all: width_count > width_binarize
+    width_binarize: float = 1e-3
+    depth_binarize: float = 1e-3
+    width_count: float = 5e-3
     cost: str = "parameters"
     learn_depth: bool = True
     gate_lr: float | None = None

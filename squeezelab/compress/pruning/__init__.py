@@ -1,6 +1,8 @@
-"""Pruning: magnitude pruning per layer or global (Han et al. 2015, arXiv 1506.02626), masks and
-the hook that keeps pruned weights at zero while training, iterative and gradual schedules,
-per-layer sensitivity, and physical channel removal."""
+"""Pruning: magnitude pruning per layer or global, or by Han et al.'s threshold rule (arXiv
+1506.02626), masks and the hook that keeps pruned weights at zero while training, iterative and
+gradual schedules, per-layer sensitivity, physical channel removal (``channels``), whole Fire
+modules replaced by the identity (``fire_removal``) and architecture learning's gates and cut
+(``architecture``, Srinivas & Babu, arXiv 1511.05497)."""
 from squeezelab.compress.pruning.magnitude import (
     PruneConfig,
     compute_masks,

@@ -306,7 +306,7 @@ def cut_architecture(model: nn.Module, threshold: float = 0.5
         kept_back=report.kept_back, exact=bool(exact))
 
 
-def rounded_copy_(model: nn.Module, threshold: float = 0.5) -> nn.Module:
+def round_gates_(model: nn.Module, threshold: float = 0.5) -> nn.Module:
     """Round every gate of ``model`` in place: w to 0 below ``threshold`` (kept channels keep
     their w, which folds exactly), d to 0 or 1. The model then computes what its cut
     (``cut_architecture``) computes, except in linear layers (d = 1), which the cut turns back
@@ -333,4 +333,4 @@ def widths_table(report: ArchitectureReport | Mapping[str, Any]) -> str:
 __all__ = ["ArchitectureReport", "GATE_PARAMS", "channel_costs", "compose_1x1_then_conv",
            "compose_conv_then_1x1", "conv_bn_affine", "cut_architecture", "gate_modules",
            "gateable_layers", "install_gates_", "install_gates_from_state_", "merge_reason",
-           "rounded_copy_", "widths_table"]
+           "round_gates_", "widths_table"]

@@ -15,7 +15,7 @@ from squeezelab.compress.pruning.architecture import (
     gate_modules,
     gateable_layers,
     install_gates_,
-    rounded_copy_,
+    round_gates_,
     widths_table,
 )
 from squeezelab.layers.tsrelu import TsReLU
@@ -162,7 +162,7 @@ def test_cut_rounds_at_the_threshold_and_says_how_far_from_exact():
     install_gates_(net2)
     set_gates(net2, {"features.5.squeeze": [0.3, 1.0, 1.0, 1.0]}, {"features.10.squeeze": 0.2})
     cut, _ = cut_architecture(net2)
-    rounded_copy_(net2)
+    round_gates_(net2)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(cut(x), net2(x), atol=1e-5)

@@ -82,7 +82,7 @@ def test_a_few_steps_keep_gates_in_range_and_the_count_term_turns_gates_off():
         hook.after_step(state)
         for g in (net[1], net[3]):
             assert 0 <= float(g.gate_w.min()) and float(g.gate_w.max()) <= 1
-            assert 0 <= float(g.gate_d) <= 1
+            assert 0 <= float(g.gate_d.detach()) <= 1
     assert float(net[1].gate_w.max()) == 0.0 and float(net[3].gate_w.max()) == 0.0
     metrics = {}
     hook.on_epoch_end(state, metrics)

@@ -7,19 +7,21 @@ Deep Neural Networks", arXiv 1511.05497): the regulariser on the tri-state ReLU 
 
 The first two terms are zero at 0 and 1 and push each gate to the nearer of the two (their
 largest value is at 0.5, where ``cut_architecture`` rounds). On their own they leave a gate that
-starts at 1 at 1 (at w = 1 the first pushes up with slope width_binarize); the third, the paper's term that "encourages the total number of neurons
-after elimination to be small", pulls every w down, by 1 per neuron (``cost`` 1) or by the
-parameters each channel costs (``compress.pruning.architecture.channel_costs``, scaled to a mean
-of 1), so the data loss decides which neurons are worth keeping: a gate leaves 1 where
-width_count * cost exceeds width_binarize plus what the data loss pays for the neuron. Every
-step ends with w and d clamped to [0, 1].
+starts at 1 at 1 (at w = 1 the first pushes up with slope width_binarize); the third, the
+paper's term that "encourages the total number of neurons after elimination to be small", pulls
+every w down, by 1 per neuron (``cost`` 1) or by the parameters each channel costs
+(``compress.pruning.architecture.channel_costs``, scaled to a mean of 1), so the data loss
+decides which neurons are worth keeping: a gate leaves 1 where width_count * cost exceeds
+width_binarize plus what the data loss pays for the neuron. Every step ends with w and d
+clamped to [0, 1].
 
 The gates get their own optimizer group without weight decay (a decay would be a second,
 uncontrolled pull toward 0), following the run's learning-rate schedule.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -64,7 +64,10 @@ def binarize_penalty(weights: Iterable[torch.Tensor], scale: str = "filter") -> 
     to 0. ``scale="filter"``: u = w / m with m the largest |w| of the weight's output filter
     (row, for a Linear), held constant in the gradient. Then u is in [-1, 1] whatever the
     weights' scale (BatchNorm makes a filter's scale free), and the minima are w in {0, +-m}:
-    a filter whose weights all sit at +-m is exactly XNOR's alpha * sign(w). (At |u| = 1 the
+    a filter whose weights all sit at +-m is exactly XNOR's alpha * sign(w). But 0 is a
+    minimum too, and in a bell-shaped filter most weights are below m / sqrt(2): the penalty
+    makes filters ternary (0, +-m) more than binary, and a zero still binarizes to +-alpha
+    (benchmarks/results/binarize_regularizer_small.json measured no gain). (At |u| = 1 the
     slope still points outward, -2 per unit of u: the penalty's minima on [-1, 1] are its ends
     and 0. Under "filter" the largest weight is therefore pushed out and carries the scale m
     with it, which BatchNorm absorbs and weight decay holds back.)

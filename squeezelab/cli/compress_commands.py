@@ -231,6 +231,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="learn each layer's d (linear or ReLU; default true)")
     p.add_argument("--gate-lr", type=float, default=None,
                    help="the gates' lr (default: the run's)")
+    p.add_argument("--freeze-scales", type=parse_bool, default=None, metavar="BOOL",
+                   help="hold the BatchNorm scale before each gate fixed while learning, so it "
+                   "cannot take over what the gate lets through (default true)")
     p.add_argument("--threshold", type=float, default=None, help="round gates here (0.5)")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="fine-tuning of the cut model (default 2; 0: none)")
@@ -610,7 +613,8 @@ def cmd_learn_arch(args: argparse.Namespace) -> int:
     train_section = _train_section(args, src.meta)
     values = {k: getattr(args, k) for k in (
         "learn_epochs", "learn_lr", "width_binarize", "depth_binarize", "width_count", "cost",
-        "learn_depth", "gate_lr", "threshold", "finetune_epochs", "finetune_lr")
+        "learn_depth", "gate_lr", "freeze_scales", "threshold", "finetune_epochs",
+        "finetune_lr")
         if getattr(args, k) is not None}
     config = ArchitectureLearningConfig.from_dict({**values, "train": train_section},
                                                   source="learn-arch flags")

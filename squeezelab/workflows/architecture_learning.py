@@ -37,6 +37,7 @@ from squeezelab.compress.pruning.architecture import (
     channel_costs,
     cut_architecture,
     gate_modules,
+    gate_scales,
     install_gates_,
     widths_table,
 )
@@ -62,7 +63,9 @@ class ArchitectureLearningConfig(ConfigBase):
         lambdas (``train/architecture.py``); ``cost``: what width_count charges per channel,
         "parameters" (each channel's share of the model, so the pull matches the parameters
         saved) or "neurons" (1 each, the paper's count). learn_depth: learn d (False: every
-        layer stays a ReLU). gate_lr: the gates' lr (None: the run's).
+        layer stays a ReLU). gate_lr: the gates' lr (None: the run's). freeze_scales: hold the
+        BatchNorm scale before each gate fixed while learning (``gate_scales``: it would
+        otherwise grow as w shrinks, the same function, and every w could slide to 0).
     threshold: where gates are rounded. finetune_epochs / finetune_lr: training of the cut
         model (0 epochs: none). train: TrainConfig fields of both runs (data, batch_size,
         optimizer, lr: the default of learn_lr and finetune_lr ...), except epochs / run_name /
@@ -79,6 +82,7 @@ class ArchitectureLearningConfig(ConfigBase):
     cost: str = "parameters"
     learn_depth: bool = True
     gate_lr: float | None = None
+    freeze_scales: bool = True
     threshold: float = 0.5
     finetune_epochs: int = 2
     finetune_lr: float | None = None
@@ -100,8 +104,9 @@ class ArchitectureLearningConfig(ConfigBase):
                 raise ConfigError(f"{name} must be > 0 or null, got {value!r}")
         if self.cost not in COSTS:
             raise ConfigError(f"cost must be one of {COSTS}, got {self.cost!r}")
-        if not isinstance(self.learn_depth, bool):
-            raise ConfigError(f"learn_depth must be true or false, got {self.learn_depth!r}")
+        for name in ("learn_depth", "freeze_scales"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}")
         fixed = sorted(set(self.train) & {"epochs", "run_name", "out_dir", "model"})
@@ -211,6 +216,9 @@ def learn_architecture(
     before = _measure(src.model, test, protocol, size)
     gated = copy.deepcopy(src.model)
     installed = install_gates_(gated)
+    if config.freeze_scales:
+        for scale in gate_scales(gated).values():
+            scale.requires_grad_(False)
     log(f"learning: {len(installed)} gated layers, {config.learn_epochs} epoch(s)")
     from squeezelab.train.loop import train as train_run
 

@@ -61,9 +61,14 @@ def test_learn_cut_fine_tune_measure_and_save(tmp_path, source, data, monkeypatc
     record = meta["architecture_learning"]
     assert record["report"]["layers"][0]["original_width"] == 12
     assert record["cut"]["parameters"] == record["after"]["parameters"]
-    # the learning run's checkpoint is the gated model, and it loads as one
+    # the learning run's checkpoint is the gated model, and it loads as one; the BatchNorm
+    # scales before the gates did not train (freeze_scales), the other ones did
     gated, _ = load_model(tmp_path / result.learn_run)
     assert len(gate_modules(gated)) == len(rows)
+    src, _ = load_model(source)
+    assert torch.equal(gated.features[8].squeeze_bn.weight, src.features[8].squeeze_bn.weight)
+    assert not torch.equal(gated.features[8].expand1x1_bn.weight,
+                           src.features[8].expand1x1_bn.weight)
 
 
 def test_config_checks_and_round_trip():

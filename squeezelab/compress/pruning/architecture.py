@@ -169,6 +169,19 @@ def install_gates_from_state_(model: nn.Module, keys: Iterable[str]) -> list[str
     return paths
 
 
+def gate_scales(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Activation path -> the BatchNorm scale (gamma) right before each gate whose conv has
+    one. gamma and w scale a channel alike (relu(w gamma z) = w relu(gamma z)), so while gamma
+    trains, a pull on w moves into gamma and w says nothing of the channel's worth: architecture
+    learning freezes these while the gates learn (``ArchitectureLearningConfig.freeze_scales``),
+    and the cut folds w into them."""
+    net = unwrap_model(model)
+    producers = channel_producers(net)
+    gates = gate_modules(net)
+    return {path: producers[name].bn.weight for name, path in gateable_layers(net).items()
+            if path in gates and producers[name].bn is not None}
+
+
 def gate_modules(model: nn.Module) -> dict[str, TsReLU]:
     """Activation path -> TsReLU, for every gate in the model."""
     return {n: m for n, m in unwrap_model(model).named_modules() if isinstance(m, TsReLU)}
@@ -333,5 +346,6 @@ def widths_table(report: ArchitectureReport | Mapping[str, Any]) -> str:
 
 __all__ = ["ArchitectureReport", "GATE_PARAMS", "channel_costs", "compose_1x1_then_conv",
            "compose_conv_then_1x1", "conv_bn_affine", "cut_architecture", "gate_modules",
+           "gate_scales",
            "gateable_layers", "install_gates_", "install_gates_from_state_", "merge_reason",
            "round_gates_", "widths_table"]

@@ -14,6 +14,7 @@ from squeezelab.compress.pruning.architecture import (
     cut_architecture,
     gate_modules,
     gateable_layers,
+    gate_scales,
     install_gates_,
     round_gates_,
     widths_table,
@@ -189,3 +190,12 @@ def test_a_gated_checkpoint_loads_with_its_gates(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(back(x), net(x))
+
+
+def test_gate_scales_are_the_batchnorm_scales_before_the_gates():
+    net = model()
+    install_gates_(net, ["features.0", "features.8.squeeze"])
+    scales = gate_scales(net)
+    assert list(scales) == ["features.2", "features.8.squeeze_activation"]
+    assert scales["features.2"] is net.features[1].weight
+    assert scales["features.8.squeeze_activation"] is net.features[8].squeeze_bn.weight

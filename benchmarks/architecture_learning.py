@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.after['top1']:.4f} ({protocol.describe()})")
     base_config = src.meta.get("config") or {}
     write_result("architecture_learning", {
-        "checkpoint": args.checkpoint, "model": src.meta.get("model"),
+        "checkpoint": args.checkpoint,
+        "checkpoint_config": src.meta.get("config"),  # how the start was trained
+        "model": src.meta.get("model"),
         "base_epochs": base_config.get("epochs"),
         "extra_epochs": args.learn_epochs + args.finetune_epochs,
         "train_images": len(data[0]), "test_images": len(data[1]),

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.before['parameters']:,} -> {result.after['parameters']:,}, top-1 "
           f"{result.before['top1']:.4f} -> {result.after['top1']:.4f} ({protocol.describe()})")
     write_result("layer_pruning", {
-        "checkpoint": args.checkpoint, "model": src.meta.get("model"),
+        "checkpoint": args.checkpoint,
+        "checkpoint_config": src.meta.get("config"),  # how the start was trained
+        "model": src.meta.get("model"),
         "train_images": len(data[0]), "test_images": len(data[1]),
         "protocol": protocol.to_dict(), **record,
         "top1_lost": result.before["top1"] - result.after["top1"],

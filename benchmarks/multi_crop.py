@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         if name != "single":
             rows[name]["minus_single"] = paired_difference(hits[name], hits["single"])
     write_result("multi_crop", {
-        "checkpoint": args.checkpoint, "model": meta.get("model"),
+        "checkpoint": args.checkpoint,
+        "checkpoint_config": meta.get("config"),  # how the start was trained
+        "model": meta.get("model"),
         "test_images": len(test), "image_size": size, "pad": args.pad,
         "stand_in": "crops at the model input size from black-padded CIFAR images, not "
                     "224-pixel crops of 256-pixel images",

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learn-lr", type=float, default=None)
     p.add_argument("--finetune-lr", type=float, default=None)
     p.add_argument("--width-count", type=float, default=5e-3)
-    p.add_argument("--width-binarize", type=float, default=1e-3)
-    p.add_argument("--depth-binarize", type=float, default=1e-3)
+    p.add_argument("--width-binarize", type=float, default=5e-2)
+    p.add_argument("--depth-binarize", type=float, default=5e-2)
+    p.add_argument("--binarize-ramp", choices=("true", "false"), default="true")
     p.add_argument("--cost", default="parameters", choices=("parameters", "neurons"))
     p.add_argument("--gate-lr", type=float, default=None)
     p.add_argument("--freeze-scales", choices=("true", "false"), default="true")
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         learn_lr=args.learn_lr, finetune_lr=args.finetune_lr, width_count=args.width_count,
         width_binarize=args.width_binarize, depth_binarize=args.depth_binarize,
         cost=args.cost, gate_lr=args.gate_lr, freeze_scales=args.freeze_scales == "true",
+        binarize_ramp=args.binarize_ramp == "true",
         train=train_section)
     protocol = EvalProtocol.for_model(src.meta)
     started = time.perf_counter()

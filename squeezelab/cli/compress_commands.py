@@ -222,15 +222,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="weight of the term that pulls every gate w toward 0 (per channel: "
                    "its parameters, mean 1; default 5e-3): larger removes more")
     p.add_argument("--width-binarize", type=float, default=None,
-                   help="weight of sum w(1 - w), pushing gates to 0 or 1 (default 1e-3)")
+                   help="weight of sum w(1 - w), pushing gates to 0 or 1, reached at the end "
+                   "of the learning run (default 5e-2)")
     p.add_argument("--depth-binarize", type=float, default=None,
-                   help="weight of sum d(1 - d) over the layers' d (default 1e-3)")
+                   help="weight of sum d(1 - d) over the layers' d (default 5e-2)")
     p.add_argument("--cost", choices=("parameters", "neurons"), default=None,
                    help="what --width-count charges per channel (default parameters)")
     p.add_argument("--learn-depth", type=parse_bool, default=None, metavar="BOOL",
                    help="learn each layer's d (linear or ReLU; default true)")
     p.add_argument("--gate-lr", type=float, default=None,
                    help="the gates' lr (default: the run's)")
+    p.add_argument("--binarize-ramp", type=parse_bool, default=None, metavar="BOOL",
+                   help="grow the binarizing terms from 0 over the learning run (default true)")
     p.add_argument("--freeze-scales", type=parse_bool, default=None, metavar="BOOL",
                    help="hold the BatchNorm scale before each gate fixed while learning, so it "
                    "cannot take over what the gate lets through (default true)")
@@ -613,7 +616,8 @@ def cmd_learn_arch(args: argparse.Namespace) -> int:
     train_section = _train_section(args, src.meta)
     values = {k: getattr(args, k) for k in (
         "learn_epochs", "learn_lr", "width_binarize", "depth_binarize", "width_count", "cost",
-        "learn_depth", "gate_lr", "freeze_scales", "threshold", "finetune_epochs",
+        "learn_depth", "gate_lr", "freeze_scales", "binarize_ramp", "threshold",
+        "finetune_epochs",
         "finetune_lr")
         if getattr(args, k) is not None}
     config = ArchitectureLearningConfig.from_dict({**values, "train": train_section},

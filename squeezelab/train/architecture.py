@@ -15,6 +15,12 @@ decides which neurons are worth keeping: a gate leaves 1 where width_count * cos
 width_binarize plus what the data loss pays for the neuron. Every step ends with w and d
 clamped to [0, 1].
 
+With ``ramp`` (the default) the two binarizing terms grow linearly from 0 to their weights over
+the run: early on the count term and the data loss alone decide which gates fall, late the
+binarizers push every gate to 0 or 1 while the network can still adapt, so that rounding at the
+end changes little (with constant weights small enough to let gates leave 1, many ended the
+run near 0.5, where rounding is a guess).
+
 The gates get their own optimizer group without weight decay (a decay would be a second,
 uncontrolled pull toward 0), following the run's learning-rate schedule.
 """
@@ -43,14 +49,16 @@ class ArchitectureHook(TrainHook):
     ``costs``: activation path -> per-channel cost (C,), e.g. ``channel_costs(model)``; they
     are scaled to a mean of 1 over all channels (None: 1 per channel, the paper's neuron
     count). ``learn_depth=False`` freezes every d (at its value, 0: a ReLU) and drops its term.
-    ``gate_lr``: the gates' peak learning rate (None: the run's).
+    ``gate_lr``: the gates' peak learning rate (None: the run's). ``ramp``: the binarizing
+    terms' weights grow linearly from 0 to ``width_binarize`` / ``depth_binarize`` over the
+    run's steps (False: constant).
     """
 
     name = "architecture"
 
-    def __init__(self, width_binarize: float = 1e-3, depth_binarize: float = 1e-3,
+    def __init__(self, width_binarize: float = 5e-2, depth_binarize: float = 5e-2,
                  width_count: float = 5e-3, costs: Mapping[str, torch.Tensor] | None = None,
-                 learn_depth: bool = True, gate_lr: float | None = None):
+                 learn_depth: bool = True, gate_lr: float | None = None, ramp: bool = True):
         for label, value in (("width_binarize", width_binarize),
                              ("depth_binarize", depth_binarize), ("width_count", width_count)):
             if not value >= 0:
@@ -64,6 +72,9 @@ class ArchitectureHook(TrainHook):
                                                  for k, v in costs.items()}
         self.learn_depth = bool(learn_depth)
         self.gate_lr = gate_lr
+        self.ramp = bool(ramp)
+        self._progress = 1.0  # fraction of the run done: scales the binarizers under ramp
+        self._total_steps = 0
         self._gates: dict[str, TsReLU] = {}
         self._cost: dict[str, torch.Tensor] = {}
         self._last = torch.zeros(())
@@ -81,7 +92,15 @@ class ArchitectureHook(TrainHook):
             for g in self._gates.values():
                 g.gate_d.requires_grad_(False)
         self._own_group(state, params)
+        epochs = getattr(state.config, "epochs", None)
+        self._total_steps = int(epochs * state.steps_per_epoch) if epochs else 0
+        self._update_progress(state)
         self.clamp_()
+
+    def _update_progress(self, state: TrainState) -> None:
+        if self.ramp:
+            self._progress = (min(1.0, state.step / self._total_steps) if self._total_steps
+                              else 1.0)
 
     def _scaled_costs(self) -> dict[str, torch.Tensor]:
         if self.costs is None:
@@ -129,13 +148,14 @@ class ArchitectureHook(TrainHook):
     def penalty(self) -> torch.Tensor:
         """The regulariser of the current gates (differentiable)."""
         total = torch.zeros(())
+        scale = self._progress if self.ramp else 1.0
         for n, g in self._gates.items():
             w = g.gate_w.float()
             total = total.to(w.device)
-            total = total + self.width_binarize * binarize_gates_penalty(w)
+            total = total + scale * self.width_binarize * binarize_gates_penalty(w)
             total = total + self.width_count * (self._cost[n].to(w.device) * w).sum()
             if self.learn_depth:
-                total = total + self.depth_binarize * binarize_gates_penalty(g.gate_d)
+                total = total + scale * self.depth_binarize * binarize_gates_penalty(g.gate_d)
         return total
 
     def loss(self, state, images, labels, logits, loss) -> torch.Tensor:
@@ -145,9 +165,11 @@ class ArchitectureHook(TrainHook):
 
     def after_step(self, state: TrainState) -> None:
         self.clamp_()
+        self._update_progress(state)
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         metrics["architecture_penalty"] = float(self._last)
+        metrics["binarize_scale"] = self._progress if self.ramp else 1.0
         metrics["gates_on"] = int(sum(int((g.gate_w >= 0.5).sum())
                                       for g in self._gates.values()))
         metrics["gates_total"] = int(sum(g.num_channels for g in self._gates.values()))

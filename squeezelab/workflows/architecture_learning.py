@@ -60,7 +60,8 @@ class ArchitectureLearningConfig(ConfigBase):
 
     learn_epochs / learn_lr: the gated training run (lr None: the train section's, else the
         model's default). width_binarize, depth_binarize, width_count: the regulariser's
-        lambdas (``train/architecture.py``); ``cost``: what width_count charges per channel,
+        lambdas (``train/architecture.py``), the first two ramped from 0 over the run with
+        ``binarize_ramp``; ``cost``: what width_count charges per channel,
         "parameters" (each channel's share of the model, so the pull matches the parameters
         saved) or "neurons" (1 each, the paper's count). learn_depth: learn d (False: every
         layer stays a ReLU). gate_lr: the gates' lr (None: the run's). freeze_scales: hold the
@@ -74,11 +75,13 @@ class ArchitectureLearningConfig(ConfigBase):
 
     learn_epochs: int = 5
     learn_lr: float | None = None
-    # the count term must beat the binarizer's push at w = 1 (width_binarize: sum w(1 - w) has
-    # slope -1 there) for a gate to start moving down at all: width_count > width_binarize
-    width_binarize: float = 1e-3
-    depth_binarize: float = 1e-3
+    # the binarizers ramp up from 0 over the learning run (binarize_ramp): early the count
+    # term and the data loss decide, late every gate is pushed to 0 or 1 (measured on a small
+    # model: with constant weights low enough to let gates leave 1, many ended near 0.5)
+    width_binarize: float = 5e-2
+    depth_binarize: float = 5e-2
     width_count: float = 5e-3
+    binarize_ramp: bool = True
     cost: str = "parameters"
     learn_depth: bool = True
     gate_lr: float | None = None
@@ -104,7 +107,7 @@ class ArchitectureLearningConfig(ConfigBase):
                 raise ConfigError(f"{name} must be > 0 or null, got {value!r}")
         if self.cost not in COSTS:
             raise ConfigError(f"cost must be one of {COSTS}, got {self.cost!r}")
-        for name in ("learn_depth", "freeze_scales"):
+        for name in ("learn_depth", "freeze_scales", "binarize_ramp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0 < self.threshold < 1:
@@ -129,7 +132,7 @@ class ArchitectureLearningConfig(ConfigBase):
         costs = channel_costs(model) if self.cost == "parameters" else None
         return ArchitectureHook(self.width_binarize, self.depth_binarize, self.width_count,
                                 costs=costs, learn_depth=self.learn_depth,
-                                gate_lr=self.gate_lr)
+                                gate_lr=self.gate_lr, ramp=self.binarize_ramp)
 
 
 @dataclass

@@ -97,3 +97,31 @@ def test_errors_name_the_problem():
         ArchitectureHook().on_train_start(state_of(nn.Sequential(nn.Conv2d(1, 1, 1))))
     with pytest.raises(ValueError, match="costs name no cost for the gates at"):
         ArchitectureHook(costs={"1": torch.ones(3)}).on_train_start(state_of(gated_net()))
+
+
+def test_the_binarizers_ramp_from_zero_over_the_run():
+    import types
+
+    net = gated_net()
+    with torch.no_grad():
+        net[1].gate_w.copy_(torch.tensor([0.5, 1.0, 0.2]))
+        net[1].gate_d.fill_(0.5)
+    state = state_of(net, schedule=False)
+    state.config = types.SimpleNamespace(epochs=2)
+    state.steps_per_epoch = 5  # 10 steps in all
+    hook = ArchitectureHook(width_binarize=2.0, depth_binarize=3.0, width_count=0.0)
+    hook.on_train_start(state)
+    full = 2.0 * float(binarize_gates_penalty(torch.tensor([0.5, 1.0, 0.2, 1.0, 1.0]))) \
+        + 3.0 * 0.25 * 1 + 0.0
+    assert float(hook.penalty().detach()) == 0.0  # step 0: the count term only (here 0)
+    for step, fraction in ((5, 0.5), (10, 1.0), (12, 1.0)):
+        state.step = step
+        hook.after_step(state)
+        got = float(hook.penalty().detach())
+        # d of the second layer is 0: no depth term there
+        assert got == pytest.approx(fraction * full), step
+    constant = ArchitectureHook(width_binarize=2.0, depth_binarize=3.0, width_count=0.0,
+                                ramp=False)
+    state.step = 0
+    constant.on_train_start(state)
+    assert float(constant.penalty().detach()) == pytest.approx(full)

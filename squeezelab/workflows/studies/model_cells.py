@@ -174,56 +174,6 @@ def file_size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
 
 
-def training_record(result, data, run_dir: Path, resumed: bool,
-                    extra_curve_keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The fields of a cell that ran ``train()`` (``result``: its RunResult) as a ``train``
-    cell records them: the final and best test accuracy, parameters, MACs, the weights file
-    of the best epoch, timings and the per-epoch curves (with ``extra_curve_keys``)."""
-    import statistics
-
-    from squeezelab.metrics import count_macs, count_parameters
-    from squeezelab.workflows.studies.kinds.train import CURVE_KEYS
-
-    history = result.history
-    final = result.final
-    run = RunDir(run_dir)
-    best_file = run.best.with_name("best.safetensors")
-    tested = [r["test_top1"] for r in history if "test_top1" in r]
-    seconds = [r["seconds"] for r in history if "seconds" in r]
-    parameters = count_parameters(result.model)
-    image_hw = tuple(data.train.image_size)
-    return {
-        "metrics": {
-            "test_top1": final.get("test_top1"),
-            "test_top5": final.get("test_top5"),
-            "test_loss": final.get("test_loss"),
-            "best_test_top1": max(tested) if tested else None,
-            "train_loss": final.get("train_loss"),
-            "train_top1": final.get("train_top1"),
-            "epochs": len(history),
-            "test_protocol": final.get("test_protocol"),
-        },
-        "parameters": parameters,
-        "macs": count_macs(result.model, image_hw),
-        "fp32_bytes": 4 * parameters,
-        "file_bytes": file_size(best_file),
-        "file": str(best_file) if best_file.is_file() else None,
-        "image_size": list(image_hw),
-        "num_classes": data.train.num_classes,
-        "train_images": len(data.train),
-        "test_images": len(data.test),
-        "train_seconds": sum(seconds),
-        "seconds_per_epoch": statistics.mean(seconds) if seconds else None,
-        "images_per_s": statistics.mean(r["images_per_s"] for r in history)
-        if history and all("images_per_s" in r for r in history) else None,
-        "resumed": resumed,
-        "run_dir": str(run.path),
-        "metrics_path": str(run.metrics_path),
-        "curves": [{k: r[k] for k in (*CURVE_KEYS, *extra_curve_keys) if k in r}
-                   for r in history],
-    }
-
-
 __all__ = ["MODEL_STEM", "check_finished", "check_train_section", "continue_section", "data_for",
            "fresh_or_resume", "load_source", "place_seed", "protocol_for", "recorded_top1",
            "resumed_config", "score", "source_checkpoint", "source_exists", "train_config"]

@@ -28,6 +28,7 @@ from squeezelab.train.config import data_seed_of
 from squeezelab.train.distill import DistillConfig, DistillHook
 from squeezelab.train.loop import TrainingDiverged, train
 from squeezelab.workflows.fitnets import FitNetsConfig, fitnets_train
+from squeezelab.workflows.studies.kinds.train import training_record
 from squeezelab.workflows.studies.model_cells import (
     check_train_section,
     data_for,
@@ -39,7 +40,6 @@ from squeezelab.workflows.studies.model_cells import (
     score,
     source_checkpoint,
     train_config,
-    training_record,
 )
 from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, register_cell_kind
 

@@ -35,6 +35,7 @@ import yaml
 from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.train.loop import TrainingDiverged
 from squeezelab.workflows.dsd import DSDConfig, run_dsd
+from squeezelab.workflows.studies.kinds.train import training_record
 from squeezelab.workflows.studies.model_cells import (
     check_train_section,
     continue_section,
@@ -46,7 +47,6 @@ from squeezelab.workflows.studies.model_cells import (
     resumed_config,
     source_checkpoint,
     train_config,
-    training_record,
 )
 from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, register_cell_kind
 

@@ -92,6 +92,51 @@ def cell_data(cfg: TrainConfig, ctx: CellContext):
     return ctx.cache["train_data"][1]
 
 
+def training_record(result, data, run_dir: Path, resumed: bool,
+                    extra_curve_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of a cell that ran ``train()`` (``result``: its RunResult) as a ``train``
+    cell records them: the final and best test accuracy, parameters, MACs, the weights file
+    of the best epoch, timings and the per-epoch curves (with ``extra_curve_keys``)."""
+    history = result.history
+    final = result.final
+    run = RunDir(run_dir)
+    best_file = run.best.with_name("best.safetensors")
+    tested = [r["test_top1"] for r in history if "test_top1" in r]
+    seconds = [r["seconds"] for r in history if "seconds" in r]
+    parameters = count_parameters(result.model)
+    image_hw = tuple(data.train.image_size)
+    return {
+        "metrics": {
+            "test_top1": final.get("test_top1"),
+            "test_top5": final.get("test_top5"),
+            "test_loss": final.get("test_loss"),
+            "best_test_top1": max(tested) if tested else None,
+            "train_loss": final.get("train_loss"),
+            "train_top1": final.get("train_top1"),
+            "epochs": len(history),
+            "test_protocol": final.get("test_protocol"),
+        },
+        "parameters": parameters,
+        "macs": count_macs(result.model, image_hw),
+        "fp32_bytes": 4 * parameters,
+        "file_bytes": best_file.stat().st_size if best_file.is_file() else None,
+        "file": str(best_file) if best_file.is_file() else None,
+        "image_size": list(image_hw),
+        "num_classes": data.train.num_classes,
+        "train_images": len(data.train),
+        "test_images": len(data.test),
+        "train_seconds": sum(seconds),
+        "seconds_per_epoch": statistics.mean(seconds) if seconds else None,
+        "images_per_s": statistics.mean(r["images_per_s"] for r in history)
+        if history and all("images_per_s" in r for r in history) else None,
+        "resumed": resumed,
+        "run_dir": str(run.path),
+        "metrics_path": str(run.metrics_path),
+        "curves": [{k: r[k] for k in (*CURVE_KEYS, *extra_curve_keys) if k in r}
+                   for r in history],
+    }
+
+
 @register_cell_kind("train", settings=TrainConfig, prepare=place_train_run,
                     missing_data=train_data_missing, failures=(TrainingDiverged,))
 def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
@@ -115,42 +160,10 @@ def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
         raise CellInterrupted(f"cell {ctx.name} stopped at its last checkpoint in {run.path}")
     wall = time.perf_counter() - t0
     history = result.history
-    final = result.final
     resolved = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
-    seconds = [r["seconds"] for r in history]
-    image_hw = tuple(data.train.image_size)
-    parameters = count_parameters(result.model)
-    best_file = run.best.with_name("best.safetensors")
-    tested = [r["test_top1"] for r in history if "test_top1" in r]
     return {
-        "metrics": {
-            "test_top1": final.get("test_top1"),
-            "test_top5": final.get("test_top5"),
-            "test_loss": final.get("test_loss"),
-            "best_test_top1": max(tested) if tested else None,
-            "train_loss": final.get("train_loss"),
-            "train_top1": final.get("train_top1"),
-            "epochs": len(history),
-            "test_protocol": final.get("test_protocol"),
-        },
-        "parameters": parameters,
-        "macs": count_macs(result.model, image_hw),
-        "fp32_bytes": 4 * parameters,
-        # the weights-only checkpoint of the best epoch: what a user of the run ships
-        "file_bytes": best_file.stat().st_size if best_file.is_file() else None,
-        "file": str(best_file) if best_file.is_file() else None,
-        "image_size": list(image_hw),
-        "num_classes": data.train.num_classes,
-        "train_images": len(data.train),
-        "test_images": len(data.test),
+        **training_record(result, data, run.path, resume),
         "run_seconds": wall,
-        "train_seconds": sum(seconds),
-        "seconds_per_epoch": statistics.mean(seconds) if seconds else None,
-        "images_per_s": statistics.mean(r["images_per_s"] for r in history) if history else None,
-        "resumed": resume,
         "auto_settings": {k: resolved.get(k) for k in ("precision", "channels_last")},
         "pgd_perturbations": sum(r.get("pgd_perturbations", 0) for r in history),
-        "run_dir": str(run.path),
-        "metrics_path": str(run.metrics_path),
-        "curves": [{k: r[k] for k in CURVE_KEYS if k in r} for r in history],
     }

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "squeezelab.cli.model_commands",
     "squeezelab.cli.train_commands",
     "squeezelab.cli.eval_commands",
+    "squeezelab.cli.prune_commands",
     "squeezelab.cli.compress_commands",
     "squeezelab.cli.ship_commands",
     "squeezelab.cli.method_commands",

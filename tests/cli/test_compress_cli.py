@@ -350,7 +350,7 @@ def test_bad_input_exits_2(tmp_path, ckpt, capsys, monkeypatch, argv, message):
 def test_fine_tuning_data_is_the_checkpoints_own_subset(cifar_tree):
     """A checkpoint trained with seed 1 on the seed-0 subset (as the benchmarks' runs are) is
     fine-tuned on that subset, not on the one seed 1 would pick."""
-    from squeezelab.cli.compress_commands import _load_data, _train_section
+    from squeezelab.cli.compress_common import _load_data, _train_section
     from squeezelab.data import load_split
 
     saved = {"config": {"data": str(cifar_tree), "seed": 1, "subset_seed": 0,

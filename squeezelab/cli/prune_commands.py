@@ -1,0 +1,358 @@
+"""``squeezelab prune | sensitivity | learn-arch``: magnitude, threshold, channel and layer
+pruning (Han et al., arXiv 1506.02626; channel removal; whole Fire modules), per-layer
+sensitivity, and architecture learning (Srinivas & Babu, arXiv 1511.05497).
+
+Thin commands: each parses flags into the library's typed configs, calls one workflow and
+prints what it measured before and after; errors about bad input are the library's (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from squeezelab.cli import DefaultsHelpFormatter, check_checkpoint, parse_bool
+from squeezelab.cli.compress_common import (
+    CHECKPOINT_HELP,
+    _add_data_flags,
+    _change,
+    _check_classes,
+    _load_data,
+    _protocol,
+    _rules,
+    _test_data,
+    _train_section,
+    _write_json,
+)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    fmt = DefaultsHelpFormatter
+
+    p = sub.add_parser("prune", help="magnitude-prune a checkpoint (optionally retrain under "
+                       "the masks); writes a checkpoint with masks. With --channels: remove "
+                       "whole channels, a smaller and faster model", formatter_class=fmt)
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="fraction pruned (0..1) of every layer no --rule names")
+    p.add_argument("--quality", type=float, default=None, metavar="Q",
+                   help="Han et al.'s rule instead of --sparsity: prune |w| < Q x the "
+                   "standard deviation of the layer's weights, in every layer no --rule names "
+                   "(--rule values are then qualities too)")
+    p.add_argument("--channels", default=None, metavar="FRACTION|dead",
+                   help="structured pruning of a SqueezeNet: cut out the FRACTION (0..1) "
+                   "least important channels (--channel-score) of every removable conv, or "
+                   "the dead ones (all-zero filters); the model is rebuilt smaller")
+    p.add_argument("--drop-fires", type=int, default=None, metavar="N",
+                   help="layer pruning of a SqueezeNet: replace N Fire modules with equal "
+                   "input and output widths by the identity, each the one whose removal costs "
+                   "the least top-1 on --selection-images training images")
+    p.add_argument("--selection-images", type=int, default=1000,
+                   help="--drop-fires: training images the Fires are chosen on")
+    p.add_argument("--channel-score", choices=("auto", "filter_norm", "bn_scale"),
+                   default="auto", help="--channels FRACTION ranks channels by this (auto: "
+                   "the BatchNorm scale |gamma| behind BatchNorm, else the filter's L2 norm)")
+    p.add_argument("--dead-eps", type=float, default=1e-8,
+                   help="--channels dead: a filter whose L2 norm is at most this is dead. "
+                   "Group lasso shrinks filters toward zero without reaching it: raise this to "
+                   "cut the near-zero ones too (then the outputs change a little: fine-tune)")
+    p.add_argument("--rule", action="append", default=[], metavar="LAYER=SPARSITY",
+                   help="per-layer target: a layer type (conv3x3, squeeze, classifier, ...) or "
+                   "a glob over parameter names (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                   help="layer type or glob never pruned (repeatable)")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer")
+    p.add_argument("--rounds", type=int, default=1, help="prune -> retrain rounds")
+    p.add_argument("--retrain-epochs", type=int, default=0, help="retraining per round")
+    p.add_argument("--retrain-lr", type=float, default=0.01)
+    p.add_argument("--work-dir", default=None, help="where the retraining / fine-tuning runs "
+                   "go (default: runs/<output stem>-prune, or -channels with --channels)")
+    _add_data_flags(p)
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write what was done and measured here (with the command)")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("sensitivity", help="per-layer pruning sensitivity: table, PNG plot and "
+                       "suggested sparsities", formatter_class=fmt)
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--sparsities", type=float, nargs="+",
+                   default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="top-1 drop (fraction) allowed for the suggested sparsities")
+    _add_data_flags(p)
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("learn-arch", help="architecture learning (tri-state ReLU gates, "
+                       "Srinivas & Babu): learn which channels a SqueezeNet needs, cut the "
+                       "rest out, fine-tune; writes the smaller model", formatter_class=fmt)
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
+    p.add_argument("--learn-epochs", type=int, default=None, help="epochs of gated training "
+                   "(default 5)")
+    p.add_argument("--learn-lr", type=float, default=None,
+                   help="lr of the gated training (default: the model's own)")
+    p.add_argument("--width-count", type=float, default=None,
+                   help="weight of the term that pulls every gate w toward 0 (per channel: "
+                   "its parameters, mean 1; default 5e-3): larger removes more")
+    p.add_argument("--width-binarize", type=float, default=None,
+                   help="weight of sum w(1 - w), pushing gates to 0 or 1, reached at the end "
+                   "of the learning run (default 5e-2)")
+    p.add_argument("--depth-binarize", type=float, default=None,
+                   help="weight of sum d(1 - d) over the layers' d (default 5e-2)")
+    p.add_argument("--cost", choices=("parameters", "neurons"), default=None,
+                   help="what --width-count charges per channel (default parameters)")
+    p.add_argument("--learn-depth", type=parse_bool, default=None, metavar="BOOL",
+                   help="learn each layer's d (linear or ReLU; default true)")
+    p.add_argument("--gate-lr", type=float, default=None,
+                   help="the gates' lr (default: the run's)")
+    p.add_argument("--binarize-ramp", type=parse_bool, default=None, metavar="BOOL",
+                   help="grow the binarizing terms from 0 over the learning run (default true)")
+    p.add_argument("--freeze-scales", type=parse_bool, default=None, metavar="BOOL",
+                   help="hold the BatchNorm scale before each gate fixed while learning, so it "
+                   "cannot take over what the gate lets through (default true)")
+    p.add_argument("--threshold", type=float, default=None, help="round gates here (0.5)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="fine-tuning of the cut model (default 2; 0: none)")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="lr of the fine-tuning (default: the model's own)")
+    p.add_argument("--work-dir", default=None, help="where the learn and finetune runs go "
+                   "(default: runs/<output stem>-arch)")
+    _add_data_flags(p)
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write the widths and every measurement here (with the command)")
+    p.set_defaults(func=cmd_learn_arch)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from squeezelab.checkpoint import checkpoint_paths
+    from squeezelab.compress.pruning.magnitude import PruneConfig
+    from squeezelab.data.preprocess import META_KEYS, Preprocess
+    from squeezelab.workflows.deep_compression import (
+        CompressConfig,
+        _clear_phase_runs,
+        default_work_dir,
+        evaluate_top1,
+        load_compressible,
+        prune_and_retrain,
+        save_compressible,
+    )
+
+    if args.json_out and Path(args.json_out).resolve() == checkpoint_paths(
+            args.output)[0].resolve():
+        raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
+                         "choose another name")
+    if args.channels is not None and args.drop_fires is not None:
+        raise ValueError("--channels and --drop-fires are two kinds of pruning: give one")
+    if args.channels is not None:
+        return prune_channels(args)
+    if args.drop_fires is not None:
+        return prune_fire_layers(args)
+    prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
+                            scope=args.scope, exclude=args.exclude,
+                            method="magnitude" if args.quality is None else "threshold",
+                            quality=args.quality)
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    cfg = CompressConfig(prune=prune_cfg, prune_rounds=args.rounds,
+                         retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
+                         sharing=None, train=train_section)
+    out = Path(args.output)
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(out, "prune")
+    protocol = _protocol(args, src.meta)
+    train = why = None
+    if args.retrain_epochs:
+        train, test = _load_data(train_section)
+        _check_classes(src.meta, test, args.checkpoint)
+        _clear_phase_runs(work_dir, print)
+        print(f"retraining runs go to {work_dir}", flush=True)
+    else:
+        test, why = _test_data(args, src.meta, train_section)
+    before = None
+    if test is not None:
+        before = evaluate_top1(src.model, test, protocol)["top1"]
+        print(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(test)} test images)",
+              flush=True)
+    else:
+        print(f"top-1 not measured: {why}")
+    masks, steps = prune_and_retrain(src.model, cfg, (train, test) if test is not None else None,
+                                     work_dir, masks=src.masks, protocol=protocol)
+    after = steps[-1].get("top1")
+    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    if train is not None:  # retrained: the record of the images it was retrained on
+        meta.update(Preprocess.from_data(train).to_meta())
+    meta["prune"] = {"config": cfg.to_dict(), "steps": steps, "top1_before": before,
+                     "top1_after": after, "protocol": protocol.to_dict(),
+                     "work_dir": str(work_dir) if args.retrain_epochs else None}
+    path = save_compressible(out, src.model, masks=masks, meta=meta)
+    for name, s in masks.layer_sparsity().items():
+        print(f"  {name:<40} {100 * s:5.1f}% pruned")
+    if after is not None:
+        print(f"after:  top-1 {after:.4f} ({protocol.describe()}){_change(before, after)}")
+    print(f"overall sparsity {masks.sparsity():.4f}; wrote {path}")
+    if args.retrain_epochs:
+        print(f"retraining runs: {work_dir}")
+    _write_json(args, {"output": str(path), "sparsity": masks.sparsity(), **meta["prune"]})
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from squeezelab.compress.pruning.sensitivity import sensitivity_table
+    from squeezelab.workflows.deep_compression import load_compressible
+    from squeezelab.workflows.sensitivity import run_sensitivity
+
+    for s in args.sparsities:
+        if not 0 <= s < 1:
+            raise ValueError(f"--sparsities must be in [0, 1), got {s}")
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    _, test = _load_data(_train_section(args, src.meta), need_train=False)
+    _check_classes(src.meta, test, args.checkpoint)
+    protocol = _protocol(args, src.meta)
+    print(f"pruning each layer of {args.checkpoint} alone at {args.sparsities}; top-1 scored "
+          f"{protocol.describe()} on {len(test)} test images", flush=True)
+    result = run_sensitivity(src.model, test, args.output, args.sparsities, args.max_drop,
+                             protocol=protocol)
+    print(f"top-1 ({protocol.describe()}) with one layer pruned:")
+    print(sensitivity_table(result.top1))
+    print(f"wrote {result.png}, {result.json}, {result.suggested_json} "
+          f"(max drop {args.max_drop})")
+    return 0
+
+
+def _channel_selection(text: str) -> float | None:
+    """--channels: "dead" -> None, else the fraction of channels removed per layer."""
+    if text == "dead":
+        return None
+    try:
+        fraction = float(text)
+    except ValueError:
+        raise ValueError(f"--channels takes a fraction in [0, 1) or 'dead', got {text!r}") \
+            from None
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"--channels fraction must be in [0, 1), got {fraction}")
+    return fraction
+
+
+def prune_channels(args: argparse.Namespace) -> int:
+    """``prune --channels``: the channel-pruning workflow
+    (``workflows/channel_pruning.py``: cut, fine-tune, measure, save), then its figures."""
+    from squeezelab.workflows.channel_pruning import ChannelPruneConfig
+    from squeezelab.workflows.channel_pruning import prune_channels as run_channel_pruning
+    from squeezelab.workflows.deep_compression import load_compressible
+
+    fraction = _channel_selection(args.channels)
+    if args.sparsity is not None or args.rule:
+        raise ValueError("--channels removes whole channels; --sparsity/--rule prune single "
+                         "weights: give one or the other")
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    config = ChannelPruneConfig(fraction=fraction, score=args.channel_score,
+                                dead_eps=args.dead_eps, retrain_epochs=args.retrain_epochs,
+                                retrain_lr=args.retrain_lr, train=train_section)
+    train = why = None
+    if args.retrain_epochs:
+        train, test = _load_data(train_section)
+        _check_classes(src.meta, test, args.checkpoint)
+    else:
+        test, why = _test_data(args, src.meta, train_section)
+    protocol = _protocol(args, src.meta)
+    result = run_channel_pruning(src, args.output, config, (train, test), protocol=protocol,
+                                 work_dir=args.work_dir, source_name=args.checkpoint)
+    before, after = result.before, result.after
+    if before["top1"] is None:
+        print(f"top-1 not measured: {why}")
+    else:
+        print(f"before: top-1 {before['top1']:.4f} ({protocol.describe()}, {len(test)} test "
+              "images)")
+        print(f"after:  top-1 {after['top1']:.4f} ({protocol.describe()})"
+              f"{_change(before['top1'], after['top1'])}")
+    print(f"parameters {before['parameters']:,} -> {after['parameters']:,}; MACs "
+          f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M; CPU fp32 batch 64 "
+          f"{before['images_per_s']:.0f} -> {after['images_per_s']:.0f} img/s "
+          f"({after['images_per_s'] / before['images_per_s']:.2f}x)")
+    print(f"wrote {result.path} ({result.model.spec['name']} with fire_config "
+          f"{[list(f) for f in result.report.fire_config]})")
+    if result.run_dir is not None:
+        print(f"fine-tuning run: {result.run_dir}")
+    _write_json(args, {"output": str(result.path), "channels": args.channels,
+                       **result.to_dict()})
+    return 0
+
+
+def prune_fire_layers(args: argparse.Namespace) -> int:
+    """``prune --drop-fires N``: the layer-pruning workflow (``workflows/layer_pruning.py``:
+    choose on training images, drop, fine-tune, measure, save), then its figures."""
+    from squeezelab.workflows.deep_compression import load_compressible
+    from squeezelab.workflows.layer_pruning import LayerPruneConfig, prune_fires
+
+    if args.sparsity is not None or args.rule or args.quality is not None:
+        raise ValueError("--drop-fires removes whole Fire modules; --sparsity/--quality/--rule "
+                         "prune single weights: give one or the other")
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    config = LayerPruneConfig(num_fires=args.drop_fires, selection_images=args.selection_images,
+                              retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
+                              train=train_section)
+    train, test = _load_data(train_section)
+    _check_classes(src.meta, test, args.checkpoint)
+    protocol = _protocol(args, src.meta)
+    result = prune_fires(src, args.output, config, (train, test), protocol=protocol,
+                         work_dir=args.work_dir)
+    before, after = result.before, result.after
+    print(f"before: top-1 {before['top1']:.4f} ({protocol.describe()}, {len(test)} test images)")
+    print(f"after:  top-1 {after['top1']:.4f} ({protocol.describe()})"
+          f"{_change(before['top1'], after['top1'])}")
+    print(f"parameters {before['parameters']:,} -> {after['parameters']:,}; MACs "
+          f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M; wrote {result.path} "
+          f"(skip_fires {result.meta['layer_prune']['skip_fires']})")
+    _write_json(args, {"output": str(result.path), **result.meta["layer_prune"]})
+    return 0
+
+
+def cmd_learn_arch(args: argparse.Namespace) -> int:
+    """``learn-arch``: the architecture-learning workflow
+    (``workflows/architecture_learning.py``), then the learned widths and figures."""
+    from squeezelab.compress.pruning.architecture import widths_table
+    from squeezelab.workflows.architecture_learning import (
+        ArchitectureLearningConfig,
+        learn_architecture,
+    )
+    from squeezelab.workflows.deep_compression import load_compressible
+
+    args.checkpoint = check_checkpoint(args.checkpoint)
+    src = load_compressible(args.checkpoint)
+    print(f"loaded {args.checkpoint}", flush=True)
+    train_section = _train_section(args, src.meta)
+    values = {k: getattr(args, k) for k in (
+        "learn_epochs", "learn_lr", "width_binarize", "depth_binarize", "width_count", "cost",
+        "learn_depth", "gate_lr", "freeze_scales", "binarize_ramp", "threshold",
+        "finetune_epochs",
+        "finetune_lr")
+        if getattr(args, k) is not None}
+    config = ArchitectureLearningConfig.from_dict({**values, "train": train_section},
+                                                  source="learn-arch flags")
+    train, test = _load_data(train_section)
+    _check_classes(src.meta, test, args.checkpoint)
+    protocol = _protocol(args, src.meta)
+    result = learn_architecture(src, args.output, config, (train, test), protocol=protocol,
+                                work_dir=args.work_dir)
+    print(widths_table(result.report))
+    for label, m in (("before", result.before), ("learned (gates as trained)", result.gated),
+                     ("cut, not fine-tuned", result.cut), ("after", result.after)):
+        print(f"{label + ':':<28} top-1 {m['top1']:.4f} ({protocol.describe()}), "
+              f"{m['parameters']:,} parameters, {m['macs'] / 1e6:.1f}M MACs")
+    removed = 1 - result.after["parameters"] / result.before["parameters"]
+    print(f"{100 * removed:.1f}% of the parameters removed"
+          f"{_change(result.before['top1'], result.after['top1'])}; wrote {result.path}")
+    _write_json(args, {"output": str(result.path), **result.to_dict()})
+    return 0
+
+
+#: compress flags that set the CompressConfig field of the same name

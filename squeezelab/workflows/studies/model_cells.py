@@ -43,6 +43,13 @@ def source_checkpoint(path: str | Path) -> Path:
     return resolve_checkpoint(p)
 
 
+def check_source(source: object) -> None:
+    """A cell's ``source`` setting, once the study has resolved ``{cell: ...}`` references:
+    a non-empty checkpoint path (a ConfigError otherwise)."""
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"source must be a checkpoint path or {{cell: ...}}, got {source!r}")
+
+
 def source_exists(path: str | Path) -> bool:
     """Whether ``path`` holds a checkpoint ``source_checkpoint`` finds (both of its files)."""
     json_path, st_path = checkpoint_paths(source_checkpoint(path))
@@ -174,6 +181,6 @@ def file_size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
 
 
-__all__ = ["MODEL_STEM", "check_finished", "check_train_section", "continue_section", "data_for",
-           "fresh_or_resume", "load_source", "place_seed", "protocol_for", "recorded_top1",
+__all__ = ["MODEL_STEM", "check_finished", "check_source", "check_train_section",
+           "continue_section", "data_for", "fresh_or_resume", "load_source", "place_seed", "protocol_for", "recorded_top1",
            "resumed_config", "score", "source_checkpoint", "source_exists", "train_config"]

@@ -27,6 +27,7 @@ from squeezelab.workflows.deep_compression import compress, compress_config_for
 from squeezelab.workflows.studies.model_cells import (
     PLACED_TRAIN_FIELDS,
     check_finished,
+    check_source,
     continue_section,
     data_for,
     load_source,
@@ -50,9 +51,7 @@ class CompressCellSettings(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ConfigError(f"source must be a checkpoint path or {{cell: ...}}, got "
-                              f"{self.source!r}")
+        check_source(self.source)
         if not isinstance(self.compress, dict):
             raise ConfigError(f"compress must be a mapping of CompressConfig fields, got "
                               f"{type(self.compress).__name__}")

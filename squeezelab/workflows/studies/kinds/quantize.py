@@ -61,6 +61,7 @@ from squeezelab.workflows.deep_compression import CompressConfig, compress
 from squeezelab.workflows.studies.model_cells import (
     MODEL_STEM,
     check_finished,
+    check_source,
     check_train_section,
     continue_section,
     data_for,
@@ -106,9 +107,7 @@ class QuantizeCellSettings(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ConfigError(f"source must be a checkpoint path or {{cell: ...}}, got "
-                              f"{self.source!r}")
+        check_source(self.source)
         if not isinstance(self.config, dict):
             raise ConfigError(f"config must be a mapping of the {self.method} quantizer's "
                               f"fields, got {type(self.config).__name__}")

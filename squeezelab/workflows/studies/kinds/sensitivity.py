@@ -23,6 +23,7 @@ from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.models.layer_roles import prunable_parameters
 from squeezelab.workflows.sensitivity import run_sensitivity
 from squeezelab.workflows.studies.model_cells import (
+    check_source,
     continue_section,
     data_for,
     load_source,
@@ -46,9 +47,7 @@ class SensitivityCellSettings(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ConfigError(f"source must be a checkpoint path or {{cell: ...}}, got "
-                              f"{self.source!r}")
+        check_source(self.source)
         if isinstance(self.sparsities, (int, float)):
             self.sparsities = [self.sparsities]
         if not isinstance(self.sparsities, (list, tuple)) or not self.sparsities or not all(

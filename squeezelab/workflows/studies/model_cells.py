@@ -182,5 +182,6 @@ def file_size(path: Path) -> int | None:
 
 
 __all__ = ["MODEL_STEM", "check_finished", "check_source", "check_train_section",
-           "continue_section", "data_for", "fresh_or_resume", "load_source", "place_seed", "protocol_for", "recorded_top1",
-           "resumed_config", "score", "source_checkpoint", "source_exists", "train_config"]
+           "continue_section", "data_for", "fresh_or_resume", "load_source", "place_seed",
+           "protocol_for", "recorded_top1", "resumed_config", "score", "source_checkpoint",
+           "source_exists", "train_config"]

@@ -8,15 +8,14 @@ by rank and reduces the metrics, with only rank 0 writing files.
 Resume is exact: the checkpoint holds the model, optimizer, scheduler, hooks, the global RNG
 state and the position inside the epoch; the data order and augmentation depend only on
 (seed, epoch), so an interrupted and resumed run ends on the same weights as an uninterrupted
-one.
+one. Choosing the run directory and checking a resume's settings are ``train/resume.py``; what
+the run prints is ``train/console.py``.
 """
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -30,7 +29,6 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from squeezelab.checkpoint import (
-    CheckpointError,
     load_checkpoint,
     load_matching_weights_,
     load_model_state,
@@ -40,7 +38,8 @@ from squeezelab.checkpoint import (
 )
 from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.models import create_model, get_entry
-from squeezelab.train.config import ConfigError, TrainConfig, resume_conflicts
+from squeezelab.train.config import ConfigError, TrainConfig
+from squeezelab.train.console import print_epoch, print_summary, record_skipped, warn_if_uniform
 from squeezelab.train.data import load_run_data
 from squeezelab.train.distributed import (
     all_reduce_sum,
@@ -48,8 +47,9 @@ from squeezelab.train.distributed import (
     init_distributed,
     is_distributed,
 )
-from squeezelab.train.evaluate import autocast_context, describe_protocol, evaluate
+from squeezelab.train.evaluate import autocast_context, evaluate
 from squeezelab.train.optim import build_optimizer, build_scheduler
+from squeezelab.train.resume import choose_run_dir, relay_schedule, save_config
 from squeezelab.train.run_dir import RunDir, environment
 
 
@@ -103,10 +103,6 @@ class RunResult:
         return self.history[-1] if self.history else {}
 
 
-def default_run_name(cfg: TrainConfig) -> str:
-    return f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def build_run_model(cfg: TrainConfig, num_classes: int,
                     initial_weights: tuple[dict[str, torch.Tensor], str] | None = None,
                     announce: bool = True) -> nn.Module:
@@ -150,7 +146,7 @@ def train(
     cfg, state, hooks, run = r.cfg, r.state, r.hooks, r.run
     start_epoch, start_batch, carried = _restore(r) if resume else (0, 0, None)
     if r.is_main and cfg.progress:
-        _print_summary(r)
+        print_summary(r)
     for hook in hooks:
         hook.on_train_start(state)
 
@@ -251,7 +247,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
             initial_weights = read_weights(cfg.init_from)
     dist_info, device = init_distributed(cfg.device)
     is_main = dist_info.is_main
-    run, cfg, saved_config = _choose_run_dir(cfg, run_dir, resume, is_main)
+    run, cfg, saved_config = choose_run_dir(cfg, run_dir, resume, is_main)
     torch.manual_seed(cfg.seed)
 
     train_data, test_data = data if data is not None else load_run_data(cfg, is_main=is_main)
@@ -301,142 +297,11 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
         ckpt_meta["skipped_images"] = len(r.skipped)
     if is_main and not resume:
         run.create()
-        _save_config(run, cfg)  # resolved: model defaults and "auto" settings as chosen
+        save_config(run, cfg)  # resolved: model defaults and "auto" settings as chosen
         run.write_json("environment.json", {**environment(), "speed_autotune": speed})
     if is_main:
-        _record_skipped(r)
+        record_skipped(r)
     return r
-
-
-def _choose_run_dir(cfg: TrainConfig, run_dir: str | Path | None, resume: bool,
-                    is_main: bool) -> tuple[RunDir, TrainConfig, dict[str, Any] | None]:
-    """The run's directory, and its config (with the run name it got); on resume also the
-    saved config, after checking that ``cfg`` may continue it. Writes nothing."""
-    if resume:
-        run = RunDir(run_dir or Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg)))
-        saved = _read_resume_meta(run)["config"]
-        cfg = _continue_config(cfg, saved, run)
-        return run, cfg, saved
-    if run_dir is not None:  # a directory the caller chose: never another one
-        run = RunDir(run_dir)
-        if run.status == "unfinished":
-            raise ConfigError(f"run directory {run.path} already holds an unfinished run: "
-                              f"continue it with --resume {run.path}, or choose another "
-                              "directory")
-        if run.status == "finished":
-            raise ConfigError(f"run directory {run.path} already holds a finished run: choose "
-                              f"another directory, or extend it with --resume {run.path} and "
-                              "more epochs")
-        return run, cfg, None
-    run = RunDir(Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg)))
-    # rank 0 decides and every rank follows (an error too, so that no rank waits alone)
-    decision: tuple[str, str | None] = (str(run.path), None)
-    if is_main and run.status == "unfinished":
-        decision = (str(run.path), f"{run.path} holds an unfinished run (interrupted, or "
-                    f"still running): continue it with `squeezelab train --resume {run.path}`, "
-                    "or start a new run beside it with --run-name NEW_NAME")
-    elif is_main and run.status == "finished":
-        free = run.next_free()
-        print(f"{run.path} holds a finished run, left as it is: this run goes to {free.path}",
-              flush=True)
-        decision = (str(free.path), None)
-    path, error = broadcast_object(decision)
-    if error:
-        raise ConfigError(error)
-    return RunDir(path), cfg.replace(run_name=Path(path).name), None
-
-
-def _read_resume_meta(run: RunDir) -> dict[str, Any]:
-    """The last checkpoint's JSON metadata (read before the tensors, to check flags early)."""
-    path = run.last.with_name("last.json")
-    if not path.exists():
-        raise CheckpointError(f"cannot resume: {run.path} has no checkpoint {run.last}.json "
-                              "(was the run started there?)")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
-        raise CheckpointError(f"{path} is not a training checkpoint's metadata")
-    meta.setdefault("config", {})
-    return meta
-
-
-def _continue_config(cfg: TrainConfig, saved: dict[str, Any], run: RunDir) -> TrainConfig:
-    """``cfg`` as it may continue the run saved with ``saved``: "auto" speed settings take the
-    run's own choice; a change to what the run trains on or is scored on is refused (a best
-    score on other images, or scored otherwise, would not compare with the saved one)."""
-    if cfg.precision == "auto" and saved.get("precision") not in (None, "auto"):
-        cfg = cfg.replace(precision=saved["precision"])
-    if cfg.channels_last is None and saved.get("channels_last") is not None:
-        cfg = cfg.replace(channels_last=saved["channels_last"])
-    for name, was, now in resume_conflicts(saved, cfg):
-        flag = "/".join("--" + n.replace("_", "-") for n in name.split("/"))
-        raise ConfigError(
-            f"cannot resume {run.path} with {name} {now!r}: the run was trained and scored "
-            f"with {name} {was!r}, and a resumed run keeps its images, model and scoring (or "
-            f"its best score would not compare); drop {flag}, or start a new run from its "
-            f"weights with --init-from {run.path} --run-name NEW_NAME")
-    return cfg
-
-
-def _save_config(run: RunDir, cfg: TrainConfig) -> None:
-    """config.yaml: every setting of the run as resolved, with a comment naming the ones that
-    came from the model's own defaults (so a reader sees why lr is not the built-in 0.1)."""
-    import yaml
-
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    if cfg.defaults_from_model:
-        text = (f"# from {cfg.model}'s train defaults (not set by flag or recipe): "
-                f"{', '.join(cfg.defaults_from_model)}\n{text}")
-    (run.path / "config.yaml").write_text(text)
-
-
-def _record_skipped(r: _Run) -> None:
-    """Unreadable images left out (skip_bad_images): counted on stderr and listed, one path a
-    line, in the run's skipped_images.txt, so a run never drops files silently."""
-    if not r.skipped:
-        return
-    r.run.path.mkdir(parents=True, exist_ok=True)
-    r.run.write_lines("skipped_images.txt", r.skipped)
-    n_train = len(getattr(r.train_data, "skipped", []))
-    print(f"skipped {len(r.skipped)} unreadable image(s) ({n_train} train, "
-          f"{len(r.skipped) - n_train} test): listed in {r.run.path / 'skipped_images.txt'}",
-          file=sys.stderr, flush=True)
-
-
-def _print_summary(r: _Run) -> None:
-    """What the run is about to do, before the first progress bar: data, model, settings (and
-    which came from the model's defaults), speed settings and their timings, where it writes."""
-    from squeezelab.metrics import count_macs
-
-    cfg, model, data = r.cfg, r.state.model, r.train_data
-    height, width = data.image_size
-    try:
-        macs = f", {count_macs(model, (height, width)) / 1e6:.1f}M MACs per image"
-    except (RuntimeError, TypeError, ValueError):  # a wrapper model the counter cannot run
-        macs = ""
-    params = sum(p.numel() for p in model.parameters())
-    skipped = f" ({len(r.skipped)} unreadable skipped)" if r.skipped else ""
-    settings = [f"optimizer {cfg.optimizer}", f"lr {cfg.lr:g}",
-                f"weight_decay {cfg.weight_decay:g}", f"schedule {cfg.schedule}",
-                f"warmup_epochs {cfg.warmup_epochs:g}", f"label_smoothing {cfg.label_smoothing:g}"]
-    if cfg.optimizer in ("momentum", "nesterov", "rmsprop"):
-        settings.insert(2, f"momentum {cfg.momentum:g}")
-    from_model = cfg.defaults_from_model
-    provenance = f" ({', '.join(from_model)}: {cfg.model}'s defaults)" if from_model else ""
-    timings = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.speed.get("timings", {}).items())
-    lines = [
-        f"data      {data.source}: {len(data):,} train / {len(r.test_data):,} test images, "
-        f"{data.num_classes} classes, {height}x{width}{skipped}",
-        f"model     {cfg.model}: {params:,} parameters{macs}",
-        f"settings  {', '.join(settings)}{provenance}",
-        f"speed     {cfg.precision}, {'channels_last' if cfg.channels_last else 'NCHW'} on "
-        f"{r.state.device}" + (f" (timed per step: {timings})" if timings else ""),
-        f"run       {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of batch "
-        f"{cfg.batch_size} ({len(r.train_loader)} steps each) -> {r.run.path}",
-    ]
-    tqdm.write("\n".join(lines))
 
 
 def _resolve_speed_settings(cfg: TrainConfig, model: nn.Module, train_data, augment,
@@ -541,7 +406,7 @@ def _reduced_sums(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
 def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
     """Score the epoch when due, hand its record to the hooks, log it, and checkpoint: ``last``
     always, ``best`` when the test top-1 beat every earlier one (all scored alike: a resumed
-    run keeps its test images and scoring, see ``_continue_config``)."""
+    run keeps its test images and scoring, see ``train/resume.py``)."""
     cfg, epoch = r.cfg, record["epoch"]
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
         r.test_loader.set_epoch(0)
@@ -557,9 +422,9 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
     r.history.append(record)
     if r.is_main:
         r.run.append_metrics(record)
-        _print_epoch(record, cfg)
+        print_epoch(record, cfg)
         if not r.warned_uniform:
-            r.warned_uniform = _warn_if_uniform(record, r.train_data.num_classes)
+            r.warned_uniform = warn_if_uniform(record, r.train_data.num_classes)
     improved = record.get("test_top1", -1.0) > r.best_top1
     if improved:
         r.best_top1 = record["test_top1"]
@@ -588,13 +453,13 @@ def _restore(r: _Run) -> tuple[int, int, dict[str, float] | None]:
     if cfg.epochs < epoch + (batch > 0):
         raise ConfigError(f"cannot resume {run.path} with epochs {cfg.epochs}: it has trained "
                           f"{epoch} epoch(s){f' and {batch} batches' if batch else ''} already")
-    relaid = _relay_schedule(state, r.saved_config or {})
+    relaid = relay_schedule(state, r.saved_config or {})
     if r.is_main:
         run.truncate_metrics(epoch)
         r.history = run.read_metrics() if run.metrics_path.exists() else []
         if cfg.epochs > epoch:
             run.summary_path.unlink(missing_ok=True)  # unfinished again until it ends
-        _save_config(run, cfg)  # the run's settings as they now are (e.g. the new epochs)
+        save_config(run, cfg)  # the run's settings as they now are (e.g. the new epochs)
         print(f"resuming {run.path} at epoch {epoch + 1}, batch {batch}"
               + (f"; {relaid}: the learning-rate schedule is laid again over the new settings "
                  f"from step {state.step} (lr now {state.optimizer.param_groups[0]['lr']:.4g})"
@@ -602,55 +467,3 @@ def _restore(r: _Run) -> tuple[int, int, dict[str, float] | None]:
     return epoch, batch, ckpt.meta.get("epoch_sums") if batch else None
 
 
-#: The TrainConfig fields the learning-rate schedule is computed from (train/optim.py).
-SCHEDULE_FIELDS = ("epochs", "lr", "schedule", "warmup_epochs", "step_epochs", "gamma",
-                   "restart_epochs", "restart_mult")
-
-
-def _relay_schedule(state: TrainState, saved: dict[str, Any]) -> str:
-    """After a resume with other schedule settings than the run was saved with (more epochs,
-    another lr): set the learning rates from the new schedule at the current step, as the
-    loaded ones are the old schedule's. Returns what changed ("" when nothing did)."""
-    cfg, sched = state.config, state.scheduler
-    changed = [f"{name} {saved[name]!r} -> {getattr(cfg, name)!r}" for name in SCHEDULE_FIELDS
-               if name in saved and saved[name] != getattr(cfg, name)]
-    if not changed:
-        return ""
-    if saved.get("lr") and saved["lr"] != cfg.lr:  # the checkpoint's base rates are the old lr's
-        sched.base_lrs = [base * cfg.lr / saved["lr"] for base in sched.base_lrs]
-    for group, base, factor in zip(state.optimizer.param_groups, sched.base_lrs,
-                                   sched.lr_lambdas):
-        group["lr"] = base * factor(sched.last_epoch)
-        group["initial_lr"] = base
-    sched._last_lr = [group["lr"] for group in state.optimizer.param_groups]
-    return ", ".join(changed)
-
-
-def _warn_if_uniform(r: dict[str, Any], num_classes: int) -> bool:
-    """Say so when the test loss sits at ln(num_classes), the loss of a uniform guess: the model
-    scores every class alike for every image, and a model in that state rarely leaves it.
-    Measured here: the no-BatchNorm course models (ReLU on the logits) reach it within the
-    first steps of Adam or RMSprop at lr 1e-3 without warm-up, and stay at exactly ln(10)
-    (benchmarks/results/optimizer_study.json: 3 epochs, activation_study.json: 10); one
-    warm-up epoch avoids it."""
-    if "test_loss" not in r or abs(r["test_loss"] - math.log(num_classes)) > 1e-4:
-        return False
-    print(f"warning: epoch {r['epoch']}: test loss {r['test_loss']:.4f} = ln({num_classes}), "
-          "the loss of a uniform guess: the model gives every class the same score for every "
-          "image. A network without BatchNorm whose logits pass a ReLU (the SqueezeNet v1.0 "
-          "layout) gets here when its logits die in the first steps, and does not recover; a "
-          "learning-rate warm-up (--warmup-epochs 1) or a lower --lr avoids it.",
-          file=sys.stderr, flush=True)
-    return True
-
-
-def _print_epoch(r: dict[str, Any], cfg: TrainConfig) -> None:
-    if not cfg.progress:
-        return
-    # the run scores in its own (autotuned) precision: say which, beside the figure
-    protocol = f" ({describe_protocol(r['test_protocol'])})" if r.get("test_protocol") else ""
-    test = (f" test_top1 {r['test_top1']:.4f} test_top5 {r['test_top5']:.4f}{protocol}"
-            if "test_top1" in r else "")
-    tqdm.write(f"epoch {r['epoch']:>3}/{cfg.epochs}  train_loss {r['train_loss']:.4f} "
-               f"train_top1 {r['train_top1']:.4f}{test}  lr {r['lr']:.4g}  "
-               f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s")

@@ -295,7 +295,8 @@ def fitnets_train(cfg: TrainConfig, fit: FitNetsConfig, *, data: tuple[Any, Any]
     writes ``RUN`` itself. ``hooks`` (e.g. masks) join stage 2.
     """
     from squeezelab.checkpoint import read_weights
-    from squeezelab.train.loop import build_run_model, default_run_name, train
+    from squeezelab.train.loop import build_run_model, train
+    from squeezelab.train.resume import default_run_name
 
     teacher = freeze(teacher) if teacher is not None else load_teacher(fit.teacher)
     if data is None:

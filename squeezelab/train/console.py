@@ -1,0 +1,92 @@
+"""What a training run prints: the summary before the first step, one line per epoch, the
+unreadable images it left out, and the warning when a model has stopped learning."""
+from __future__ import annotations
+
+import math
+import sys
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from squeezelab.train.config import TrainConfig
+from squeezelab.train.evaluate import describe_protocol
+
+if TYPE_CHECKING:  # the loop's bookkeeping, read here; the loop imports this module
+    from squeezelab.train.loop import _Run
+
+
+def record_skipped(r: _Run) -> None:
+    """Unreadable images left out (skip_bad_images): counted on stderr and listed, one path a
+    line, in the run's skipped_images.txt, so a run never drops files silently."""
+    if not r.skipped:
+        return
+    r.run.path.mkdir(parents=True, exist_ok=True)
+    r.run.write_lines("skipped_images.txt", r.skipped)
+    n_train = len(getattr(r.train_data, "skipped", []))
+    print(f"skipped {len(r.skipped)} unreadable image(s) ({n_train} train, "
+          f"{len(r.skipped) - n_train} test): listed in {r.run.path / 'skipped_images.txt'}",
+          file=sys.stderr, flush=True)
+
+
+def print_summary(r: _Run) -> None:
+    """What the run is about to do, before the first progress bar: data, model, settings (and
+    which came from the model's defaults), speed settings and their timings, where it writes."""
+    from squeezelab.metrics import count_macs
+
+    cfg, model, data = r.cfg, r.state.model, r.train_data
+    height, width = data.image_size
+    try:
+        macs = f", {count_macs(model, (height, width)) / 1e6:.1f}M MACs per image"
+    except (RuntimeError, TypeError, ValueError):  # a wrapper model the counter cannot run
+        macs = ""
+    params = sum(p.numel() for p in model.parameters())
+    skipped = f" ({len(r.skipped)} unreadable skipped)" if r.skipped else ""
+    settings = [f"optimizer {cfg.optimizer}", f"lr {cfg.lr:g}",
+                f"weight_decay {cfg.weight_decay:g}", f"schedule {cfg.schedule}",
+                f"warmup_epochs {cfg.warmup_epochs:g}", f"label_smoothing {cfg.label_smoothing:g}"]
+    if cfg.optimizer in ("momentum", "nesterov", "rmsprop"):
+        settings.insert(2, f"momentum {cfg.momentum:g}")
+    from_model = cfg.defaults_from_model
+    provenance = f" ({', '.join(from_model)}: {cfg.model}'s defaults)" if from_model else ""
+    timings = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.speed.get("timings", {}).items())
+    lines = [
+        f"data      {data.source}: {len(data):,} train / {len(r.test_data):,} test images, "
+        f"{data.num_classes} classes, {height}x{width}{skipped}",
+        f"model     {cfg.model}: {params:,} parameters{macs}",
+        f"settings  {', '.join(settings)}{provenance}",
+        f"speed     {cfg.precision}, {'channels_last' if cfg.channels_last else 'NCHW'} on "
+        f"{r.state.device}" + (f" (timed per step: {timings})" if timings else ""),
+        f"run       {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of batch "
+        f"{cfg.batch_size} ({len(r.train_loader)} steps each) -> {r.run.path}",
+    ]
+    tqdm.write("\n".join(lines))
+
+
+def warn_if_uniform(r: dict[str, Any], num_classes: int) -> bool:
+    """Say so when the test loss sits at ln(num_classes), the loss of a uniform guess: the model
+    scores every class alike for every image, and a model in that state rarely leaves it.
+    Measured here: the no-BatchNorm course models (ReLU on the logits) reach it within the
+    first steps of Adam or RMSprop at lr 1e-3 without warm-up, and stay at exactly ln(10)
+    (benchmarks/results/optimizer_study.json: 3 epochs, activation_study.json: 10); one
+    warm-up epoch avoids it."""
+    if "test_loss" not in r or abs(r["test_loss"] - math.log(num_classes)) > 1e-4:
+        return False
+    print(f"warning: epoch {r['epoch']}: test loss {r['test_loss']:.4f} = ln({num_classes}), "
+          "the loss of a uniform guess: the model gives every class the same score for every "
+          "image. A network without BatchNorm whose logits pass a ReLU (the SqueezeNet v1.0 "
+          "layout) gets here when its logits die in the first steps, and does not recover; a "
+          "learning-rate warm-up (--warmup-epochs 1) or a lower --lr avoids it.",
+          file=sys.stderr, flush=True)
+    return True
+
+
+def print_epoch(r: dict[str, Any], cfg: TrainConfig) -> None:
+    if not cfg.progress:
+        return
+    # the run scores in its own (autotuned) precision: say which, beside the figure
+    protocol = f" ({describe_protocol(r['test_protocol'])})" if r.get("test_protocol") else ""
+    test = (f" test_top1 {r['test_top1']:.4f} test_top5 {r['test_top5']:.4f}{protocol}"
+            if "test_top1" in r else "")
+    tqdm.write(f"epoch {r['epoch']:>3}/{cfg.epochs}  train_loss {r['train_loss']:.4f} "
+               f"train_top1 {r['train_top1']:.4f}{test}  lr {r['lr']:.4g}  "
+               f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s")

@@ -3,7 +3,8 @@
 Each method is a set of pure tensor functions under a thin in-place model transform that takes a
 validated dataclass config (layers chosen by globs over module names, see ``select``):
 
-* ``uniform``: affine int8 post-training quantization and QAT (Jacob et al. 2018, arXiv 1712.05877);
+* ``uniform`` (arithmetic, observers, config), ``uniform_ptq`` (integer layers, post-training)
+  and ``uniform_qat`` (quantization-aware): affine int8 (Jacob et al. 2018, arXiv 1712.05877);
 * ``binary``: BinaryConnect (arXiv 1511.00363), XNOR weights and XNOR-Net (arXiv 1603.05279);
   ``xnor_bits``: XNOR-Net layers that compute on packed sign bits (XOR + popcount);
 * ``fixed_point``: fixed and dynamic fixed point (arXiv 1412.7024, Ristretto arXiv 1605.06402);
@@ -64,18 +65,22 @@ from squeezelab.compress.quantization.ste import binary_sign, sign_ste
 from squeezelab.compress.quantization.uniform import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
-    QATConv2d,
-    QATLinear,
-    QuantizedConv2d,
-    QuantizedLinear,
     UniformQuantConfig,
     choose_qparams,
-    convert_qat_,
     dequantize_affine,
     fake_quantize,
-    prepare_qat_,
     quantize_affine,
+)
+from squeezelab.compress.quantization.uniform_ptq import (
+    QuantizedConv2d,
+    QuantizedLinear,
     quantize_ptq_,
+)
+from squeezelab.compress.quantization.uniform_qat import (
+    QATConv2d,
+    QATLinear,
+    convert_qat_,
+    prepare_qat_,
 )
 from squeezelab.compress.quantization.xnor_bits import (
     PackedXnorConv2d,

@@ -11,21 +11,25 @@ from squeezelab import create_model
 from squeezelab.compress.quantization.uniform import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
-    QATConv2d,
-    QATLinear,
-    QuantizedConv2d,
-    QuantizedLinear,
     UniformQuantConfig,
     choose_qparams,
-    convert_qat_,
     dequantize_affine,
     fake_quantize,
     int_dtype,
-    prepare_qat_,
     qrange,
     quantize_affine,
-    quantize_ptq_,
     tensor_min_max,
+)
+from squeezelab.compress.quantization.uniform_ptq import (
+    QuantizedConv2d,
+    QuantizedLinear,
+    quantize_ptq_,
+)
+from squeezelab.compress.quantization.uniform_qat import (
+    QATConv2d,
+    QATLinear,
+    convert_qat_,
+    prepare_qat_,
 )
 
 

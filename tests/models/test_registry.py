@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import squeezelab
-from squeezelab.models import UnknownModelError, get_entry, model_spec
+from squeezelab.models import UnknownModelError, create_model, get_entry, model_spec, skeleton
 
 # Exact parameter counts at each model's default class count (from the papers / torchvision
 # where those exist; our own designs are pinned so a change to them is deliberate).
@@ -102,3 +102,24 @@ def test_the_cifar_models_register_measured_train_defaults():
         assert defaults["optimizer"] == "adamw" and defaults["warmup_epochs"] > 0, name
     with pytest.raises(TypeError):  # read-only: one mapping serves a family of models
         get_entry("squeezenet_cifar").train_defaults["lr"] = 1.0
+
+
+def test_skeleton_builds_on_meta_without_running_the_initialisers():
+    """``skeleton`` is for models a file is about to fill: same tensors, no memory, and no
+    initialiser runs (a real tensor passed to one inside it keeps its values)."""
+    reference = create_model("squeezenet1_1", num_classes=7)
+    with skeleton():
+        model = create_model("squeezenet1_1", num_classes=7)
+        probe = torch.full((3, 3), 2.0, device="cpu")
+        torch.nn.init.kaiming_uniform_(probe)
+        torch.nn.init.normal_(tensor=probe)
+    assert torch.equal(probe, torch.full((3, 3), 2.0))
+    assert all(t.is_meta for t in model.state_dict().values())
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()}
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model.eval()(x), reference.eval()(x))
+    torch.nn.init.normal_(probe)  # outside it, initialisers work again
+    assert not torch.equal(probe, torch.full((3, 3), 2.0))

@@ -73,7 +73,7 @@ from squeezelab.compress.quantization.weight_sharing import (
     shared_modules,
 )
 from squeezelab.fileio import atomic_write_bytes, json_default
-from squeezelab.models import create_model, model_spec, unwrap_model
+from squeezelab.models import create_model, model_spec, skeleton, unwrap_model
 
 
 @dataclass
@@ -380,15 +380,16 @@ def _registration_budget(limit: int) -> Iterator[None]:
 def _build_model(header: dict[str, Any], source: str) -> nn.Module:
     """``create_model`` from the header's spec, checked against the header's tensors.
 
-    The model is first built on the meta device (no memory), under a cap on the number of
-    parameters and buffers the builder may register, and its state-dict shapes are compared
+    The model is first built on the meta device without initialisation (``skeleton``: no
+    memory, and half the time), under a cap on the number of parameters and buffers the builder
+    may register, and its state-dict shapes are compared
     with the file; only then is it materialised.
     """
     spec = header["model"]
     entries = {e["name"]: e for e in header["tensors"]}
     where = f"{source}: model {spec['name']!r} {spec['kwargs']}"
     try:
-        with _registration_budget(2 * len(entries) + 64), torch.device("meta"):
+        with _registration_budget(2 * len(entries) + 64), skeleton():
             model = create_model(spec["name"], **spec["kwargs"])
     except _BudgetExceeded:
         raise SqzFormatError(

@@ -76,6 +76,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gap-bits", type=int, default=None)
     p.add_argument("--fold-batchnorm", action="store_true", default=None,
                    help="fold BatchNorm into the convs after pruning (smaller file)")
+    p.add_argument("--float-dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="precision of the floats the file stores (biases, BatchNorm, "
+                   "codebooks); the reported top-1 is scored after rounding to it")
     p.add_argument("--optimizer", default=None)
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
     p.add_argument("--seed", type=int, default=None)
@@ -200,7 +203,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 _COMPRESS_FLAGS = ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
-                   "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm")
+                   "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm",
+                   "float_dtype")
 
 
 def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:

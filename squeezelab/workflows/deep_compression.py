@@ -34,8 +34,13 @@ from squeezelab.compress.format.checkpoints import (
     refresh_shared,
     save_compressible,
 )
+from squeezelab.compress.format.layout import FLOAT_DTYPES
 from squeezelab.compress.format.size_report import size_report
-from squeezelab.compress.format.sqz import load_compressed, save_compressed
+from squeezelab.compress.format.sqz import (
+    load_compressed,
+    round_stored_floats_,
+    save_compressed,
+)
 from squeezelab.compress.pruning.magnitude import PruneConfig, prune_
 from squeezelab.compress.pruning.masks import MaskHook, Masks
 from squeezelab.compress.pruning.schedules import ITERATIVE_KINDS, iterative_sparsities
@@ -88,6 +93,9 @@ class CompressConfig(ConfigBase):
         paper's choice).
     fold_batchnorm: fold BatchNorm into the convs after pruning, before sharing (``fold.py``):
         one bias per channel ships instead of four BatchNorm tensors.
+    float_dtype: the precision of the floats the .sqz stores (biases, BatchNorm tensors,
+        codebooks): "float32", or "float16"/"bfloat16" for half their bytes. The model is
+        rounded to it before the last evaluation, so the reported top-1 is the file's.
     train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
         limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
 
@@ -109,6 +117,7 @@ class CompressConfig(ConfigBase):
     centroid_weight_decay: float = 0.0
     gap_bits: int | None = None
     fold_batchnorm: bool = False
+    float_dtype: str = "float32"
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -136,6 +145,9 @@ class CompressConfig(ConfigBase):
             _check_int("gap_bits", self.gap_bits, 1)
             if self.gap_bits > 16:
                 raise ValueError(f"gap_bits must be in 1..16 or None, got {self.gap_bits}")
+        if self.float_dtype not in FLOAT_DTYPES:
+            raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES}, got "
+                             f"{self.float_dtype!r}")
         if not isinstance(self.train, Mapping):
             raise ValueError(f"train must be a mapping of TrainConfig fields, got "
                              f"{type(self.train).__name__}")
@@ -485,6 +497,10 @@ def compress(
         sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,
                                                     log=log, protocol=protocol)
         steps += shared_steps
+    if config.float_dtype != "float32":
+        round_stored_floats_(model, config.float_dtype)
+        log(f"rounded the stored floats (biases, BatchNorm, codebooks) to {config.float_dtype}")
+        _record(steps, f"{config.float_dtype}_floats", model, data, log, protocol)
     from squeezelab.data.preprocess import Preprocess
 
     final = steps[-1]
@@ -499,7 +515,7 @@ def compress(
         **Preprocess.from_data(data[0]).to_meta(),
     }
     save_compressed(model, output_path, class_names=class_names, meta=meta,
-                    gap_bits=config.gap_bits)
+                    gap_bits=config.gap_bits, float_dtype=config.float_dtype)
     log(f"wrote {output_path} ({output_path.stat().st_size:,} bytes)")
     loaded_model = load_compressed(output_path)
     loaded_rec = _record([], "loaded", loaded_model, data, log, protocol)

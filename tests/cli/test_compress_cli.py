@@ -388,8 +388,11 @@ def test_compress_flags_over_a_recipe_build_the_workflows_config(ckpt):
     assert cfg.train["optimizer"] == "adamw" and cfg.train["weight_decay"] == 0.05  # recipe's
     args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--rule",
                    "classifier=0.1,squeeze=0.2", "--layer-bits", "squeeze=3", "--conv-bits", "6",
-                   "--retrain-epochs", "0", "--limit-train", "100", "--seed", "4"])
+                   "--retrain-epochs", "0", "--limit-train", "100", "--seed", "4",
+                   "--float-dtype", "float16"])
     cfg = _compress_config(args, ckpt)
+    assert cfg.float_dtype == "float16" and compress_config_for(ckpt, recipe).float_dtype == (
+        "float32")
     # one rule changed, the recipe's others kept; bits likewise
     assert cfg.prune.rules == {"features.0.*": 0.3, "classifier": 0.1, "squeeze": 0.2}
     assert cfg.prune.sparsity == 0.72 and cfg.fold_batchnorm is True

@@ -157,6 +157,30 @@ def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
     assert read_sqz(result.path).meta["compress_config"]["fold_batchnorm"] is True
 
 
+def test_pipeline_stores_half_precision_floats_and_scores_them(tmp_path, tiny_data):
+    """float_dtype rounds the stored floats before the last evaluation: the file then scores
+    exactly what the pipeline reports, in fewer bytes than the float32 file of the same model."""
+    cfg = CompressConfig(prune=PruneConfig(sparsity=0.5), retrain_epochs=0,
+                         sharing=WeightSharingConfig(bits={"conv": 4, "classifier": 5}),
+                         centroid_epochs=0, float_dtype="float16", train=TRAIN)
+    full_cfg = CompressConfig.from_dict({**cfg.to_dict(), "float_dtype": "float32"})
+    half = compress(tiny_model(), cfg, tmp_path / "half.sqz", data=tiny_data,
+                    log=lambda m: None)
+    full = compress(tiny_model(), full_cfg, tmp_path / "full.sqz", data=tiny_data,
+                    log=lambda m: None)
+    assert [s["step"] for s in half.steps] == ["dense", "prune_1", "share", "float16_floats",
+                                               "loaded"]
+    assert half.steps[-1]["top1"] == half.steps[-2]["top1"]
+    assert half.steps[-2]["top1"] == pytest.approx(full.steps[-1]["top1"], abs=0.02)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(half.loaded(x), half.model.eval()(x))
+    assert half.size["file_bytes"] < full.size["file_bytes"]
+    assert read_sqz(half.path).meta["compress_config"]["float_dtype"] == "float16"
+    with pytest.raises(ValueError, match="float_dtype must be one of"):
+        CompressConfig(float_dtype="fp16")
+
+
 def test_prune_only_checkpoint_round_trip(tmp_path, tiny_data):
     model = tiny_model()
     cfg = CompressConfig(prune=PruneConfig(sparsity=0.5), retrain_epochs=0, sharing=None,

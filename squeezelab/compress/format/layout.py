@@ -21,8 +21,12 @@ from squeezelab.compress.coding.sparse_index import max_total
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
-VERSION = 2
-READ_VERSIONS = (1, 2)  # 1: plain JSON header; 2: zlib-compressed JSON header
+VERSION = 3
+# 1: plain JSON header; 2: zlib-compressed JSON header; 3: codebooks may be stored in float16
+# or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file)
+READ_VERSIONS = (1, 2, 3)
+#: The precisions a file may store its floats in (dense float tensors and codebooks).
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 # A zlib header may expand at most this much (JSON compresses ~5-10x): no decompression bombs.
 _MAX_HEADER_EXPANSION = 64
 _MAX_HEADER_BYTES = 64 << 20
@@ -250,10 +254,16 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
         raise SqzFormatError(f"{where}: a shared tensor must be float32, got {entry['dtype']!r}")
     bits = _get_int(entry, "weight_bits", where, 1, 16)
     gap_bits = _get_int(entry, "gap_bits", where, 1, 16)
+    cb_dtype = entry.get("codebook_dtype", "float32")
+    if cb_dtype not in FLOAT_DTYPES:
+        raise SqzFormatError(f"{where}: codebook_dtype must be one of {FLOAT_DTYPES}, got "
+                             f"{cb_dtype!r}")
+    cb_bytes = np.dtype(_DTYPES[cb_dtype][1]).itemsize * 2**bits
     _, cb_len = _get_stream(entry, "codebook", where, payload_size)
-    if cb_len != 4 * 2**bits:
+    if cb_len != cb_bytes:
         raise SqzFormatError(
-            f"{where}: codebook has {cb_len} bytes, a {bits}-bit codebook needs {4 * 2**bits}"
+            f"{where}: codebook has {cb_len} bytes, a {bits}-bit {cb_dtype} codebook needs "
+            f"{cb_bytes}"
         )
     index_symbols = _get_int(entry, "index_symbols", where, 0, 2**bits)
     gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)

@@ -7,15 +7,17 @@ Layout (integers little-endian)::
 
 The header is UTF-8 JSON, zlib-compressed since version 2 (a per-tensor JSON entry is about
 165 bytes, a tenth of a pruned 4-bit SqueezeNet's file; compressed it is a fifth of that).
-Version 1 files (plain JSON header) are still read. The CRC32 (``zlib.crc32``) covers header
+Version 1 files (plain JSON header) and version 2 files (float32 codebooks only) are still
+read. The CRC32 (``zlib.crc32``) covers header
 and payload. The header is self-describing: the registry model spec (``{"name", "kwargs"}``),
 class names, free ``meta`` (metrics, config), the payload size, and per state-dict tensor its
 name, shape, dtype and encoding:
 
 * ``"dense"``: raw little-endian bytes (biases, BatchNorm tensors, unshared weights);
   ``data = [offset, length]`` into the payload.
-* ``"shared"`` (a weight-shared Conv/Linear, see ``weight_sharing.py``): ``codebook`` (float32
-  ``[2**weight_bits]``), the cluster indices of the kept weights in flattened order,
+* ``"shared"`` (a weight-shared Conv/Linear, see ``weight_sharing.py``): ``codebook``
+  (``[2**weight_bits]`` in ``codebook_dtype``: float32 unless the file stores its floats in
+  float16 or bfloat16, version 3), the cluster indices of the kept weights in flattened order,
   Huffman-coded (``index_table`` = 5-bit code lengths of ``index_symbols`` symbols, ``index``
   = the coded stream, ``nnz`` symbols), and their positions as a relative-index gap stream
   (``sparse_index.py``: ``gap_bits``-bit gaps with filler entries, Huffman-coded over the
@@ -59,6 +61,7 @@ from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-
     _INDEX_NP,
     _PREFIX,
     DEFAULT_GAP_BITS,
+    FLOAT_DTYPES,
     FORMAT,
     MAGIC,
     READ_VERSIONS,
@@ -154,6 +157,45 @@ def _raw_bytes(t: torch.Tensor) -> tuple[str, bytes]:
     return name, t.numpy().astype(_DTYPES[name][1], copy=False).tobytes()
 
 
+def _stored_float_keys(model: nn.Module) -> list[str]:
+    """The state-dict keys whose float values a file with reduced ``float_dtype`` rounds: every
+    floating-point tensor that is stored dense, and every codebook (shared weights are rebuilt
+    from their codebook, so they follow it)."""
+    shared = shared_modules(model)
+    derived = set(shared)
+    for weight_name in shared:
+        prefix = weight_name[: -len("weight")]
+        derived.update({prefix + "weight_indices", prefix + "weight_mask"})
+    return [k for k, t in model.state_dict().items()
+            if k not in derived and t.is_floating_point()]
+
+
+def _check_float_dtype(float_dtype: str) -> torch.dtype:
+    if float_dtype not in FLOAT_DTYPES:
+        raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES}, got {float_dtype!r}")
+    return _DTYPES[float_dtype][0]
+
+
+@torch.no_grad()
+def round_stored_floats_(model: nn.Module, float_dtype: str) -> list[str]:
+    """Round, in place, the floats a .sqz file stores (biases, BatchNorm tensors, other dense
+    float tensors, codebooks) to ``float_dtype`` and back, so that the model computes exactly
+    what ``save_compressed(model, ..., float_dtype=float_dtype)`` followed by
+    ``load_compressed`` gives. Shared layers' weights are recomputed from the rounded codebooks.
+    Returns the keys rounded (none for float32)."""
+    dtype = _check_float_dtype(float_dtype)
+    model = unwrap_model(model)
+    if dtype == torch.float32:
+        return []
+    keys = _stored_float_keys(model)
+    state = model.state_dict()
+    for key in keys:
+        state[key].copy_(state[key].to(dtype).to(state[key].dtype))
+    for m in shared_modules(model).values():
+        m.weight = dense_weight(m.codebook, m.weight_indices, m.weight_mask)
+    return keys
+
+
 def _default_gap_bits(weight: torch.Size) -> int:
     return DEFAULT_GAP_BITS["conv" if len(weight) > 2 else "linear"]
 
@@ -166,14 +208,18 @@ def save_compressed(
     meta: dict[str, Any] | None = None,
     gap_bits: int | None = None,
     lane_symbols: int = DEFAULT_LANE_SYMBOLS,
+    float_dtype: str = "float32",
 ) -> Path:
     """Write ``model`` (a registry model, possibly weight-shared) to ``path`` as a .sqz file.
 
     Shared layers (``weight_sharing.shared_modules``) are stored as codebook + Huffman-coded
     indices + Huffman-coded relative positions of the kept weights, with ``gap_bits``-bit gaps
     (default: the paper's 8 for conv, 5 for fully connected weights); every other tensor of
-    the state dict is stored raw. The write is atomic (temporary file + rename).
+    the state dict is stored raw. ``float_dtype`` ("float16", "bfloat16") stores the floats
+    (dense float tensors, codebooks) in half the bytes; the loaded model then computes what
+    ``round_stored_floats_`` makes of this one. The write is atomic (temporary file + rename).
     """
+    float_torch = _check_float_dtype(float_dtype)
     model = unwrap_model(model)
     spec = model_spec(model)
     if gap_bits is not None and (isinstance(gap_bits, bool) or not isinstance(gap_bits, int)
@@ -194,8 +240,11 @@ def save_compressed(
     for key, tensor in model.state_dict().items():
         if key in by_codebook:
             name = by_codebook[key]
-            entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols))
+            entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols,
+                                          float_torch))
         elif key not in skip:
+            if tensor.is_floating_point() and float_torch != torch.float32:
+                tensor = tensor.to(float_torch)
             dtype_name, raw = _raw_bytes(tensor)
             entries.append({
                 "name": key, "shape": list(tensor.shape), "dtype": dtype_name,
@@ -222,9 +271,9 @@ def save_compressed(
 
 def _encode_shared(
     weight_name: str, module: nn.Module, payload: _Payload, gap_bits: int | None,
-    lane_symbols: int,
+    lane_symbols: int, float_dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
-    codebook = module.codebook.detach().cpu().to(torch.float32).contiguous()
+    codebook = module.codebook.detach().cpu().to(float_dtype).contiguous()
     bits = int(module.weight_bits)
     if codebook.numel() != 2**bits:
         raise ValueError(
@@ -240,12 +289,13 @@ def _encode_shared(
     gap_symbols = int(gaps.max()) + 1 if gaps.size else 0
     index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
     gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
-    return {
+    codebook_dtype, codebook_bytes = _raw_bytes(codebook)
+    entry = {
         "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",
         "weight_bits": bits, "gap_bits": g,
         "nnz": int(kept.size), "num_entries": int(gaps.size),
         "num_fillers": int(is_filler.sum()),
-        "codebook": payload.add(codebook.numpy().astype("<f4").tobytes()),
+        "codebook": payload.add(codebook_bytes),
         "index_symbols": index_symbols,
         "index_table": payload.add(index_table.to_bytes()),
         "index": payload.add(index_data),
@@ -253,6 +303,9 @@ def _encode_shared(
         "gap_table": payload.add(gap_table.to_bytes()),
         "gap": payload.add(gap_data),
     }
+    if codebook_dtype != "float32":  # absent means float32, as in every version-2 file
+        entry["codebook_dtype"] = codebook_dtype
+    return entry
 
 
 def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, Path | None, str]:
@@ -263,6 +316,20 @@ def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, Path | None,
         return path.read_bytes(), path, str(path)
     except OSError as e:
         raise SqzFormatError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _dense_tensor(raw: memoryview, dtype: str, shape: list[int], where: str) -> torch.Tensor:
+    """A tensor from its raw little-endian bytes (lengths were checked by ``_parse``)."""
+    torch_dtype, np_dtype = _DTYPES[dtype]
+    arr = np.frombuffer(raw, dtype=np_dtype).reshape(shape)
+    t = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
+    if torch_dtype == torch.bfloat16:
+        t = t.view(torch.int16).view(torch.bfloat16)
+    elif torch_dtype == torch.bool:
+        if t.numel() and int(t.max()) > 1:
+            raise SqzFormatError(f"{where}: bool tensor holds values > 1")
+        t = t.to(torch.bool)
+    return t
 
 
 def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
@@ -280,16 +347,8 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
         shape = entry["shape"]
         if entry["encoding"] == "dense":
             off, length = entry["data"]
-            torch_dtype, np_dtype = _DTYPES[entry["dtype"]]
-            arr = np.frombuffer(payload[off:off + length], dtype=np_dtype).reshape(shape)
-            t = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
-            if torch_dtype == torch.bfloat16:
-                t = t.view(torch.int16).view(torch.bfloat16)
-            elif torch_dtype == torch.bool:
-                if t.numel() and int(t.max()) > 1:
-                    raise SqzFormatError(f"layer {entry['name']!r}: bool tensor holds values > 1")
-                t = t.to(torch.bool)
-            dense[entry["name"]] = t
+            dense[entry["name"]] = _dense_tensor(payload[off:off + length], entry["dtype"], shape,
+                                                 f"layer {entry['name']!r}")
             continue
         where = f"layer {entry['name']!r}"
         tables = []
@@ -327,9 +386,8 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
                 f"{entry['nnz']}"
             )
         off, length = entry["codebook"]
-        codebook = torch.from_numpy(
-            np.frombuffer(payload[off:off + length], dtype="<f4").astype(np.float32)
-        )
+        codebook = _dense_tensor(payload[off:off + length], entry.get("codebook_dtype", "float32"),
+                                 [2 ** entry["weight_bits"]], where).to(torch.float32)
         bits = entry["weight_bits"]
         # Scatter in numpy (single-threaded): torch's multi-threaded index_put is slower for
         # this on a busy machine. symbols < index_symbols <= 2**bits: checked in the header
@@ -462,5 +520,5 @@ def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = Fals
 
 __all__ = [
     "DEFAULT_GAP_BITS", "FORMAT", "MAGIC", "READ_VERSIONS", "VERSION", "SharedTensor", "SqzFile",
-    "SqzFormatError", "load_compressed", "read_sqz", "save_compressed",
+    "SqzFormatError", "load_compressed", "read_sqz", "round_stored_floats_", "save_compressed",
 ]

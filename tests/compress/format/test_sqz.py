@@ -14,6 +14,7 @@ from squeezelab.compress.format.sqz import (
     SqzFormatError,
     load_compressed,
     read_sqz,
+    round_stored_floats_,
     save_compressed,
 )
 from squeezelab.compress.quantization.weight_sharing import shared_modules
@@ -112,7 +113,7 @@ def test_bad_magic_version_and_crc(sqz_bytes):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
     with pytest.raises(SqzFormatError,
-                       match="format version 7; this squeezelab reads versions 1, 2"):
+                       match="format version 7; this squeezelab reads versions 1, 2, 3"):
         _load(join(header, payload, version=7))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10
@@ -125,6 +126,56 @@ def test_version_1_plain_json_header_still_loads(sqz_bytes):
     v1 = join(header, payload, version=1)
     assert v1[4:6] == b"\x01\x00" and len(v1) > len(sqz_bytes)  # the plain header is larger
     a, b = read_sqz(v1).state_dict(), read_sqz(sqz_bytes).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("float_dtype, itemsize", [("float16", 2), ("bfloat16", 2)])
+def test_half_precision_floats_halve_their_bytes_and_load_as_rounded(
+        shared_model, sqz_bytes, tmp_path, float_dtype, itemsize):
+    """float_dtype stores dense floats and codebooks in 2 bytes; the loaded model computes
+    exactly what round_stored_floats_ makes of the in-memory one (the pipeline scores that)."""
+    import copy
+
+    path = save_compressed(shared_model, tmp_path / "h.sqz", float_dtype=float_dtype,
+                           gap_bits=3, class_names=[f"c{i}" for i in range(10)],
+                           meta={"top1": 0.5, "recipe": "test"})
+    header = read_sqz(path).header
+    state = shared_model.state_dict()
+    dense_floats = [e for e in header["tensors"]
+                    if e["encoding"] == "dense" and state[e["name"]].is_floating_point()]
+    shared = [e for e in header["tensors"] if e["encoding"] == "shared"]
+    assert dense_floats and shared
+    assert all(e["dtype"] == float_dtype and e["data"][1] == itemsize * state[e["name"]].numel()
+               for e in dense_floats)
+    assert all(e["codebook_dtype"] == float_dtype and e["codebook"][1] == itemsize * 16
+               for e in shared)
+    saved = (sum(2 * state[e["name"]].numel() for e in dense_floats) + len(shared) * 16 * 2)
+    # the payload shrinks by exactly the halved floats (the header may differ by a few bytes)
+    assert read_sqz(sqz_bytes).header["payload_size"] - header["payload_size"] == saved
+    rounded = copy.deepcopy(shared_model)
+    keys = round_stored_floats_(rounded, float_dtype)
+    assert set(keys) == {e["name"] for e in dense_floats} | {
+        e["name"][: -len("weight")] + "codebook" for e in shared}
+    x = torch.randn(4, 3, 32, 32)
+    loaded = load_compressed(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), rounded.eval()(x))
+        assert not torch.equal(loaded(x), shared_model(x))  # it did round something
+    for k, v in loaded.state_dict().items():  # the model keeps its own (fp32) dtypes
+        assert v.dtype == state[k].dtype if k in state else True
+    assert round_stored_floats_(copy.deepcopy(shared_model), "float32") == []
+    with pytest.raises(ValueError, match=r"float_dtype must be one of \('float32', 'float16', "
+                                         r"'bfloat16'\), got 'int8'"):
+        save_compressed(shared_model, tmp_path / "bad.sqz", float_dtype="int8")
+
+
+def test_version_2_file_with_float32_codebooks_still_loads(sqz_bytes):
+    """A version-2 file is a version-3 file without codebook_dtype (float32 codebooks)."""
+    header, payload = split(sqz_bytes)
+    assert not any("codebook_dtype" in e for e in header["tensors"])
+    v2 = join(header, payload, version=2)
+    a, b = read_sqz(v2).state_dict(), read_sqz(sqz_bytes).state_dict()
+    assert read_sqz(v2).version == 2
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -185,7 +236,11 @@ def _dense_entry(h, name="features.1.running_var"):
     (lambda h: _shared_entry(h).__setitem__("index_symbols", 17),
      r"'index_symbols' must be an int in \[0, 16\], got 17"),
     (lambda h: _shared_entry(h).__setitem__("codebook", [0, 8]),
-     r"codebook has 8 bytes, a 4-bit codebook needs 64"),
+     r"codebook has 8 bytes, a 4-bit float32 codebook needs 64"),
+    (lambda h: _shared_entry(h).__setitem__("codebook_dtype", "float16"),
+     r"codebook has 64 bytes, a 4-bit float16 codebook needs 32"),
+    (lambda h: _shared_entry(h).__setitem__("codebook_dtype", "int8"),
+     r"codebook_dtype must be one of \('float32', 'float16', 'bfloat16'\), got 'int8'"),
     (lambda h: _shared_entry(h).__setitem__("index", [_shared_entry(h)["index"][0], 1]),
      r"layer 'features.4.expand3x3.weight': (index stream|'nnz')"),
     (lambda h: _shared_entry(h).__setitem__("gap", _shared_entry(h)["index"]),

@@ -6,6 +6,7 @@ import zlib
 import torch
 
 from squeezelab import create_model
+from squeezelab.compress.format.layout import VERSION
 from squeezelab.compress.quantization.weight_sharing import (
     WeightSharingConfig,
     share_weights_,
@@ -40,7 +41,7 @@ def split(data: bytes):
     return header, data[10 + header_len:-4]
 
 
-def join(header, payload: bytes, version: int = 2) -> bytes:
+def join(header, payload: bytes, version: int = VERSION) -> bytes:
     """A file with a recomputed header length and a valid CRC32 (version 1: plain JSON
     header; 2 and up: zlib-compressed)."""
     h = json.dumps(header).encode()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from squeezelab.compress.coding.ans import table_bytes as ans_table_bytes
 from squeezelab.compress.coding.huffman import MAX_CODE_LENGTH
 from squeezelab.compress.coding.sparse_index import max_total
 
@@ -23,8 +24,11 @@ MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
 VERSION = 3
 # 1: plain JSON header; 2: zlib-compressed JSON header; 3: codebooks may be stored in float16
-# or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file)
+# or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file),
+# and a shared entry's streams may be ANS-coded ("coder": "ans"; absent means Huffman)
 READ_VERSIONS = (1, 2, 3)
+#: The entropy coders of a shared entry's index and gap streams.
+CODERS = ("huffman", "ans")
 #: The precisions a file may store its floats in (dense float tensors and codebooks).
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 # A zlib header may expand at most this much (JSON compresses ~5-10x): no decompression bombs.
@@ -267,17 +271,32 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
         )
     index_symbols = _get_int(entry, "index_symbols", where, 0, 2**bits)
     gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)
+    coder = entry.get("coder", "huffman")
+    if coder not in CODERS:
+        raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
     for key, nsym in (("index_table", index_symbols), ("gap_table", gap_symbols)):
         _, length = _get_stream(entry, key, where, payload_size)
-        if length != (nsym * 5 + 7) // 8:
+        need = (nsym * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(nsym)
+        if length != need:
             raise SqzFormatError(
-                f"{where}: {key} has {length} bytes, {nsym} code lengths need {(nsym * 5 + 7) // 8}"
+                f"{where}: {key} has {length} bytes, {nsym} {coder} table entries need {need}"
             )
     _, index_len = _get_stream(entry, "index", where, payload_size)
     _, gap_len = _get_stream(entry, "gap", where, payload_size)
-    # every Huffman code is at least one bit: counts are bounded by the stream sizes
-    nnz = _get_int(entry, "nnz", where, 0, 8 * index_len)
-    num_entries = _get_int(entry, "num_entries", where, nnz, 8 * gap_len)
+    if coder == "huffman":
+        # every Huffman code is at least one bit: counts are bounded by the stream sizes
+        nnz = _get_int(entry, "nnz", where, 0, 8 * index_len)
+        num_entries = _get_int(entry, "num_entries", where, nnz, 8 * gap_len)
+    else:
+        # an ANS symbol may cost almost nothing: the counts are bounded by the shape (each gap
+        # entry moves at least one position on), which the file-size cap bounds
+        nnz = _get_int(entry, "nnz", where, 0, numel)
+        num_entries = _get_int(entry, "num_entries", where, nnz, max(numel, nnz))
+        for key, length in (("index", index_len), ("gap", gap_len)):
+            if length % 4:
+                raise SqzFormatError(f"{where}: {key} stream of {length} bytes is not whole "
+                                     "32-bit ANS words")
+        _get_int(entry, "symbols_crc32", where, 0, 2**32 - 1)
     _get_int(entry, "num_fillers", where, num_entries - nnz, num_entries - nnz)
     if numel > max_total(num_entries, gap_bits):
         raise SqzFormatError(

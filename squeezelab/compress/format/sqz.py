@@ -21,7 +21,11 @@ name, shape, dtype and encoding:
   Huffman-coded (``index_table`` = 5-bit code lengths of ``index_symbols`` symbols, ``index``
   = the coded stream, ``nnz`` symbols), and their positions as a relative-index gap stream
   (``sparse_index.py``: ``gap_bits``-bit gaps with filler entries, Huffman-coded over the
-  ``gap_symbols`` gap values: ``gap_table``, ``gap``, ``num_entries`` symbols).
+  ``gap_symbols`` gap values: ``gap_table``, ``gap``, ``num_entries`` symbols). Since version
+  3 an entry with ``"coder": "ans"`` codes both streams with rANS instead (``ans.py``: the
+  tables are 6-bit quarter-bit length codes, the streams 32-bit words) and carries
+  ``symbols_crc32``, the CRC32 of its decoded index then gap symbols (int32, little-endian);
+  the writer picks, per layer, whichever coder gives fewer bytes.
 
 Reading checks every length, offset and count against the file before it is used
 (``sqz_format.py`` holds the layout constants and those checks), so a damaged
@@ -46,6 +50,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from squeezelab.compress.coding.ans import (
+    AnsError,
+    ans_decode,
+    ans_encode,
+    length_table,
+    pack_table,
+    unpack_table,
+)
 from squeezelab.compress.coding.huffman import (
     DEFAULT_LANE_SYMBOLS,
     HuffmanError,
@@ -60,6 +72,7 @@ from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-
     _DTYPES,
     _INDEX_NP,
     _PREFIX,
+    CODERS,
     DEFAULT_GAP_BITS,
     FLOAT_DTYPES,
     FORMAT,
@@ -209,6 +222,7 @@ def save_compressed(
     gap_bits: int | None = None,
     lane_symbols: int = DEFAULT_LANE_SYMBOLS,
     float_dtype: str = "float32",
+    coder: str = "auto",
 ) -> Path:
     """Write ``model`` (a registry model, possibly weight-shared) to ``path`` as a .sqz file.
 
@@ -217,9 +231,13 @@ def save_compressed(
     (default: the paper's 8 for conv, 5 for fully connected weights); every other tensor of
     the state dict is stored raw. ``float_dtype`` ("float16", "bfloat16") stores the floats
     (dense float tensors, codebooks) in half the bytes; the loaded model then computes what
-    ``round_stored_floats_`` makes of this one. The write is atomic (temporary file + rename).
+    ``round_stored_floats_`` makes of this one. ``coder``: "huffman" (the paper's), "ans"
+    (rANS, ``coding/ans.py``), or "auto": per layer, whichever gives fewer bytes. The write is
+    atomic (temporary file + rename).
     """
     float_torch = _check_float_dtype(float_dtype)
+    if coder not in ("auto", *CODERS):
+        raise ValueError(f"coder must be 'auto' or one of {CODERS}, got {coder!r}")
     model = unwrap_model(model)
     spec = model_spec(model)
     if gap_bits is not None and (isinstance(gap_bits, bool) or not isinstance(gap_bits, int)
@@ -241,7 +259,7 @@ def save_compressed(
         if key in by_codebook:
             name = by_codebook[key]
             entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols,
-                                          float_torch))
+                                          float_torch, coder))
         elif key not in skip:
             if tensor.is_floating_point() and float_torch != torch.float32:
                 tensor = tensor.to(float_torch)
@@ -271,7 +289,7 @@ def save_compressed(
 
 def _encode_shared(
     weight_name: str, module: nn.Module, payload: _Payload, gap_bits: int | None,
-    lane_symbols: int, float_dtype: torch.dtype = torch.float32,
+    lane_symbols: int, float_dtype: torch.dtype = torch.float32, coder: str = "auto",
 ) -> dict[str, Any]:
     codebook = module.codebook.detach().cpu().to(float_dtype).contiguous()
     bits = int(module.weight_bits)
@@ -287,8 +305,17 @@ def _encode_shared(
     gaps, is_filler = encode_positions(mask, g)
     index_symbols = int(kept.max()) + 1 if kept.size else 0
     gap_symbols = int(gaps.max()) + 1 if gaps.size else 0
-    index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
-    gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
+    streams = {}  # coder -> (index table, index stream, gap table, gap stream)
+    if coder in ("auto", "huffman"):
+        index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
+        gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
+        streams["huffman"] = (index_table.to_bytes(), index_data, gap_table.to_bytes(), gap_data)
+    if coder in ("auto", "ans"):
+        index_codes, gap_codes = length_table(kept, index_symbols), length_table(gaps, gap_symbols)
+        streams["ans"] = (pack_table(index_codes), ans_encode(kept, index_codes),
+                          pack_table(gap_codes), ans_encode(gaps, gap_codes))
+    chosen = min(streams, key=lambda c: sum(len(b) for b in streams[c]))
+    index_table_bytes, index_data, gap_table_bytes, gap_data = streams[chosen]
     codebook_dtype, codebook_bytes = _raw_bytes(codebook)
     entry = {
         "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",
@@ -297,15 +324,44 @@ def _encode_shared(
         "num_fillers": int(is_filler.sum()),
         "codebook": payload.add(codebook_bytes),
         "index_symbols": index_symbols,
-        "index_table": payload.add(index_table.to_bytes()),
+        "index_table": payload.add(index_table_bytes),
         "index": payload.add(index_data),
         "gap_symbols": gap_symbols,
-        "gap_table": payload.add(gap_table.to_bytes()),
+        "gap_table": payload.add(gap_table_bytes),
         "gap": payload.add(gap_data),
     }
     if codebook_dtype != "float32":  # absent means float32, as in every version-2 file
         entry["codebook_dtype"] = codebook_dtype
+    if chosen == "ans":  # absent means Huffman, as in every version-2 file
+        entry["coder"] = "ans"
+        entry["symbols_crc32"] = _symbols_crc32(kept, gaps)
     return entry
+
+
+def _symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
+    """What an ANS entry's ``symbols_crc32`` covers: its index then gap symbols as int32."""
+    crc = zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
+    return zlib.crc32(np.ascontiguousarray(gaps, dtype="<i4").tobytes(), crc)
+
+
+def _decode_ans_entry(entry: dict[str, Any], payload: memoryview) -> tuple[np.ndarray, np.ndarray]:
+    """(index symbols, gap symbols) of an ANS-coded shared entry, checked against its CRC."""
+    where = f"layer {entry['name']!r}"
+    out = []
+    for kind, nsym, count in (("index", entry["index_symbols"], entry["nnz"]),
+                              ("gap", entry["gap_symbols"], entry["num_entries"])):
+        t_off, t_len = entry[f"{kind}_table"]
+        s_off, s_len = entry[kind]
+        try:
+            codes = unpack_table(bytes(payload[t_off:t_off + t_len]), nsym)
+            out.append(ans_decode(bytes(payload[s_off:s_off + s_len]), codes, count)
+                       if count else np.zeros(0, dtype=np.int32))
+        except AnsError as e:
+            raise SqzFormatError(f"{where}: {kind} stream of {count} entries: {e}") from None
+    if _symbols_crc32(*out) != entry["symbols_crc32"]:
+        raise SqzFormatError(f"{where}: the decoded symbols do not match their CRC32 (a damaged "
+                             "stream, a wrong count, or an ANS coder that models differently)")
+    return out[0], out[1]
 
 
 def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, Path | None, str]:
@@ -342,13 +398,18 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
     lane_symbols = header["huffman_lane_symbols"]
     dense: dict[str, torch.Tensor] = {}
     shared_entries = []
-    streams = []
+    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (symbols, gaps)
+    huffman_entries, streams = [], []
     for entry in header["tensors"]:
         shape = entry["shape"]
         if entry["encoding"] == "dense":
             off, length = entry["data"]
             dense[entry["name"]] = _dense_tensor(payload[off:off + length], entry["dtype"], shape,
                                                  f"layer {entry['name']!r}")
+            continue
+        shared_entries.append(entry)
+        if entry.get("coder", "huffman") == "ans":
+            decoded[entry["name"]] = _decode_ans_entry(entry, payload)
             continue
         where = f"layer {entry['name']!r}"
         tables = []
@@ -362,19 +423,21 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
         (i_off, i_len), (g_off, g_len) = entry["index"], entry["gap"]
         streams.append((bytes(payload[i_off:i_off + i_len]), tables[0], entry["nnz"]))
         streams.append((bytes(payload[g_off:g_off + g_len]), tables[1], entry["num_entries"]))
-        shared_entries.append(entry)
+        huffman_entries.append(entry)
     try:
-        decoded = huffman_decode_many(streams, lane_symbols=lane_symbols)
+        symbol_lists = huffman_decode_many(streams, lane_symbols=lane_symbols)
     except HuffmanError as e:
-        entry = shared_entries[e.stream // 2] if e.stream is not None else None
+        entry = huffman_entries[e.stream // 2] if e.stream is not None else None
         kind = "index" if e.stream is not None and e.stream % 2 == 0 else "gap"
         what = f"layer {entry['name']!r}: {kind} stream" if entry else "a stream"
         count = entry["nnz"] if kind == "index" else entry["num_entries"]
         raise SqzFormatError(f"{what} of {count} entries: {e.detail}") from None
+    for k, entry in enumerate(huffman_entries):
+        decoded[entry["name"]] = (symbol_lists[2 * k], symbol_lists[2 * k + 1])
     shared: dict[str, SharedTensor] = {}
-    for k, entry in enumerate(shared_entries):
+    for entry in shared_entries:
         where = f"layer {entry['name']!r}"
-        symbols, gaps = decoded[2 * k], decoded[2 * k + 1]
+        symbols, gaps = decoded[entry["name"]]
         numel = math.prod(entry["shape"])
         try:
             positions = decode_positions(gaps, entry["gap_bits"], numel)

@@ -169,10 +169,103 @@ def test_half_precision_floats_halve_their_bytes_and_load_as_rounded(
         save_compressed(shared_model, tmp_path / "bad.sqz", float_dtype="int8")
 
 
-def test_version_2_file_with_float32_codebooks_still_loads(sqz_bytes):
-    """A version-2 file is a version-3 file without codebook_dtype (float32 codebooks)."""
+@pytest.fixture(scope="module")
+def ans_bytes(shared_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqz") / "ans.sqz"
+    save_compressed(shared_model, path, gap_bits=3, coder="ans")
+    return path.read_bytes()
+
+
+def test_ans_coded_file_round_trips_exactly_and_auto_picks_the_smaller_coder(
+        shared_model, ans_bytes, tmp_path):
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_compressed(ans_bytes)(x), shared_model(x))
+    header = read_sqz(ans_bytes).header
+    shared = [e for e in header["tensors"] if e["encoding"] == "shared"]
+    assert all(e["coder"] == "ans" and isinstance(e["symbols_crc32"], int) for e in shared)
+    huffman = read_sqz(save_compressed(shared_model, tmp_path / "h.sqz", gap_bits=3,
+                                       coder="huffman")).header
+    auto = read_sqz(save_compressed(shared_model, tmp_path / "a.sqz", gap_bits=3)).header
+    assert not any("coder" in e for e in huffman["tensors"])  # Huffman entries are version 2's
+
+    def stream_bytes(entry):
+        return sum(entry[k][1] for k in ("index_table", "index", "gap_table", "gap"))
+
+    by_name = {e["name"]: e for e in huffman["tensors"]}
+    for a, e in zip(shared, (e for e in auto["tensors"] if e["encoding"] == "shared")):
+        assert stream_bytes(e) == min(stream_bytes(a), stream_bytes(by_name[a["name"]]))
+        assert e.get("coder", "huffman") == (
+            "ans" if stream_bytes(a) < stream_bytes(by_name[a["name"]]) else "huffman")
+    with pytest.raises(ValueError, match=r"coder must be 'auto' or one of \('huffman', 'ans'\)"):
+        save_compressed(shared_model, tmp_path / "x.sqz", coder="zip")
+
+
+def test_a_larger_layer_codes_smaller_with_ans_than_huffman(tmp_path):
+    """On a layer of realistic size the ANS streams beat the Huffman ones (fractional bits)."""
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar")
+    from squeezelab.compress.pruning.magnitude import PruneConfig, prune_
+    from squeezelab.compress.quantization.weight_sharing import (
+        WeightSharingConfig,
+        share_weights_,
+    )
+
+    prune_(model, PruneConfig(sparsity=0.7, rules={"features.[!1]*": 0.0, "classifier*": 0.0}))
+    share_weights_(model, WeightSharingConfig(bits={"conv": 4}, max_iter=5))
+    sizes = {c: save_compressed(model, tmp_path / f"{c}.sqz", coder=c).stat().st_size
+             for c in ("huffman", "ans", "auto")}
+    assert sizes["auto"] <= sizes["ans"] < sizes["huffman"]
+    auto = read_sqz(tmp_path / "auto.sqz")
+    assert "ans" in {e.get("coder") for e in auto.entries}  # the large layers
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path / "auto.sqz")(x), model.eval()(x))
+
+
+def _ans_entry(h, name="features.4.expand3x3.weight"):
+    return next(t for t in h["tensors"] if t["name"] == name)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: _ans_entry(h).__setitem__("coder", "zip"),
+     r"coder must be one of \('huffman', 'ans'\), got 'zip'"),
+    (lambda h: _ans_entry(h).__setitem__("symbols_crc32", _ans_entry(h)["symbols_crc32"] ^ 1),
+     r"layer 'features.4.expand3x3.weight': the decoded symbols do not match their CRC32"),
+    (lambda h: _ans_entry(h).pop("symbols_crc32"), r"'symbols_crc32' must be an int"),
+    (lambda h: _ans_entry(h).update(nnz=_ans_entry(h)["nnz"] - 1,
+                                    num_fillers=_ans_entry(h)["num_fillers"] + 1),
+     r"layer 'features.4.expand3x3.weight': index stream of \d+ entries: the stream holds "
+     r"more than"),
+    (lambda h: _ans_entry(h).__setitem__("index", [_ans_entry(h)["index"][0], 6]),
+     r"index stream of 6 bytes is not whole 32-bit ANS words"),
+    (lambda h: _ans_entry(h).__setitem__("gap_table", [_ans_entry(h)["gap_table"][0], 1]),
+     r"gap_table has 1 bytes, \d+ ans table entries need"),
+    (lambda h: _ans_entry(h).__setitem__("nnz", 10**6),
+     r"'nnz' must be an int in \[0, 288\], got 1000000"),
+])
+def test_lying_ans_headers_with_valid_crc(ans_bytes, edit, message):
+    with pytest.raises(SqzFormatError, match=message):
+        _load(edit_header(ans_bytes, edit))
+
+
+def test_damaged_ans_stream_names_the_layer(ans_bytes):
+    header, payload = split(ans_bytes)
+    off, length = _ans_entry(header)["index"]
+    for damage in (b"\x00" * length, b"\x5a" * length):
+        damaged = bytearray(payload)
+        damaged[off:off + length] = damage
+        with pytest.raises(SqzFormatError, match=r"layer 'features.4.expand3x3.weight': "
+                                                 r"(index stream|the decoded symbols)"):
+            _load(join(header, bytes(damaged)))
+
+
+def test_version_2_file_with_float32_codebooks_still_loads(shared_model, tmp_path):
+    """A version-2 file is a version-3 file without codebook_dtype and coder (float32
+    codebooks, Huffman streams)."""
+    sqz_bytes = save_compressed(shared_model, tmp_path / "v2.sqz", coder="huffman").read_bytes()
     header, payload = split(sqz_bytes)
-    assert not any("codebook_dtype" in e for e in header["tensors"])
+    assert not any("codebook_dtype" in e or "coder" in e for e in header["tensors"])
     v2 = join(header, payload, version=2)
     a, b = read_sqz(v2).state_dict(), read_sqz(sqz_bytes).state_dict()
     assert read_sqz(v2).version == 2

@@ -17,7 +17,7 @@ from squeezelab.compress.format.sqz import (
 
 _FIELDS = ["name", "shape", "dtype", "encoding", "data", "weight_bits", "gap_bits", "nnz",
            "num_entries", "num_fillers", "codebook", "index_symbols", "index_table", "index",
-           "gap_symbols", "gap_table", "gap"]
+           "gap_symbols", "gap_table", "gap", "coder", "symbols_crc32", "codebook_dtype"]
 _TOP_FIELDS = ["format", "model", "class_names", "meta", "huffman_lane_symbols",
                "payload_size", "tensors"]
 
@@ -31,16 +31,18 @@ _values = st.one_of(
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _valid_file() -> bytes:
+@functools.lru_cache(maxsize=2)
+def _valid_file(coder: str = "huffman") -> bytes:
     """A small valid file (cached, not a fixture: hypothesis would print all its bytes)."""
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tiny.sqz"
-        # 2-bit gaps and 16-symbol lanes: many fillers and many lanes in a small file
-        save_compressed(tiny_shared_model(seed=1), path, gap_bits=2, lane_symbols=16)
+        # 2-bit gaps and 16-symbol lanes: many fillers and many lanes in a small file; the ANS
+        # file also stores its floats in float16 (every version-3 field present)
+        save_compressed(tiny_shared_model(seed=1), path, gap_bits=2, lane_symbols=16,
+                        coder=coder, float_dtype="float16" if coder == "ans" else "float32")
         return path.read_bytes()
 
 
@@ -87,15 +89,30 @@ def _mutate(data: bytes, draw) -> bytes:
     return join(header, payload)
 
 
-def test_valid_file_loads():
-    assert isinstance(load_compressed(_valid_file()), torch.nn.Module)
+def test_valid_files_load():
+    for coder in ("huffman", "ans"):
+        assert isinstance(load_compressed(_valid_file(coder)), torch.nn.Module)
+    shared = [e for e in split(_valid_file("ans"))[0]["tensors"] if e["encoding"] == "shared"]
+    assert shared and all(e["coder"] == "ans" and e["codebook_dtype"] == "float16"
+                          for e in shared)
 
 
 @settings(max_examples=2000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_files_load_or_raise_sqz_format_error(data):
-    mutated = _mutate(_valid_file(), data.draw)
+    _check_mutation(_valid_file("huffman"), data)
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_ans_files_load_or_raise_sqz_format_error(data):
+    _check_mutation(_valid_file("ans"), data)
+
+
+def _check_mutation(valid: bytes, data) -> None:
+    mutated = _mutate(valid, data.draw)
     start = time.perf_counter()
     try:
         model = load_compressed(mutated)

@@ -94,17 +94,40 @@ from squeezelab.models import create_model, model_spec, skeleton, unwrap_model
 
 @dataclass
 class SharedTensor:
-    """A decoded weight-shared tensor: ``dense_weight(codebook, indices, mask)`` is the weight."""
+    """A decoded weight-shared tensor: the kept weights' flat ``positions`` and cluster
+    ``symbols``, and the ``codebook``. ``dense()`` is the weight (what ``dense_weight(codebook,
+    indices, mask)`` computes, value for value); ``indices`` and ``mask`` are built on first use
+    (loading a model for inference never needs them)."""
 
     codebook: torch.Tensor  # float32 [2**weight_bits]
-    indices: torch.Tensor  # index_dtype(weight_bits), the weight's shape, 0 where pruned
-    mask: torch.Tensor  # bool, the weight's shape
+    shape: list[int]
+    positions: np.ndarray  # int64, increasing, into the flattened weight
+    symbols: np.ndarray  # cluster index of each kept weight
     weight_bits: int
     gap_bits: int
     num_fillers: int
 
+    @property
+    def mask(self) -> torch.Tensor:
+        """bool, the weight's shape: True where a weight is kept."""
+        mask = np.zeros(math.prod(self.shape), dtype=np.bool_)
+        mask[self.positions] = True
+        return torch.from_numpy(mask.reshape(self.shape))
+
+    @property
+    def indices(self) -> torch.Tensor:
+        """``index_dtype(weight_bits)``, the weight's shape, 0 where pruned."""
+        # Scatter in numpy (single-threaded): torch's multi-threaded index_put is slower for
+        # this on a busy machine. symbols < 2**bits: checked in the header and by the coder.
+        indices = np.zeros(math.prod(self.shape), dtype=_INDEX_NP[index_dtype(self.weight_bits)])
+        indices[self.positions] = self.symbols
+        return torch.from_numpy(indices.reshape(self.shape))
+
     def dense(self) -> torch.Tensor:
-        return dense_weight(self.codebook, self.indices, self.mask)
+        """The float32 weight: codebook values at the kept positions, exactly +0.0 elsewhere."""
+        weight = np.zeros(math.prod(self.shape), dtype=np.float32)
+        weight[self.positions] = self.codebook.numpy()[self.symbols]
+        return torch.from_numpy(weight.reshape(self.shape))
 
 
 @dataclass
@@ -451,19 +474,9 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
         off, length = entry["codebook"]
         codebook = _dense_tensor(payload[off:off + length], entry.get("codebook_dtype", "float32"),
                                  [2 ** entry["weight_bits"]], where).to(torch.float32)
-        bits = entry["weight_bits"]
-        # Scatter in numpy (single-threaded): torch's multi-threaded index_put is slower for
-        # this on a busy machine. symbols < index_symbols <= 2**bits: checked in the header
-        # and by the code table.
-        mask = np.zeros(numel, dtype=np.bool_)
-        mask[positions] = True
-        indices = np.zeros(numel, dtype=_INDEX_NP[index_dtype(bits)])
-        indices[positions] = symbols
-        shape = entry["shape"]
         shared[entry["name"]] = SharedTensor(
-            codebook=codebook, indices=torch.from_numpy(indices.reshape(shape)),
-            mask=torch.from_numpy(mask.reshape(shape)),
-            weight_bits=bits, gap_bits=entry["gap_bits"],
+            codebook=codebook, shape=list(entry["shape"]), positions=positions,
+            symbols=symbols, weight_bits=entry["weight_bits"], gap_bits=entry["gap_bits"],
             num_fillers=int(entry["num_fillers"]),
         )
     return SqzFile(path=path, version=version, header=header, file_size=len(data),

@@ -76,6 +76,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gap-bits", type=int, default=None)
     p.add_argument("--fold-batchnorm", action="store_true", default=None,
                    help="fold BatchNorm into the convs after pruning (smaller file)")
+    p.add_argument("--coder", choices=("auto", "ans", "huffman"), default=None,
+                   help="entropy coder of the file's streams (default auto: per layer, the "
+                   "smaller of rANS and the paper's Huffman)")
     p.add_argument("--float-dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="precision of the floats the file stores (biases, BatchNorm, "
                    "codebooks); the reported top-1 is scored after rounding to it")
@@ -204,7 +207,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 _COMPRESS_FLAGS = ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
                    "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm",
-                   "float_dtype")
+                   "coder", "float_dtype")
 
 
 def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:

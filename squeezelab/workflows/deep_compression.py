@@ -34,7 +34,7 @@ from squeezelab.compress.format.checkpoints import (
     refresh_shared,
     save_compressible,
 )
-from squeezelab.compress.format.layout import FLOAT_DTYPES
+from squeezelab.compress.format.layout import CODERS, FLOAT_DTYPES
 from squeezelab.compress.format.size_report import size_report
 from squeezelab.compress.format.sqz import (
     load_compressed,
@@ -93,6 +93,8 @@ class CompressConfig(ConfigBase):
         paper's choice).
     fold_batchnorm: fold BatchNorm into the convs after pruning, before sharing (``fold.py``):
         one bias per channel ships instead of four BatchNorm tensors.
+    coder: the entropy coder of the .sqz streams: "auto" (per layer, whichever of the two is
+        smaller), "huffman" (the paper's) or "ans" (rANS, ``coding/ans.py``).
     float_dtype: the precision of the floats the .sqz stores (biases, BatchNorm tensors,
         codebooks): "float32", or "float16"/"bfloat16" for half their bytes. The model is
         rounded to it before the last evaluation, so the reported top-1 is the file's.
@@ -117,6 +119,7 @@ class CompressConfig(ConfigBase):
     centroid_weight_decay: float = 0.0
     gap_bits: int | None = None
     fold_batchnorm: bool = False
+    coder: str = "auto"
     float_dtype: str = "float32"
     train: dict[str, Any] = field(default_factory=dict)
 
@@ -145,6 +148,8 @@ class CompressConfig(ConfigBase):
             _check_int("gap_bits", self.gap_bits, 1)
             if self.gap_bits > 16:
                 raise ValueError(f"gap_bits must be in 1..16 or None, got {self.gap_bits}")
+        if self.coder not in ("auto", *CODERS):
+            raise ValueError(f"coder must be 'auto' or one of {CODERS}, got {self.coder!r}")
         if self.float_dtype not in FLOAT_DTYPES:
             raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES}, got "
                              f"{self.float_dtype!r}")
@@ -515,7 +520,8 @@ def compress(
         **Preprocess.from_data(data[0]).to_meta(),
     }
     save_compressed(model, output_path, class_names=class_names, meta=meta,
-                    gap_bits=config.gap_bits, float_dtype=config.float_dtype)
+                    gap_bits=config.gap_bits, float_dtype=config.float_dtype,
+                    coder=config.coder)
     log(f"wrote {output_path} ({output_path.stat().st_size:,} bytes)")
     loaded_model = load_compressed(output_path)
     loaded_rec = _record([], "loaded", loaded_model, data, log, protocol)

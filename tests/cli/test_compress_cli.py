@@ -389,10 +389,11 @@ def test_compress_flags_over_a_recipe_build_the_workflows_config(ckpt):
     args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--rule",
                    "classifier=0.1,squeeze=0.2", "--layer-bits", "squeeze=3", "--conv-bits", "6",
                    "--retrain-epochs", "0", "--limit-train", "100", "--seed", "4",
-                   "--float-dtype", "float16"])
+                   "--float-dtype", "float16", "--coder", "huffman"])
     cfg = _compress_config(args, ckpt)
-    assert cfg.float_dtype == "float16" and compress_config_for(ckpt, recipe).float_dtype == (
-        "float32")
+    assert (cfg.float_dtype, cfg.coder) == ("float16", "huffman")
+    assert (compress_config_for(ckpt, recipe).float_dtype,
+            compress_config_for(ckpt, recipe).coder) == ("float32", "auto")
     # one rule changed, the recipe's others kept; bits likewise
     assert cfg.prune.rules == {"features.0.*": 0.3, "classifier": 0.1, "squeeze": 0.2}
     assert cfg.prune.sparsity == 0.72 and cfg.fold_batchnorm is True

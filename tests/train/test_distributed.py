@@ -161,3 +161,50 @@ def test_shutdown_leaves_the_process_group_and_is_a_no_op_without_one(tmp_path):
     assert dist.is_initialized()
     shutdown_distributed()
     assert not dist.is_initialized()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_through_torchrun_match_one_process(tmp_path, cifar_tree, cache_dir):
+    """The README's multi-node command, on two single-process "nodes" on localhost (c10d
+    rendezvous on 127.0.0.1): the CLI run reaches the weights of one process with the same
+    global batch."""
+    import subprocess
+
+    import yaml
+
+    recipe = {"model": "squeezenet_cifar", "model_args": {**DDP_MODEL}, "data": str(cifar_tree),
+              "limit_train": 64, "limit_test": 20, "epochs": 1, "batch_size": PER_RANK_BATCH,
+              "optimizer": "nesterov", "lr": 0.02, "weight_decay": 5e-4, "precision": "fp32",
+              "channels_last": False, "augment": "none", "progress": False,
+              "out_dir": str(tmp_path / "runs"), "run_name": "multinode"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    port = _free_port()
+    env = {**os.environ, "SQUEEZELAB_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test",
+         "-m", "squeezelab", "train", str(path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    run = tmp_path / "runs" / "multinode"
+    assert not (tmp_path / "runs" / "multinode-2").exists()  # one run directory, rank 0's
+    two_nodes, _ = model_from_checkpoint(run / "checkpoints" / "last")
+
+    single_cfg = TrainConfig.from_dict({**recipe, "batch_size": 2 * PER_RANK_BATCH,
+                                        "run_name": "single"})
+    single = train(single_cfg)
+    ref = single.model.state_dict()
+    for key, value in two_nodes.state_dict().items():
+        torch.testing.assert_close(value, ref[key], rtol=1e-4, atol=1e-5, msg=key)
+    # and not what one node alone would have trained (its own batch of 8)
+    alone = train(TrainConfig.from_dict({**recipe, "run_name": "alone"})).model.state_dict()
+    assert not torch.allclose(alone["features.0.weight"], ref["features.0.weight"], atol=1e-4)

@@ -71,6 +71,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier-bits", type=int, default=None)
     p.add_argument("--layer-bits", action="append", default=[], metavar="LAYER=BITS")
     p.add_argument("--no-share", action="store_true", help="skip weight sharing")
+    p.add_argument("--entropy-weight", type=float, default=None,
+                   help="price clusters by rate too (entropy-constrained sharing): lower "
+                   "index entropy, a smaller file; 0 is the paper's k-means (e.g. 0.02)")
     p.add_argument("--centroid-epochs", type=int, default=None)
     p.add_argument("--centroid-lr", type=float, default=None)
     p.add_argument("--gap-bits", type=int, default=None)
@@ -224,10 +227,12 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     bits = {k: v for k, v in (("conv", args.conv_bits), ("classifier", args.classifier_bits))
             if v is not None}
     bits.update(_rules(args.layer_bits, "--layer-bits"))
+    sharing = {k: v for k, v in (("bits", bits or None), ("entropy_weight", args.entropy_weight))
+               if v is not None}
     if args.no_share:
         out["sharing"] = None
-    elif bits:
-        out["sharing"] = {"bits": bits}
+    elif sharing:
+        out["sharing"] = sharing
     train = {k: getattr(args, k) for k in ("optimizer", "precision", "seed")
              if getattr(args, k, None) is not None}
     out["train"] = {**_data_overrides(args), **train}

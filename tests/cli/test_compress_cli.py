@@ -389,7 +389,7 @@ def test_compress_flags_over_a_recipe_build_the_workflows_config(ckpt):
     args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--rule",
                    "classifier=0.1,squeeze=0.2", "--layer-bits", "squeeze=3", "--conv-bits", "6",
                    "--retrain-epochs", "0", "--limit-train", "100", "--seed", "4",
-                   "--float-dtype", "float16", "--coder", "huffman"])
+                   "--float-dtype", "float16", "--coder", "huffman", "--entropy-weight", "0.02"])
     cfg = _compress_config(args, ckpt)
     assert (cfg.float_dtype, cfg.coder) == ("float16", "huffman")
     assert (compress_config_for(ckpt, recipe).float_dtype,
@@ -398,6 +398,7 @@ def test_compress_flags_over_a_recipe_build_the_workflows_config(ckpt):
     assert cfg.prune.rules == {"features.0.*": 0.3, "classifier": 0.1, "squeeze": 0.2}
     assert cfg.prune.sparsity == 0.72 and cfg.fold_batchnorm is True
     assert cfg.sharing.bits == {"conv": 6, "classifier": 5, "squeeze": 3}
+    assert cfg.sharing.entropy_weight == 0.02
     assert (cfg.retrain_epochs, cfg.train["limit_train"], cfg.train["seed"]) == (0, 100, 4)
     args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--no-prune",
                    "--no-share"])

@@ -33,7 +33,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from squeezelab.compress.quantization.kmeans import INIT_METHODS, fit_kmeans
+from squeezelab.compress.quantization.kmeans import (
+    INIT_METHODS,
+    fit_entropy_constrained,
+    fit_kmeans,
+)
 from squeezelab.config import ConfigBase
 from squeezelab.models import unwrap_model
 from squeezelab.models.layer_roles import (
@@ -188,6 +192,12 @@ class WeightSharingConfig(ConfigBase):
 
     ``init``: centroid initialisation ("linear" is the paper's best); ``max_iter``/``tol``:
     Lloyd's stopping rule (see ``fit_kmeans``); ``seed``: for ``init="random"``.
+    ``entropy_weight``: 0 clusters as the paper does (k-means); above 0 the clustering pays for
+    rate too (``fit_entropy_constrained``, with rate weight ``entropy_weight`` times the
+    variance of the layer's kept weights, so one value suits every layer): rare clusters empty
+    out and the indices' entropy, hence the entropy-coded file, shrinks for a small rise in
+    error. Measured on Laplace-distributed weights at 0.02: the entropy of 16-cluster k-means
+    at less error.
     ``from_dict`` / ``to_dict`` come from ``ConfigBase``.
     """
 
@@ -196,6 +206,7 @@ class WeightSharingConfig(ConfigBase):
     max_iter: int = 100
     tol: float = 1e-6
     seed: int = 0
+    entropy_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, int) and not isinstance(self.bits, bool):
@@ -219,6 +230,10 @@ class WeightSharingConfig(ConfigBase):
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        w = self.entropy_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
+            raise ValueError(f"entropy_weight must be a finite number >= 0, got {w!r}")
+        self.entropy_weight = float(self.entropy_weight)
 
     def type_rules(self) -> dict[str, int | None]:
         """The rules naming a layer type, most specific first (see ``TYPE_RULES``)."""
@@ -287,7 +302,13 @@ def share_weights_(model: nn.Module, config: WeightSharingConfig) -> dict[str, d
         indices = torch.zeros(weight.shape, dtype=torch.int64, device=weight.device)
         codebook = torch.zeros(num_clusters, dtype=torch.float32, device=weight.device)
         kept = weight[mask]
-        if kept.numel():
+        if kept.numel() and config.entropy_weight > 0:
+            rate_weight = config.entropy_weight * float(kept.double().var(unbiased=False))
+            centroids, assignments = fit_entropy_constrained(
+                kept, num_clusters, rate_weight, init=config.init, max_iter=config.max_iter,
+                seed=config.seed,
+            )
+        elif kept.numel():
             centroids, assignments = fit_kmeans(
                 kept, num_clusters, init=config.init, max_iter=config.max_iter,
                 tol=config.tol, seed=config.seed,

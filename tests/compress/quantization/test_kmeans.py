@@ -6,6 +6,7 @@ import torch
 
 from squeezelab.compress.quantization.kmeans import (
     assign_clusters,
+    fit_entropy_constrained,
     fit_kmeans,
     init_centroids,
 )
@@ -180,3 +181,72 @@ def test_fit_is_fast_on_a_million_values():
     assert centroids.shape == (256,) and assignments.shape == (1_000_000,)
     # about 0.2 s of CPU on one core; the bound leaves room for slow CI machines
     assert elapsed < 3.0, f"fit_kmeans took {elapsed:.2f} s of CPU on 1M values"
+
+
+# ------------------------------------------------------------ entropy-constrained clustering
+def _cost(values, centroids, assignments, rate_weight):
+    """Squared error plus rate_weight x the assignments' code lengths (-log2 p), summed."""
+    v = values.double()
+    counts = torch.bincount(assignments, minlength=centroids.numel()).double()
+    lengths = -torch.log2(counts[assignments] / values.numel())
+    return float(((v - centroids.double()[assignments]) ** 2).sum()
+                 + rate_weight * lengths.sum())
+
+
+def _entropy(assignments):
+    p = torch.bincount(assignments).double() / assignments.numel()
+    p = p[p > 0]
+    return float(-(p * p.log2()).sum())
+
+
+def laplace(n=20_000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, generator=g, dtype=torch.float64) - 0.5
+    return -0.05 * torch.sign(u) * torch.log1p(-2 * u.abs())
+
+
+def test_entropy_constrained_with_no_rate_weight_is_kmeans():
+    v = laplace()
+    a, b = fit_entropy_constrained(v, 16, 0.0), fit_kmeans(v, 16)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_entropy_constrained_lowers_its_objective_and_the_entropy():
+    """At the same rate weight, its result costs less than k-means' (error + weight x bits);
+    a larger weight trades error for entropy; every value sits in its cheapest cluster."""
+    v = laplace()
+    var = float(v.var())
+    km_c, km_a = fit_kmeans(v, 32)
+    previous_entropy, previous_error = float("inf"), 0.0
+    for w in (0.005, 0.02, 0.08):
+        c, a = fit_entropy_constrained(v, 32, w * var, max_iter=1000)  # to its fixed point
+        assert bool((c[1:] >= c[:-1]).all())
+        assert _cost(v, c, a, w * var) < _cost(v, km_c, km_a, w * var)
+        error = float(((v - c.double()[a]) ** 2).mean())
+        assert _entropy(a) < previous_entropy and error > previous_error
+        previous_entropy, previous_error = _entropy(a), error
+        # a fixed point: no value would be cheaper in another used cluster (brute force)
+        counts = torch.bincount(a, minlength=32).double()
+        used = counts > 0
+        lengths = torch.where(used, -torch.log2(counts / v.numel()), torch.inf)
+        costs = (v[:, None] - c.double()[None, :]) ** 2 + w * var * lengths[None, :]
+        chosen = costs.gather(1, a[:, None]).squeeze(1)
+        assert bool((chosen <= costs.min(dim=1).values + 1e-12).all())
+    assert int(used.sum()) < 32  # a strong price on rate empties the rare clusters
+
+
+def test_entropy_constrained_beats_kmeans_of_the_same_entropy():
+    """The rate-distortion point it reaches: about the entropy of 16-cluster k-means, at less
+    error (the textbook gain of entropy-coded uniform-like levels over Lloyd's)."""
+    v = laplace(50_000)
+    km_c, km_a = fit_kmeans(v, 16)
+    c, a = fit_entropy_constrained(v, 64, 0.02 * float(v.var()))
+    assert _entropy(a) < _entropy(km_a)
+    assert float(((v - c.double()[a]) ** 2).mean()) < float(((v - km_c.double()[km_a]) ** 2)
+                                                             .mean())
+
+
+def test_entropy_constrained_rejects_bad_rate_weights():
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rate_weight must be a finite number >= 0"):
+            fit_entropy_constrained(laplace(100), 4, bad)

@@ -313,6 +313,7 @@ def share_weights_(model: nn.Module, config: WeightSharingConfig) -> dict[str, d
                 kept, num_clusters, init=config.init, max_iter=config.max_iter,
                 tol=config.tol, seed=config.seed,
             )
+        if kept.numel():
             codebook = centroids.to(weight.device)
             indices[mask] = assignments.to(weight.device)
         num_used = int((torch.bincount(indices[mask], minlength=num_clusters) > 0).sum())

@@ -82,6 +82,14 @@ class TrainHook:
     def on_train_end(self, state: TrainState) -> None:
         pass
 
+    def before_evaluate(self, state: TrainState) -> None:
+        """Before the test set is scored and before ``best`` is saved (e.g. swap in averaged
+        weights); ``after_evaluate`` undoes it."""
+        pass
+
+    def after_evaluate(self, state: TrainState) -> None:
+        pass
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors to keep in the checkpoint (e.g. masks), saved as ``hook.<name>.<key>``."""
         return {}

@@ -94,6 +94,9 @@ class TrainConfig(ConfigBase):
     # itself), zero at u in {-1, 0, 1}; 0 = off
     binarize_weight: float = 0.0
     binarize_scale: str = "filter"
+    # an exponential moving average of the weights, scored and kept (train/weight_average.py);
+    # 0 = off
+    ema_decay: float = 0.0
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"
@@ -149,6 +152,8 @@ class TrainConfig(ConfigBase):
         check(self.bn_l1_weight >= 0, f"bn_l1_weight must be >= 0, got {self.bn_l1_weight}")
         check(self.binarize_weight >= 0,
               f"binarize_weight must be >= 0, got {self.binarize_weight}")
+        check(self.ema_decay == 0 or 0 < self.ema_decay < 1,
+              f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         check(self.binarize_scale in BINARIZE_SCALES,
               f"binarize_scale must be one of {BINARIZE_SCALES}, got {self.binarize_scale!r}")
         check(self.group_lasso_weight >= 0,
@@ -307,6 +312,9 @@ FIELD_HELP: dict[str, str] = {
     "binarize_scale": f"binarisation regulariser's u: one of {', '.join(BINARIZE_SCALES)} "
                       "(filter: w / the filter's largest |w|; none: w itself, for weights "
                       "clipped to [-1, 1])",
+    "ema_decay": "keep an exponential moving average of the weights with this decay (e.g. "
+                 "0.99): the test set is scored with it, best.* and the final model hold it; "
+                 "0 = off",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
     "channels_last": "NHWC memory layout; unset: time a few steps of each",
     "compile": "torch.compile the model",

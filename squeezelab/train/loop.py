@@ -411,8 +411,9 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
         r.test_loader.set_epoch(0)
         t1 = time.perf_counter()
-        result = evaluate(r.state.forward_model, r.test_loader, r.train_data.num_classes,
-                          r.state.device, cfg.precision, cfg.test_time_flip)
+        with _evaluation_weights(r):
+            result = evaluate(r.state.forward_model, r.test_loader, r.train_data.num_classes,
+                              r.state.device, cfg.precision, cfg.test_time_flip)
         record.update(test_loss=result["loss"], test_top1=result["top1"],
                       test_top5=result["top5"],
                       eval_seconds=time.perf_counter() - t1,
@@ -430,7 +431,20 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
         r.best_top1 = record["test_top1"]
     r.save(r.run.last, epoch, 0, record)
     if improved:
-        r.save(r.run.best, epoch, 0, record, resumable=False)
+        with _evaluation_weights(r):  # best holds the weights that scored it
+            r.save(r.run.best, epoch, 0, record, resumable=False)
+
+
+@contextmanager
+def _evaluation_weights(r: _Run):
+    """The hooks' evaluation weights (e.g. a weight average) in the model, for the block."""
+    for hook in r.hooks:
+        hook.before_evaluate(r.state)
+    try:
+        yield
+    finally:
+        for hook in reversed(r.hooks):
+            hook.after_evaluate(r.state)
 
 
 def _restore(r: _Run) -> tuple[int, int, dict[str, float] | None]:

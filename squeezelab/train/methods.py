@@ -19,7 +19,8 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
     ``L1Regularizer`` / ``GroupLassoRegularizer`` (train/regularizers.py) on every
     Conv2d/Linear weight; ``bn_l1_weight`` > 0 -> ``BatchNormL1Regularizer`` on every
     BatchNorm scale; ``binarize_weight`` > 0 -> ``BinarizeRegularizer(cfg.binarize_weight,
-    cfg.binarize_scale)`` on every Conv2d/Linear weight but the first and last.
+    cfg.binarize_scale)`` on every Conv2d/Linear weight but the first and last;
+    ``ema_decay`` > 0 -> ``WeightAverageHook`` (train/weight_average.py).
     """
     taken = {h.name for h in given}
     hooks: list[TrainHook] = []
@@ -44,6 +45,10 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
         from squeezelab.train.regularizers import BinarizeRegularizer
 
         hooks.append(BinarizeRegularizer(cfg.binarize_weight, cfg.binarize_scale))
+    if cfg.ema_decay > 0 and "ema" not in taken:
+        from squeezelab.train.weight_average import WeightAverageHook
+
+        hooks.append(WeightAverageHook(cfg.ema_decay))
     return hooks
 
 

@@ -516,8 +516,8 @@ def _build_model(header: dict[str, Any], source: str) -> nn.Module:
 
     The model is first built on the meta device without initialisation (``skeleton``: no
     memory, and half the time), under a cap on the number of parameters and buffers the builder
-    may register, and its state-dict shapes are compared
-    with the file; only then is it materialised.
+    may register, and its state-dict shapes are compared with the file; its tensors are then
+    the decoded ones, assigned by ``load_compressed`` (nothing is allocated twice).
     """
     spec = header["model"]
     entries = {e["name"]: e for e in header["tensors"]}
@@ -551,10 +551,11 @@ def _build_model(header: dict[str, Any], source: str) -> nn.Module:
         if file_dtype != t.dtype and not (file_dtype.is_floating_point
                                           and t.dtype.is_floating_point):
             raise SqzFormatError(f"layer {key!r}: file dtype {e['dtype']} does not fit {t.dtype}")
+    # The skeleton stays on the meta device: load_compressed's load_state_dict(assign=True)
+    # hands it every tensor. Non-persistent buffers are not in the file, so a model with any
+    # is built for real, to give them their initial values.
     persistent = set(own)
-    if all(n in persistent for n, _ in model.named_buffers()):
-        model = model.to_empty(device="cpu")  # every tensor is overwritten from the file
-    else:  # non-persistent buffers need their real initial values
+    if not all(n in persistent for n, _ in model.named_buffers()):
         model = create_model(spec["name"], **spec["kwargs"])
     return model
 

@@ -99,8 +99,7 @@ def main() -> None:
                                    class_names=model.sqz_header.get("class_names"), meta=meta)
             encode_s = time.perf_counter() - t0
             rows.append({"coder": "squeezelab", "setting": name, "bytes": path.stat().st_size,
-                         "top1": base_top1 if float_dtype == "float32" else top1(
-                             load_compressed(path)),
+                         "top1": top1(load_compressed(path)),  # scored, not assumed
                          "encode_s": encode_s, "decode_s": _load_seconds(path)})
         state = loaded.state_dict()
         floats = {k: v.numpy() for k, v in state.items() if v.is_floating_point()}

@@ -92,9 +92,12 @@ def main() -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version("nncodec")
+    try:
+        return version("nncodec")
+    except PackageNotFoundError:  # importable but not installed as a distribution
+        return "unknown"
 
 
 if __name__ == "__main__":

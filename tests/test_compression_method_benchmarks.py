@@ -77,3 +77,62 @@ def test_binarize_regularizer_benchmark(cifar_tree, tmp_path):
     assert row["binarize_weight"] == 0.001
     assert set(row["binarized"]) == {"xnor", "binaryconnect"}
     assert r["summary"]["plain"]["float_top1"]["mean"] == r["runs"]["plain"][0]["float_top1"]
+
+
+FAKE_NNCODEC = '''
+"""A stand-in for NNCodec's nncodec.nn: a lossless npz "codec", to test the plumbing."""
+import io
+
+import numpy as np
+import pandas  # noqa: F401  (NNCodec's import pulls in dataset packages; the worker stubs them)
+
+
+def encode(params, args=None):
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
+    return buffer.getvalue()
+
+
+def decode(bitstream, args=None):
+    return dict(np.load(io.BytesIO(bitstream)))
+'''
+
+
+def test_nncodec_comparison_benchmark_runs_both_coders_on_the_same_weights(
+        ckpt, cifar_tree, tmp_path, monkeypatch):
+    """The comparison with a lossless stand-in for NNCodec: its decoded model must score
+    exactly what the .sqz scores, and the rows say which coder made which bytes."""
+    import sys
+
+    from squeezelab.compress.format.sqz import read_sqz
+    from squeezelab.workflows.deep_compression import CompressConfig, compress
+
+    sqz = tmp_path / "m.sqz"
+    compress(ckpt, CompressConfig.from_dict({
+        "prune": {"sparsity": 0.5}, "retrain_epochs": 0, "centroid_epochs": 0,
+        "sharing": {"bits": 4}, "train": {"data": str(cifar_tree), "limit_test": 40,
+                                          "precision": "fp32", "progress": False}}),
+        sqz, log=lambda m: None)
+    fake = tmp_path / "fake" / "nncodec"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "nn.py").write_text(FAKE_NNCODEC)
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    out = tmp_path / "cmp.json"
+    bench = load_benchmark("nncodec_compare")
+    monkeypatch.setattr(sys, "argv", [
+        "nncodec_compare.py", str(sqz), "--nncodec-python", sys.executable, "--qps", "-30",
+        "--methods", "uniform", "--data", str(cifar_tree), "--limit-test", "40", "-o", str(out)])
+    bench.main()
+    result = json.loads(out.read_text())
+    rows = {(r["coder"], r["setting"]): r for r in result["rows"]}
+    ours = rows[("squeezelab", "m.sqz as given")]
+    assert ours["bytes"] == sqz.stat().st_size
+    assert rows[("squeezelab", "v3 coder")]["top1"] == ours["top1"]  # the coder is lossless
+    fake_row = rows[("nncodec", "uniform_qp-30")]
+    assert fake_row["top1"] == ours["top1"]  # the same weights, decoded losslessly
+    state = read_sqz(sqz).state_dict()
+    assert fake_row["bytes"] > sum(v.numel() * 4 for v in state.values()
+                                   if v.is_floating_point())  # an uncompressed npz
+    assert "pandas" in result["nncodec_stand_ins"] or "pandas" in sys.modules
+    assert result["test_images"] == 40

@@ -197,8 +197,8 @@ def test_binarize_hook_leaves_first_and_last_layers_and_is_a_config_field():
     x, y = torch.randn(2, 2, 1, 1), torch.tensor([0, 1])
     base = torch.tensor(1.0)
     got = hook.loss(state, x, y, None, base)
-    assert float(got) == pytest.approx(1 + 0.3 * float(binarize_penalty(
-        [state.model[1].weight], "filter")))
+    assert got.item() == pytest.approx(1 + 0.3 * binarize_penalty(
+        [state.model[1].weight], "filter").item())
     every = BinarizeRegularizer(0.3, scale="none", keep_first_last=False)
     every.on_train_start(state)
     assert len(every._params) == 3

@@ -136,3 +136,33 @@ def test_nncodec_comparison_benchmark_runs_both_coders_on_the_same_weights(
                                    if v.is_floating_point())  # an uncompressed npz
     assert "pandas" in result["nncodec_stand_ins"] or "pandas" in sys.modules
     assert result["test_images"] == 40
+
+
+def test_sqz_entropy_benchmark_bounds_the_coded_streams(tmp_path, monkeypatch):
+    """The entropy report of a file: its static bounds sit at or below what the rANS streams
+    spend, and a context the tables outweigh is reported as costing more, not hidden."""
+    import sys
+
+    from squeezelab.compress.format.sqz import save_compressed
+    from squeezelab.compress.pruning.magnitude import PruneConfig, prune_
+    from squeezelab.compress.quantization.weight_sharing import (
+        WeightSharingConfig,
+        share_weights_,
+        shared_modules,
+    )
+    from squeezelab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar")
+    prune_(model, PruneConfig(sparsity=0.7))
+    share_weights_(model, WeightSharingConfig(bits=4, max_iter=5))
+    path = save_compressed(model, tmp_path / "m.sqz", coder="ans")
+    out = tmp_path / "e.json"
+    monkeypatch.setattr(sys, "argv", ["sqz_entropy.py", str(path), "-o", str(out)])
+    load_benchmark("sqz_entropy").main()
+    result = json.loads(out.read_text())
+    totals, now = result["totals_bytes"], result["streams_now_bytes"]
+    assert totals["kept"] == sum(int(m.weight_mask.sum()) for m in shared_modules(model).values())
+    # rANS reaches the static entropy within its table's quarter-bit rounding and flushes
+    assert totals["index_static"] <= now["index"] <= 1.02 * totals["index_static"] + 200
+    assert totals["positions_static"] > 0 and totals["index_given_previous_index"] > 0

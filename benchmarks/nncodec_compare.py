@@ -73,7 +73,9 @@ def main() -> None:
     source = Path(args.sqz)
     model = load_compressed(source, keep_shared=True)
     meta = model.sqz_header.get("meta", {})
-    protocol = EvalProtocol.for_model(meta)
+    # the protocol the file records its top-1 under (compress writes it), else as trained
+    protocol = (EvalProtocol.from_dict(meta["protocol"]) if isinstance(meta.get("protocol"), dict)
+                else EvalProtocol.for_model(meta))
     data_source = args.data or (meta.get("config") or {}).get("data") or (
         (meta.get("compress_config") or {}).get("train", {}).get("data")
         or resolve_default_cifar10())

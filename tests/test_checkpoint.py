@@ -81,3 +81,22 @@ def test_weights_of_another_architecture_are_refused():
     wide = {k: torch.zeros(v.numel() + 1) for k, v in tiny().state_dict().items()}
     with pytest.raises(CheckpointError, match="no tensor of wide has the shape"):
         load_matching_weights_(tiny(), wide, "wide")
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through mkstemp (owner-only); the file that lands has the mode an
+    ordinary new file gets under the umask, so others on a shared machine can read it."""
+    import os
+    import stat
+
+    from squeezelab.fileio import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o644
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.bin", b"x")
+        assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -19,7 +19,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from squeezelab.data.types import DOWNLOAD_HINT, DataError, ImageTensors
+from squeezelab.fileio import make_temp_beside
 
 CIFAR_SIDE_PX = 32
 CIFAR_PIXELS_PER_IMAGE = 3 * CIFAR_SIDE_PX * CIFAR_SIDE_PX  # 3072 bytes per image row
@@ -165,7 +165,7 @@ def ensure_archive(name: str, root: str | os.PathLike, *, download: bool = False
 
 def _download(spec: CifarSpec, path: Path, place: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{spec.filename}.", suffix=".part")
+    fd, tmp = make_temp_beside(path, ".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):

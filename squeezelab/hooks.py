@@ -53,6 +53,9 @@ class TrainHook:
 
     #: name used for the hook's entries in checkpoints and metrics
     name: str = "hook"
+    #: run after every other hook at each call (a weight average must see the weights after
+    #: the masks have zeroed them, or a pruned model's average would not stay sparse)
+    runs_last: bool = False
 
     def on_train_start(self, state: TrainState) -> None:
         pass

@@ -240,6 +240,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     from squeezelab.train.methods import default_hooks
 
     hooks = [*default_hooks(cfg, hooks), *hooks]  # e.g. optimizer: pgd -> the PGD hook
+    hooks = sorted(hooks, key=lambda h: h.runs_last)  # stable: the rest keep their order
     initial_weights = None
     if model is None:
         get_entry(cfg.model)  # an unknown model name fails before any data is decoded

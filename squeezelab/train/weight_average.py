@@ -18,6 +18,7 @@ from squeezelab.hooks import TrainHook, TrainState
 
 class WeightAverageHook(TrainHook):
     name = "ema"
+    runs_last = True  # averages what the masks (and any other hook) left after each step
 
     def __init__(self, decay: float):
         if not 0.0 < decay < 1.0:

@@ -79,3 +79,16 @@ def test_resume_continues_the_average_exactly(tmp_path, cifar_tiny):
                     run_dir=first.run_dir, data=cifar_tiny)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed average diverged"
+
+
+def test_the_average_of_a_masked_run_stays_exactly_sparse(tmp_path, cifar_tiny):
+    """The average runs after the masks at every step, so pruned weights average to exact 0."""
+    from squeezelab.compress.pruning.masks import MaskHook
+
+    model = create_model("squeezenet_cifar", **SMALL)
+    weight = model.features[0].weight
+    mask = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    result = train(config(tmp_path, epochs=1), hooks=[MaskHook({"features.0.weight": mask})],
+                   data=cifar_tiny, model=model)
+    final = result.model.features[0].weight.detach()
+    assert (final[~mask] == 0).all() and (final[mask] != 0).any()

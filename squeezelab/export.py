@@ -103,9 +103,11 @@ def export_onnx(
 
 def onnx_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
     """squeezelab's ONNX metadata for a model file's ``meta`` (``squeezelab.inference.load_model``):
-    ``squeezelab.model`` (registry spec), ``squeezelab.class_names`` and
-    ``squeezelab.preprocess`` (image_size, mean, std: how to prepare an input), each as JSON;
-    the ones the meta lacks are left out."""
+    ``squeezelab.model`` (registry spec), ``squeezelab.class_names``,
+    ``squeezelab.preprocess`` (image_size, mean, std: how to prepare an input) and
+    ``squeezelab.config`` (the training data and test-time flip, so that ``eval`` and
+    ``compare`` score the ONNX file on the same images and the same way as its source), each
+    as JSON; the ones the meta lacks are left out."""
     from squeezelab.inference import preprocess_of
 
     out = {}
@@ -116,7 +118,15 @@ def onnx_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
     pre = preprocess_of(meta)
     if pre is not None:
         out["squeezelab.preprocess"] = json.dumps(pre.to_meta())
+    config = {k: v for k, v in (meta.get("config") or {}).items()
+              if k in ONNX_CONFIG_KEYS and v is not None}
+    if config:
+        out["squeezelab.config"] = json.dumps(config)
     return out
+
+
+#: The training settings an ONNX file keeps: what scoring it needs to match its source.
+ONNX_CONFIG_KEYS = ("data", "test_time_flip")
 
 
 def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) -> float:

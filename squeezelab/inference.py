@@ -55,6 +55,8 @@ class OnnxModel(nn.Module):
                 meta[field] = json.loads(props[key])
         if "squeezelab.preprocess" in props:
             meta.update(json.loads(props["squeezelab.preprocess"]))
+        if "squeezelab.config" in props:
+            meta["config"] = json.loads(props["squeezelab.config"])
         return meta
 
 

@@ -60,8 +60,12 @@ def test_metadata_is_stored_and_the_model_still_matches(tmp_path):
     model = tiny()
     meta = {"model": {"name": "squeezenet_cifar", "kwargs": {"num_classes": 10}},
             "class_names": [f"c{i}" for i in range(10)],
-            "image_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+            "image_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+            "config": {"data": "/data/cifar10", "test_time_flip": True, "lr": 0.1}}
     props = onnx_metadata(meta)
+    # the training data and flip travel (eval scores the file like its source); the rest not
+    assert json.loads(props["squeezelab.config"]) == {"data": "/data/cifar10",
+                                                      "test_time_flip": True}
     assert json.loads(props["squeezelab.preprocess"]) == {
         "image_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     assert "squeezelab.preprocess" not in onnx_metadata({"model": meta["model"]})
@@ -69,3 +73,8 @@ def test_metadata_is_stored_and_the_model_still_matches(tmp_path):
     stored = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert stored == props
     assert check_onnx(model, path, torch.randn(2, 3, 32, 32)) < 1e-4
+    from squeezelab.inference import load_model
+
+    _, loaded = load_model(path)
+    assert loaded["config"] == {"data": "/data/cifar10", "test_time_flip": True}
+    assert loaded["class_names"] == meta["class_names"] and loaded["image_size"] == [32, 32]

@@ -25,10 +25,11 @@ name, shape, dtype and encoding:
   3 an entry with ``"coder": "ans"`` codes both streams with rANS instead (``ans.py``: the
   tables are 6-bit quarter-bit length codes, the streams 32-bit words) and carries
   ``symbols_crc32``, the CRC32 of its decoded index then gap symbols (int32, little-endian);
-  the writer picks, per layer, whichever coder gives fewer bytes.
+  the writer picks, per layer, whichever coder gives fewer bytes (``streams.py`` codes and
+  decodes these two streams; this module is the container around them).
 
 Reading checks every length, offset and count against the file before it is used
-(``sqz_format.py`` holds the layout constants and those checks), so a damaged
+(``layout.py`` holds the layout constants and those checks), so a damaged
 or hostile file raises ``SqzFormatError`` (and nothing else) without a crash, a hang or an
 allocation larger than the file justifies. ``load_compressed`` rebuilds the model with
 ``create_model`` and fills each shared layer with ``dense_weight(codebook, indices, mask)``, the
@@ -50,21 +51,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from squeezelab.compress.coding.ans import (
-    AnsError,
-    ans_decode,
-    ans_encode,
-    length_table,
-    pack_table,
-    unpack_table,
-)
-from squeezelab.compress.coding.huffman import (
-    DEFAULT_LANE_SYMBOLS,
-    HuffmanError,
-    HuffmanTable,
-    huffman_decode_many,
-    huffman_encode,
-)
+from squeezelab.compress.coding.huffman import DEFAULT_LANE_SYMBOLS
 from squeezelab.compress.coding.sparse_index import decode_positions, encode_positions
 from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-exported)
     _CRC,
@@ -82,6 +69,7 @@ from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-
     SqzFormatError,
     _parse,
 )
+from squeezelab.compress.format.streams import decode_streams, encode_streams, symbols_crc32
 from squeezelab.compress.quantization.weight_sharing import (
     dense_weight,
     index_dtype,
@@ -328,17 +316,8 @@ def _encode_shared(
     gaps, is_filler = encode_positions(mask, g)
     index_symbols = int(kept.max()) + 1 if kept.size else 0
     gap_symbols = int(gaps.max()) + 1 if gaps.size else 0
-    streams = {}  # coder -> (index table, index stream, gap table, gap stream)
-    if coder in ("auto", "huffman"):
-        index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
-        gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
-        streams["huffman"] = (index_table.to_bytes(), index_data, gap_table.to_bytes(), gap_data)
-    if coder in ("auto", "ans"):
-        index_codes, gap_codes = length_table(kept, index_symbols), length_table(gaps, gap_symbols)
-        streams["ans"] = (pack_table(index_codes), ans_encode(kept, index_codes),
-                          pack_table(gap_codes), ans_encode(gaps, gap_codes))
-    chosen = min(streams, key=lambda c: sum(len(b) for b in streams[c]))
-    index_table_bytes, index_data, gap_table_bytes, gap_data = streams[chosen]
+    chosen, (index_table_bytes, index_data, gap_table_bytes, gap_data) = encode_streams(
+        kept, index_symbols, gaps, gap_symbols, coder, lane_symbols)
     codebook_dtype, codebook_bytes = _raw_bytes(codebook)
     entry = {
         "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",
@@ -357,34 +336,8 @@ def _encode_shared(
         entry["codebook_dtype"] = codebook_dtype
     if chosen == "ans":  # absent means Huffman, as in every version-2 file
         entry["coder"] = "ans"
-        entry["symbols_crc32"] = _symbols_crc32(kept, gaps)
+        entry["symbols_crc32"] = symbols_crc32(kept, gaps)
     return entry
-
-
-def _symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
-    """What an ANS entry's ``symbols_crc32`` covers: its index then gap symbols as int32."""
-    crc = zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
-    return zlib.crc32(np.ascontiguousarray(gaps, dtype="<i4").tobytes(), crc)
-
-
-def _decode_ans_entry(entry: dict[str, Any], payload: memoryview) -> tuple[np.ndarray, np.ndarray]:
-    """(index symbols, gap symbols) of an ANS-coded shared entry, checked against its CRC."""
-    where = f"layer {entry['name']!r}"
-    out = []
-    for kind, nsym, count in (("index", entry["index_symbols"], entry["nnz"]),
-                              ("gap", entry["gap_symbols"], entry["num_entries"])):
-        t_off, t_len = entry[f"{kind}_table"]
-        s_off, s_len = entry[kind]
-        try:
-            codes = unpack_table(bytes(payload[t_off:t_off + t_len]), nsym)
-            out.append(ans_decode(bytes(payload[s_off:s_off + s_len]), codes, count)
-                       if count else np.zeros(0, dtype=np.int32))
-        except AnsError as e:
-            raise SqzFormatError(f"{where}: {kind} stream of {count} entries: {e}") from None
-    if _symbols_crc32(*out) != entry["symbols_crc32"]:
-        raise SqzFormatError(f"{where}: the decoded symbols do not match their CRC32 (a damaged "
-                             "stream, a wrong count, or an ANS coder that models differently)")
-    return out[0], out[1]
 
 
 def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, Path | None, str]:
@@ -418,45 +371,16 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
     """
     data, path, name = _read_source(source)
     version, header, payload = _parse(data, name)
-    lane_symbols = header["huffman_lane_symbols"]
     dense: dict[str, torch.Tensor] = {}
     shared_entries = []
-    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (symbols, gaps)
-    huffman_entries, streams = [], []
     for entry in header["tensors"]:
-        shape = entry["shape"]
         if entry["encoding"] == "dense":
             off, length = entry["data"]
-            dense[entry["name"]] = _dense_tensor(payload[off:off + length], entry["dtype"], shape,
-                                                 f"layer {entry['name']!r}")
-            continue
-        shared_entries.append(entry)
-        if entry.get("coder", "huffman") == "ans":
-            decoded[entry["name"]] = _decode_ans_entry(entry, payload)
-            continue
-        where = f"layer {entry['name']!r}"
-        tables = []
-        for key, nsym in (("index_table", entry["index_symbols"]),
-                          ("gap_table", entry["gap_symbols"])):
-            off, length = entry[key]
-            try:
-                tables.append(HuffmanTable.from_bytes(bytes(payload[off:off + length]), nsym))
-            except HuffmanError as e:
-                raise SqzFormatError(f"{where}: {key.replace('_', ' ')}: {e}") from None
-        (i_off, i_len), (g_off, g_len) = entry["index"], entry["gap"]
-        streams.append((bytes(payload[i_off:i_off + i_len]), tables[0], entry["nnz"]))
-        streams.append((bytes(payload[g_off:g_off + g_len]), tables[1], entry["num_entries"]))
-        huffman_entries.append(entry)
-    try:
-        symbol_lists = huffman_decode_many(streams, lane_symbols=lane_symbols)
-    except HuffmanError as e:
-        entry = huffman_entries[e.stream // 2] if e.stream is not None else None
-        kind = "index" if e.stream is not None and e.stream % 2 == 0 else "gap"
-        what = f"layer {entry['name']!r}: {kind} stream" if entry else "a stream"
-        count = entry["nnz"] if kind == "index" else entry["num_entries"]
-        raise SqzFormatError(f"{what} of {count} entries: {e.detail}") from None
-    for k, entry in enumerate(huffman_entries):
-        decoded[entry["name"]] = (symbol_lists[2 * k], symbol_lists[2 * k + 1])
+            dense[entry["name"]] = _dense_tensor(payload[off:off + length], entry["dtype"],
+                                                 entry["shape"], f"layer {entry['name']!r}")
+        else:
+            shared_entries.append(entry)
+    decoded = decode_streams(shared_entries, payload, header["huffman_lane_symbols"])
     shared: dict[str, SharedTensor] = {}
     for entry in shared_entries:
         where = f"layer {entry['name']!r}"

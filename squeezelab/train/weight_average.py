@@ -30,12 +30,15 @@ class WeightAverageHook(TrainHook):
         self.updates = 0
         self.average: dict[str, torch.Tensor] = {}
         self._saved: dict[str, torch.Tensor] | None = None
+        self._live: dict[str, torch.Tensor] = {}  # the model's own tensors, averaged each step
 
     def _float_state(self, state: TrainState) -> dict[str, torch.Tensor]:
         return {k: v for k, v in state.model.state_dict().items() if v.is_floating_point()}
 
     def on_train_start(self, state: TrainState) -> None:
-        current = self._float_state(state)
+        # state_dict() tensors share storage with the parameters and buffers, which train in
+        # place: found once here, not rebuilt at every step
+        self._live = current = self._float_state(state)
         if set(self.average) != set(current):  # a fresh run (a resumed one loaded its average)
             self.average = {k: v.detach().float().clone() for k, v in current.items()}
             self.updates = 0
@@ -46,9 +49,8 @@ class WeightAverageHook(TrainHook):
     def after_step(self, state: TrainState) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        current = self._float_state(state)
         for key, avg in self.average.items():
-            avg.mul_(d).add_(current[key].detach().float(), alpha=1 - d)
+            avg.mul_(d).add_(self._live[key].float(), alpha=1 - d)
 
     @torch.no_grad()
     def before_evaluate(self, state: TrainState) -> None:

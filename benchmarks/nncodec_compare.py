@@ -5,11 +5,13 @@ ISO/IEC 15938-17, DeepCABAC) on the same weights.
         [--qps -38 -34 -30 -26] [--limit-test N] [-o benchmarks/results/nncodec_MODEL.json]
 
 The weights are those MODEL.sqz decodes to. Ours: the file as it is, the same weights re-coded
-with the version-3 coder (per-layer Huffman or rANS, lossless: the same top-1), and that plus
-half-precision floats. NNCodec codes every float tensor (weights, biases, BatchNorm) at each
-quantization parameter ``qp`` in its uniform and its codebook mode; each decoded model is scored
-here with the protocol the model was trained with. Bytes are the whole file or bitstream;
-times are one encode and one decode (ours: ``load_compressed`` median of 5).
+with this version's coder (per-layer Huffman or rANS with index contexts, lossless: the same
+top-1), that plus half-precision floats, and that plus 8-bit levels for the biases and
+BatchNorm tensors (``--dense-bits``). NNCodec codes every float tensor (weights, biases,
+BatchNorm) at each quantization parameter ``qp`` in its uniform and its codebook mode; each
+decoded model is scored here with the protocol the model was trained with. Bytes are the
+whole file or bitstream; times are one encode and one decode (ours: ``load_compressed``
+median of 5).
 
 NNCodec needs its own environment (``numpy<2``, which squeezelab's numpy floor excludes)::
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from squeezelab.compress.format.sqz import (  # noqa: E402
+    VERSION,
     load_compressed,
     round_stored_floats_,
     save_compressed,
@@ -92,12 +95,15 @@ def main() -> None:
         rows.append({"coder": "squeezelab", "setting": f"{source.name} as given",
                      "bytes": source.stat().st_size, "top1": base_top1,
                      "decode_s": _load_seconds(source)})
-        for name, float_dtype in (("v3 coder", "float32"), ("v3 coder + float16", "float16")):
+        for name, float_dtype, dense_bits in (
+                (f"v{VERSION} coder", "float32", None),
+                (f"v{VERSION} coder + float16", "float16", None),
+                (f"v{VERSION} coder + float16 + 8-bit dense", "float16", 8)):
             variant = load_compressed(source, keep_shared=True)
-            round_stored_floats_(variant, float_dtype)
+            round_stored_floats_(variant, float_dtype, dense_bits)
             t0 = time.perf_counter()
-            path = save_compressed(variant, tmp / f"{float_dtype}.sqz", coder="auto",
-                                   float_dtype=float_dtype,
+            path = save_compressed(variant, tmp / f"{float_dtype}_{dense_bits}.sqz",
+                                   coder="auto", float_dtype=float_dtype, dense_bits=dense_bits,
                                    class_names=model.sqz_header.get("class_names"), meta=meta)
             encode_s = time.perf_counter() - t0
             rows.append({"coder": "squeezelab", "setting": name, "bytes": path.stat().st_size,
@@ -129,7 +135,7 @@ def main() -> None:
               "nncodec": worker["nncodec"], "nncodec_stand_ins": worker["stand_ins"],
               "rows": rows}
     for r in rows:
-        print(f"{r['coder']:<10} {r['setting']:<28} {r['bytes']:>10,} B  top-1 "
+        print(f"{r['coder']:<10} {r['setting']:<36} {r['bytes']:>10,} B  top-1 "
               f"{r['top1']:.4f}  decode {1e3 * r['decode_s']:.1f} ms")
     write_result("nncodec_compare", result, args.output)
 

@@ -120,7 +120,7 @@ def main() -> None:
         layers[entry["name"]] = rep
         for key, value in rep.items():
             totals[key] = totals.get(key, 0) + value
-    dense = sum(e["data"][1] for e in sqz.entries if e["encoding"] == "dense")
+    dense = sum(e["data"][1] for e in sqz.entries if e["encoding"] != "shared")
     print(f"{args.sqz}: {sqz.file_size:,} bytes; dense tensors {dense:,}; index streams now "
           f"{now['index']:,}, position streams now {now['positions']:,}")
     for key, value in totals.items():

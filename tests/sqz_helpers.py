@@ -1,4 +1,5 @@
 """Shared fixtures for the .sqz tests: a tiny pruned + weight-shared model and a header editor."""
+import copy
 import json
 import struct
 import zlib
@@ -6,7 +7,7 @@ import zlib
 import torch
 
 from squeezelab import create_model
-from squeezelab.compress.format.layout import VERSION
+from squeezelab.compress.format.layout import STREAM_KEYS, VERSION, _offsets_from_lengths
 from squeezelab.compress.quantization.weight_sharing import (
     WeightSharingConfig,
     share_weights_,
@@ -34,16 +35,48 @@ def tiny_shared_model(seed: int = 0, sparsity: float = 0.7):
     return model.eval()
 
 
+def context_shared_model(seed: int = 0):
+    """A 10 KB-file CIFAR SqueezeNet whose filters' scales span 16x (as trained filters' do),
+    pruned to 60% and 4-bit shared: large enough that its last expand3x3 (32 filters) codes its
+    indices in several ANS contexts."""
+    torch.manual_seed(seed)
+    model = create_model("squeezenet_cifar", fire_config=[(4, 8, 8)] * 7 + [(16, 32, 32)],
+                         stem_channels=8)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(torch.logspace(-2, 2, p.shape[0], base=2).view(-1, *[1] * (p.dim() - 1)))
+                threshold = p.abs().flatten().kthvalue(int(p.numel() * 0.6)).values
+                p[p.abs() <= threshold] = 0
+    share_weights_(model, WeightSharingConfig(bits={"conv": 4}, max_iter=10))
+    return model.eval()
+
+
 def split(data: bytes):
+    """(header, payload) of a file; the header's stream references as ``[offset, length]``
+    whatever the version (version 4 stores lengths only), as tests edit them."""
     version, header_len = struct.unpack_from("<HI", data, 4)
     raw = data[10:10 + header_len]
     header = json.loads(zlib.decompress(raw) if version >= 2 else raw)
-    return header, data[10 + header_len:-4]
+    payload = data[10 + header_len:-4]
+    if version >= 4:
+        _offsets_from_lengths(header, len(payload), "test")
+    return header, payload
 
 
 def join(header, payload: bytes, version: int = VERSION) -> bytes:
     """A file with a recomputed header length and a valid CRC32 (version 1: plain JSON
-    header; 2 and up: zlib-compressed)."""
+    header; 2 and up: zlib-compressed; 4 and up: each ``[offset, length]`` stream reference
+    stored as its length, whatever its offset said)."""
+    if version >= 4:
+        header = copy.deepcopy(header)
+        tensors = header["tensors"] if isinstance(header.get("tensors"), list) else []
+        for entry in (e for e in tensors if isinstance(e, dict)):
+            encoding = entry.get("encoding")
+            for key in STREAM_KEYS.get(encoding, ()) if isinstance(encoding, str) else ():
+                ref = entry.get(key)
+                if isinstance(ref, list) and len(ref) == 2:
+                    entry[key] = ref[1]
     h = json.dumps(header).encode()
     if version >= 2:
         h = zlib.compress(h)
@@ -52,7 +85,7 @@ def join(header, payload: bytes, version: int = VERSION) -> bytes:
         "<I", zlib.crc32(body))
 
 
-def edit_header(data: bytes, fn) -> bytes:
+def edit_header(data: bytes, fn, version: int = VERSION) -> bytes:
     header, payload = split(data)
     fn(header)
-    return join(header, payload)
+    return join(header, payload, version=version)

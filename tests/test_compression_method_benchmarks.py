@@ -128,7 +128,8 @@ def test_nncodec_comparison_benchmark_runs_both_coders_on_the_same_weights(
     rows = {(r["coder"], r["setting"]): r for r in result["rows"]}
     ours = rows[("squeezelab", "m.sqz as given")]
     assert ours["bytes"] == sqz.stat().st_size
-    assert rows[("squeezelab", "v3 coder")]["top1"] == ours["top1"]  # the coder is lossless
+    assert rows[("squeezelab", "v4 coder")]["top1"] == ours["top1"]  # the coder is lossless
+    assert rows[("squeezelab", "v4 coder + float16 + 8-bit dense")]["bytes"] < ours["bytes"]
     fake_row = rows[("nncodec", "uniform_qp-30")]
     assert fake_row["top1"] == ours["top1"]  # the same weights, decoded losslessly
     state = read_sqz(sqz).state_dict()

@@ -98,6 +98,9 @@ class CompressConfig(ConfigBase):
     float_dtype: the precision of the floats the .sqz stores (biases, BatchNorm tensors,
         codebooks): "float32", or "float16"/"bfloat16" for half their bytes. The model is
         rounded to it before the last evaluation, so the reported top-1 is the file's.
+    dense_bits: store the dense floats (biases, BatchNorm tensors) as per-tensor uniform
+        levels of this many bits (``uniform_levels.py``; None: in ``float_dtype``). Rounded
+        before the last evaluation too.
     train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
         limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
 
@@ -121,6 +124,7 @@ class CompressConfig(ConfigBase):
     fold_batchnorm: bool = False
     coder: str = "auto"
     float_dtype: str = "float32"
+    dense_bits: int | None = None
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -153,6 +157,10 @@ class CompressConfig(ConfigBase):
         if self.float_dtype not in FLOAT_DTYPES:
             raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES}, got "
                              f"{self.float_dtype!r}")
+        if self.dense_bits is not None:
+            _check_int("dense_bits", self.dense_bits, 1)
+            if self.dense_bits > 16:
+                raise ValueError(f"dense_bits must be in 1..16 or None, got {self.dense_bits}")
         if not isinstance(self.train, Mapping):
             raise ValueError(f"train must be a mapping of TrainConfig fields, got "
                              f"{type(self.train).__name__}")
@@ -288,6 +296,15 @@ def weight_sparsity(model: nn.Module) -> float:
             total += w.numel()
             zeros += int((w == 0).sum())
     return zeros / total if total else 0.0
+
+
+def _rounding_step(config: CompressConfig) -> str:
+    """The pipeline step that rounds the stored floats: "float16_floats", "dense_8bit", or
+    "float16_floats+dense_8bit"."""
+    parts = [f"{config.float_dtype}_floats"] if config.float_dtype != "float32" else []
+    if config.dense_bits is not None:
+        parts.append(f"dense_{config.dense_bits}bit")
+    return "+".join(parts)
 
 
 def _record(steps: list, step: str, model: nn.Module, data, log: Callable[[str], None],
@@ -502,10 +519,13 @@ def compress(
         sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,
                                                     log=log, protocol=protocol)
         steps += shared_steps
-    if config.float_dtype != "float32":
-        round_stored_floats_(model, config.float_dtype)
-        log(f"rounded the stored floats (biases, BatchNorm, codebooks) to {config.float_dtype}")
-        _record(steps, f"{config.float_dtype}_floats", model, data, log, protocol)
+    if config.float_dtype != "float32" or config.dense_bits is not None:
+        round_stored_floats_(model, config.float_dtype, config.dense_bits)
+        dense = ("" if config.dense_bits is None
+                 else f"; biases and BatchNorm to {config.dense_bits}-bit levels")
+        log(f"rounded the stored floats (codebooks{', biases, BatchNorm' if not dense else ''}) "
+            f"to {config.float_dtype}{dense}")
+        _record(steps, _rounding_step(config), model, data, log, protocol)
     from squeezelab.data.preprocess import Preprocess
 
     final = steps[-1]
@@ -521,7 +541,7 @@ def compress(
     }
     save_compressed(model, output_path, class_names=class_names, meta=meta,
                     gap_bits=config.gap_bits, float_dtype=config.float_dtype,
-                    coder=config.coder)
+                    coder=config.coder, dense_bits=config.dense_bits)
     log(f"wrote {output_path} ({output_path.stat().st_size:,} bytes)")
     loaded_model = load_compressed(output_path)
     loaded_rec = _record([], "loaded", loaded_model, data, log, protocol)

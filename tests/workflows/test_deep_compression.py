@@ -186,6 +186,18 @@ def test_pipeline_stores_half_precision_floats_and_scores_them(tmp_path, tiny_da
                        log=lambda m: None)
     assert not any("coder" in e for e in read_sqz(huffman.path).entries)
     assert huffman.steps[-1]["top1"] == half.steps[-1]["top1"]  # the coder is lossless
+    # 8-bit levels for the biases as well: one rounding step, scored, and the file loads as
+    # scored (on a model this small, levels pay only for the larger tensors)
+    levels_cfg = CompressConfig.from_dict({**cfg.to_dict(), "dense_bits": 8})
+    levels = compress(tiny_model(), levels_cfg, tmp_path / "levels.sqz", data=tiny_data,
+                      log=lambda m: None)
+    assert [s["step"] for s in levels.steps][-2:] == ["float16_floats+dense_8bit", "loaded"]
+    assert levels.steps[-1]["top1"] == levels.steps[-2]["top1"]
+    with torch.no_grad():
+        assert torch.equal(levels.loaded(x), levels.model.eval()(x))
+    assert {e["encoding"] for e in read_sqz(levels.path).entries} >= {"uniform", "shared"}
+    with pytest.raises(ValueError, match="dense_bits must be in 1..16 or None, got 17"):
+        CompressConfig(dense_bits=17)
 
 
 def test_prune_only_checkpoint_round_trip(tmp_path, tiny_data):

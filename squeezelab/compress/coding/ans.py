@@ -20,6 +20,8 @@ decoded by another quantisation is refused rather than misread.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from squeezelab.compress.coding.sparse_index import pack_bits, unpack_bits
@@ -73,6 +75,12 @@ def _model(codes: np.ndarray):
     return _constriction().stream.model.Categorical(p, perfect=False)
 
 
+def uniform_table(num_symbols: int) -> np.ndarray:
+    """The length table of a uniform distribution over ``range(num_symbols)`` (a model the
+    decoder knows without a table in the file)."""
+    return np.ones(num_symbols, dtype=np.uint8)
+
+
 def pack_table(codes: np.ndarray) -> bytes:
     return pack_bits(np.asarray(codes, dtype=np.int64), TABLE_BITS)
 
@@ -95,15 +103,26 @@ def table_bytes(num_symbols: int) -> int:
 def ans_encode(symbols: np.ndarray, codes: np.ndarray) -> bytes:
     """``symbols`` (each present in ``codes``) as an rANS stream of little-endian 32-bit words;
     empty for no symbols."""
-    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
-    if symbols.size == 0:
-        return b""
-    codes = np.asarray(codes)
-    if symbols.min() < 0 or symbols.max() >= codes.size or not codes[symbols].all():
-        raise ValueError("every symbol must have a nonzero code in the length table")
-    coder = _constriction().stream.stack.AnsCoder()
-    coder.encode_reverse(symbols, _model(codes))
-    return coder.get_compressed().astype("<u4").tobytes()
+    return ans_encode_segments([(symbols, codes)])
+
+
+def ans_encode_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """One rANS stream of several segments, each ``(symbols, codes)``: its symbols under its own
+    length table (a context's model). ``ans_decode_segments`` reads them back in this order.
+    Empty for no symbols at all."""
+    coder = None
+    # rANS is a stack: the last segment pushed is the first popped, so push them in reverse
+    for symbols, codes in reversed(segments):
+        symbols = np.ascontiguousarray(symbols, dtype=np.int32)
+        if symbols.size == 0:
+            continue
+        codes = np.asarray(codes)
+        if symbols.min() < 0 or symbols.max() >= codes.size or not codes[symbols].all():
+            raise ValueError("every symbol must have a nonzero code in the length table")
+        if coder is None:
+            coder = _constriction().stream.stack.AnsCoder()
+        coder.encode_reverse(symbols, _model(codes))
+    return b"" if coder is None else coder.get_compressed().astype("<u4").tobytes()
 
 
 def ans_decode(data: bytes, codes: np.ndarray, count: int) -> np.ndarray:
@@ -114,24 +133,59 @@ def ans_decode(data: bytes, codes: np.ndarray, count: int) -> np.ndarray:
     them (the model gives absent symbols a sliver of probability): check the symbols against
     a checksum, as the .sqz reader does; checking each one here would cost a pass over them.
     """
-    if count == 0:
-        if data:
+    return ans_decode_segments(data, [(codes, count)])[0]
+
+
+def ans_decode_segments(data: bytes, segments: Sequence[tuple[np.ndarray, int]],
+                        ) -> list[np.ndarray]:
+    """The segments of an ``ans_encode_segments`` stream, each given as ``(codes, count)``:
+    ``count`` symbols (int32) under that length table; ``AnsError`` as ``ans_decode``."""
+    reader = AnsReader(data, sum(count for _, count in segments))
+    out = [reader.read(codes, count) for codes, count in segments]
+    reader.close()
+    return out
+
+
+class AnsReader:
+    """Reads an ``ans_encode_segments`` stream one segment at a time, for a decoder whose next
+    segment's table or count depends on the symbols before it. ``close()`` checks that the
+    stream ended exactly there; ``total`` (the symbols the caller expects in all, where known)
+    only sharpens error messages and the empty-stream check."""
+
+    def __init__(self, data: bytes, total: int | None = None) -> None:
+        self.total = total
+        if total == 0 and data:
             raise AnsError(f"{len(data)} bytes for no symbols")
-        return np.zeros(0, dtype=np.int32)
-    if len(data) % 4:  # (a stream of certain symbols may be empty)
-        raise AnsError(f"an ANS stream is whole 32-bit words, got {len(data)} bytes")
-    words = np.frombuffer(data, dtype="<u4")
-    if words.dtype != np.uint32:  # a big-endian machine
-        words = words.astype(np.uint32)
-    try:
-        coder = _constriction().stream.stack.AnsCoder(words)
-        symbols = coder.decode(_model(codes), count)
-    except ValueError as e:  # e.g. "never ends in a zero word"
-        raise AnsError(f"not an ANS stream: {e}") from None
-    if not coder.is_empty():
-        raise AnsError(f"the stream holds more than {count} symbols (damaged, or a wrong count)")
-    return np.asarray(symbols, dtype=np.int32)
+        if len(data) % 4:  # (a stream of certain symbols may be empty)
+            raise AnsError(f"an ANS stream is whole 32-bit words, got {len(data)} bytes")
+        words = np.frombuffer(data, dtype="<u4")
+        if words.dtype != np.uint32:  # a big-endian machine
+            words = words.astype(np.uint32)
+        self._words = words
+        self._coder = None
+
+    def read(self, codes: np.ndarray, count: int) -> np.ndarray:
+        """The next ``count`` symbols (int32), under the length table ``codes``."""
+        if count == 0:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            if self._coder is None:
+                self._coder = _constriction().stream.stack.AnsCoder(self._words)
+            return np.asarray(self._coder.decode(_model(codes), count), dtype=np.int32)
+        except ValueError as e:  # e.g. "never ends in a zero word"
+            raise AnsError(f"not an ANS stream: {e}") from None
+
+    def close(self) -> None:
+        if self._coder is None:
+            if self._words.size:
+                raise AnsError(f"{self._words.size * 4} bytes for no symbols")
+            return
+        if not self._coder.is_empty():
+            held = "" if self.total is None else f" {self.total}"
+            raise AnsError(f"the stream holds more than{held} symbols (damaged, or a wrong "
+                           "count)")
 
 
-__all__ = ["AnsError", "ans_decode", "ans_encode", "length_table", "pack_table", "table_bytes",
+__all__ = ["AnsError", "AnsReader", "ans_decode", "ans_decode_segments", "ans_encode",
+           "ans_encode_segments", "length_table", "pack_table", "table_bytes", "uniform_table",
            "unpack_table"]

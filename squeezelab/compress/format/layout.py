@@ -17,16 +17,26 @@ import numpy as np
 import torch
 
 from squeezelab.compress.coding.ans import table_bytes as ans_table_bytes
+from squeezelab.compress.coding.contexts import MAX_GROUPS
 from squeezelab.compress.coding.huffman import MAX_CODE_LENGTH
 from squeezelab.compress.coding.sparse_index import max_total
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
-VERSION = 3
+VERSION = 4
 # 1: plain JSON header; 2: zlib-compressed JSON header; 3: codebooks may be stored in float16
 # or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file),
-# and a shared entry's streams may be ANS-coded ("coder": "ans"; absent means Huffman)
-READ_VERSIONS = (1, 2, 3)
+# and a shared entry's streams may be ANS-coded ("coder": "ans"; absent means Huffman);
+# 4: the header gives each stream's length only (the streams follow each other in the
+# payload in entry order, STREAM_KEYS order within an entry: offsets were a fifth of a
+# compressed header), an ANS entry may code its indices in "index_contexts", and a float
+# tensor may be stored as "uniform" levels
+READ_VERSIONS = (1, 2, 3, 4)
+#: The payload streams of each encoding, in the order an entry's streams follow each other.
+STREAM_KEYS = {"dense": ("data",), "uniform": ("data",),
+               "shared": ("codebook", "index_table", "index", "gap_table", "gap")}
+#: A "uniform" entry's data: float32 low and step, then the bit-packed levels.
+UNIFORM_PREFIX = struct.Struct("<ff")
 #: The entropy coders of a shared entry's index and gap streams.
 CODERS = ("huffman", "ans")
 #: The precisions a file may store its floats in (dense float tensors and codebooks).
@@ -144,8 +154,55 @@ def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
         raise SqzFormatError(f"{source}: header is not valid UTF-8 JSON: {e}") from None
     payload = view[_PREFIX.size + header_len:body_end]
+    if version >= 4:
+        _offsets_from_lengths(header, len(payload), source)
     _check_header(header, len(payload), len(data), source)
     return version, header, payload
+
+
+def _offsets_from_lengths(header: Any, payload_size: int, source: str) -> None:
+    """Turn a version-4 header's stream lengths into the ``[offset, length]`` pairs of the
+    older versions, in place (the streams follow each other from the payload's start), so
+    that one set of checks serves every version; a length that is not one, or lengths that
+    do not add up to the payload, are refused here."""
+    tensors = header.get("tensors") if isinstance(header, dict) else None
+    if not isinstance(tensors, list):
+        return  # _check_header says what is wrong
+    offset = 0
+    for i, entry in enumerate(tensors):
+        if not isinstance(entry, dict):
+            return
+        encoding = entry.get("encoding")
+        for key in STREAM_KEYS.get(encoding, ()) if isinstance(encoding, str) else ():
+            length = entry.get(key)
+            if not _is_int(length) or length < 0:
+                raise SqzFormatError(
+                    f"{source}: tensor {i} ({str(entry.get('name'))[:80]!r}): {key!r} must be "
+                    f"a byte length (a non-negative int), got {str(length)[:80]}"
+                )
+            entry[key] = [offset, length]
+            offset += length
+    if offset != payload_size:
+        raise SqzFormatError(
+            f"{source}: the tensors' streams add up to {offset} bytes, the payload holds "
+            f"{payload_size}"
+        )
+
+
+def lengths_only(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of header entries with each ``[offset, length]`` stream reference cut to its
+    length, as version 4 stores them (the streams must follow each other in order)."""
+    out, offset = [], 0
+    for entry in entries:
+        entry = dict(entry)
+        for key in STREAM_KEYS[entry["encoding"]]:
+            start, length = entry[key]
+            if start != offset:
+                raise ValueError(f"{entry['name']}: {key} stream at {start}, not where the one "
+                                 f"before it ends ({offset})")
+            entry[key], offset = length, offset + length
+        out.append(entry)
+    return out
 
 
 def _inflate_header(raw: bytes, source: str) -> bytes:
@@ -247,10 +304,20 @@ def _check_header(header: Any, payload_size: int, file_size: int, source: str) -
                     f"{where}: {length} bytes of data, but shape {shape} in {dtype} needs "
                     f"{numel * itemsize}"
                 )
+        elif encoding == "uniform":
+            if dtype != "float32":
+                raise SqzFormatError(f"{where}: a uniform tensor loads as float32, got {dtype!r}")
+            bits = _get_int(entry, "bits", where, 1, 16)
+            _, length = _get_stream(entry, "data", where, payload_size)
+            need = UNIFORM_PREFIX.size + (numel * bits + 7) // 8
+            if length != need:
+                raise SqzFormatError(f"{where}: {length} bytes of data, but {numel} {bits}-bit "
+                                     f"levels need {need}")
         elif encoding == "shared":
             _check_shared_entry(entry, where, shape, numel, payload_size)
         else:
-            raise SqzFormatError(f"{where}: unknown encoding {encoding!r} (dense or shared)")
+            raise SqzFormatError(f"{where}: unknown encoding {encoding!r} (dense, uniform or "
+                                 "shared)")
 
 
 def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int):
@@ -274,12 +341,21 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
     coder = entry.get("coder", "huffman")
     if coder not in CODERS:
         raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
-    for key, nsym in (("index_table", index_symbols), ("gap_table", gap_symbols)):
+    contexts = 1
+    if "index_contexts" in entry:
+        if coder != "ans":
+            raise SqzFormatError(f"{where}: index contexts need the ans coder, not {coder!r}")
+        contexts = _get_int(entry, "index_contexts", where, 2,
+                            max(2, min(MAX_GROUPS, shape[0] if shape else 1)))
+    for key, nsym, tables in (("index_table", index_symbols, contexts),
+                              ("gap_table", gap_symbols, 1)):
         _, length = _get_stream(entry, key, where, payload_size)
-        need = (nsym * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(nsym)
+        need = tables * ((nsym * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(nsym))
         if length != need:
+            what = f"{tables} tables of " if tables > 1 else ""
             raise SqzFormatError(
-                f"{where}: {key} has {length} bytes, {nsym} {coder} table entries need {need}"
+                f"{where}: {key} has {length} bytes, {what}{nsym} {coder} table entries need "
+                f"{need}"
             )
     _, index_len = _get_stream(entry, "index", where, payload_size)
     _, gap_len = _get_stream(entry, "gap", where, payload_size)

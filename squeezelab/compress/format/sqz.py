@@ -7,14 +7,18 @@ Layout (integers little-endian)::
 
 The header is UTF-8 JSON, zlib-compressed since version 2 (a per-tensor JSON entry is about
 165 bytes, a tenth of a pruned 4-bit SqueezeNet's file; compressed it is a fifth of that).
-Version 1 files (plain JSON header) and version 2 files (float32 codebooks only) are still
-read. The CRC32 (``zlib.crc32``) covers header
-and payload. The header is self-describing: the registry model spec (``{"name", "kwargs"}``),
-class names, free ``meta`` (metrics, config), the payload size, and per state-dict tensor its
-name, shape, dtype and encoding:
+Versions 1 (plain JSON header), 2 (float32 codebooks only) and 3 (stream offsets in the header)
+are still read. The CRC32 (``zlib.crc32``) covers header and payload. The header is
+self-describing: the registry model spec (``{"name", "kwargs"}``), class names, free ``meta``
+(metrics, config), the payload size, and per state-dict tensor its name, shape, dtype and
+encoding, with the byte length of each of its streams (version 4; the streams follow each
+other in the payload, in entry order and ``layout.STREAM_KEYS`` order; before version 4 each
+was ``[offset, length]``):
 
-* ``"dense"``: raw little-endian bytes (biases, BatchNorm tensors, unshared weights);
-  ``data = [offset, length]`` into the payload.
+* ``"dense"``: raw little-endian bytes (biases, BatchNorm tensors, unshared weights): ``data``.
+* ``"uniform"`` (version 4, ``dense_bits``): a float tensor as ``bits``-bit levels between its
+  minimum and maximum (``uniform_levels.py``): ``data`` = float32 low and step, then the
+  bit-packed levels.
 * ``"shared"`` (a weight-shared Conv/Linear, see ``weight_sharing.py``): ``codebook``
   (``[2**weight_bits]`` in ``codebook_dtype``: float32 unless the file stores its floats in
   float16 or bfloat16, version 3), the cluster indices of the kept weights in flattened order,
@@ -25,8 +29,9 @@ name, shape, dtype and encoding:
   3 an entry with ``"coder": "ans"`` codes both streams with rANS instead (``ans.py``: the
   tables are 6-bit quarter-bit length codes, the streams 32-bit words) and carries
   ``symbols_crc32``, the CRC32 of its decoded index then gap symbols (int32, little-endian);
-  the writer picks, per layer, whichever coder gives fewer bytes (``streams.py`` codes and
-  decodes these two streams; this module is the container around them).
+  since version 4 such an entry may split its filters into ``index_contexts`` groups with a
+  table each (``contexts.py``). The writer picks, per layer, whichever coder gives fewer bytes
+  (``streams.py`` codes and decodes these streams; this module is the container around them).
 
 Reading checks every length, offset and count against the file before it is used
 (``layout.py`` holds the layout constants and those checks), so a damaged
@@ -52,7 +57,7 @@ import torch
 import torch.nn as nn
 
 from squeezelab.compress.coding.huffman import DEFAULT_LANE_SYMBOLS
-from squeezelab.compress.coding.sparse_index import decode_positions, encode_positions
+from squeezelab.compress.coding.sparse_index import encode_positions, pack_bits, unpack_bits
 from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-exported)
     _CRC,
     _DTYPE_NAMES,
@@ -65,11 +70,14 @@ from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-
     FORMAT,
     MAGIC,
     READ_VERSIONS,
+    UNIFORM_PREFIX,
     VERSION,
     SqzFormatError,
     _parse,
+    lengths_only,
 )
 from squeezelab.compress.format.streams import decode_streams, encode_streams, symbols_crc32
+from squeezelab.compress.quantization import uniform_levels
 from squeezelab.compress.quantization.weight_sharing import (
     dense_weight,
     index_dtype,
@@ -201,23 +209,36 @@ def _check_float_dtype(float_dtype: str) -> torch.dtype:
 
 
 @torch.no_grad()
-def round_stored_floats_(model: nn.Module, float_dtype: str) -> list[str]:
+def round_stored_floats_(model: nn.Module, float_dtype: str,
+                         dense_bits: int | None = None) -> list[str]:
     """Round, in place, the floats a .sqz file stores (biases, BatchNorm tensors, other dense
-    float tensors, codebooks) to ``float_dtype`` and back, so that the model computes exactly
-    what ``save_compressed(model, ..., float_dtype=float_dtype)`` followed by
-    ``load_compressed`` gives. Shared layers' weights are recomputed from the rounded codebooks.
-    Returns the keys rounded (none for float32)."""
+    float tensors, codebooks) as ``save_compressed(model, ..., float_dtype=float_dtype,
+    dense_bits=dense_bits)`` stores them, so that the model computes exactly what
+    ``load_compressed`` of that file gives: codebooks (and, without ``dense_bits``, the dense
+    floats) to ``float_dtype`` and back; with ``dense_bits``, the dense floats the file stores
+    as uniform levels (those where levels take fewer bytes) to their levels. Shared layers'
+    weights are recomputed from the rounded codebooks. Returns the keys rounded (none for
+    float32 without ``dense_bits``)."""
     dtype = _check_float_dtype(float_dtype)
     model = unwrap_model(model)
-    if dtype == torch.float32:
-        return []
-    keys = _stored_float_keys(model)
     state = model.state_dict()
+    keys = _stored_float_keys(model)
+    codebooks = {name[: -len("weight")] + "codebook" for name in shared_modules(model)}
+    rounded = []
     for key in keys:
-        state[key].copy_(state[key].to(dtype).to(state[key].dtype))
+        t = state[key]
+        if (dense_bits is not None and key not in codebooks
+                and _levels_pay(t.numel(), dense_bits, dtype)):
+            levels = uniform_levels.round_to_levels(t.detach().cpu().float().numpy(), dense_bits)
+            t.copy_(torch.from_numpy(levels).to(t.dtype))
+        elif dtype != torch.float32:
+            t.copy_(t.to(dtype).to(t.dtype))
+        else:
+            continue
+        rounded.append(key)
     for m in shared_modules(model).values():
         m.weight = dense_weight(m.codebook, m.weight_indices, m.weight_mask)
-    return keys
+    return rounded
 
 
 def _default_gap_bits(weight: torch.Size) -> int:
@@ -234,6 +255,7 @@ def save_compressed(
     lane_symbols: int = DEFAULT_LANE_SYMBOLS,
     float_dtype: str = "float32",
     coder: str = "auto",
+    dense_bits: int | None = None,
 ) -> Path:
     """Write ``model`` (a registry model, possibly weight-shared) to ``path`` as a .sqz file.
 
@@ -243,7 +265,11 @@ def save_compressed(
     the state dict is stored raw. ``float_dtype`` ("float16", "bfloat16") stores the floats
     (dense float tensors, codebooks) in half the bytes; the loaded model then computes what
     ``round_stored_floats_`` makes of this one. ``coder``: "huffman" (the paper's), "ans"
-    (rANS, ``coding/ans.py``), or "auto": per layer, whichever gives fewer bytes. The write is
+    (rANS, ``coding/ans.py``), or "auto": per layer, whichever gives fewer bytes.
+    ``dense_bits`` stores the dense float tensors as per-tensor uniform levels of that many
+    bits instead, each where that takes fewer bytes (``uniform_levels.py``; the loaded model
+    then computes what
+    ``round_stored_floats_(model, float_dtype, dense_bits)`` makes of this one). The write is
     atomic (temporary file + rename).
     """
     float_torch = _check_float_dtype(float_dtype)
@@ -271,6 +297,9 @@ def save_compressed(
             name = by_codebook[key]
             entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols,
                                           float_torch, coder))
+        elif (key not in skip and dense_bits is not None and tensor.is_floating_point()
+              and _levels_pay(tensor.numel(), dense_bits, float_torch)):
+            entries.append(_encode_uniform(key, tensor, dense_bits, payload))
         elif key not in skip:
             if tensor.is_floating_point() and float_torch != torch.float32:
                 tensor = tensor.to(float_torch)
@@ -286,7 +315,7 @@ def save_compressed(
         "meta": meta or {},
         "huffman_lane_symbols": lane_symbols,
         "payload_size": payload.size,
-        "tensors": entries,
+        "tensors": lengths_only(entries),
     }
     header_json = json.dumps(header, separators=(",", ":"), default=json_default).encode()
     header_bytes = zlib.compress(header_json, 9)
@@ -296,6 +325,24 @@ def save_compressed(
     path = Path(path)
     atomic_write_bytes(path, data)
     return path
+
+
+def _levels_pay(numel: int, bits: int, float_dtype: torch.dtype) -> bool:
+    """Whether ``bits``-bit levels (with their 8-byte low and step) store a tensor of ``numel``
+    values in fewer bytes than ``float_dtype`` does; a tiny tensor stays in ``float_dtype``."""
+    raw = numel * torch.empty(0, dtype=float_dtype).element_size()
+    return UNIFORM_PREFIX.size + (numel * bits + 7) // 8 < raw
+
+
+def _encode_uniform(name: str, tensor: torch.Tensor, bits: int,
+                    payload: _Payload) -> dict[str, Any]:
+    try:
+        low, step, levels = uniform_levels.quantize(tensor.detach().cpu().float().numpy(), bits)
+    except ValueError as e:
+        raise ValueError(f"tensor {name!r}: {e}") from None
+    data = UNIFORM_PREFIX.pack(low, step) + pack_bits(levels.ravel().astype(np.int64), bits)
+    return {"name": name, "shape": list(tensor.shape), "dtype": "float32",
+            "encoding": "uniform", "bits": bits, "data": payload.add(data)}
 
 
 def _encode_shared(
@@ -316,8 +363,15 @@ def _encode_shared(
     gaps, is_filler = encode_positions(mask, g)
     index_symbols = int(kept.max()) + 1 if kept.size else 0
     gap_symbols = int(gaps.max()) + 1 if gaps.size else 0
-    chosen, (index_table_bytes, index_data, gap_table_bytes, gap_data) = encode_streams(
-        kept, index_symbols, gaps, gap_symbols, coder, lane_symbols)
+    # the filter of each kept weight, and each filter's mean |weight|: what the ANS coder
+    # groups filters by for its index contexts
+    num_rows = shape[0] if shape else 1
+    rows = np.flatnonzero(mask) // max(1, mask.size // max(1, num_rows))
+    magnitude = np.abs(codebook.to(torch.float32).numpy())[kept]
+    row_scale = (np.bincount(rows, magnitude, minlength=num_rows)
+                 / np.maximum(np.bincount(rows, minlength=num_rows), 1))
+    streams = encode_streams(kept, index_symbols, gaps, gap_symbols, coder, lane_symbols,
+                             rows=rows, row_scale=row_scale)
     codebook_dtype, codebook_bytes = _raw_bytes(codebook)
     entry = {
         "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",
@@ -326,17 +380,19 @@ def _encode_shared(
         "num_fillers": int(is_filler.sum()),
         "codebook": payload.add(codebook_bytes),
         "index_symbols": index_symbols,
-        "index_table": payload.add(index_table_bytes),
-        "index": payload.add(index_data),
+        "index_table": payload.add(streams.index_table),
+        "index": payload.add(streams.index),
         "gap_symbols": gap_symbols,
-        "gap_table": payload.add(gap_table_bytes),
-        "gap": payload.add(gap_data),
+        "gap_table": payload.add(streams.gap_table),
+        "gap": payload.add(streams.gap),
     }
     if codebook_dtype != "float32":  # absent means float32, as in every version-2 file
         entry["codebook_dtype"] = codebook_dtype
-    if chosen == "ans":  # absent means Huffman, as in every version-2 file
+    if streams.coder == "ans":  # absent means Huffman, as in every version-2 file
         entry["coder"] = "ans"
         entry["symbols_crc32"] = symbols_crc32(kept, gaps)
+        if streams.index_contexts > 1:  # absent means one, as in every version-3 file
+            entry["index_contexts"] = streams.index_contexts
     return entry
 
 
@@ -364,6 +420,20 @@ def _dense_tensor(raw: memoryview, dtype: str, shape: list[int], where: str) -> 
     return t
 
 
+def _uniform_tensor(entry: dict[str, Any], payload: memoryview) -> torch.Tensor:
+    """A tensor stored as uniform levels (the data length was checked by ``_parse``)."""
+    off, length = entry["data"]
+    low, step = UNIFORM_PREFIX.unpack_from(payload, off)
+    if not (math.isfinite(low) and math.isfinite(step)):
+        raise SqzFormatError(f"layer {entry['name']!r}: uniform levels with a non-finite low "
+                             f"({low}) or step ({step})")
+    numel = math.prod(entry["shape"])
+    levels = unpack_bits(bytes(payload[off + UNIFORM_PREFIX.size:off + length]), entry["bits"],
+                         numel)
+    values = uniform_levels.dequantize(low, step, levels)
+    return torch.from_numpy(values.reshape(entry["shape"]))
+
+
 def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
     """Parse and decode a .sqz file (a path or its bytes) without building the model.
 
@@ -378,23 +448,15 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
             off, length = entry["data"]
             dense[entry["name"]] = _dense_tensor(payload[off:off + length], entry["dtype"],
                                                  entry["shape"], f"layer {entry['name']!r}")
+        elif entry["encoding"] == "uniform":
+            dense[entry["name"]] = _uniform_tensor(entry, payload)
         else:
             shared_entries.append(entry)
     decoded = decode_streams(shared_entries, payload, header["huffman_lane_symbols"])
     shared: dict[str, SharedTensor] = {}
     for entry in shared_entries:
         where = f"layer {entry['name']!r}"
-        symbols, gaps = decoded[entry["name"]]
-        numel = math.prod(entry["shape"])
-        try:
-            positions = decode_positions(gaps, entry["gap_bits"], numel)
-        except ValueError as e:
-            raise SqzFormatError(f"{where}: gap stream: {e}") from None
-        if positions.size != entry["nnz"]:
-            raise SqzFormatError(
-                f"{where}: gap stream gives {positions.size} kept weights, index stream "
-                f"{entry['nnz']}"
-            )
+        symbols, positions = decoded[entry["name"]]
         off, length = entry["codebook"]
         codebook = _dense_tensor(payload[off:off + length], entry.get("codebook_dtype", "float32"),
                                  [2 ** entry["weight_bits"]], where).to(torch.float32)

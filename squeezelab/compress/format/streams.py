@@ -1,50 +1,102 @@
 """The two streams of a weight-shared layer in a .sqz file, cluster indices and position gaps:
 coded with Huffman (the paper's) or rANS, whichever a writer asks for or, per layer, whichever is
-smaller; decoded back to symbols, Huffman streams all together in lanes, ANS streams one by one
-and checked against their CRC. ``sqz.py`` holds the container around them.
+smaller; decoded back to the kept weights' positions and cluster indices, Huffman streams all
+together in lanes, ANS streams one layer at a time and checked against their CRC. ``sqz.py``
+holds the container around them.
+
+Since version 4 an ANS layer may code its indices in *contexts* (``contexts.py``): its filters
+are split into ``index_contexts`` groups, each with its own length table. The index stream then
+holds, in decoding order, each filter's group (uniform over the groups) and the indices of each
+group in turn (in flattened order within the group); the reader decodes the gap stream first,
+since the positions say which filter every index belongs to.
 """
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from squeezelab.compress.coding.ans import (
     AnsError,
+    AnsReader,
     ans_decode,
     ans_encode,
+    ans_encode_segments,
     length_table,
     pack_table,
+    table_bytes,
+    uniform_table,
     unpack_table,
 )
+from squeezelab.compress.coding.contexts import group_rows
 from squeezelab.compress.coding.huffman import (
     HuffmanError,
     HuffmanTable,
     huffman_decode_many,
     huffman_encode,
 )
+from squeezelab.compress.coding.sparse_index import decode_positions
 from squeezelab.compress.format.layout import SqzFormatError
 
-Streams = tuple[bytes, bytes, bytes, bytes]  # index table, index stream, gap table, gap stream
+
+@dataclass
+class LayerStreams:
+    """What a shared layer's entry stores besides its codebook: the coder, its tables and
+    streams (in payload order), and how many index contexts (ANS only; 1 for none)."""
+
+    coder: str
+    index_table: bytes
+    index: bytes
+    gap_table: bytes
+    gap: bytes
+    index_contexts: int = 1
+
+    @property
+    def size(self) -> int:
+        return len(self.index_table) + len(self.index) + len(self.gap_table) + len(self.gap)
 
 
 def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_symbols: int,
-                   coder: str, lane_symbols: int) -> tuple[str, Streams]:
-    """(the coder used, its four byte strings) for a layer's kept indices and gaps; ``coder``
-    "auto" codes both ways and keeps the fewer bytes."""
-    streams: dict[str, Streams] = {}
+                   coder: str, lane_symbols: int, rows: np.ndarray | None = None,
+                   row_scale: np.ndarray | None = None) -> LayerStreams:
+    """A layer's kept cluster indices and position gaps, coded with ``coder`` ("auto": both
+    ways, keeping the fewer bytes). ``rows`` (the filter of each kept index) and ``row_scale``
+    (per filter, e.g. its mean |weight|) let the ANS coder group filters into index contexts;
+    without them it codes the indices with one table."""
+    options: list[LayerStreams] = []
     if coder in ("auto", "huffman"):
         index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
         gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
-        streams["huffman"] = (index_table.to_bytes(), index_data, gap_table.to_bytes(), gap_data)
+        options.append(LayerStreams("huffman", index_table.to_bytes(), index_data,
+                                    gap_table.to_bytes(), gap_data))
     if coder in ("auto", "ans"):
-        index_codes, gap_codes = length_table(kept, index_symbols), length_table(gaps, gap_symbols)
-        streams["ans"] = (pack_table(index_codes), ans_encode(kept, index_codes),
-                          pack_table(gap_codes), ans_encode(gaps, gap_codes))
-    chosen = min(streams, key=lambda c: sum(len(b) for b in streams[c]))
-    return chosen, streams[chosen]
+        gap_codes = length_table(gaps, gap_symbols)
+        index_table, index_data, contexts = _ans_index(kept, index_symbols, rows, row_scale)
+        options.append(LayerStreams("ans", index_table, index_data, pack_table(gap_codes),
+                                    ans_encode(gaps, gap_codes), contexts))
+    return min(options, key=lambda o: o.size)
+
+
+def _ans_index(kept: np.ndarray, index_symbols: int, rows: np.ndarray | None,
+               row_scale: np.ndarray | None) -> tuple[bytes, bytes, int]:
+    """(tables, stream, number of contexts) of a layer's indices under rANS."""
+    if rows is not None and row_scale is not None and kept.size:
+        counts = np.zeros((row_scale.size, index_symbols), dtype=np.int64)
+        np.add.at(counts, (rows, kept), 1)
+        num_groups, groups = group_rows(counts, row_scale)
+        if num_groups > 1:
+            context = groups[rows]
+            members = [kept[context == g] for g in range(num_groups)]
+            tables = [length_table(m, index_symbols) for m in members]
+            segments = [(groups, uniform_table(num_groups)), *zip(members, tables)]
+            return (b"".join(pack_table(t) for t in tables), ans_encode_segments(segments),
+                    num_groups)
+    codes = length_table(kept, index_symbols)
+    return pack_table(codes), ans_encode(kept, codes), 1
 
 
 def symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
@@ -55,8 +107,9 @@ def symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
 
 def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
                    lane_symbols: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{layer name: (index symbols, gap symbols)} of the shared ``entries`` (validated by
-    ``layout._parse``); ``SqzFormatError`` naming the layer and stream for a bad one."""
+    """{layer name: (cluster index of each kept weight, their increasing flat positions)} of
+    the shared ``entries`` (validated by ``layout._parse``); ``SqzFormatError`` naming the
+    layer and stream for a bad one."""
     decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     huffman_entries, streams = [], []
     for entry in entries:
@@ -85,28 +138,66 @@ def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
         count = entry["nnz"] if kind == "index" else entry["num_entries"]
         raise SqzFormatError(f"{what} of {count} entries: {e.detail}") from None
     for k, entry in enumerate(huffman_entries):
-        decoded[entry["name"]] = (symbol_lists[2 * k], symbol_lists[2 * k + 1])
+        decoded[entry["name"]] = (symbol_lists[2 * k], _positions(entry, symbol_lists[2 * k + 1]))
     return decoded
 
 
-def _decode_ans_entry(entry: dict[str, Any], payload: memoryview) -> tuple[np.ndarray, np.ndarray]:
-    """(index symbols, gap symbols) of an ANS-coded shared entry, checked against its CRC."""
+def _positions(entry: dict[str, Any], gaps: np.ndarray) -> np.ndarray:
+    """The flat positions a layer's gap symbols give, exactly ``nnz`` of them."""
     where = f"layer {entry['name']!r}"
-    out = []
-    for kind, nsym, count in (("index", entry["index_symbols"], entry["nnz"]),
-                              ("gap", entry["gap_symbols"], entry["num_entries"])):
-        t_off, t_len = entry[f"{kind}_table"]
-        s_off, s_len = entry[kind]
-        try:
-            codes = unpack_table(bytes(payload[t_off:t_off + t_len]), nsym)
-            out.append(ans_decode(bytes(payload[s_off:s_off + s_len]), codes, count)
-                       if count else np.zeros(0, dtype=np.int32))
-        except AnsError as e:
-            raise SqzFormatError(f"{where}: {kind} stream of {count} entries: {e}") from None
-    if symbols_crc32(*out) != entry["symbols_crc32"]:
+    try:
+        positions = decode_positions(gaps, entry["gap_bits"], math.prod(entry["shape"]))
+    except ValueError as e:
+        raise SqzFormatError(f"{where}: gap stream: {e}") from None
+    if positions.size != entry["nnz"]:
+        raise SqzFormatError(f"{where}: gap stream gives {positions.size} kept weights, index "
+                             f"stream {entry['nnz']}")
+    return positions
+
+
+def _decode_ans_entry(entry: dict[str, Any], payload: memoryview) -> tuple[np.ndarray, np.ndarray]:
+    """(index symbols, positions) of an ANS-coded shared entry, checked against its CRC."""
+    where = f"layer {entry['name']!r}"
+
+    def stream(key: str) -> bytes:
+        off, length = entry[key]
+        return bytes(payload[off:off + length])
+
+    try:
+        what = f"gap stream of {entry['num_entries']} entries"
+        gaps = ans_decode(stream("gap"), unpack_table(stream("gap_table"), entry["gap_symbols"]),
+                          entry["num_entries"])
+        positions = _positions(entry, gaps)
+        what = f"index stream of {entry['nnz']} entries"
+        symbols = _decode_ans_index(entry, stream("index_table"), stream("index"), positions)
+    except AnsError as e:
+        raise SqzFormatError(f"{where}: {what}: {e}") from None
+    if symbols_crc32(symbols, gaps) != entry["symbols_crc32"]:
         raise SqzFormatError(f"{where}: the decoded symbols do not match their CRC32 (a damaged "
                              "stream, a wrong count, or an ANS coder that models differently)")
-    return out[0], out[1]
+    return symbols, positions
 
 
-__all__ = ["decode_streams", "encode_streams", "symbols_crc32"]
+def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
+                      positions: np.ndarray) -> np.ndarray:
+    nsym, nnz = entry["index_symbols"], entry["nnz"]
+    contexts = entry.get("index_contexts", 1)
+    one = table_bytes(nsym)
+    codes = [unpack_table(tables[g * one:(g + 1) * one], nsym) for g in range(contexts)]
+    if contexts == 1:
+        return ans_decode(data, codes[0], nnz)
+    num_rows = entry["shape"][0]
+    # each filter's group first; how many indices each group has then follows from the
+    # groups and the positions
+    reader = AnsReader(data)
+    groups = reader.read(uniform_table(contexts), num_rows)
+    context = groups[positions // (math.prod(entry["shape"]) // num_rows)] if nnz else groups[:0]
+    symbols = np.empty(nnz, dtype=np.int32)
+    for g in range(contexts):
+        where = context == g
+        symbols[where] = reader.read(codes[g], int(where.sum()))
+    reader.close()
+    return symbols
+
+
+__all__ = ["LayerStreams", "decode_streams", "encode_streams", "symbols_crc32"]

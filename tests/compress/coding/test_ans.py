@@ -5,11 +5,15 @@ import pytest
 
 from squeezelab.compress.coding.ans import (
     AnsError,
+    AnsReader,
     ans_decode,
+    ans_decode_segments,
     ans_encode,
+    ans_encode_segments,
     length_table,
     pack_table,
     table_bytes,
+    uniform_table,
     unpack_table,
 )
 from squeezelab.compress.coding.huffman import huffman_encode
@@ -81,3 +85,26 @@ def test_streams_that_do_not_end_where_they_should_are_refused():
         unpack_table(pack_table(codes)[:-1], 16)
     with pytest.raises(AnsError, match="no symbol"):
         unpack_table(bytes(12), 16)
+
+
+def test_segments_each_under_their_own_table_read_back_in_order():
+    a, b = skewed(3_000, seed=1), skewed(2_000, seed=2)
+    ta, tb = length_table(a, 16), length_table(b, 16)
+    data = ans_encode_segments([(a, ta), (np.zeros(0, np.int64), ta), (b, tb)])
+    back = ans_decode_segments(data, [(ta, a.size), (ta, 0), (tb, b.size)])
+    assert np.array_equal(back[0], a) and back[1].size == 0 and np.array_equal(back[2], b)
+    # one stream of two segments is no larger than the two streams apart
+    assert len(data) <= len(ans_encode(a, ta)) + len(ans_encode(b, tb))
+    # the reader: a segment's count may be decided after the one before it is read
+    reader = AnsReader(data)
+    assert np.array_equal(reader.read(ta, a.size), a)
+    assert np.array_equal(reader.read(tb, b.size), b)
+    reader.close()
+    reader = AnsReader(data)
+    reader.read(ta, a.size)
+    with pytest.raises(AnsError, match="holds more than"):
+        reader.close()  # b is still in it
+    groups = np.array([2, 0, 1, 2])
+    assert np.array_equal(ans_decode(ans_encode(groups, uniform_table(3)), uniform_table(3), 4),
+                          groups)
+    assert len(ans_encode(groups, uniform_table(3))) == 4  # 4 * log2(3) bits: one word

@@ -1,11 +1,14 @@
 """Tests for the .sqz file: exact round trips of a pruned, weight-shared model, the size report,
 and a clear SqzFormatError for every kind of damaged or lying file."""
+import json
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import torch
-from sqz_helpers import TINY, edit_header, join, split, tiny_shared_model
+from sqz_helpers import TINY, context_shared_model, edit_header, join, split, tiny_shared_model
 
 from squeezelab import create_model
 from squeezelab.compress.coding.sparse_index import pack_bits
@@ -113,7 +116,7 @@ def test_bad_magic_version_and_crc(sqz_bytes):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
     with pytest.raises(SqzFormatError,
-                       match="format version 7; this squeezelab reads versions 1, 2, 3"):
+                       match="format version 7; this squeezelab reads versions 1, 2, 3, 4"):
         _load(join(header, payload, version=7))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10
@@ -235,8 +238,8 @@ def _ans_entry(h, name="features.4.expand3x3.weight"):
     (lambda h: _ans_entry(h).pop("symbols_crc32"), r"'symbols_crc32' must be an int"),
     (lambda h: _ans_entry(h).update(nnz=_ans_entry(h)["nnz"] - 1,
                                     num_fillers=_ans_entry(h)["num_fillers"] + 1),
-     r"layer 'features.4.expand3x3.weight': index stream of \d+ entries: the stream holds "
-     r"more than"),
+     r"layer 'features.4.expand3x3.weight': gap stream gives \d+ kept weights, index "
+     r"stream \d+"),
     (lambda h: _ans_entry(h).__setitem__("index", [_ans_entry(h)["index"][0], 6]),
      r"index stream of 6 bytes is not whole 32-bit ANS words"),
     (lambda h: _ans_entry(h).__setitem__("gap_table", [_ans_entry(h)["gap_table"][0], 1]),
@@ -245,8 +248,10 @@ def _ans_entry(h, name="features.4.expand3x3.weight"):
      r"'nnz' must be an int in \[0, 288\], got 1000000"),
 ])
 def test_lying_ans_headers_with_valid_crc(ans_bytes, edit, message):
+    # written as version 3 (stream offsets explicit): a version-4 file reaches the same checks
+    # once its lengths are offsets, and most lies there already break the lengths' sum
     with pytest.raises(SqzFormatError, match=message):
-        _load(edit_header(ans_bytes, edit))
+        _load(edit_header(ans_bytes, edit, version=3))
 
 
 def test_damaged_ans_stream_names_the_layer(ans_bytes):
@@ -273,9 +278,6 @@ def test_version_2_file_with_float32_codebooks_still_loads(shared_model, tmp_pat
 
 
 def test_compressed_header_that_is_not_zlib_or_expands_too_far(sqz_bytes):
-    import struct
-    import zlib
-
     payload = split(sqz_bytes)[1]
     for raw, match in ((b"not zlib at all", "header is not valid zlib data"),
                        (zlib.compress(b" " * (1 << 22), 9), "does not decompress within")):
@@ -287,9 +289,6 @@ def test_compressed_header_that_is_not_zlib_or_expands_too_far(sqz_bytes):
 
 
 def test_header_not_json_or_wrong_types(sqz_bytes):
-    import struct
-    import zlib
-
     body = b"{not json" + split(sqz_bytes)[1]
     bad = b"SQZ\x00" + struct.pack("<HI", 1, 9) + body + struct.pack("<I", zlib.crc32(body))
     with pytest.raises(SqzFormatError, match="header is not valid UTF-8 JSON"):
@@ -360,8 +359,41 @@ def _dense_entry(h, name="features.1.running_var"):
     (lambda h: h.update(payload_size=5), r"header says the payload has 5 bytes"),
 ])
 def test_lying_headers_with_valid_crc(sqz_bytes, edit, message):
+    # version 3, as test_lying_ans_headers_with_valid_crc
     with pytest.raises(SqzFormatError, match=message):
-        _load(edit_header(sqz_bytes, edit))
+        _load(edit_header(sqz_bytes, edit, version=3))
+
+
+def test_version_4_stream_lengths_must_be_lengths_that_add_up(sqz_bytes):
+    """Version 4 stores lengths only; the reader turns them into offsets and refuses lengths
+    that are not ints or do not add up to the payload. Lengths that add up but are swapped
+    still meet the per-stream checks."""
+    header, payload = split(sqz_bytes)
+    assert sqz_bytes[4:6] == b"\x04\x00"
+    raw = json.loads(zlib.decompress(sqz_bytes[10:10 + struct.unpack_from("<I", sqz_bytes, 6)[0]]))
+    i, first = next((i, e) for i, e in enumerate(raw["tensors"]) if e["encoding"] == "dense")
+    assert isinstance(first["data"], int)  # a length, not [offset, length]
+
+    def with_lengths(fn):
+        h = json.loads(json.dumps(raw))
+        fn(h)
+        body = zlib.compress(json.dumps(h).encode()) + payload
+        return (b"SQZ\x00" + struct.pack("<HI", 4, len(body) - len(payload)) + body
+                + struct.pack("<I", zlib.crc32(body)))
+
+    with pytest.raises(SqzFormatError, match=rf"tensor {i} \('{first['name']}'\): 'data' must "
+                                             r"be a byte length \(a non-negative int\), got \["):
+        _load(with_lengths(lambda h: h["tensors"][i].update(data=[0, first["data"]])))
+    with pytest.raises(SqzFormatError, match=r"streams add up to \d+ bytes, the payload holds"):
+        _load(with_lengths(lambda h: h["tensors"][i].update(data=first["data"] + 4)))
+
+    def swap(h):
+        e = _shared_entry(h)
+        e["index_table"], e["index"] = e["index"], e["index_table"]
+
+    with pytest.raises(SqzFormatError, match=r"layer 'features.4.expand3x3.weight': index_table "
+                                             r"has \d+ bytes"):
+        _load(with_lengths(swap))
 
 
 def test_corrupt_streams_name_the_layer(sqz_bytes):
@@ -391,3 +423,140 @@ def test_atomic_write_leaves_no_temp_files(shared_model, tmp_path):
     save_compressed(shared_model, tmp_path / "a.sqz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sqz"]
     assert np.frombuffer((tmp_path / "a.sqz").read_bytes()[:4], np.uint8).tobytes() == b"SQZ\0"
+
+
+@pytest.fixture(scope="module")
+def context_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqz") / "ctx.sqz"
+    save_compressed(context_shared_model(), path, coder="ans")
+    return path.read_bytes()
+
+
+def _context_entry(h):
+    return next(t for t in h["tensors"] if t.get("index_contexts", 1) > 1)
+
+
+def test_index_contexts_round_trip_exactly_and_code_smaller_than_one_table(context_bytes):
+    """Filters of very different scales: the ANS coder groups them (version 4), the file
+    loads bit-exactly, and the grouped indices cost fewer bytes than one table would."""
+    from squeezelab.compress.coding.ans import ans_encode, length_table, table_bytes
+
+    model = context_shared_model()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_compressed(context_bytes)(x), model(x))
+    sqz = read_sqz(context_bytes)
+    entry = _context_entry(sqz.header)
+    contexts = entry["index_contexts"]
+    assert 2 <= contexts <= entry["shape"][0]
+    assert entry["index_table"][1] == contexts * table_bytes(entry["index_symbols"])
+    kept = sqz.shared[entry["name"]].symbols
+    one_table = len(ans_encode(kept, length_table(kept, entry["index_symbols"])))
+    assert entry["index"][1] + entry["index_table"][1] < one_table + table_bytes(
+        entry["index_symbols"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: _context_entry(h).__setitem__("index_contexts", 1),
+     r"'index_contexts' must be an int in \[2, 16\], got 1"),
+    (lambda h: _context_entry(h).__setitem__("index_contexts", 17),
+     r"'index_contexts' must be an int in \[2, 16\], got 17"),
+    (lambda h: _context_entry(h).__setitem__("coder", "huffman"),
+     r"index contexts need the ans coder, not 'huffman'"),
+    (lambda h: _context_entry(h).__setitem__("index_contexts",
+                                             _context_entry(h)["index_contexts"] + 1),
+     r"index_table has \d+ bytes, \d+ tables of 16 ans table entries need"),
+])
+def test_lying_index_contexts(context_bytes, edit, message):
+    with pytest.raises(SqzFormatError, match=message):
+        _load(edit_header(context_bytes, edit, version=3))
+
+
+def test_damaged_context_stream_names_the_layer(context_bytes):
+    header, payload = split(context_bytes)
+    entry = _context_entry(header)
+    off, length = entry["index"]
+    for damage in (b"\x00" * length, b"\x5a" * length, bytes(reversed(payload[off:off + length]))):
+        damaged = bytearray(payload)
+        damaged[off:off + length] = damage
+        with pytest.raises(SqzFormatError, match=rf"layer '{entry['name']}': "
+                                                 r"(index stream|the decoded symbols)"):
+            _load(join(header, bytes(damaged)))
+
+
+def test_version_3_file_with_stream_offsets_still_loads(ans_bytes):
+    """A version-3 file states each stream as [offset, length]; it reads as before."""
+    header, payload = split(ans_bytes)
+    v3 = join(header, payload, version=3)
+    assert v3[4:6] == b"\x03\x00" and read_sqz(v3).version == 3
+    a, b = read_sqz(v3).state_dict(), read_sqz(ans_bytes).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dense_floats_as_uniform_levels(shared_model, tmp_path):
+    """dense_bits stores every dense float tensor as bit-packed levels (float32 low and step
+    first); integer tensors stay raw; the loaded model computes what round_stored_floats_
+    makes of the in-memory one, and each level is within half a step of the true value."""
+    import copy
+
+    from squeezelab.compress.quantization.uniform_levels import quantize, round_to_levels
+
+    path = save_compressed(shared_model, tmp_path / "u.sqz", dense_bits=6)
+    sqz = read_sqz(path)
+    state = shared_model.state_dict()
+    uniform = [e for e in sqz.entries if e["encoding"] == "uniform"]
+    # levels where 8 bytes + 6 bits a value beat 4 bytes a value: above one value
+    assert uniform and {e["name"] for e in uniform} == {
+        e["name"] for e in sqz.entries if e["encoding"] != "shared"
+        and state[e["name"]].is_floating_point() and state[e["name"]].numel() > 2}
+    for e in uniform:
+        n = state[e["name"]].numel()
+        assert e["bits"] == 6 and e["data"][1] == 8 + (n * 6 + 7) // 8
+        true = state[e["name"]].numpy()
+        _, step, _ = quantize(true, 6)
+        assert np.abs(sqz.dense[e["name"]].numpy() - true).max() <= step / 2 + 1e-6
+    assert all(sqz.dense[e["name"]].dtype == state[e["name"]].dtype for e in sqz.entries
+               if e["encoding"] == "dense")  # num_batches_tracked: raw int64
+    rounded = copy.deepcopy(shared_model)
+    keys = round_stored_floats_(rounded, "float32", dense_bits=6)
+    assert set(keys) == {e["name"] for e in uniform}  # float32 codebooks are not rounded
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_compressed(path)(x), rounded.eval()(x))
+    # a constant tensor is one level; 16 bits are near float32; bad bits are refused
+    assert np.array_equal(round_to_levels(np.full(5, 0.3, np.float32), 4), np.full(5, 0.3,
+                                                                                   np.float32))
+    v = np.random.default_rng(0).normal(size=100).astype(np.float32)
+    assert np.abs(round_to_levels(v, 16) - v).max() < 1e-3
+    with pytest.raises(ValueError, match=r"bits must be an int in \[1, 16\], got 0"):
+        save_compressed(shared_model, tmp_path / "bad.sqz", dense_bits=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        quantize(np.array([1.0, np.inf]), 8)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: _uniform_entry(h).__setitem__("bits", 17),
+     r"'bits' must be an int in \[1, 16\], got 17"),
+    (lambda h: _uniform_entry(h).__setitem__("bits", 7),
+     r"\d+ bytes of data, but \d+ 7-bit levels need \d+"),
+    (lambda h: _uniform_entry(h).__setitem__("dtype", "float16"),
+     r"a uniform tensor loads as float32, got 'float16'"),
+])
+def test_lying_uniform_entries(shared_model, tmp_path, edit, message):
+    data = save_compressed(shared_model, tmp_path / "u.sqz", dense_bits=8).read_bytes()
+    with pytest.raises(SqzFormatError, match=message):
+        _load(edit_header(data, edit, version=3))
+
+
+def test_non_finite_uniform_step_is_refused(shared_model, tmp_path):
+    data = save_compressed(shared_model, tmp_path / "u.sqz", dense_bits=8).read_bytes()
+    header, payload = split(data)
+    off = _uniform_entry(header)["data"][0]
+    bad = bytearray(payload)
+    bad[off + 4:off + 8] = struct.pack("<f", float("nan"))
+    with pytest.raises(SqzFormatError, match="uniform levels with a non-finite"):
+        _load(join(header, bytes(bad)))
+
+
+def _uniform_entry(h):
+    return next(t for t in h["tensors"] if t["encoding"] == "uniform")

@@ -7,7 +7,7 @@ import time
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqz_helpers import edit_header, join, split, tiny_shared_model
+from sqz_helpers import context_shared_model, edit_header, join, split, tiny_shared_model
 
 from squeezelab.compress.format.sqz import (
     SqzFormatError,
@@ -17,7 +17,8 @@ from squeezelab.compress.format.sqz import (
 
 _FIELDS = ["name", "shape", "dtype", "encoding", "data", "weight_bits", "gap_bits", "nnz",
            "num_entries", "num_fillers", "codebook", "index_symbols", "index_table", "index",
-           "gap_symbols", "gap_table", "gap", "coder", "symbols_crc32", "codebook_dtype"]
+           "gap_symbols", "gap_table", "gap", "coder", "symbols_crc32", "codebook_dtype",
+           "index_contexts", "bits"]
 _TOP_FIELDS = ["format", "model", "class_names", "meta", "huffman_lane_symbols",
                "payload_size", "tensors"]
 
@@ -40,9 +41,14 @@ def _valid_file(coder: str = "huffman") -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tiny.sqz"
         # 2-bit gaps and 16-symbol lanes: many fillers and many lanes in a small file; the ANS
-        # file also stores its floats in float16 (every version-3 field present)
-        save_compressed(tiny_shared_model(seed=1), path, gap_bits=2, lane_symbols=16,
-                        coder=coder, float_dtype="float16" if coder == "ans" else "float32")
+        # file also stores its codebooks in float16, its biases and BatchNorm tensors as 8-bit
+        # levels, and codes a layer's indices in contexts (every version-3 and version-4
+        # field present)
+        ans = coder == "ans"
+        model = context_shared_model() if ans else tiny_shared_model(seed=1)
+        save_compressed(model, path, gap_bits=2, lane_symbols=16, coder=coder,
+                        float_dtype="float16" if ans else "float32",
+                        dense_bits=8 if ans else None)
         return path.read_bytes()
 
 
@@ -67,7 +73,7 @@ def _mutate(data: bytes, draw) -> bytes:
         out = bytearray(payload)
         for pos in draw(st.lists(st.integers(0, len(out) - 1), min_size=1, max_size=6)):
             out[pos] = draw(st.integers(0, 255))
-        return join(header, bytes(out))
+        return join(header, bytes(out), version=draw(st.sampled_from([3, 4])))
     if kind == "kwargs":
         key = draw(st.sampled_from(["num_classes", "num_fire", "stem_channels", "fire_config",
                                     "batch_norm", "dropout", "pool_after", "activation"]))
@@ -86,7 +92,8 @@ def _mutate(data: bytes, draw) -> bytes:
                 v + draw(st.integers(-3, 3)) if isinstance(v, int) else v for v in value]
         else:
             entry[field] = draw(_values)
-    return join(header, payload)
+    # a version-3 header states each stream's offset, a version-4 one its length only
+    return join(header, payload, version=draw(st.sampled_from([3, 4])))
 
 
 def test_valid_files_load():
@@ -95,6 +102,8 @@ def test_valid_files_load():
     shared = [e for e in split(_valid_file("ans"))[0]["tensors"] if e["encoding"] == "shared"]
     assert shared and all(e["coder"] == "ans" and e["codebook_dtype"] == "float16"
                           for e in shared)
+    assert any(e.get("index_contexts", 1) > 1 for e in shared)
+    assert any(e["encoding"] == "uniform" for e in split(_valid_file("ans"))[0]["tensors"])
 
 
 @settings(max_examples=2000, deadline=None, derandomize=True,

@@ -1,0 +1,56 @@
+"""Index contexts (compress/coding/contexts.py): filters grouped by their cluster-index
+histograms when the groups' tables pay for themselves, one group when they do not."""
+import math
+
+import numpy as np
+
+from squeezelab.compress.coding.contexts import MAX_GROUPS, group_rows
+
+
+def _entropy_bits(counts):
+    c = counts[counts > 0]
+    return float(-(c * np.log2(c / c.sum())).sum())
+
+
+def _rows(rng, n, p, per_row=400):
+    return np.stack([rng.multinomial(per_row, p) for _ in range(n)])
+
+
+def test_two_kinds_of_filter_are_found_and_code_smaller():
+    rng = np.random.default_rng(0)
+    narrow = np.array([0.05, 0.4, 0.4, 0.05, 0.025, 0.025, 0.025, 0.025])  # small weights
+    wide = np.array([0.025, 0.025, 0.025, 0.025, 0.05, 0.4, 0.4, 0.05])  # large weights
+    counts = np.concatenate([_rows(rng, 30, narrow), _rows(rng, 20, wide)])
+    order = rng.permutation(50)
+    counts, kind = counts[order], (order >= 30).astype(int)
+    n, groups = group_rows(counts, scale=kind + rng.random(50) * 0.1)
+    assert n == 2 and groups.shape == (50,)
+    # the groups are the two kinds (whichever number each got)
+    assert len({(k, g) for k, g in zip(kind, groups)}) == 2
+    one_table = _entropy_bits(counts.sum(0))
+    two_tables = sum(_entropy_bits(counts[groups == g].sum(0)) for g in range(2))
+    assert two_tables < 0.8 * one_table
+    # without a scale to start from, the rows' cost under one table orders them as well
+    n, groups = group_rows(counts)
+    assert n == 2 and len({(k, g) for k, g in zip(kind, groups)}) == 2
+
+
+def test_one_group_when_the_filters_look_alike_or_are_few():
+    rng = np.random.default_rng(1)
+    p = np.full(16, 1 / 16)
+    n, groups = group_rows(_rows(rng, 40, p))
+    assert n == 1 and not groups.any()
+    n, groups = group_rows(_rows(rng, 1, p))
+    assert n == 1 and groups.tolist() == [0]
+    n, groups = group_rows(np.zeros((0, 16)))
+    assert n == 1 and groups.size == 0
+
+
+def test_group_numbers_are_compact_and_bounded():
+    rng = np.random.default_rng(2)
+    counts = np.concatenate([_rows(rng, 8, np.eye(16)[k] * 0.9 + 0.1 / 16, per_row=300)
+                             for k in range(6)])
+    n, groups = group_rows(counts, scale=np.repeat(np.arange(6), 8).astype(float))
+    assert 2 <= n <= MAX_GROUPS
+    assert sorted(set(groups.tolist())) == list(range(n))
+    assert math.isclose(np.bincount(groups).sum(), 48)

@@ -26,19 +26,28 @@ PREDICT_BATCH = 256
 
 
 class OnnxModel(nn.Module):
-    """An ONNX file run by onnxruntime (CPU) behind the ``nn.Module`` interface that
-    ``predict`` and ``evaluate`` use: fp32 (N, C, H, W) in, logits out."""
+    """An ONNX model (a file, or the bytes of one) run by onnxruntime (CPU) behind the
+    ``nn.Module`` interface that ``predict`` and ``evaluate`` use: fp32 (N, C, H, W) in, logits
+    out. ``threads``: onnxruntime's intra-op threads (default: its own choice)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None):
         super().__init__()
         from squeezelab.extras import import_extra
 
-        ort = import_extra("onnxruntime", f"running {path}")
+        what = "an ONNX model" if isinstance(source, bytes) else str(source)
+        ort = import_extra("onnxruntime", f"running {what}")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                source if isinstance(source, bytes) else str(source), options,
+                providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for a damaged file
-            raise ValueError(f"{path} is not a readable ONNX model: {e}") from None
+            raise ValueError(f"{what} is not a readable ONNX model: {e}") from None
         self.input_name = self.session.get_inputs()[0].name
+        #: bytes of the ONNX model (what would ship as a file)
+        self.size_bytes = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.detach().float().contiguous().cpu().numpy()
@@ -60,15 +69,20 @@ class OnnxModel(nn.Module):
         return meta
 
 
-def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | os.PathLike, *, int8: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, meta) from a checkpoint, a run directory, a ``.sqz`` file or an
     ``.onnx`` file (run by onnxruntime). Checkpoints of masked, weight-shared or quantized
     models (``squeezelab prune / quantize -o``) are rebuilt by ``load_compressible``.
+    ``int8``: a ``.sqz`` file that carries an int8 calibration (``compress
+    --int8-calibration``) runs as int8 through onnxruntime (``squeezelab.int8``).
 
     The meta holds the model spec (``model``), ``class_names``, the training ``config`` and the
     preprocessing record, whichever kind of file it came from (as far as it records them).
     """
     p = Path(path)
+    if int8 and p.suffix != ".sqz":
+        raise ValueError(f"{p}: int8 runs a .sqz file that carries an int8 calibration "
+                         "(squeezelab compress ... --int8-calibration 512)")
     if p.suffix == ".onnx":
         if not p.is_file():
             raise FileNotFoundError(f"{p} does not exist")
@@ -85,6 +99,13 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         meta = header.get("meta", {})
         # "config" (the data the model was fine-tuned on) comes from the compression record
         train_cfg = (meta.get("compress_config") or {}).get("train") or {}
+        if int8:
+            if "int8" not in meta:
+                raise ValueError(f"{p} carries no int8 calibration: compress it with "
+                                 "--int8-calibration 512 (squeezelab compress)")
+            from squeezelab.int8 import quantize
+
+            model = quantize(model, meta["int8"])
         return model, {**meta, "config": meta.get("config") or train_cfg,
                        "model": header["model"], "class_names": header.get("class_names")}
     from squeezelab.checkpoint import resolve_checkpoint

@@ -167,3 +167,33 @@ def test_sqz_entropy_benchmark_bounds_the_coded_streams(tmp_path, monkeypatch):
     # rANS reaches the static entropy within its table's quarter-bit rounding and flushes
     assert totals["index_static"] <= now["index"] <= 1.02 * totals["index_static"] + 200
     assert totals["positions_static"] > 0 and totals["index_given_previous_index"] > 0
+
+
+def test_int8_speed_benchmark_times_every_way_of_running_the_model(ckpt, cifar_tree, tmp_path,
+                                                                    monkeypatch):
+    """The int8 benchmark on a tiny compressed model with an int8 calibration: a row for each
+    runtime, the file's int8 row built from the file alone, every top-1 a real score."""
+    import sys
+
+    from squeezelab.workflows.deep_compression import CompressConfig, compress
+
+    sqz = tmp_path / "m.sqz"
+    compress(ckpt, CompressConfig.from_dict({
+        "prune": {"sparsity": 0.5}, "retrain_epochs": 0, "centroid_epochs": 0,
+        "sharing": {"bits": 4}, "int8_calibration": 32,
+        "train": {"data": str(cifar_tree), "limit_test": 40, "precision": "fp32",
+                  "progress": False}}), sqz, log=lambda m: None)
+    out = tmp_path / "int8.json"
+    monkeypatch.setattr(sys, "argv", ["int8_speed.py", str(sqz), ckpt, "--limit-test", "40",
+                                      "--calibration", "32", "--threads", "1", "-o", str(out)])
+    load_benchmark("int8_speed").main()
+    result = json.loads(out.read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    assert list(rows) == ["dense, PyTorch eager fp32", "dense, ONNX Runtime fp32",
+                          "dense, ONNX Runtime static int8 (QDQ)", "m.sqz, PyTorch eager fp32",
+                          "m.sqz, int8 from the file"]
+    assert rows["dense, ONNX Runtime fp32"]["top1"] == rows["dense, PyTorch eager fp32"]["top1"]
+    assert rows["m.sqz, int8 from the file"]["bytes"] == sqz.stat().st_size
+    assert all(r["latency_b1_ms"] > 0 and r["throughput_b64"] > 0 and 0 <= r["top1"] <= 1
+               for r in rows.values())
+    assert result["test_images"] == 40

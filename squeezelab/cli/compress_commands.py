@@ -85,6 +85,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float-dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="precision of the floats the file stores (biases, BatchNorm, "
                    "codebooks); the reported top-1 is scored after rounding to it")
+    p.add_argument("--int8-calibration", type=int, default=None, metavar="IMAGES",
+                   help="measure activation ranges on this many training images and store them "
+                   "in the file, so that it runs as int8 (eval --int8; e.g. 512)")
     p.add_argument("--dense-bits", type=int, default=None,
                    help="store biases and BatchNorm tensors as uniform levels of this many "
                    "bits (e.g. 8); the reported top-1 is scored after rounding to them")
@@ -213,7 +216,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 _COMPRESS_FLAGS = ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
                    "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm",
-                   "coder", "float_dtype", "dense_bits")
+                   "coder", "float_dtype", "dense_bits", "int8_calibration")
 
 
 def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -48,6 +48,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        formatter_class=DefaultsHelpFormatter)
     p.add_argument("checkpoint", help=MODEL_PATH_HELP)
     add_eval_data_flags(p, "the data the model was trained on, else CIFAR-10")
+    p.add_argument("--int8", action="store_true",
+                   help="run a .sqz file as int8 through onnxruntime, with the activation "
+                   "ranges it carries (compress --int8-calibration)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="paired top-1 of two models on the same images: is B "
@@ -164,7 +167,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from squeezelab.inference import load_model
     from squeezelab.train.evaluate import evaluate_data
 
-    model, meta = load_model(args.checkpoint)
+    if args.int8 and args.precision != "fp32":
+        raise ValueError(f"--int8 runs its own int8 kernels: --precision {args.precision} does "
+                         "not apply (leave it at fp32)")
+    model, meta = load_model(args.checkpoint, int8=args.int8)
     source, data = eval_data(args, meta)
     check_model_fits(args.checkpoint, meta, source, data)
     protocol = eval_protocol(args, meta)

@@ -101,6 +101,10 @@ class CompressConfig(ConfigBase):
     dense_bits: store the dense floats (biases, BatchNorm tensors) as per-tensor uniform
         levels of this many bits (``uniform_levels.py``; None: in ``float_dtype``). Rounded
         before the last evaluation too.
+    int8_calibration: measure the activation ranges of the final model on this many training
+        images and store them in the file (``squeezelab.int8``), so that the file alone runs
+        as int8 (``load_model(path, int8=True)``, ``eval --int8``); the int8 model is scored
+        as the pipeline's last step. 0: no calibration.
     train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
         limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
 
@@ -125,6 +129,7 @@ class CompressConfig(ConfigBase):
     coder: str = "auto"
     float_dtype: str = "float32"
     dense_bits: int | None = None
+    int8_calibration: int = 0
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -161,6 +166,7 @@ class CompressConfig(ConfigBase):
             _check_int("dense_bits", self.dense_bits, 1)
             if self.dense_bits > 16:
                 raise ValueError(f"dense_bits must be in 1..16 or None, got {self.dense_bits}")
+        _check_int("int8_calibration", self.int8_calibration, 0)
         if not isinstance(self.train, Mapping):
             raise ValueError(f"train must be a mapping of TrainConfig fields, got "
                              f"{type(self.train).__name__}")
@@ -298,6 +304,14 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
+def _calibration_images(train, count: int) -> torch.Tensor:
+    """``count`` training images (a fixed random choice), normalised as the model sees them."""
+    from squeezelab.data.preprocess import Preprocess
+
+    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[:count]
+    return Preprocess.from_data(train).normalize(train.images[pick])
+
+
 def _rounding_step(config: CompressConfig) -> str:
     """The pipeline step that rounds the stored floats: "float16_floats", "dense_8bit", or
     "float16_floats+dense_8bit"."""
@@ -309,10 +323,12 @@ def _rounding_step(config: CompressConfig) -> str:
 
 def _record(steps: list, step: str, model: nn.Module, data, log: Callable[[str], None],
             protocol: EvalProtocol | None = None, **extra: Any) -> dict[str, Any]:
-    # outside a forward, a shared layer's .weight holds its last dense weight: refresh it so
-    # sparsity counts what the model computes with
-    refresh_shared(model)
-    rec = {"step": step, **extra, "sparsity": weight_sparsity(model)}
+    rec = {"step": step, **extra}
+    if "sparsity" not in rec:  # (an int8 ONNX Runtime model has no torch weights to count)
+        # outside a forward, a shared layer's .weight holds its last dense weight: refresh it
+        # so sparsity counts what the model computes with
+        refresh_shared(model)
+        rec["sparsity"] = weight_sparsity(model)
     protocol = protocol or EvalProtocol()
     if data is not None:
         rec.update(evaluate_top1(model, data[1], protocol))
@@ -539,6 +555,11 @@ def compress(
         # how inputs are prepared: those of the images it was fine-tuned and scored on
         **Preprocess.from_data(data[0]).to_meta(),
     }
+    if config.int8_calibration:
+        from squeezelab.int8 import calibrate
+
+        meta["int8"] = calibrate(model, _calibration_images(data[0], config.int8_calibration))
+        log(f"int8: activation ranges measured on {meta['int8']['images']} training images")
     save_compressed(model, output_path, class_names=class_names, meta=meta,
                     gap_bits=config.gap_bits, float_dtype=config.float_dtype,
                     coder=config.coder, dense_bits=config.dense_bits)
@@ -550,6 +571,12 @@ def compress(
             f"{output_path}: the loaded file scores top-1 {loaded_rec['top1']:.6f}, the "
             f"in-memory model {final['top1']:.6f}; the file does not reproduce the model")
     steps.append(loaded_rec)
+    if config.int8_calibration:
+        from squeezelab.int8 import quantize
+
+        # what the file gives as int8 (an ONNX Runtime model: scored like any other)
+        _record(steps, "int8", quantize(loaded_model, meta["int8"]), data, log, protocol,
+                sparsity=loaded_rec["sparsity"])
     try:
         import zstandard  # noqa: F401  (the fp32 baselines need it)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from squeezelab.cli import main
-from squeezelab.compress import load_compressed, load_compressible, read_sqz
+from squeezelab.compress import load_compressed, load_compressible, read_sqz, save_compressed
 from squeezelab.train import TrainConfig, train
 
 TINY = {"fire_config": [[4, 8, 8]] * 8, "stem_channels": 16}
@@ -516,3 +516,31 @@ def test_prune_drop_fires_removes_whole_fires(tmp_path, ckpt, capsys, monkeypatc
     assert main(["prune", ckpt, "--drop-fires", "1", "--sparsity", "0.5", "-o",
                  str(tmp_path / "x")]) == 2
     assert "--drop-fires removes whole Fire modules" in capsys.readouterr().err
+
+
+def test_compress_int8_calibration_then_eval_int8(tmp_path, ckpt, capsys, monkeypatch):
+    """--int8-calibration stores activation ranges in the file (with 8-bit dense levels and
+    half-precision codebooks beside); the pipeline scores the file as int8 last, and eval
+    --int8 runs the file alone as int8 to the same top-1 on the same images."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "q.sqz"
+    assert main(["compress", ckpt, "-o", str(out), "--sparsity", "0.5", "--retrain-epochs", "0",
+                 "--conv-bits", "4", "--centroid-epochs", "0", "--precision", "fp32",
+                 "--float-dtype", "float16", "--dense-bits", "8", "--int8-calibration", "64",
+                 *SMALL_DATA]) == 0
+    text = capsys.readouterr().out
+    assert "int8: activation ranges measured on 64 training images" in text
+    summary = json.loads((tmp_path / "q.summary.json").read_text())
+    steps = [s["step"] for s in summary["steps"]]
+    assert steps[-3:] == ["float16_floats+dense_8bit", "loaded", "int8"]
+    int8_top1 = summary["steps"][-1]["top1"]
+    assert abs(int8_top1 - summary["final_top1"]) <= 0.1  # 50 images: 5 may flip
+    assert read_sqz(out).meta["int8"]["images"] == 64
+    assert main(["eval", str(out), "--int8", "--limit", "50"]) == 0
+    assert f"top-1 {int8_top1:.4f}" in capsys.readouterr().out
+    assert main(["eval", str(out), "--int8", "--precision", "bf16"]) == 2
+    assert "--int8 runs its own int8 kernels" in capsys.readouterr().err
+    plain = tmp_path / "plain.sqz"
+    save_compressed(load_compressible(ckpt).model, plain)
+    assert main(["eval", str(plain), "--int8", "--limit", "50"]) == 2
+    assert "carries no int8 calibration" in capsys.readouterr().err

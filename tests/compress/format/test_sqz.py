@@ -254,15 +254,22 @@ def test_lying_ans_headers_with_valid_crc(ans_bytes, edit, message):
         _load(edit_header(ans_bytes, edit, version=3))
 
 
-def test_damaged_ans_stream_names_the_layer(ans_bytes):
-    header, payload = split(ans_bytes)
-    off, length = _ans_entry(header)["index"]
-    for damage in (b"\x00" * length, b"\x5a" * length):
+def _damaged_index_stream_names_the_layer(data: bytes, pick_entry) -> None:
+    """Zeroed, constant and reversed index-stream bytes behind a valid CRC: each is refused
+    with an error naming the layer (a stream decoded cleanly to wrong symbols meets the CRC)."""
+    header, payload = split(data)
+    entry = pick_entry(header)
+    off, length = entry["index"]
+    for damage in (b"\x00" * length, b"\x5a" * length, bytes(reversed(payload[off:off + length]))):
         damaged = bytearray(payload)
         damaged[off:off + length] = damage
-        with pytest.raises(SqzFormatError, match=r"layer 'features.4.expand3x3.weight': "
+        with pytest.raises(SqzFormatError, match=rf"layer '{entry['name']}': "
                                                  r"(index stream|the decoded symbols)"):
             _load(join(header, bytes(damaged)))
+
+
+def test_damaged_ans_stream_names_the_layer(ans_bytes):
+    _damaged_index_stream_names_the_layer(ans_bytes, _ans_entry)
 
 
 def test_version_2_file_with_float32_codebooks_still_loads(shared_model, tmp_path):
@@ -473,15 +480,7 @@ def test_lying_index_contexts(context_bytes, edit, message):
 
 
 def test_damaged_context_stream_names_the_layer(context_bytes):
-    header, payload = split(context_bytes)
-    entry = _context_entry(header)
-    off, length = entry["index"]
-    for damage in (b"\x00" * length, b"\x5a" * length, bytes(reversed(payload[off:off + length]))):
-        damaged = bytearray(payload)
-        damaged[off:off + length] = damage
-        with pytest.raises(SqzFormatError, match=rf"layer '{entry['name']}': "
-                                                 r"(index stream|the decoded symbols)"):
-            _load(join(header, bytes(damaged)))
+    _damaged_index_stream_names_the_layer(context_bytes, _context_entry)
 
 
 def test_version_3_file_with_stream_offsets_still_loads(ans_bytes):

@@ -33,7 +33,7 @@ from squeezelab.data import load_split, resolve_default_cifar10  # noqa: E402
 from squeezelab.data.preprocess import Preprocess  # noqa: E402
 from squeezelab.export import export_onnx  # noqa: E402
 from squeezelab.inference import OnnxModel, load_model  # noqa: E402
-from squeezelab.int8 import calibrate, quantize  # noqa: E402
+from squeezelab.int8 import calibrate, quantized_onnx  # noqa: E402
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data  # noqa: E402
 
 
@@ -93,7 +93,8 @@ def main() -> None:
                 fp32_onnx.stat().st_size)
         # ONNX Runtime's own static int8 of the dense model: the same quantizer and settings
         # as ours, ranges measured on training images (what its documentation walks through)
-        dense_int8 = quantize(dense, calibrate(dense, cal_images), threads=args.threads)
+        dense_int8 = OnnxModel(quantized_onnx(dense, calibrate(dense, cal_images)),
+                               threads=args.threads)
         measure("dense, ONNX Runtime static int8 (QDQ)", dense_int8, dense_int8.size_bytes)
         sqz_path = Path(args.sqz)
         sqz_model, meta = load_model(sqz_path)

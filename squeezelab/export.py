@@ -108,7 +108,7 @@ def onnx_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
     ``squeezelab.config`` (the training data and test-time flip, so that ``eval`` and
     ``compare`` score the ONNX file on the same images and the same way as its source), each
     as JSON; the ones the meta lacks are left out."""
-    from squeezelab.inference import preprocess_of
+    from squeezelab.model_meta import preprocess_of
 
     out = {}
     if meta.get("model"):

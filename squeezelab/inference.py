@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from squeezelab.data.preprocess import Preprocess
+from squeezelab.data.preprocess import Preprocess  # noqa: F401  (predict's callers use it)
+from squeezelab.model_meta import preprocess_of, trained_image_size  # noqa: F401  (re-exported)
 
 # Images per forward pass: bounds memory when a folder of thousands is classified.
 PREDICT_BATCH = 256
@@ -103,9 +104,9 @@ def load_model(path: str | os.PathLike, *, int8: bool = False) -> tuple[nn.Modul
             if "int8" not in meta:
                 raise ValueError(f"{p} carries no int8 calibration: compress it with "
                                  "--int8-calibration 512 (squeezelab compress)")
-            from squeezelab.int8 import quantize
+            from squeezelab.int8 import quantized_onnx
 
-            model = quantize(model, meta["int8"])
+            model = OnnxModel(quantized_onnx(model, meta["int8"])).eval()
         return model, {**meta, "config": meta.get("config") or train_cfg,
                        "model": header["model"], "class_names": header.get("class_names")}
     from squeezelab.checkpoint import resolve_checkpoint
@@ -115,24 +116,6 @@ def load_model(path: str | os.PathLike, *, int8: bool = False) -> tuple[nn.Modul
     loaded = load_compressible(resolve_checkpoint(p))
     loaded.model.eval()
     return loaded.model, loaded.meta
-
-
-def trained_image_size(meta: dict[str, Any]) -> tuple[int, int] | int | None:
-    """The (height, width) the model was trained at: the recorded size, else (older files) the
-    size the run's config resized to, else the registered model's native input size."""
-    from squeezelab.models.registry import get_entry
-
-    size = meta.get("image_size") or (meta.get("config") or {}).get("image_size")
-    if size is not None:
-        return tuple(size) if isinstance(size, list) else size
-    name = (meta.get("model") or {}).get("name")
-    return get_entry(name).default_input_size if name else None
-
-
-def preprocess_of(meta: dict[str, Any]) -> Preprocess | None:
-    """The model file's preprocessing record; ``None`` for files written before mean/std were
-    kept (the caller must then take them from the training data)."""
-    return Preprocess.from_meta(meta, trained_image_size(meta))
 
 
 @dataclass

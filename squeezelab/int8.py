@@ -4,15 +4,16 @@ fuses into integer convolutions.
 
 Static int8 quantization needs the range of every activation, which takes images to measure.
 ``calibrate`` measures them once (ONNX Runtime's min-max calibrator on the model's ONNX
-export), at compression time, and the ranges go into the ``.sqz`` header (``meta["int8"]``: a
-few KB of JSON, no side file). ``quantize`` then builds the int8 model from the model and those
-ranges, with no images: export to ONNX, quantize with every activation's range given
-(``TensorQuantOverrides``), open a session. A weight-shared layer's weights become int8 like
-any other (its 16-64 distinct values land on the int8 grid of their channel).
+export), at compression time, and the ranges go into the ``.sqz`` header (``meta["int8"]``:
+under a KB compressed, no side file). ``quantized_onnx`` then builds the int8 model from the
+model and those ranges, with no images: export to ONNX, quantize with every activation's range
+given (``TensorQuantOverrides``), return the ONNX bytes (``inference.OnnxModel`` runs them). A
+weight-shared layer's weights become int8 like any other (its 16-64 distinct values land on the
+int8 grid of their channel).
 
 The ranges are keyed by the ONNX exporter's tensor names, which follow the model's module
-names; ``quantize`` refuses a calibration whose names its own export does not have (a file
-calibrated by another exporter) rather than quantize with made-up ranges.
+names; ``quantized_onnx`` refuses a calibration whose names its own export does not have (a
+file calibrated by another exporter) rather than quantize with made-up ranges.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def _input_size(images: torch.Tensor) -> tuple[int, int, int]:
 
 def calibrate(model: nn.Module, images: torch.Tensor) -> dict[str, Any]:
     """The activation ranges of ``model`` (a registry model, possibly weight-shared) on
-    ``images`` (normalised as the model expects), as JSON-ready data for ``quantize``:
+    ``images`` (normalised as the model expects), as JSON-ready data for ``quantized_onnx``:
     ``{"format", "input_size", "images", "torch", "ranges": {tensor: [low, high]}}``."""
     calibrate_mod = _ort_quantization("int8 calibration").calibrate
     input_size = _input_size(images)
@@ -124,12 +125,9 @@ def check_calibration(calibration: Any, source: str = "the calibration") -> dict
     return calibration
 
 
-def quantize(model: nn.Module, calibration: dict[str, Any], threads: int | None = None):
-    """The int8 version of ``model`` (an ``inference.OnnxModel``: fp32 images in, logits out),
-    from ``calibrate``'s ranges and no images. ``threads``: ONNX Runtime's intra-op threads
-    (default: its own choice)."""
-    from squeezelab.inference import OnnxModel
-
+def quantized_onnx(model: nn.Module, calibration: dict[str, Any]) -> bytes:
+    """The int8 version of ``model`` as ONNX bytes (QDQ; ``inference.OnnxModel(bytes)`` runs it:
+    fp32 images in, logits out), from ``calibrate``'s ranges and no images."""
     onnx = import_extra("onnx", "int8 quantization")
     quantization = _ort_quantization("int8 quantization")
     calibration = check_calibration(calibration)
@@ -155,8 +153,7 @@ def quantize(model: nn.Module, calibration: dict[str, Any], threads: int | None 
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
             nodes_to_exclude=[], extra_options={"TensorQuantOverrides": overrides})
-        data = int8.read_bytes()
-    return OnnxModel(data, threads=threads).eval()
+        return int8.read_bytes()
 
 
-__all__ = ["FORMAT", "calibrate", "check_calibration", "quantize"]
+__all__ = ["FORMAT", "calibrate", "check_calibration", "quantized_onnx"]

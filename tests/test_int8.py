@@ -10,7 +10,7 @@ from sqz_helpers import TINY, tiny_shared_model
 from squeezelab import create_model
 from squeezelab.compress.format.sqz import save_compressed
 from squeezelab.inference import OnnxModel, load_model
-from squeezelab.int8 import FORMAT, calibrate, check_calibration, quantize
+from squeezelab.int8 import FORMAT, calibrate, check_calibration, quantized_onnx
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,7 @@ def test_calibration_records_every_activation_range(calibration, images):
 
 
 def test_int8_model_from_ranges_alone_agrees_with_the_float_model(model, calibration, images):
-    int8 = quantize(model, calibration, threads=1)
-    assert isinstance(int8, OnnxModel)
+    int8 = OnnxModel(quantized_onnx(model, calibration), threads=1)
     x = images[:48]
     with torch.no_grad():
         ref, out = model(x), int8(x)
@@ -58,7 +57,7 @@ def test_stale_or_malformed_calibrations_are_refused(model, calibration):
     stale["ranges"]["/features/features.99/Conv_output_0"] = [0.0, 1.0]
     with pytest.raises(ValueError, match=r"names 1 tensors this export does not have .* "
                                          r"calibrate again"):
-        quantize(model, stale)
+        quantized_onnx(model, stale)
     for bad, match in ((None, "not an int8 calibration"),
                        ({**calibration, "input_size": [3, 32]}, "input_size must be"),
                        ({**calibration, "ranges": {"input": [2.0, 1.0]}}, "finite \\[low, high\\]"),

@@ -20,7 +20,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("squeezelab.metrics", "squeezelab.checkpoint"),                  # accounting, files
     ("squeezelab.hooks",),                                            # the training-hook interface
     ("squeezelab.train", "squeezelab.compress"),                      # siblings, see below
-    ("squeezelab.inference", "squeezelab.export", "squeezelab.plots"),  # ship and show models
+    ("squeezelab.model_meta", "squeezelab.inference", "squeezelab.export", "squeezelab.int8",
+     "squeezelab.plots"),                                             # ship and show models
     ("squeezelab.workflows",),                                        # train + compress together
     ("squeezelab.cli", "squeezelab.__main__"),
 ]

@@ -572,11 +572,12 @@ def compress(
             f"in-memory model {final['top1']:.6f}; the file does not reproduce the model")
     steps.append(loaded_rec)
     if config.int8_calibration:
-        from squeezelab.int8 import quantize
+        from squeezelab.inference import OnnxModel
+        from squeezelab.int8 import quantized_onnx
 
         # what the file gives as int8 (an ONNX Runtime model: scored like any other)
-        _record(steps, "int8", quantize(loaded_model, meta["int8"]), data, log, protocol,
-                sparsity=loaded_rec["sparsity"])
+        int8 = OnnxModel(quantized_onnx(loaded_model, meta["int8"])).eval()
+        _record(steps, "int8", int8, data, log, protocol, sparsity=loaded_rec["sparsity"])
     try:
         import zstandard  # noqa: F401  (the fp32 baselines need it)
 

@@ -42,6 +42,17 @@ def binarize_gates_penalty(values: torch.Tensor) -> torch.Tensor:
     return (v * (1 - v)).sum()
 
 
+def default_gate_lr(total_steps: int, run_lr: float) -> float:
+    """The gates' peak learning rate when none is given: one over the run's steps, so that
+    under Adam (which moves a parameter about lr a step, whatever its gradient's size) a gate
+    can travel about its whole [0, 1] range once over the run, however long it is. Measured:
+    the small model learned well at 0.02 over 48 steps (one over its steps); the full CIFAR
+    SqueezeNet at the run's lr (0.005) over 1,950 steps moved every gate about ten ranges,
+    and the count term closed all but one channel of the last five squeezes (top-1 10%).
+    ``run_lr`` when the run's length is unknown."""
+    return 1.0 / total_steps if total_steps > 0 else run_lr
+
+
 class ArchitectureHook(TrainHook):
     """Adds the gate regulariser (module docstring) to the loss and clamps every TsReLU's
     gates to [0, 1] after each step.
@@ -49,7 +60,8 @@ class ArchitectureHook(TrainHook):
     ``costs``: activation path -> per-channel cost (C,), e.g. ``channel_costs(model)``; they
     are scaled to a mean of 1 over all channels (None: 1 per channel, the paper's neuron
     count). ``learn_depth=False`` freezes every d (at its value, 0: a ReLU) and drops its term.
-    ``gate_lr``: the gates' peak learning rate (None: the run's). ``ramp``: the binarizing
+    ``gate_lr``: the gates' peak learning rate (None: one over the run's steps, see
+    ``default_gate_lr``). ``ramp``: the binarizing
     terms' weights grow linearly from 0 to ``width_binarize`` / ``depth_binarize`` over the
     run's steps (False: constant).
     """
@@ -91,9 +103,9 @@ class ArchitectureHook(TrainHook):
         if not self.learn_depth:
             for g in self._gates.values():
                 g.gate_d.requires_grad_(False)
-        self._own_group(state, params)
         epochs = getattr(state.config, "epochs", None)
         self._total_steps = int(epochs * state.steps_per_epoch) if epochs else 0
+        self._own_group(state, params)
         self._update_progress(state)
         self.clamp_()
 
@@ -124,7 +136,8 @@ class ArchitectureHook(TrainHook):
             return  # resumed, or set up by the caller: leave the groups as they are
         first = opt.param_groups[0]
         first["params"] = [p for p in first["params"] if id(p) not in ids]
-        lr = self.gate_lr if self.gate_lr is not None else first.get("initial_lr", first["lr"])
+        lr = self.gate_lr if self.gate_lr is not None else default_gate_lr(
+            self._total_steps, first.get("initial_lr", first["lr"]))
         group = {k: v for k, v in first.items() if k != "params"}
         group.update(weight_decay=0.0, initial_lr=lr)
         scheduler = state.scheduler

@@ -64,7 +64,8 @@ class ArchitectureLearningConfig(ConfigBase):
         ``binarize_ramp``; ``cost``: what width_count charges per channel,
         "parameters" (each channel's share of the model, so the pull matches the parameters
         saved) or "neurons" (1 each, the paper's count). learn_depth: learn d (False: every
-        layer stays a ReLU). gate_lr: the gates' lr (None: the run's). freeze_scales: hold the
+        layer stays a ReLU). gate_lr: the gates' peak lr (None: one over the learning run's
+        steps, ``train.architecture.default_gate_lr``). freeze_scales: hold the
         BatchNorm scale before each gate fixed while learning (``gate_scales``: it would
         otherwise grow as w shrinks, the same function, and every w could slide to 0).
     threshold: where gates are rounded. finetune_epochs / finetune_lr: training of the cut

@@ -125,3 +125,25 @@ def test_the_binarizers_ramp_from_zero_over_the_run():
     state.step = 0
     constant.on_train_start(state)
     assert float(constant.penalty().detach()) == pytest.approx(full)
+
+
+def test_default_gate_lr_is_one_over_the_runs_steps():
+    """Without gate_lr, a gate may travel its [0, 1] range about once per run (Adam moves a
+    parameter ~lr a step): 1 / steps, whatever the run's length; the run's lr where the
+    length is unknown."""
+    from types import SimpleNamespace
+
+    from squeezelab.train.architecture import default_gate_lr
+
+    assert default_gate_lr(48, 0.005) == pytest.approx(1 / 48)
+    assert default_gate_lr(0, 0.005) == 0.005
+    net = gated_net()
+    state = state_of(net, schedule=False)
+    state.config = SimpleNamespace(epochs=5)
+    state.steps_per_epoch = 390
+    ArchitectureHook().on_train_start(state)
+    assert state.optimizer.param_groups[1]["lr"] == pytest.approx(1 / 1950)
+    explicit = state_of(gated_net(), schedule=False)
+    explicit.config, explicit.steps_per_epoch = SimpleNamespace(epochs=5), 390
+    ArchitectureHook(gate_lr=0.02).on_train_start(explicit)
+    assert explicit.optimizer.param_groups[1]["lr"] == 0.02

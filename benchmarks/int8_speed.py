@@ -33,7 +33,7 @@ from squeezelab.data import load_split, resolve_default_cifar10  # noqa: E402
 from squeezelab.data.preprocess import Preprocess  # noqa: E402
 from squeezelab.export import export_onnx  # noqa: E402
 from squeezelab.inference import OnnxModel, load_model  # noqa: E402
-from squeezelab.int8 import calibrate, quantized_onnx  # noqa: E402
+from squeezelab.int8 import calibrate, calibration_images, quantized_onnx  # noqa: E402
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data  # noqa: E402
 
 
@@ -72,8 +72,8 @@ def main() -> None:
     source = (dense_meta.get("config") or {}).get("data") or resolve_default_cifar10()
     test = load_split(source, "test", limit=args.limit_test)
     train = load_split(source, "train")
-    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(1))
-    cal_images = Preprocess.from_data(train).normalize(train.images[pick[:args.calibration]])
+    # another draw of training images than the pipeline's (seed 0) for the dense model's own
+    cal_images = calibration_images(train, args.calibration, seed=1)
     timing_images = Preprocess.from_data(train).normalize(test.images[:64])
     protocol = EvalProtocol("fp32", False)
     rows = []

@@ -108,6 +108,15 @@ def calibrate(model: nn.Module, images: torch.Tensor) -> dict[str, Any]:
             "torch": torch.__version__.split("+")[0], "ranges": ranges}
 
 
+def calibration_images(train, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` images of the ImageTensors ``train`` (a fixed random choice), normalised as a
+    model trained on it sees them: what ``calibrate`` measures ranges on."""
+    from squeezelab.data.preprocess import Preprocess
+
+    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
+    return Preprocess.from_data(train).normalize(train.images[pick[:count]])
+
+
 def check_calibration(calibration: Any, source: str = "the calibration") -> dict[str, Any]:
     """``calibration`` if it is what ``calibrate`` returns, else ValueError saying what is off."""
     if not isinstance(calibration, dict) or calibration.get("format") != FORMAT:
@@ -156,4 +165,4 @@ def quantized_onnx(model: nn.Module, calibration: dict[str, Any]) -> bytes:
         return int8.read_bytes()
 
 
-__all__ = ["FORMAT", "calibrate", "check_calibration", "quantized_onnx"]
+__all__ = ["FORMAT", "calibrate", "calibration_images", "check_calibration", "quantized_onnx"]

@@ -102,14 +102,6 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def _calibration_images(train, count: int) -> torch.Tensor:
-    """``count`` training images (a fixed random choice), normalised as the model sees them."""
-    from squeezelab.data.preprocess import Preprocess
-
-    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[:count]
-    return Preprocess.from_data(train).normalize(train.images[pick])
-
-
 def _rounding_step(config: CompressConfig) -> str:
     """The pipeline step that rounds the stored floats: "float16_floats", "dense_8bit", or
     "float16_floats+dense_8bit"."""
@@ -354,9 +346,9 @@ def compress(
         **Preprocess.from_data(data[0]).to_meta(),
     }
     if config.int8_calibration:
-        from squeezelab.int8 import calibrate
+        from squeezelab.int8 import calibrate, calibration_images
 
-        meta["int8"] = calibrate(model, _calibration_images(data[0], config.int8_calibration))
+        meta["int8"] = calibrate(model, calibration_images(data[0], config.int8_calibration))
         log(f"int8: activation ranges measured on {meta['int8']['images']} training images")
     save_compressed(model, output_path, class_names=class_names, meta=meta,
                     gap_bits=config.gap_bits, float_dtype=config.float_dtype,

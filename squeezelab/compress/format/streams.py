@@ -192,11 +192,13 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
     reader = AnsReader(data)
     groups = reader.read(uniform_table(contexts), num_rows)
     context = groups[positions // (math.prod(entry["shape"]) // num_rows)] if nnz else groups[:0]
-    symbols = np.empty(nnz, dtype=np.int32)
-    for g in range(contexts):
-        where = context == g
-        symbols[where] = reader.read(codes[g], int(where.sum()))
+    # the groups' segments in turn, then one scatter back to flattened order (a stable sort of
+    # small ints is a radix sort: one pass, not one mask per group)
+    sizes = np.bincount(context, minlength=contexts)
+    parts = [reader.read(codes[g], int(sizes[g])) for g in range(contexts)]
     reader.close()
+    symbols = np.empty(nnz, dtype=np.int32)
+    symbols[np.argsort(context.astype(np.uint8), kind="stable")] = np.concatenate(parts)
     return symbols
 
 

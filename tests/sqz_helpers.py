@@ -16,8 +16,9 @@ from squeezelab.compress.quantization.weight_sharing import (
 TINY = dict(fire_config=[(4, 8, 8)] * 8, stem_channels=8)
 
 
-def tiny_shared_model(seed: int = 0, sparsity: float = 0.7):
-    """A 3.7k-parameter CIFAR SqueezeNet, magnitude-pruned to ``sparsity`` and 4-bit shared."""
+def tiny_shared_model(seed: int = 0, sparsity: float = 0.7, unshared: tuple[str, ...] = ()):
+    """A 3.7k-parameter CIFAR SqueezeNet, magnitude-pruned to ``sparsity`` and 4-bit shared
+    except the weights named in ``unshared`` (left pruned: a file stores them sparse)."""
     torch.manual_seed(seed)
     model = create_model("squeezenet_cifar", **TINY)
     with torch.no_grad():
@@ -31,11 +32,12 @@ def tiny_shared_model(seed: int = 0, sparsity: float = 0.7):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    share_weights_(model, WeightSharingConfig(bits={"conv": 4}, max_iter=10))
+    share_weights_(model, WeightSharingConfig(bits={"conv": 4, **dict.fromkeys(unshared)},
+                                              max_iter=10))
     return model.eval()
 
 
-def context_shared_model(seed: int = 0):
+def context_shared_model(seed: int = 0, unshared: tuple[str, ...] = ()):
     """A 10 KB-file CIFAR SqueezeNet whose filters' scales span 16x (as trained filters' do),
     pruned to 60% and 4-bit shared: large enough that its last expand3x3 (32 filters) codes its
     indices in several ANS contexts."""
@@ -48,7 +50,8 @@ def context_shared_model(seed: int = 0):
                 p.mul_(torch.logspace(-2, 2, p.shape[0], base=2).view(-1, *[1] * (p.dim() - 1)))
                 threshold = p.abs().flatten().kthvalue(int(p.numel() * 0.6)).values
                 p[p.abs() <= threshold] = 0
-    share_weights_(model, WeightSharingConfig(bits={"conv": 4}, max_iter=10))
+    share_weights_(model, WeightSharingConfig(bits={"conv": 4, **dict.fromkeys(unshared)},
+                                              max_iter=10))
     return model.eval()
 
 

@@ -115,7 +115,31 @@ def test_expansion_orders_names_and_merges_the_layers(tmp_path):
     assert {c.settings.schedule for c in forced} == {"linear"}
 
 
+def test_a_variants_own_budget_goes_over_the_studys_budget_and_its_own_values(tmp_path):
+    """A slow learner may need more epochs than the rest of the grid at one budget: its own
+    ``budgets`` go over the study's budget (and over its own values) at that budget only."""
+    recipe = tiny_recipe(tmp_path)
+    recipe["axes"]["act"][1].update(lr=0.001, budgets={"cpu": {"epochs": 9, "lr": 0.002},
+                                                       "full": {"warmup_epochs": 1}})
+    study = StudyConfig.from_dict(recipe, source="r.yaml")
+    cpu = {c.name: c.settings for c in expand_study(study, "cpu", run_root=tmp_path)}
+    assert (cpu["relu-s0"].epochs, cpu["relu-s0"].lr) == (3, 0.003)
+    assert (cpu["tanh-s0"].epochs, cpu["tanh-s0"].lr) == (9, 0.002)
+    full = {c.name: c.settings for c in expand_study(study, "full", run_root=tmp_path)}
+    assert (full["tanh-s0"].epochs, full["tanh-s0"].lr, full["tanh-s0"].warmup_epochs) == \
+        (4, 0.001, 1)
+    smoke = expand_study(study, "smoke", run_root=tmp_path, overrides={"epochs": 1})
+    assert {c.settings.epochs for c in smoke} == {1}
+
+
 @pytest.mark.parametrize("change,message", [
+    (lambda r: r["axes"]["act"][0].update(budgets={"gpu": {}}),
+     "variant 'relu': budgets: unknown budget(s) ['gpu']"),
+    (lambda r: r["axes"]["act"][0].update(budgets={"cpu": 3}),
+     "variant 'relu': budgets: cpu must be a mapping"),
+    (lambda r: r["axes"]["act"][0].update(budgets={"cpu": {"seeds": [1]}}),
+     "budgets: cpu: seeds are the study's or its budget's"),
+    (lambda r: r["axes"]["act"][0].update(budgets=[1]), "variant 'relu': budgets must be a"),
     (lambda r: r.update(axis=r.pop("axes")), "unknown key 'axis' (did you mean axes?)"),
     (lambda r: r["budgets"].pop("cpu"), "budgets must give smoke, cpu, full; missing: cpu"),
     (lambda r: r["budgets"].update(gpu={}), "unknown budget(s) ['gpu']"),

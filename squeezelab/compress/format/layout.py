@@ -23,18 +23,20 @@ from squeezelab.compress.coding.sparse_index import max_total
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
-VERSION = 4
+VERSION = 5
 # 1: plain JSON header; 2: zlib-compressed JSON header; 3: codebooks may be stored in float16
 # or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file),
 # and a shared entry's streams may be ANS-coded ("coder": "ans"; absent means Huffman);
 # 4: the header gives each stream's length only (the streams follow each other in the
 # payload in entry order, STREAM_KEYS order within an entry: offsets were a fifth of a
 # compressed header), an ANS entry may code its indices in "index_contexts", and a float
-# tensor may be stored as "uniform" levels
-READ_VERSIONS = (1, 2, 3, 4)
+# tensor may be stored as "uniform" levels; 5: a pruned float tensor that is not shared may be
+# stored "sparse" (its kept values, and their positions as a gap stream)
+READ_VERSIONS = (1, 2, 3, 4, 5)
 #: The payload streams of each encoding, in the order an entry's streams follow each other.
 STREAM_KEYS = {"dense": ("data",), "uniform": ("data",),
-               "shared": ("codebook", "index_table", "index", "gap_table", "gap")}
+               "shared": ("codebook", "index_table", "index", "gap_table", "gap"),
+               "sparse": ("values", "gap_table", "gap")}
 #: A "uniform" entry's data: float32 low and step, then the bit-packed levels.
 UNIFORM_PREFIX = struct.Struct("<ff")
 #: The entropy coders of a shared entry's index and gap streams.
@@ -315,9 +317,11 @@ def _check_header(header: Any, payload_size: int, file_size: int, source: str) -
                                      f"levels need {need}")
         elif encoding == "shared":
             _check_shared_entry(entry, where, shape, numel, payload_size)
+        elif encoding == "sparse":
+            _check_sparse_entry(entry, where, shape, numel, payload_size)
         else:
-            raise SqzFormatError(f"{where}: unknown encoding {encoding!r} (dense, uniform or "
-                                 "shared)")
+            raise SqzFormatError(f"{where}: unknown encoding {encoding!r} (dense, uniform, "
+                                 "shared or sparse)")
 
 
 def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int):
@@ -337,7 +341,6 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
             f"{cb_bytes}"
         )
     index_symbols = _get_int(entry, "index_symbols", where, 0, 2**bits)
-    gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)
     coder = entry.get("coder", "huffman")
     if coder not in CODERS:
         raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
@@ -347,31 +350,64 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
             raise SqzFormatError(f"{where}: index contexts need the ans coder, not {coder!r}")
         contexts = _get_int(entry, "index_contexts", where, 2,
                             max(2, min(MAX_GROUPS, shape[0] if shape else 1)))
-    for key, nsym, tables in (("index_table", index_symbols, contexts),
-                              ("gap_table", gap_symbols, 1)):
-        _, length = _get_stream(entry, key, where, payload_size)
-        need = tables * ((nsym * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(nsym))
-        if length != need:
-            what = f"{tables} tables of " if tables > 1 else ""
-            raise SqzFormatError(
-                f"{where}: {key} has {length} bytes, {what}{nsym} {coder} table entries need "
-                f"{need}"
-            )
+    _, length = _get_stream(entry, "index_table", where, payload_size)
+    one = (index_symbols * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(index_symbols)
+    if length != contexts * one:
+        what = f"{contexts} tables of " if contexts > 1 else ""
+        raise SqzFormatError(f"{where}: index_table has {length} bytes, {what}{index_symbols} "
+                             f"{coder} table entries need {contexts * one}")
     _, index_len = _get_stream(entry, "index", where, payload_size)
-    _, gap_len = _get_stream(entry, "gap", where, payload_size)
     if coder == "huffman":
-        # every Huffman code is at least one bit: counts are bounded by the stream sizes
+        # every Huffman code is at least one bit: the count is bounded by the stream's size
         nnz = _get_int(entry, "nnz", where, 0, 8 * index_len)
-        num_entries = _get_int(entry, "num_entries", where, nnz, 8 * gap_len)
     else:
-        # an ANS symbol may cost almost nothing: the counts are bounded by the shape (each gap
+        # an ANS symbol may cost almost nothing: the count is bounded by the shape (each gap
         # entry moves at least one position on), which the file-size cap bounds
         nnz = _get_int(entry, "nnz", where, 0, numel)
+        if index_len % 4:
+            raise SqzFormatError(f"{where}: index stream of {index_len} bytes is not whole "
+                                 "32-bit ANS words")
+    _check_positions(entry, where, shape, numel, payload_size, coder, gap_bits, nnz)
+
+
+def _check_sparse_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int):
+    """A "sparse" entry: ``nnz`` kept values in ``dtype`` (a float dtype), then their
+    positions' gap table and stream (the gap stream of a shared entry)."""
+    dtype = entry.get("dtype")
+    if dtype not in FLOAT_DTYPES:
+        raise SqzFormatError(f"{where}: a sparse tensor's values are one of {FLOAT_DTYPES}, "
+                             f"got {dtype!r}")
+    gap_bits = _get_int(entry, "gap_bits", where, 1, 16)
+    coder = entry.get("coder", "huffman")
+    if coder not in CODERS:
+        raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
+    itemsize = np.dtype(_DTYPES[dtype][1]).itemsize
+    nnz = _get_int(entry, "nnz", where, 0, numel)
+    _, values_len = _get_stream(entry, "values", where, payload_size)
+    if values_len != nnz * itemsize:
+        raise SqzFormatError(f"{where}: {values_len} bytes of values, but {nnz} kept {dtype} "
+                             f"values need {nnz * itemsize}")
+    _check_positions(entry, where, shape, numel, payload_size, coder, gap_bits, nnz)
+
+
+def _check_positions(entry: dict, where: str, shape: list, numel: int, payload_size: int,
+                     coder: str, gap_bits: int, nnz: int) -> None:
+    """The gap table and stream that give the positions of ``nnz`` kept weights, and the
+    counts that go with them (``num_entries``, ``num_fillers``, ANS's ``symbols_crc32``)."""
+    gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)
+    _, length = _get_stream(entry, "gap_table", where, payload_size)
+    need = (gap_symbols * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(gap_symbols)
+    if length != need:
+        raise SqzFormatError(f"{where}: gap_table has {length} bytes, {gap_symbols} {coder} "
+                             f"table entries need {need}")
+    _, gap_len = _get_stream(entry, "gap", where, payload_size)
+    if coder == "huffman":
+        num_entries = _get_int(entry, "num_entries", where, nnz, 8 * gap_len)
+    else:
         num_entries = _get_int(entry, "num_entries", where, nnz, max(numel, nnz))
-        for key, length in (("index", index_len), ("gap", gap_len)):
-            if length % 4:
-                raise SqzFormatError(f"{where}: {key} stream of {length} bytes is not whole "
-                                     "32-bit ANS words")
+        if gap_len % 4:
+            raise SqzFormatError(f"{where}: gap stream of {gap_len} bytes is not whole "
+                                 "32-bit ANS words")
         _get_int(entry, "symbols_crc32", where, 0, 2**32 - 1)
     _get_int(entry, "num_fillers", where, num_entries - nnz, num_entries - nnz)
     if numel > max_total(num_entries, gap_bits):
@@ -381,5 +417,3 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
         )
     if nnz > numel:
         raise SqzFormatError(f"{where}: {nnz} kept weights in a tensor of {numel}")
-
-

@@ -45,7 +45,8 @@ def size_report(
     ``num_clusters``, ``index_bits`` (log2 of the codebook size, i.e. before Huffman),
     ``index_bits_huffman`` (stored bits per kept weight, code table included), ``gap_bits`` and
     ``gap_bits_huffman`` (stored bits per kept weight for its position), ``num_fillers``, and
-    bytes: ``index_bytes``, ``gap_bytes``, ``codebook_bytes``, ``dense_bytes``, ``total_bytes``.
+    bytes: ``index_bytes``, ``gap_bytes``, ``codebook_bytes``, ``dense_bytes`` (raw values: a
+    dense tensor, or a sparse one's kept values), ``total_bytes``.
 
     Totals: ``num_params``, ``fp32_bytes`` (4 per parameter), ``tensor_bytes`` (sum of rows),
     ``header_bytes``, ``container_bytes``, ``file_bytes`` (the size on disk), ``ratio_fp32``;
@@ -76,6 +77,17 @@ def size_report(
                 num_fillers=int(entry["num_fillers"]),
                 index_bytes=index_bytes, gap_bytes=gap_bytes, codebook_bytes=codebook_bytes,
                 dense_bytes=0,
+            )
+        elif entry["encoding"] == "sparse":  # kept values raw, positions as in "shared"
+            nnz = int(entry["nnz"])
+            gap_bytes = _stream_len(entry, "gap") + _stream_len(entry, "gap_table")
+            row.update(
+                sparsity=1.0 - nnz / n if n else 0.0,
+                num_clusters=None, index_bits=None, index_bits_huffman=None,
+                gap_bits=int(entry["gap_bits"]),
+                gap_bits_huffman=8 * gap_bytes / nnz if nnz else 0.0,
+                num_fillers=int(entry["num_fillers"]), index_bytes=0, gap_bytes=gap_bytes,
+                codebook_bytes=0, dense_bytes=_stream_len(entry, "values"),
             )
         else:
             dense = _stream_len(entry, "data")
@@ -156,10 +168,13 @@ def format_size_report(report: SizeReport) -> str:
     lines = [head, "-" * len(head)]
     for r in report:
         shared = r["encoding"] == "shared"
+        index = (f"{r['index_bits']:>5} {r['index_bits_huffman']:>5.2f} " if shared
+                 else f"{'':>5} {'':>5} ")
+        gaps = (f"{r['gap_bits']:>5} {r['gap_bits_huffman']:>5.2f} " if r["gap_bits"]
+                else f"{'':>5} {'':>5} ")
         lines.append(
             f"{r['name'][:34]:<34} {r['num_weights']:>9,} {100 * r['sparsity']:>6.1f}% "
-            + (f"{r['index_bits']:>5} {r['index_bits_huffman']:>5.2f} {r['gap_bits']:>5} "
-               f"{r['gap_bits_huffman']:>5.2f} " if shared else f"{'':>5} {'':>5} {'':>5} {'':>5} ")
+            + index + gaps
             + f"{r['index_bytes']:>9,} {r['gap_bytes']:>9,} {r['codebook_bytes']:>9,} "
             f"{r['dense_bytes']:>9,}"
         )

@@ -16,6 +16,10 @@ other in the payload, in entry order and ``layout.STREAM_KEYS`` order; before ve
 was ``[offset, length]``):
 
 * ``"dense"``: raw little-endian bytes (biases, BatchNorm tensors, unshared weights): ``data``.
+* ``"sparse"`` (version 5; ``sparse_tensor.py``): a pruned tensor that is not shared: its
+  ``nnz`` kept values in ``dtype`` (``values``), then their positions as a shared entry's gap
+  table and stream (``gap_table``, ``gap``; ``coder``, ``symbols_crc32`` as there). Written
+  wherever it takes fewer bytes than ``"dense"``.
 * ``"uniform"`` (version 4, ``dense_bits``): a float tensor as ``bits``-bit levels between its
   minimum and maximum (``uniform_levels.py``): ``data`` = float32 low and step, then the
   bit-packed levels.
@@ -48,7 +52,6 @@ import os
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,7 @@ import torch.nn as nn
 
 from squeezelab.compress.coding.huffman import DEFAULT_LANE_SYMBOLS
 from squeezelab.compress.coding.sparse_index import encode_positions, pack_bits, unpack_bits
+from squeezelab.compress.format.decoded import SharedTensor, SqzFile
 from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-exported)
     _CRC,
     _DTYPE_NAMES,
@@ -76,90 +80,21 @@ from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-
     _parse,
     lengths_only,
 )
+from squeezelab.compress.format.sparse_tensor import (
+    default_gap_bits,
+    encode_sparse,
+    pruned_weight,
+    sparse_tensor,
+)
 from squeezelab.compress.format.streams import decode_streams, encode_streams, symbols_crc32
 from squeezelab.compress.quantization import uniform_levels
 from squeezelab.compress.quantization.weight_sharing import (
     dense_weight,
-    index_dtype,
     prepare_shared_,
     shared_modules,
 )
 from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.models import create_model, model_spec, skeleton, unwrap_model
-
-
-@dataclass
-class SharedTensor:
-    """A decoded weight-shared tensor: the kept weights' flat ``positions`` and cluster
-    ``symbols``, and the ``codebook``. ``dense()`` is the weight (what ``dense_weight(codebook,
-    indices, mask)`` computes, value for value); ``indices`` and ``mask`` are built on first use
-    (loading a model for inference never needs them)."""
-
-    codebook: torch.Tensor  # float32 [2**weight_bits]
-    shape: list[int]
-    positions: np.ndarray  # int64, increasing, into the flattened weight
-    symbols: np.ndarray  # cluster index of each kept weight
-    weight_bits: int
-    gap_bits: int
-    num_fillers: int
-
-    @property
-    def mask(self) -> torch.Tensor:
-        """bool, the weight's shape: True where a weight is kept."""
-        mask = np.zeros(math.prod(self.shape), dtype=np.bool_)
-        mask[self.positions] = True
-        return torch.from_numpy(mask.reshape(self.shape))
-
-    @property
-    def indices(self) -> torch.Tensor:
-        """``index_dtype(weight_bits)``, the weight's shape, 0 where pruned."""
-        # Scatter in numpy (single-threaded): torch's multi-threaded index_put is slower for
-        # this on a busy machine. symbols < 2**bits: checked in the header and by the coder.
-        indices = np.zeros(math.prod(self.shape), dtype=_INDEX_NP[index_dtype(self.weight_bits)])
-        indices[self.positions] = self.symbols
-        return torch.from_numpy(indices.reshape(self.shape))
-
-    def dense(self) -> torch.Tensor:
-        """The float32 weight: codebook values at the kept positions, exactly +0.0 elsewhere."""
-        weight = np.zeros(math.prod(self.shape), dtype=np.float32)
-        weight[self.positions] = self.codebook.numpy()[self.symbols]
-        return torch.from_numpy(weight.reshape(self.shape))
-
-
-@dataclass
-class SqzFile:
-    """What ``read_sqz`` returns: the parsed header and the decoded tensors."""
-
-    path: Path | None
-    version: int
-    header: dict[str, Any]
-    file_size: int
-    dense: dict[str, torch.Tensor] = field(repr=False)
-    shared: dict[str, SharedTensor] = field(repr=False)
-
-    @property
-    def model(self) -> dict[str, Any]:
-        return self.header["model"]
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self.header.get("class_names")
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.header.get("meta", {})
-
-    @property
-    def entries(self) -> list[dict[str, Any]]:
-        return self.header["tensors"]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor as a plain (dense) state dict of the rebuilt model."""
-        out: dict[str, torch.Tensor] = {}
-        for entry in self.entries:
-            name = entry["name"]
-            out[name] = self.shared[name].dense() if name in self.shared else self.dense[name]
-        return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,9 +151,9 @@ def round_stored_floats_(model: nn.Module, float_dtype: str,
     dense_bits=dense_bits)`` stores them, so that the model computes exactly what
     ``load_compressed`` of that file gives: codebooks (and, without ``dense_bits``, the dense
     floats) to ``float_dtype`` and back; with ``dense_bits``, the dense floats the file stores
-    as uniform levels (those where levels take fewer bytes) to their levels. Shared layers'
-    weights are recomputed from the rounded codebooks. Returns the keys rounded (none for
-    float32 without ``dense_bits``)."""
+    as uniform levels (those where levels take fewer bytes, pruned weights never) to their
+    levels. Shared layers' weights are recomputed from the rounded codebooks. Returns the keys
+    rounded (none for float32 without ``dense_bits``)."""
     dtype = _check_float_dtype(float_dtype)
     model = unwrap_model(model)
     state = model.state_dict()
@@ -227,7 +162,7 @@ def round_stored_floats_(model: nn.Module, float_dtype: str,
     rounded = []
     for key in keys:
         t = state[key]
-        if (dense_bits is not None and key not in codebooks
+        if (dense_bits is not None and key not in codebooks and not pruned_weight(t)
                 and _levels_pay(t.numel(), dense_bits, dtype)):
             levels = uniform_levels.round_to_levels(t.detach().cpu().float().numpy(), dense_bits)
             t.copy_(torch.from_numpy(levels).to(t.dtype))
@@ -239,10 +174,6 @@ def round_stored_floats_(model: nn.Module, float_dtype: str,
     for m in shared_modules(model).values():
         m.weight = dense_weight(m.codebook, m.weight_indices, m.weight_mask)
     return rounded
-
-
-def _default_gap_bits(weight: torch.Size) -> int:
-    return DEFAULT_GAP_BITS["conv" if len(weight) > 2 else "linear"]
 
 
 def save_compressed(
@@ -261,14 +192,15 @@ def save_compressed(
 
     Shared layers (``weight_sharing.shared_modules``) are stored as codebook + Huffman-coded
     indices + Huffman-coded relative positions of the kept weights, with ``gap_bits``-bit gaps
-    (default: the paper's 8 for conv, 5 for fully connected weights); every other tensor of
-    the state dict is stored raw. ``float_dtype`` ("float16", "bfloat16") stores the floats
-    (dense float tensors, codebooks) in half the bytes; the loaded model then computes what
-    ``round_stored_floats_`` makes of this one. ``coder``: "huffman" (the paper's), "ans"
-    (rANS, ``coding/ans.py``), or "auto": per layer, whichever gives fewer bytes.
-    ``dense_bits`` stores the dense float tensors as per-tensor uniform levels of that many
-    bits instead, each where that takes fewer bytes (``uniform_levels.py``; the loaded model
-    then computes what
+    (default: the paper's 8 for conv, 5 for fully connected weights); a pruned weight that is
+    not shared is stored sparse (its kept values and the same position stream) where that
+    takes fewer bytes; every other tensor of the state dict is stored raw. ``float_dtype``
+    ("float16", "bfloat16") stores the floats (dense float tensors, sparse values, codebooks)
+    in half the bytes; the loaded model then computes what ``round_stored_floats_`` makes of
+    this one. ``coder``: "huffman" (the paper's), "ans" (rANS, ``coding/ans.py``), or "auto":
+    per layer, whichever gives fewer bytes. ``dense_bits`` stores the dense float tensors
+    (pruned weights excepted) as per-tensor uniform levels of that many bits instead, each
+    where that takes fewer bytes (``uniform_levels.py``; the loaded model then computes what
     ``round_stored_floats_(model, float_dtype, dense_bits)`` makes of this one). The write is
     atomic (temporary file + rename).
     """
@@ -297,17 +229,19 @@ def save_compressed(
             name = by_codebook[key]
             entries.append(_encode_shared(name, shared[name], payload, gap_bits, lane_symbols,
                                           float_torch, coder))
-        elif (key not in skip and dense_bits is not None and tensor.is_floating_point()
+        elif key in skip:
+            continue
+        elif pruned_weight(tensor):  # sparse where that is smaller, in float_dtype either way
+            stored = tensor.to(float_torch)
+            entries.append(encode_sparse(key, stored, payload.add, gap_bits, coder, lane_symbols)
+                           or _dense_entry(key, stored, payload))
+        elif (dense_bits is not None and tensor.is_floating_point()
               and _levels_pay(tensor.numel(), dense_bits, float_torch)):
             entries.append(_encode_uniform(key, tensor, dense_bits, payload))
-        elif key not in skip:
+        else:
             if tensor.is_floating_point() and float_torch != torch.float32:
                 tensor = tensor.to(float_torch)
-            dtype_name, raw = _raw_bytes(tensor)
-            entries.append({
-                "name": key, "shape": list(tensor.shape), "dtype": dtype_name,
-                "encoding": "dense", "data": payload.add(raw),
-            })
+            entries.append(_dense_entry(key, tensor, payload))
     header = {
         "format": FORMAT,
         "model": spec,
@@ -325,6 +259,12 @@ def save_compressed(
     path = Path(path)
     atomic_write_bytes(path, data)
     return path
+
+
+def _dense_entry(name: str, tensor: torch.Tensor, payload: _Payload) -> dict[str, Any]:
+    dtype_name, raw = _raw_bytes(tensor)
+    return {"name": name, "shape": list(tensor.shape), "dtype": dtype_name,
+            "encoding": "dense", "data": payload.add(raw)}
 
 
 def _levels_pay(numel: int, bits: int, float_dtype: torch.dtype) -> bool:
@@ -358,7 +298,7 @@ def _encode_shared(
     mask = module.weight_mask.detach().cpu().reshape(-1).numpy()
     indices = module.weight_indices.detach().cpu().reshape(-1).to(torch.int64).numpy()
     shape = list(module.weight_mask.shape)
-    g = gap_bits if gap_bits is not None else _default_gap_bits(module.weight_mask.shape)
+    g = gap_bits if gap_bits is not None else default_gap_bits(module.weight_mask.shape)
     kept = indices[mask]
     gaps, is_filler = encode_positions(mask, g)
     index_symbols = int(kept.max()) + 1 if kept.size else 0
@@ -442,7 +382,7 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
     data, path, name = _read_source(source)
     version, header, payload = _parse(data, name)
     dense: dict[str, torch.Tensor] = {}
-    shared_entries = []
+    shared_entries = []  # and sparse ones: both have a gap stream
     for entry in header["tensors"]:
         if entry["encoding"] == "dense":
             off, length = entry["data"]
@@ -457,6 +397,9 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
     for entry in shared_entries:
         where = f"layer {entry['name']!r}"
         symbols, positions = decoded[entry["name"]]
+        if entry["encoding"] == "sparse":
+            dense[entry["name"]] = sparse_tensor(entry, payload, positions)
+            continue
         off, length = entry["codebook"]
         codebook = _dense_tensor(payload[off:off + length], entry.get("codebook_dtype", "float32"),
                                  [2 ** entry["weight_bits"]], where).to(torch.float32)

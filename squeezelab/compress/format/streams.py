@@ -9,6 +9,9 @@ are split into ``index_contexts`` groups, each with its own length table. The in
 holds, in decoding order, each filter's group (uniform over the groups) and the indices of each
 group in turn (in flattened order within the group); the reader decodes the gap stream first,
 since the positions say which filter every index belongs to.
+
+Since version 5 a pruned tensor that is not shared may be stored *sparse*: its kept values raw,
+and their positions as the same gap stream (``encode_gaps``; it has no index stream).
 """
 from __future__ import annotations
 
@@ -81,6 +84,20 @@ def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_s
     return min(options, key=lambda o: o.size)
 
 
+def encode_gaps(gaps: np.ndarray, gap_symbols: int, coder: str,
+                lane_symbols: int) -> tuple[str, bytes, bytes]:
+    """(coder, table, stream) of a sparse tensor's position gaps, coded with ``coder``
+    ("auto": both ways, keeping the fewer bytes)."""
+    options: list[tuple[str, bytes, bytes]] = []
+    if coder in ("auto", "huffman"):
+        data, table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
+        options.append(("huffman", table.to_bytes(), data))
+    if coder in ("auto", "ans"):
+        codes = length_table(gaps, gap_symbols)
+        options.append(("ans", pack_table(codes), ans_encode(gaps, codes)))
+    return min(options, key=lambda o: len(o[1]) + len(o[2]))
+
+
 def _ans_index(kept: np.ndarray, index_symbols: int, rows: np.ndarray | None,
                row_scale: np.ndarray | None) -> tuple[bytes, bytes, int]:
     """(tables, stream, number of contexts) of a layer's indices under rANS."""
@@ -106,39 +123,44 @@ def symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
 
 
 def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
-                   lane_symbols: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{layer name: (cluster index of each kept weight, their increasing flat positions)} of
-    the shared ``entries`` (validated by ``layout._parse``); ``SqzFormatError`` naming the
-    layer and stream for a bad one."""
-    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    huffman_entries, streams = [], []
+                   lane_symbols: int) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+    """{tensor name: (cluster index of each kept weight, their increasing flat positions)} of
+    the shared and sparse ``entries`` (validated by ``layout._parse``; a sparse entry has no
+    indices: None); ``SqzFormatError`` naming the layer and stream for a bad one."""
+    decoded: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+    # Huffman streams are decoded all together, in lanes: which entry and stream each one is
+    owners: list[tuple[dict[str, Any], str]] = []
+    streams = []
     for entry in entries:
         if entry.get("coder", "huffman") == "ans":
             decoded[entry["name"]] = _decode_ans_entry(entry, payload)
             continue
         where = f"layer {entry['name']!r}"
-        tables = []
-        for key, nsym in (("index_table", entry["index_symbols"]),
-                          ("gap_table", entry["gap_symbols"])):
-            off, length = entry[key]
+        kinds = (("index", "nnz"), ("gap", "num_entries"))
+        for kind, count in kinds if entry["encoding"] == "shared" else kinds[1:]:
+            off, length = entry[f"{kind}_table"]
             try:
-                tables.append(HuffmanTable.from_bytes(bytes(payload[off:off + length]), nsym))
+                table = HuffmanTable.from_bytes(bytes(payload[off:off + length]),
+                                                entry[f"{kind}_symbols"])
             except HuffmanError as e:
-                raise SqzFormatError(f"{where}: {key.replace('_', ' ')}: {e}") from None
-        (i_off, i_len), (g_off, g_len) = entry["index"], entry["gap"]
-        streams.append((bytes(payload[i_off:i_off + i_len]), tables[0], entry["nnz"]))
-        streams.append((bytes(payload[g_off:g_off + g_len]), tables[1], entry["num_entries"]))
-        huffman_entries.append(entry)
+                raise SqzFormatError(f"{where}: {kind} table: {e}") from None
+            off, length = entry[kind]
+            streams.append((bytes(payload[off:off + length]), table, entry[count]))
+            owners.append((entry, kind))
     try:
         symbol_lists = huffman_decode_many(streams, lane_symbols=lane_symbols)
     except HuffmanError as e:
-        entry = huffman_entries[e.stream // 2] if e.stream is not None else None
-        kind = "index" if e.stream is not None and e.stream % 2 == 0 else "gap"
+        entry, kind = owners[e.stream] if e.stream is not None else (None, "")
         what = f"layer {entry['name']!r}: {kind} stream" if entry else "a stream"
-        count = entry["nnz"] if kind == "index" else entry["num_entries"]
+        count = entry["nnz" if kind == "index" else "num_entries"] if entry else "?"
         raise SqzFormatError(f"{what} of {count} entries: {e.detail}") from None
-    for k, entry in enumerate(huffman_entries):
-        decoded[entry["name"]] = (symbol_lists[2 * k], _positions(entry, symbol_lists[2 * k + 1]))
+    symbols: np.ndarray | None = None
+    for (entry, kind), decoded_symbols in zip(owners, symbol_lists):
+        if kind == "index":
+            symbols = decoded_symbols
+        else:
+            decoded[entry["name"]] = (symbols if entry["encoding"] == "shared" else None,
+                                      _positions(entry, decoded_symbols))
     return decoded
 
 
@@ -151,12 +173,15 @@ def _positions(entry: dict[str, Any], gaps: np.ndarray) -> np.ndarray:
         raise SqzFormatError(f"{where}: gap stream: {e}") from None
     if positions.size != entry["nnz"]:
         raise SqzFormatError(f"{where}: gap stream gives {positions.size} kept weights, index "
-                             f"stream {entry['nnz']}")
+                             f"{'stream' if entry['encoding'] == 'shared' else 'values'} "
+                             f"{entry['nnz']}")
     return positions
 
 
-def _decode_ans_entry(entry: dict[str, Any], payload: memoryview) -> tuple[np.ndarray, np.ndarray]:
-    """(index symbols, positions) of an ANS-coded shared entry, checked against its CRC."""
+def _decode_ans_entry(entry: dict[str, Any],
+                      payload: memoryview) -> tuple[np.ndarray | None, np.ndarray]:
+    """(index symbols, positions) of an ANS-coded shared entry, checked against its CRC
+    (a sparse entry: None, positions; its CRC covers its gaps alone)."""
     where = f"layer {entry['name']!r}"
 
     def stream(key: str) -> bytes:
@@ -168,11 +193,14 @@ def _decode_ans_entry(entry: dict[str, Any], payload: memoryview) -> tuple[np.nd
         gaps = ans_decode(stream("gap"), unpack_table(stream("gap_table"), entry["gap_symbols"]),
                           entry["num_entries"])
         positions = _positions(entry, gaps)
-        what = f"index stream of {entry['nnz']} entries"
-        symbols = _decode_ans_index(entry, stream("index_table"), stream("index"), positions)
+        symbols = None
+        if entry["encoding"] == "shared":
+            what = f"index stream of {entry['nnz']} entries"
+            symbols = _decode_ans_index(entry, stream("index_table"), stream("index"), positions)
     except AnsError as e:
         raise SqzFormatError(f"{where}: {what}: {e}") from None
-    if symbols_crc32(symbols, gaps) != entry["symbols_crc32"]:
+    crc = symbols_crc32(symbols if symbols is not None else np.zeros(0, np.int32), gaps)
+    if crc != entry["symbols_crc32"]:
         raise SqzFormatError(f"{where}: the decoded symbols do not match their CRC32 (a damaged "
                              "stream, a wrong count, or an ANS coder that models differently)")
     return symbols, positions
@@ -202,4 +230,4 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
     return symbols
 
 
-__all__ = ["LayerStreams", "decode_streams", "encode_streams", "symbols_crc32"]
+__all__ = ["LayerStreams", "decode_streams", "encode_gaps", "encode_streams", "symbols_crc32"]

@@ -32,6 +32,9 @@ How a cell's settings are made: ``base``, then the budget's values over it, then
 variant, then ``overrides`` (``squeezelab study --set``). Mappings merge key by key
 (``model_args`` of a variant adds to the base's). A key set both by the budget and by an axis,
 or by two axes of one cell, is an error: the grid would not say which one is meant. A variant's
+own ``budgets`` (``{cpu: {epochs: 20}}``: any budgets, each optional) go over everything but
+``--set``, and may override the study's budget for that variant alone (a slow learner that
+needs more epochs than the rest of the grid at one budget). A variant's
 ``skip_axes`` leaves those axes out of its cells (SGDR *is* a schedule, so a scheduler axis does
 not apply to it); a variant's ``kind`` gives its cells another kind than the study's.
 
@@ -77,7 +80,7 @@ from squeezelab.workflows.studies.registry import get_cell_kind, list_cell_kinds
 
 BUDGETS = ("smoke", "cpu", "full")
 #: keys of a variant that are not settings of the cell
-VARIANT_KEYS = ("name", "skip_axes", "kind")
+VARIANT_KEYS = ("name", "skip_axes", "kind", "budgets")
 #: the key of base, budget and variant values that holds settings of one kind only
 PER_KIND = "per_kind"
 #: the keys of a cell reference, ``{cell: NAME or {AXIS: VARIANT}, seed: N}``
@@ -301,6 +304,24 @@ class StudyConfig(ConfigBase):
                            f"variant {v['name']!r}: kind must be one of "
                            f"{', '.join(list_cell_kinds())}, got {v['kind']!r}")
                 _check_per_kind(v, f"axis {axis!r} variant {v['name']!r}")
+                self._check_variant_budgets(v, f"axis {axis!r} variant {v['name']!r}")
+
+    def _check_variant_budgets(self, variant: dict[str, Any], what: str) -> None:
+        budgets = variant.get("budgets")
+        if budgets is None:
+            variant.pop("budgets", None)
+            return
+        _check(isinstance(budgets, dict), f"{what}: budgets must be a mapping of budget: "
+               f"settings, got {type(budgets).__name__}")
+        unknown = sorted(set(budgets) - set(BUDGETS))
+        _check(not unknown, f"{what}: budgets: unknown budget(s) {unknown}; expected "
+               f"{', '.join(BUDGETS)}")
+        for name, values in budgets.items():
+            _check(isinstance(values, dict), f"{what}: budgets: {name} must be a mapping, "
+                   f"got {type(values).__name__}")
+            _check("seeds" not in values, f"{what}: budgets: {name}: seeds are the study's "
+                   "or its budget's, not one variant's")
+            _check_per_kind(values, f"{what}: budgets: {name}")
 
     def _check_budgets(self) -> None:
         _check(isinstance(self.budgets, dict), f"budgets must be a mapping of "
@@ -393,18 +414,20 @@ class Cell:
 
 def _merge(values: dict[str, Any], add: Mapping[str, Any], origin: str,
            set_by: dict[tuple[str, ...], str], where: str,
-           path: tuple[str, ...] = ()) -> None:
+           path: tuple[str, ...] = (), overridable: tuple[str, ...] = ("base",)) -> None:
     """Put ``add`` into ``values`` (mappings key by key), remembering which origin set each
-    leaf. Only ``base`` may be overridden; ``--set`` overrides anything."""
+    leaf. Only values of the ``overridable`` origins may be replaced (``base`` by anything; a
+    variant's budget also replaces the study's budget and the variant's own values); ``--set``
+    replaces anything."""
     for key, value in add.items():
         full = (*path, str(key))
         if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
             inner = dict(values[key])
-            _merge(inner, value, origin, set_by, where, full)
+            _merge(inner, value, origin, set_by, where, full, overridable)
             values[key] = inner
             continue
         before = set_by.get(full)
-        if before not in (None, "base") and origin != "--set":
+        if before is not None and before not in overridable and origin != "--set":
             raise StudyError(f"{where} sets {'.'.join(full)!r} in both {before} and {origin}; "
                              "the study would not say which one is meant")
         values[key] = dict(value) if isinstance(value, Mapping) else value
@@ -519,17 +542,23 @@ def expand_study(study: StudyConfig, budget: str, *, run_root: str | Path,
             for variant in chosen.values():
                 if variant is not None:
                     kind = variant.get("kind", kind)
-            layers = [("base", study.base), (f"budgets: {budget}", budget_values)]
+            # (origin, settings, the origins whose values these may override)
+            layers = [("base", study.base, ()),
+                      (f"budgets: {budget}", budget_values, ("base",))]
             layers += [(f"axis {axis!r}", {k: v for k, v in variant.items()
-                                           if k not in VARIANT_KEYS})
+                                           if k not in VARIANT_KEYS}, ("base",))
                        for axis, variant in chosen.items() if variant is not None]
-            layers.append(("--set", overrides or {}))
+            layers += [(f"axis {axis!r} budgets: {budget}", variant["budgets"][budget],
+                        ("base", f"budgets: {budget}", f"axis {axis!r}"))
+                       for axis, variant in chosen.items()
+                       if variant is not None and budget in variant.get("budgets", {})]
+            layers.append(("--set", overrides or {}, ()))
             values: dict[str, Any] = {}
             set_by: dict[tuple[str, ...], str] = {}
-            for origin, layer in layers:
+            for origin, layer, overridable in layers:
                 common, own = _layer(layer, kind)
-                _merge(values, common, origin, set_by, where)
-                _merge(values, own, origin, set_by, where)
+                _merge(values, common, origin, set_by, where, overridable=overridable)
+                _merge(values, own, origin, set_by, where, overridable=overridable)
             drafts.append(_Draft(name, variants, seed, kind, values, where))
     for draft in drafts:
         for key, value in list(draft.values.items()):

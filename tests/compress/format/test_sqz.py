@@ -116,7 +116,7 @@ def test_bad_magic_version_and_crc(sqz_bytes):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
     with pytest.raises(SqzFormatError,
-                       match="format version 7; this squeezelab reads versions 1, 2, 3, 4"):
+                       match="format version 7; this squeezelab reads versions 1, 2, 3, 4, 5"):
         _load(join(header, payload, version=7))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10
@@ -372,11 +372,11 @@ def test_lying_headers_with_valid_crc(sqz_bytes, edit, message):
 
 
 def test_version_4_stream_lengths_must_be_lengths_that_add_up(sqz_bytes):
-    """Version 4 stores lengths only; the reader turns them into offsets and refuses lengths
-    that are not ints or do not add up to the payload. Lengths that add up but are swapped
-    still meet the per-stream checks."""
+    """Since version 4 a file stores lengths only; the reader turns them into offsets and
+    refuses lengths that are not ints or do not add up to the payload. Lengths that add up but
+    are swapped still meet the per-stream checks."""
     header, payload = split(sqz_bytes)
-    assert sqz_bytes[4:6] == b"\x04\x00"
+    assert sqz_bytes[4:6] == b"\x05\x00"
     raw = json.loads(zlib.decompress(sqz_bytes[10:10 + struct.unpack_from("<I", sqz_bytes, 6)[0]]))
     i, first = next((i, e) for i, e in enumerate(raw["tensors"]) if e["encoding"] == "dense")
     assert isinstance(first["data"], int)  # a length, not [offset, length]

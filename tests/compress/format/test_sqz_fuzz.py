@@ -18,7 +18,7 @@ from squeezelab.compress.format.sqz import (
 _FIELDS = ["name", "shape", "dtype", "encoding", "data", "weight_bits", "gap_bits", "nnz",
            "num_entries", "num_fillers", "codebook", "index_symbols", "index_table", "index",
            "gap_symbols", "gap_table", "gap", "coder", "symbols_crc32", "codebook_dtype",
-           "index_contexts", "bits"]
+           "index_contexts", "bits", "values"]
 _TOP_FIELDS = ["format", "model", "class_names", "meta", "huffman_lane_symbols",
                "payload_size", "tensors"]
 
@@ -43,9 +43,11 @@ def _valid_file(coder: str = "huffman") -> bytes:
         # 2-bit gaps and 16-symbol lanes: many fillers and many lanes in a small file; the ANS
         # file also stores its codebooks in float16, its biases and BatchNorm tensors as 8-bit
         # levels, and codes a layer's indices in contexts (every version-3 and version-4
-        # field present)
+        # field present); both leave the stem unshared, pruned: a sparse entry (version 5)
         ans = coder == "ans"
-        model = context_shared_model() if ans else tiny_shared_model(seed=1)
+        stem = ("features.0.weight",)
+        model = (context_shared_model(unshared=stem) if ans
+                 else tiny_shared_model(seed=1, unshared=stem))
         save_compressed(model, path, gap_bits=2, lane_symbols=16, coder=coder,
                         float_dtype="float16" if ans else "float32",
                         dense_bits=8 if ans else None)
@@ -104,6 +106,10 @@ def test_valid_files_load():
                           for e in shared)
     assert any(e.get("index_contexts", 1) > 1 for e in shared)
     assert any(e["encoding"] == "uniform" for e in split(_valid_file("ans"))[0]["tensors"])
+    for coder in ("huffman", "ans"):
+        sparse = [e for e in split(_valid_file(coder))[0]["tensors"] if e["encoding"] == "sparse"]
+        assert [e["name"] for e in sparse] == ["features.0.weight"]
+        assert sparse[0].get("coder", "huffman") == coder
 
 
 @settings(max_examples=2000, deadline=None, derandomize=True,

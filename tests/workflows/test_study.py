@@ -272,6 +272,21 @@ def test_finished_cells_are_skipped_and_a_changed_recipe_is_refused(tmp_path, ci
     with pytest.raises(StudyError, match=r"cell relu-s0: its recorded result .* other settings"
                        r" .* \(lr: 0.003 != 0.004\)"):
         run_study(plan_study(path, "smoke", out=tmp_path / "out"), progress=False, log=quiet)
+    # a record written before a setting existed (its config lacks the key): the same
+    # experiment while the recipe leaves that setting at its default, another once it does not
+    recipe["base"]["lr"] = 0.003
+    write(path, recipe)
+    record_path = tmp_path / "out" / "cells" / "tanh-s0.json"
+    record = json.loads(record_path.read_text())
+    assert record["config"].pop("ema_decay") == 0.0
+    record_path.write_text(json.dumps(record))
+    lines = []
+    run_study(plan_study(path, "smoke", out=tmp_path / "out"), progress=False, log=lines.append)
+    assert "cell 2/2 tanh-s0: done in an earlier run, skipped" in lines
+    recipe["base"]["ema_decay"] = 0.99
+    write(path, recipe)
+    with pytest.raises(StudyError, match=r"relu-s0: .* \(ema_decay: 0.0 != 0.99\)"):
+        run_study(plan_study(path, "smoke", out=tmp_path / "out"), progress=False, log=quiet)
 
 
 class _CtrlCAtStep(TrainHook):

@@ -210,11 +210,32 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """``key: a-value != b-value`` for every setting two configs disagree on."""
-    a, b = comparable_config(a), comparable_config(b)
-    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+def config_differences(a: dict[str, Any], b: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key: a-value != b-value`` for every setting two configs disagree on. With
+    ``defaults`` (the settings class' defaults), a key that ``a`` (a record written by an older
+    squeezelab) lacks is no difference where ``b`` holds its default: a setting added since
+    does not make every finished cell a different experiment."""
+    return _differences(comparable_config(a), comparable_config(b), defaults or {}, "")
+
+
+_ABSENT = object()
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], defaults: dict[str, Any],
+                 prefix: str) -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb, default = a.get(k, _ABSENT), b.get(k, _ABSENT), defaults.get(k, _ABSENT)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, default if isinstance(default, dict) else {},
+                                f"{prefix}{k}.")
+        elif va is _ABSENT and vb is not _ABSENT and default is not _ABSENT and vb == default:
+            continue
+        elif va != vb:
+            show = [None if v is _ABSENT else v for v in (va, vb)]
+            out.append(f"{prefix}{k}: {show[0]!r} != {show[1]!r}")
+    return out
 
 
 def with_ours(published: Iterable[dict[str, Any]], metrics: dict[str, Any] | None

@@ -135,12 +135,21 @@ def _stamp(record: dict[str, Any], plan: StudyPlan) -> dict[str, Any]:
     return record
 
 
+def _default_settings(cell: Cell) -> dict[str, Any]:
+    """The defaults of ``cell``'s settings class (empty where it has no default instance)."""
+    try:
+        return type(cell.settings)().to_dict()
+    except (TypeError, ValueError):
+        return {}
+
+
 def _check_same_experiment(plan: StudyPlan, cell: Cell, record: dict[str, Any]) -> None:
     # a reference is the same whatever folder the study's cells sit in: compare the cells named
     recorded = {k: v.get("cell") for k, v in (record.get("sources") or {}).items()}
     differences = config_differences(
         {k: v for k, v in record.get("config", {}).items() if k not in recorded},
-        {k: v for k, v in cell.config_dict().items() if k not in cell.references})
+        {k: v for k, v in cell.config_dict().items() if k not in cell.references},
+        defaults=_default_settings(cell))
     differences += [f"{k}: {{cell: {recorded.get(k)!r}}} != {{cell: {cell.references.get(k)!r}}}"
                     for k in sorted(set(recorded) | set(cell.references))
                     if recorded.get(k) != cell.references.get(k)]

@@ -72,7 +72,8 @@ def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], run_dir: Path) -> N
     auto = [k for k, unset in (("precision", "auto"), ("channels_last", None))
             if planned.get(k) == unset]
     differences = config_differences({k: v for k, v in saved.items() if k not in auto},
-                                     {k: v for k, v in planned.items() if k not in auto})
+                                     {k: v for k, v in planned.items() if k not in auto},
+                                     defaults=TrainConfig().to_dict())
     if differences:
         raise ConfigError(f"the interrupted run in {run_dir} was started with other settings "
                           f"than the study asks for now ({'; '.join(differences[:4])}); "

@@ -29,6 +29,9 @@ def add_eval_data_flags(p: argparse.ArgumentParser, default_data: str) -> None:
                    help="average the logits of each image and its mirror (default: as the "
                    "model was trained, so the figure matches the run's; compare: as A was "
                    "trained, and B is scored the same way)")
+    p.add_argument("--test-time-translate", type=int, default=None, metavar="PX",
+                   help="also average over copies shifted PX pixels down-right and up-left "
+                   "(1/4 each, the image 1/2; default: as the model was trained)")
     p.add_argument("--crops", type=int, choices=(1, 10, 144), default=1,
                    help="multi-crop testing: average the logits over the 4 corner and the "
                    "centre crops and their mirror images (10), or GoogLeNet's 144 crops (4 "
@@ -148,12 +151,17 @@ def eval_flip(args: argparse.Namespace, meta: dict) -> bool:
 
 
 def eval_protocol(args: argparse.Namespace, meta: dict):
-    """The one protocol a command scores with: ``--precision``, ``--test-time-flip`` (the flip
-    defaulting to how the model of ``meta`` was trained) and ``--crops``."""
+    """The one protocol a command scores with: ``--precision``, ``--test-time-flip`` and
+    ``--test-time-translate`` (both defaulting to how the model of ``meta`` was trained) and
+    ``--crops``."""
     from squeezelab.train.evaluate import EvalProtocol
 
-    protocol = EvalProtocol.for_model(meta, flip=args.test_time_flip, precision=args.precision)
+    translate = getattr(args, "test_time_translate", None)
     crops = getattr(args, "crops", 1)
+    if crops != 1 and translate is None:
+        translate = 0  # crops take the place of the translations the model was trained with
+    protocol = EvalProtocol.for_model(meta, flip=args.test_time_flip, precision=args.precision,
+                                      translate=translate)
     if crops == 1:
         return protocol
     if args.test_time_flip is False:

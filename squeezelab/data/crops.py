@@ -10,6 +10,10 @@
   square image the 3 squares coincide (the paper's images were not square); the count stays
   144, as the definition gives it.
 
+* Translations (the fast CIFAR recipes' test-time augmentation, e.g. Keller Jordan's airbench):
+  the image itself and the image shifted by ``t`` pixels down-right and up-left (the uncovered
+  border black, as CIFAR's training crops pad), weighted 1/2, 1/4, 1/4: ``translated_views``.
+
 Functions work on a batch (N, C, H, W) of float images and yield one (N, C, size, size) batch
 per crop, so a caller never holds all crops at once (144 copies of a batch of 224-pixel images
 would be 144 x the batch's memory). A centre crop's offset is floor((H - size) / 2).
@@ -109,16 +113,7 @@ def multi_crops(images: torch.Tensor, crops: int, size: int | None = None, pad: 
     if size is None:
         size = min(images.shape[-2:])
     if pad:
-        fill = torch.as_tensor(pad_value, dtype=images.dtype, device=images.device)
-        if fill.dim() == 1:
-            if fill.numel() != images.shape[1]:
-                raise ValueError(f"pad_value has {fill.numel()} values for "
-                                 f"{images.shape[1]} channels")
-            fill = fill.view(1, -1, 1, 1)
-        n, c, h, w = images.shape
-        padded = fill.expand(n, c, h + 2 * pad, w + 2 * pad).clone()
-        padded[..., pad:pad + h, pad:pad + w] = images
-        images = padded
+        images = pad_images(images, pad, pad_value)
     if crops == 1:
         yield center_crop(images, size)
     elif crops == 10:
@@ -127,5 +122,41 @@ def multi_crops(images: torch.Tensor, crops: int, size: int | None = None, pad: 
         yield from googlenet_crops(images, size)
 
 
-__all__ = ["CROP_COUNTS", "GOOGLENET_SCALES", "center_crop", "five_crop_offsets",
-           "googlenet_crops", "multi_crops", "ten_crops"]
+def pad_images(images: torch.Tensor, pad: int,
+               pad_value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """``images`` (N, C, H, W) with ``pad`` pixels of ``pad_value`` (a number, or one per
+    channel) on every side."""
+    fill = torch.as_tensor(pad_value, dtype=images.dtype, device=images.device)
+    if fill.dim() == 1:
+        if fill.numel() != images.shape[1]:
+            raise ValueError(f"pad_value has {fill.numel()} values for {images.shape[1]} "
+                             "channels")
+        fill = fill.view(1, -1, 1, 1)
+    n, c, h, w = images.shape
+    padded = fill.expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+    padded[..., pad:pad + h, pad:pad + w] = images
+    return padded
+
+
+#: the weight of the image itself and of each of its two translated copies
+TRANSLATION_WEIGHTS = (0.5, 0.25, 0.25)
+
+
+def translated_views(images: torch.Tensor, shift: int, pad_value: float | torch.Tensor = 0.0
+                     ) -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs of translation testing: ``images`` itself (1/2) and shifted by
+    ``shift`` pixels down-right and up-left (1/4 each), the uncovered border ``pad_value``."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 1:
+        raise ValueError(f"shift must be an integer >= 1, got {shift!r}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be a (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    padded = pad_images(images, shift, pad_value)
+    down_right = padded[..., :h, :w]  # content moves down and right by `shift`
+    up_left = padded[..., 2 * shift:2 * shift + h, 2 * shift:2 * shift + w]
+    return list(zip(TRANSLATION_WEIGHTS, (images, down_right, up_left)))
+
+
+__all__ = ["CROP_COUNTS", "GOOGLENET_SCALES", "TRANSLATION_WEIGHTS", "center_crop",
+           "five_crop_offsets", "googlenet_crops", "multi_crops", "pad_images", "ten_crops",
+           "translated_views"]

@@ -39,7 +39,8 @@ BUILT_IN_DEFAULTS: dict[str, Any] = {
 #: and how (so a new best score would not be comparable with the saved one), or which model
 #: is trained. ``seed`` and ``subset_seed`` count through ``data_seed`` (the subset's seed).
 RUN_IDENTITY_FIELDS = ("model", "model_args", "data", "image_size", "limit_train",
-                       "limit_test", "data_seed", "test_time_flip", "precision")
+                       "limit_test", "data_seed", "test_time_flip", "test_time_translate",
+                       "precision")
 
 
 @dataclass
@@ -97,6 +98,10 @@ class TrainConfig(ConfigBase):
     # an exponential moving average of the weights, scored and kept (train/weight_average.py);
     # 0 = off
     ema_decay: float = 0.0
+    # Lookahead (train/lookahead.py): every lookahead_steps optimizer steps the slow weights
+    # move lookahead_alpha of the way to the fast ones, which restart there; 0 = off
+    lookahead_steps: int = 0
+    lookahead_alpha: float = 0.5
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"
@@ -112,6 +117,7 @@ class TrainConfig(ConfigBase):
     run_name: str | None = None
     eval_every: int = 1  # epochs between test-set evaluations (the last epoch always)
     test_time_flip: bool = False  # average logits with the flipped image at evaluation
+    test_time_translate: int = 0  # and with copies shifted this many pixels (0: off)
     log_every: int = 20  # steps between progress-bar updates (each one syncs with the device)
     progress: bool = True
 
@@ -148,12 +154,18 @@ class TrainConfig(ConfigBase):
               or (isinstance(self.subset_seed, int) and not isinstance(self.subset_seed, bool)),
               f"subset_seed must be an integer or null, got {self.subset_seed!r}")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        check(0 <= self.test_time_translate <= 4, f"test_time_translate must be a number of "
+              f"pixels in [0, 4], got {self.test_time_translate}")
         check(self.l1_weight >= 0, f"l1_weight must be >= 0, got {self.l1_weight}")
         check(self.bn_l1_weight >= 0, f"bn_l1_weight must be >= 0, got {self.bn_l1_weight}")
         check(self.binarize_weight >= 0,
               f"binarize_weight must be >= 0, got {self.binarize_weight}")
         check(self.ema_decay == 0 or 0 < self.ema_decay < 1,
               f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        check(self.lookahead_steps >= 0,
+              f"lookahead_steps must be >= 0 (0: off), got {self.lookahead_steps}")
+        check(0 < self.lookahead_alpha <= 1,
+              f"lookahead_alpha must be in (0, 1], got {self.lookahead_alpha}")
         check(self.binarize_scale in BINARIZE_SCALES,
               f"binarize_scale must be one of {BINARIZE_SCALES}, got {self.binarize_scale!r}")
         check(self.group_lasso_weight >= 0,
@@ -315,6 +327,9 @@ FIELD_HELP: dict[str, str] = {
     "ema_decay": "keep an exponential moving average of the weights with this decay (e.g. "
                  "0.99): the test set is scored with it, best.* and the final model hold it; "
                  "0 = off",
+    "lookahead_steps": "Lookahead: every this many steps move the slow weights toward the "
+                       "fast ones by --lookahead-alpha and restart the fast ones there; 0 = off",
+    "lookahead_alpha": "the share of the way the slow weights move at each Lookahead sync",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
     "channels_last": "NHWC memory layout; unset: time a few steps of each",
     "compile": "torch.compile the model",
@@ -325,6 +340,9 @@ FIELD_HELP: dict[str, str] = {
     "run_name": "run directory name under --out-dir; unset: the model name and a time stamp",
     "eval_every": "epochs between test-set evaluations (the last epoch always)",
     "test_time_flip": "average each test image's logits with its mirror image",
+    "test_time_translate": "also average each test image's logits (1/2) with those of its "
+                           "copies shifted this many pixels down-right and up-left (1/4 "
+                           "each); 0: off",
     "log_every": "steps between progress-bar updates",
     "progress": "show progress bars and a line per epoch (false: quiet; metrics.jsonl is "
                 "written either way)",

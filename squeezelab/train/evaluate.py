@@ -20,11 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from squeezelab.config import ConfigBase, ConfigError
-from squeezelab.data.crops import CROP_COUNTS, multi_crops
+from squeezelab.data.crops import CROP_COUNTS, multi_crops, translated_views
 from squeezelab.train.distributed import all_reduce_sum
 
 #: the precisions a model can be scored in
 EVAL_PRECISIONS = ("fp32", "bf16")
+#: the largest test-time translation, in pixels
+MAX_TRANSLATE = 4
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class EvalProtocol(ConfigBase):
     padding each image by ``crop_pad`` pixels (black, as CIFAR's training crops pad); the
     logits are averaged over the crops. 10 and 144 crops include the mirror images, so
     ``flip`` is true with them; ``crops: 1`` with a ``crop_size`` is the centre crop.
+    ``translate`` (pixels, 0: off; the fast CIFAR recipes' test-time augmentation) averages
+    the image's logits (1/2) with those of its copies shifted by that many pixels down-right
+    and up-left (1/4 each), each with its mirror image too under ``flip``; not with crops.
 
     Figures are only comparable under one protocol; ``describe()`` is the label printed beside
     each of them ("fp32, no flip", "fp32, 10-crop (32 px of 40)"), ``to_dict()`` what JSON
@@ -48,6 +53,7 @@ class EvalProtocol(ConfigBase):
     crops: int = 1
     crop_size: int | None = None
     crop_pad: int = 0
+    translate: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in EVAL_PRECISIONS:
@@ -64,6 +70,13 @@ class EvalProtocol(ConfigBase):
         if isinstance(self.crop_pad, bool) or not isinstance(self.crop_pad, int) \
                 or self.crop_pad < 0:
             raise ConfigError(f"crop_pad must be an integer >= 0, got {self.crop_pad!r}")
+        if isinstance(self.translate, bool) or not isinstance(self.translate, int) \
+                or not 0 <= self.translate <= MAX_TRANSLATE:
+            raise ConfigError(f"translate must be an integer number of pixels in [0, "
+                              f"{MAX_TRANSLATE}], got {self.translate!r}")
+        if self.translate and self.cropped:
+            raise ConfigError("translate averages over shifted copies of the whole image; "
+                              "it does not combine with crops, crop_size or crop_pad")
         if self.crops > 1:
             # the 10 and 144 crops are defined with their mirror images
             object.__setattr__(self, "flip", True)
@@ -80,30 +93,37 @@ class EvalProtocol(ConfigBase):
         """``"fp32, no flip"`` / ``"bf16, flip-averaged"`` / ``"fp32, 10-crop (32 px of
         40)"`` / ``"fp32, 144-crop (224 px)"`` / ``"fp32, centre crop (224 px)"``."""
         if not self.cropped:
-            return f"{self.precision}, {'flip-averaged' if self.flip else 'no flip'}"
+            shifts = f", translated +-{self.translate} px" if self.translate else ""
+            return f"{self.precision}, {'flip-averaged' if self.flip else 'no flip'}{shifts}"
         kind = "centre crop" if self.crops == 1 else f"{self.crops}-crop"
         size = "the image size" if self.crop_size is None else f"{self.crop_size} px"
         pad = f", images padded by {self.crop_pad} px" if self.crop_pad else ""
         return f"{self.precision}, {kind} ({size}{pad})"
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, less the crop fields while they are the defaults."""
+        """Every field, less the crop fields and ``translate`` where the protocol scores
+        single images (so it records what protocols recorded before these existed)."""
         out = super().to_dict()
         if not self.cropped:
-            for name in ("crops", "crop_size", "crop_pad"):
+            for name in ("crops", "crop_size", "crop_pad", *(() if self.translate
+                                                               else ("translate",))):
                 out.pop(name)
         return out
 
     @classmethod
     def for_model(cls, meta: Mapping[str, Any] | None, *, flip: bool | None = None,
-                  precision: str = "fp32") -> EvalProtocol:
-        """The protocol a command scores a model file with: ``flip`` if given, else as the
-        model was trained (its meta's ``config.test_time_flip``: so the figure matches the
-        training run's); ``precision`` fp32 unless asked (a run autotuned to bf16 still
-        scores fp32 here: fp32 is what every machine computes alike)."""
+                  precision: str = "fp32", translate: int | None = None) -> EvalProtocol:
+        """The protocol a command scores a model file with: ``flip`` and ``translate`` if
+        given, else as the model was trained (its meta's ``config.test_time_flip`` and
+        ``config.test_time_translate``: so the figure matches the training run's);
+        ``precision`` fp32 unless asked (a run autotuned to bf16 still scores fp32 here: fp32
+        is what every machine computes alike)."""
+        config = (meta or {}).get("config") or {}
         if flip is None:
-            flip = bool(((meta or {}).get("config") or {}).get("test_time_flip", False))
-        return cls(precision=precision, flip=bool(flip))
+            flip = bool(config.get("test_time_flip", False))
+        if translate is None:
+            translate = int(config.get("test_time_translate", 0) or 0)
+        return cls(precision=precision, flip=bool(flip), translate=translate)
 
 
 def describe_protocol(record: Mapping[str, Any] | None) -> str | None:
@@ -135,6 +155,15 @@ def _logits(model: nn.Module, images: torch.Tensor, device: torch.device,
                 total = out if total is None else total + out
                 count += 1
             return total / count
+        if protocol.translate:
+            total = None
+            for weight, view in translated_views(images, protocol.translate, pad_value):
+                out = model(view.contiguous(memory_format=_layout(images))).float()
+                if protocol.flip:
+                    out = out + model(view.flip(3).contiguous(
+                        memory_format=_layout(images))).float()
+                total = weight * out if total is None else total + weight * out
+            return total
         logits = model(images)
         if protocol.flip:
             logits = logits + model(images.flip(3))

@@ -47,7 +47,7 @@ from squeezelab.train.distributed import (
     init_distributed,
     is_distributed,
 )
-from squeezelab.train.evaluate import autocast_context, evaluate
+from squeezelab.train.evaluate import EvalProtocol, autocast_context, black_pixel, evaluate
 from squeezelab.train.optim import build_optimizer, build_scheduler
 from squeezelab.train.resume import choose_run_dir, relay_schedule, save_config
 from squeezelab.train.run_dir import RunDir, environment
@@ -414,7 +414,10 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
         t1 = time.perf_counter()
         with _evaluation_weights(r):
             result = evaluate(r.state.forward_model, r.test_loader, r.train_data.num_classes,
-                              r.state.device, cfg.precision, cfg.test_time_flip)
+                              r.state.device, protocol=EvalProtocol(
+                                  cfg.precision, cfg.test_time_flip,
+                                  translate=cfg.test_time_translate),
+                              pad_value=black_pixel(r.test_data.mean, r.test_data.std))
         record.update(test_loss=result["loss"], test_top1=result["top1"],
                       test_top5=result["top5"],
                       eval_seconds=time.perf_counter() - t1,

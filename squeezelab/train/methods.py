@@ -20,7 +20,9 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
     Conv2d/Linear weight; ``bn_l1_weight`` > 0 -> ``BatchNormL1Regularizer`` on every
     BatchNorm scale; ``binarize_weight`` > 0 -> ``BinarizeRegularizer(cfg.binarize_weight,
     cfg.binarize_scale)`` on every Conv2d/Linear weight but the first and last;
-    ``ema_decay`` > 0 -> ``WeightAverageHook`` (train/weight_average.py).
+    ``lookahead_steps`` > 0 -> ``LookaheadHook`` (train/lookahead.py); ``ema_decay`` > 0 ->
+    ``WeightAverageHook`` (train/weight_average.py), after it: the average is of the weights
+    Lookahead leaves.
     """
     taken = {h.name for h in given}
     hooks: list[TrainHook] = []
@@ -45,6 +47,10 @@ def default_hooks(cfg: TrainConfig, given: Sequence[TrainHook] = ()) -> list[Tra
         from squeezelab.train.regularizers import BinarizeRegularizer
 
         hooks.append(BinarizeRegularizer(cfg.binarize_weight, cfg.binarize_scale))
+    if cfg.lookahead_steps > 0 and "lookahead" not in taken:
+        from squeezelab.train.lookahead import LookaheadHook
+
+        hooks.append(LookaheadHook(cfg.lookahead_steps, cfg.lookahead_alpha))
     if cfg.ema_decay > 0 and "ema" not in taken:
         from squeezelab.train.weight_average import WeightAverageHook
 

@@ -113,7 +113,7 @@ def test_crop_protocols_label_validate_and_record_only_when_used():
     assert EvalProtocol(crop_size=224).describe() == "fp32, centre crop (224 px)"
     assert EvalProtocol.from_dict(ten.to_dict()) == ten
     assert ten.to_dict() == {"precision": "fp32", "flip": True, "crops": 10, "crop_size": None,
-                             "crop_pad": 4}
+                             "crop_pad": 4, "translate": 0}
     # a single-image protocol records what it always recorded
     assert EvalProtocol().to_dict() == {"precision": "fp32", "flip": False}
     with pytest.raises(ConfigError, match=r"crops must be one of \(1, 10, 144\), got 5"):
@@ -189,3 +189,48 @@ def test_crop_padding_is_black_in_pixel_space(cifar_small):
     assert torch.allclose(top_left[:, :, 0, 0], black.expand(4, 3))
     assert torch.allclose(black * torch.tensor(test.std) + torch.tensor(test.mean),
                           torch.zeros(3), atol=1e-6)
+
+
+def test_translation_protocol_labels_validates_and_records_only_when_used():
+    from squeezelab.config import ConfigError
+    from squeezelab.train.evaluate import EvalProtocol
+
+    shifted = EvalProtocol(flip=True, translate=2)
+    assert shifted.describe() == "fp32, flip-averaged, translated +-2 px"
+    assert shifted.to_dict() == {"precision": "fp32", "flip": True, "translate": 2}
+    assert EvalProtocol.from_dict(shifted.to_dict()) == shifted
+    assert "translate" not in EvalProtocol(flip=True).to_dict()
+    trained = {"config": {"test_time_flip": True, "test_time_translate": 2}}
+    assert EvalProtocol.for_model(trained) == shifted
+    assert EvalProtocol.for_model(trained, translate=0) == EvalProtocol(flip=True)
+    with pytest.raises(ConfigError, match=r"translate must be an integer number of pixels in "
+                                          r"\[0, 4\], got 5"):
+        EvalProtocol(translate=5)
+    with pytest.raises(ConfigError, match="does not combine with crops"):
+        EvalProtocol(crops=10, crop_pad=4, translate=1)
+
+
+def test_translation_testing_averages_the_shifted_copies_with_their_weights():
+    """Logits under translate 1 (with flip) are 1/2 of the image's and 1/4 of each shifted
+    copy's (black borders), each summed with its mirror's: checked view by view."""
+    from squeezelab.data.crops import translated_views
+    from squeezelab.train.evaluate import EvalProtocol, _logits
+
+    torch.manual_seed(0)
+    model = create_model("squeezenet_cifar", **TINY).eval()
+    images = torch.randn(3, 3, 32, 32)
+    black = torch.tensor([-1.0, -2.0, -3.0])
+    views = translated_views(images, 1, black)
+    assert [w for w, _ in views] == [0.5, 0.25, 0.25]
+    _, down_right = views[1]
+    _, up_left = views[2]
+    assert torch.equal(down_right[..., 1:, 1:], images[..., :-1, :-1])
+    assert torch.equal(up_left[..., :-1, :-1], images[..., 1:, 1:])
+    assert torch.equal(down_right[0, :, 0, 5], black) and torch.equal(up_left[0, :, 31, 5], black)
+    with torch.no_grad():
+        expected = sum(w * (model(v) + model(v.flip(3))) for w, v in views)
+        got = _logits(model, images, torch.device("cpu"),
+                      EvalProtocol(flip=True, translate=1), black)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="shift must be an integer >= 1"):
+        translated_views(images, 0)

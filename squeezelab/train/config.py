@@ -43,6 +43,10 @@ RUN_IDENTITY_FIELDS = ("model", "model_args", "data", "image_size", "limit_train
                        "precision")
 
 
+#: how a run's stem starts: "default" (the model's own initialisation) or "whitening"
+STEM_INITS = ("default", "whitening")
+
+
 @dataclass
 class TrainConfig(ConfigBase):
     """Everything a training run depends on. Units are in the names (epochs, lr, seconds)."""
@@ -63,6 +67,12 @@ class TrainConfig(ConfigBase):
     limit_test: int | None = None
     skip_bad_images: bool = False
     augment: str = "auto"
+    # the first minutes (train/fast_start.py): train on batches resized to each of
+    # progressive_sizes for an equal share of the epochs (None: the images' size); start the
+    # stem as the PCA whitening of the training patches (stem_init: whitening)
+    progressive_sizes: list[int] | None = None
+    stem_init: str = "default"
+    whitening_eps: float = 5e-4
     # optimisation
     epochs: int = 10
     batch_size: int = 128
@@ -162,6 +172,14 @@ class TrainConfig(ConfigBase):
               f"binarize_weight must be >= 0, got {self.binarize_weight}")
         check(self.ema_decay == 0 or 0 < self.ema_decay < 1,
               f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        sizes = self.progressive_sizes
+        check(sizes is None or (isinstance(sizes, list) and sizes and all(
+            isinstance(x, int) and not isinstance(x, bool) and 8 <= x <= 1024 for x in sizes)),
+            f"progressive_sizes must be null or a non-empty list of image sizes (integers in "
+            f"[8, 1024]), got {sizes!r}")
+        check(self.stem_init in STEM_INITS,
+              f"stem_init must be one of {STEM_INITS}, got {self.stem_init!r}")
+        check(self.whitening_eps > 0, f"whitening_eps must be > 0, got {self.whitening_eps}")
         check(self.lookahead_steps >= 0,
               f"lookahead_steps must be >= 0 (0: off), got {self.lookahead_steps}")
         check(0 < self.lookahead_alpha <= 1,
@@ -327,6 +345,11 @@ FIELD_HELP: dict[str, str] = {
     "ema_decay": "keep an exponential moving average of the weights with this decay (e.g. "
                  "0.99): the test set is scored with it, best.* and the final model hold it; "
                  "0 = off",
+    "progressive_sizes": "train on batches resized to each of these sizes in turn, for equal "
+                         "shares of the epochs, e.g. [24, 32] (the test set keeps its size)",
+    "stem_init": "default, or whitening: the first conv starts as the PCA whitening of the "
+                 "training images' patches (and its negation)",
+    "whitening_eps": "added to each eigenvalue before the whitening divides by its root",
     "lookahead_steps": "Lookahead: every this many steps move the slow weights toward the "
                        "fast ones by --lookahead-alpha and restart the fast ones there; 0 = off",
     "lookahead_alpha": "the share of the way the slow weights move at each Lookahead sync",

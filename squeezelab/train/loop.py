@@ -48,6 +48,12 @@ from squeezelab.train.distributed import (
     is_distributed,
 )
 from squeezelab.train.evaluate import EvalProtocol, autocast_context, black_pixel, evaluate
+from squeezelab.train.fast_start import (
+    resize_batch,
+    size_for_epoch,
+    whiten_stem_,
+    whitening_sample,
+)
 from squeezelab.train.optim import build_optimizer, build_scheduler
 from squeezelab.train.resume import choose_run_dir, relay_schedule, save_config
 from squeezelab.train.run_dir import RunDir, environment
@@ -262,6 +268,8 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     if model is None:
         model = build_run_model(cfg, train_data.num_classes, initial_weights,
                                 announce=is_main and cfg.progress)
+        if cfg.stem_init == "whitening" and initial_weights is None and not resume:
+            whiten_stem_(model, whitening_sample(train_data, seed=cfg.seed), cfg.whitening_eps)
     model.to(device)
     speed: dict[str, Any] = {}
     if cfg.precision == "auto" or cfg.channels_last is None:
@@ -344,7 +352,9 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
     t0 = time.perf_counter()
     bar = tqdm(total=len(loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not (state.is_main and cfg.progress), leave=False, dynamic_ncols=True)
+    size = size_for_epoch(cfg.progressive_sizes, epoch, cfg.epochs)
     for batch_idx, (images, labels) in itertools.islice(enumerate(loader), skip, None):
+        images = resize_batch(images, size)
         with autocast_context(device, cfg.precision):
             logits = forward_model(images)
             loss = criterion(logits.float(), labels)

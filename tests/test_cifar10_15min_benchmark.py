@@ -1,0 +1,33 @@
+"""The 15-minute benchmark and its ablation table, run on a tiny slice of the shared JPEGs: the
+full recipe timed, one part trained again without it, one test-time part scored again."""
+import json
+
+import pytest
+from benchmark_scripts import load_benchmark
+
+ROOT_RECIPE = "recipes/cifar10_15min.yaml"
+
+
+def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
+    bench = load_benchmark("cifar10_15min")
+    out = tmp_path / "result.json"
+    tiny = ["--data", str(cifar_tree), "--limit-train", "100", "--limit-test", "40",
+            "--epochs", "2", "--eval-every", "2", "--batch-size", "50", "--precision", "fp32",
+            "--channels-last", "false", "--progress", "false"]
+    assert bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--out-dir", str(tmp_path),
+                       "--run-name", "full", "--keep-cache", "--output", str(out),
+                       "--ablate", "lookahead,test_time_translate", "--", *tiny]) == 0
+    r = json.loads(out.read_text())
+    assert r["recipe"] == ROOT_RECIPE and r["epochs"] == 2 and 0 <= r["test_top1"] <= 1
+    assert r["test_protocol"] == {"precision": "fp32", "flip": True, "translate": 2}
+    assert r["parameters"] == 730_570 and r["wall_seconds"] > r["train_seconds"] > 0
+    retrained, rescored = r["ablations"]
+    assert retrained["removed"] == "lookahead"
+    assert retrained["flags"][:2] == ["--lookahead-steps", "0"]
+    assert retrained["run_dir"].endswith("full-no-lookahead")
+    assert rescored == {"removed": "test_time_translate", "retrained": False,
+                        "flags": ["--test-time-translate", "0"],
+                        "test_top1": rescored["test_top1"], "test_top5": rescored["test_top5"],
+                        "test_protocol": {"precision": "fp32", "flip": True}}
+    with pytest.raises(SystemExit, match="unknown part.*whitening"):
+        bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--ablate", "whitening"])

@@ -8,9 +8,12 @@ and the run directory in benchmarks/results/cifar10_15min.json.
     python benchmarks/cifar10_15min.py --recipe recipes/x.yaml --keep-cache
     python benchmarks/cifar10_15min.py --recipe recipes/cifar10_15min.yaml --ablate all
 
-``--ablate PART,...`` (or ``all``) is the ablation table: the recipe again with each part
-switched off (``ABLATIONS``), timed the same way; the test-time parts need no new training, so
-the full recipe's model is scored again without them (``squeezelab eval``).
+``--ablate PART,...`` (or ``all``: every part the recipe switches on) is the ablation table:
+the recipe again with each part switched off (``ABLATIONS``), for the same epochs, timed the
+same way; the test-time parts need no new training, so the full recipe's model is scored again
+without them (``squeezelab eval``). The JSON is written after every row, and a run whose
+folder already holds a finished run of the same name is reused with the timing it recorded, so
+an interrupted ablation continues where it stopped.
 """
 from __future__ import annotations
 
@@ -28,19 +31,23 @@ from common import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: part -> the flags that switch it off: trained again without it
+#: part -> (the recipe key that switches it on, its "off" value, the flags that switch it off):
+#: trained again without it
 ABLATIONS = {
-    "progressive_sizes": ["--progressive-sizes", "[32]"],
-    "stem_init": ["--stem-init", "default"],
-    "lookahead": ["--lookahead-steps", "0"],
-    "ema": ["--ema-decay", "0"],
-    "label_smoothing": ["--label-smoothing", "0"],
+    "progressive_sizes": ("progressive_sizes", None, ["--progressive-sizes", "[32]"]),
+    "stem_init": ("stem_init", "default", ["--stem-init", "default"]),
+    "lookahead": ("lookahead_steps", 0, ["--lookahead-steps", "0"]),
+    "ema": ("ema_decay", 0, ["--ema-decay", "0"]),
+    "label_smoothing": ("label_smoothing", 0, ["--label-smoothing", "0"]),
 }
-#: part -> the eval flags that score the full recipe's model without it
+#: part -> (recipe key, off value, the eval flags that score the full recipe's model without it)
 TEST_TIME_ABLATIONS = {
-    "test_time_translate": ["--test-time-translate", "0"],
-    "test_time_flip": ["--test-time-flip", "false", "--test-time-translate", "0"],
+    "test_time_translate": ("test_time_translate", 0, ["--test-time-translate", "0"]),
+    "test_time_flip": ("test_time_flip", False,
+                       ["--test-time-flip", "false", "--test-time-translate", "0"]),
 }
+#: what each run's timing is kept in, inside its run folder (so a finished run is reused)
+TIMING_FILE = "bench_timing.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,28 +65,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="more flags for squeezelab train")
     args = parser.parse_args(argv)
 
-    parts = _parts(args.ablate)
+    parts = _parts(args.ablate, args.recipe)
     full = timed_run(args, args.run_name, [])
     result = {**full, "ablations": []}
+    if parts:
+        write_result("cifar10_15min", result, args.output)
     for part in parts:
         if part in TEST_TIME_ABLATIONS:
-            result["ablations"].append(
-                {"removed": part, **rescored(full["run_dir"], TEST_TIME_ABLATIONS[part])})
+            row = rescored(full["run_dir"], TEST_TIME_ABLATIONS[part][2])
         else:
-            run = timed_run(args, f"{args.run_name}-no-{part}", ABLATIONS[part])
-            result["ablations"].append({"removed": part, **run})
-    for row in result["ablations"]:
-        print(f"without {row['removed']}: top-1 {100 * row['test_top1']:.2f}% "
-              f"({100 * (row['test_top1'] - full['test_top1']):+.2f} points)")
-    write_result("cifar10_15min", result, args.output)
+            row = timed_run(args, f"{args.run_name}-no-{part}", ABLATIONS[part][2])
+        row = {"removed": part, **row,
+               "top1_change_points": 100 * (row["test_top1"] - full["test_top1"])}
+        result["ablations"].append(row)
+        print(f"without {part}: top-1 {100 * row['test_top1']:.2f}% "
+              f"({row['top1_change_points']:+.2f} points)", flush=True)
+        write_result("cifar10_15min", result, args.output)
+    if not parts:
+        write_result("cifar10_15min", result, args.output)
     return 0
 
 
-def _parts(spec: str | None) -> list[str]:
+def _parts(spec: str | None, recipe: str) -> list[str]:
     known = [*ABLATIONS, *TEST_TIME_ABLATIONS]
     if not spec:
         return []
-    parts = known if spec == "all" else [p.strip() for p in spec.split(",") if p.strip()]
+    if spec == "all":  # the parts the recipe switches on
+        import yaml
+
+        values = yaml.safe_load(Path(recipe).read_text()) or {}
+        table = {**ABLATIONS, **TEST_TIME_ABLATIONS}
+        return [p for p in known if values.get(table[p][0], table[p][1]) != table[p][1]]
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
     unknown = [p for p in parts if p not in known]
     if unknown:
         raise SystemExit(f"--ablate: unknown part(s) {', '.join(unknown)}; known: "
@@ -90,18 +107,24 @@ def _parts(spec: str | None) -> list[str]:
 def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict:
     """``squeezelab train RECIPE`` with ``flags``, timed from the start of the process to its
     end (decode included unless --keep-cache)."""
-    env = dict(os.environ)
-    cache = None
-    if not args.keep_cache:
-        cache = tempfile.mkdtemp(prefix="squeezelab-bench-cache-")
-        env["SQUEEZELAB_CACHE"] = cache
-    cmd = [sys.executable, "-m", "squeezelab", "train", args.recipe, "--out-dir", args.out_dir,
-           "--run-name", run_name, *flags, *args.extra]
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True)
-    wall = time.perf_counter() - t0
     run_dir = Path(args.out_dir) / run_name
+    timing_path = run_dir / TIMING_FILE
+    if (run_dir / "summary.json").is_file() and timing_path.is_file():
+        print(f"reusing the finished run {run_dir}", flush=True)
+        timing = json.loads(timing_path.read_text())
+    else:
+        env = dict(os.environ)
+        if not args.keep_cache:
+            env["SQUEEZELAB_CACHE"] = tempfile.mkdtemp(prefix="squeezelab-bench-cache-")
+        cmd = [sys.executable, "-m", "squeezelab", "train", args.recipe, "--out-dir",
+               args.out_dir, "--run-name", run_name, *flags, *args.extra]
+        print("$", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True)
+        timing = {"wall_seconds": time.perf_counter() - t0,
+                  "decode_included": not args.keep_cache}
+        timing_path.write_text(json.dumps(timing) + "\n")
+    wall = timing["wall_seconds"]
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary["final"]
     result = {
@@ -110,7 +133,7 @@ def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict
         "flags": flags + list(args.extra),
         "wall_seconds": wall, "budget_seconds": args.budget_s,
         "within_budget": wall <= args.budget_s,
-        "decode_included": cache is not None,
+        "decode_included": timing["decode_included"],
         "test_top1": final.get("test_top1"), "test_top5": final.get("test_top5"),
         "test_protocol": final.get("test_protocol"),
         "epochs": summary["epochs"], "train_seconds": summary["total_train_seconds"],

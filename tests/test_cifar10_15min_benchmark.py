@@ -20,7 +20,7 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     r = json.loads(out.read_text())
     assert r["recipe"] == ROOT_RECIPE and r["epochs"] == 2 and 0 <= r["test_top1"] <= 1
     assert r["test_protocol"] == {"precision": "fp32", "flip": True, "translate": 2}
-    assert r["parameters"] == 730_570 and r["wall_seconds"] > r["train_seconds"] > 0
+    assert r["parameters"] == 828_600 and r["wall_seconds"] > r["train_seconds"] > 0
     retrained, rescored = r["ablations"]
     assert retrained["removed"] == "lookahead"
     assert retrained["flags"][:2] == ["--lookahead-steps", "0"]
@@ -28,6 +28,21 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     assert rescored == {"removed": "test_time_translate", "retrained": False,
                         "flags": ["--test-time-translate", "0"],
                         "test_top1": rescored["test_top1"], "test_top5": rescored["test_top5"],
-                        "test_protocol": {"precision": "fp32", "flip": True}}
+                        "test_protocol": {"precision": "fp32", "flip": True},
+                        "top1_change_points": rescored["top1_change_points"]}
+    assert rescored["top1_change_points"] == pytest.approx(
+        100 * (rescored["test_top1"] - r["test_top1"]))
+    # run again: the finished runs are reused with the timing they recorded, not trained again
+    again = tmp_path / "again.json"
+    assert bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--out-dir", str(tmp_path),
+                       "--run-name", "full", "--keep-cache", "--output", str(again),
+                       "--ablate", "lookahead", "--", *tiny]) == 0
+    r2 = json.loads(again.read_text())
+    assert r2["wall_seconds"] == r["wall_seconds"]
+    assert r2["ablations"][0]["wall_seconds"] == retrained["wall_seconds"]
+    # "all": the parts the recipe switches on (no progressive sizes in it)
+    assert bench._parts("all", str(bench.ROOT / ROOT_RECIPE)) == [
+        "stem_init", "lookahead", "ema", "label_smoothing", "test_time_translate",
+        "test_time_flip"]
     with pytest.raises(SystemExit, match="unknown part.*whitening"):
         bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--ablate", "whitening"])

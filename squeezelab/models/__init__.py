@@ -1,6 +1,7 @@
 """Model zoo: the registry plus one module per family (importing them registers the builders)."""
 from squeezelab.models import (  # noqa: F401  (importing them registers the builders)
     alexnet,
+    convgroups,
     googlenet,
     mobilenet,
     resnet,

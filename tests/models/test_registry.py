@@ -8,6 +8,9 @@ from squeezelab.models import UnknownModelError, create_model, get_entry, model_
 # Exact parameter counts at each model's default class count (from the papers / torchvision
 # where those exist; our own designs are pinned so a change to them is deliberate).
 EXPECTED_PARAMS = {
+    # stem 3*24*2*2 + 24 = 312; the groups 9*(24*64 + 64*64) + 4*64 = 50,944, 9*(64*128 +
+    # 128*128) + 4*128 = 221,696 and 9*(128*192 + 192*192) + 4*192 = 553,728; classifier 1,920
+    "airbench_cifar": 828_600,
     "alexnet": 61_100_840,
     "alexnet_cifar": 7_506_762,
     "googlenet_cifar": 841_282,  # = the sum of its blocks (tests/layers/test_compact_blocks.py)

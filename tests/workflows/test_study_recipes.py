@@ -203,7 +203,8 @@ PUBLISHED_COMPRESSION = {
         "alexnet_svd-s2": [("top1", 56.0, 48, 5)],
         "squeezenet_fp32-s2": [("top1", 57.5, 4.8, 50)],
         "squeezenet_8bit-s2": [("top1", 57.5, 0.66, 363)],
-        "squeezenet_6bit-s2": [("top1", 57.5, 0.47, 510)]},
+        "squeezenet_6bit-s2": [("top1", 57.5, 0.47, 510)],
+        "squeezenet_6bit_ecsq-s2": [("top1", 57.5, 0.47, 510)]},
     # the authors' DSD SqueezeNet (github.com/songhan/SqueezeNet-DSD-Training), ImageNet
     "dsd_sweeps": {
         "vanilla-trained-s0": [("top1", 57.5, 4.8, None), ("top5", 80.3, None, None)],
@@ -245,6 +246,14 @@ def test_the_compression_studies_start_from_the_models_they_name(tmp_path):
     assert dc["squeezenet_6bit-s4"].references == {"source": "squeezenet_fp32-s4"}
     assert dc["alexnet_fp32-s2"].settings.model == "alexnet_cifar"
     assert dc["squeezenet_fp32-s2"].settings.model == "squeezenet_cifar_baseline"
+    # vanilla SqueezeNet gets its own cpu epochs (20 against AlexNet's 8), warm-up and clipping
+    fp32 = dc["squeezenet_fp32-s2"].settings
+    assert (fp32.epochs, fp32.warmup_epochs, fp32.grad_clip) == (20, 1, 1.0)
+    assert dc["alexnet_fp32-s2"].settings.epochs == 8
+    ecsq = dc["squeezenet_6bit_ecsq-s2"].settings.compress
+    assert (ecsq["sharing"]["entropy_weight"], ecsq["float_dtype"], ecsq["dense_bits"]) == (
+        0.005, "float16", 8)
+    assert ecsq["prune"]["sparsity"] == 0.67 and ecsq["sharing"]["bits"] == {"conv": 6}
     dsd = {c.name: c for c in plans["dsd_sweeps"]}
     assert [dsd[f"vanilla-sp{s}-s0"].settings.dsd.sparsity for s in
             ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6")] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]

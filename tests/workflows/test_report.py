@@ -286,3 +286,19 @@ def test_a_results_file_with_a_bad_report_spec_names_it(tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_a_published_size_sits_beside_the_file_our_cells_wrote_else_their_fp32_size():
+    from squeezelab.workflows.report.build import _our_size
+    from squeezelab.workflows.report.values import group_units
+
+    def cell(name, seed, **fields):
+        return {"name": f"{name}-s{seed}", "kind": "compress", "variants": {"cell": name},
+                "status": "done", "seed": seed, "fp32_bytes": 2_960_000, **fields}
+
+    compressed, dense = group_units([
+        cell("six_bit", 2, compression={"file_bytes": 243_175}),
+        cell("six_bit", 3, compression={"file_bytes": 243_175}),
+        {**cell("fp32", 2), "kind": "train"}])
+    assert _our_size(compressed).text == "243.2 kB"
+    assert _our_size(dense).text == "2.96 MB (fp32)"

@@ -204,6 +204,16 @@ def _ours(unit: Unit, i: int, published: dict[str, Any]) -> list[float]:
     return out
 
 
+def _our_size(unit: Unit) -> Value:
+    """The size to set beside a published one: the bytes of the file the cells wrote (a
+    compressed model), else the fp32 size of their model (marked so)."""
+    written = unit.value("compression.file_bytes")
+    if written is not None:
+        return Value(format_value("compression.file_bytes", written))
+    fp32 = unit.value("fp32_bytes")
+    return Value(MISSING if fp32 is None else f"{format_value('fp32_bytes', fp32)} (fp32)")
+
+
 def comparison_table(results: dict[str, Any], threshold: float) -> tuple[Table | None, int, int]:
     """The published figures beside ours, one row per published value of each combination of
     variants (mean ± stdev over its seeds), the difference in points, and whether it exceeds
@@ -220,7 +230,7 @@ def comparison_table(results: dict[str, Any], threshold: float) -> tuple[Table |
     sources = {p.get("source") for _, _, p in pairs}
     columns = ["cells" if several else "cell", "metric", "dataset", "published", "ours",
                *(["seeds"] if several else []), "difference", "check",
-               *(["published size", "our fp32 size"] if sizes else []),
+               *(["published size", "our size"] if sizes else []),
                *(["source"] if len(sources) > 1 else []), *(["note"] if notes else []),
                "from cells"]
     rows, compared, differ = [], 0, 0
@@ -256,8 +266,7 @@ def comparison_table(results: dict[str, Any], threshold: float) -> tuple[Table |
         row += [diff_value, check]
         if sizes:
             size = p.get("model_size_mb")
-            row += [Value(MISSING if size is None else f"{float(size):g} MB"),
-                    Value(format_value("fp32_bytes", unit.value("fp32_bytes")))]
+            row += [Value(MISSING if size is None else f"{float(size):g} MB"), _our_size(unit)]
         if len(sources) > 1:
             row.append(Value(str(p.get("source") or MISSING)))
         if notes:
@@ -268,6 +277,9 @@ def comparison_table(results: dict[str, Any], threshold: float) -> tuple[Table |
     table_notes = [f"Ours: the mean over the cells' seeds (± the sample standard deviation "
                    f"where there are several); difference: ours minus published, in percentage "
                    f"points; marked DIFFERS where it exceeds {threshold:g} points."]
+    if sizes:
+        table_notes.append("Our size: the bytes of the file a cell wrote, else its model's "
+                           "fp32 size.")
     if len(sources) == 1 and next(iter(sources)):
         table_notes.append(f"Published: {next(iter(sources))}.")
     if block.get("note"):

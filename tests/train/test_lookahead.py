@@ -2,7 +2,7 @@
 beside the weight average, a masked run that stays sparse, and an exact resume."""
 import pytest
 import torch
-from model_configs import SMALL, TINY
+from model_configs import SMALL, TINY, small_run
 
 from squeezelab.hooks import TrainState
 from squeezelab.models import create_model
@@ -12,18 +12,9 @@ from squeezelab.train.methods import default_hooks
 
 
 def config(tmp_path, **kw):
-    base = dict(model="squeezenet_cifar", model_args=SMALL, epochs=2, batch_size=50,
-                optimizer="adamw", lr=0.005, weight_decay=0.01, precision="fp32",
-                channels_last=False, out_dir=str(tmp_path), run_name="run", progress=False,
-                schedule="constant", lookahead_steps=3, lookahead_alpha=0.5)
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_run(tmp_path, **{"schedule": "constant", "lookahead_steps": 3,
+                                  "lookahead_alpha": 0.5, **kw})
 
-
-@pytest.fixture(scope="module")
-def cifar_tiny(cifar_small):
-    train_data, test_data = cifar_small
-    return train_data.subset(torch.arange(0, 1000, 2)), test_data.subset(torch.arange(0, 300, 3))
 
 
 def test_every_k_steps_the_slow_weights_move_alpha_of_the_way_and_the_fast_restart_there():

@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 import yaml
-from model_configs import SMALL
+from model_configs import SMALL, small_run
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezelab.train import (
@@ -20,13 +20,7 @@ from squeezelab.train import (
     train,
 )
 
-
-def config(tmp_path, **kw):
-    base = dict(model="squeezenet_cifar", model_args=SMALL, epochs=2, batch_size=50,
-                optimizer="adamw", lr=0.005, weight_decay=0.01, precision="fp32",
-                channels_last=False, out_dir=str(tmp_path), run_name="run", progress=False)
-    base.update(kw)
-    return TrainConfig(**base)
+config = small_run
 
 
 def test_learns_above_chance_on_real_images(tmp_path, cifar_small, capsys):
@@ -56,12 +50,6 @@ def test_a_dead_classifier_is_reported_once(tmp_path, cifar_tiny, capsys):
                      "the loss of a uniform guess") == 1
     assert "--warmup-epochs 1" in err and "epoch 2" not in err
 
-
-@pytest.fixture(scope="module")
-def cifar_tiny(cifar_small):
-    """500 train / 100 test images: enough for the bookkeeping tests, and fast."""
-    train_data, test_data = cifar_small
-    return train_data.subset(torch.arange(0, 1000, 2)), test_data.subset(torch.arange(0, 300, 3))
 
 
 def test_subset_seed_chooses_the_limited_subset_whatever_the_seed(tmp_path, cifar_tree,

@@ -2,7 +2,7 @@
 kept in best.* and in the final model, the training weights in last.*, and an exact resume."""
 import pytest
 import torch
-from model_configs import SMALL, TINY
+from model_configs import SMALL, TINY, small_run
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezelab.hooks import TrainState
@@ -13,18 +13,8 @@ from squeezelab.train.weight_average import WeightAverageHook
 
 
 def config(tmp_path, **kw):
-    base = dict(model="squeezenet_cifar", model_args=SMALL, epochs=2, batch_size=50,
-                optimizer="adamw", lr=0.005, weight_decay=0.01, precision="fp32",
-                channels_last=False, out_dir=str(tmp_path), run_name="run", progress=False,
-                schedule="constant", ema_decay=0.9)
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_run(tmp_path, **{"schedule": "constant", "ema_decay": 0.9, **kw})
 
-
-@pytest.fixture(scope="module")
-def cifar_tiny(cifar_small):
-    train_data, test_data = cifar_small
-    return train_data.subset(torch.arange(0, 1000, 2)), test_data.subset(torch.arange(0, 300, 3))
 
 
 def test_the_average_follows_the_recursion_with_its_warm_up():

@@ -2,11 +2,12 @@
 beside the weight average, a masked run that stays sparse, and an exact resume."""
 import pytest
 import torch
-from model_configs import SMALL, TINY, small_run
+from hook_checks import assert_masked_run_stays_sparse, assert_resume_is_exact
+from model_configs import TINY, small_run
 
 from squeezelab.hooks import TrainState
 from squeezelab.models import create_model
-from squeezelab.train import ConfigError, TrainConfig, train
+from squeezelab.train import ConfigError, TrainConfig
 from squeezelab.train.lookahead import LookaheadHook
 from squeezelab.train.methods import default_hooks
 
@@ -51,19 +52,6 @@ def test_the_config_switches_it_on_before_the_weight_average():
 
 
 def test_a_masked_run_stays_exactly_sparse_and_a_resume_continues_exactly(tmp_path, cifar_tiny):
-    from squeezelab.compress.pruning.masks import MaskHook
-
-    model = create_model("squeezenet_cifar", **SMALL)
-    weight = model.features[0].weight
-    mask = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5
-    result = train(config(tmp_path, epochs=1), hooks=[MaskHook({"features.0.weight": mask})],
-                   data=cifar_tiny, model=model)
-    final = result.model.features[0].weight.detach()
-    assert (final[~mask] == 0).all() and (final[mask] != 0).any()
+    assert_masked_run_stays_sparse(config, tmp_path, cifar_tiny)
     # 10 steps an epoch, syncs every 3: the cut falls between two syncs
-    straight = train(config(tmp_path, run_name="straight"), data=cifar_tiny)
-    first = train(config(tmp_path, run_name="cut", epochs=1), data=cifar_tiny)
-    resumed = train(config(tmp_path, run_name="cut", epochs=2), resume=True,
-                    run_dir=first.run_dir, data=cifar_tiny)
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed Lookahead diverged"
+    assert_resume_is_exact(config, tmp_path, cifar_tiny, "Lookahead")

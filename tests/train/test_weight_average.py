@@ -2,7 +2,8 @@
 kept in best.* and in the final model, the training weights in last.*, and an exact resume."""
 import pytest
 import torch
-from model_configs import SMALL, TINY, small_run
+from hook_checks import assert_masked_run_stays_sparse, assert_resume_is_exact
+from model_configs import TINY, small_run
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezelab.hooks import TrainState
@@ -63,22 +64,9 @@ def test_the_run_scores_and_keeps_the_average(tmp_path, cifar_tiny):
 
 
 def test_resume_continues_the_average_exactly(tmp_path, cifar_tiny):
-    straight = train(config(tmp_path, run_name="straight"), data=cifar_tiny)
-    first = train(config(tmp_path, run_name="cut", epochs=1), data=cifar_tiny)
-    resumed = train(config(tmp_path, run_name="cut", epochs=2), resume=True,
-                    run_dir=first.run_dir, data=cifar_tiny)
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed average diverged"
+    assert_resume_is_exact(config, tmp_path, cifar_tiny, "average")
 
 
 def test_the_average_of_a_masked_run_stays_exactly_sparse(tmp_path, cifar_tiny):
     """The average runs after the masks at every step, so pruned weights average to exact 0."""
-    from squeezelab.compress.pruning.masks import MaskHook
-
-    model = create_model("squeezenet_cifar", **SMALL)
-    weight = model.features[0].weight
-    mask = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5
-    result = train(config(tmp_path, epochs=1), hooks=[MaskHook({"features.0.weight": mask})],
-                   data=cifar_tiny, model=model)
-    final = result.model.features[0].weight.detach()
-    assert (final[~mask] == 0).all() and (final[mask] != 0).any()
+    assert_masked_run_stays_sparse(config, tmp_path, cifar_tiny)

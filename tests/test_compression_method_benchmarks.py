@@ -6,6 +6,7 @@ import pytest
 import torch
 from benchmark_scripts import load_benchmark
 
+from squeezelab.compress.format.layout import VERSION
 from squeezelab.train import TrainConfig, train
 
 # 12 stem channels feed a 16-wide first Fire (no bypass there): the stem is gated too
@@ -128,8 +129,9 @@ def test_nncodec_comparison_benchmark_runs_both_coders_on_the_same_weights(
     rows = {(r["coder"], r["setting"]): r for r in result["rows"]}
     ours = rows[("squeezelab", "m.sqz as given")]
     assert ours["bytes"] == sqz.stat().st_size
-    assert rows[("squeezelab", "v4 coder")]["top1"] == ours["top1"]  # the coder is lossless
-    assert rows[("squeezelab", "v4 coder + float16 + 8-bit dense")]["bytes"] < ours["bytes"]
+    v = f"v{VERSION}"
+    assert rows[("squeezelab", f"{v} coder")]["top1"] == ours["top1"]  # the coder is lossless
+    assert rows[("squeezelab", f"{v} coder + float16 + 8-bit dense")]["bytes"] < ours["bytes"]
     fake_row = rows[("nncodec", "uniform_qp-30")]
     assert fake_row["top1"] == ours["top1"]  # the same weights, decoded losslessly
     state = read_sqz(sqz).state_dict()

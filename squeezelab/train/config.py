@@ -306,6 +306,12 @@ FIELD_HELP: dict[str, str] = {
     "skip_bad_images": "leave out unreadable image files instead of failing",
     "augment": f"training augmentation: one of {', '.join(AUGMENTS)} (auto: cifar at 64 px "
                f"and below, else imagenet)",
+    "progressive_sizes": "train on batches resized to each of these sizes in turn, for equal "
+                         "shares of the epochs, e.g. [24, 32] (the test set keeps its size); "
+                         "unset: the images' own size throughout",
+    "stem_init": "default, or whitening: the first conv starts as the PCA whitening of the "
+                 "training images' patches (and its negation)",
+    "whitening_eps": "added to each eigenvalue before the whitening divides by its root",
     "epochs": "passes over the training set",
     "batch_size": "images per step (the global batch under DDP)",
     "optimizer": f"one of {', '.join(OPTIMIZERS)}; unset: {_UNSET_HELP}"
@@ -345,11 +351,6 @@ FIELD_HELP: dict[str, str] = {
     "ema_decay": "keep an exponential moving average of the weights with this decay (e.g. "
                  "0.99): the test set is scored with it, best.* and the final model hold it; "
                  "0 = off",
-    "progressive_sizes": "train on batches resized to each of these sizes in turn, for equal "
-                         "shares of the epochs, e.g. [24, 32] (the test set keeps its size)",
-    "stem_init": "default, or whitening: the first conv starts as the PCA whitening of the "
-                 "training images' patches (and its negation)",
-    "whitening_eps": "added to each eigenvalue before the whitening divides by its root",
     "lookahead_steps": "Lookahead: every this many steps move the slow weights toward the "
                        "fast ones by --lookahead-alpha and restart the fast ones there; 0 = off",
     "lookahead_alpha": "the share of the way the slow weights move at each Lookahead sync",

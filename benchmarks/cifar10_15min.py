@@ -12,8 +12,9 @@ and the run directory in benchmarks/results/cifar10_15min.json.
 the recipe again with each part switched off (``ABLATIONS``), for the same epochs, timed the
 same way; the test-time parts need no new training, so the full recipe's model is scored again
 without them (``squeezelab eval``). The JSON is written after every row, and a run whose
-folder already holds a finished run of the same name is reused with the timing it recorded, so
-an interrupted ablation continues where it stopped.
+folder already holds a finished run of the same name is reused with the timing it recorded,
+and an unfinished one is resumed (``train --resume``; its record says ``resumed``, its wall
+time then covering the last piece only), so an interrupted ablation continues where it stopped.
 """
 from __future__ import annotations
 
@@ -116,13 +117,18 @@ def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict
         env = dict(os.environ)
         if not args.keep_cache:
             env["SQUEEZELAB_CACHE"] = tempfile.mkdtemp(prefix="squeezelab-bench-cache-")
-        cmd = [sys.executable, "-m", "squeezelab", "train", args.recipe, "--out-dir",
-               args.out_dir, "--run-name", run_name, *flags, *args.extra]
+        # an interrupted run (the machine stopped) continues from its last checkpoint; its
+        # wall time then covers the last piece only, and the record says so
+        resumed = (run_dir / "config.yaml").is_file()
+        cmd = ([sys.executable, "-m", "squeezelab", "train", "--resume", str(run_dir)]
+               if resumed else
+               [sys.executable, "-m", "squeezelab", "train", args.recipe, "--out-dir",
+                args.out_dir, "--run-name", run_name, *flags, *args.extra])
         print("$", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         subprocess.run(cmd, env=env, check=True)
         timing = {"wall_seconds": time.perf_counter() - t0,
-                  "decode_included": not args.keep_cache}
+                  "decode_included": not args.keep_cache, "resumed": resumed}
         timing_path.write_text(json.dumps(timing) + "\n")
     wall = timing["wall_seconds"]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -134,6 +140,8 @@ def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict
         "wall_seconds": wall, "budget_seconds": args.budget_s,
         "within_budget": wall <= args.budget_s,
         "decode_included": timing["decode_included"],
+        # a resumed run's wall time is its last piece's: not a measure of the budget
+        "resumed": timing.get("resumed", False),
         "test_top1": final.get("test_top1"), "test_top5": final.get("test_top5"),
         "test_protocol": final.get("test_protocol"),
         "epochs": summary["epochs"], "train_seconds": summary["total_train_seconds"],

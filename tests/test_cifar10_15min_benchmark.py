@@ -40,6 +40,16 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     r2 = json.loads(again.read_text())
     assert r2["wall_seconds"] == r["wall_seconds"]
     assert r2["ablations"][0]["wall_seconds"] == retrained["wall_seconds"]
+    assert r2["resumed"] is False
+    # a run the machine stopped before its summary: resumed, not started again
+    cut = tmp_path / "full-no-lookahead"
+    (cut / "summary.json").unlink()
+    (cut / bench.TIMING_FILE).unlink()
+    assert bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--out-dir", str(tmp_path),
+                       "--run-name", "full", "--keep-cache", "--output", str(again),
+                       "--ablate", "lookahead", "--", *tiny]) == 0
+    row = json.loads(again.read_text())["ablations"][0]
+    assert row["resumed"] is True and row["run_dir"] == str(cut) and row["epochs"] == 2
     # "all": the parts the recipe switches on (no progressive sizes in it)
     assert bench._parts("all", str(bench.ROOT / ROOT_RECIPE)) == [
         "stem_init", "lookahead", "ema", "label_smoothing", "test_time_translate",

@@ -43,7 +43,7 @@ from squeezelab.compress.coding.huffman import (
     huffman_encode,
 )
 from squeezelab.compress.coding.sparse_index import decode_positions
-from squeezelab.compress.format.layout import SqzFormatError
+from squeezelab.compress.format.layout import CODERS, SqzFormatError
 
 
 @dataclass
@@ -63,6 +63,21 @@ class LayerStreams:
         return len(self.index_table) + len(self.index) + len(self.gap_table) + len(self.gap)
 
 
+def _coders(coder: str) -> list[str]:
+    """The coders ``coder`` asks to try: both for "auto"."""
+    return list(CODERS) if coder == "auto" else [coder]
+
+
+def _code(symbols: np.ndarray, num_symbols: int, coder: str,
+          lane_symbols: int) -> tuple[bytes, bytes]:
+    """(table, stream) of ``symbols`` under one table of ``coder``."""
+    if coder == "huffman":
+        data, table = huffman_encode(symbols, num_symbols, lane_symbols=lane_symbols)
+        return table.to_bytes(), data
+    codes = length_table(symbols, num_symbols)
+    return pack_table(codes), ans_encode(symbols, codes)
+
+
 def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_symbols: int,
                    coder: str, lane_symbols: int, rows: np.ndarray | None = None,
                    row_scale: np.ndarray | None = None) -> LayerStreams:
@@ -71,16 +86,14 @@ def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_s
     (per filter, e.g. its mean |weight|) let the ANS coder group filters into index contexts;
     without them it codes the indices with one table."""
     options: list[LayerStreams] = []
-    if coder in ("auto", "huffman"):
-        index_data, index_table = huffman_encode(kept, index_symbols, lane_symbols=lane_symbols)
-        gap_data, gap_table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
-        options.append(LayerStreams("huffman", index_table.to_bytes(), index_data,
-                                    gap_table.to_bytes(), gap_data))
-    if coder in ("auto", "ans"):
-        gap_codes = length_table(gaps, gap_symbols)
-        index_table, index_data, contexts = _ans_index(kept, index_symbols, rows, row_scale)
-        options.append(LayerStreams("ans", index_table, index_data, pack_table(gap_codes),
-                                    ans_encode(gaps, gap_codes), contexts))
+    for used in _coders(coder):
+        if used == "ans":
+            index_table, index_data, contexts = _ans_index(kept, index_symbols, rows, row_scale)
+        else:
+            (index_table, index_data), contexts = _code(kept, index_symbols, used,
+                                                        lane_symbols), 1
+        options.append(LayerStreams(used, index_table, index_data,
+                                    *_code(gaps, gap_symbols, used, lane_symbols), contexts))
     return min(options, key=lambda o: o.size)
 
 
@@ -88,13 +101,8 @@ def encode_gaps(gaps: np.ndarray, gap_symbols: int, coder: str,
                 lane_symbols: int) -> tuple[str, bytes, bytes]:
     """(coder, table, stream) of a sparse tensor's position gaps, coded with ``coder``
     ("auto": both ways, keeping the fewer bytes)."""
-    options: list[tuple[str, bytes, bytes]] = []
-    if coder in ("auto", "huffman"):
-        data, table = huffman_encode(gaps, gap_symbols, lane_symbols=lane_symbols)
-        options.append(("huffman", table.to_bytes(), data))
-    if coder in ("auto", "ans"):
-        codes = length_table(gaps, gap_symbols)
-        options.append(("ans", pack_table(codes), ans_encode(gaps, codes)))
+    options = [(used, *_code(gaps, gap_symbols, used, lane_symbols))
+               for used in _coders(coder)]
     return min(options, key=lambda o: len(o[1]) + len(o[2]))
 
 

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cost", default="parameters", choices=("parameters", "neurons"))
     p.add_argument("--gate-lr", type=float, default=None)
     p.add_argument("--freeze-scales", choices=("true", "false"), default="true")
+    p.add_argument("--min-width", type=float, default=0.25,
+                   help="the fraction of each gated layer always kept (0: no floor)")
     p.add_argument("--limit-train", type=int, default=None,
                    help="default: the subset the checkpoint was trained on")
     p.add_argument("--limit-test", type=int, default=None)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         learn_lr=args.learn_lr, finetune_lr=args.finetune_lr, width_count=args.width_count,
         width_binarize=args.width_binarize, depth_binarize=args.depth_binarize,
         cost=args.cost, gate_lr=args.gate_lr, freeze_scales=args.freeze_scales == "true",
-        binarize_ramp=args.binarize_ramp == "true",
+        binarize_ramp=args.binarize_ramp == "true", min_width=args.min_width,
         train=train_section)
     protocol = EvalProtocol.for_model(src.meta)
     started = time.perf_counter()

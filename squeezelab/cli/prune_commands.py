@@ -111,6 +111,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze-scales", type=parse_bool, default=None, metavar="BOOL",
                    help="hold the BatchNorm scale before each gate fixed while learning, so it "
                    "cannot take over what the gate lets through (default true)")
+    p.add_argument("--min-width", type=float, default=None,
+                   help="the floor: the fraction of each gated layer's channels always kept "
+                   "(its widest-open gates; default 0.25, 0: none)")
     p.add_argument("--threshold", type=float, default=None, help="round gates here (0.5)")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="fine-tuning of the cut model (default 2; 0: none)")
@@ -332,7 +335,7 @@ def cmd_learn_arch(args: argparse.Namespace) -> int:
     train_section = _train_section(args, src.meta)
     values = {k: getattr(args, k) for k in (
         "learn_epochs", "learn_lr", "width_binarize", "depth_binarize", "width_count", "cost",
-        "learn_depth", "gate_lr", "freeze_scales", "binarize_ramp", "threshold",
+        "learn_depth", "gate_lr", "freeze_scales", "binarize_ramp", "min_width", "threshold",
         "finetune_epochs",
         "finetune_lr")
         if getattr(args, k) is not None}

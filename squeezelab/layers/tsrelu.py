@@ -12,8 +12,30 @@ merged into the next one). Trained with a regulariser that pushes both to 0 or 1
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+
+
+def width_floor(num_channels: int, min_width: float) -> int:
+    """How many channels of a ``num_channels``-wide layer architecture learning always keeps
+    under the floor ``min_width`` (a fraction of the layer's width, in [0, 1)): 0 without a
+    floor, else at least one, ``ceil(min_width * num_channels)``."""
+    if not 0.0 <= min_width < 1.0:
+        raise ValueError(f"min_width must be in [0, 1), got {min_width}")
+    return 0 if min_width == 0 else max(1, math.ceil(min_width * num_channels))
+
+
+def floor_mask(w: torch.Tensor, min_width: float) -> torch.Tensor:
+    """Bool (C,): the ``width_floor`` channels of gates ``w`` with the largest w (ties: the
+    lower index), the ones a floor keeps whatever their gates say."""
+    keep = torch.zeros(w.shape, dtype=torch.bool, device=w.device)
+    k = width_floor(w.numel(), min_width)
+    if k:
+        # a stable sort on -w: equal gates keep the lower index first
+        keep[torch.sort(-w.detach(), stable=True).indices[:k]] = True
+    return keep
 
 
 class TsReLU(nn.Module):
@@ -45,4 +67,4 @@ class TsReLU(nn.Module):
         return f"{self.num_channels}"
 
 
-__all__ = ["TsReLU"]
+__all__ = ["TsReLU", "floor_mask", "width_floor"]

@@ -21,6 +21,12 @@ binarizers push every gate to 0 or 1 while the network can still adapt, so that 
 end changes little (with constant weights small enough to let gates leave 1, many ended the
 run near 0.5, where rounding is a guess).
 
+With a floor (``min_width``, a fraction of each layer's width) the count term leaves each
+layer's widest-open ``layers.tsrelu.width_floor`` gates alone, so it cannot close a whole layer:
+at full size, pricing channels by their parameters shut the last two squeezes of the default
+CIFAR SqueezeNet to one channel each, and the cut model never left 10% (the README's
+architecture-learning row). ``cut_architecture`` keeps the same channels.
+
 The gates get their own optimizer group without weight decay (a decay would be a second,
 uncontrolled pull toward 0), following the run's learning-rate schedule.
 """
@@ -32,7 +38,7 @@ from typing import Any
 import torch
 
 from squeezelab.hooks import TrainHook, TrainState
-from squeezelab.layers.tsrelu import TsReLU
+from squeezelab.layers.tsrelu import TsReLU, floor_mask, width_floor
 from squeezelab.models import unwrap_model
 
 
@@ -63,20 +69,22 @@ class ArchitectureHook(TrainHook):
     ``gate_lr``: the gates' peak learning rate (None: one over the run's steps, see
     ``default_gate_lr``). ``ramp``: the binarizing
     terms' weights grow linearly from 0 to ``width_binarize`` / ``depth_binarize`` over the
-    run's steps (False: constant).
+    run's steps (False: constant). ``min_width``: the floor (module docstring; 0: none).
     """
 
     name = "architecture"
 
     def __init__(self, width_binarize: float = 5e-2, depth_binarize: float = 5e-2,
                  width_count: float = 5e-3, costs: Mapping[str, torch.Tensor] | None = None,
-                 learn_depth: bool = True, gate_lr: float | None = None, ramp: bool = True):
+                 learn_depth: bool = True, gate_lr: float | None = None, ramp: bool = True,
+                 min_width: float = 0.0):
         for label, value in (("width_binarize", width_binarize),
                              ("depth_binarize", depth_binarize), ("width_count", width_count)):
             if not value >= 0:
                 raise ValueError(f"{label} must be >= 0, got {value}")
         if gate_lr is not None and not gate_lr > 0:
             raise ValueError(f"gate_lr must be > 0, got {gate_lr}")
+        width_floor(1, min_width)  # checks the range
         self.width_binarize = float(width_binarize)
         self.depth_binarize = float(depth_binarize)
         self.width_count = float(width_count)
@@ -85,6 +93,7 @@ class ArchitectureHook(TrainHook):
         self.learn_depth = bool(learn_depth)
         self.gate_lr = gate_lr
         self.ramp = bool(ramp)
+        self.min_width = float(min_width)
         self._progress = 1.0  # fraction of the run done: scales the binarizers under ramp
         self._total_steps = 0
         self._gates: dict[str, TsReLU] = {}
@@ -166,7 +175,10 @@ class ArchitectureHook(TrainHook):
             w = g.gate_w.float()
             total = total.to(w.device)
             total = total + scale * self.width_binarize * binarize_gates_penalty(w)
-            total = total + self.width_count * (self._cost[n].to(w.device) * w).sum()
+            cost = self._cost[n].to(w.device)
+            if self.min_width:
+                cost = cost.masked_fill(floor_mask(w, self.min_width), 0.0)
+            total = total + self.width_count * (cost * w).sum()
             if self.learn_depth:
                 total = total + scale * self.depth_binarize * binarize_gates_penalty(g.gate_d)
         return total

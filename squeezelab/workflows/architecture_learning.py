@@ -68,6 +68,10 @@ class ArchitectureLearningConfig(ConfigBase):
         steps, ``train.architecture.default_gate_lr``). freeze_scales: hold the
         BatchNorm scale before each gate fixed while learning (``gate_scales``: it would
         otherwise grow as w shrinks, the same function, and every w could slide to 0).
+        min_width: the floor, a fraction of each gated layer's width that the count term
+        never pulls and the cut always keeps (its widest-open gates; 0: none). Without one,
+        the full-size default model lost its last two squeezes to one channel each and never
+        recovered (README); a quarter is the default.
     threshold: where gates are rounded. finetune_epochs / finetune_lr: training of the cut
         model (0 epochs: none). train: TrainConfig fields of both runs (data, batch_size,
         optimizer, lr: the default of learn_lr and finetune_lr ...), except epochs / run_name /
@@ -87,6 +91,7 @@ class ArchitectureLearningConfig(ConfigBase):
     learn_depth: bool = True
     gate_lr: float | None = None
     freeze_scales: bool = True
+    min_width: float = 0.25
     threshold: float = 0.5
     finetune_epochs: int = 2
     finetune_lr: float | None = None
@@ -111,6 +116,9 @@ class ArchitectureLearningConfig(ConfigBase):
         for name in ("learn_depth", "freeze_scales", "binarize_ramp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.min_width, bool) or not isinstance(self.min_width, (int, float)) \
+                or not 0 <= self.min_width < 1:
+            raise ConfigError(f"min_width must be a fraction in [0, 1), got {self.min_width!r}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}")
         fixed = sorted(set(self.train) & {"epochs", "run_name", "out_dir", "model"})
@@ -133,7 +141,8 @@ class ArchitectureLearningConfig(ConfigBase):
         costs = channel_costs(model) if self.cost == "parameters" else None
         return ArchitectureHook(self.width_binarize, self.depth_binarize, self.width_count,
                                 costs=costs, learn_depth=self.learn_depth,
-                                gate_lr=self.gate_lr, ramp=self.binarize_ramp)
+                                gate_lr=self.gate_lr, ramp=self.binarize_ramp,
+                                min_width=self.min_width)
 
 
 @dataclass
@@ -230,7 +239,7 @@ def learn_architecture(
               data=(train, test), run_dir=learn_dir)
     gated.to(memory_format=torch.contiguous_format)
     gated_measure = _measure(gated, test, protocol, size)
-    learned, report = cut_architecture(gated.eval(), config.threshold)
+    learned, report = cut_architecture(gated.eval(), config.threshold, config.min_width)
     learned.eval()
     cut_measure = _measure(learned, test, protocol, size)
     log(widths_table(report))

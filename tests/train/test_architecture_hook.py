@@ -48,6 +48,23 @@ def test_penalty_is_the_sum_of_the_three_terms():
         (1.7 * 1.0 + 0.9 * 6.0) / mean)
 
 
+def test_a_floor_frees_each_layers_widest_open_gates_from_the_count_term():
+    net = gated_net()
+    with torch.no_grad():
+        net[1].gate_w.copy_(torch.tensor([0.2, 0.9, 0.4]))
+        net[3].gate_w.copy_(torch.tensor([0.7, 0.7]))
+    hook = ArchitectureHook(0.0, 0.0, 1.0, learn_depth=False, min_width=0.5)
+    hook.on_train_start(state_of(net))
+    # ceil(0.5 * 3) = 2 free in the first layer (0.9, 0.4), 1 in the second (the lower index
+    # of a tie): only 0.2 and the second 0.7 are pulled
+    assert float(hook.penalty().detach()) == pytest.approx(0.2 + 0.7)
+    hook.penalty().backward()
+    assert net[1].gate_w.grad.tolist() == [1.0, 0.0, 0.0]
+    assert net[3].gate_w.grad.tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="min_width"):
+        ArchitectureHook(min_width=1.0)
+
+
 def test_gates_get_their_own_group_without_decay_following_the_schedule():
     net = gated_net()
     state = state_of(net)

@@ -76,6 +76,9 @@ def test_config_checks_and_round_trip():
         ArchitectureLearningConfig(cost="flops")
     with pytest.raises(ConfigError, match=r"may not set \['epochs'\]"):
         ArchitectureLearningConfig(train={"epochs": 2})
+    with pytest.raises(ConfigError, match=r"min_width must be a fraction"):
+        ArchitectureLearningConfig(min_width=-0.1)
+    assert ArchitectureLearningConfig().min_width == 0.25
     with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\)"):
         ArchitectureLearningConfig(threshold=1.0)
     cfg = ArchitectureLearningConfig(learn_lr=1e-3, train={"lr": 5e-3})

@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from squeezelab.compress.pruning.channels import channel_producers, remove_channels
 from squeezelab.compress.quantization.select import set_module
-from squeezelab.layers.tsrelu import TsReLU
+from squeezelab.layers.tsrelu import TsReLU, floor_mask
 from squeezelab.models import create_model, model_spec, unwrap_model
 
 #: the names of a TsReLU's parameters in a state dict (``<activation path>.gate_w``)
@@ -257,12 +257,14 @@ def merge_reason(model: nn.Module, layer: str) -> str:
 
 
 @torch.no_grad()
-def cut_architecture(model: nn.Module, threshold: float = 0.5
+def cut_architecture(model: nn.Module, threshold: float = 0.5, min_width: float = 0.0
                      ) -> tuple[nn.Module, ArchitectureReport]:
     """The ordinary SqueezeNet that the gated ``model`` learned (module docstring): gates
     rounded at ``threshold``, kept channels' w folded into their conv's BatchNorm (or weights),
-    channels whose w rounds to 0 removed, linear layers reported. The gated model is not
-    changed; the result is in its train/eval mode."""
+    channels whose w rounds to 0 removed, linear layers reported. ``min_width``: each layer
+    keeps at least its ``width_floor`` channels of largest w (their w folded like any kept
+    one's), the floor the regulariser was trained with. The gated model is not changed; the
+    result is in its train/eval mode."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     net = unwrap_model(model)
@@ -288,7 +290,7 @@ def cut_architecture(model: nn.Module, threshold: float = 0.5
         p = producers[name]
         w = gate.gate_w.detach().float().clamp(0.0, 1.0)
         d = float(gate.gate_d.detach().clamp(0.0, 1.0))
-        keep = w >= threshold
+        keep = (w >= threshold) | floor_mask(w, min_width)
         w_kept = torch.where(keep, w, torch.zeros_like(w))
         # relu(w z) = w relu(z) for w >= 0: fold w into the affine layer right before the ReLU
         if p.bn is not None:

@@ -171,6 +171,35 @@ def test_cut_rounds_at_the_threshold_and_says_how_far_from_exact():
         cut_architecture(model())
 
 
+def test_a_floor_keeps_each_layers_widest_open_channels_and_folds_them_exactly():
+    net = model()
+    install_gates_(net)
+    # every gate of a squeeze below the threshold: without a floor the layer would be cut to
+    # the one channel channel removal keeps back, with its w folded to 0
+    set_gates(net, {"features.8.squeeze": [0.0, 0.2, 0.0, 0.4, 0.1, 0.0, 0.3, 0.0],
+                    "features.5.squeeze": [0.0, 1.0, 0.0, 0.0]})
+    new, report = cut_architecture(net, min_width=0.25)
+    rows = {r["layer"]: r for r in report.layers}
+    # 8 channels, a quarter: the two largest gates (0.4 at 3, 0.3 at 6) stay, w folded in
+    assert rows["features.8.squeeze"]["learned_width"] == 2
+    assert rows["features.8.squeeze"]["removed"] == [0, 1, 2, 4, 5, 7]
+    assert rows["features.8.squeeze"]["smallest_kept_w"] == pytest.approx(0.3)
+    assert rows["features.5.squeeze"]["learned_width"] == 1  # ceil(4 / 4): gate 1, above 0.5
+    assert report.fire_config[3][0] == 2
+    # the floor keeps channels that rounding would remove, so the cut equals the gated model
+    # with only the removed gates zeroed
+    gates = gate_modules(net)
+    with torch.no_grad():
+        gates[gateable_layers(net)["features.8.squeeze"]].gate_w[[1, 4]] = 0.0
+    new, report = cut_architecture(net, min_width=0.25)
+    assert report.exact
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(new(x), net(x), atol=1e-5)
+    with pytest.raises(ValueError, match=r"min_width must be in \[0, 1\)"):
+        cut_architecture(net, min_width=1.0)
+
+
 def test_merge_reason_for_the_stem_names_the_max_pool():
     net = model()
     install_gates_(net)

@@ -34,6 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from squeezelab.compress.format.size_report import format_size_report, size_report
     from squeezelab.compress.format.sqz import read_sqz
+    from squeezelab.train.evaluate import describe_protocol
 
     path = Path(args.sqz)
     if not path.is_file():
@@ -52,7 +53,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{path}: model {spec['name']} {spec['kwargs']}, "
           f"{len(sqz.class_names or [])} classes")
     if "top1" in sqz.meta and sqz.meta["top1"] is not None:
-        print(f"top-1 recorded at compression: {sqz.meta['top1']:.4f}")
+        scored = describe_protocol(sqz.meta.get("protocol")) or "scoring not recorded"
+        print(f"top-1 recorded at compression: {sqz.meta['top1']:.4f} ({scored})")
     print(format_size_report(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(

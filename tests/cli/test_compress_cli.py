@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import squeezelab.compress.format.sqz as sqz_format
 from squeezelab.cli import main
 from squeezelab.compress import load_compressed, load_compressible, read_sqz, save_compressed
 from squeezelab.train import TrainConfig, train
@@ -70,6 +71,19 @@ def test_compress_inspect_eval_export(tmp_path, ckpt, capsys, monkeypatch):
     assert main(["inspect", str(out), "--fp32", ckpt]) == 0
     text = capsys.readouterr().out
     assert "features.0.weight" in text and "squeezenet_cifar" in text
+    # the recorded top-1 says how compress scored it (the protocol in the file's meta)
+    assert f"top-1 recorded at compression: {sqz.meta['top1']:.4f} (fp32, no flip)" in text
+    # a file without that record (written before protocols were) says so
+    def without_protocol(path, read=sqz_format.read_sqz):
+        f = read(path)
+        f.meta.pop("protocol")
+        return f
+
+    with monkeypatch.context() as m:
+        m.setattr(sqz_format, "read_sqz", without_protocol)
+        assert main(["inspect", str(out)]) == 0
+    assert (f"top-1 recorded at compression: {sqz.meta['top1']:.4f} (scoring not recorded)"
+            in capsys.readouterr().out)
 
     assert main(["eval", str(out), "--limit", "50"]) == 0
     text = capsys.readouterr().out

@@ -111,106 +111,51 @@ def _quant_config(args: argparse.Namespace):
     return quantizer_config(args.method, options, what="--method")
 
 
-def _report_bytes(report: Any) -> tuple[float | None, float | None]:
-    """(quantized bytes, fp32 bytes) summed over a transform's per-layer report, if it has them."""
-    if not isinstance(report, dict):
-        return None, None
-    layers = report.get("layers", report) if isinstance(report.get("layers"), dict) else report
-    q = f = 0.0
-    found = False
-    for row in layers.values():
-        if not isinstance(row, dict):
-            continue
-        if "size_bytes" in row and "fp32_bytes" in row:
-            q, f, found = q + row["size_bytes"], f + row["fp32_bytes"], True
-        elif "size_bits" in row and "fp32_bits" in row:
-            q, f, found = q + row["size_bits"] / 8, f + row["fp32_bits"] / 8, True
-    return (q, f) if found else (None, None)
-
-
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Quantize a checkpoint, score it before and after under one protocol and write the
-    quantized model: a ``.sqz`` (kmeans) or a checkpoint that every model reader loads back
-    (``compress/format/quantized.py``); ``--json`` also writes the report."""
+    quantized model (``workflows/quantize_model.py``): a ``.sqz`` (kmeans) or a checkpoint
+    that every model reader loads back; ``--json`` also writes the report."""
     from squeezelab.checkpoint import checkpoint_paths
-    from squeezelab.compress.format.quantized import QUANTIZER_KEY, quantizer_record
-    from squeezelab.compress.format.size_report import format_size_report, size_report
-    from squeezelab.compress.format.sqz import save_compressed
-    from squeezelab.compress.quantization.registry import quantize_
-    from squeezelab.data.preprocess import META_KEYS, Preprocess
-    from squeezelab.workflows.deep_compression import (
-        evaluate_top1,
-        load_compressible,
-        save_compressible,
-    )
+    from squeezelab.workflows.deep_compression import load_compressible
+    from squeezelab.workflows.quantize_model import CALIBRATED, quantize_model
 
     config = _quant_config(args)
     out = Path(args.output)
-    sqz = out.suffix == ".sqz"
-    if sqz and args.method != "kmeans":
+    if args.json_out and out.suffix != ".sqz" and Path(args.json_out).resolve() == \
+            checkpoint_paths(out)[0].resolve():
+        raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
+                         "choose another name")
+    if out.suffix == ".sqz" and args.method != "kmeans":
         raise ValueError(f"a .sqz file holds a k-means weight-shared model; --method "
                          f"{args.method} writes a checkpoint: give -o a stem or a .json name, "
                          f"got {out}")
-    if args.json_out and not sqz and Path(args.json_out).resolve() == checkpoint_paths(
-            out)[0].resolve():
-        raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
-                         "choose another name")
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     protocol = _protocol(args, src.meta)
     test, why = _test_data(args, src.meta, _train_section(args, src.meta))
-    if test is None and args.method == "int8":
-        raise ValueError(f"int8 calibrates its activation ranges on images, but {why}")
-    before = after = None
-    if test is not None:
-        before = evaluate_top1(src.model, test, protocol)["top1"]
-        print(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(test)} test images)",
-              flush=True)
-    else:
+    if test is None:
+        if args.method in CALIBRATED:
+            raise ValueError(f"{args.method} calibrates its activation ranges on images, but "
+                             f"{why}")
         print(f"top-1 not measured: {why}")
-    calibration = []
-    if args.method == "int8":
-        from squeezelab.data import BatchLoader
-
-        loader = BatchLoader(test, 64, train=False, augment=None)
-        loader.set_epoch(0)
-        calibration = [b for _, b in zip(range(args.calibration_batches), loader)]
-    print(f"quantizing with {type(config).__name__}: {config.to_dict()}", flush=True)
-    report = quantize_(src.model, config, calibration)
-    src.model.eval()
-    if test is not None:
-        after = evaluate_top1(src.model, test, protocol)["top1"]
-        print(f"after:  top-1 {after:.4f} ({protocol.describe()}){_change(before, after)}")
-    result: dict[str, Any] = {"checkpoint": args.checkpoint, "method": args.method,
-                              "config": config.to_dict(), "top1_before": before,
-                              "top1_after": after, "protocol": protocol.to_dict(),
-                              "layers": report}
-    q_bytes, f_bytes = _report_bytes(report)
-    if q_bytes is not None:
-        result["size_bytes"], result["fp32_bytes"] = q_bytes, f_bytes
+    result = quantize_model(src, out, config, args.method, test=test, protocol=protocol,
+                            calibration_batches=args.calibration_batches)
+    record = {**result.record, "checkpoint": args.checkpoint}
+    if result.after is not None:
+        print(f"after:  top-1 {result.after:.4f} ({protocol.describe()})"
+              f"{_change(result.before, result.after)}")
+    if "size_bytes" in record:
+        q_bytes, f_bytes = record["size_bytes"], record["fp32_bytes"]
         print(f"quantized layers: {q_bytes:,.0f} bytes vs {f_bytes:,.0f} fp32 "
               f"({f_bytes / max(q_bytes, 1):.1f}x)")
-    # how inputs are prepared: the source's record (older files: the images scored here)
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
-    if "mean" not in meta and test is not None:
-        meta.update(Preprocess.from_data(test).to_meta())
-    if sqz:
-        save_compressed(src.model, out, class_names=src.meta.get("class_names"),
-                        meta={**meta, "quantize": result})
-        rep = size_report(out)
-        print(format_size_report(rep))
-        result["size"] = dict(rep.totals)
-        print(f"wrote {out} ({out.stat().st_size:,} bytes, "
-              f"{rep.totals['ratio_fp32']:.1f}x smaller than fp32)")
-        path = out
+    if "size" in record:
+        print(f"wrote {result.path} ({result.path.stat().st_size:,} bytes, "
+              f"{record['size']['ratio_fp32']:.1f}x smaller than fp32)")
     else:
-        meta[QUANTIZER_KEY] = quantizer_record(config, report, args.method)
-        meta["quantize"] = {k: v for k, v in result.items() if k != "layers"}
-        path = save_compressible(out, src.model, meta=meta)
-        print(f"wrote {path} (a checkpoint of the quantized model: squeezelab eval and "
+        print(f"wrote {result.path} (a checkpoint of the quantized model: squeezelab eval and "
               "load_model read it back)")
-    result["output"] = str(path)
-    _write_json(args, result)
+    record["output"] = str(result.path)
+    _write_json(args, record)
     return 0
 
 

@@ -128,18 +128,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """``prune``: weight pruning (``workflows/weight_pruning.py``), or with ``--channels`` /
+    ``--drop-fires`` channel or layer pruning; each prints top-1 before and after."""
     from squeezelab.checkpoint import checkpoint_paths
     from squeezelab.compress.pruning.magnitude import PruneConfig
-    from squeezelab.data.preprocess import META_KEYS, Preprocess
-    from squeezelab.workflows.deep_compression import (
-        CompressConfig,
-        _clear_phase_runs,
-        default_work_dir,
-        evaluate_top1,
-        load_compressible,
-        prune_and_retrain,
-        save_compressible,
-    )
+    from squeezelab.workflows.deep_compression import CompressConfig, load_compressible
+    from squeezelab.workflows.weight_pruning import prune_weights
 
     if args.json_out and Path(args.json_out).resolve() == checkpoint_paths(
             args.output)[0].resolve():
@@ -162,42 +156,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cfg = CompressConfig(prune=prune_cfg, prune_rounds=args.rounds,
                          retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                          sharing=None, train=train_section)
-    out = Path(args.output)
-    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(out, "prune")
-    protocol = _protocol(args, src.meta)
-    train = why = None
+    train = None
     if args.retrain_epochs:
         train, test = _load_data(train_section)
         _check_classes(src.meta, test, args.checkpoint)
-        _clear_phase_runs(work_dir, print)
-        print(f"retraining runs go to {work_dir}", flush=True)
     else:
         test, why = _test_data(args, src.meta, train_section)
-    before = None
-    if test is not None:
-        before = evaluate_top1(src.model, test, protocol)["top1"]
-        print(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(test)} test images)",
-              flush=True)
-    else:
-        print(f"top-1 not measured: {why}")
-    masks, steps = prune_and_retrain(src.model, cfg, (train, test) if test is not None else None,
-                                     work_dir, masks=src.masks, protocol=protocol)
-    after = steps[-1].get("top1")
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
-    if train is not None:  # retrained: the record of the images it was retrained on
-        meta.update(Preprocess.from_data(train).to_meta())
-    meta["prune"] = {"config": cfg.to_dict(), "steps": steps, "top1_before": before,
-                     "top1_after": after, "protocol": protocol.to_dict(),
-                     "work_dir": str(work_dir) if args.retrain_epochs else None}
-    path = save_compressible(out, src.model, masks=masks, meta=meta)
-    for name, s in masks.layer_sparsity().items():
+        if test is None:
+            print(f"top-1 not measured: {why}")
+    protocol = _protocol(args, src.meta)
+    result = prune_weights(src, args.output, cfg, train=train, test=test, protocol=protocol,
+                           work_dir=args.work_dir)
+    for name, s in result.masks.layer_sparsity().items():
         print(f"  {name:<40} {100 * s:5.1f}% pruned")
-    if after is not None:
-        print(f"after:  top-1 {after:.4f} ({protocol.describe()}){_change(before, after)}")
-    print(f"overall sparsity {masks.sparsity():.4f}; wrote {path}")
-    if args.retrain_epochs:
-        print(f"retraining runs: {work_dir}")
-    _write_json(args, {"output": str(path), "sparsity": masks.sparsity(), **meta["prune"]})
+    if result.after is not None:
+        print(f"after:  top-1 {result.after:.4f} ({protocol.describe()})"
+              f"{_change(result.before, result.after)}")
+    print(f"overall sparsity {result.masks.sparsity():.4f}; wrote {result.path}")
+    if result.record["work_dir"]:
+        print(f"retraining runs: {result.record['work_dir']}")
+    _write_json(args, {"output": str(result.path), "sparsity": result.masks.sparsity(),
+                       **result.record})
     return 0
 
 

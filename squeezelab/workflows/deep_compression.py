@@ -234,7 +234,7 @@ def summary_path_for(path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".summary.json")
 
 
-def _clear_phase_runs(work_dir: Path, log: Callable[[str], None]) -> None:
+def clear_phase_runs(work_dir: Path, log: Callable[[str], None]) -> None:
     """Remove the fine-tuning runs an earlier compression left in ``work_dir``: compressing to
     the same output again replaces its .sqz and summary, so its phase runs are replaced too
     (a train() into an existing run directory would refuse, asking for --resume)."""
@@ -302,7 +302,7 @@ def compress(
                          f"the data has {list(data[1].classes)[:5]}...")
     protocol = protocol or EvalProtocol.for_model(source_meta)
     work_dir = Path(work_dir) if work_dir else default_work_dir(output_path, "compress")
-    _clear_phase_runs(work_dir, log)
+    clear_phase_runs(work_dir, log)
     steps: list[dict[str, Any]] = []
     log(f"compressing {source_name} ({model_spec(model)['name']}) -> {output_path}")
     log(f"fine-tuning runs go to {work_dir}" if _fine_tunes(config) else
@@ -399,8 +399,9 @@ def compress(
 
 
 __all__ = [
-    "CompressConfig", "CompressResult", "Compressible", "INHERITED_TRAIN_FIELDS", "compress",
-    "compress_config_for", "fine_tune_train_section", "default_work_dir",
+    "CompressConfig", "CompressResult", "Compressible", "INHERITED_TRAIN_FIELDS",
+    "clear_phase_runs", "compress", "compress_config_for", "fine_tune_train_section",
+    "default_work_dir",
     "evaluate_top1",
     "load_compressible", "prune_and_retrain", "save_compressible", "share_and_finetune",
     "summary_path_for", "weight_sparsity",

@@ -26,6 +26,8 @@ import torch
 from model_configs import TINY
 
 from squeezelab.cli import main
+from squeezelab.config import read_yaml_mapping
+from squeezelab.models import get_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -150,6 +152,11 @@ def train_e4_adam(run: Run) -> None:
     config = Path("runs/readme_e4/config.yaml").read_text()
     assert "model: squeezenet_cifar_e4" in config and "optimizer: adam\n" in config
     assert "lr: 0.001" in config and "final test top-1" in out
+    # the model's registered warm-up, which a run with another optimizer keeps (issue 16, item
+    # 16: without one, this family under Adam at 1e-3 stays at 10%)
+    warmup = get_entry("squeezenet_cifar_e4").train_defaults["warmup_epochs"]
+    assert warmup > 0
+    assert read_yaml_mapping("runs/readme_e4/config.yaml")["warmup_epochs"] == warmup
 
 
 def resume(run: Run) -> None:

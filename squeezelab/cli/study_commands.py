@@ -33,6 +33,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "recipe (e.g. --set download=true; in a study of several kinds, one kind's: "
                    "--set 'per_kind={train: {download: true}}'); repeatable, recorded in the "
                    "results")
+    p.add_argument("--import", dest="imports", nargs="+", metavar="RESULTS", default=[],
+                   help="first copy the finished cells of these results JSONs (the same study "
+                   "and budget, made on another machine or committed) into this study's "
+                   "folder, so only the rest runs; with --merge: only import and merge")
     action = p.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true",
                         help="print one command per cell (run them anywhere, in any order, "
@@ -49,6 +53,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from squeezelab.workflows.studies import (
         cell_commands,
         format_summary,
+        import_results,
         merge_command,
         merge_study,
         plan_study,
@@ -63,6 +68,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"# {len(plan.cells)} cells; when they are done: {merge_command(plan)}",
               file=sys.stderr)
         return 0
+    if args.imports:
+        copied = import_results(plan, args.imports)
+        print(f"imported {copied} finished cell(s) into {plan.cells_dir}")
     results = merge_study(plan) if args.merge else run_study(plan, args.cell)
     print(format_summary(results))
     print(f"results: {plan.results_path}")

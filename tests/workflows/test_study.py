@@ -27,6 +27,7 @@ from squeezelab.workflows.studies import (
     StudyConfig,
     StudyError,
     expand_study,
+    import_results,
     load_study,
     merge_study,
     plan_study,
@@ -287,6 +288,49 @@ def test_finished_cells_are_skipped_and_a_changed_recipe_is_refused(tmp_path, ci
     write(path, recipe)
     with pytest.raises(StudyError, match=r"relu-s0: .* \(ema_decay: 0.0 != 0.99\)"):
         run_study(plan_study(path, "smoke", out=tmp_path / "out"), progress=False, log=quiet)
+
+
+def test_finished_cells_of_another_machine_are_imported_and_only_the_rest_runs(tmp_path,
+                                                                               cifar_tree):
+    recipe = tiny_recipe(cifar_tree)
+    recipe["base"]["epochs"] = 1
+    path = write(tmp_path / "tiny.yaml", recipe)
+    elsewhere = run_study(plan_study(path, "smoke", out=tmp_path / "a"), cell=2,
+                          progress=False, log=quiet)
+    plan = plan_study(path, "smoke", out=tmp_path / "b")
+    lines = []
+    assert import_results(plan, [tmp_path / "a" / "results.json"], log=lines.append) == 1
+    assert lines == [f"cell 2 tanh-s0: done, imported from {tmp_path / 'a' / 'results.json'}"]
+    lines = []
+    results = run_study(plan, progress=False, log=lines.append)
+    assert "cell 2/2 tanh-s0: done in an earlier run, skipped" in lines
+    assert lines[0] == "cell 1/2 relu-s0: running (train)"
+    relu, tanh = results["cells"]
+    assert relu["status"] == "done" and tanh["imported_from"].endswith("results.json")
+    assert {k: v for k, v in tanh.items() if k != "imported_from"} == elsewhere["cells"][1]
+    # importing again keeps what is here; another study, budget or setting is refused
+    lines = []
+    assert import_results(plan, [tmp_path / "a" / "results.json"], log=lines.append) == 0
+    assert lines == ["cell 2 tanh-s0: finished here already, the record here is kept"]
+    with pytest.raises(StudyError, match=r"holds study 'tiny' at budget 'smoke', not 'tiny' at "
+                       r"'cpu'"):
+        import_results(plan_study(path, "cpu", out=tmp_path / "c"),
+                       [tmp_path / "a" / "results.json"])
+    recipe["base"]["lr"] = 0.004
+    with pytest.raises(StudyError, match=r"tanh-s0: its recorded result .* \(lr: 0.003 != "
+                       r"0.004\)"):
+        import_results(plan_study(write(tmp_path / "t2.yaml", recipe), "smoke",
+                                  out=tmp_path / "d"), [tmp_path / "a" / "results.json"])
+    # the command: --import with --merge only imports and merges
+    from squeezelab.cli import main
+
+    assert main(["study", str(path), "--budget", "smoke", "--out", str(tmp_path / "e"),
+                 "--import", str(tmp_path / "a" / "results.json"), "--merge"]) == 0
+    merged = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert [c["status"] for c in merged["cells"]] == ["pending", "done"]
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(StudyError, match="bad.json: not a readable results JSON"):
+        import_results(plan, [tmp_path / "bad.json"])
 
 
 class _CtrlCAtStep(TrainHook):

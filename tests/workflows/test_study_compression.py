@@ -29,6 +29,7 @@ from squeezelab.workflows.deep_compression import evaluate_top1
 from squeezelab.workflows.studies import (
     StudyError,
     cell_commands,
+    import_results,
     plan_study,
     register_cell_kind,
     run_study,
@@ -175,6 +176,16 @@ def test_a_cell_whose_source_has_not_finished_is_refused_or_waits(tmp_path, cifa
     assert int8["status"] == kmeans["status"] == "skipped"
     assert int8["reason"].startswith("waits for its source: its source is cell 1 dense-s0, "
                                      "which is skipped (the data folder")
+
+
+def test_an_imported_source_cell_without_its_run_folder_makes_its_users_wait(trained,
+                                                                             tmp_path):
+    plan, _, _ = trained
+    here = plan_study(plan.recipe, "smoke", out=tmp_path / "here")
+    assert import_results(here, [plan.results_path], log=quiet) == 1  # dense-s0 only
+    with pytest.raises(StudyError, match=r"its source is cell 1 dense-s0, imported from .* "
+                       r"without its run folder: copy .*dense-s0 to .*here/runs/dense-s0"):
+        run_study(here, cell="int8-s0", progress=False, log=quiet)
 
 
 def test_a_changed_reference_is_a_changed_experiment(trained, tmp_path):

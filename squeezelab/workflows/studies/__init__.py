@@ -34,6 +34,7 @@ from squeezelab.workflows.studies.runner import (
     StudyPlan,
     cell_commands,
     format_summary,
+    import_results,
     merge_command,
     merge_study,
     plan_study,
@@ -42,5 +43,6 @@ from squeezelab.workflows.studies.runner import (
 
 __all__ = ["BUDGETS", "Cell", "CellContext", "CellInterrupted", "StudyConfig", "StudyError",
            "StudyPlan", "cell_commands", "expand_study", "format_summary", "get_cell_kind",
-           "list_cell_kinds", "load_study", "merge_command", "merge_study", "plan_study",
+           "import_results", "list_cell_kinds", "load_study", "merge_command", "merge_study",
+           "plan_study",
            "register_cell_kind", "run_study"]

@@ -162,6 +162,52 @@ def _check_same_experiment(plan: StudyPlan, cell: Cell, record: dict[str, Any]) 
             "another --out, or delete that file (and the cell's run folder) to run it again")
 
 
+def import_results(plan: StudyPlan, paths: Sequence[str | Path],
+                   log: Callable[[str], None] | None = None) -> int:
+    """Copy the finished cells (done or failed) of other results JSONs of the same study and
+    budget (another machine's, or one committed to the repository) into ``plan``'s cells
+    folder, so a run here does only the rest; returns how many were copied.
+
+    A cell that already has a finished record here keeps it; a record made with other
+    settings than the recipe asks for now is an error (``_check_same_experiment``), as for a
+    cell run here. The copy says where it came from (``imported_from``); its run folder stays
+    where it was made, so a cell that starts from an imported cell's model waits until that
+    folder is copied into ``<out>/runs/``."""
+    log = log or (lambda line: print(line, flush=True))
+    by_name = {c.name: c for c in plan.cells}
+    copied = 0
+    for path in map(Path, paths):
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise StudyError(f"--import {path}: not a readable results JSON ({e})") from None
+        if not isinstance(results, dict) or not isinstance(results.get("cells"), list):
+            raise StudyError(f"--import {path}: not a study's results JSON (no cells list)")
+        theirs = (results.get("study"), results.get("budget"))
+        if theirs != (plan.study.study, plan.budget):
+            raise StudyError(f"--import {path} holds study {theirs[0]!r} at budget "
+                             f"{theirs[1]!r}, not {plan.study.study!r} at {plan.budget!r}")
+        for record in results["cells"]:
+            if not isinstance(record, dict) or record.get("status") not in ("done", "failed"):
+                continue
+            c = by_name.get(record.get("name"))
+            if c is None:
+                log(f"{path}: cell {record.get('name')!r} is not in this study's plan: left out")
+                continue
+            target = plan.cell_file(c)
+            here = read_record(target)
+            if here is not None and here["status"] in ("done", "failed"):
+                log(f"cell {c.index} {c.name}: finished here already, the record here is kept")
+                continue
+            _check_same_experiment(plan, c, record)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_json(target, {**{k: v for k, v in record.items() if k != "index"},
+                                "imported_from": str(path)})
+            copied += 1
+            log(f"cell {c.index} {c.name}: {record['status']}, imported from {path}")
+    return copied
+
+
 def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, str]:
     """What each reference of ``cell`` reads (the cell, its checkpoint and its top-1), or the
     first referenced cell that has not finished and why (then the cell cannot run yet)."""
@@ -175,6 +221,11 @@ def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, 
             why = f" ({record['reason']})" if record and record.get("reason") else ""
             return sources, target, f"its {key} is cell {target.index} {name}, which is " \
                 f"{status}{why}"
+        if record.get("imported_from") and not (plan.runs_dir / name).is_dir():
+            return sources, target, (
+                f"its {key} is cell {target.index} {name}, imported from "
+                f"{record['imported_from']} without its run folder: copy {record.get('run_dir')} "
+                f"to {plan.runs_dir / name}, or delete {plan.cell_file(target)} to train it here")
         metrics = record.get("metrics") or {}
         sources[key] = {"cell": name, "index": target.index,
                         "path": str(source_checkpoint(plan.runs_dir / name)),
@@ -346,5 +397,5 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["StudyPlan", "cell_commands", "describe_record", "format_summary", "merge_command",
-           "merge_study", "plan_study", "run_study"]
+__all__ = ["StudyPlan", "cell_commands", "describe_record", "format_summary", "import_results",
+           "merge_command", "merge_study", "plan_study", "run_study"]

@@ -75,6 +75,9 @@ class TrainConfig(ConfigBase):
     whitening_eps: float = 5e-4
     # optimisation
     epochs: int = 10
+    # seconds the run may take, training and scoring: after its first epoch it keeps as many
+    # of ``epochs`` as this machine fits (train/time_budget.py); None: all of them
+    time_budget: float | None = None
     batch_size: int = 128
     # optimizer .. warmup_epochs and label_smoothing: None (unset) takes the model's registered
     # train_defaults, else BUILT_IN_DEFAULTS; resolved on construction (see MODEL_DEFAULT_FIELDS)
@@ -164,6 +167,10 @@ class TrainConfig(ConfigBase):
               or (isinstance(self.subset_seed, int) and not isinstance(self.subset_seed, bool)),
               f"subset_seed must be an integer or null, got {self.subset_seed!r}")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        check(self.time_budget is None or (not isinstance(self.time_budget, bool)
+                                           and isinstance(self.time_budget, (int, float))
+                                           and self.time_budget > 0),
+              f"time_budget must be a number of seconds > 0 or null, got {self.time_budget!r}")
         check(0 <= self.test_time_translate <= 4, f"test_time_translate must be a number of "
               f"pixels in [0, 4], got {self.test_time_translate}")
         check(self.l1_weight >= 0, f"l1_weight must be >= 0, got {self.l1_weight}")
@@ -348,6 +355,9 @@ FIELD_HELP: dict[str, str] = {
     "binarize_scale": f"binarisation regulariser's u: one of {', '.join(BINARIZE_SCALES)} "
                       "(filter: w / the filter's largest |w|; none: w itself, for weights "
                       "clipped to [-1, 1])",
+    "time_budget": "seconds the run may take (training and scoring, not data loading): "
+                   "after the first epoch it keeps as many of --epochs as fit on this "
+                   "machine, the schedule laid over those; unset: every epoch",
     "ema_decay": "keep an exponential moving average of the weights with this decay (e.g. "
                  "0.99): the test set is scored with it, best.* and the final model hold it; "
                  "0 = off",

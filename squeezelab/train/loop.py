@@ -160,13 +160,17 @@ def train(
     interrupted = False
     try:
         with _graceful_interrupt() as stop:
-            for epoch in range(start_epoch, cfg.epochs):
+            epoch = start_epoch
+            while epoch < r.cfg.epochs:  # a time budget may shorten the run after epoch 1
                 first = epoch == start_epoch
                 record = _train_epoch(r, criterion, epoch, start_batch if first else 0,
                                       carried if first else None, stop)
+                if epoch == 0 and cfg.time_budget is not None:
+                    _fit_time_budget(r, record)
                 _end_epoch(r, record)
                 if stop.requested:
                     raise _StopRequested(epoch + 1, 0)
+                epoch += 1
     except _StopRequested as at:
         # Keep what was done: a checkpoint that --resume continues exactly from this step,
         # with the interrupted epoch's running sums so its metrics line covers all of it.
@@ -412,6 +416,28 @@ def _reduced_sums(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
         loss_sum.double(), correct.double(),
         torch.tensor(float(seen), device=device, dtype=torch.float64)]))
     return totals.tolist()
+
+
+def _fit_time_budget(r: _Run, record: dict[str, Any]) -> None:
+    """After the first epoch of a run with a time budget: keep the epochs that fit
+    (``train/time_budget.py``), lay the schedule over them, and say so in the config the run
+    saves and in ``time_budget.json``."""
+    from squeezelab.train.optim import refit_scheduler_
+    from squeezelab.train.time_budget import fit_epochs
+
+    fit = fit_epochs(r.cfg, record["seconds"], len(r.train_data), len(r.test_data))
+    epochs = broadcast_object(fit.epochs)  # every rank stops where rank 0 does
+    if epochs < r.cfg.epochs:
+        r.cfg = r.cfg.replace(epochs=epochs)
+        r.state.config = r.cfg
+        refit_scheduler_(r.state.scheduler, r.cfg, r.state.steps_per_epoch)
+        r.ckpt_meta["config"] = r.cfg.to_dict()
+    if r.is_main:
+        if epochs < fit.asked:
+            save_config(r.run, r.cfg)  # a resume continues the epochs kept
+        r.run.write_json("time_budget.json", fit.to_dict())
+        if r.cfg.progress:
+            print(fit.describe(), flush=True)
 
 
 def _end_epoch(r: _Run, record: dict[str, Any]) -> None:

@@ -63,11 +63,34 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfi
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
+def schedule_function(cfg: TrainConfig, steps_per_epoch: int):
+    """step -> lr multiplier of ``cfg.schedule`` over ``cfg.epochs`` (a plain function: a
+    LambdaLR saves no state of its lr functions, so checkpoints stay JSON)."""
+    total = cfg.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        return lr_factor(step, total, steps_per_epoch, cfg)
+
+    return factor
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR following ``cfg.schedule`` over ``cfg.epochs``."""
-    total = cfg.epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, steps_per_epoch, cfg)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_function(cfg, steps_per_epoch))
+
+
+def refit_scheduler_(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: TrainConfig,
+                     steps_per_epoch: int) -> None:
+    """Lay ``build_scheduler``'s schedule again over ``cfg`` (fewer epochs, say) from the
+    current step: the run's own lr function is replaced wherever a group follows it (hooks
+    that add a group, such as architecture learning's gates, share it), and the groups' rates
+    are set for the current step."""
+    old = scheduler.lr_lambdas[0]
+    new = schedule_function(cfg, steps_per_epoch)
+    scheduler.lr_lambdas = [new if f is old else f for f in scheduler.lr_lambdas]
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                   scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

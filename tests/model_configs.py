@@ -7,6 +7,10 @@ TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16],
                         [8, 16, 16], [8, 16, 16], [8, 24, 24], [8, 24, 24]],
         "stem_channels": 16}
 
+#: TrainConfig fields of a quiet fp32 NCHW fine-tuning run at batch 50 (no autotune)
+QUIET_FP32 = {"batch_size": 50, "optimizer": "adamw", "precision": "fp32", "channels_last": False,
+              "progress": False}
+
 SMALL = {"fire_config": [[8, 16, 16], [8, 16, 16], [16, 32, 32], [16, 32, 32],
                          [16, 48, 48], [16, 48, 48], [16, 64, 64], [16, 64, 64]],
          "stem_channels": 32}

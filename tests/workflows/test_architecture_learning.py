@@ -2,6 +2,7 @@
 learning run's gated checkpoints load too."""
 import pytest
 import torch
+from model_configs import QUIET_FP32
 
 from squeezelab.checkpoint import save_checkpoint
 from squeezelab.compress.pruning.architecture import gate_modules
@@ -14,25 +15,16 @@ from squeezelab.workflows.architecture_learning import (
     learn_architecture,
 )
 
-TRAIN = {"batch_size": 50, "optimizer": "adamw", "lr": 2e-3, "precision": "fp32",
-         "channels_last": False, "progress": False}
+TRAIN = {**QUIET_FP32, "lr": 2e-3}
 # 12 stem channels feed a 16-wide first Fire: no bypass there, so the stem is gated too
 TINY = {"fire_config": [[4, 8, 8], [4, 8, 8], [8, 16, 16], [8, 16, 16],
                         [8, 16, 16], [8, 16, 16], [8, 24, 24], [8, 24, 24]],
         "stem_channels": 12}
 
 
-@pytest.fixture(scope="module")
-def data(cifar_small):
-    train, test = cifar_small
-    return train.subset(torch.arange(0, 1000, 10)), test.subset(torch.arange(0, 300, 6))
-
-
 @pytest.fixture
-def source(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
-    return save_checkpoint(tmp_path / "src", model, meta={"image_size": [32, 32]})
+def source(tiny_checkpoint):
+    return tiny_checkpoint(TINY)
 
 
 def test_learn_cut_fine_tune_measure_and_save(tmp_path, source, data, monkeypatch):

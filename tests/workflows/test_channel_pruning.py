@@ -2,12 +2,10 @@
 typed result whose figures say how top-1 was scored."""
 import pytest
 import torch
-from model_configs import TINY
+from model_configs import QUIET_FP32
 
-from squeezelab.checkpoint import save_checkpoint
 from squeezelab.config import ConfigError
 from squeezelab.inference import load_model
-from squeezelab.models import create_model
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.channel_pruning import (
     ChannelPruneConfig,
@@ -15,29 +13,16 @@ from squeezelab.workflows.channel_pruning import (
     prune_channels,
 )
 
-TRAIN = {"batch_size": 50, "optimizer": "adamw", "precision": "fp32", "channels_last": False,
-         "progress": False}
-
-
-@pytest.fixture(scope="module")
-def data(cifar_small):
-    train, test = cifar_small
-    return train.subset(torch.arange(0, 1000, 10)), test.subset(torch.arange(0, 300, 6))
-
-
 @pytest.fixture
-def source(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
-    return save_checkpoint(tmp_path / "src", model, meta={
-        "config": {"test_time_flip": True}, "image_size": [32, 32]})
+def source(tiny_checkpoint):
+    return tiny_checkpoint(config={"test_time_flip": True})
 
 
 def test_prune_channels_cuts_fine_tunes_measures_and_saves(tmp_path, source, data,
                                                            monkeypatch):
     monkeypatch.chdir(tmp_path)
     logged = []
-    cfg = ChannelPruneConfig(fraction=0.25, retrain_epochs=1, retrain_lr=2e-3, train=TRAIN)
+    cfg = ChannelPruneConfig(fraction=0.25, retrain_epochs=1, retrain_lr=2e-3, train=QUIET_FP32)
     result = prune_channels(source, tmp_path / "slim", cfg, data, log=logged.append)
     assert isinstance(result, ChannelPruneResult)
     # the source records test-time flip: both figures are scored so, and say so

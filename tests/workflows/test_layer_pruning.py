@@ -2,9 +2,8 @@
 least harmful dropped (greedily), fine-tuned, measured and saved."""
 import pytest
 import torch
-from model_configs import TINY
+from model_configs import QUIET_FP32, TINY
 
-from squeezelab.checkpoint import save_checkpoint
 from squeezelab.compress.pruning.fire_removal import fire_modules, remove_fires
 from squeezelab.config import ConfigError
 from squeezelab.inference import load_model
@@ -12,21 +11,9 @@ from squeezelab.models import create_model
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.layer_pruning import LayerPruneConfig, fire_sensitivity, prune_fires
 
-TRAIN = {"batch_size": 50, "optimizer": "adamw", "precision": "fp32", "channels_last": False,
-         "progress": False}
-
-
-@pytest.fixture(scope="module")
-def data(cifar_small):
-    train, test = cifar_small
-    return train.subset(torch.arange(0, 1000, 10)), test.subset(torch.arange(0, 300, 6))
-
-
 @pytest.fixture
-def source(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
-    return save_checkpoint(tmp_path / "src", model, meta={"image_size": [32, 32]})
+def source(tiny_checkpoint):
+    return tiny_checkpoint()
 
 
 def test_fire_sensitivity_scores_each_removable_fire(data):
@@ -48,7 +35,7 @@ def test_prune_fires_drops_the_least_harmful_then_fine_tunes_and_saves(tmp_path,
     monkeypatch.chdir(tmp_path)
     logged = []
     cfg = LayerPruneConfig(num_fires=2, selection_images=60, retrain_epochs=1,
-                           retrain_lr=2e-3, train=TRAIN)
+                           retrain_lr=2e-3, train=QUIET_FP32)
     result = prune_fires(source, tmp_path / "shallow", cfg, data, log=logged.append)
     assert len(result.steps) == 2
     for step in result.steps:  # each step removed its candidate with the smallest drop

@@ -2,43 +2,27 @@
 and after under one protocol, writes a model file that loads back, and refuses what it
 cannot do."""
 import pytest
-import torch
-from model_configs import TINY
+from model_configs import QUIET_FP32
 
-from squeezelab.checkpoint import save_checkpoint
 from squeezelab.compress.format.checkpoints import load_compressible
 from squeezelab.compress.pruning.magnitude import PruneConfig
 from squeezelab.compress.quantization.registry import QuantizeOptions, quantizer_config
 from squeezelab.inference import load_model
-from squeezelab.models import create_model
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.deep_compression import CompressConfig
 from squeezelab.workflows.quantize_model import quantize_model, report_bytes
 from squeezelab.workflows.weight_pruning import prune_weights
 
-TRAIN = {"batch_size": 50, "optimizer": "adamw", "precision": "fp32", "channels_last": False,
-         "progress": False}
-
-
-@pytest.fixture(scope="module")
-def data(cifar_small):
-    train, test = cifar_small
-    return train.subset(torch.arange(0, 1000, 10)), test.subset(torch.arange(0, 300, 6))
-
-
 @pytest.fixture
-def source(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("squeezenet_cifar", num_classes=10, **TINY)
-    return save_checkpoint(tmp_path / "src", model, meta={
-        "config": {"test_time_flip": True}, "image_size": [32, 32]})
+def source(tiny_checkpoint):
+    return tiny_checkpoint(config={"test_time_flip": True})
 
 
 def test_prune_weights_retrains_scores_and_saves_the_masks(tmp_path, source, data,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = CompressConfig(prune=PruneConfig(sparsity=0.5), prune_rounds=2, retrain_epochs=1,
-                         retrain_lr=1e-3, sharing=None, train=TRAIN)
+                         retrain_lr=1e-3, sharing=None, train=QUIET_FP32)
     logged = []
     result = prune_weights(source, tmp_path / "pruned", cfg, train=data[0], test=data[1],
                            log=logged.append)

@@ -13,6 +13,7 @@ from squeezelab.workflows.channel_pruning import (
     prune_channels,
 )
 
+
 @pytest.fixture
 def source(tiny_checkpoint):
     return tiny_checkpoint(config={"test_time_flip": True})

@@ -11,6 +11,7 @@ from squeezelab.models import create_model
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.layer_pruning import LayerPruneConfig, fire_sensitivity, prune_fires
 
+
 @pytest.fixture
 def source(tiny_checkpoint):
     return tiny_checkpoint()

@@ -13,6 +13,7 @@ from squeezelab.workflows.deep_compression import CompressConfig
 from squeezelab.workflows.quantize_model import quantize_model, report_bytes
 from squeezelab.workflows.weight_pruning import prune_weights
 
+
 @pytest.fixture
 def source(tiny_checkpoint):
     return tiny_checkpoint(config={"test_time_flip": True})

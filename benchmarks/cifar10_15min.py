@@ -9,8 +9,9 @@ and the run directory in benchmarks/results/cifar10_15min.json.
     python benchmarks/cifar10_15min.py --recipe recipes/cifar10_15min.yaml --ablate all
 
 ``--ablate PART,...`` (or ``all``: every part the recipe switches on) is the ablation table:
-the recipe again with each part switched off (``ABLATIONS``), for the same epochs, timed the
-same way; the test-time parts need no new training, so the full recipe's model is scored again
+the recipe again with each part switched off (``ABLATIONS``), for the same epochs (with a
+``time_budget`` in the recipe: for the same seconds, each row keeping the epochs it fits), timed
+the same way; the test-time parts need no new training, so the full recipe's model is scored again
 without them (``squeezelab eval``). The JSON is written after every row, and a run whose
 folder already holds a finished run of the same name is reused with the timing it recorded,
 and an unfinished one is resumed (``train --resume``; its record says ``resumed``, its wall
@@ -146,6 +147,9 @@ def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict
         "test_protocol": final.get("test_protocol"),
         "epochs": summary["epochs"], "train_seconds": summary["total_train_seconds"],
         "parameters": summary["parameters"], "run_dir": str(run_dir),
+        # a recipe with a time_budget kept the epochs its first one said fit on this machine
+        "time_budget": (json.loads((run_dir / "time_budget.json").read_text())
+                        if (run_dir / "time_budget.json").is_file() else None),
         "data_note": "CIFAR-10 JPEG copy (lossy re-encoding of the official images): "
                      "accuracy can sit slightly below the official binary release",
     }

@@ -320,6 +320,9 @@ FIELD_HELP: dict[str, str] = {
                  "training images' patches (and its negation)",
     "whitening_eps": "added to each eigenvalue before the whitening divides by its root",
     "epochs": "passes over the training set",
+    "time_budget": "seconds the run may take (training and scoring, not data loading): "
+                   "after the first epoch it keeps as many of --epochs as fit on this "
+                   "machine, the schedule laid over those; unset: every epoch",
     "batch_size": "images per step (the global batch under DDP)",
     "optimizer": f"one of {', '.join(OPTIMIZERS)}; unset: {_UNSET_HELP}"
                  f"{BUILT_IN_DEFAULTS['optimizer']}",
@@ -355,9 +358,6 @@ FIELD_HELP: dict[str, str] = {
     "binarize_scale": f"binarisation regulariser's u: one of {', '.join(BINARIZE_SCALES)} "
                       "(filter: w / the filter's largest |w|; none: w itself, for weights "
                       "clipped to [-1, 1])",
-    "time_budget": "seconds the run may take (training and scoring, not data loading): "
-                   "after the first epoch it keeps as many of --epochs as fit on this "
-                   "machine, the schedule laid over those; unset: every epoch",
     "ema_decay": "keep an exponential moving average of the weights with this decay (e.g. "
                  "0.99): the test set is scored with it, best.* and the final model hold it; "
                  "0 = off",

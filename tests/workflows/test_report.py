@@ -302,3 +302,23 @@ def test_a_published_size_sits_beside_the_file_our_cells_wrote_else_their_fp32_s
         {**cell("fp32", 2), "kind": "train"}])
     assert _our_size(compressed).text == "243.2 kB"
     assert _our_size(dense).text == "2.96 MB (fp32)"
+
+
+def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
+    out = write_toy_study(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    # done a-s0, b-s0, a-s1 and failed b-s1 cost time; c-s0 skipped, c-s1 pending
+    for cell, seconds in zip(results["cells"], [3600, 1800, 0, 2400, 600, 0]):
+        if "seconds" in cell:
+            cell["seconds"] = seconds
+    results["cells"][0]["machine"] = {**results["cells"][0]["machine"], "threads": 2}
+    (out / "results.json").write_text(json.dumps(results))
+    report = build_report([out])
+    rows = [[v.text for v in row] for row in report.cost.rows]
+    # core-time: 2 x 3600 + 1800 + 2400 + 600 = 12,000 s over 4 finished cells; the pending
+    # one is estimated at their mean, 3,000 s
+    assert rows[0][:6] == ["toy", "smoke", "4 of 6", "3 h 20 min", "1", "50 min"]
+    assert rows[-1][:6] == ["all", "—", "4", "3 h 20 min", "1", "50 min"]
+    files = write_report([out], tmp_path / "r")
+    assert "What the studies cost" in files.html.read_text()
+    assert "| toy | smoke | 4 of 6 | 3 h 20 min |" in files.markdown.read_text().replace("`", "")

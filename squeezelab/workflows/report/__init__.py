@@ -3,7 +3,8 @@ its Markdown twin.
 
     inputs.py     find and check the results JSONs (files or study output folders)
     values.py     values at field paths of the cell records, means over seeds, formatting
-    build.py      the page model: source, published figures beside ours (differences marked),
+    build.py      the page model: what the studies cost (core-time spent and still to run);
+                  per study its source, published figures beside ours (differences marked),
                   the recipe's report: tables and plots, every cell with its provenance
     figures.py    the plots (matplotlib, Agg) as PNG bytes
     page.py       the page model both renderers walk

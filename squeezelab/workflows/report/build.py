@@ -496,6 +496,65 @@ def study_section(sid: str, path: Path, results: dict[str, Any],
                         str(path), facts, banners, comparison, blocks, cells_table(sid, results))
 
 
+def core_hours_text(seconds: float) -> str:
+    """Core-seconds as ``3 h 05 min`` (or ``42 min`` under an hour)."""
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def cell_core_seconds(cell: dict[str, Any]) -> float | None:
+    """What one finished cell cost in core-seconds: its wall seconds times the intra-op
+    threads it ran with (recorded in its machine; 1 where unrecorded), or None."""
+    seconds = cell.get("seconds")
+    if cell.get("status") not in ("done", "failed") or not is_number(seconds):
+        return None
+    threads = (cell.get("machine") or {}).get("threads") or 1
+    return float(seconds) * threads
+
+
+def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
+    """What the studies cost: per study, the cells finished and the core-time they took
+    (``cell_core_seconds``), and the cells still to run estimated at the mean of the
+    finished ones; the last row sums them. This is how the page answers "does the cpu
+    budget fit in a working day": divide the core-time by the cores that run cells at once."""
+    columns = ["study", "budget", "cells finished", "core-time of the finished",
+               "cells to run", "estimated core-time to run", "machines"]
+    rows: list[list[Value]] = []
+    total_spent = total_left = 0.0
+    total_finished = total_pending = 0
+    for results in studies:
+        cells = results["cells"]
+        spent = [s for s in map(cell_core_seconds, cells) if s is not None]
+        pending = sum(c["status"] == "pending" for c in cells)
+        left = pending * sum(spent) / len(spent) if spent else None
+        cpus = list(dict.fromkeys(str((c.get("machine") or {}).get("cpu") or MISSING)
+                                  for c in cells if c.get("machine")))
+        rows.append([Value(str(results.get("study")), code=True),
+                     Value(str(results.get("budget"))),
+                     Value(f"{len(spent)} of {len(cells)}"),
+                     Value(core_hours_text(sum(spent)) if spent else MISSING,
+                           exact=f"{sum(spent):.0f} core-seconds"),
+                     Value(str(pending)),
+                     Value(MISSING if not pending else
+                           core_hours_text(left) if left is not None else "unknown yet"),
+                     Value("; ".join(cpus) or MISSING)])
+        total_spent += sum(spent)
+        total_left += left or 0.0
+        total_finished += len(spent)
+        total_pending += pending
+    rows.append([Value("all"), Value(MISSING),
+                 Value(f"{total_finished}"), Value(core_hours_text(total_spent)),
+                 Value(str(total_pending)), Value(core_hours_text(total_left)),
+                 Value(MISSING)])
+    return Table("What the studies cost", columns, rows, notes=[
+        "Core-time: each finished cell's wall seconds times the intra-op threads it ran with "
+        "(a run paused or resumed counts the time it waited, so this is an upper bound); the "
+        "cells to run are estimated at the mean of the study's finished cells (a grid whose "
+        "cells differ in size makes that rough). On a machine that runs k cells at once, "
+        "one thread each, the wall time is about the core-time divided by k."])
+
+
 def build_report(inputs: Sequence[str | Path], *,
                  threshold: float = DEFAULT_THRESHOLD_POINTS) -> Report:
     """The page model of the studies whose results ``inputs`` name (results JSON files or
@@ -504,17 +563,19 @@ def build_report(inputs: Sequence[str | Path], *,
     if not (isinstance(threshold, (int, float)) and threshold >= 0):
         raise ValueError(f"threshold must be a non-negative number of percentage points, got "
                          f"{threshold!r}")
-    sections, used = [], set()
+    sections, used, loaded = [], set(), []
     for path, results in load_inputs(inputs):
         base = sid = slug(f"{results['study']}-{results.get('budget')}")
         n = 2
         while sid in used:
             sid, n = f"{base}-{n}", n + 1
         used.add(sid)
+        loaded.append(results)
         sections.append(study_section(sid, path, results, threshold))
     generated = f"{time.strftime('%Y-%m-%d %H:%M:%S %z')} by squeezelab {__version__}"
-    return Report("squeezelab study report", generated, float(threshold), sections)
+    return Report("squeezelab study report", generated, float(threshold), sections,
+                  cost_table(loaded) if loaded else None)
 
 
-__all__ = ["DEFAULT_THRESHOLD_POINTS", "build_report", "comparison_table", "spec_table",
-           "study_command", "study_section"]
+__all__ = ["DEFAULT_THRESHOLD_POINTS", "build_report", "comparison_table", "cost_table",
+           "spec_table", "study_command", "study_section"]

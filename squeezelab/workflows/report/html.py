@@ -127,6 +127,7 @@ def render_html(report: Report) -> str:
     toc = "".join(f'<li><a href="#{escape(s.id)}">{escape(s.title)}</a></li>'
                   for s in report.studies)
     body = "\n".join(render_section(s) for s in report.studies)
+    cost = render_table(report.cost, "cost", heading="h2") if report.cost is not None else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -144,6 +145,7 @@ def render_html(report: Report) -> str:
 than {report.threshold_points:g} percentage points are marked DIFFERS. Every number names the
 cells (#) it comes from; the cells table of each study gives their provenance.</p>
 <nav><ul>{toc}</ul></nav>
+{cost}
 </header>
 <main>
 {body}

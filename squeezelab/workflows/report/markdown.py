@@ -70,6 +70,8 @@ def render_markdown(report: Report) -> str:
            "provenance.", ""]
     out += [f"- [{s.title}](#{s.id})" for s in report.studies]
     out.append("")
+    if report.cost is not None:
+        out.append(render_table(report.cost, heading="##"))
     out += [render_section(s) for s in report.studies]
     return "\n".join(out).rstrip() + "\n"
 

@@ -1,4 +1,6 @@
-"""Shared fixtures for the .sqz tests: a tiny pruned + weight-shared model and a header editor."""
+"""Shared fixtures for the .sqz tests: a tiny pruned + weight-shared model, a header editor,
+and the writer as it wrote version 5 (the file format's older ANS streams)."""
+import contextlib
 import copy
 import json
 import struct
@@ -92,3 +94,20 @@ def edit_header(data: bytes, fn, version: int = VERSION) -> bytes:
     header, payload = split(data)
     fn(header)
     return join(header, payload, version=version)
+
+
+@contextlib.contextmanager
+def writing_version_5():
+    """``save_compressed`` as squeezelab wrote format version 5: ANS streams by constriction's
+    AnsCoder (32-bit words), the streams of versions 3-5. For the tests that old files still
+    load, and that edit a file's header as an older version's."""
+    from squeezelab.compress.coding import ans
+    from squeezelab.compress.format import sqz, streams
+
+    saved = streams.rans_encode, streams.rans_encode_segments, sqz.VERSION
+    streams.rans_encode, streams.rans_encode_segments = ans.ans_encode, ans.ans_encode_segments
+    sqz.VERSION = 5
+    try:
+        yield
+    finally:
+        streams.rans_encode, streams.rans_encode_segments, sqz.VERSION = saved

@@ -23,7 +23,7 @@ from squeezelab.compress.coding.sparse_index import max_total
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
-VERSION = 5
+VERSION = 6
 # 1: plain JSON header; 2: zlib-compressed JSON header; 3: codebooks may be stored in float16
 # or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file),
 # and a shared entry's streams may be ANS-coded ("coder": "ans"; absent means Huffman);
@@ -31,8 +31,10 @@ VERSION = 5
 # payload in entry order, STREAM_KEYS order within an entry: offsets were a fifth of a
 # compressed header), an ANS entry may code its indices in "index_contexts", and a float
 # tensor may be stored as "uniform" levels; 5: a pruned float tensor that is not shared may be
-# stored "sparse" (its kept values, and their positions as a gap stream)
-READ_VERSIONS = (1, 2, 3, 4, 5)
+# stored "sparse" (its kept values, and their positions as a gap stream); 6: ANS streams are
+# squeezelab's own rANS (coding/rans.py: 16-bit words, decoded by table lookup) instead of
+# constriction's AnsCoder (32-bit words), same tables
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)
 #: The payload streams of each encoding, in the order an entry's streams follow each other.
 STREAM_KEYS = {"dense": ("data",), "uniform": ("data",),
                "shared": ("codebook", "index_table", "index", "gap_table", "gap"),
@@ -122,6 +124,12 @@ def _shape_numel(entry: dict, where: str) -> tuple[list[int], int]:
     return shape, math.prod(shape)
 
 
+def ans_word_bytes(version: int) -> int:
+    """The word size of a version's ANS streams: 2 bytes since version 6 (coding/rans.py),
+    4 before (constriction's AnsCoder)."""
+    return 2 if version >= 6 else 4
+
+
 def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
     """Check prefix, CRC and header; return (version, header, payload)."""
     if len(data) < _PREFIX.size + _CRC.size:
@@ -158,7 +166,7 @@ def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
     payload = view[_PREFIX.size + header_len:body_end]
     if version >= 4:
         _offsets_from_lengths(header, len(payload), source)
-    _check_header(header, len(payload), len(data), source)
+    _check_header(header, len(payload), len(data), source, version)
     return version, header, payload
 
 
@@ -249,7 +257,8 @@ def _check_kwargs(value: Any, where: str, depth: int = 0) -> None:
         raise SqzFormatError(f"{where}: unexpected model argument {value!r}")
 
 
-def _check_header(header: Any, payload_size: int, file_size: int, source: str) -> None:
+def _check_header(header: Any, payload_size: int, file_size: int, source: str,
+                  version: int = VERSION) -> None:
     if not isinstance(header, dict):
         raise SqzFormatError(f"{source}: header must be a JSON object, got {type(header).__name__}")
     if header.get("format") != FORMAT:
@@ -316,15 +325,16 @@ def _check_header(header: Any, payload_size: int, file_size: int, source: str) -
                 raise SqzFormatError(f"{where}: {length} bytes of data, but {numel} {bits}-bit "
                                      f"levels need {need}")
         elif encoding == "shared":
-            _check_shared_entry(entry, where, shape, numel, payload_size)
+            _check_shared_entry(entry, where, shape, numel, payload_size, version)
         elif encoding == "sparse":
-            _check_sparse_entry(entry, where, shape, numel, payload_size)
+            _check_sparse_entry(entry, where, shape, numel, payload_size, version)
         else:
             raise SqzFormatError(f"{where}: unknown encoding {encoding!r} (dense, uniform, "
                                  "shared or sparse)")
 
 
-def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int):
+def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int,
+                        version: int):
     if entry.get("dtype") != "float32":
         raise SqzFormatError(f"{where}: a shared tensor must be float32, got {entry['dtype']!r}")
     bits = _get_int(entry, "weight_bits", where, 1, 16)
@@ -364,13 +374,15 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
         # an ANS symbol may cost almost nothing: the count is bounded by the shape (each gap
         # entry moves at least one position on), which the file-size cap bounds
         nnz = _get_int(entry, "nnz", where, 0, numel)
-        if index_len % 4:
+        word = ans_word_bytes(version)
+        if index_len % word:
             raise SqzFormatError(f"{where}: index stream of {index_len} bytes is not whole "
-                                 "32-bit ANS words")
-    _check_positions(entry, where, shape, numel, payload_size, coder, gap_bits, nnz)
+                                 f"{8 * word}-bit ANS words")
+    _check_positions(entry, where, shape, numel, payload_size, coder, gap_bits, nnz, version)
 
 
-def _check_sparse_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int):
+def _check_sparse_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int,
+                        version: int):
     """A "sparse" entry: ``nnz`` kept values in ``dtype`` (a float dtype), then their
     positions' gap table and stream (the gap stream of a shared entry)."""
     dtype = entry.get("dtype")
@@ -387,11 +399,11 @@ def _check_sparse_entry(entry: dict, where: str, shape: list, numel: int, payloa
     if values_len != nnz * itemsize:
         raise SqzFormatError(f"{where}: {values_len} bytes of values, but {nnz} kept {dtype} "
                              f"values need {nnz * itemsize}")
-    _check_positions(entry, where, shape, numel, payload_size, coder, gap_bits, nnz)
+    _check_positions(entry, where, shape, numel, payload_size, coder, gap_bits, nnz, version)
 
 
 def _check_positions(entry: dict, where: str, shape: list, numel: int, payload_size: int,
-                     coder: str, gap_bits: int, nnz: int) -> None:
+                     coder: str, gap_bits: int, nnz: int, version: int) -> None:
     """The gap table and stream that give the positions of ``nnz`` kept weights, and the
     counts that go with them (``num_entries``, ``num_fillers``, ANS's ``symbols_crc32``)."""
     gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)
@@ -405,9 +417,10 @@ def _check_positions(entry: dict, where: str, shape: list, numel: int, payload_s
         num_entries = _get_int(entry, "num_entries", where, nnz, 8 * gap_len)
     else:
         num_entries = _get_int(entry, "num_entries", where, nnz, max(numel, nnz))
-        if gap_len % 4:
+        word = ans_word_bytes(version)
+        if gap_len % word:
             raise SqzFormatError(f"{where}: gap stream of {gap_len} bytes is not whole "
-                                 "32-bit ANS words")
+                                 f"{8 * word}-bit ANS words")
         _get_int(entry, "symbols_crc32", where, 0, 2**32 - 1)
     _get_int(entry, "num_fillers", where, num_entries - nnz, num_entries - nnz)
     if numel > max_total(num_entries, gap_bits):

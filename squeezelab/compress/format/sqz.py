@@ -31,11 +31,13 @@ was ``[offset, length]``):
   (``sparse_index.py``: ``gap_bits``-bit gaps with filler entries, Huffman-coded over the
   ``gap_symbols`` gap values: ``gap_table``, ``gap``, ``num_entries`` symbols). Since version
   3 an entry with ``"coder": "ans"`` codes both streams with rANS instead (``ans.py``: the
-  tables are 6-bit quarter-bit length codes, the streams 32-bit words) and carries
-  ``symbols_crc32``, the CRC32 of its decoded index then gap symbols (int32, little-endian);
-  since version 4 such an entry may split its filters into ``index_contexts`` groups with a
-  table each (``contexts.py``). The writer picks, per layer, whichever coder gives fewer bytes
-  (``streams.py`` codes and decodes these streams; this module is the container around them).
+  tables are 6-bit quarter-bit length codes, the streams constriction's 32-bit words) and
+  carries ``symbols_crc32``, the CRC32 of its decoded index then gap symbols (int32,
+  little-endian); since version 4 such an entry may split its filters into ``index_contexts``
+  groups with a table each (``contexts.py``); since version 6 its streams are our own rANS
+  (``rans.py``: 16-bit words, decoded by table lookup). The writer picks, per layer, whichever
+  coder gives fewer bytes (``streams.py`` codes and decodes these streams; this module is the
+  container around them).
 
 Reading checks every length, offset and count against the file before it is used
 (``layout.py`` holds the layout constants and those checks), so a damaged
@@ -392,7 +394,7 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
             dense[entry["name"]] = _uniform_tensor(entry, payload)
         else:
             shared_entries.append(entry)
-    decoded = decode_streams(shared_entries, payload, header["huffman_lane_symbols"])
+    decoded = decode_streams(shared_entries, payload, header["huffman_lane_symbols"], version)
     shared: dict[str, SharedTensor] = {}
     for entry in shared_entries:
         where = f"layer {entry['name']!r}"
@@ -440,8 +442,9 @@ def _registration_budget(limit: int) -> Iterator[None]:
             h.remove()
 
 
-def _build_model(header: dict[str, Any], source: str) -> nn.Module:
-    """``create_model`` from the header's spec, checked against the header's tensors.
+def _build_model(header: dict[str, Any], source: str) -> tuple[nn.Module, dict[str, Any]]:
+    """``create_model`` from the header's spec, checked against the header's tensors; returns
+    the model and the dtype of each tensor of its state dict.
 
     The model is first built on the meta device without initialisation (``skeleton``: no
     memory, and half the time), under a cap on the number of parameters and buffers the builder
@@ -486,7 +489,7 @@ def _build_model(header: dict[str, Any], source: str) -> nn.Module:
     persistent = set(own)
     if not all(n in persistent for n, _ in model.named_buffers()):
         model = create_model(spec["name"], **spec["kwargs"])
-    return model
+    return model, {key: t.dtype for key, t in own.items()}
 
 
 def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = False) -> nn.Module:
@@ -499,7 +502,7 @@ def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = Fals
     """
     sqz = read_sqz(path)
     source = str(sqz.path) if sqz.path else "<bytes>"
-    model = _build_model(sqz.header, source)
+    model, dtypes = _build_model(sqz.header, source)
     if keep_shared:
         prepare_shared_(model, {n: s.weight_bits for n, s in sqz.shared.items()})
         state = dict(sqz.dense)
@@ -510,9 +513,8 @@ def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = Fals
             state[prefix + "weight_mask"] = s.mask
     else:
         state = sqz.state_dict()
-    own = model.state_dict()
     # assign=True hands the decoded tensors to the model without another copy
-    state = {k: v if k not in own or v.dtype == own[k].dtype else v.to(own[k].dtype)
+    state = {k: v if k not in dtypes or v.dtype == dtypes[k] else v.to(dtypes[k])
              for k, v in state.items()}
     with torch.no_grad():
         model.load_state_dict(state, strict=True, assign=True)

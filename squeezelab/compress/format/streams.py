@@ -12,6 +12,10 @@ since the positions say which filter every index belongs to.
 
 Since version 5 a pruned tensor that is not shared may be stored *sparse*: its kept values raw,
 and their positions as the same gap stream (``encode_gaps``; it has no index stream).
+
+Since version 6 the ANS streams are written by our own rANS (``coding/rans.py``, decoded by
+table lookup, several times faster); those of versions 3-5 are read with constriction's
+``AnsCoder``, which wrote them. Tables, contexts and the CRC are the same in both.
 """
 from __future__ import annotations
 
@@ -26,9 +30,6 @@ import numpy as np
 from squeezelab.compress.coding.ans import (
     AnsError,
     AnsReader,
-    ans_decode,
-    ans_encode,
-    ans_encode_segments,
     length_table,
     pack_table,
     table_bytes,
@@ -42,8 +43,21 @@ from squeezelab.compress.coding.huffman import (
     huffman_decode_many,
     huffman_encode,
 )
+from squeezelab.compress.coding.rans import RansReader, rans_encode, rans_encode_segments
 from squeezelab.compress.coding.sparse_index import decode_positions
-from squeezelab.compress.format.layout import CODERS, SqzFormatError
+from squeezelab.compress.format.layout import CODERS, VERSION, SqzFormatError
+
+
+def _ans_reader(version: int) -> type[AnsReader] | type[RansReader]:
+    """The reader of a version's ANS streams (they share one interface)."""
+    return RansReader if version >= 6 else AnsReader
+
+
+def _ans_decode(data: bytes, codes: np.ndarray, count: int, version: int) -> np.ndarray:
+    reader = _ans_reader(version)(data, count)
+    symbols = reader.read(codes, count)
+    reader.close()
+    return symbols
 
 
 @dataclass
@@ -75,7 +89,7 @@ def _code(symbols: np.ndarray, num_symbols: int, coder: str,
         data, table = huffman_encode(symbols, num_symbols, lane_symbols=lane_symbols)
         return table.to_bytes(), data
     codes = length_table(symbols, num_symbols)
-    return pack_table(codes), ans_encode(symbols, codes)
+    return pack_table(codes), rans_encode(symbols, codes)
 
 
 def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_symbols: int,
@@ -118,10 +132,10 @@ def _ans_index(kept: np.ndarray, index_symbols: int, rows: np.ndarray | None,
             members = [kept[context == g] for g in range(num_groups)]
             tables = [length_table(m, index_symbols) for m in members]
             segments = [(groups, uniform_table(num_groups)), *zip(members, tables)]
-            return (b"".join(pack_table(t) for t in tables), ans_encode_segments(segments),
+            return (b"".join(pack_table(t) for t in tables), rans_encode_segments(segments),
                     num_groups)
     codes = length_table(kept, index_symbols)
-    return pack_table(codes), ans_encode(kept, codes), 1
+    return pack_table(codes), rans_encode(kept, codes), 1
 
 
 def symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
@@ -131,17 +145,19 @@ def symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
 
 
 def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
-                   lane_symbols: int) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+                   lane_symbols: int, version: int = VERSION,
+                   ) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
     """{tensor name: (cluster index of each kept weight, their increasing flat positions)} of
     the shared and sparse ``entries`` (validated by ``layout._parse``; a sparse entry has no
-    indices: None); ``SqzFormatError`` naming the layer and stream for a bad one."""
+    indices: None) of a file of format ``version``; ``SqzFormatError`` naming the layer and
+    stream for a bad one."""
     decoded: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
     # Huffman streams are decoded all together, in lanes: which entry and stream each one is
     owners: list[tuple[dict[str, Any], str]] = []
     streams = []
     for entry in entries:
         if entry.get("coder", "huffman") == "ans":
-            decoded[entry["name"]] = _decode_ans_entry(entry, payload)
+            decoded[entry["name"]] = _decode_ans_entry(entry, payload, version)
             continue
         where = f"layer {entry['name']!r}"
         kinds = (("index", "nnz"), ("gap", "num_entries"))
@@ -186,8 +202,8 @@ def _positions(entry: dict[str, Any], gaps: np.ndarray) -> np.ndarray:
     return positions
 
 
-def _decode_ans_entry(entry: dict[str, Any],
-                      payload: memoryview) -> tuple[np.ndarray | None, np.ndarray]:
+def _decode_ans_entry(entry: dict[str, Any], payload: memoryview,
+                      version: int) -> tuple[np.ndarray | None, np.ndarray]:
     """(index symbols, positions) of an ANS-coded shared entry, checked against its CRC
     (a sparse entry: None, positions; its CRC covers its gaps alone)."""
     where = f"layer {entry['name']!r}"
@@ -198,13 +214,15 @@ def _decode_ans_entry(entry: dict[str, Any],
 
     try:
         what = f"gap stream of {entry['num_entries']} entries"
-        gaps = ans_decode(stream("gap"), unpack_table(stream("gap_table"), entry["gap_symbols"]),
-                          entry["num_entries"])
+        gaps = _ans_decode(stream("gap"), unpack_table(stream("gap_table"),
+                                                       entry["gap_symbols"]),
+                           entry["num_entries"], version)
         positions = _positions(entry, gaps)
         symbols = None
         if entry["encoding"] == "shared":
             what = f"index stream of {entry['nnz']} entries"
-            symbols = _decode_ans_index(entry, stream("index_table"), stream("index"), positions)
+            symbols = _decode_ans_index(entry, stream("index_table"), stream("index"), positions,
+                                        version)
     except AnsError as e:
         raise SqzFormatError(f"{where}: {what}: {e}") from None
     crc = symbols_crc32(symbols if symbols is not None else np.zeros(0, np.int32), gaps)
@@ -215,23 +233,23 @@ def _decode_ans_entry(entry: dict[str, Any],
 
 
 def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
-                      positions: np.ndarray) -> np.ndarray:
+                      positions: np.ndarray, version: int) -> np.ndarray:
     nsym, nnz = entry["index_symbols"], entry["nnz"]
     contexts = entry.get("index_contexts", 1)
     one = table_bytes(nsym)
     codes = [unpack_table(tables[g * one:(g + 1) * one], nsym) for g in range(contexts)]
     if contexts == 1:
-        return ans_decode(data, codes[0], nnz)
+        return _ans_decode(data, codes[0], nnz, version)
     num_rows = entry["shape"][0]
     # each filter's group first; how many indices each group has then follows from the
     # groups and the positions
-    reader = AnsReader(data)
+    reader = _ans_reader(version)(data, num_rows + nnz)
     groups = reader.read(uniform_table(contexts), num_rows)
     context = groups[positions // (math.prod(entry["shape"]) // num_rows)] if nnz else groups[:0]
     # the groups' segments in turn, then one scatter back to flattened order (a stable sort of
     # small ints is a radix sort: one pass, not one mask per group)
     sizes = np.bincount(context, minlength=contexts)
-    parts = [reader.read(codes[g], int(sizes[g])) for g in range(contexts)]
+    parts = reader.read_many(codes, sizes)
     reader.close()
     symbols = np.empty(nnz, dtype=np.int32)
     symbols[np.argsort(context.astype(np.uint8), kind="stable")] = np.concatenate(parts)

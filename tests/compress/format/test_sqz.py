@@ -8,12 +8,21 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from sqz_helpers import TINY, context_shared_model, edit_header, join, split, tiny_shared_model
+from sqz_helpers import (
+    TINY,
+    context_shared_model,
+    edit_header,
+    join,
+    split,
+    tiny_shared_model,
+    writing_version_5,
+)
 
 from squeezelab import create_model
 from squeezelab.compress.coding.sparse_index import pack_bits
 from squeezelab.compress.format.size_report import format_size_report, size_report
 from squeezelab.compress.format.sqz import (
+    VERSION,
     SqzFormatError,
     load_compressed,
     read_sqz,
@@ -179,6 +188,41 @@ def ans_bytes(shared_model, tmp_path_factory):
     return path.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def ans_v5_bytes(shared_model, tmp_path_factory):
+    """The same file as version 5 wrote it: its ANS streams by constriction (32-bit words)."""
+    path = tmp_path_factory.mktemp("sqz") / "ans5.sqz"
+    with writing_version_5():
+        save_compressed(shared_model, path, gap_bits=3, coder="ans")
+    return path.read_bytes()
+
+
+def test_a_version_5_file_still_loads_exactly_and_version_6_codes_as_small(
+        shared_model, ans_bytes, ans_v5_bytes):
+    """Version 6 replaced constriction's streams with our own rANS; files of version 5 (and 3-4,
+    which share its streams) still load, to the same model, and the new streams cost at most a
+    few bytes more (two coder states instead of one) for the same tables."""
+    old, new = read_sqz(ans_v5_bytes), read_sqz(ans_bytes)
+    assert (old.version, new.version) == (5, 6)
+    a, b = old.state_dict(), new.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_compressed(ans_v5_bytes)(x), shared_model(x))
+    streams = [e for e in new.header["tensors"] if e["encoding"] == "shared"]
+    assert len(ans_bytes) <= len(ans_v5_bytes) + 4 * 2 * len(streams)
+
+
+def test_a_version_6_stream_must_be_whole_16_bit_words(ans_bytes):
+    header, payload = split(ans_bytes)
+    e = _ans_entry(header)
+    (off, length), (t_off, t_len) = e["index"], e["gap_table"]
+    e["index"], e["gap_table"] = [off, length - 1], [t_off - 1, t_len + 1]  # lengths add up
+    with pytest.raises(SqzFormatError, match=rf"index stream of {length - 1} bytes is not whole "
+                                             r"16-bit ANS words"):
+        _load(join(header, payload))
+
+
 def test_ans_coded_file_round_trips_exactly_and_auto_picks_the_smaller_coder(
         shared_model, ans_bytes, tmp_path):
     x = torch.randn(4, 3, 32, 32)
@@ -247,11 +291,11 @@ def _ans_entry(h, name="features.4.expand3x3.weight"):
     (lambda h: _ans_entry(h).__setitem__("nnz", 10**6),
      r"'nnz' must be an int in \[0, 288\], got 1000000"),
 ])
-def test_lying_ans_headers_with_valid_crc(ans_bytes, edit, message):
-    # written as version 3 (stream offsets explicit): a version-4 file reaches the same checks
+def test_lying_ans_headers_with_valid_crc(ans_v5_bytes, edit, message):
+    # written as version 3 (stream offsets explicit): a later file reaches the same checks
     # once its lengths are offsets, and most lies there already break the lengths' sum
     with pytest.raises(SqzFormatError, match=message):
-        _load(edit_header(ans_bytes, edit, version=3))
+        _load(edit_header(ans_v5_bytes, edit, version=3))
 
 
 def _damaged_index_stream_names_the_layer(data: bytes, pick_entry) -> None:
@@ -376,7 +420,7 @@ def test_version_4_stream_lengths_must_be_lengths_that_add_up(sqz_bytes):
     refuses lengths that are not ints or do not add up to the payload. Lengths that add up but
     are swapped still meet the per-stream checks."""
     header, payload = split(sqz_bytes)
-    assert sqz_bytes[4:6] == b"\x05\x00"
+    assert sqz_bytes[4:6] == struct.pack("<H", VERSION)
     raw = json.loads(zlib.decompress(sqz_bytes[10:10 + struct.unpack_from("<I", sqz_bytes, 6)[0]]))
     i, first = next((i, e) for i, e in enumerate(raw["tensors"]) if e["encoding"] == "dense")
     assert isinstance(first["data"], int)  # a length, not [offset, length]
@@ -385,7 +429,7 @@ def test_version_4_stream_lengths_must_be_lengths_that_add_up(sqz_bytes):
         h = json.loads(json.dumps(raw))
         fn(h)
         body = zlib.compress(json.dumps(h).encode()) + payload
-        return (b"SQZ\x00" + struct.pack("<HI", 4, len(body) - len(payload)) + body
+        return (b"SQZ\x00" + struct.pack("<HI", VERSION, len(body) - len(payload)) + body
                 + struct.pack("<I", zlib.crc32(body)))
 
     with pytest.raises(SqzFormatError, match=rf"tensor {i} \('{first['name']}'\): 'data' must "
@@ -439,6 +483,14 @@ def context_bytes(tmp_path_factory):
     return path.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def context_v5_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqz") / "ctx5.sqz"
+    with writing_version_5():
+        save_compressed(context_shared_model(), path, coder="ans")
+    return path.read_bytes()
+
+
 def _context_entry(h):
     return next(t for t in h["tensors"] if t.get("index_contexts", 1) > 1)
 
@@ -474,18 +526,24 @@ def test_index_contexts_round_trip_exactly_and_code_smaller_than_one_table(conte
                                              _context_entry(h)["index_contexts"] + 1),
      r"index_table has \d+ bytes, \d+ tables of 16 ans table entries need"),
 ])
-def test_lying_index_contexts(context_bytes, edit, message):
+def test_lying_index_contexts(context_v5_bytes, edit, message):
     with pytest.raises(SqzFormatError, match=message):
-        _load(edit_header(context_bytes, edit, version=3))
+        _load(edit_header(context_v5_bytes, edit, version=3))
+
+
+def test_a_version_5_file_with_index_contexts_still_loads(context_bytes, context_v5_bytes):
+    a, b = read_sqz(context_v5_bytes).state_dict(), read_sqz(context_bytes).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_damaged_context_stream_names_the_layer(context_bytes):
     _damaged_index_stream_names_the_layer(context_bytes, _context_entry)
 
 
-def test_version_3_file_with_stream_offsets_still_loads(ans_bytes):
-    """A version-3 file states each stream as [offset, length]; it reads as before."""
-    header, payload = split(ans_bytes)
+def test_version_3_file_with_stream_offsets_still_loads(ans_bytes, ans_v5_bytes):
+    """A version-3 file states each stream as [offset, length] (its ANS streams are version
+    5's); it reads as before."""
+    header, payload = split(ans_v5_bytes)
     v3 = join(header, payload, version=3)
     assert v3[4:6] == b"\x03\x00" and read_sqz(v3).version == 3
     a, b = read_sqz(v3).state_dict(), read_sqz(ans_bytes).state_dict()

@@ -52,30 +52,63 @@ def frequencies(codes: np.ndarray) -> tuple[np.ndarray, int]:
 def frequencies_many(tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``frequencies`` of each row of ``tables`` (length tables of one alphabet), at once:
     (frequencies ``[rows, symbols]``, precision per row)."""
-    codes = np.asarray(tables, dtype=np.int64)
-    present = codes > 0
-    counts = np.count_nonzero(present, axis=1)
-    if not counts.all():
+    codes = np.ascontiguousarray(tables, dtype=np.int64)
+    freq = np.zeros(codes.shape, dtype=np.int64)
+    bits = np.zeros(codes.shape[0], dtype=np.int64)
+    if _compiled()[3](codes, freq, bits) >= 0:
         raise AnsError("the length table has no symbol")
-    bits = np.array([precision_bits(int(c)) for c in counts], dtype=np.int64)
-    k = np.maximum(codes - 1, 0)
-    # 2 ** (16 - k / 4), k <= 62 (6-bit codes): at most 2 ** 32 a weight, so a row's total and
-    # ``weights << bits`` stay below 2 ** 63 even for 65,536 symbols
-    weights = np.where(present, _QUARTER[k & 3] << (16 - (k >> 2)), 0)
-    freq = np.where(present, np.maximum((weights << bits[:, None])
-                                        // weights.sum(axis=1, keepdims=True), 1), 0)
-    excess = freq.sum(axis=1) - (1 << bits)
-    short = np.flatnonzero(excess <= 0)  # the floors' shortfall: to the first most probable
-    freq[short, np.argmax(freq[short], axis=1)] -= excess[short]
-    for row in np.flatnonzero(excess > 0):  # rounded up to 1 too often: take from the largest
-        left = int(excess[row])
-        for s in np.argsort(-freq[row], kind="stable"):
-            take = min(left, max(1, int(freq[row, s]) // 2), int(freq[row, s]) - 1)
-            freq[row, s] -= take
-            left -= take
-            if left == 0:
-                break
     return freq, bits
+
+
+def _frequencies_kernel(codes, freq, bits):  # pragma: no cover - numba compiles it
+    """Fill ``freq`` and ``bits`` for each row of ``codes``; returns the first row without a
+    symbol, else -1. Per row: the precision (``precision_bits``), each present symbol's
+    weight ``2 ** (16 - k / 4)`` in integer fixed point (k: its code - 1, at most 62, so a
+    weight is at most 2 ** 32 and ``weight << bits`` stays below 2 ** 63 for any row),
+    ``max(1, floor(weight * 2 ** bits / total))``; then a shortfall goes to the first most
+    probable symbol, and a surplus (from rounding rare symbols up to 1) is taken from the
+    largest frequency in turn, half of it at most, so that every present symbol keeps 1."""
+    rows, nsym = codes.shape
+    for r in range(rows):
+        count = 0
+        total = 0
+        for s in range(nsym):
+            if codes[r, s] > 0:
+                count += 1
+                k = codes[r, s] - 1
+                total += _QUARTER[k & 3] << (16 - (k >> 2))
+        if count == 0:
+            return r
+        length = 0
+        v = count - 1
+        while v > 0:
+            length += 1
+            v >>= 1
+        b = min(16, max(14, length + 4))
+        bits[r] = b
+        assigned = 0
+        best = 0
+        for s in range(nsym):
+            if codes[r, s] > 0:
+                k = codes[r, s] - 1
+                f = ((_QUARTER[k & 3] << (16 - (k >> 2))) << b) // total
+                f = max(f, 1)
+                freq[r, s] = f
+                assigned += f
+                if f > freq[r, best]:
+                    best = s
+        excess = assigned - (1 << b)
+        if excess <= 0:
+            freq[r, best] -= excess
+        while excess > 0:
+            top = 0
+            for s in range(nsym):
+                if freq[r, s] > freq[r, top]:
+                    top = s
+            take = min(excess, freq[r, top] // 2)
+            freq[r, top] -= take
+            excess -= take
+    return -1
 
 
 def num_states(total: int) -> int:
@@ -210,7 +243,7 @@ def _compiled():
     """The kernels, compiled by numba where it is installed (cached on disk), else as Python."""
     global _KERNELS
     if _KERNELS is None:
-        kernels = (_encode_kernel, _decode1_kernel, _decode4_kernel)
+        kernels = (_encode_kernel, _decode1_kernel, _decode4_kernel, _frequencies_kernel)
         try:
             import numba
         except ImportError:
@@ -225,7 +258,7 @@ _KERNELS = None
 
 def compiled() -> bool:
     """Whether the coder runs compiled (numba installed: the ``fast`` extra)."""
-    return _compiled()[3]
+    return _compiled()[4]
 
 
 def rans_encode_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:

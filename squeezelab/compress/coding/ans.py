@@ -107,19 +107,29 @@ def ans_encode(symbols: np.ndarray, codes: np.ndarray) -> bytes:
     return ans_encode_segments([(symbols, codes)])
 
 
+def coded_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]], dtype=np.int32,
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The non-empty ``(symbols, codes)`` segments of a stream to code, symbols as ``dtype``;
+    ValueError if a symbol has no code in its table (both ANS coders check this)."""
+    out = []
+    for symbols, codes in segments:
+        symbols = np.ascontiguousarray(symbols, dtype=dtype)
+        if symbols.size == 0:
+            continue
+        codes = np.asarray(codes)
+        if symbols.min() < 0 or symbols.max() >= codes.size or not codes[symbols].all():
+            raise ValueError("every symbol must have a nonzero code in the length table")
+        out.append((symbols, codes))
+    return out
+
+
 def ans_encode_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
     """One rANS stream of several segments, each ``(symbols, codes)``: its symbols under its own
     length table (a context's model). ``ans_decode_segments`` reads them back in this order.
     Empty for no symbols at all."""
     coder = None
     # rANS is a stack: the last segment pushed is the first popped, so push them in reverse
-    for symbols, codes in reversed(segments):
-        symbols = np.ascontiguousarray(symbols, dtype=np.int32)
-        if symbols.size == 0:
-            continue
-        codes = np.asarray(codes)
-        if symbols.min() < 0 or symbols.max() >= codes.size or not codes[symbols].all():
-            raise ValueError("every symbol must have a nonzero code in the length table")
+    for symbols, codes in reversed(coded_segments(segments)):
         if coder is None:
             coder = _constriction().stream.stack.AnsCoder()
         coder.encode_reverse(symbols, _model(codes))
@@ -193,5 +203,5 @@ class AnsReader:
 
 
 __all__ = ["AnsError", "AnsReader", "ans_decode", "ans_decode_segments", "ans_encode",
-           "ans_encode_segments", "length_table", "pack_table", "table_bytes", "uniform_table",
-           "unpack_table"]
+           "ans_encode_segments", "coded_segments", "length_table", "pack_table", "table_bytes",
+           "uniform_table", "unpack_table"]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from squeezelab.compress.coding.ans import AnsError
+from squeezelab.compress.coding.ans import AnsError, coded_segments
 
 _LOW = 1 << 16  # states live in [_LOW, 2 ** 32)
 # 2 ** (-k / 4) for k = 0..3 in 16-bit fixed point: the quarter-bit steps of a length table
@@ -159,6 +159,15 @@ def _encode_kernel(freqs, cums, bits, states, out):  # pragma: no cover - numba 
 # Two loops rather than a test inside one: the loop is the whole cost.
 
 
+def _fill_table(freq, g, lut):  # pragma: no cover - numba compiles it
+    """``lut[slot]``: the symbol of every slot of model row ``g`` (its frequencies in turn)."""
+    k = 0
+    for s in range(freq.shape[1]):
+        for _ in range(freq[g, s]):
+            lut[k] = s
+            k += 1
+
+
 def _decode1_kernel(words, pos, x, counts, freq, cum, bits, lut,
                     out):  # pragma: no cover - numba compiles it
     """Decode segments of ``counts[g]`` symbols under model row ``g`` in turn into ``out``,
@@ -171,11 +180,7 @@ def _decode1_kernel(words, pos, x, counts, freq, cum, bits, lut,
         b = bits[g]
         mask = (1 << b) - 1
         if 4 * counts[g] >= (1 << b):
-            k = 0
-            for s in range(nsym):
-                for _ in range(freq[g, s]):
-                    lut[k] = s
-                    k += 1
+            _fill_table(freq, g, lut)
             for _ in range(counts[g]):
                 slot = x & mask
                 s = lut[slot]
@@ -214,16 +219,11 @@ def _decode4_kernel(words, pos, x0, x1, x2, x3, counts, freq, cum, bits, lut,
     ``lut`` (filled per segment); the states rotate after every symbol (kept in registers,
     not an array: what makes the four overlap)."""
     size = words.size
-    nsym = freq.shape[1]
     o = 0
     for g in range(counts.size):
         b = bits[g]
         mask = (1 << b) - 1
-        k = 0
-        for s in range(nsym):
-            for _ in range(freq[g, s]):
-                lut[k] = s
-                k += 1
+        _fill_table(freq, g, lut)
         for _ in range(counts[g]):
             slot = x0 & mask
             s = lut[slot]
@@ -241,7 +241,7 @@ def _decode4_kernel(words, pos, x0, x1, x2, x3, counts, freq, cum, bits, lut,
 
 def _compiled():
     """The kernels, compiled by numba where it is installed (cached on disk), else as Python."""
-    global _KERNELS
+    global _KERNELS, _fill_table
     if _KERNELS is None:
         kernels = (_encode_kernel, _decode1_kernel, _decode4_kernel, _frequencies_kernel)
         try:
@@ -249,7 +249,12 @@ def _compiled():
         except ImportError:
             _KERNELS = (*kernels, False)
         else:
-            _KERNELS = (*(numba.njit(cache=True, nogil=True)(k) for k in kernels), True)
+            def jit(f):
+                return numba.njit(cache=True, nogil=True)(f)
+
+            # the kernels call it: compiled first, so that they find the compiled one
+            _fill_table = jit(_fill_table)
+            _KERNELS = (*(jit(k) for k in kernels), True)
     return _KERNELS
 
 
@@ -265,13 +270,7 @@ def rans_encode_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> b
     """One stream of several segments, each ``(symbols, codes)``: its symbols under its own
     length table. ``RansReader`` reads them back in this order. Empty for no symbols."""
     freqs, cums, bits = [], [], []
-    for symbols, codes in segments:
-        symbols = np.asarray(symbols, dtype=np.int64)
-        if symbols.size == 0:
-            continue
-        codes = np.asarray(codes)
-        if symbols.min() < 0 or symbols.max() >= codes.size or not codes[symbols].all():
-            raise ValueError("every symbol must have a nonzero code in the length table")
+    for symbols, codes in coded_segments(segments, np.int64):
         model = _Models(codes[None])
         freqs.append(model.freq[0, symbols])
         cums.append(model.cum[0, symbols])

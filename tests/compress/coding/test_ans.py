@@ -2,6 +2,7 @@
 quarter-bit length tables, and errors on streams that do not decode to their end."""
 import numpy as np
 import pytest
+from entropy_helpers import entropy_bytes, skewed
 
 from squeezelab.compress.coding.ans import (
     AnsError,
@@ -17,19 +18,6 @@ from squeezelab.compress.coding.ans import (
     unpack_table,
 )
 from squeezelab.compress.coding.huffman import huffman_encode
-
-
-def skewed(n=50_000, k=16, seed=0):
-    rng = np.random.default_rng(seed)
-    p = rng.random(k) ** 3 + 1e-3
-    p /= p.sum()
-    return rng.choice(k, size=n, p=p)
-
-
-def entropy_bytes(symbols):
-    counts = np.bincount(symbols)
-    counts = counts[counts > 0]
-    return float(-(counts * np.log2(counts / counts.sum())).sum() / 8)
 
 
 def test_round_trip_is_exact_and_costs_the_entropy():

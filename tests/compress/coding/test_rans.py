@@ -4,6 +4,7 @@ or interpreted, a cost within bytes of constriction's, and errors on streams tha
 to their end."""
 import numpy as np
 import pytest
+from entropy_helpers import entropy_bytes, skewed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,19 +18,6 @@ from squeezelab.compress.coding.rans import (
     rans_encode,
     rans_encode_segments,
 )
-
-
-def skewed(n=50_000, k=16, seed=0):
-    rng = np.random.default_rng(seed)
-    p = rng.random(k) ** 3 + 1e-3
-    p /= p.sum()
-    return rng.choice(k, size=n, p=p)
-
-
-def entropy_bytes(symbols):
-    counts = np.bincount(symbols)
-    counts = counts[counts > 0]
-    return float(-(counts * np.log2(counts / counts.sum())).sum() / 8)
 
 
 def test_round_trip_is_exact_and_costs_the_entropy_as_constriction_does():

@@ -8,6 +8,10 @@ Module layout and state-dict keys of ``squeezenet1_0`` / ``squeezenet1_1`` are t
 (``features.0``, ``features.3.squeeze``, ..., ``classifier.1``), with the same ceil-mode pooling
 and the same initialisation (conv10 ~ N(0, 0.01), every other conv Kaiming-uniform, zero bias),
 so a torchvision checkpoint loads with ``strict=True`` and gives the same outputs.
+``init="xavier"`` initialises as the paper's own Caffe prototxt did instead (its "xavier"
+filler: variance 1 / fan_in, half of Kaiming's), which is what keeps the bypass variants
+without BatchNorm trainable: with Kaiming's, each identity bypass doubles the activations'
+variance and the logits start out huge.
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ import torch.nn as nn
 
 from squeezelab.layers import Fire, make_activation
 from squeezelab.models.registry import register_model
+
+#: the initialisations of the convs other than conv10 (``SqueezeNet(init=...)``)
+INITS = ("kaiming", "xavier")
 
 
 def fire_channels(
@@ -50,7 +57,7 @@ class SqueezeNet(nn.Module):
     counts per Fire module (a channel-pruned model is rebuilt from it). ``expand3x3`` makes
     every Fire module's 3x3 expand branch a ``"standard"`` 3x3 conv, ``"factorized"`` (1x3 then
     3x1, Inception-v2), ``"flattened"`` (1-D filters) or ``"separable"`` (depthwise +
-    pointwise): ``layers/spatial.py``.
+    pointwise): ``layers/spatial.py``. ``init``: one of ``INITS`` (module docstring).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class SqueezeNet(nn.Module):
         classifier_act: bool = True,
         fire_config: Sequence[Sequence[int]] | None = None,
         expand3x3: str = "standard",
+        init: str = "kaiming",
     ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -138,12 +146,19 @@ class SqueezeNet(nn.Module):
             make_activation(activation) if classifier_act else nn.Identity(),
             nn.AdaptiveAvgPool2d((1, 1)),
         )
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.init_kind = init
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 if m is final_conv:
                     nn.init.normal_(m.weight, mean=0.0, std=0.01)
+                elif init == "kaiming":
+                    nn.init.kaiming_uniform_(m.weight)  # torchvision's: variance 2 / fan_in
                 else:
-                    nn.init.kaiming_uniform_(m.weight)
+                    # Caffe's "xavier" filler, which the paper's released prototxt uses:
+                    # uniform with variance 1 / fan_in, half of kaiming's (gain 1)
+                    nn.init.kaiming_uniform_(m.weight, a=1.0)
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
 

@@ -92,6 +92,29 @@ def test_init_scheme_matches_torchvision():
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
 
 
+def test_xavier_init_is_caffes_and_tames_the_bypass_without_batchnorm():
+    """init="xavier": the paper's Caffe filler, uniform with variance 1 / fan_in (bound
+    sqrt(3 / fan_in)), conv10 still N(0, 0.01). Without BatchNorm, Kaiming's init lets each
+    bypass double the activations' variance: the complex-bypass E2 starts with logits in the
+    tens (a loss far above ln 10), Caffe's keeps them near zero."""
+    torch.manual_seed(0)
+    model = squeezelab.create_model("squeezenet_cifar_e2", init="xavier")
+    w = model.features[0].weight
+    bound = (3 / w[0].numel()) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    assert abs(model.classifier[1].weight.std().item() - 0.01) < 0.001
+    x = torch.randn(8, 3, 32, 32)
+    logits = {}
+    for init in ("kaiming", "xavier"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            logits[init] = squeezelab.create_model("squeezenet_cifar_e2", bypass="complex",
+                                                   init=init).eval()(x).abs().max().item()
+    assert logits["kaiming"] > 5 and logits["xavier"] < 2
+    with pytest.raises(ValueError, match=r"init must be one of \('kaiming', 'xavier'\)"):
+        squeezelab.create_model("squeezenet_cifar_e2", init="he")
+
+
 @pytest.mark.parametrize("name,conv1,fires,pools,num_params", [
     # torchvision's published parameter counts of its two SqueezeNets
     ("squeezenet1_0", (96, 3, 7, 7), V1_0_FIRES, (6, 11), 1_248_424),

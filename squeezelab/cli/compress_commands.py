@@ -117,7 +117,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     that every model reader loads back; ``--json`` also writes the report."""
     from squeezelab.checkpoint import checkpoint_paths
     from squeezelab.workflows.deep_compression import load_compressible
-    from squeezelab.workflows.quantize_model import CALIBRATED, quantize_model
+    from squeezelab.workflows.quantize_model import CALIBRATED, check_output, quantize_model
 
     config = _quant_config(args)
     out = Path(args.output)
@@ -125,10 +125,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             checkpoint_paths(out)[0].resolve():
         raise ValueError(f"--json {args.json_out} is the output checkpoint's own JSON file; "
                          "choose another name")
-    if out.suffix == ".sqz" and args.method != "kmeans":
-        raise ValueError(f"a .sqz file holds a k-means weight-shared model; --method "
-                         f"{args.method} writes a checkpoint: give -o a stem or a .json name, "
-                         f"got {out}")
+    check_output(out, args.method)
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     protocol = _protocol(args, src.meta)

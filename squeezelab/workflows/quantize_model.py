@@ -76,6 +76,17 @@ def _calibration_batches(test, batches: int) -> list:
     return [b for _, b in zip(range(batches), loader)]
 
 
+def check_output(output: str | Path, method: str) -> Path:
+    """``output`` as a path, checked to be what ``method`` writes: a ``.sqz`` file holds a
+    k-means weight-shared model only (the CLI checks it before loading anything)."""
+    out = Path(output)
+    if out.suffix == ".sqz" and method != "kmeans":
+        raise ValueError(f"a .sqz file holds a k-means weight-shared model; method {method} "
+                         f"writes a checkpoint: give the output a stem or a .json name, got "
+                         f"{out}")
+    return out
+
+
 def quantize_model(
     source: str | os.PathLike | Compressible,
     output: str | os.PathLike,
@@ -92,12 +103,8 @@ def quantize_model(
     calibrate on ``calibration_batches`` batches of 64), and write ``output``: a ``.sqz``
     (``method`` "kmeans" only) or a checkpoint. ``protocol``: how top-1 is scored (default: as
     the source was trained, fp32)."""
-    out = Path(output)
+    out = check_output(output, method)
     sqz = out.suffix == ".sqz"
-    if sqz and method != "kmeans":
-        raise ValueError(f"a .sqz file holds a k-means weight-shared model; method {method} "
-                         f"writes a checkpoint: give the output a stem or a .json name, got "
-                         f"{out}")
     if method in CALIBRATED and test is None:
         raise ValueError(f"{method} calibrates its activation ranges on images: give test "
                          "images")
@@ -139,4 +146,4 @@ def quantize_model(
     return QuantizeResult(path=path, before=before, after=after, record=record)
 
 
-__all__ = ["CALIBRATED", "QuantizeResult", "quantize_model", "report_bytes"]
+__all__ = ["CALIBRATED", "QuantizeResult", "check_output", "quantize_model", "report_bytes"]

@@ -245,15 +245,22 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
     # groups and the positions
     reader = _ans_reader(version)(data, num_rows + nnz)
     groups = reader.read(uniform_table(contexts), num_rows)
-    context = groups[positions // (math.prod(entry["shape"]) // num_rows)] if nnz else groups[:0]
-    # the groups' segments in turn, then one scatter back to flattened order (a stable sort of
-    # small ints is a radix sort: one pass, not one mask per group)
-    sizes = np.bincount(context, minlength=contexts)
-    parts = reader.read_many(codes, sizes)
+    # the positions are sorted: each filter's kept count from where its row starts
+    row_size = math.prod(entry["shape"]) // num_rows
+    starts = np.searchsorted(positions, np.arange(num_rows + 1) * row_size)
+    starts[-1] = nnz
+    per_row = np.diff(starts)
+    sizes = np.bincount(groups, weights=per_row, minlength=contexts).astype(np.int64)
+    grouped = np.concatenate(reader.read_many(codes, sizes))
     reader.close()
-    symbols = np.empty(nnz, dtype=np.int32)
-    symbols[np.argsort(context.astype(np.uint8), kind="stable")] = np.concatenate(parts)
-    return symbols
+    # ``grouped`` holds the groups in turn, each its filters' indices in filter order: where
+    # each filter's run starts there (the filters sorted by group), and one gather back to
+    # flattened order. Per filter, not per index: no sort or division over the indices.
+    by_group = np.argsort(groups, kind="stable")
+    source = np.empty(num_rows, dtype=np.int64)
+    source[by_group] = np.cumsum(per_row[by_group]) - per_row[by_group]
+    gather = np.repeat(source - starts[:-1], per_row) + np.arange(nnz)
+    return grouped[gather].astype(np.int32, copy=False)
 
 
 __all__ = ["LayerStreams", "decode_streams", "encode_gaps", "encode_streams", "symbols_crc32"]

@@ -6,9 +6,9 @@ Why not constriction, which codes versions 3-5: its decoder finds each symbol by
 search over the model's cumulative frequencies, about 34 ns a symbol, and that was 60% of
 loading a squeezenet1_0-sized file. Here the symbol is one lookup in a table of
 ``2 ** precision`` entries, a long stream interleaves four coder states so that the CPU works
-on four symbols at once (Giesen's interleaved rANS), and the loop is compiled by numba when it
-is installed (the ``fast`` extra): about 3 ns a symbol. Without numba the same loop runs as
-Python, so a file decodes the same everywhere, only slower.
+on four symbols at once (Giesen's interleaved rANS), and the loop is compiled by numba (a
+dependency; cached on disk after the first compile): about 3 ns a symbol. Were numba missing,
+the same loop runs as Python, so a file decodes the same everywhere, ~5 us a symbol.
 
 The stream: little-endian 16-bit words. ``num_states(total)`` 32-bit states (4 for a stream
 of 8,192 symbols or more, else 1), each renormalised to ``[2 ** 16, 2 ** 32)`` one word at a
@@ -262,7 +262,7 @@ _KERNELS = None
 
 
 def compiled() -> bool:
-    """Whether the coder runs compiled (numba installed: the ``fast`` extra)."""
+    """Whether the coder runs compiled (numba importable)."""
     return _compiled()[4]
 
 

@@ -10,7 +10,7 @@ how long decoding takes. Each coder writes its own file and is timed in the same
 
 ``ans-v5`` writes the ANS streams as format version 5 did (constriction's AnsCoder, which
 version 6 replaced with our own table-lookup rANS), so the two decoders are timed in one run.
-``first_ms`` is the first load in the process: with numba (the ``fast`` extra) it includes
+``first_ms`` is the first load in the process: it includes
 importing numba and loading the compiled decoder from its cache (compiling it, the very first
 time on a machine).
 """

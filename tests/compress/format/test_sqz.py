@@ -14,8 +14,6 @@ from sqz_helpers import (
     edit_header,
     join,
     split,
-    tiny_shared_model,
-    writing_version_5,
 )
 
 from squeezelab import create_model
@@ -30,19 +28,6 @@ from squeezelab.compress.format.sqz import (
     save_compressed,
 )
 from squeezelab.compress.quantization.weight_sharing import shared_modules
-
-
-@pytest.fixture(scope="module")
-def shared_model():
-    return tiny_shared_model()
-
-
-@pytest.fixture(scope="module")
-def sqz_bytes(shared_model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("sqz") / "tiny.sqz"
-    save_compressed(shared_model, path, class_names=[f"c{i}" for i in range(10)],
-                    meta={"top1": 0.5, "recipe": "test"}, gap_bits=3)
-    return path.read_bytes()
 
 
 def _load(data: bytes):
@@ -133,14 +118,6 @@ def test_bad_magic_version_and_crc(sqz_bytes):
         _load(bytes(flipped))
 
 
-def test_version_1_plain_json_header_still_loads(sqz_bytes):
-    header, payload = split(sqz_bytes)
-    v1 = join(header, payload, version=1)
-    assert v1[4:6] == b"\x01\x00" and len(v1) > len(sqz_bytes)  # the plain header is larger
-    a, b = read_sqz(v1).state_dict(), read_sqz(sqz_bytes).state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 @pytest.mark.parametrize("float_dtype, itemsize", [("float16", 2), ("bfloat16", 2)])
 def test_half_precision_floats_halve_their_bytes_and_load_as_rounded(
         shared_model, sqz_bytes, tmp_path, float_dtype, itemsize):
@@ -179,38 +156,6 @@ def test_half_precision_floats_halve_their_bytes_and_load_as_rounded(
     with pytest.raises(ValueError, match=r"float_dtype must be one of \('float32', 'float16', "
                                          r"'bfloat16'\), got 'int8'"):
         save_compressed(shared_model, tmp_path / "bad.sqz", float_dtype="int8")
-
-
-@pytest.fixture(scope="module")
-def ans_bytes(shared_model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("sqz") / "ans.sqz"
-    save_compressed(shared_model, path, gap_bits=3, coder="ans")
-    return path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def ans_v5_bytes(shared_model, tmp_path_factory):
-    """The same file as version 5 wrote it: its ANS streams by constriction (32-bit words)."""
-    path = tmp_path_factory.mktemp("sqz") / "ans5.sqz"
-    with writing_version_5():
-        save_compressed(shared_model, path, gap_bits=3, coder="ans")
-    return path.read_bytes()
-
-
-def test_a_version_5_file_still_loads_exactly_and_version_6_codes_as_small(
-        shared_model, ans_bytes, ans_v5_bytes):
-    """Version 6 replaced constriction's streams with our own rANS; files of version 5 (and 3-4,
-    which share its streams) still load, to the same model, and the new streams cost at most a
-    few bytes more (two coder states instead of one) for the same tables."""
-    old, new = read_sqz(ans_v5_bytes), read_sqz(ans_bytes)
-    assert (old.version, new.version) == (5, 6)
-    a, b = old.state_dict(), new.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(load_compressed(ans_v5_bytes)(x), shared_model(x))
-    streams = [e for e in new.header["tensors"] if e["encoding"] == "shared"]
-    assert len(ans_bytes) <= len(ans_v5_bytes) + 4 * 2 * len(streams)
 
 
 def test_a_version_6_stream_must_be_whole_16_bit_words(ans_bytes):
@@ -314,18 +259,6 @@ def _damaged_index_stream_names_the_layer(data: bytes, pick_entry) -> None:
 
 def test_damaged_ans_stream_names_the_layer(ans_bytes):
     _damaged_index_stream_names_the_layer(ans_bytes, _ans_entry)
-
-
-def test_version_2_file_with_float32_codebooks_still_loads(shared_model, tmp_path):
-    """A version-2 file is a version-3 file without codebook_dtype and coder (float32
-    codebooks, Huffman streams)."""
-    sqz_bytes = save_compressed(shared_model, tmp_path / "v2.sqz", coder="huffman").read_bytes()
-    header, payload = split(sqz_bytes)
-    assert not any("codebook_dtype" in e or "coder" in e for e in header["tensors"])
-    v2 = join(header, payload, version=2)
-    a, b = read_sqz(v2).state_dict(), read_sqz(sqz_bytes).state_dict()
-    assert read_sqz(v2).version == 2
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_compressed_header_that_is_not_zlib_or_expands_too_far(sqz_bytes):
@@ -476,21 +409,6 @@ def test_atomic_write_leaves_no_temp_files(shared_model, tmp_path):
     assert np.frombuffer((tmp_path / "a.sqz").read_bytes()[:4], np.uint8).tobytes() == b"SQZ\0"
 
 
-@pytest.fixture(scope="module")
-def context_bytes(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sqz") / "ctx.sqz"
-    save_compressed(context_shared_model(), path, coder="ans")
-    return path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def context_v5_bytes(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sqz") / "ctx5.sqz"
-    with writing_version_5():
-        save_compressed(context_shared_model(), path, coder="ans")
-    return path.read_bytes()
-
-
 def _context_entry(h):
     return next(t for t in h["tensors"] if t.get("index_contexts", 1) > 1)
 
@@ -531,23 +449,8 @@ def test_lying_index_contexts(context_v5_bytes, edit, message):
         _load(edit_header(context_v5_bytes, edit, version=3))
 
 
-def test_a_version_5_file_with_index_contexts_still_loads(context_bytes, context_v5_bytes):
-    a, b = read_sqz(context_v5_bytes).state_dict(), read_sqz(context_bytes).state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_damaged_context_stream_names_the_layer(context_bytes):
     _damaged_index_stream_names_the_layer(context_bytes, _context_entry)
-
-
-def test_version_3_file_with_stream_offsets_still_loads(ans_bytes, ans_v5_bytes):
-    """A version-3 file states each stream as [offset, length] (its ANS streams are version
-    5's); it reads as before."""
-    header, payload = split(ans_v5_bytes)
-    v3 = join(header, payload, version=3)
-    assert v3[4:6] == b"\x03\x00" and read_sqz(v3).version == 3
-    a, b = read_sqz(v3).state_dict(), read_sqz(ans_bytes).state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_dense_floats_as_uniform_levels(shared_model, tmp_path):

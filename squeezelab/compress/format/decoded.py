@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from squeezelab.compress.coding.sparse_index import expand
 from squeezelab.compress.format.layout import _INDEX_NP
 from squeezelab.compress.quantization.weight_sharing import index_dtype
 
@@ -47,8 +48,8 @@ class SharedTensor:
 
     def dense(self) -> torch.Tensor:
         """The float32 weight: codebook values at the kept positions, exactly +0.0 elsewhere."""
-        weight = np.zeros(math.prod(self.shape), dtype=np.float32)
-        weight[self.positions] = self.codebook.numpy()[self.symbols]
+        weight = expand(math.prod(self.shape), self.positions, self.symbols,
+                        self.codebook.numpy().astype(np.float32, copy=False))
         return torch.from_numpy(weight.reshape(self.shape))
 
 

@@ -394,7 +394,8 @@ def read_sqz(source: str | os.PathLike | bytes) -> SqzFile:
             dense[entry["name"]] = _uniform_tensor(entry, payload)
         else:
             shared_entries.append(entry)
-    decoded = decode_streams(shared_entries, payload, header["huffman_lane_symbols"], version)
+    decoded = decode_streams(shared_entries, payload, header["huffman_lane_symbols"], version,
+                             threads=torch.get_num_threads())
     shared: dict[str, SharedTensor] = {}
     for entry in shared_entries:
         where = f"layer {entry['name']!r}"
@@ -500,6 +501,8 @@ def load_compressed(path: str | os.PathLike | bytes, *, keep_shared: bool = Fals
     (codebook + indices + mask, ready for more centroid fine-tuning). ``model.sqz_header`` is
     the file's header (meta, class names). Raises ``SqzFormatError`` for any problem.
     """
+    # (Building the model in a thread beside the decoding was measured slower: the build is
+    # Python that holds the interpreter's lock the decoding threads also need.)
     sqz = read_sqz(path)
     source = str(sqz.path) if sqz.path else "<bytes>"
     model, dtypes = _build_model(sqz.header, source)

@@ -64,6 +64,48 @@ def test_decode_rejects_streams_that_do_not_fit():
         encode_positions(np.ones(3, dtype=bool), 0)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.int64, np.uint64])
+def test_compiled_and_numpy_decoders_agree_on_streams_and_errors(monkeypatch, dtype):
+    """``decode_positions`` runs a numba kernel; without numba, numpy passes: the same
+    positions and the same errors, for the integer dtypes the coders hand it."""
+    from squeezelab.compress.coding import sparse_index
+
+    rng = np.random.default_rng(3)
+    mask = rng.random(50_000) < 0.3
+    mask[:2000] = False  # a long run: fillers
+    gaps, _ = encode_positions(mask, 5)
+    cases = [(gaps.astype(dtype), mask.size), (np.array([5, 5], dtype), 5),
+             (np.array([1], dtype), 30), (np.array([8], dtype), 30), (np.zeros(0, dtype), 20)]
+
+    def outcome(g, total):
+        try:
+            return decode_positions(g, 3 if g.size < 5 else 5, total).tolist()
+        except ValueError as e:
+            return str(e)
+
+    compiled = [outcome(*c) for c in cases]
+    assert sparse_index._compiled(sparse_index._positions_kernel) is not None  # a dependency
+    monkeypatch.setattr(sparse_index, "_compiled", lambda kernel: None)
+    assert [outcome(*c) for c in cases] == compiled
+    assert compiled[0] == np.flatnonzero(mask).tolist()
+    assert "past the 5 weights" in compiled[1] and "trailing fillers" in compiled[2]
+    assert "gap values must be in [0, 7]" in compiled[3]
+    assert compiled[4].startswith("gap stream ends at position -1 but 20 weights need")
+
+
+def test_expand_places_table_values_at_positions_with_or_without_numba(monkeypatch):
+    from squeezelab.compress.coding import sparse_index
+
+    table = np.array([-0.5, 0.25, 2.0], dtype=np.float32)
+    positions, symbols = np.array([0, 3, 4], dtype=np.int64), np.array([2, 0, 2], np.int32)
+    want = np.array([2.0, 0, 0, -0.5, 2.0, 0], dtype=np.float32)
+    got = sparse_index.expand(6, positions, symbols, table)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert not np.signbit(got[[1, 2, 5]]).any()  # pruned weights exactly +0.0
+    monkeypatch.setattr(sparse_index, "_compiled", lambda kernel: None)
+    assert np.array_equal(sparse_index.expand(6, positions, symbols, table), want)
+
+
 def test_pack_bits_hand_example():
     assert pack_bits(np.array([1, 2, 3]), 2) == bytes([0b01101100])
     assert pack_bits(np.array([0xABC]), 12) == bytes([0xAB, 0xC0])

@@ -261,6 +261,34 @@ def test_damaged_ans_stream_names_the_layer(ans_bytes):
     _damaged_index_stream_names_the_layer(ans_bytes, _ans_entry)
 
 
+def test_threads_decode_layers_and_report_the_first_damaged_one_in_file_order(ans_bytes):
+    """ANS layers decode ``torch.get_num_threads()`` at a time, largest first: the result, and
+    with two layers damaged the error (naming the earlier layer of the file), do not depend
+    on how many threads decoded them."""
+    header, payload = split(ans_bytes)
+    ans = [e for e in header["tensors"] if e.get("coder") == "ans"]
+    first, later = ans[1], max(ans[2:], key=lambda e: e["nnz"])
+    assert later["nnz"] > first["nnz"]  # decoded first, being larger
+    damaged = bytearray(payload)
+    for entry in (first, later):
+        off, length = entry["index"]
+        damaged[off:off + length] = b"\x00" * length
+    bad = join(header, bytes(damaged))
+    threads = torch.get_num_threads()
+    try:
+        outcomes = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with pytest.raises(SqzFormatError) as e:
+                _load(bad)
+            outcomes.append((str(e.value), read_sqz(ans_bytes).state_dict()))
+    finally:
+        torch.set_num_threads(threads)
+    (error1, state1), (error2, state2) = outcomes
+    assert error1 == error2 and f"layer '{first['name']}'" in error1
+    assert state1.keys() == state2.keys() and all(torch.equal(state1[k], state2[k]) for k in state1)
+
+
 def test_compressed_header_that_is_not_zlib_or_expands_too_far(sqz_bytes):
     payload = split(sqz_bytes)[1]
     for raw, match in ((b"not zlib at all", "header is not valid zlib data"),

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from squeezelab.compress.coding import jit
+
 #: The group counts tried per layer (a count above the number of filters is skipped).
 GROUP_COUNTS = (1, 2, 3, 4, 6, 8)
 #: The most groups a file may give a layer's indices (the reader's bound).
@@ -82,4 +84,29 @@ def group_rows(counts: np.ndarray, scale: np.ndarray | None = None,
     return int(best_groups.max()) + 1, best_groups.astype(np.int64)
 
 
-__all__ = ["GROUP_COUNTS", "MAX_GROUPS", "group_rows"]
+def ungroup(grouped: np.ndarray, groups: np.ndarray, per_row: np.ndarray) -> np.ndarray:
+    """The indices back in flattened order (int32), from ``grouped``: the indices of group 0's
+    filters, then group 1's, ..., each filter's in filter order; ``groups[r]`` is filter
+    ``r``'s group and ``per_row[r]`` how many indices it has. Per filter, not per index: each
+    filter's run is copied whole (numba; numpy's gather over every index without it)."""
+    by_group = np.argsort(groups, kind="stable")
+    source = np.empty(groups.size, dtype=np.int64)  # where each filter's run starts in grouped
+    source[by_group] = np.cumsum(per_row[by_group]) - per_row[by_group]
+    starts = np.cumsum(per_row) - per_row  # and in flattened order
+    kernel = jit.compiled(_ungroup_kernel)
+    if kernel is None:
+        gather = np.repeat(source - starts, per_row) + np.arange(int(per_row.sum()))
+        return grouped[gather].astype(np.int32, copy=False)
+    out = np.empty(grouped.size, dtype=np.int32)
+    kernel(grouped, source, starts, per_row, out)
+    return out
+
+
+def _ungroup_kernel(grouped, source, starts, per_row, out):  # pragma: no cover - numba
+    for r in range(per_row.size):
+        s, d = source[r], starts[r]
+        for k in range(per_row[r]):
+            out[d + k] = grouped[s + k]
+
+
+__all__ = ["GROUP_COUNTS", "MAX_GROUPS", "group_rows", "ungroup"]

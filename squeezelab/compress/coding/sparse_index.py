@@ -15,9 +15,9 @@ can bound a tensor's size by its stream before allocating anything.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+
+from squeezelab.compress.coding import jit
 
 
 def _check_bits(num_bits: int, name: str = "num_bits", low: int = 1, high: int = 16) -> None:
@@ -71,7 +71,7 @@ def decode_positions(gaps: np.ndarray, gap_bits: int, total: int) -> np.ndarray:
         raise ValueError(f"gaps must be 1-D, got shape {gaps.shape}")
     if not isinstance(total, (int, np.integer)) or total < 0:
         raise ValueError(f"total must be a non-negative int, got {total!r}")
-    kernel = _compiled(_positions_kernel)
+    kernel = jit.compiled(_positions_kernel)
     if kernel is not None and np.issubdtype(gaps.dtype, np.integer):
         positions = np.empty(gaps.size, dtype=np.int64)
         kept, last = kernel(gaps, m, positions)
@@ -117,7 +117,7 @@ def expand(total: int, positions: np.ndarray, symbols: np.ndarray, table: np.nda
     in numba (no gathered copy: 4x faster than numpy's ``out[positions] = table[symbols]``);
     numpy without it. Positions and symbols are the decoder's, already checked."""
     out = np.zeros(total, dtype=table.dtype)
-    kernel = _compiled(_expand_kernel)
+    kernel = jit.compiled(_expand_kernel)
     if kernel is None:
         out[positions] = table[symbols]
     else:
@@ -128,16 +128,6 @@ def expand(total: int, positions: np.ndarray, symbols: np.ndarray, table: np.nda
 def _expand_kernel(out, positions, table, symbols):  # pragma: no cover - numba compiles it
     for i in range(positions.size):
         out[positions[i]] = table[symbols[i]]
-
-
-@functools.cache
-def _compiled(kernel):
-    """``kernel`` compiled by numba (cached on disk), or None without numba."""
-    try:
-        import numba
-    except ImportError:
-        return None
-    return numba.njit(cache=True, nogil=True)(kernel)
 
 
 def max_total(num_entries: int, gap_bits: int) -> int:

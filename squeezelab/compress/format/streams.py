@@ -37,7 +37,7 @@ from squeezelab.compress.coding.ans import (
     uniform_table,
     unpack_table,
 )
-from squeezelab.compress.coding.contexts import group_rows
+from squeezelab.compress.coding.contexts import group_rows, ungroup
 from squeezelab.compress.coding.huffman import (
     HuffmanError,
     HuffmanTable,
@@ -271,14 +271,7 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
     sizes = np.bincount(groups, weights=per_row, minlength=contexts).astype(np.int64)
     grouped = np.concatenate(reader.read_many(codes, sizes))
     reader.close()
-    # ``grouped`` holds the groups in turn, each its filters' indices in filter order: where
-    # each filter's run starts there (the filters sorted by group), and one gather back to
-    # flattened order. Per filter, not per index: no sort or division over the indices.
-    by_group = np.argsort(groups, kind="stable")
-    source = np.empty(num_rows, dtype=np.int64)
-    source[by_group] = np.cumsum(per_row[by_group]) - per_row[by_group]
-    gather = np.repeat(source - starts[:-1], per_row) + np.arange(nnz)
-    return grouped[gather].astype(np.int32, copy=False)
-
+    # ``grouped`` holds the groups in turn, each its filters' indices in filter order
+    return ungroup(grouped, groups, per_row)
 
 __all__ = ["LayerStreams", "decode_streams", "encode_gaps", "encode_streams", "symbols_crc32"]

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from squeezelab.compress.coding.contexts import MAX_GROUPS, group_rows
+from squeezelab.compress.coding.contexts import MAX_GROUPS, group_rows, ungroup
 
 
 def _entropy_bits(counts):
@@ -54,3 +54,21 @@ def test_group_numbers_are_compact_and_bounded():
     assert 2 <= n <= MAX_GROUPS
     assert sorted(set(groups.tolist())) == list(range(n))
     assert math.isclose(np.bincount(groups).sum(), 48)
+
+
+def test_ungroup_puts_each_filters_run_back_in_place_with_or_without_numba(monkeypatch):
+    from squeezelab.compress.coding import jit
+
+    # filters 0..3 in groups 1, 0, 1, 0 with 2, 1, 0, 3 indices: group 0's filters (1, 3)
+    # come first in the grouped order, then group 1's (0, 2)
+    groups, per_row = np.array([1, 0, 1, 0]), np.array([2, 1, 0, 3])
+    grouped = np.array([10, 30, 31, 32, 0, 1], dtype=np.int32)
+    want = [0, 1, 10, 30, 31, 32]
+    assert ungroup(grouped, groups, per_row).tolist() == want
+    rng = np.random.default_rng(0)
+    groups, per_row = rng.integers(0, 5, 300), rng.integers(0, 40, 300)
+    grouped = rng.integers(0, 64, int(per_row.sum())).astype(np.int32)
+    compiled = ungroup(grouped, groups, per_row)
+    monkeypatch.setattr(jit, "compiled", lambda kernel: None)
+    assert compiled.dtype == np.int32
+    assert np.array_equal(ungroup(grouped, groups, per_row), compiled)

@@ -68,7 +68,7 @@ def test_decode_rejects_streams_that_do_not_fit():
 def test_compiled_and_numpy_decoders_agree_on_streams_and_errors(monkeypatch, dtype):
     """``decode_positions`` runs a numba kernel; without numba, numpy passes: the same
     positions and the same errors, for the integer dtypes the coders hand it."""
-    from squeezelab.compress.coding import sparse_index
+    from squeezelab.compress.coding import jit, sparse_index
 
     rng = np.random.default_rng(3)
     mask = rng.random(50_000) < 0.3
@@ -84,8 +84,8 @@ def test_compiled_and_numpy_decoders_agree_on_streams_and_errors(monkeypatch, dt
             return str(e)
 
     compiled = [outcome(*c) for c in cases]
-    assert sparse_index._compiled(sparse_index._positions_kernel) is not None  # a dependency
-    monkeypatch.setattr(sparse_index, "_compiled", lambda kernel: None)
+    assert jit.compiled(sparse_index._positions_kernel) is not None  # numba: a dependency
+    monkeypatch.setattr(jit, "compiled", lambda kernel: None)
     assert [outcome(*c) for c in cases] == compiled
     assert compiled[0] == np.flatnonzero(mask).tolist()
     assert "past the 5 weights" in compiled[1] and "trailing fillers" in compiled[2]
@@ -94,7 +94,7 @@ def test_compiled_and_numpy_decoders_agree_on_streams_and_errors(monkeypatch, dt
 
 
 def test_expand_places_table_values_at_positions_with_or_without_numba(monkeypatch):
-    from squeezelab.compress.coding import sparse_index
+    from squeezelab.compress.coding import jit, sparse_index
 
     table = np.array([-0.5, 0.25, 2.0], dtype=np.float32)
     positions, symbols = np.array([0, 3, 4], dtype=np.int64), np.array([2, 0, 2], np.int32)
@@ -102,7 +102,7 @@ def test_expand_places_table_values_at_positions_with_or_without_numba(monkeypat
     got = sparse_index.expand(6, positions, symbols, table)
     assert got.dtype == np.float32 and np.array_equal(got, want)
     assert not np.signbit(got[[1, 2, 5]]).any()  # pruned weights exactly +0.0
-    monkeypatch.setattr(sparse_index, "_compiled", lambda kernel: None)
+    monkeypatch.setattr(jit, "compiled", lambda kernel: None)
     assert np.array_equal(sparse_index.expand(6, positions, symbols, table), want)
 
 

@@ -7,7 +7,7 @@ search over the model's cumulative frequencies, about 34 ns a symbol, and that w
 loading a squeezenet1_0-sized file. Here the symbol is one lookup in a table of
 ``2 ** precision`` entries, a long stream interleaves four coder states so that the CPU works
 on four symbols at once (Giesen's interleaved rANS), and the loop is compiled by numba (a
-dependency; cached on disk after the first compile): about 3 ns a symbol. Were numba missing,
+dependency; cached on disk after the first compile): about 2 ns a symbol. Were numba missing,
 the same loop runs as Python, so a file decodes the same everywhere, ~5 us a symbol.
 
 The stream: little-endian 16-bit words. ``num_states(total)`` 32-bit states (4 for a stream

@@ -9,14 +9,22 @@ everywhere.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
+_LOCK = threading.Lock()  # decoding threads may ask for a kernel at once: compile it once
 
-@functools.cache
+
 def compiled(kernel: Callable[..., Any]) -> Callable[..., Any] | None:
     """``kernel`` compiled by numba (``nogil``: decoding threads run it side by side), or
     None where numba is not installed."""
+    with _LOCK:
+        return _compile(kernel)
+
+
+@functools.cache
+def _compile(kernel: Callable[..., Any]) -> Callable[..., Any] | None:
     try:
         import numba
     except ImportError:

@@ -25,6 +25,7 @@ machine. Absent symbols get no frequency: a damaged stream cannot decode to one.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -250,9 +251,12 @@ def _decode4_kernel(words, pos, x0, x1, x2, x3, counts, freq, cum, bits, lut,
 
 
 def _compiled():
-    """The kernels, compiled by numba where it is installed (cached on disk), else as Python."""
+    """The kernels, compiled by numba where it is installed (cached on disk), else as Python.
+    Under a lock: decoding threads may ask at once, and ``_fill_table`` is compiled once."""
     global _KERNELS, _fill_table
-    if _KERNELS is None:
+    with _COMPILING:
+        if _KERNELS is not None:
+            return _KERNELS
         kernels = (_encode_kernel, _decode1_kernel, _decode4_kernel, _frequencies_kernel)
         try:
             import numba
@@ -265,10 +269,11 @@ def _compiled():
             # the kernels call it: compiled first, so that they find the compiled one
             _fill_table = jit(_fill_table)
             _KERNELS = (*(jit(k) for k in kernels), True)
-    return _KERNELS
+        return _KERNELS
 
 
 _KERNELS = None
+_COMPILING = threading.Lock()
 
 
 def compiled() -> bool:

@@ -111,6 +111,35 @@ def test_compiled_and_interpreted_kernels_write_and_read_the_same_bytes(monkeypa
     assert np.array_equal(rans_decode(long_data, long_codes, long.size), long)
 
 
+def test_threads_asking_for_the_kernels_at_once_get_one_compiled_set(monkeypatch):
+    """A file's first load decodes layers on several threads, which all ask for the kernels
+    before any are compiled: each must get the same set (compiling the helper the kernels call
+    twice raised a TypeError before ``_compiled`` took a lock)."""
+    import threading
+
+    fill = getattr(rans._fill_table, "py_func", rans._fill_table)
+    monkeypatch.setattr(rans, "_KERNELS", None)
+    monkeypatch.setattr(rans, "_fill_table", fill)
+    barrier, got, errors = threading.Barrier(8), [], []
+
+    def ask():
+        barrier.wait()
+        try:
+            got.append(rans._compiled())
+        except Exception as e:  # noqa: BLE001 -- recorded, asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 8 and all(k is got[0] for k in got)
+    symbols = skewed(n=20_000, k=40, seed=4)
+    codes = length_table(symbols, 40)
+    assert np.array_equal(rans_decode(rans_encode(symbols, codes), codes, symbols.size), symbols)
+
+
 def test_streams_that_do_not_end_where_they_should_are_refused():
     symbols = skewed(n=2000)
     codes = length_table(symbols, 16)

@@ -91,6 +91,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dense-bits", type=int, default=None,
                    help="store biases and BatchNorm tensors as uniform levels of this many "
                    "bits (e.g. 8); the reported top-1 is scored after rounding to them")
+    p.add_argument("--distill", metavar="SPEC", default=None,
+                   help="every fine-tuning run also learns from a teacher's outputs: 'dense' "
+                   "(the model being compressed, before pruning) or T=4,alpha=0.9"
+                   "[,mode=kd|logits][,teacher=CKPT]")
     p.add_argument("--optimizer", default=None)
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
     p.add_argument("--seed", type=int, default=None)
@@ -181,6 +185,11 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["sharing"] = None
     elif sharing:
         out["sharing"] = sharing
+    if args.distill is not None:
+        from squeezelab.workflows.compress_config import DENSE_TEACHER, CompressDistillConfig
+
+        spec = "" if args.distill.strip() == DENSE_TEACHER else args.distill
+        out["distill"] = CompressDistillConfig.from_key_values(spec, "--distill").to_dict()
     train = {k: getattr(args, k) for k in ("optimizer", "precision", "seed")
              if getattr(args, k, None) is not None}
     out["train"] = {**_data_overrides(args), **train}

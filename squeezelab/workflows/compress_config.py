@@ -17,6 +17,23 @@ from squeezelab.compress.pruning.schedules import ITERATIVE_KINDS
 from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
 from squeezelab.config import ConfigBase
 from squeezelab.train.config import TrainConfig
+from squeezelab.train.distill import DistillConfig
+
+#: ``distill.teacher`` naming the model being compressed, as it was before pruning
+DENSE_TEACHER = "dense"
+
+
+@dataclass
+class CompressDistillConfig(DistillConfig):
+    """A DistillConfig whose ``teacher`` defaults to ``"dense"``: the model being compressed.
+    Read from the ``compress:`` section's ``distill:``, not a recipe's own ``distill:``."""
+
+    recipe_section = None
+    teacher: str = DENSE_TEACHER
+
+    @classmethod
+    def normalize_input(cls, values: Mapping[str, Any], source: str) -> dict[str, Any]:
+        return super().normalize_input({"teacher": DENSE_TEACHER, **values}, source)
 
 #: TrainConfig fields the pipeline sets itself for each phase; a ``train`` section naming them
 #: would be silently overridden, so it is rejected.
@@ -68,6 +85,12 @@ class CompressConfig(ConfigBase):
         images and store them in the file (``squeezelab.int8``), so that the file alone runs
         as int8 (``load_model(path, int8=True)``, ``eval --int8``); the int8 model is scored
         as the pipeline's last step. 0: no calibration.
+    distill: a DistillConfig: every retraining and centroid run learns from a teacher's
+        softened outputs as well as the labels (Hinton et al.'s KD, or logit matching).
+        ``teacher: dense`` (the default) is the model being compressed, as it was before
+        pruning: the pruned and shared model is pulled back toward what it was (as in Mishra
+        & Marr's Apprentice, arXiv 1711.05852); a checkpoint path names another teacher. None:
+        labels only, as in the paper.
     train: TrainConfig fields for the fine-tuning runs (batch_size, optimizer, data,
         limit_train, precision ...), except the per-phase epochs/lr/run_name/out_dir/model.
 
@@ -93,6 +116,7 @@ class CompressConfig(ConfigBase):
     float_dtype: str = "float32"
     dense_bits: int | None = None
     int8_calibration: int = 0
+    distill: CompressDistillConfig | None = None
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +154,11 @@ class CompressConfig(ConfigBase):
             if self.dense_bits > 16:
                 raise ValueError(f"dense_bits must be in 1..16 or None, got {self.dense_bits}")
         _check_int("int8_calibration", self.int8_calibration, 0)
+        if isinstance(self.distill, Mapping):
+            self.distill = CompressDistillConfig.from_dict(self.distill, source="distill")
+        if self.distill is not None and not isinstance(self.distill, DistillConfig):
+            raise ValueError(f"distill must be a DistillConfig, a mapping or None, got "
+                             f"{type(self.distill).__name__}")
         if not isinstance(self.train, Mapping):
             raise ValueError(f"train must be a mapping of TrainConfig fields, got "
                              f"{type(self.train).__name__}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,12 @@ from squeezelab.compress.quantization.weight_sharing import (
     shared_modules,
 )
 from squeezelab.fileio import atomic_write_bytes, json_default
+from squeezelab.hooks import TrainHook
 from squeezelab.models import model_spec, unwrap_model
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.compress_config import (  # noqa: F401  (re-exported)
+    DENSE_TEACHER,
     INHERITED_TRAIN_FIELDS,
     CompressConfig,
     compress_config_for,
@@ -151,12 +153,12 @@ def _finish_training(model: nn.Module) -> None:
 def prune_and_retrain(
     model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
     masks: Masks | None = None, log: Callable[[str], None] = _print,
-    protocol: EvalProtocol | None = None,
+    protocol: EvalProtocol | None = None, hooks: Sequence[TrainHook] = (),
 ) -> tuple[Masks, list[dict[str, Any]]]:
     """Prune ``model`` in place to ``config.prune`` in ``config.prune_rounds`` rounds, each
-    followed by ``config.retrain_epochs`` of training under a MaskHook (a run directory
-    ``work_dir/prune_<r>``). Returns the final masks and one step record per round, each
-    scored on ``data[1]`` under ``protocol`` (default fp32, no flip) when data is given."""
+    followed by ``config.retrain_epochs`` of training under a MaskHook and ``hooks`` (a run
+    directory ``work_dir/prune_<r>``). Returns the final masks and one step record per round,
+    each scored on ``data[1]`` under ``protocol`` (default fp32, no flip) when data is given."""
     if config.prune is None:
         raise ValueError("prune_and_retrain needs config.prune (a PruneConfig), got None")
     steps: list[dict[str, Any]] = []
@@ -174,7 +176,8 @@ def prune_and_retrain(
                                       config.retrain_lr, model=model_spec(model)["name"])
             from squeezelab.train.loop import train
 
-            train(cfg, hooks=[MaskHook(masks)], model=model, data=data, run_dir=run_dir)
+            train(cfg, hooks=[MaskHook(masks), *hooks], model=model, data=data,
+                  run_dir=run_dir)
             _finish_training(model)
         _record(steps, f"prune_{r + 1}", model, data, log, protocol, round=r + 1,
                 target=round_cfg.to_dict(), masked_sparsity=masks.sparsity(),
@@ -186,13 +189,14 @@ def prune_and_retrain(
 def share_and_finetune(
     model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
     masks: Masks | None = None, log: Callable[[str], None] = _print,
-    protocol: EvalProtocol | None = None,
+    protocol: EvalProtocol | None = None, hooks: Sequence[TrainHook] = (),
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """K-means share ``model``'s weights in place (exact zeros are pruned: excluded from
     clustering, kept zero), then fine-tune the centroids for ``config.centroid_epochs`` (a run
     directory ``work_dir/centroids`` whose trainable parameters include the codebooks).
-    ``masks`` of layers left unshared keep being enforced by a MaskHook while fine-tuning.
-    Returns the per-layer sharing summary and the step records (top-1 under ``protocol``)."""
+    ``masks`` of layers left unshared keep being enforced by a MaskHook while fine-tuning
+    (beside ``hooks``). Returns the per-layer sharing summary and the step records (top-1
+    under ``protocol``)."""
     if config.sharing is None:
         raise ValueError("share_and_finetune needs config.sharing (a WeightSharingConfig)")
     steps: list[dict[str, Any]] = []
@@ -213,13 +217,28 @@ def share_and_finetune(
         # shared layers keep their zeros through weight_mask; only unshared pruned layers
         # still need the hook
         left = Masks({n: m for n, m in (masks or {}).items() if n in params})
-        train(cfg, hooks=[MaskHook(left)] if len(left) else [], model=model, data=data,
-              run_dir=run_dir)
+        train(cfg, hooks=[*([MaskHook(left)] if len(left) else []), *hooks], model=model,
+              data=data, run_dir=run_dir)
         _finish_training(model)
         _record(steps, "centroids", model, data, log, protocol,
                 centroid_epochs=config.centroid_epochs,
                 centroid_lr=config.centroid_lr, run_dir=str(run_dir))
     return layers, steps
+
+
+def _distill_hooks(config: CompressConfig, model: nn.Module,
+                   log: Callable[[str], None]) -> list[TrainHook]:
+    """The fine-tuning runs' distillation hook, if ``config.distill`` asks for one: its
+    teacher a frozen copy of ``model`` as it is now (``teacher: dense``) or a checkpoint."""
+    if config.distill is None or not _fine_tunes(config):
+        return []
+    from squeezelab.train.distill import DistillHook
+
+    d = config.distill
+    dense = d.teacher == DENSE_TEACHER
+    log(f"distilling from {'the dense model' if dense else d.teacher} in every fine-tuning "
+        f"run ({d.mode}, T={d.temperature:g}, alpha={d.alpha:g})")
+    return [DistillHook(d, teacher=copy.deepcopy(model) if dense else None)]
 
 
 def _fine_tunes(config: CompressConfig) -> bool:
@@ -309,9 +328,10 @@ def compress(
         "no fine-tuning (0 retrain and centroid epochs): no run directories")
     log(f"top-1 scored {protocol.describe()} on {len(data[1])} test images")
     _record(steps, "dense", model, data, log, protocol)
+    hooks = _distill_hooks(config, model, log)
     if config.prune is not None:
         masks, pruned = prune_and_retrain(model, config, data, work_dir, masks=masks, log=log,
-                                          protocol=protocol)
+                                          protocol=protocol, hooks=hooks)
         steps += pruned
     if config.fold_batchnorm:
         # After pruning (retraining wants BatchNorm), before sharing (cluster the weights that
@@ -323,7 +343,7 @@ def compress(
     sharing: dict[str, Any] = {}
     if config.sharing is not None:
         sharing, shared_steps = share_and_finetune(model, config, data, work_dir, masks=masks,
-                                                    log=log, protocol=protocol)
+                                                    log=log, protocol=protocol, hooks=hooks)
         steps += shared_steps
     if config.float_dtype != "float32" or config.dense_bits is not None:
         round_stored_floats_(model, config.float_dtype, config.dense_bits)

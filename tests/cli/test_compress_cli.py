@@ -417,7 +417,15 @@ def test_compress_flags_over_a_recipe_build_the_workflows_config(ckpt):
     args = _parse(["compress", ckpt, "-o", "x.sqz", "--recipe", recipe, "--no-prune",
                    "--no-share"])
     cfg = _compress_config(args, ckpt)
-    assert cfg.prune is None and cfg.sharing is None
+    assert cfg.prune is None and cfg.sharing is None and cfg.distill is None
+    # --distill: 'dense' for the defaults, or settings (the teacher still the dense model)
+    for spec, want in (("dense", ("dense", 4.0, 0.9, "kd")),
+                       ("T=2,alpha=0.5,mode=logits", ("dense", 2, 0.5, "logits"))):
+        d = _compress_config(_parse(["compress", ckpt, "-o", "x.sqz", "--distill", spec]),
+                             ckpt).distill
+        assert (d.teacher, d.temperature, d.alpha, d.mode) == want
+    with pytest.raises(ValueError, match=r"--distill: alpha must be in \[0, 1\], got 3"):
+        _compress_config(_parse(["compress", ckpt, "-o", "x.sqz", "--distill", "alpha=3"]), ckpt)
 
 
 def test_compress_command_and_benchmark_write_the_same_file(tmp_path, ckpt, monkeypatch,

@@ -60,6 +60,14 @@ def test_config_validation_and_round_trip():
         CompressConfig(train={"batchsize": 3})
     with pytest.raises(ValueError, match="bits\\['conv'\\] must be an integer in 1..16, got 20"):
         CompressConfig.from_dict({"sharing": {"bits": {"conv": 20}}})
+    # distill: the teacher defaults to the dense model; settings checked as DistillConfig's
+    cfg = CompressConfig.from_dict({"distill": {"T": 3}})
+    assert (cfg.distill.teacher, cfg.distill.temperature, cfg.distill.alpha) == ("dense", 3, 0.9)
+    assert CompressConfig.from_dict(cfg.to_dict()) == cfg and CompressConfig().distill is None
+    with pytest.raises(ValueError, match=r"distill: unknown key 'temp'"):
+        CompressConfig.from_dict({"distill": {"temp": 3}})
+    with pytest.raises(ValueError, match="distill must be a DistillConfig, a mapping or None"):
+        CompressConfig(distill=3)
 
 
 def test_pipeline_end_to_end(tmp_path, tiny_data):
@@ -117,6 +125,45 @@ def test_pipeline_end_to_end(tmp_path, tiny_data):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["prune_1"]
     assert any("replacing the earlier runs" in m and "centroids, prune_1, prune_2" in m
                for m in messages)
+
+
+def test_pipeline_distills_every_fine_tuning_run_from_the_dense_model(tmp_path, tiny_data,
+                                                                     monkeypatch):
+    """``distill:`` adds one DistillHook to the retraining and centroid runs, its teacher a
+    frozen copy of the model as it was before pruning (not the pruned one being trained)."""
+    from squeezelab.train import distill
+
+    teachers = []
+    loss = distill.DistillHook.loss
+
+    def spy(self, state, images, labels, logits, step_loss):
+        teachers.append(self.teacher)
+        return loss(self, state, images, labels, logits, step_loss)
+
+    monkeypatch.setattr(distill.DistillHook, "loss", spy)
+    cfg = CompressConfig.from_dict({
+        "prune": {"sparsity": 0.6}, "retrain_epochs": 1, "retrain_lr": 2e-3,
+        "sharing": {"bits": {"conv": 4, "classifier": 5}}, "centroid_epochs": 1,
+        "distill": {"T": 2, "alpha": 0.5}, "train": TRAIN})
+    source, messages = tiny_model(), []
+    result = compress(source, cfg, tmp_path / "m.sqz", data=tiny_data,
+                      work_dir=tmp_path / "runs", log=messages.append)
+    assert len(teachers) == 2 * len(tiny_data[0]) // TRAIN["batch_size"]  # every step, 2 runs
+    teacher = teachers[0]
+    assert all(t is teacher for t in teachers) and not teacher.training
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in source.state_dict().items())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert any("distilling from the dense model in every fine-tuning run (kd, T=2, alpha=0.5)"
+               in m for m in messages)
+    want = {"teacher": "dense", "temperature": 2, "alpha": 0.5, "mode": "kd"}
+    assert read_sqz(result.path).meta["compress_config"]["distill"] == want
+    # without fine-tuning runs there is nothing to distil into: no teacher is made
+    teachers.clear()
+    cfg = CompressConfig.from_dict({"prune": {"sparsity": 0.5}, "retrain_epochs": 0,
+                                    "sharing": None, "distill": {}, "train": TRAIN})
+    messages.clear()
+    compress(source, cfg, tmp_path / "n.sqz", data=tiny_data, log=messages.append)
+    assert not teachers and not any("distilling" in m for m in messages)
 
 
 def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):

@@ -304,6 +304,23 @@ def test_a_published_size_sits_beside_the_file_our_cells_wrote_else_their_fp32_s
     assert _our_size(dense).text == "2.96 MB (fp32)"
 
 
+def test_a_recipe_changed_since_its_results_is_flagged_but_not_a_comment_edit(tmp_path):
+    from squeezelab.workflows.report.build import _recipe_fact
+    from squeezelab.workflows.studies.results import file_sha256, settings_sha256
+
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text("# the toy\nstudy: toy\nseeds: [0, 1]\n")
+    results = {"recipe": str(recipe), "recipe_sha256": file_sha256(recipe),
+               "recipe_settings_sha256": settings_sha256(recipe)}
+    older = {k: v for k, v in results.items() if k != "recipe_settings_sha256"}
+    assert "has changed" not in _recipe_fact(results)
+    recipe.write_text("# the toy, result recorded\nstudy: toy\nseeds:\n  - 0\n  - 1\n")
+    assert "has changed" not in _recipe_fact(results)
+    assert "has changed since this run" in _recipe_fact(older)  # only its bytes' hash to go by
+    recipe.write_text("study: toy\nseeds: [0, 1, 2]\n")
+    assert f"{recipe} has changed since this run" in _recipe_fact(results)
+
+
 def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     out = write_toy_study(tmp_path)
     results = json.loads((out / "results.json").read_text())
@@ -311,7 +328,10 @@ def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     for cell, seconds in zip(results["cells"], [3600, 1800, 0, 2400, 600, 0]):
         if "seconds" in cell:
             cell["seconds"] = seconds
+            cell["train_seconds"] = min(seconds, 100)
     results["cells"][0]["machine"] = {**results["cells"][0]["machine"], "threads": 2}
+    # b-s0 was resumed: its finishing process ran 60 s, its epochs 1,800 s over both
+    results["cells"][1].update(seconds=60, train_seconds=1800, resumed=True)
     (out / "results.json").write_text(json.dumps(results))
     report = build_report([out])
     rows = [[v.text for v in row] for row in report.cost.rows]

@@ -30,7 +30,7 @@ from squeezelab.workflows.report.values import (
     label,
 )
 from squeezelab.workflows.studies.recipe import ReportSpec, load_study
-from squeezelab.workflows.studies.results import PROJECT_ROOT, file_sha256
+from squeezelab.workflows.studies.results import PROJECT_ROOT, file_sha256, settings_sha256
 
 #: ours and the published figure differ by more than this many percentage points: marked
 DEFAULT_THRESHOLD_POINTS = 5.0
@@ -421,7 +421,11 @@ def _recipe_fact(results: dict[str, Any]) -> str:
     path = recipe_file(recipe)
     if path is None:
         return text + "; not found from this folder"
-    if recorded and file_sha256(path) != recorded:
+    # the parsed values where the results recorded their hash: a comment edited is no change
+    settings = results.get("recipe_settings_sha256")
+    if settings and settings_sha256(path) != settings:
+        return text + f"; {path} has changed since this run"
+    if not settings and recorded and file_sha256(path) != recorded:
         return text + f"; {path} has changed since this run"
     return text
 
@@ -505,10 +509,15 @@ def core_hours_text(seconds: float) -> str:
 
 def cell_core_seconds(cell: dict[str, Any]) -> float | None:
     """What one finished cell cost in core-seconds: its wall seconds times the intra-op
-    threads it ran with (recorded in its machine; 1 where unrecorded), or None."""
+    threads it ran with (recorded in its machine; 1 where unrecorded), or None. A cell
+    resumed after an interruption records only the seconds of the process that finished it;
+    its epochs' own seconds (``train_seconds``, summed over every process) count then."""
     seconds = cell.get("seconds")
     if cell.get("status") not in ("done", "failed") or not is_number(seconds):
         return None
+    trained = cell.get("train_seconds")
+    if is_number(trained):
+        seconds = max(float(seconds), float(trained))
     threads = (cell.get("machine") or {}).get("threads") or 1
     return float(seconds) * threads
 
@@ -548,8 +557,9 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
                  Value(str(total_pending)), Value(core_hours_text(total_left)),
                  Value(MISSING)])
     return Table("What the studies cost", columns, rows, notes=[
-        "Core-time: each finished cell's wall seconds times the intra-op threads it ran with "
-        "(a run paused or resumed counts the time it waited, so this is an upper bound); the "
+        "Core-time: each finished cell's wall seconds (for a cell resumed after an "
+        "interruption, its epochs' seconds over every process) times the intra-op threads it "
+        "ran with (a run paused counts the time it waited, so this is an upper bound); the "
         "cells to run are estimated at the mean of the study's finished cells (a grid whose "
         "cells differ in size makes that rough). On a machine that runs k cells at once, "
         "one thread each, the wall time is about the core-time divided by k."])

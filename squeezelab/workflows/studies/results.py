@@ -14,6 +14,7 @@ Results JSON (``schema: squeezelab-study-results``, ``schema_version: 1``)::
     study, title, kind         the recipe's name, title and default cell kind
     source                     {paper, arxiv, where, url, note}: what the study reproduces
     recipe, recipe_sha256      the recipe file and a hash of its bytes
+    recipe_settings_sha256     a hash of its parsed values (comments and layout aside)
     budget                     smoke | cpu | full
     budget_settings            what the budget sets over the recipe's base
     seeds                      the seeds the study ran
@@ -123,6 +124,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from squeezelab.fileio import atomic_write_bytes, json_default
 
@@ -295,6 +297,14 @@ def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def settings_sha256(path: Path) -> str:
+    """A hash of what a YAML recipe says, not how: its parsed values, so that editing its
+    comments or layout does not make earlier results look out of date."""
+    values = yaml.safe_load(Path(path).read_text())
+    text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "STATUSES", "config_differences", "git_state",

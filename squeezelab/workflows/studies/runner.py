@@ -49,6 +49,7 @@ from squeezelab.workflows.studies.results import (
     machine,
     now,
     read_record,
+    settings_sha256,
     with_ours,
     write_json,
 )
@@ -343,6 +344,7 @@ def merge_study(plan: StudyPlan) -> dict[str, Any]:
         "study": plan.study.study, "title": plan.study.title, "kind": plan.study.kind,
         "source": plan.study.source.to_dict() if plan.study.source else None,
         "recipe": str(plan.recipe), "recipe_sha256": file_sha256(plan.recipe),
+        "recipe_settings_sha256": settings_sha256(plan.recipe),
         "budget": plan.budget, "budget_settings": budget_settings,
         "seeds": list(dict.fromkeys(c.seed for c in plan.cells)),
         "overrides": plan.overrides,

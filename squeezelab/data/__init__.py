@@ -10,8 +10,10 @@ loader, in the manner of airbench (Jordan 2024, arXiv 2404.00498).
 """
 from squeezelab.data.augment import (
     crop_flip,
+    cutout,
     normalize,
     random_crop_flip,
+    random_cutout,
     random_flip,
     random_resized_crop,
     resized_crop,
@@ -28,9 +30,11 @@ __all__ = [
     "DataError",
     "ImageTensors",
     "crop_flip",
+    "cutout",
     "load_split",
     "normalize",
     "random_crop_flip",
+    "random_cutout",
     "random_flip",
     "random_resized_crop",
     "resized_crop",

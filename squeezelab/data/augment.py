@@ -6,6 +6,9 @@
 * ImageNet-size input: random-resized crop (scale (0.08, 1), aspect ratio (3/4, 4/3); Szegedy
   et al. 2014, arXiv 1409.4842, section 6) plus flip, as one batched ``grid_sample`` over
   per-sample affine boxes.
+* Cutout (DeVries & Taylor 2017, arXiv 1708.04552): a square of each image set to zero after
+  normalisation (the data set's mean colour), its centre anywhere in the image, so that near a
+  border only part of it falls inside, as in the paper.
 * Normalisation by per-channel mean and std.
 
 Images are (N, C, H, W) on any device. Random draws use a CPU ``torch.Generator`` when one is
@@ -136,6 +139,44 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, flip: bool = True,
     ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5 if flip else None
     return crop_flip(images, padding, oy, ox, flips)
+
+
+def cutout(images: torch.Tensor, size: int, centers_y: torch.Tensor,
+           centers_x: torch.Tensor) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square of each image, centred at per-sample ``centers_y``,
+    ``centers_x`` (int (N,), in ``[0, H)`` and ``[0, W)``) and clipped at the border: rows
+    ``cy - size // 2`` to ``cy - size // 2 + size - 1``, columns likewise. Returns a new tensor
+    (any dtype; apply it to normalised images for the paper's mean-colour patch)."""
+    _check_images(images)
+    n, _, h, w = images.shape
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"cutout size must be a positive int, got {size!r}")
+    cy, cx = torch.as_tensor(centers_y).long(), torch.as_tensor(centers_x).long()
+    for name, c, limit in (("centers_y", cy, h), ("centers_x", cx, w)):
+        if c.shape != (n,):
+            raise DataError(f"{name} must have shape ({n},), got {tuple(c.shape)}")
+        if n and (int(c.min()) < 0 or int(c.max()) >= limit):
+            raise DataError(f"{name} must be in [0, {limit}), got values in "
+                            f"[{int(c.min())}, {int(c.max())}]")
+    top = (cy - size // 2).to(images.device)[:, None]
+    left = (cx - size // 2).to(images.device)[:, None]
+    rows = torch.arange(h, device=images.device)[None, :]
+    cols = torch.arange(w, device=images.device)[None, :]
+    inside_y = (rows >= top) & (rows < top + size)  # (N, H)
+    inside_x = (cols >= left) & (cols < left + size)  # (N, W)
+    patch = inside_y[:, None, :, None] & inside_x[:, None, None, :]  # (N, 1, H, W)
+    return images.masked_fill(patch, 0)
+
+
+def random_cutout(images: torch.Tensor, size: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``cutout`` at centres drawn uniformly over each image (16 px for CIFAR-10 in the
+    paper)."""
+    _check_images(images)
+    n, _, h, w = images.shape
+    cy = torch.randint(0, h, (n,), generator=generator)
+    cx = torch.randint(0, w, (n,), generator=generator)
+    return cutout(images, size, cy, cx)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

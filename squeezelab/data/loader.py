@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from squeezelab.data.augment import crop_flip, random_resized_crop, to_normalized
+from squeezelab.data.augment import crop_flip, random_cutout, random_resized_crop, to_normalized
 from squeezelab.data.types import DataError, ImageTensors
 
 AUGMENTS = ("cifar", "imagenet")
@@ -31,14 +31,17 @@ class BatchLoader:
     ``device`` (channels-last memory if asked); ``labels``: int64 (N,) on ``device``.
     ``train``: shuffle with a permutation from ``seed + epoch`` (else keep order).
     ``augment``: "cifar" (pad-4 crop + flip), "imagenet" (random-resized crop + flip) or None;
-    only for train loaders. ``drop_last``: drop the last incomplete batch (default: = train).
+    only for train loaders. ``cutout``: after those, zero a random square of this side in
+    every normalised image (``augment.cutout``; 0: none); train loaders only.
+    ``drop_last``: drop the last incomplete batch (default: = train).
     ``rank``/``world_size``: this process's shard. Call :meth:`set_epoch` before each epoch.
     """
 
     def __init__(self, data: ImageTensors, batch_size: int, *, train: bool,
                  augment: str | None = None, seed: int = 0, device: str | torch.device = "cpu",
                  drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, dtype: torch.dtype = torch.float32):
+                 channels_last: bool = False, dtype: torch.dtype = torch.float32,
+                 cutout: int = 0):
         if not isinstance(data, ImageTensors):
             raise DataError(f"data must be an ImageTensors, got {type(data).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -48,6 +51,11 @@ class BatchLoader:
         if augment is not None and not train:
             raise DataError(f"augment={augment!r} is for training loaders; pass train=True or "
                             "augment=None")
+        if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
+            raise DataError(f"cutout must be a non-negative int (pixels), got {cutout!r}")
+        if cutout and not train:
+            raise DataError(f"cutout={cutout} is for training loaders; pass train=True or "
+                            "cutout=0")
         if world_size < 1 or not (0 <= rank < world_size):
             raise DataError(f"rank must be in [0, world_size) with world_size >= 1, got "
                             f"rank={rank}, world_size={world_size}")
@@ -59,6 +67,7 @@ class BatchLoader:
         self.batch_size = batch_size
         self.train = train
         self.augment = augment
+        self.cutout = cutout
         self.seed = int(seed)
         self.device = torch.device(device)
         self.drop_last = train if drop_last is None else bool(drop_last)
@@ -113,22 +122,26 @@ class BatchLoader:
             order = order.repeat(math.ceil(total / n))[:total]
         return order[self.rank:total:self.world_size]
 
-    def _augment_generator(self) -> torch.Generator:
-        # Mix (seed, epoch, rank) so ranks and epochs draw independent augmentations.
-        state = np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(1)
+    def _augment_generator(self, stream: int = 0) -> torch.Generator:
+        # Mix (seed, epoch, rank) so ranks and epochs draw independent augmentations; Cutout
+        # draws from a stream of its own, so turning it on leaves every crop and flip as it was.
+        key = [self.seed, self.epoch, self.rank] + ([stream] if stream else [])
+        state = np.random.SeedSequence(key).generate_state(1)
         return torch.Generator().manual_seed(int(state[0]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()
         generator = self._augment_generator()
+        cutout_generator = self._augment_generator(stream=1) if self.cutout else None
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             idx = idx.to(self._images.device, non_blocking=True)
             images = self._images.index_select(0, idx).to(self.device, non_blocking=True)
             labels = self._labels.index_select(0, idx).to(self.device, non_blocking=True)
-            yield self._transform(images, generator), labels
+            yield self._transform(images, generator, cutout_generator), labels
 
-    def _transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _transform(self, images: torch.Tensor, generator: torch.Generator,
+                   cutout_generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 batch on the device -> augmented, normalised ``dtype`` batch."""
         n = images.shape[0]
         if self.augment == "cifar":
@@ -143,6 +156,8 @@ class BatchLoader:
             # Bilinear resampling (border clamped) commutes with the per-channel affine
             # normalisation, so normalising first gives the same result in one fewer pass.
             x = random_resized_crop(x, generator=generator).to(self.dtype)
+        if self.cutout:
+            x = random_cutout(x, self.cutout, generator=cutout_generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -67,6 +67,7 @@ class TrainConfig(ConfigBase):
     limit_test: int | None = None
     skip_bad_images: bool = False
     augment: str = "auto"
+    cutout: int = 0  # side of the square Cutout zeroes in each training image (0: none)
     # the first minutes (train/fast_start.py): train on batches resized to each of
     # progressive_sizes for an equal share of the epochs (None: the images' size); start the
     # stem as the PCA whitening of the training patches (stem_init: whitening)
@@ -148,6 +149,9 @@ class TrainConfig(ConfigBase):
         check(self.precision in PRECISIONS,
               f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         check(self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        check(isinstance(self.cutout, int) and not isinstance(self.cutout, bool)
+              and self.cutout >= 0,
+              f"cutout must be a non-negative integer (pixels), got {self.cutout!r}")
         check(isinstance(self.epochs, int) and self.epochs >= 1,
               f"epochs must be a positive integer, got {self.epochs!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1,
@@ -313,6 +317,9 @@ FIELD_HELP: dict[str, str] = {
     "skip_bad_images": "leave out unreadable image files instead of failing",
     "augment": f"training augmentation: one of {', '.join(AUGMENTS)} (auto: cifar at 64 px "
                f"and below, else imagenet)",
+    "cutout": "Cutout (DeVries & Taylor 2017): zero a random square of this many pixels a side "
+              "in every training image, after the crop and flip (16 for CIFAR-10 in the "
+              "paper); 0: none",
     "progressive_sizes": "train on batches resized to each of these sizes in turn, for equal "
                          "shares of the epochs, e.g. [24, 32] (the test set keeps its size); "
                          "unset: the images' own size throughout",

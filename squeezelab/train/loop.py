@@ -281,7 +281,8 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     train_loader = BatchLoader(train_data, cfg.batch_size, train=True, augment=augment,
-                               channels_last=cfg.channels_last, **loader_args)
+                               channels_last=cfg.channels_last, cutout=cfg.cutout,
+                               **loader_args)
     test_loader = BatchLoader(test_data, max(cfg.batch_size, 256), train=False, augment=None,
                               channels_last=cfg.channels_last, **loader_args)
     if len(train_loader) == 0:
@@ -324,7 +325,7 @@ def _resolve_speed_settings(cfg: TrainConfig, model: nn.Module, train_data, augm
     from squeezelab.train.autotune import choose_speed_settings
 
     probe = BatchLoader(train_data, cfg.batch_size, train=True, augment=augment,
-                        **loader_args)
+                        cutout=cfg.cutout, **loader_args)
     probe.set_epoch(0)
     images, labels = next(iter(probe))
     rng = torch.get_rng_state()  # timing runs dropout: leave the run's RNG stream untouched

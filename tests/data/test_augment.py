@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from squeezelab.data import (
     DataError,
     crop_flip,
+    cutout,
     normalize,
     random_crop_flip,
+    random_cutout,
     random_flip,
     random_resized_crop,
     resized_crop,
@@ -166,3 +168,37 @@ def test_fused_normalisation_matches_the_two_step_one():
     assert to_normalized(x, mean, std, torch.bfloat16).dtype == torch.bfloat16
     with pytest.raises(DataError, match="to_normalized expects uint8 images, got torch.float32"):
         to_normalized(x.float(), mean, std)
+
+
+def test_cutout_zeroes_the_square_clipped_at_the_border():
+    images = torch.ones(2, 3, 6, 6)
+    out = cutout(images, 4, torch.tensor([3, 1]), torch.tensor([3, 4]))
+    # image 0: centre (3, 3), rows and columns 1..4; image 1: rows -1..2 -> 0..2, columns 2..5
+    want = torch.ones(2, 3, 6, 6)
+    want[0, :, 1:5, 1:5] = 0
+    want[1, :, 0:3, 2:6] = 0
+    assert torch.equal(out, want) and torch.equal(images, torch.ones(2, 3, 6, 6))  # a copy
+    odd = cutout(torch.ones(1, 1, 5, 5), 3, torch.tensor([2]), torch.tensor([2]))
+    assert odd[0, 0].eq(0).nonzero().tolist() == [[i, j] for i in (1, 2, 3) for j in (1, 2, 3)]
+
+
+def test_random_cutout_is_seeded_and_cuts_between_a_quarter_and_a_whole_square():
+    x = torch.randn(64, 3, 32, 32)
+    a = random_cutout(x, 16, generator=torch.Generator().manual_seed(1))
+    b = random_cutout(x, 16, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    zeroed = (a == 0).all(1).flatten(1).sum(1)  # pixels cut per image, all channels at once
+    assert int(zeroed.min()) >= 8 * 8 and int(zeroed.max()) == 16 * 16  # a corner, a whole one
+    assert torch.equal(a[a != 0], x[a != 0])
+
+
+@pytest.mark.parametrize("args, message", [
+    ((0, [0], [0]), "cutout size must be a positive int, got 0"),
+    ((4, [0, 1], [0]), r"centers_y must have shape \(1,\)"),
+    ((4, [6], [0]), r"centers_y must be in \[0, 6\), got values in \[6, 6\]"),
+    ((4, [0], [-1]), r"centers_x must be in \[0, 6\)"),
+])
+def test_cutout_errors(args, message):
+    size, cy, cx = args
+    with pytest.raises(DataError, match=message):
+        cutout(torch.ones(1, 3, 6, 6), size, torch.tensor(cy), torch.tensor(cx))

@@ -111,6 +111,20 @@ def test_cifar_augmentation_pads_with_zeros():
     assert set(kept) <= allowed and min(kept) < 64
 
 
+def test_cutout_zeroes_a_square_after_the_same_crops_and_flips():
+    data = _data(64, size=16)
+    plain = list(BatchLoader(data, 16, train=True, augment="cifar", seed=2))
+    cut = list(BatchLoader(data, 16, train=True, augment="cifar", seed=2, cutout=6))
+    for (x, y), (xc, yc) in zip(plain, cut):
+        assert torch.equal(y, yc)
+        # every pixel is the plain batch's, or zero in all channels (after normalisation: the
+        # data set's mean colour); at least a corner's 3 x 3 of each image is cut
+        cut_pixels = (xc == 0).all(1, keepdim=True).expand_as(xc)
+        assert torch.equal(xc[~cut_pixels], x[~cut_pixels])
+        assert ((xc == 0).all(1).flatten(1).sum(1) >= 9).all()
+        assert not torch.equal(xc, x)
+
+
 def test_dtype_and_channels_last():
     data = _data(4)
     images, _ = next(iter(BatchLoader(data, 4, train=False, dtype=torch.bfloat16,
@@ -129,6 +143,8 @@ def test_dtype_and_channels_last():
      r"rank: a training epoch would have no full batch; lower --batch-size \(batch_size: in a "
      r"recipe\)"),
     ({"dtype": torch.int32}, "dtype must be a floating dtype, got torch.int32"),
+    ({"cutout": -2}, r"cutout must be a non-negative int \(pixels\), got -2"),
+    ({"cutout": 8, "train": False}, "cutout=8 is for training loaders"),
 ])
 def test_loader_argument_errors(kwargs, message):
     arguments = {"batch_size": 4, "train": True}

@@ -36,6 +36,8 @@ def test_unknown_key_names_close_match(tmp_path):
     ({"precision": "fp16"}, "precision must be one of"),
     ({"limit_train": 0}, "limit_train must be a positive integer"),
     ({"subset_seed": "0"}, "subset_seed must be an integer or null, got '0'"),
+    ({"cutout": -1}, r"cutout must be a non-negative integer \(pixels\), got -1"),
+    ({"cutout": 2.5}, "cutout must be a non-negative integer"),
 ])
 def test_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -142,6 +142,21 @@ def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, cifar_tiny):
     assert ckpt.meta["epoch_sums"]["seen"] == 4 * 50  # the 4 batches before the cut
 
 
+def test_cutout_runs_and_an_interrupted_run_resumes_to_the_same_weights(tmp_path, cifar_tiny):
+    """Cutout draws from its own seeded stream: a run cut in epoch 2 and resumed reaches the
+    straight run's weights, and the two differ from a run without Cutout."""
+    straight = train(config(tmp_path, run_name="straight", cutout=8), data=cifar_tiny)
+    cut = train(config(tmp_path, run_name="cut", cutout=8), hooks=[InterruptAt(14)],
+                data=cifar_tiny)
+    resumed = train(config(tmp_path, run_name="cut", cutout=8), resume=True,
+                    run_dir=cut.run_dir, data=cifar_tiny)
+    plain = train(config(tmp_path, run_name="plain"), data=cifar_tiny)
+    a, b, c = (r.model.state_dict() for r in (straight, resumed, plain))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert load_checkpoint(straight.run_dir / "checkpoints" / "last").meta["config"]["cutout"] == 8
+
+
 class PoisonLoss(TrainHook):
     name = "poison"
 

@@ -5,9 +5,10 @@ ISO/IEC 15938-17, DeepCABAC) on the same weights.
         [--qps -38 -34 -30 -26] [--limit-test N] [-o benchmarks/results/nncodec_MODEL.json]
 
 The weights are those MODEL.sqz decodes to. Ours: the file as it is, the same weights re-coded
-with this version's coder (per-layer Huffman or rANS with index contexts, lossless: the same
-top-1), that plus half-precision floats, and that plus 8-bit levels for the biases and
-BatchNorm tensors (``--dense-bits``). NNCodec codes every float tensor (weights, biases,
+with each of this version's ``--coders`` ("auto": per-layer Huffman or rANS with index
+contexts; "smallest": also the adaptive coder; lossless: the same top-1), that plus
+half-precision floats, and that plus levels of ``--dense-bits`` bits for the biases and
+BatchNorm tensors. NNCodec codes every float tensor (weights, biases,
 BatchNorm) at each quantization parameter ``qp`` in its uniform and its codebook mode; each
 decoded model is scored here with the protocol the model was trained with. Bytes are the
 whole file or bitstream; times are one encode and one decode (ours: ``load_compressed``
@@ -38,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
+from squeezelab.compress.format.layout import CODER_CHOICES  # noqa: E402
 from squeezelab.compress.format.sqz import (  # noqa: E402
     VERSION,
     load_compressed,
@@ -60,6 +62,21 @@ def _load_seconds(path: Path, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def _ours(name: str, source: Path, tmp: Path, coder: str, float_dtype: str,
+          dense_bits: int | None, top1, **save_kwargs) -> dict:
+    """The row of ``source``'s weights re-coded with ``coder`` and stored floats as asked."""
+    variant = load_compressed(source, keep_shared=True)
+    round_stored_floats_(variant, float_dtype, dense_bits)
+    t0 = time.perf_counter()
+    path = save_compressed(variant, tmp / f"{coder}_{float_dtype}_{dense_bits}.sqz",
+                           coder=coder, float_dtype=float_dtype, dense_bits=dense_bits,
+                           **save_kwargs)
+    encode_s = time.perf_counter() - t0
+    return {"coder": "squeezelab", "setting": name, "bytes": path.stat().st_size,
+            "top1": top1(load_compressed(path)),  # scored, not assumed
+            "encode_s": encode_s, "decode_s": _load_seconds(path)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sqz", help="the compressed model whose weights both coders code")
@@ -68,6 +85,10 @@ def main() -> None:
     p.add_argument("--qps", type=int, nargs="+", default=[-38, -34, -30, -26],
                    help="NNCodec quantization parameters (step 2**(qp/4): lower is finer)")
     p.add_argument("--methods", nargs="+", default=["uniform", "codebook"])
+    p.add_argument("--coders", nargs="+", default=["auto", "smallest"],
+                   choices=CODER_CHOICES, help="our coders to re-code the weights with")
+    p.add_argument("--dense-bits", type=int, nargs="+", default=[8],
+                   help="also store the biases and BatchNorm tensors as levels of these bits")
     p.add_argument("--data", default=None, help="test data (default: the model's own)")
     p.add_argument("--limit-test", type=int, default=None)
     p.add_argument("-o", "--output", default=None)
@@ -95,20 +116,15 @@ def main() -> None:
         rows.append({"coder": "squeezelab", "setting": f"{source.name} as given",
                      "bytes": source.stat().st_size, "top1": base_top1,
                      "decode_s": _load_seconds(source)})
-        for name, float_dtype, dense_bits in (
-                (f"v{VERSION} coder", "float32", None),
-                (f"v{VERSION} coder + float16", "float16", None),
-                (f"v{VERSION} coder + float16 + 8-bit dense", "float16", 8)):
-            variant = load_compressed(source, keep_shared=True)
-            round_stored_floats_(variant, float_dtype, dense_bits)
-            t0 = time.perf_counter()
-            path = save_compressed(variant, tmp / f"{float_dtype}_{dense_bits}.sqz",
-                                   coder="auto", float_dtype=float_dtype, dense_bits=dense_bits,
-                                   class_names=model.sqz_header.get("class_names"), meta=meta)
-            encode_s = time.perf_counter() - t0
-            rows.append({"coder": "squeezelab", "setting": name, "bytes": path.stat().st_size,
-                         "top1": top1(load_compressed(path)),  # scored, not assumed
-                         "encode_s": encode_s, "decode_s": _load_seconds(path)})
+        variants = [("float32", None), ("float16", None),
+                    *(("float16", bits) for bits in args.dense_bits)]
+        for coder in args.coders:
+            for float_dtype, dense_bits in variants:
+                name = " + ".join([f"v{VERSION} {coder} coder",
+                                   *([float_dtype] if float_dtype != "float32" else []),
+                                   *([f"{dense_bits}-bit dense"] if dense_bits else [])])
+                rows.append(_ours(name, source, tmp, coder, float_dtype, dense_bits, top1,
+                                  class_names=model.sqz_header.get("class_names"), meta=meta))
         state = loaded.state_dict()
         floats = {k: v.numpy() for k, v in state.items() if v.is_floating_point()}
         np.savez(tmp / "weights.npz", **floats)

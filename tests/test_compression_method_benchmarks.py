@@ -130,8 +130,13 @@ def test_nncodec_comparison_benchmark_runs_both_coders_on_the_same_weights(
     ours = rows[("squeezelab", "m.sqz as given")]
     assert ours["bytes"] == sqz.stat().st_size
     v = f"v{VERSION}"
-    assert rows[("squeezelab", f"{v} coder")]["top1"] == ours["top1"]  # the coder is lossless
-    assert rows[("squeezelab", f"{v} coder + float16 + 8-bit dense")]["bytes"] < ours["bytes"]
+    # the coders are lossless, and "smallest" is never larger than "auto"
+    for coder in ("auto", "smallest"):
+        assert rows[("squeezelab", f"{v} {coder} coder")]["top1"] == ours["top1"]
+    assert (rows[("squeezelab", f"{v} smallest coder")]["bytes"]
+            <= rows[("squeezelab", f"{v} auto coder")]["bytes"])
+    assert (rows[("squeezelab", f"{v} auto coder + float16 + 8-bit dense")]["bytes"]
+            < ours["bytes"])
     fake_row = rows[("nncodec", "uniform_qp-30")]
     assert fake_row["top1"] == ours["top1"]  # the same weights, decoded losslessly
     state = read_sqz(sqz).state_dict()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
-from squeezelab.compress.format.layout import CODERS, FLOAT_DTYPES
+from squeezelab.compress.format.layout import CODER_CHOICES, FLOAT_DTYPES
 from squeezelab.compress.pruning.magnitude import PruneConfig
 from squeezelab.compress.pruning.schedules import ITERATIVE_KINDS
 from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
@@ -73,8 +73,10 @@ class CompressConfig(ConfigBase):
         paper's choice).
     fold_batchnorm: fold BatchNorm into the convs after pruning, before sharing (``fold.py``):
         one bias per channel ships instead of four BatchNorm tensors.
-    coder: the entropy coder of the .sqz streams: "auto" (per layer, whichever of the two is
-        smaller), "huffman" (the paper's) or "ans" (rANS, ``coding/ans.py``).
+    coder: the entropy coder of the .sqz streams: "auto" (per layer, the smaller of huffman
+        and ans), "huffman" (the paper's), "ans" (rANS, ``coding/ans.py``), "adaptive"
+        (models learnt while decoding, ``coding/adaptive.py``: smallest, slower to load) or
+        "smallest" (per layer, the smallest of the three).
     float_dtype: the precision of the floats the .sqz stores (biases, BatchNorm tensors,
         codebooks): "float32", or "float16"/"bfloat16" for half their bytes. The model is
         rounded to it before the last evaluation, so the reported top-1 is the file's.
@@ -144,8 +146,8 @@ class CompressConfig(ConfigBase):
             _check_int("gap_bits", self.gap_bits, 1)
             if self.gap_bits > 16:
                 raise ValueError(f"gap_bits must be in 1..16 or None, got {self.gap_bits}")
-        if self.coder not in ("auto", *CODERS):
-            raise ValueError(f"coder must be 'auto' or one of {CODERS}, got {self.coder!r}")
+        if self.coder not in CODER_CHOICES:
+            raise ValueError(f"coder must be one of {CODER_CHOICES}, got {self.coder!r}")
         if self.float_dtype not in FLOAT_DTYPES:
             raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES}, got "
                              f"{self.float_dtype!r}")

@@ -226,7 +226,8 @@ def test_pipeline_stores_half_precision_floats_and_scores_them(tmp_path, tiny_da
     assert read_sqz(half.path).meta["compress_config"]["float_dtype"] == "float16"
     with pytest.raises(ValueError, match="float_dtype must be one of"):
         CompressConfig(float_dtype="fp16")
-    with pytest.raises(ValueError, match=r"coder must be 'auto' or one of \('huffman', 'ans'\)"):
+    with pytest.raises(ValueError, match=r"coder must be one of \('auto', 'smallest', "
+                                         r"'huffman', 'ans', 'adaptive'\), got 'zstd'"):
         CompressConfig(coder="zstd")
     huffman_cfg = CompressConfig.from_dict({**cfg.to_dict(), "coder": "huffman"})
     huffman = compress(tiny_model(), huffman_cfg, tmp_path / "huffman.sqz", data=tiny_data,

@@ -17,6 +17,7 @@ a better grouping later needs no format change.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -109,4 +110,35 @@ def _ungroup_kernel(grouped, source, starts, per_row, out):  # pragma: no cover 
             out[d + k] = grouped[s + k]
 
 
-__all__ = ["GROUP_COUNTS", "MAX_GROUPS", "group_rows", "ungroup"]
+def neighbours(positions: np.ndarray, shape: Sequence[int],
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, first, second)`` of a layer's kept weights at the increasing flat
+    ``positions`` of a weight of ``shape``: each one's filter, and the kept weights whose
+    values best predict it (their index among the kept weights, -1 for none; always an
+    earlier one). For a kernel wider or taller than 1: the tap to its left (``first``) and the
+    one above it (``second``), where kept; for 1x1 kernels and fully connected weights: the
+    kept weight before it in its filter, and none."""
+    positions = np.asarray(positions, dtype=np.int64)
+    n = positions.size
+    rows_count = shape[0] if len(shape) else 1
+    row_size = math.prod(shape) // max(rows_count, 1) if n else 1
+    rows = positions // row_size
+    none = np.full(n, -1, dtype=np.int64)
+    height, width = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+    if height * width == 1:
+        first = np.arange(-1, n - 1, dtype=np.int64)
+        first[np.flatnonzero(rows != np.concatenate([[-1], rows[:-1]]))] = -1
+        return rows, first, none
+    where = np.full(math.prod(shape), -1, dtype=np.int64)  # kept index at each position
+    where[positions] = np.arange(n)
+
+    def at(offset: int, valid: np.ndarray) -> np.ndarray:
+        return np.where(valid, where[np.maximum(positions - offset, 0)], -1)
+
+    tap = positions % (height * width)
+    first = at(1, tap % width > 0) if width > 1 else none
+    second = at(width, tap >= width) if height > 1 else none
+    return rows, first, second
+
+
+__all__ = ["GROUP_COUNTS", "MAX_GROUPS", "group_rows", "neighbours", "ungroup"]

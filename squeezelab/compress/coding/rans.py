@@ -293,9 +293,22 @@ def rans_encode_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> b
     if not freqs:
         return b""
     freq, cum, bit = (np.concatenate(a).astype(np.int64) for a in (freqs, cums, bits))
-    states = np.empty(num_states(freq.size), dtype=np.int64)
+    return encode_frequencies(freq, cum, bit)
+
+
+def encode_frequencies(freq: np.ndarray, cum: np.ndarray, bits: np.ndarray | int,
+                       interleave: int | None = None) -> bytes:
+    """The stream of symbols given by their frequency, cumulative frequency and precision
+    (per symbol, in stream order; ``bits`` one for all or one a symbol), with ``interleave``
+    states (default: ``num_states(len(freq))``). Whatever model gave the
+    frequencies (a length table here, an adaptive model in ``adaptive.py``), the decoder
+    must give the same ones."""
+    freq = np.ascontiguousarray(freq, dtype=np.int64)
+    bits = np.broadcast_to(np.asarray(bits, dtype=np.int64), freq.shape).copy()
+    states = np.empty(num_states(freq.size) if interleave is None else interleave,
+                      dtype=np.int64)
     out = np.empty(2 * freq.size + 2 * states.size, dtype=np.int64)  # <= 2 words a symbol
-    n = _compiled()[0](freq, cum, bit, states, out)
+    n = _compiled()[0](freq, np.ascontiguousarray(cum, dtype=np.int64), bits, states, out)
     return out[:n][::-1].astype("<u2").tobytes()
 
 
@@ -373,5 +386,5 @@ def rans_decode(data: bytes, codes: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-__all__ = ["RansReader", "compiled", "frequencies", "frequencies_many", "num_states",
+__all__ = ["RansReader", "compiled", "encode_frequencies", "frequencies", "frequencies_many", "num_states",
            "precision_bits", "rans_decode", "rans_encode", "rans_encode_segments"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from squeezelab.compress.coding import adaptive
 from squeezelab.compress.coding.ans import table_bytes as ans_table_bytes
 from squeezelab.compress.coding.contexts import MAX_GROUPS
 from squeezelab.compress.coding.huffman import MAX_CODE_LENGTH
@@ -23,7 +24,7 @@ from squeezelab.compress.coding.sparse_index import max_total
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
-VERSION = 6
+VERSION = 7
 # 1: plain JSON header; 2: zlib-compressed JSON header; 3: codebooks may be stored in float16
 # or bfloat16 (a shared entry's "codebook_dtype"; absent means float32, as every older file),
 # and a shared entry's streams may be ANS-coded ("coder": "ans"; absent means Huffman);
@@ -33,8 +34,11 @@ VERSION = 6
 # tensor may be stored as "uniform" levels; 5: a pruned float tensor that is not shared may be
 # stored "sparse" (its kept values, and their positions as a gap stream); 6: ANS streams are
 # squeezelab's own rANS (coding/rans.py: 16-bit words, decoded by table lookup) instead of
-# constriction's AnsCoder (32-bit words), same tables
-READ_VERSIONS = (1, 2, 3, 4, 5, 6)
+# constriction's AnsCoder (32-bit words), same tables; 7: a shared or sparse entry's streams may
+# be "adaptive" (coding/adaptive.py: no tables, the models learnt while decoding; a shared
+# entry's index_table stream then holds its filter groups, coded the same way, and its
+# gap_table is empty)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 #: The payload streams of each encoding, in the order an entry's streams follow each other.
 STREAM_KEYS = {"dense": ("data",), "uniform": ("data",),
                "shared": ("codebook", "index_table", "index", "gap_table", "gap"),
@@ -42,7 +46,12 @@ STREAM_KEYS = {"dense": ("data",), "uniform": ("data",),
 #: A "uniform" entry's data: float32 low and step, then the bit-packed levels.
 UNIFORM_PREFIX = struct.Struct("<ff")
 #: The entropy coders of a shared entry's index and gap streams.
-CODERS = ("huffman", "ans")
+CODERS = ("huffman", "ans", "adaptive")
+#: What a writer may ask for: a coder, or per layer the smaller of huffman and ans ("auto",
+#: fast to load) or of all three ("smallest": adaptive layers load several times slower).
+CODER_CHOICES = ("auto", "smallest", *CODERS)
+#: The first version with each coder.
+CODER_SINCE = {"huffman": 1, "ans": 3, "adaptive": 7}
 #: The precisions a file may store its floats in (dense float tensors and codebooks).
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 # A zlib header may expand at most this much (JSON compresses ~5-10x): no decompression bombs.
@@ -333,6 +342,16 @@ def _check_header(header: Any, payload_size: int, file_size: int, source: str,
                                  "shared or sparse)")
 
 
+def _get_coder(entry: dict, where: str, version: int) -> str:
+    coder = entry.get("coder", "huffman")
+    if coder not in CODERS:
+        raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
+    if version < CODER_SINCE[coder]:
+        raise SqzFormatError(f"{where}: the {coder} coder came with format version "
+                             f"{CODER_SINCE[coder]}; this file is version {version}")
+    return coder
+
+
 def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payload_size: int,
                         version: int):
     if entry.get("dtype") != "float32":
@@ -350,22 +369,29 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
             f"{where}: codebook has {cb_len} bytes, a {bits}-bit {cb_dtype} codebook needs "
             f"{cb_bytes}"
         )
-    index_symbols = _get_int(entry, "index_symbols", where, 0, 2**bits)
-    coder = entry.get("coder", "huffman")
-    if coder not in CODERS:
-        raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
+    coder = _get_coder(entry, where, version)
+    index_symbols = _get_int(entry, "index_symbols", where, 0,
+                             min(2**bits, adaptive.MAX_SYMBOLS) if coder == "adaptive"
+                             else 2**bits)
     contexts = 1
     if "index_contexts" in entry:
-        if coder != "ans":
-            raise SqzFormatError(f"{where}: index contexts need the ans coder, not {coder!r}")
+        if coder == "huffman":
+            raise SqzFormatError(f"{where}: index contexts need an ANS coder, not {coder!r}")
         contexts = _get_int(entry, "index_contexts", where, 2,
                             max(2, min(MAX_GROUPS, shape[0] if shape else 1)))
     _, length = _get_stream(entry, "index_table", where, payload_size)
-    one = (index_symbols * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(index_symbols)
-    if length != contexts * one:
-        what = f"{contexts} tables of " if contexts > 1 else ""
-        raise SqzFormatError(f"{where}: index_table has {length} bytes, {what}{index_symbols} "
-                             f"{coder} table entries need {contexts * one}")
+    if coder == "adaptive":  # the filter groups' stream, or nothing for one group
+        if (length == 0) != (contexts == 1) or length % 2:
+            raise SqzFormatError(f"{where}: index_table has {length} bytes; an adaptive entry's "
+                                 f"{contexts} group(s) need "
+                                 f"{'none' if contexts == 1 else 'whole 16-bit words'}")
+    else:
+        one = ((index_symbols * 5 + 7) // 8 if coder == "huffman"
+               else ans_table_bytes(index_symbols))
+        if length != contexts * one:
+            what = f"{contexts} tables of " if contexts > 1 else ""
+            raise SqzFormatError(f"{where}: index_table has {length} bytes, {what}"
+                                 f"{index_symbols} {coder} table entries need {contexts * one}")
     _, index_len = _get_stream(entry, "index", where, payload_size)
     if coder == "huffman":
         # every Huffman code is at least one bit: the count is bounded by the stream's size
@@ -390,9 +416,7 @@ def _check_sparse_entry(entry: dict, where: str, shape: list, numel: int, payloa
         raise SqzFormatError(f"{where}: a sparse tensor's values are one of {FLOAT_DTYPES}, "
                              f"got {dtype!r}")
     gap_bits = _get_int(entry, "gap_bits", where, 1, 16)
-    coder = entry.get("coder", "huffman")
-    if coder not in CODERS:
-        raise SqzFormatError(f"{where}: coder must be one of {CODERS}, got {coder!r}")
+    coder = _get_coder(entry, where, version)
     itemsize = np.dtype(_DTYPES[dtype][1]).itemsize
     nnz = _get_int(entry, "nnz", where, 0, numel)
     _, values_len = _get_stream(entry, "values", where, payload_size)
@@ -406,9 +430,12 @@ def _check_positions(entry: dict, where: str, shape: list, numel: int, payload_s
                      coder: str, gap_bits: int, nnz: int, version: int) -> None:
     """The gap table and stream that give the positions of ``nnz`` kept weights, and the
     counts that go with them (``num_entries``, ``num_fillers``, ANS's ``symbols_crc32``)."""
-    gap_symbols = _get_int(entry, "gap_symbols", where, 0, 2**gap_bits)
+    gap_symbols = _get_int(entry, "gap_symbols", where, 0,
+                           min(2**gap_bits, adaptive.MAX_SYMBOLS) if coder == "adaptive"
+                           else 2**gap_bits)
     _, length = _get_stream(entry, "gap_table", where, payload_size)
-    need = (gap_symbols * 5 + 7) // 8 if coder == "huffman" else ans_table_bytes(gap_symbols)
+    need = {"huffman": (gap_symbols * 5 + 7) // 8, "ans": ans_table_bytes(gap_symbols),
+            "adaptive": 0}[coder]
     if length != need:
         raise SqzFormatError(f"{where}: gap_table has {length} bytes, {gap_symbols} {coder} "
                              f"table entries need {need}")

@@ -64,8 +64,8 @@ def encode_sparse(name: str, tensor: torch.Tensor, add: Callable[[bytes], list[i
         "num_fillers": int(is_filler.sum()), "gap_symbols": gap_symbols,
         "values": add(raw_bytes), "gap_table": add(table), "gap": add(stream),
     }
-    if used == "ans":  # absent means Huffman
-        entry["coder"] = "ans"
+    if used != "huffman":  # absent means Huffman
+        entry["coder"] = used
         entry["symbols_crc32"] = symbols_crc32(np.zeros(0, np.int32), gaps)
     return entry
 

@@ -35,9 +35,11 @@ was ``[offset, length]``):
   carries ``symbols_crc32``, the CRC32 of its decoded index then gap symbols (int32,
   little-endian); since version 4 such an entry may split its filters into ``index_contexts``
   groups with a table each (``contexts.py``); since version 6 its streams are our own rANS
-  (``rans.py``: 16-bit words, decoded by table lookup). The writer picks, per layer, whichever
-  coder gives fewer bytes (``streams.py`` codes and decodes these streams; this module is the
-  container around them).
+  (``rans.py``: 16-bit words, decoded by table lookup); since version 7 ``"coder":
+  "adaptive"`` codes them with models learnt while decoding (``adaptive.py``: no tables; the
+  filter groups, if more than one, in ``index_table``; ``gap_table`` empty). The writer picks,
+  per layer, whichever of the coders it is asked to try gives fewer bytes (``streams.py``
+  codes and decodes these streams; this module is the container around them).
 
 Reading checks every length, offset and count against the file before it is used
 (``layout.py`` holds the layout constants and those checks), so a damaged
@@ -70,7 +72,7 @@ from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-
     _DTYPES,
     _INDEX_NP,
     _PREFIX,
-    CODERS,
+    CODER_CHOICES,
     DEFAULT_GAP_BITS,
     FLOAT_DTYPES,
     FORMAT,
@@ -88,7 +90,12 @@ from squeezelab.compress.format.sparse_tensor import (
     pruned_weight,
     sparse_tensor,
 )
-from squeezelab.compress.format.streams import decode_streams, encode_streams, symbols_crc32
+from squeezelab.compress.format.streams import (
+    decode_streams,
+    encode_streams,
+    negative_entries,
+    symbols_crc32,
+)
 from squeezelab.compress.quantization import uniform_levels
 from squeezelab.compress.quantization.weight_sharing import (
     dense_weight,
@@ -199,16 +206,19 @@ def save_compressed(
     takes fewer bytes; every other tensor of the state dict is stored raw. ``float_dtype``
     ("float16", "bfloat16") stores the floats (dense float tensors, sparse values, codebooks)
     in half the bytes; the loaded model then computes what ``round_stored_floats_`` makes of
-    this one. ``coder``: "huffman" (the paper's), "ans" (rANS, ``coding/ans.py``), or "auto":
-    per layer, whichever gives fewer bytes. ``dense_bits`` stores the dense float tensors
+    this one. ``coder``: "huffman" (the paper's), "ans" (rANS, ``coding/ans.py``), "adaptive"
+    (``coding/adaptive.py``: no tables, the fewest bytes, several times slower to decode),
+    "auto": per layer, whichever of huffman and ans gives fewer bytes, or "smallest": of all
+    three (or the "auto" file, where that is smaller after all: a coded layer's header fields
+    can outweigh a few bytes saved). ``dense_bits`` stores the dense float tensors
     (pruned weights excepted) as per-tensor uniform levels of that many bits instead, each
     where that takes fewer bytes (``uniform_levels.py``; the loaded model then computes what
     ``round_stored_floats_(model, float_dtype, dense_bits)`` makes of this one). The write is
     atomic (temporary file + rename).
     """
     float_torch = _check_float_dtype(float_dtype)
-    if coder not in ("auto", *CODERS):
-        raise ValueError(f"coder must be 'auto' or one of {CODERS}, got {coder!r}")
+    if coder not in CODER_CHOICES:
+        raise ValueError(f"coder must be one of {CODER_CHOICES}, got {coder!r}")
     model = unwrap_model(model)
     spec = model_spec(model)
     if gap_bits is not None and (isinstance(gap_bits, bool) or not isinstance(gap_bits, int)
@@ -216,6 +226,22 @@ def save_compressed(
         raise ValueError(f"gap_bits must be an int in [1, 16] or None, got {gap_bits!r}")
     if class_names is not None:
         class_names = [str(c) for c in class_names]
+    data = _encode_file(model, spec, class_names, meta, gap_bits, lane_symbols, float_torch,
+                        coder, dense_bits)
+    if coder == "smallest":
+        # layers are chosen by their streams; a coded layer's header fields (its CRC) can
+        # outweigh a few bytes saved, so the whole file must beat "auto"'s too
+        data = min(data, _encode_file(model, spec, class_names, meta, gap_bits, lane_symbols,
+                                      float_torch, "auto", dense_bits), key=len)
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _encode_file(model: nn.Module, spec: dict[str, Any], class_names: list[str] | None,
+                 meta: dict[str, Any] | None, gap_bits: int | None, lane_symbols: int,
+                 float_torch: torch.dtype, coder: str, dense_bits: int | None) -> bytes:
+    """The bytes of the .sqz file of ``model`` (``save_compressed``'s arguments, checked)."""
     shared = shared_modules(model)
     # A shared layer's codebook, indices and mask become one "shared" entry under the name of
     # the weight they replace (where the codebook sits in the state dict's order).
@@ -257,10 +283,7 @@ def save_compressed(
     header_bytes = zlib.compress(header_json, 9)
     body = header_bytes + b"".join(payload.parts)
     data = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + body
-    data += _CRC.pack(zlib.crc32(body))
-    path = Path(path)
-    atomic_write_bytes(path, data)
-    return path
+    return data + _CRC.pack(zlib.crc32(body))
 
 
 def _dense_entry(name: str, tensor: torch.Tensor, payload: _Payload) -> dict[str, Any]:
@@ -312,9 +335,11 @@ def _encode_shared(
     magnitude = np.abs(codebook.to(torch.float32).numpy())[kept]
     row_scale = (np.bincount(rows, magnitude, minlength=num_rows)
                  / np.maximum(np.bincount(rows, minlength=num_rows), 1))
-    streams = encode_streams(kept, index_symbols, gaps, gap_symbols, coder, lane_symbols,
-                             rows=rows, row_scale=row_scale)
     codebook_dtype, codebook_bytes = _raw_bytes(codebook)
+    streams = encode_streams(kept, index_symbols, gaps, gap_symbols, coder, lane_symbols,
+                             rows=rows, row_scale=row_scale, positions=np.flatnonzero(mask),
+                             shape=shape,
+                             negative=negative_entries(codebook_bytes, codebook_dtype))
     entry = {
         "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",
         "weight_bits": bits, "gap_bits": g,
@@ -330,8 +355,8 @@ def _encode_shared(
     }
     if codebook_dtype != "float32":  # absent means float32, as in every version-2 file
         entry["codebook_dtype"] = codebook_dtype
-    if streams.coder == "ans":  # absent means Huffman, as in every version-2 file
-        entry["coder"] = "ans"
+    if streams.coder != "huffman":  # absent means Huffman, as in every version-2 file
+        entry["coder"] = streams.coder
         entry["symbols_crc32"] = symbols_crc32(kept, gaps)
         if streams.index_contexts > 1:  # absent means one, as in every version-3 file
             entry["index_contexts"] = streams.index_contexts

@@ -16,6 +16,12 @@ and their positions as the same gap stream (``encode_gaps``; it has no index str
 Since version 6 the ANS streams are written by our own rANS (``coding/rans.py``, decoded by
 table lookup, several times faster); those of versions 3-5 are read with constriction's
 ``AnsCoder``, which wrote them. Tables, contexts and the CRC are the same in both.
+
+Since version 7 a layer's streams may be *adaptive* (``coding/adaptive.py``): no tables; the
+gaps in one learnt context; the filter groups (as version 4's, when there is more than one) in
+the index_table stream, learnt the same way; each index in the context of its filter's group
+and of the sign of the codebook value of the kept weight before it in its filter (none, below
+zero, zero or above). The CRC covers the same symbols.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.compress.coding import adaptive
 from squeezelab.compress.coding.ans import (
     AnsError,
     AnsReader,
@@ -37,7 +44,7 @@ from squeezelab.compress.coding.ans import (
     uniform_table,
     unpack_table,
 )
-from squeezelab.compress.coding.contexts import group_rows, ungroup
+from squeezelab.compress.coding.contexts import GROUP_COUNTS, group_rows, neighbours, ungroup
 from squeezelab.compress.coding.huffman import (
     HuffmanError,
     HuffmanTable,
@@ -47,6 +54,12 @@ from squeezelab.compress.coding.huffman import (
 from squeezelab.compress.coding.rans import RansReader, rans_encode, rans_encode_segments
 from squeezelab.compress.coding.sparse_index import decode_positions
 from squeezelab.compress.format.layout import CODERS, VERSION, SqzFormatError
+
+#: Coders whose layers are decoded one at a time and checked against ``symbols_crc32``.
+_CHECKED_CODERS = ("ans", "adaptive")
+# An adaptive index's context: its filter group times this, plus the classes of its two
+# neighbours (adaptive.contexts_of)
+_PER_GROUP = adaptive.CLASSES ** 2
 
 
 def _ans_reader(version: int) -> type[AnsReader] | type[RansReader]:
@@ -78,14 +91,68 @@ class LayerStreams:
         return len(self.index_table) + len(self.index) + len(self.gap_table) + len(self.gap)
 
 
-def _coders(coder: str) -> list[str]:
-    """The coders ``coder`` asks to try: both for "auto"."""
-    return list(CODERS) if coder == "auto" else [coder]
+def _coders(coder: str, *alphabets: int) -> list[str]:
+    """The coders ``coder`` asks to try for streams of these alphabet sizes: huffman and ans
+    for "auto", all three for "smallest" (adaptive only where its alphabets allow)."""
+    fits = all(n <= adaptive.MAX_SYMBOLS for n in alphabets)
+    if coder == "auto":
+        return ["huffman", "ans"]
+    if coder == "smallest":
+        return list(CODERS) if fits else ["huffman", "ans"]
+    if coder == "adaptive" and not fits:
+        raise ValueError(f"the adaptive coder codes alphabets of up to {adaptive.MAX_SYMBOLS} "
+                         f"symbols, this layer has {max(alphabets)} (fewer gap bits, or "
+                         "another coder)")
+    return [coder]
+
+
+def negative_entries(codebook: bytes, dtype: str) -> np.ndarray:
+    """Which entries of a codebook stored as ``codebook`` (raw bytes in ``dtype``: float32,
+    float16 or bfloat16) are below zero: what the adaptive index contexts use, computed the
+    same way by writer and reader."""
+    if dtype == "bfloat16":  # the high half of a float32
+        values = (np.frombuffer(codebook, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        values = np.frombuffer(codebook, dtype={"float32": "<f4", "float16": "<f2"}[dtype])
+    return values < 0
+
+
+def _adaptive_index(kept: np.ndarray, index_symbols: int, row_scale: np.ndarray | None,
+                    positions: np.ndarray | None, shape: Sequence[int] | None,
+                    negative: np.ndarray | None) -> tuple[bytes, bytes, int]:
+    """(groups stream, index stream, number of groups) of a layer's indices, adaptive."""
+    if kept.size == 0:
+        return b"", b"", 1
+    if row_scale is None or positions is None or shape is None or negative is None:
+        return b"", adaptive.adaptive_encode(kept, index_symbols), 1
+    rows = neighbours(positions, shape)[0]
+    counts = np.zeros((row_scale.size, index_symbols), dtype=np.int64)
+    np.add.at(counts, (rows, kept), 1)
+    most = adaptive.MAX_MODEL // (_PER_GROUP * index_symbols)  # the reader's model bound
+    num_groups, groups = group_rows(counts, row_scale,
+                                    tuple(n for n in GROUP_COUNTS if n <= most))
+    contexts = _index_contexts(groups, positions, shape, negative[:index_symbols])
+    index = adaptive.adaptive_encode(kept, index_symbols, *contexts,
+                                     num_contexts=_PER_GROUP * num_groups)
+    table = adaptive.adaptive_encode(groups, num_groups) if num_groups > 1 else b""
+    return table, index, num_groups
+
+
+def _index_contexts(groups: np.ndarray, positions: np.ndarray, shape: Sequence[int],
+                    negative: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The adaptive coder's (base, first, second, klass) of a layer's kept indices: the group
+    of each one's filter, its neighbours (``contexts.neighbours``), and the class of each
+    cluster (1: a negative value, 2: not)."""
+    rows, first, second = neighbours(positions, shape)
+    return (groups[rows] * _PER_GROUP, first, second,
+            np.where(negative, 1, 2).astype(np.int64))
 
 
 def _code(symbols: np.ndarray, num_symbols: int, coder: str,
           lane_symbols: int) -> tuple[bytes, bytes]:
-    """(table, stream) of ``symbols`` under one table of ``coder``."""
+    """(table, stream) of ``symbols`` under one table of ``coder`` (adaptive: no table)."""
+    if coder == "adaptive":
+        return b"", adaptive.adaptive_encode(symbols, num_symbols)
     if coder == "huffman":
         data, table = huffman_encode(symbols, num_symbols, lane_symbols=lane_symbols)
         return table.to_bytes(), data
@@ -95,15 +162,23 @@ def _code(symbols: np.ndarray, num_symbols: int, coder: str,
 
 def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_symbols: int,
                    coder: str, lane_symbols: int, rows: np.ndarray | None = None,
-                   row_scale: np.ndarray | None = None) -> LayerStreams:
-    """A layer's kept cluster indices and position gaps, coded with ``coder`` ("auto": both
-    ways, keeping the fewer bytes). ``rows`` (the filter of each kept index) and ``row_scale``
-    (per filter, e.g. its mean |weight|) let the ANS coder group filters into index contexts;
-    without them it codes the indices with one table."""
+                   row_scale: np.ndarray | None = None, positions: np.ndarray | None = None,
+                   shape: Sequence[int] | None = None,
+                   negative: np.ndarray | None = None) -> LayerStreams:
+    """A layer's kept cluster indices and position gaps, coded with ``coder`` ("auto",
+    "smallest": each way they name, keeping the fewest bytes). ``rows`` (the filter of each
+    kept index) and ``row_scale`` (per filter, e.g. its mean |weight|) let the ANS coders
+    group filters into index contexts; the kept weights' flat ``positions`` in a weight of
+    ``shape`` and ``negative`` (per codebook entry, from ``negative_entries``) give the
+    adaptive coder its neighbour contexts. Without them a coder codes the indices in one
+    context."""
     options: list[LayerStreams] = []
-    for used in _coders(coder):
+    for used in _coders(coder, index_symbols, gap_symbols):
         if used == "ans":
             index_table, index_data, contexts = _ans_index(kept, index_symbols, rows, row_scale)
+        elif used == "adaptive":
+            index_table, index_data, contexts = _adaptive_index(
+                kept, index_symbols, row_scale, positions, shape, negative)
         else:
             (index_table, index_data), contexts = _code(kept, index_symbols, used,
                                                         lane_symbols), 1
@@ -115,9 +190,9 @@ def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_s
 def encode_gaps(gaps: np.ndarray, gap_symbols: int, coder: str,
                 lane_symbols: int) -> tuple[str, bytes, bytes]:
     """(coder, table, stream) of a sparse tensor's position gaps, coded with ``coder``
-    ("auto": both ways, keeping the fewer bytes)."""
+    ("auto", "smallest": each way they name, keeping the fewest bytes)."""
     options = [(used, *_code(gaps, gap_symbols, used, lane_symbols))
-               for used in _coders(coder)]
+               for used in _coders(coder, gap_symbols)]
     return min(options, key=lambda o: len(o[1]) + len(o[2]))
 
 
@@ -159,7 +234,7 @@ def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
     squeezenet1_0-sized file in about two thirds of the time.
     """
     decoded: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
-    ans_entries = [e for e in entries if e.get("coder", "huffman") == "ans"]
+    ans_entries = [e for e in entries if e.get("coder", "huffman") in _CHECKED_CODERS]
     if threads > 1 and len(ans_entries) > 1:
         # the largest first, so that no large layer is left for the end
         order = sorted(ans_entries, key=lambda e: -e["nnz"])
@@ -175,7 +250,7 @@ def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
     owners: list[tuple[dict[str, Any], str]] = []
     streams = []
     for entry in entries:
-        if entry.get("coder", "huffman") == "ans":
+        if entry.get("coder", "huffman") in _CHECKED_CODERS:
             continue
         where = f"layer {entry['name']!r}"
         kinds = (("index", "nnz"), ("gap", "num_entries"))
@@ -230,17 +305,26 @@ def _decode_ans_entry(entry: dict[str, Any], payload: memoryview,
         off, length = entry[key]
         return bytes(payload[off:off + length])
 
+    learnt = entry["coder"] == "adaptive"
     try:
         what = f"gap stream of {entry['num_entries']} entries"
-        gaps = _ans_decode(stream("gap"), unpack_table(stream("gap_table"),
-                                                       entry["gap_symbols"]),
-                           entry["num_entries"], version)
+        if learnt:
+            gaps = adaptive.adaptive_decode(stream("gap"), entry["num_entries"],
+                                            entry["gap_symbols"])
+        else:
+            gaps = _ans_decode(stream("gap"), unpack_table(stream("gap_table"),
+                                                           entry["gap_symbols"]),
+                               entry["num_entries"], version)
         positions = _positions(entry, gaps)
         symbols = None
         if entry["encoding"] == "shared":
             what = f"index stream of {entry['nnz']} entries"
-            symbols = _decode_ans_index(entry, stream("index_table"), stream("index"), positions,
-                                        version)
+            if learnt:
+                symbols = _decode_adaptive_index(entry, stream("index_table"), stream("index"),
+                                                 positions, stream("codebook"))
+            else:
+                symbols = _decode_ans_index(entry, stream("index_table"), stream("index"),
+                                            positions, version)
     except AnsError as e:
         raise SqzFormatError(f"{where}: {what}: {e}") from None
     crc = symbols_crc32(symbols if symbols is not None else np.zeros(0, np.int32), gaps)
@@ -248,6 +332,26 @@ def _decode_ans_entry(entry: dict[str, Any], payload: memoryview,
         raise SqzFormatError(f"{where}: the decoded symbols do not match their CRC32 (a damaged "
                              "stream, a wrong count, or an ANS coder that models differently)")
     return symbols, positions
+
+
+def _decode_adaptive_index(entry: dict[str, Any], groups_data: bytes, data: bytes,
+                           positions: np.ndarray, codebook: bytes) -> np.ndarray:
+    nsym, nnz = entry["index_symbols"], entry["nnz"]
+    if nnz == 0:
+        return adaptive.adaptive_decode(data, 0, nsym)
+    num_groups = entry.get("index_contexts", 1)
+    shape = entry["shape"]
+    if num_groups == 1:
+        groups = np.zeros(shape[0], dtype=np.int64)
+    else:
+        try:
+            groups = adaptive.adaptive_decode(groups_data, shape[0], num_groups)
+        except AnsError as e:
+            raise AnsError(f"the groups of its {shape[0]} filters: {e}") from None
+    negative = negative_entries(codebook, entry.get("codebook_dtype", "float32"))
+    contexts = _index_contexts(groups.astype(np.int64), positions, shape, negative[:nsym])
+    return adaptive.adaptive_decode(data, nnz, nsym, *contexts,
+                                    num_contexts=_PER_GROUP * num_groups)
 
 
 def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
@@ -274,4 +378,5 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
     # ``grouped`` holds the groups in turn, each its filters' indices in filter order
     return ungroup(grouped, groups, per_row)
 
-__all__ = ["LayerStreams", "decode_streams", "encode_gaps", "encode_streams", "symbols_crc32"]
+__all__ = ["LayerStreams", "decode_streams", "encode_gaps", "encode_streams", "negative_entries",
+           "symbols_crc32"]

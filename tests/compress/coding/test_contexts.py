@@ -72,3 +72,22 @@ def test_ungroup_puts_each_filters_run_back_in_place_with_or_without_numba(monke
     monkeypatch.setattr(jit, "compiled", lambda kernel: None)
     assert compiled.dtype == np.int32
     assert np.array_equal(ungroup(grouped, groups, per_row), compiled)
+
+
+def test_neighbours_are_the_kept_taps_left_and_above_or_the_previous_in_a_filter():
+    from squeezelab.compress.coding.contexts import neighbours
+
+    # two 1-channel 3x3 filters; kept taps (flat positions) of filter 0: 0 1 3 4 8, filter 1: 10
+    positions = np.array([0, 1, 3, 4, 8, 10])
+    rows, first, second = neighbours(positions, (2, 1, 3, 3))
+    assert rows.tolist() == [0, 0, 0, 0, 0, 1]
+    # left: tap 1 has tap 0, tap 4 has tap 3 (index 2); tap 3 starts a kernel row; tap 8's
+    # left (7) was pruned; filter 1's tap 1 (10) has its tap 0 (9) pruned
+    assert first.tolist() == [-1, 0, -1, 2, -1, -1]
+    # above: tap 3 has tap 0, tap 4 has tap 1; tap 8's (5) was pruned
+    assert second.tolist() == [-1, -1, 0, 1, -1, -1]
+    # 1x1 kernels and linear weights: the kept weight before, within the filter
+    rows, first, second = neighbours(np.array([0, 2, 3, 5]), (2, 3))
+    assert rows.tolist() == [0, 0, 1, 1] and first.tolist() == [-1, 0, -1, 2]
+    assert (second == -1).all()
+    assert neighbours(np.array([1, 4]), (2, 3, 1, 1))[1].tolist() == [-1, -1]

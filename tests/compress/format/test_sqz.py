@@ -110,8 +110,8 @@ def test_bad_magic_version_and_crc(sqz_bytes):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
     with pytest.raises(SqzFormatError,
-                       match="format version 7; this squeezelab reads versions 1, 2, 3, 4, 5"):
-        _load(join(header, payload, version=7))
+                       match="format version 8; this squeezelab reads versions 1, 2, 3, 4, 5, 6, 7"):
+        _load(join(header, payload, version=8))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10
     with pytest.raises(SqzFormatError, match="CRC32 mismatch"):
@@ -189,7 +189,8 @@ def test_ans_coded_file_round_trips_exactly_and_auto_picks_the_smaller_coder(
         assert stream_bytes(e) == min(stream_bytes(a), stream_bytes(by_name[a["name"]]))
         assert e.get("coder", "huffman") == (
             "ans" if stream_bytes(a) < stream_bytes(by_name[a["name"]]) else "huffman")
-    with pytest.raises(ValueError, match=r"coder must be 'auto' or one of \('huffman', 'ans'\)"):
+    with pytest.raises(ValueError, match=r"coder must be one of \('auto', 'smallest', "
+                                         r"'huffman', 'ans', 'adaptive'\)"):
         save_compressed(shared_model, tmp_path / "x.sqz", coder="zip")
 
 
@@ -221,7 +222,7 @@ def _ans_entry(h, name="features.4.expand3x3.weight"):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda h: _ans_entry(h).__setitem__("coder", "zip"),
-     r"coder must be one of \('huffman', 'ans'\), got 'zip'"),
+     r"coder must be one of \('huffman', 'ans', 'adaptive'\), got 'zip'"),
     (lambda h: _ans_entry(h).__setitem__("symbols_crc32", _ans_entry(h)["symbols_crc32"] ^ 1),
      r"layer 'features.4.expand3x3.weight': the decoded symbols do not match their CRC32"),
     (lambda h: _ans_entry(h).pop("symbols_crc32"), r"'symbols_crc32' must be an int"),
@@ -467,7 +468,7 @@ def test_index_contexts_round_trip_exactly_and_code_smaller_than_one_table(conte
     (lambda h: _context_entry(h).__setitem__("index_contexts", 17),
      r"'index_contexts' must be an int in \[2, 16\], got 17"),
     (lambda h: _context_entry(h).__setitem__("coder", "huffman"),
-     r"index contexts need the ans coder, not 'huffman'"),
+     r"index contexts need an ANS coder, not 'huffman'"),
     (lambda h: _context_entry(h).__setitem__("index_contexts",
                                              _context_entry(h)["index_contexts"] + 1),
      r"index_table has \d+ bytes, \d+ tables of 16 ans table entries need"),

@@ -32,7 +32,7 @@ _values = st.one_of(
 )
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)
 def _valid_file(coder: str = "huffman") -> bytes:
     """A small valid file (cached, not a fixture: hypothesis would print all its bytes)."""
     import tempfile
@@ -43,8 +43,9 @@ def _valid_file(coder: str = "huffman") -> bytes:
         # 2-bit gaps and 16-symbol lanes: many fillers and many lanes in a small file; the ANS
         # file also stores its codebooks in float16, its biases and BatchNorm tensors as 8-bit
         # levels, and codes a layer's indices in contexts (every version-3 and version-4
-        # field present); both leave the stem unshared, pruned: a sparse entry (version 5)
-        ans = coder == "ans"
+        # field present); all leave the stem unshared, pruned: a sparse entry (version 5); the
+        # adaptive file (version 7) is the ANS one with its streams learnt instead
+        ans = coder != "huffman"
         stem = ("features.0.weight",)
         model = (context_shared_model(unshared=stem) if ans
                  else tiny_shared_model(seed=1, unshared=stem))
@@ -54,7 +55,9 @@ def _valid_file(coder: str = "huffman") -> bytes:
         return path.read_bytes()
 
 
-def _mutate(data: bytes, draw) -> bytes:
+def _mutate(data: bytes, draw, versions: tuple[int, ...] = (3, 4)) -> bytes:
+    """``data`` damaged one way; a header rewritten as one of ``versions`` (3 states each
+    stream's offset, 4 and later its length only)."""
     kind = draw(st.sampled_from(
         ["flip", "truncate", "insert", "delete", "payload", "header", "header", "kwargs"]))
     if kind == "flip":
@@ -75,7 +78,7 @@ def _mutate(data: bytes, draw) -> bytes:
         out = bytearray(payload)
         for pos in draw(st.lists(st.integers(0, len(out) - 1), min_size=1, max_size=6)):
             out[pos] = draw(st.integers(0, 255))
-        return join(header, bytes(out), version=draw(st.sampled_from([3, 4])))
+        return join(header, bytes(out), version=draw(st.sampled_from(versions)))
     if kind == "kwargs":
         key = draw(st.sampled_from(["num_classes", "num_fire", "stem_channels", "fire_config",
                                     "batch_norm", "dropout", "pool_after", "activation"]))
@@ -94,19 +97,21 @@ def _mutate(data: bytes, draw) -> bytes:
                 v + draw(st.integers(-3, 3)) if isinstance(v, int) else v for v in value]
         else:
             entry[field] = draw(_values)
-    # a version-3 header states each stream's offset, a version-4 one its length only
-    return join(header, payload, version=draw(st.sampled_from([3, 4])))
+    return join(header, payload, version=draw(st.sampled_from(versions)))
 
 
 def test_valid_files_load():
-    for coder in ("huffman", "ans"):
+    for coder in ("huffman", "ans", "adaptive"):
         assert isinstance(load_compressed(_valid_file(coder)), torch.nn.Module)
     shared = [e for e in split(_valid_file("ans"))[0]["tensors"] if e["encoding"] == "shared"]
     assert shared and all(e["coder"] == "ans" and e["codebook_dtype"] == "float16"
                           for e in shared)
     assert any(e.get("index_contexts", 1) > 1 for e in shared)
     assert any(e["encoding"] == "uniform" for e in split(_valid_file("ans"))[0]["tensors"])
-    for coder in ("huffman", "ans"):
+    adaptive = split(_valid_file("adaptive"))[0]["tensors"]
+    assert all(e["coder"] == "adaptive" for e in adaptive if e["encoding"] in ("shared", "sparse"))
+    assert any(e.get("index_contexts", 1) > 1 for e in adaptive)
+    for coder in ("huffman", "ans", "adaptive"):
         sparse = [e for e in split(_valid_file(coder))[0]["tensors"] if e["encoding"] == "sparse"]
         assert [e["name"] for e in sparse] == ["features.0.weight"]
         assert sparse[0].get("coder", "huffman") == coder
@@ -126,8 +131,15 @@ def test_mutated_ans_files_load_or_raise_sqz_format_error(data):
     _check_mutation(_valid_file("ans"), data)
 
 
-def _check_mutation(valid: bytes, data) -> None:
-    mutated = _mutate(valid, data.draw)
+@settings(max_examples=600, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_adaptive_files_load_or_raise_sqz_format_error(data):
+    _check_mutation(_valid_file("adaptive"), data, versions=(7,))
+
+
+def _check_mutation(valid: bytes, data, versions: tuple[int, ...] = (3, 4)) -> None:
+    mutated = _mutate(valid, data.draw, versions)
     start = time.perf_counter()
     try:
         model = load_compressed(mutated)

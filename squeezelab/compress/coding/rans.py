@@ -386,5 +386,5 @@ def rans_decode(data: bytes, codes: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-__all__ = ["RansReader", "compiled", "encode_frequencies", "frequencies", "frequencies_many", "num_states",
-           "precision_bits", "rans_decode", "rans_encode", "rans_encode_segments"]
+__all__ = ["RansReader", "compiled", "encode_frequencies", "frequencies", "frequencies_many",
+           "num_states", "precision_bits", "rans_decode", "rans_encode", "rans_encode_segments"]

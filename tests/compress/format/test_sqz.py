@@ -109,8 +109,8 @@ def test_bad_magic_version_and_crc(sqz_bytes):
     with pytest.raises(SqzFormatError, match="not a .sqz file"):
         _load(b"PK\x03\x04" + sqz_bytes[4:])
     header, payload = split(sqz_bytes)
-    with pytest.raises(SqzFormatError,
-                       match="format version 8; this squeezelab reads versions 1, 2, 3, 4, 5, 6, 7"):
+    with pytest.raises(SqzFormatError, match="format version 8; this squeezelab reads "
+                                             "versions 1, 2, 3, 4, 5, 6, 7"):
         _load(join(header, payload, version=8))
     flipped = bytearray(sqz_bytes)
     flipped[len(flipped) // 2] ^= 0x10

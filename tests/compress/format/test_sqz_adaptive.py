@@ -104,7 +104,7 @@ def test_version_6_files_load_and_may_not_hold_adaptive_entries(files):
     a, b = read_sqz(v6).state_dict(), read_sqz(files["ans"]).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     header, payload = split(files["adaptive"])
-    with pytest.raises(SqzFormatError, match=rf"layer '[^']+': the adaptive coder came with "
+    with pytest.raises(SqzFormatError, match=r"layer '[^']+': the adaptive coder came with "
                                              r"format version 7; this file is version 6"):
         read_sqz(join(header, payload, version=6))
 

@@ -6,7 +6,7 @@ The file is SqueezeNet v1.0 at 1000 classes, 33% magnitude-pruned and 6-bit weig
 lengths of the real thing; the weights are the random initialisation, which does not change
 how long decoding takes. Each coder writes its own file and is timed in the same run.
 
-    python benchmarks/load_time.py [--repeats 20] [--coders auto huffman ans ans-v5]
+    python benchmarks/load_time.py [--repeats 20] [--coders auto huffman ans ans-v5 adaptive]
 
 ``ans-v5`` writes the ANS streams as format version 5 did (constriction's AnsCoder, which
 version 6 replaced with our own table-lookup rANS), so the two decoders are timed in one run.
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--coders", nargs="+", default=["auto", "huffman", "ans", "ans-v5"],
-                        choices=("auto", "huffman", "ans", "ans-v5"),
+                        choices=("auto", "huffman", "ans", "ans-v5", "adaptive", "smallest"),
                         help="write the file with each coder and time each (one run, so the "
                         "ratios hold on a busy machine)")
     parser.add_argument("--sparsity", type=float, default=0.33,

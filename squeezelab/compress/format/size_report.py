@@ -41,7 +41,8 @@ def size_report(
 ) -> SizeReport:
     """Sizes of a .sqz file: a list of per-tensor rows, with ``.totals`` for the file.
 
-    A row: ``name``, ``encoding``, ``num_weights``, ``sparsity`` (fraction pruned, 0..1),
+    A row: ``name``, ``encoding``, ``coder`` (of its streams: huffman, ans or adaptive; None for
+    a dense or uniform tensor), ``num_weights``, ``sparsity`` (fraction pruned, 0..1),
     ``num_clusters``, ``index_bits`` (log2 of the codebook size, i.e. before Huffman),
     ``index_bits_huffman`` (stored bits per kept weight, code table included), ``gap_bits`` and
     ``gap_bits_huffman`` (stored bits per kept weight for its position), ``num_fillers``, and
@@ -61,6 +62,9 @@ def size_report(
         row: dict[str, Any] = {
             "name": entry["name"], "encoding": entry["encoding"], "shape": list(shape),
             "num_weights": n,
+            # the entropy coder of its streams (None for a tensor stored without any)
+            "coder": (entry.get("coder", "huffman")
+                      if entry["encoding"] in ("shared", "sparse") else None),
         }
         if entry["encoding"] == "shared":
             nnz = int(entry["nnz"])
@@ -163,8 +167,11 @@ def _fmt_bytes(n: float) -> str:
 
 def format_size_report(report: SizeReport) -> str:
     """The report as a fixed-width text table (one line per tensor, then the totals)."""
-    head = (f"{'layer':<34} {'#weights':>9} {'pruned':>7} {'idx b':>5} {'huff':>5} "
-            f"{'gap b':>5} {'huff':>5} {'index':>9} {'gaps':>9} {'codebook':>9} {'other':>9}")
+    # "idx b"/"gap b": bits a symbol before entropy coding; "coded": bits a kept weight after
+    # it (the paper's "after Huffman"), by the layer's coder
+    head = (f"{'layer':<34} {'#weights':>9} {'pruned':>7} {'coder':>8} {'idx b':>5} "
+            f"{'coded':>5} {'gap b':>5} {'coded':>5} {'index':>9} {'gaps':>9} {'codebook':>9} "
+            f"{'other':>9}")
     lines = [head, "-" * len(head)]
     for r in report:
         shared = r["encoding"] == "shared"
@@ -174,7 +181,7 @@ def format_size_report(report: SizeReport) -> str:
                 else f"{'':>5} {'':>5} ")
         lines.append(
             f"{r['name'][:34]:<34} {r['num_weights']:>9,} {100 * r['sparsity']:>6.1f}% "
-            + index + gaps
+            f"{r['coder'] or '':>8} " + index + gaps
             + f"{r['index_bytes']:>9,} {r['gap_bytes']:>9,} {r['codebook_bytes']:>9,} "
             f"{r['dense_bytes']:>9,}"
         )

@@ -96,6 +96,14 @@ def test_size_report_adds_up_to_the_file(sqz_bytes, tmp_path, shared_model):
     assert t["safetensors_bytes"] > t["file_bytes"] and t["gzip_bytes"] > 0
     text = format_size_report(report)
     assert "features.0.weight" in text and f"{t['file_bytes']:,} B" in text
+    # each coded layer names its coder (the fixture file: auto, so Huffman or rANS)
+    entries = {e["name"]: e for e in read_sqz(sqz_bytes).entries}
+    for r in report:
+        coded = r["encoding"] in ("shared", "sparse")
+        assert r["coder"] == (entries[r["name"]].get("coder", "huffman") if coded else None)
+    assert {r["coder"] for r in report} - {None} <= {"huffman", "ans"}
+    line = next(x for x in text.splitlines() if x.startswith("features.0.weight"))
+    assert line.split()[3] == row["coder"]
 
 
 # ---------------------------------------------------------------- failure modes

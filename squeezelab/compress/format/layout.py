@@ -381,6 +381,11 @@ def _check_shared_entry(entry: dict, where: str, shape: list, numel: int, payloa
                             max(2, min(MAX_GROUPS, shape[0] if shape else 1)))
     _, length = _get_stream(entry, "index_table", where, payload_size)
     if coder == "adaptive":  # the filter groups' stream, or nothing for one group
+        model = contexts * adaptive.CLASSES ** 2 * max(index_symbols, 1)
+        if model > adaptive.MAX_MODEL:
+            raise SqzFormatError(f"{where}: {contexts} group(s) of {index_symbols} symbols "
+                                 f"need an adaptive model of {model} counts, more than "
+                                 f"{adaptive.MAX_MODEL}")
         if (length == 0) != (contexts == 1) or length % 2:
             raise SqzFormatError(f"{where}: index_table has {length} bytes; an adaptive entry's "
                                  f"{contexts} group(s) need "

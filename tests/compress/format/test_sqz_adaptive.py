@@ -147,6 +147,22 @@ def test_lying_adaptive_headers_with_valid_crc(files, edit, message):
         read_sqz(edit_header(files["adaptive"], edit))
 
 
+def test_an_adaptive_model_larger_than_the_bound_is_refused_before_decoding(files):
+    """16 groups of 4,096 symbols would be a 590,000-count model: refused from the header,
+    as a SqzFormatError (never the coder's ValueError)."""
+    header, payload = split(files["adaptive"])
+    entry = _entry(header)
+    entry.update(weight_bits=12, index_symbols=4096, index_contexts=16)
+    cb_off, cb_len = entry["codebook"]
+    grow = 4 * 4096 - cb_len  # a float32 codebook of 4,096 entries in the payload
+    payload = payload[:cb_off + cb_len] + b"\0" * grow + payload[cb_off + cb_len:]
+    entry["codebook"] = [cb_off, cb_len + grow]  # (a version-7 header keeps lengths only)
+    header["payload_size"] = len(payload)
+    with pytest.raises(SqzFormatError, match=rf"layer '{BIG}': 16 group\(s\) of 4096 symbols "
+                                             r"need an adaptive model of 589824 counts"):
+        read_sqz(join(header, payload))
+
+
 def test_damaged_adaptive_streams_name_the_layer(files):
     header, payload = split(files["adaptive"])
     entry = _entry(header)

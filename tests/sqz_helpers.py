@@ -39,18 +39,23 @@ def tiny_shared_model(seed: int = 0, sparsity: float = 0.7, unshared: tuple[str,
     return model.eval()
 
 
-def context_shared_model(seed: int = 0, unshared: tuple[str, ...] = ()):
+def context_shared_model(seed: int = 0, unshared: tuple[str, ...] = (), sparsity: float = 0.6,
+                         kernel_signs: bool = False):
     """A 10 KB-file CIFAR SqueezeNet whose filters' scales span 16x (as trained filters' do),
-    pruned to 60% and 4-bit shared: large enough that its last expand3x3 (32 filters) codes its
-    indices in several ANS contexts."""
+    pruned to ``sparsity`` and 4-bit shared: large enough that its last expand3x3 (32 filters)
+    codes its indices in several ANS contexts. ``kernel_signs``: each 3x3 kernel of one sign
+    (neighbouring taps of trained filters tend to share theirs: the adaptive coder's
+    contexts)."""
     torch.manual_seed(seed)
     model = create_model("squeezenet_cifar", fire_config=[(4, 8, 8)] * 7 + [(16, 32, 32)],
                          stem_channels=8)
     with torch.no_grad():
         for p in model.parameters():
+            if kernel_signs and p.dim() == 4 and p.shape[-1] == 3:
+                p.copy_(torch.sign(torch.randn(*p.shape[:2], 1, 1)) * p.abs())
             if p.dim() > 1:
                 p.mul_(torch.logspace(-2, 2, p.shape[0], base=2).view(-1, *[1] * (p.dim() - 1)))
-                threshold = p.abs().flatten().kthvalue(int(p.numel() * 0.6)).values
+                threshold = p.abs().flatten().kthvalue(int(p.numel() * sparsity)).values
                 p[p.abs() <= threshold] = 0
     share_weights_(model, WeightSharingConfig(bits={"conv": 4, **dict.fromkeys(unshared)},
                                               max_iter=10))

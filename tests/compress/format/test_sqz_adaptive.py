@@ -6,41 +6,20 @@ import pytest
 import torch
 from sqz_helpers import context_shared_model, edit_header, join, split
 
-from squeezelab import create_model
 from squeezelab.compress.format.sqz import (
     SqzFormatError,
     load_compressed,
     read_sqz,
     save_compressed,
 )
-from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig, share_weights_
 
 BIG = "features.13.expand3x3.weight"  # the 32-filter expand3x3 of the model below
 
 
-def _smooth_kernel_model(unshared: tuple[str, ...] = ()):
-    """The ``context_shared_model`` layout and filter scales (spanning 16x: index groups),
-    each 3x3 kernel of one sign (what the neighbour contexts can predict), 40% pruned,
-    4-bit."""
-    torch.manual_seed(0)
-    model = create_model("squeezenet_cifar", fire_config=[(4, 8, 8)] * 7 + [(16, 32, 32)],
-                         stem_channels=8)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 4 and p.shape[-1] == 3:
-                p.copy_(torch.sign(torch.randn(*p.shape[:2], 1, 1)) * p.abs())
-            if p.dim() > 1:
-                p.mul_(torch.logspace(-2, 2, p.shape[0], base=2).view(-1, *[1] * (p.dim() - 1)))
-                threshold = p.abs().flatten().kthvalue(int(p.numel() * 0.4)).values
-                p[p.abs() <= threshold] = 0
-    share_weights_(model, WeightSharingConfig(bits={"conv": 4, **dict.fromkeys(unshared)},
-                                              max_iter=10))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def smooth_model():
-    return _smooth_kernel_model()
+    """Each 3x3 kernel of one sign (what the neighbour contexts predict), 40% pruned."""
+    return context_shared_model(sparsity=0.4, kernel_signs=True)
 
 
 @pytest.fixture(scope="module")

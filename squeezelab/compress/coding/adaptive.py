@@ -199,12 +199,14 @@ def contexts_of(symbols: np.ndarray, base: np.ndarray, first: np.ndarray, second
     return base + CLASSES * c(first) + c(second)
 
 
-def _check(num_contexts: int, nsym: int) -> None:
+def _check(num_contexts: int, nsym: int, error: type[ValueError] = ValueError) -> None:
+    """The alphabet and model bounds: ``ValueError`` for a writer's arguments, ``AnsError``
+    (``error``) for a stream a file describes."""
     if not 1 <= nsym <= MAX_SYMBOLS:
-        raise ValueError(f"an adaptive stream codes 1 to {MAX_SYMBOLS} symbols, got {nsym}")
+        raise error(f"an adaptive stream codes 1 to {MAX_SYMBOLS} symbols, got {nsym}")
     if not 1 <= num_contexts or num_contexts * nsym > MAX_MODEL:
-        raise ValueError(f"an adaptive stream's contexts times its alphabet is at most "
-                         f"{MAX_MODEL}, got {num_contexts} x {nsym}")
+        raise error(f"an adaptive stream's contexts times its alphabet is at most "
+                    f"{MAX_MODEL}, got {num_contexts} x {nsym}")
 
 
 def adaptive_encode(symbols: np.ndarray, nsym: int, base: np.ndarray | None = None,
@@ -241,7 +243,7 @@ def adaptive_decode(data: bytes, count: int, nsym: int, base: np.ndarray | None 
         if data:
             raise AnsError(f"{len(data)} bytes for no symbols")
         return np.zeros(0, dtype=np.int32)
-    _check(num_contexts, nsym)
+    _check(num_contexts, nsym, AnsError)
     if len(data) % 2 or len(data) < 4:
         raise AnsError(f"an adaptive stream is whole 16-bit words, at least two, got "
                        f"{len(data)} bytes")

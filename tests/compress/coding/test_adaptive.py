@@ -120,6 +120,9 @@ def test_damaged_streams_and_wrong_counts_are_refused():
     with pytest.raises(AnsError, match="bytes for no symbols"):
         adaptive_decode(data, 0, 16)
     assert adaptive_encode([], 16) == b"" and adaptive_decode(b"", 0, 16).size == 0
+    # an alphabet a file got wrong is the stream's error, not the caller's (found by fuzzing)
+    with pytest.raises(AnsError, match="1 to 4096 symbols, got 0"):
+        adaptive_decode(data, symbols.size, 0)
 
 
 def test_bad_contexts_and_alphabets_are_refused():

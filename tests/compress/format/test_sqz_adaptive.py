@@ -117,6 +117,9 @@ def _move_bytes(entry, into: str, out_of: str, n: int) -> None:
      r"index_table has \d+ bytes; an adaptive entry's 1 group\(s\) need none"),
     (lambda h: _entry(h).__setitem__("index_symbols", 5000),
      r"'index_symbols' must be an int in \[0, 16\], got 5000"),
+    (lambda h: _entry(h).__setitem__("gap_symbols", 0),  # found by the fuzz test
+     rf"layer '{BIG}': gap stream of \d+ entries: an adaptive stream codes 1 to 4096 "
+     r"symbols, got 0"),
     (lambda h: _entry(h).__setitem__("symbols_crc32", _entry(h)["symbols_crc32"] ^ 1),
      rf"layer '{BIG}': the decoded symbols do not match their CRC32"),
 ])

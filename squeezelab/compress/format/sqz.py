@@ -331,14 +331,14 @@ def _encode_shared(
     # the filter of each kept weight, and each filter's mean |weight|: what the ANS coder
     # groups filters by for its index contexts
     num_rows = shape[0] if shape else 1
-    rows = np.flatnonzero(mask) // max(1, mask.size // max(1, num_rows))
+    positions = np.flatnonzero(mask)
+    rows = positions // max(1, mask.size // max(1, num_rows))
     magnitude = np.abs(codebook.to(torch.float32).numpy())[kept]
     row_scale = (np.bincount(rows, magnitude, minlength=num_rows)
                  / np.maximum(np.bincount(rows, minlength=num_rows), 1))
     codebook_dtype, codebook_bytes = _raw_bytes(codebook)
     streams = encode_streams(kept, index_symbols, gaps, gap_symbols, coder, lane_symbols,
-                             rows=rows, row_scale=row_scale, positions=np.flatnonzero(mask),
-                             shape=shape,
+                             rows=rows, row_scale=row_scale, positions=positions, shape=shape,
                              negative=negative_entries(codebook_bytes, codebook_dtype))
     entry = {
         "name": weight_name, "shape": shape, "dtype": "float32", "encoding": "shared",

@@ -20,8 +20,9 @@ table lookup, several times faster); those of versions 3-5 are read with constri
 Since version 7 a layer's streams may be *adaptive* (``coding/adaptive.py``): no tables; the
 gaps in one learnt context; the filter groups (as version 4's, when there is more than one) in
 the index_table stream, learnt the same way; each index in the context of its filter's group
-and of the sign of the codebook value of the kept weight before it in its filter (none, below
-zero, zero or above). The CRC covers the same symbols.
+and of the signs of the codebook values of its kept neighbours (``contexts.neighbours``: left
+and above in a kernel, the one before in a 1x1 or fully connected filter; none, below zero,
+zero or above). The CRC covers the same symbols.
 """
 from __future__ import annotations
 
@@ -117,17 +118,26 @@ def negative_entries(codebook: bytes, dtype: str) -> np.ndarray:
     return values < 0
 
 
-def _adaptive_index(kept: np.ndarray, index_symbols: int, row_scale: np.ndarray | None,
-                    positions: np.ndarray | None, shape: Sequence[int] | None,
-                    negative: np.ndarray | None) -> tuple[bytes, bytes, int]:
+def _row_counts(kept: np.ndarray, index_symbols: int, rows: np.ndarray,
+                num_rows: int) -> np.ndarray:
+    """``[filter, symbol]``: how many of each filter's kept indices are each symbol (what
+    ``contexts.group_rows`` groups filters by)."""
+    counts = np.zeros((num_rows, index_symbols), dtype=np.int64)
+    np.add.at(counts, (rows, kept), 1)
+    return counts
+
+
+def _adaptive_index(kept: np.ndarray, index_symbols: int, rows: np.ndarray | None,
+                    row_scale: np.ndarray | None, positions: np.ndarray | None,
+                    shape: Sequence[int] | None, negative: np.ndarray | None,
+                    ) -> tuple[bytes, bytes, int]:
     """(groups stream, index stream, number of groups) of a layer's indices, adaptive."""
     if kept.size == 0:
         return b"", b"", 1
-    if row_scale is None or positions is None or shape is None or negative is None:
+    if (rows is None or row_scale is None or positions is None or shape is None
+            or negative is None):
         return b"", adaptive.adaptive_encode(kept, index_symbols), 1
-    rows = neighbours(positions, shape)[0]
-    counts = np.zeros((row_scale.size, index_symbols), dtype=np.int64)
-    np.add.at(counts, (rows, kept), 1)
+    counts = _row_counts(kept, index_symbols, rows, row_scale.size)
     most = adaptive.MAX_MODEL // (_PER_GROUP * index_symbols)  # the reader's model bound
     num_groups, groups = group_rows(counts, row_scale,
                                     tuple(n for n in GROUP_COUNTS if n <= most))
@@ -178,7 +188,7 @@ def encode_streams(kept: np.ndarray, index_symbols: int, gaps: np.ndarray, gap_s
             index_table, index_data, contexts = _ans_index(kept, index_symbols, rows, row_scale)
         elif used == "adaptive":
             index_table, index_data, contexts = _adaptive_index(
-                kept, index_symbols, row_scale, positions, shape, negative)
+                kept, index_symbols, rows, row_scale, positions, shape, negative)
         else:
             (index_table, index_data), contexts = _code(kept, index_symbols, used,
                                                         lane_symbols), 1
@@ -200,9 +210,8 @@ def _ans_index(kept: np.ndarray, index_symbols: int, rows: np.ndarray | None,
                row_scale: np.ndarray | None) -> tuple[bytes, bytes, int]:
     """(tables, stream, number of contexts) of a layer's indices under rANS."""
     if rows is not None and row_scale is not None and kept.size:
-        counts = np.zeros((row_scale.size, index_symbols), dtype=np.int64)
-        np.add.at(counts, (rows, kept), 1)
-        num_groups, groups = group_rows(counts, row_scale)
+        num_groups, groups = group_rows(_row_counts(kept, index_symbols, rows, row_scale.size),
+                                        row_scale)
         if num_groups > 1:
             context = groups[rows]
             members = [kept[context == g] for g in range(num_groups)]

@@ -8,6 +8,9 @@ import dataclasses
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -464,6 +467,67 @@ def test_select_cells_by_number_or_name(tmp_path):
         plan.select("3")
     with pytest.raises(StudyError, match=r"--cell 'gelu-s0': .* no such cell .* relu-s0"):
         plan.select("gelu-s0")
+
+
+def _echo_plan(tmp_path, monkeypatch, run):
+    """A two-cell study of a kind that runs ``run`` (no training)."""
+    monkeypatch.setattr(kind_registry, "_KINDS", dict(kind_registry._KINDS))
+    register_cell_kind("echo", settings=_EchoSettings,
+                       prepare=lambda values, seed, run_dir, where: {**values, "seed": seed})(run)
+    recipe = {"study": "echo", "kind": "echo", "base": {"value": 0.25},
+              "axes": {"v": [{"name": "a"}, {"name": "b", "value": 0.5}]}, "seeds": [0],
+              "budgets": {"smoke": {}, "cpu": {}, "full": {}}}
+    return plan_study(write(tmp_path / "echo.yaml", recipe), "smoke", out=tmp_path / "out")
+
+
+def test_a_cell_another_process_is_running_is_not_run_twice(tmp_path, monkeypatch):
+    ran = []
+    plan = _echo_plan(tmp_path, monkeypatch, lambda settings, ctx: ran.append(ctx.run_dir.name)
+                      or {"metrics": {"test_top1": settings.value}})
+    a, b = plan.cells
+    plan.cells_dir.mkdir(parents=True)
+    # a live process on this host holds cell a (our parent, the test runner's shell or pytest)
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "since": "then"}
+    plan.claim_file(a).write_text(json.dumps(holder))
+    lines = []
+    results = run_study(plan, log=lines.append)
+    assert ran == ["b-s0"]
+    assert [c["status"] for c in results["cells"]] == ["pending", "done"]
+    assert any(f"being run by process {os.getppid()} on this host" in line for line in lines)
+    assert plan.claim_file(a).exists() and not plan.claim_file(b).exists()
+    # --cell of it skips it too, without an error
+    run_study(plan, cell="a-s0", log=quiet)
+    assert ran == ["b-s0"]
+
+    # a claim from another host is left alone, and the message says how to clear it
+    plan.claim_file(a).write_text(json.dumps({**holder, "host": "elsewhere"}))
+    lines.clear()
+    run_study(plan, log=lines.append)
+    assert ran == ["b-s0"]
+    assert any("on host elsewhere" in line and f"delete {plan.claim_file(a)}" in line
+               for line in lines)
+
+    # a claim whose process has died on this host is taken over (a killed run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    plan.claim_file(a).write_text(json.dumps({**holder, "pid": dead.pid}))
+    results = run_study(plan, log=quiet)
+    assert ran == ["b-s0", "a-s0"]
+    assert [c["status"] for c in results["cells"]] == ["done", "done"]
+    assert not list(plan.cells_dir.glob("*.lock"))
+
+
+def test_a_damaged_claim_is_taken_over_and_a_crash_releases_the_claim(tmp_path, monkeypatch):
+    def crash(settings, ctx):
+        raise RuntimeError("out of memory")
+
+    plan = _echo_plan(tmp_path, monkeypatch, crash)
+    a = plan.cells[0]
+    plan.cells_dir.mkdir(parents=True)
+    plan.claim_file(a).write_text("{half writ")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_study(plan, log=quiet)
+    assert not plan.claim_file(a).exists()
 
 
 # --- a new kind is one registration ---------------------------------------------------------

@@ -21,7 +21,9 @@ merged results JSON (results.py) rebuilt from whatever cells have finished.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +83,9 @@ class StudyPlan:
 
     def cell_file(self, cell: Cell) -> Path:
         return self.cells_dir / f"{cell.name}.json"
+
+    def claim_file(self, cell: Cell) -> Path:
+        return self.cells_dir / f"{cell.name}.lock"
 
     def select(self, cell: int | str | None) -> list[Cell]:
         """The cells to run: all of them, the ``cell``-th (1-based, as ``--list`` numbers
@@ -209,6 +214,46 @@ def import_results(plan: StudyPlan, paths: Sequence[str | Path],
     return copied
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def claim_cell(plan: StudyPlan, cell: Cell) -> tuple[Path | None, str]:
+    """Claim ``cell`` for this process: create its lock file exclusively. Returns (the lock,
+    "") when claimed, or (None, who holds it) when another live process does. A claim whose
+    process died on this host (a killed run) is taken over; one from another host cannot be
+    checked, so it is left alone."""
+    path = plan.claim_file(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+                pid, host = int(holder["pid"]), str(holder["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                holder, pid, host = {}, None, None  # half-written or damaged: stale
+            if pid is not None and host == me["host"] and _process_alive(pid):
+                return None, f"process {pid} on this host since {holder.get('since')}"
+            if pid is not None and host != me["host"]:
+                return None, (f"process {pid} on host {host} since {holder.get('since')}; "
+                              f"if that run is gone, delete {path}")
+            path.unlink(missing_ok=True)  # its process is gone: take the cell over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return path, ""
+    return None, f"{path} could not be claimed (another process took it meanwhile)"
+
+
 def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, str]:
     """What each reference of ``cell`` reads (the cell, its checkpoint and its top-1), or the
     first referenced cell that has not finished and why (then the cell cannot run yet)."""
@@ -235,6 +280,41 @@ def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, 
                         "test_top1": metrics.get("test_top1"),
                         "test_protocol": metrics.get("test_protocol")}
     return sources, None, ""
+
+
+def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
+              ctx: CellContext, log: Callable[[str], None], where: str) -> None:
+    """Run one claimed cell and write its record (done, or failed with the reason)."""
+    path = plan.cell_file(c)
+    existing = read_record(path)
+    if existing is not None and existing["status"] in ("done", "failed"):
+        # another process finished it between our first look and the claim
+        log(f"{where}: {existing['status']} meanwhile in another process, skipped")
+        return
+    log(f"{where}: running ({c.kind})")
+    t0 = time.perf_counter()
+    try:
+        measured = kind.run(c.settings, ctx)
+    except CellInterrupted:
+        merge_study(plan)
+        log(f"{where}: interrupted; run the same command again to resume it")
+        raise KeyboardInterrupt from None
+    except kind.failures as e:
+        record = {**_base_record(plan, c, "failed"), "reason": f"{type(e).__name__}: {e}",
+                  "seconds": time.perf_counter() - t0,
+                  "published": with_ours(c.published, None)}
+        if sources:
+            record["sources"] = sources
+        write_json(path, _stamp(record, plan))
+        log(f"{where}: failed: {e}")
+        return
+    record = {**_base_record(plan, c, "done"), **measured,
+              "published": with_ours(c.published, measured.get("metrics")),
+              "seconds": time.perf_counter() - t0}
+    if sources:
+        record["sources"] = sources
+    write_json(path, _stamp(record, plan))
+    log(f"{where}: done: {describe_record(record)}")
 
 
 def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool = True,
@@ -274,31 +354,15 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
                                      "published": with_ours(c.published, None)}, plan))
             log(f"{where}: skipped: {reason}")
             continue
-        log(f"{where}: running ({c.kind})")
-        t0 = time.perf_counter()
-        ctx = CellContext(c.name, plan.runs_dir / c.name, cache, progress)
-        try:
-            measured = kind.run(c.settings, ctx)
-        except CellInterrupted:
-            merge_study(plan)
-            log(f"{where}: interrupted; run the same command again to resume it")
-            raise KeyboardInterrupt from None
-        except kind.failures as e:
-            record = {**_base_record(plan, c, "failed"), "reason": f"{type(e).__name__}: {e}",
-                      "seconds": time.perf_counter() - t0,
-                      "published": with_ours(c.published, None)}
-            if sources:
-                record["sources"] = sources
-            write_json(path, _stamp(record, plan))
-            log(f"{where}: failed: {e}")
+        claim, holder = claim_cell(plan, c)
+        if claim is None:
+            log(f"{where}: being run by {holder}: skipped here")
             continue
-        record = {**_base_record(plan, c, "done"), **measured,
-                  "published": with_ours(c.published, measured.get("metrics")),
-                  "seconds": time.perf_counter() - t0}
-        if sources:
-            record["sources"] = sources
-        write_json(path, _stamp(record, plan))
-        log(f"{where}: done: {describe_record(record)}")
+        try:
+            _run_cell(plan, c, kind, sources, CellContext(c.name, plan.runs_dir / c.name, cache,
+                                                          progress), log, where)
+        finally:
+            claim.unlink(missing_ok=True)
     return merge_study(plan)
 
 

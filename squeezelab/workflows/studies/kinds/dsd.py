@@ -217,8 +217,10 @@ def run_dsd_cell(settings: DSDCellSettings, ctx: CellContext) -> dict[str, Any]:
         "layer": histograms[0].get("layer") if histograms else None,
         "png": str(ctx.run_dir / f"{HISTOGRAMS}.png"),
         "json": str(ctx.run_dir / f"{HISTOGRAMS}.json"),
-        "phases": [{k: h[k] for k in ("phase", "cycle", "epoch", "zeros", "numel", "limit")
-                    if k in h} for h in histograms],
+        # the counts too (a few hundred numbers): the report draws them from the record,
+        # without the run folder
+        "phases": [{k: h[k] for k in ("phase", "cycle", "epoch", "zeros", "numel", "limit",
+                                      "counts") if k in h} for h in histograms],
     }
     if settings.compare_with is not None:
         other = Path(settings.compare_with)

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from report_fixtures import (
     FAIL_REASON,
+    RECIPE,
     SKIP_REASON,
     TOP1,
     markdown_tables,
@@ -342,3 +343,62 @@ def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     files = write_report([out], tmp_path / "r")
     assert "What the studies cost" in files.html.read_text()
     assert "| toy | smoke | 4 of 6 | 3 h 20 min |" in files.markdown.read_text().replace("`", "")
+
+
+def _with_histograms(out, report):
+    """The toy study with weight histograms in its done cells but a-s1 (as a DSD cell records
+    them: per phase the counts over [-limit, limit]) and ``report`` as its specs."""
+    results = json.loads((out / "results.json").read_text())
+    for cell in results["cells"]:
+        if cell["status"] == "done" and cell["name"] != "a-s1":
+            sparse = 400 if cell["name"] == "b-s0" else 100
+            cell["histograms"] = {"layer": "features.0.weight", "phases": [
+                {"phase": "dense", "epoch": 5, "limit": 0.5, "zeros": 0, "numel": 1000,
+                 "counts": [100, 200, 400, 200, 100]},
+                {"phase": "sparse", "epoch": 8, "limit": 0.5, "zeros": sparse, "numel": 1000,
+                 "counts": [150, 50, 600, 50, 150]}]}
+    results["report"] = report
+    (out / "results.json").write_text(json.dumps(results))
+    return out
+
+
+def test_histograms_draw_each_phase_and_where_keeps_the_cells_it_names(tmp_path):
+    out = _with_histograms(write_toy_study(tmp_path), [
+        {"plot": "histograms", "title": "conv1 by phase", "series": ["variants.sr"],
+         "where": {"sr": ["a", "b"]}},
+        {"plot": "table", "title": "only a", "rows": ["seed"], "y": "metrics.test_top1",
+         "where": {"sr": "a"}}])
+    blocks = {b.title: b for b in build_report([out]).studies[0].blocks}
+    hist = blocks["conv1 by phase"]
+    assert hist.png is not None and hist.png.startswith(PNG_SIGNATURE)
+    assert hist.data.columns == ["cell", "layer", "zeros at the end of dense",
+                                 "zeros at the end of sparse", "from cells"]
+    assert [[v.full_text() for v in r] for r in hist.data.rows] == [
+        ["a", "features.0.weight", "0.0% (epoch 5)", "10.0% (epoch 8)", "#1"],
+        ["b", "features.0.weight", "0.0% (epoch 5)", "40.0% (epoch 8)", "#2"]]
+    # a-s1 is done but has no histograms: named as left out, not drawn
+    assert any("a-s1 (no weight histograms" in n for n in hist.notes)
+    assert [r[0].text for r in blocks["only a"].rows] == ["0", "1"]
+    files = write_report([out], tmp_path / "r")
+    assert "conv1 by phase" in files.html.read_text()
+
+
+def test_a_where_naming_no_axis_or_variant_of_the_study_is_refused():
+    from squeezelab.workflows.studies.recipe import StudyConfig, StudyError
+
+    recipe = json.loads(json.dumps(RECIPE))
+    for where, message in (({"seed": 0}, "report\\[0\\]: where: the study has no axis 'seed'"),
+                           ({"sr": ["a", "z"]}, "axis 'sr' has no variant 'z'")):
+        recipe["report"] = [{"plot": "histograms", "where": where}]
+        with pytest.raises(StudyError, match=message):
+            StudyConfig.from_dict(recipe)
+
+
+def test_a_histograms_plot_with_x_or_another_y_is_refused():
+    from squeezelab.workflows.studies.recipe import ReportSpec, StudyError
+
+    with pytest.raises(StudyError, match="a histograms plot draws the cells' recorded"):
+        ReportSpec(plot="histograms", x="epoch")
+    with pytest.raises(StudyError, match="where must map axes to a variant or a list"):
+        ReportSpec(plot="table", where=["sr"])
+    assert ReportSpec(plot="histograms").y == ["histograms"]

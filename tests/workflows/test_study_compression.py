@@ -429,6 +429,9 @@ def test_dsd_cells_record_the_phases_their_histograms_and_the_comparison(trained
         assert Path(cell["histograms"]["png"]).is_file()
         assert cell["histograms"]["layer"] == "features.0.weight"
     assert [h["phase"] for h in dsd["histograms"]["phases"]] == ["dense", "sparse", "redense"]
+    # the counts are in the record (the report draws them without the run folder)
+    assert all(sum(h["counts"]) == h["numel"] for h in dsd["histograms"]["phases"])
+    assert dsd["histograms"]["phases"][1]["zeros"] > 0
     assert dsd["metrics"]["epochs"] == 3 and set(dsd["metrics"]["phase_top1"]) == {
         "dense", "sparse", "redense"}
     sparse = [r for r in dsd["curves"] if r["phase"] == "sparse"]

@@ -55,6 +55,13 @@ def published_metric(path: str) -> str | None:
 
 
 def units_for(spec: ReportSpec, cells: list[dict[str, Any]]) -> list[Unit]:
+    if spec.where:  # only the cells of the variants it names (one, or a list per axis)
+        wanted = {axis: {str(v) for v in (variants if isinstance(variants, list)
+                                          else [variants])}
+                  for axis, variants in spec.where.items()}
+        cells = [c for c in cells
+                 if all(str((c.get("variants") or {}).get(axis)) in names
+                        for axis, names in wanted.items())]
     return group_units(cells) if spec.aggregate == "seeds" else cell_units(cells)
 
 

@@ -1,7 +1,8 @@
 """The report's plots, drawn with matplotlib's Agg backend into PNG bytes: ``y`` against ``x``
 as lines or points (accuracy against model size), bars with the spread over seeds as error
-bars, and per-epoch curves; the published values beside ours where the spec asks for them.
-Every figure comes with the numbers it draws (a table) and names the cells it leaves out."""
+bars, per-epoch curves, and a DSD cell's weight histograms per phase; the published values
+beside ours where the spec asks for them. Every figure comes with the numbers it draws (a
+table) and names the cells it leaves out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -322,6 +323,67 @@ def curves_plot(spec: ReportSpec, units: list[Unit], filename: str) -> Figure:
                    _data_table(spec.title or label(y), columns, rows))
 
 
+def histograms_plot(spec: ReportSpec, units: list[Unit], filename: str) -> Figure:
+    """The weight histograms a DSD cell records at the end of each phase (``histograms`` in
+    its record: the layer, and per phase the counts over [-limit, limit]), one panel per
+    phase, one line per unit (its first done cell), as densities so that layers of different
+    sizes compare; the table gives each panel's share of exact zeros."""
+    names = [" / ".join(format_value(p, u.value(p)) for p in spec.series) or u.name
+             for u in units]
+    drawn_units: list[tuple[str, dict[str, Any], Unit]] = []
+    left_out: list[str] = []
+    for name, u in zip(names, units):
+        record = u.done[0] if u.done else None
+        phases = ((record or {}).get("histograms") or {}).get("phases") or []
+        if not any(h.get("counts") for h in phases):
+            left_out.append(_why_left_out(u, "weight histograms with their counts"))
+            continue
+        drawn_units.append((name, record, u))
+    panels: list[str] = []
+    for _, record, _ in drawn_units:
+        for h in record["histograms"]["phases"]:
+            if h["phase"] not in panels:
+                panels.append(h["phase"])
+    fig = MplFigure(figsize=(3.4 * max(len(panels), 1) + 1.0, 3.6))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, max(len(panels), 1), i + 1) for i in range(max(len(panels), 1))]
+    rows: list[list[Value]] = []
+    for (name, record, u), color in zip(drawn_units, _colors(len(drawn_units))):
+        by_phase = {h["phase"]: h for h in record["histograms"]["phases"]}
+        cells: list[Value] = [Value(name), Value(str(record["histograms"].get("layer")))]
+        for ax, phase in zip(axes, panels):
+            h = by_phase.get(phase)
+            if not h or not h.get("counts"):
+                cells.append(Value(MISSING))
+                continue
+            counts, limit = h["counts"], float(h["limit"])
+            width = 2 * limit / len(counts)
+            total = max(sum(counts), 1)
+            xs = [-limit + width * (i + 0.5) for i in range(len(counts))]
+            ax.plot(xs, [c / total / width for c in counts], color=color, label=name,
+                    drawstyle="steps-mid", linewidth=1.2)
+            zeros = h.get("zeros", 0) / max(h.get("numel") or total, 1)
+            cells.append(Value(f"{100 * zeros:.1f}% (epoch {h.get('epoch')})"))
+        cells.append(Value("", refs=tuple(u.indices)))
+        rows.append(cells)
+    for ax, phase in zip(axes, panels):
+        ax.set(title=f"end of {phase}", xlabel="weight")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if axes:
+        axes[0].set_ylabel("density (log)")
+        if drawn_units:
+            axes[-1].legend(fontsize=8, frameon=False)
+    if spec.title:
+        fig.suptitle(spec.title)
+    columns = ["cell", "layer", *(f"zeros at the end of {p}" for p in panels), "from cells"]
+    notes = _notes(spec, left_out)
+    notes.append("Each line is a density over the layer's weights (log scale), the zeros of "
+                 "a pruned phase included: the spike at 0 is what pruning leaves.")
+    return _figure(spec, fig, filename, len(drawn_units), notes,
+                   _data_table(spec.title or "weight histograms", columns, rows))
+
+
 def _published_text(entries: list[dict[str, Any]]) -> str:
     return "; ".join(f"{float(p['percent']):g}%" for p in entries) or MISSING
 
@@ -344,7 +406,10 @@ def draw(spec: ReportSpec, units: list[Unit], filename: str) -> Figure:
         return bar_plot(spec, units, filename)
     if spec.plot == "curves":
         return curves_plot(spec, units, filename)
-    raise ValueError(f"plot must be one of line, scatter, bar, curves, got {spec.plot!r}")
+    if spec.plot == "histograms":
+        return histograms_plot(spec, units, filename)
+    raise ValueError(f"plot must be one of line, scatter, bar, curves, histograms, got "
+                     f"{spec.plot!r}")
 
 
-__all__ = ["bar_plot", "curves_plot", "draw", "xy_plot"]
+__all__ = ["bar_plot", "curves_plot", "draw", "histograms_plot", "xy_plot"]

@@ -87,14 +87,16 @@ PER_KIND = "per_kind"
 REFERENCE_KEYS = ("cell", "seed")
 #: names of studies, axes and variants become folder and file names
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+]+$")
-PLOTS = ("table", "line", "scatter", "bar", "curves")
+PLOTS = ("table", "line", "scatter", "bar", "curves", "histograms")
 AGGREGATES = ("cells", "seeds")
 #: the first part of a report field path must be one of a cell record's keys (results.py)
 RECORD_FIELDS = ("index", "name", "kind", "status", "variants", "seed", "budget", "config",
                  "metrics", "parameters", "macs", "fp32_bytes", "file_bytes", "seconds",
                  "train_seconds", "seconds_per_epoch", "images_per_s", "published",
                  # the kinds that start from another model (results.py lists their fields)
-                 "sources", "source", "compression")
+                 "sources", "source", "compression",
+                 # a DSD cell's weight histogram at the end of each phase (kinds/dsd.py)
+                 "histograms")
 #: what a per-epoch record of a cell's curves holds (train/loop.py's metrics.jsonl)
 CURVE_FIELDS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
                 "lr", "seconds", "images_per_s")
@@ -191,7 +193,10 @@ class ReportSpec(ConfigBase):
     ``columns`` is given, a column per value of ``columns`` (a pivot: one ``y`` then). A plot
     draws ``y`` against ``x``, one series per value of ``series``. ``aggregate: seeds`` uses
     the mean and spread over seeds (the results' ``groups``), ``cells`` every cell;
-    ``published`` draws the published values beside ours."""
+    ``published`` draws the published values beside ours. A ``histograms`` plot draws the
+    weight histograms a DSD cell records at the end of each phase, one panel per phase and
+    one line per cell (vanilla against residual conv1, say). ``where: {AXIS: VARIANT}`` (or
+    a list of variants) keeps only the cells of those variants (any plot or table)."""
 
     plot: str = "table"
     title: str = ""
@@ -203,6 +208,7 @@ class ReportSpec(ConfigBase):
     aggregate: str = "cells"
     published: bool = True
     note: str = ""
+    where: dict[str, Any] = field(default_factory=dict)  # {axis: variant}: only these cells
 
     def __post_init__(self) -> None:
         for key in ("y", "rows", "columns", "series"):
@@ -224,7 +230,17 @@ class ReportSpec(ConfigBase):
             _check(not self.rows and not self.columns, f"a {self.plot} plot has x, y and "
                    "series, not rows or columns")
             _check(len(self.y) == 1, f"a {self.plot} plot draws one y, got {self.y}")
-        if self.plot == "curves":
+        _check(isinstance(self.where, dict) and all(isinstance(k, str) for k in self.where),
+               f"where must map axes to a variant or a list of them ({{run: sp0.4}}), got "
+               f"{self.where!r}")
+        if self.plot == "histograms":
+            # one panel per phase end, one line per cell (or per value of series)
+            self.y = ["histograms"] if self.y == ["metrics.test_top1"] else self.y
+            _check(self.y == ["histograms"] and self.x is None,
+                   "a histograms plot draws the cells' recorded weight histograms (y: "
+                   "histograms), one panel per phase, without x")
+            paths = [*self.series]
+        elif self.plot == "curves":
             self.x = self.x or "epoch"
             for key, value in (("x", self.x), ("y", self.y[0])):
                 _check(value in CURVE_FIELDS, f"{key} of a curves plot must be one of "
@@ -276,6 +292,10 @@ class StudyConfig(ConfigBase):
         self.report = [r if isinstance(r, ReportSpec)
                        else ReportSpec.from_dict(r, source=f"report[{i}]")
                        for i, r in enumerate(self.report)]
+        for i, spec in enumerate(self.report):
+            for axis, variants in spec.where.items():
+                for variant in variants if isinstance(variants, list) else [variants]:
+                    self._check_where({axis: variant}, f"report[{i}]: where")
 
     def _check_axes(self) -> None:
         _check(isinstance(self.axes, dict), f"axes must be a mapping of axis name: list of "

@@ -3,6 +3,7 @@
 Output folder of a study (``--out``, default ``runs/studies/<study>/<budget>``)::
 
     <out>/cells/<cell>.json     the cell's record, written when the cell ends (atomically)
+    <out>/cells/<cell>.lock     while a process runs the cell: its pid, host and start
     <out>/runs/<cell>/          the cell's own run folder (config.yaml, metrics.jsonl,
                                 checkpoints/): an interrupted cell resumes from it
     <out>/results.json          the merged results (or ``--results PATH``), rebuilt from
@@ -89,7 +90,8 @@ Cell record (the file <out>/cells/<cell>.json; in ``cells``)::
                                transform's report), file, fine_tune_dir
     dsd, distill               a train cell's fields; dsd adds metrics.phase_top1 {dense,
                                sparse, redense: top-1 at each phase's end}, metrics.sparsity,
-                               histograms {layer, png, json, phases, compare_png}, dsd (the
+                               histograms {layer, png, json, phases (each with its counts
+                               over [-limit, limit]), compare_png}, dsd (the
                                schedule run); distill adds metrics.teacher_top1/_top5,
                                distill (the method's settings), stage1 (fitnets' hint stage)
     sensitivity  metrics       {test_top1 (the source), layers, mean_top1: {s10 .. s90},

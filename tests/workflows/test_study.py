@@ -293,6 +293,47 @@ def test_finished_cells_are_skipped_and_a_changed_recipe_is_refused(tmp_path, ci
         run_study(plan_study(path, "smoke", out=tmp_path / "out"), progress=False, log=quiet)
 
 
+def test_the_first_autotuned_cell_pins_the_studys_speed_settings(tmp_path, cifar_tree,
+                                                                  monkeypatch):
+    import squeezelab.train.autotune as autotune
+
+    # an autotune whose choice flips with the machine's load: the first timing picks bf16,
+    # every later one fp32 channels_last
+    calls = []
+
+    def flipping(model, images, labels, precision="auto", channels_last=None, steps=2):
+        if precision != "auto" and channels_last is not None:
+            return {"precision": precision, "channels_last": channels_last, "timings": {}}
+        calls.append(len(calls))
+        choice = ("bf16", False) if len(calls) == 1 else ("fp32", True)
+        return {"precision": choice[0], "channels_last": choice[1],
+                "timings": {f"{choice[0]}/nchw": 0.1, "other": 0.2}}
+
+    monkeypatch.setattr(autotune, "choose_speed_settings", flipping)
+    recipe = tiny_recipe(cifar_tree)
+    recipe["base"].update(epochs=1, precision="auto", channels_last=None)
+    plan = plan_study(write(tmp_path / "tiny.yaml", recipe), "smoke", out=tmp_path / "out")
+    results = run_study(plan, progress=False, log=quiet)
+    assert calls == [0]  # the second cell did not time anything
+    assert [c["auto_settings"] for c in results["cells"]] == [
+        {"precision": "bf16", "channels_last": False}] * 2
+    pins = json.loads((tmp_path / "out" / "speed.json").read_text())
+    (pin,) = pins.values()
+    assert pin["precision"] == "bf16" and pin["chosen_by"] == "relu-s0"
+    # another study folder chooses afresh (fp32 now), and a cell that sets its own precision
+    # keeps it
+    recipe["axes"]["act"][1]["precision"] = "bf16"
+    plan = plan_study(write(tmp_path / "tiny2.yaml", recipe), "smoke", out=tmp_path / "out2")
+    results = run_study(plan, progress=False, log=quiet)
+    assert [c["auto_settings"]["precision"] for c in results["cells"]] == ["fp32", "bf16"]
+    # a damaged pin file is named, not guessed around
+    (tmp_path / "out" / "speed.json").write_text("{nope")
+    (tmp_path / "out" / "cells" / "tanh-s0.json").unlink()
+    with pytest.raises(StudyError, match=r"speed.json is not readable JSON .* delete it"):
+        run_study(plan_study(tmp_path / "tiny.yaml", "smoke", out=tmp_path / "out"),
+                  progress=False, log=quiet)
+
+
 def test_finished_cells_of_another_machine_are_imported_and_only_the_rest_runs(tmp_path,
                                                                                cifar_tree):
     recipe = tiny_recipe(cifar_tree)

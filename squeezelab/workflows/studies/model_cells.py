@@ -24,7 +24,7 @@ from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.train.run_dir import RunDir
 from squeezelab.workflows.deep_compression import evaluate_top1, fine_tune_train_section
 from squeezelab.workflows.studies.kinds.train import cell_data
-from squeezelab.workflows.studies.registry import CellContext
+from squeezelab.workflows.studies.registry import CellContext, pin_speed
 
 #: the checkpoint stem a cell that writes a model checkpoint (quantize) puts in its run folder
 MODEL_STEM = "model"
@@ -123,8 +123,9 @@ def continue_section(meta: Mapping[str, Any], overrides: Mapping[str, Any],
 
 
 def train_config(values: Mapping[str, Any], ctx: CellContext, what: str) -> TrainConfig:
-    """The TrainConfig of ``values``, quiet unless the study shows progress."""
-    cfg = TrainConfig.from_dict(dict(values), source=what)
+    """The TrainConfig of ``values``, quiet unless the study shows progress, under the study's
+    pinned speed settings (``pin_speed``)."""
+    cfg = pin_speed(TrainConfig.from_dict(dict(values), source=what), ctx)
     return cfg if ctx.progress else cfg.replace(progress=False)
 
 

@@ -43,12 +43,16 @@ class CellInterrupted(Exception):
 class CellContext:
     """What a running cell gets besides its settings: its name, the folder its outputs go to
     (the folder ``prepare`` put into the settings), a cache it may keep decoded data in across
-    cells of one process, and whether to show progress."""
+    cells of one process, whether to show progress, and the speed settings to use where the
+    cell leaves them to the autotune (``pin_speed``)."""
 
     name: str
     run_dir: Path
     cache: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    #: {precision, channels_last} the study's first cell on this machine chose, for the
+    #: settings a cell leaves to the autotune (runner.py: speed pinning); None: autotune
+    speed: dict[str, Any] | None = None
 
 
 def _keep_values(values: dict[str, Any], seed: int, run_dir: Path, where: str) -> dict[str, Any]:
@@ -116,5 +120,22 @@ def get_cell_kind(name: str) -> CellKind:
     return _KINDS[name]
 
 
+
+def pin_speed(cfg: Any, ctx: CellContext) -> Any:
+    """``cfg`` (a TrainConfig) with the study's pinned precision and memory layout where it
+    leaves them to the autotune ("auto", None): every cell of a study then trains under the
+    same numerics, whatever the machine's load when its autotune would have timed it (one
+    cell of the DSD sweeps chose fp32 beside three busy processes where the others chose
+    bf16)."""
+    if not ctx.speed:
+        return cfg
+    changes = {}
+    if cfg.precision == "auto" and ctx.speed.get("precision"):
+        changes["precision"] = ctx.speed["precision"]
+    if cfg.channels_last is None and ctx.speed.get("channels_last") is not None:
+        changes["channels_last"] = bool(ctx.speed["channels_last"])
+    return cfg.replace(**changes) if changes else cfg
+
+
 __all__ = ["CellContext", "CellInterrupted", "CellKind", "get_cell_kind", "list_cell_kinds",
-           "register_cell_kind"]
+           "pin_speed", "register_cell_kind"]

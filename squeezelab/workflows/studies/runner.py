@@ -10,7 +10,15 @@ merged results JSON (results.py) rebuilt from whatever cells have finished.
 * Cells are independent runs, so a study also spreads over machines: ``cell_commands`` gives
   one command per cell (a Slurm array, GNU parallel, a shell loop), each writes its own record,
   and every run, or ``merge_study`` alone, rebuilds the merged JSON from the records present.
-  Two processes must not run the same cell at once.
+  A process claims a cell before running it (``<out>/cells/<cell>.lock``, created
+  exclusively), so two processes on one folder (two shells, an array job started twice, a
+  shell loop beside a whole-study run) never run the same cell at once: the second skips it
+  and says who holds it. A claim left by a process that died on this host is taken over; one
+  from another host is left alone, and its message says to delete the file if that run is gone.
+* Speed settings are pinned per study: the first cell whose run autotunes precision and memory
+  layout keeps its choice in ``<out>/speed.json`` (per machine kind), and every later cell
+  that leaves them to the autotune uses it, so the cells of one study train under the same
+  numerics whatever the machine's load when each would have timed its candidates.
 * A cell that starts from another cell's model (a cell reference, recipe.py) runs after it: the
   plan lists referenced cells first, so a whole run does them first; a cell whose source did
   not finish (failed, skipped) is skipped with the reason and tried again next time, and
@@ -57,6 +65,9 @@ from squeezelab.workflows.studies.results import (
 )
 
 DEFAULT_OUT_ROOT = Path("runs") / "studies"
+#: the precision and memory layout every cell of a study uses where it leaves them to the
+#: autotune, per machine kind (``pinned_speed``)
+SPEED_FILE = "speed.json"
 
 
 @dataclass
@@ -254,6 +265,51 @@ def claim_cell(plan: StudyPlan, cell: Cell) -> tuple[Path | None, str]:
     return None, f"{path} could not be claimed (another process took it meanwhile)"
 
 
+def _speed_key() -> str:
+    """Pins are per machine kind: what is fastest on one CPU may not be on another."""
+    m = machine()
+    return f"{m['cpu']} ({', '.join(m['cpu_flags']) or 'no AVX2'})"
+
+
+def pinned_speed(plan: StudyPlan) -> dict[str, Any] | None:
+    """The precision and memory layout this study's first autotuned cell chose on this kind
+    of machine (``<out>/speed.json``), or None before any cell has chosen."""
+    path = plan.out_dir / SPEED_FILE
+    try:
+        pins = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise StudyError(f"{path} is not readable JSON ({e}): delete it, and the next cell "
+                         "chooses the study's speed settings again") from None
+    return pins.get(_speed_key()) if isinstance(pins, dict) else None
+
+
+def remember_speed(plan: StudyPlan, run_dir: Path) -> None:
+    """After a cell whose run autotuned (its environment.json's ``speed_autotune`` timed more
+    than one candidate), keep its choice as the study's for this machine kind, unless one is
+    kept already: the later cells then train under the same numerics (``pin_speed``)."""
+    try:
+        tuned = json.loads((run_dir / "environment.json").read_text()).get("speed_autotune")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(tuned, dict) or not tuned.get("timings"):
+        return
+    path = plan.out_dir / SPEED_FILE
+    pins: Any = {}
+    if path.is_file():
+        try:
+            pins = json.loads(path.read_text())
+        except ValueError:
+            return  # pinned_speed names the damaged file before the next cell
+    key = _speed_key()
+    if not isinstance(pins, dict) or key in pins:
+        return
+    pins[key] = {"precision": tuned["precision"], "channels_last": tuned["channels_last"],
+                 "chosen_by": run_dir.name, "timings": tuned["timings"]}
+    write_json(path, pins)
+
+
 def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, str]:
     """What each reference of ``cell`` reads (the cell, its checkpoint and its top-1), or the
     first referenced cell that has not finished and why (then the cell cannot run yet)."""
@@ -358,9 +414,11 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
         if claim is None:
             log(f"{where}: being run by {holder}: skipped here")
             continue
+        ctx = CellContext(c.name, plan.runs_dir / c.name, cache, progress,
+                          speed=pinned_speed(plan))
         try:
-            _run_cell(plan, c, kind, sources, CellContext(c.name, plan.runs_dir / c.name, cache,
-                                                          progress), log, where)
+            _run_cell(plan, c, kind, sources, ctx, log, where)
+            remember_speed(plan, ctx.run_dir)
         finally:
             claim.unlink(missing_ok=True)
     return merge_study(plan)

@@ -25,7 +25,12 @@ from squeezelab.train.config import TrainConfig
 from squeezelab.train.data import load_run_data
 from squeezelab.train.loop import TrainingDiverged, train
 from squeezelab.train.run_dir import RunDir
-from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, register_cell_kind
+from squeezelab.workflows.studies.registry import (
+    CellContext,
+    CellInterrupted,
+    pin_speed,
+    register_cell_kind,
+)
 from squeezelab.workflows.studies.results import config_differences
 
 #: settings a study gives each cell itself: the seed from ``seeds:``, the folder from ``--out``
@@ -150,8 +155,10 @@ def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
         # the autotune's choice is part of the run: the resumed part must use the same one
         cfg = cfg.replace(precision=saved.get("precision", cfg.precision),
                           channels_last=saved.get("channels_last", cfg.channels_last))
-    elif run.metrics_path.exists():
-        run.metrics_path.unlink()  # epochs logged by a run that died before saving them
+    else:
+        cfg = pin_speed(cfg, ctx)
+        if run.metrics_path.exists():
+            run.metrics_path.unlink()  # epochs logged by a run that died before saving them
     if not ctx.progress:
         cfg = cfg.replace(progress=False)
     data = cell_data(cfg, ctx)

@@ -375,7 +375,7 @@ def histograms_plot(spec: ReportSpec, units: list[Unit], filename: str) -> Figur
         if drawn_units:
             axes[-1].legend(fontsize=8, frameon=False)
     if spec.title:
-        fig.suptitle(spec.title)
+        fig.suptitle(spec.title, y=1.04)  # above the panels' own titles
     columns = ["cell", "layer", *(f"zeros at the end of {p}" for p in panels), "from cells"]
     notes = _notes(spec, left_out)
     notes.append("Each line is a density over the layer's weights (log scale), the zeros of "

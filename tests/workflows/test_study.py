@@ -8,20 +8,15 @@ import dataclasses
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from benchmark_scripts import load_benchmark
 from cifar_fixtures import write_cifar_archive
 from model_configs import TINY
+from study_fixtures import EchoSettings, quiet, tiny_recipe, write
 
 import squeezelab.workflows.studies.kinds.train as train_kind
-from squeezelab.config import ConfigBase
 from squeezelab.data.cifar import CIFAR_SPECS, file_md5
 from squeezelab.hooks import TrainHook
 from squeezelab.models import create_model
@@ -41,37 +36,6 @@ from squeezelab.workflows.studies import registry as kind_registry
 
 TABLE = load_benchmark("optimizer_study")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def tiny_recipe(data, **changes) -> dict:
-    """A study of two tiny-model cells on ``data``: 100 train images at batch 50 (2 steps an
-    epoch), 50 test images, fp32 and NCHW (no autotune), 2 epochs."""
-    recipe = {
-        "study": "tiny",
-        "title": "two activations of a tiny SqueezeNet",
-        "source": {"paper": "a test", "where": "nowhere"},
-        "base": {"data": str(data), "model": "squeezenet_cifar",
-                 "model_args": dict(TINY), "epochs": 2, "batch_size": 50,
-                 "optimizer": "adamw", "lr": 0.003, "limit_train": 100, "limit_test": 50,
-                 "precision": "fp32", "channels_last": False, "subset_seed": 0},
-        "axes": {"act": [{"name": "relu", "model_args": {"activation": "relu"}},
-                         {"name": "tanh", "model_args": {"activation": "tanh"}}]},
-        "seeds": [0],
-        "budgets": {"smoke": {}, "cpu": {"epochs": 3}, "full": {"epochs": 4}},
-        "published": {"metric": "top1", "dataset": "CIFAR-10", "source": "a paper",
-                      "values": [{"where": {"act": "relu"}, "percent": 50.0}]},
-    }
-    recipe.update(changes)
-    return recipe
-
-
-def write(path, recipe: dict):
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))  # axis order matters
-    return path
-
-
-def quiet(*_):
-    pass
 
 
 # --- recipes and expansion -----------------------------------------------------------------
@@ -293,47 +257,6 @@ def test_finished_cells_are_skipped_and_a_changed_recipe_is_refused(tmp_path, ci
         run_study(plan_study(path, "smoke", out=tmp_path / "out"), progress=False, log=quiet)
 
 
-def test_the_first_autotuned_cell_pins_the_studys_speed_settings(tmp_path, cifar_tree,
-                                                                  monkeypatch):
-    import squeezelab.train.autotune as autotune
-
-    # an autotune whose choice flips with the machine's load: the first timing picks bf16,
-    # every later one fp32 channels_last
-    calls = []
-
-    def flipping(model, images, labels, precision="auto", channels_last=None, steps=2):
-        if precision != "auto" and channels_last is not None:
-            return {"precision": precision, "channels_last": channels_last, "timings": {}}
-        calls.append(len(calls))
-        choice = ("bf16", False) if len(calls) == 1 else ("fp32", True)
-        return {"precision": choice[0], "channels_last": choice[1],
-                "timings": {f"{choice[0]}/nchw": 0.1, "other": 0.2}}
-
-    monkeypatch.setattr(autotune, "choose_speed_settings", flipping)
-    recipe = tiny_recipe(cifar_tree)
-    recipe["base"].update(epochs=1, precision="auto", channels_last=None)
-    plan = plan_study(write(tmp_path / "tiny.yaml", recipe), "smoke", out=tmp_path / "out")
-    results = run_study(plan, progress=False, log=quiet)
-    assert calls == [0]  # the second cell did not time anything
-    assert [c["auto_settings"] for c in results["cells"]] == [
-        {"precision": "bf16", "channels_last": False}] * 2
-    pins = json.loads((tmp_path / "out" / "speed.json").read_text())
-    (pin,) = pins.values()
-    assert pin["precision"] == "bf16" and pin["chosen_by"] == "relu-s0"
-    # another study folder chooses afresh (fp32 now), and a cell that sets its own precision
-    # keeps it
-    recipe["axes"]["act"][1]["precision"] = "bf16"
-    plan = plan_study(write(tmp_path / "tiny2.yaml", recipe), "smoke", out=tmp_path / "out2")
-    results = run_study(plan, progress=False, log=quiet)
-    assert [c["auto_settings"]["precision"] for c in results["cells"]] == ["fp32", "bf16"]
-    # a damaged pin file is named, not guessed around
-    (tmp_path / "out" / "speed.json").write_text("{nope")
-    (tmp_path / "out" / "cells" / "tanh-s0.json").unlink()
-    with pytest.raises(StudyError, match=r"speed.json is not readable JSON .* delete it"):
-        run_study(plan_study(tmp_path / "tiny.yaml", "smoke", out=tmp_path / "out"),
-                  progress=False, log=quiet)
-
-
 def test_finished_cells_of_another_machine_are_imported_and_only_the_rest_runs(tmp_path,
                                                                                cifar_tree):
     recipe = tiny_recipe(cifar_tree)
@@ -510,87 +433,20 @@ def test_select_cells_by_number_or_name(tmp_path):
         plan.select("gelu-s0")
 
 
-def _echo_plan(tmp_path, monkeypatch, run):
-    """A two-cell study of a kind that runs ``run`` (no training)."""
-    monkeypatch.setattr(kind_registry, "_KINDS", dict(kind_registry._KINDS))
-    register_cell_kind("echo", settings=_EchoSettings,
-                       prepare=lambda values, seed, run_dir, where: {**values, "seed": seed})(run)
-    recipe = {"study": "echo", "kind": "echo", "base": {"value": 0.25},
-              "axes": {"v": [{"name": "a"}, {"name": "b", "value": 0.5}]}, "seeds": [0],
-              "budgets": {"smoke": {}, "cpu": {}, "full": {}}}
-    return plan_study(write(tmp_path / "echo.yaml", recipe), "smoke", out=tmp_path / "out")
-
-
-def test_a_cell_another_process_is_running_is_not_run_twice(tmp_path, monkeypatch):
-    ran = []
-    plan = _echo_plan(tmp_path, monkeypatch, lambda settings, ctx: ran.append(ctx.run_dir.name)
-                      or {"metrics": {"test_top1": settings.value}})
-    a, b = plan.cells
-    plan.cells_dir.mkdir(parents=True)
-    # a live process on this host holds cell a (our parent, the test runner's shell or pytest)
-    holder = {"pid": os.getppid(), "host": socket.gethostname(), "since": "then"}
-    plan.claim_file(a).write_text(json.dumps(holder))
-    lines = []
-    results = run_study(plan, log=lines.append)
-    assert ran == ["b-s0"]
-    assert [c["status"] for c in results["cells"]] == ["pending", "done"]
-    assert any(f"being run by process {os.getppid()} on this host" in line for line in lines)
-    assert plan.claim_file(a).exists() and not plan.claim_file(b).exists()
-    # --cell of it skips it too, without an error
-    run_study(plan, cell="a-s0", log=quiet)
-    assert ran == ["b-s0"]
-
-    # a claim from another host is left alone, and the message says how to clear it
-    plan.claim_file(a).write_text(json.dumps({**holder, "host": "elsewhere"}))
-    lines.clear()
-    run_study(plan, log=lines.append)
-    assert ran == ["b-s0"]
-    assert any("on host elsewhere" in line and f"delete {plan.claim_file(a)}" in line
-               for line in lines)
-
-    # a claim whose process has died on this host is taken over (a killed run)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    plan.claim_file(a).write_text(json.dumps({**holder, "pid": dead.pid}))
-    results = run_study(plan, log=quiet)
-    assert ran == ["b-s0", "a-s0"]
-    assert [c["status"] for c in results["cells"]] == ["done", "done"]
-    assert not list(plan.cells_dir.glob("*.lock"))
-
-
-def test_a_damaged_claim_is_taken_over_and_a_crash_releases_the_claim(tmp_path, monkeypatch):
-    def crash(settings, ctx):
-        raise RuntimeError("out of memory")
-
-    plan = _echo_plan(tmp_path, monkeypatch, crash)
-    a = plan.cells[0]
-    plan.cells_dir.mkdir(parents=True)
-    plan.claim_file(a).write_text("{half writ")
-    with pytest.raises(RuntimeError, match="out of memory"):
-        run_study(plan, log=quiet)
-    assert not plan.claim_file(a).exists()
-
-
 # --- a new kind is one registration ---------------------------------------------------------
-
-@dataclass
-class _EchoSettings(ConfigBase):
-    value: float = 0.0
-    seed: int = 0
-
 
 def test_a_new_cell_kind_is_one_registration(tmp_path, monkeypatch):
     monkeypatch.setattr(kind_registry, "_KINDS", dict(kind_registry._KINDS))
     seen = []
 
-    @register_cell_kind("echo", settings=_EchoSettings,
+    @register_cell_kind("echo", settings=EchoSettings,
                         prepare=lambda values, seed, run_dir, where: {**values, "seed": seed})
     def run_echo(settings, ctx):
         seen.append((settings.value, settings.seed, ctx.run_dir.name))
         return {"metrics": {"test_top1": settings.value}}
 
     with pytest.raises(ValueError, match="cell kind 'echo' is registered twice"):
-        register_cell_kind("echo", settings=_EchoSettings)(run_echo)
+        register_cell_kind("echo", settings=EchoSettings)(run_echo)
     recipe = {"study": "echo", "kind": "echo", "base": {"value": 0.25},
               "axes": {"v": [{"name": "a"}, {"name": "b", "value": 0.5}]}, "seeds": [4],
               "budgets": {"smoke": {}, "cpu": {}, "full": {}},

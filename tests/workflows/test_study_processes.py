@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from study_fixtures import EchoSettings, quiet, tiny_recipe, write
@@ -73,6 +74,12 @@ def test_a_damaged_claim_is_taken_over_and_a_crash_releases_the_claim(tmp_path, 
     a = plan.cells[0]
     plan.cells_dir.mkdir(parents=True)
     plan.claim_file(a).write_text("{half writ")
+    # written this instant (its creator may still be writing it): left alone
+    lines = []
+    run_study(plan, cell="a-s0", log=lines.append)
+    assert any("claiming it this instant" in line for line in lines)
+    old = time.time() - 120  # unreadable for two minutes: stale, taken over
+    os.utime(plan.claim_file(a), (old, old))
     with pytest.raises(RuntimeError, match="out of memory"):
         run_study(plan, log=quiet)
     assert not plan.claim_file(a).exists()

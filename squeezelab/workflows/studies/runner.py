@@ -68,6 +68,8 @@ DEFAULT_OUT_ROOT = Path("runs") / "studies"
 #: the precision and memory layout every cell of a study uses where it leaves them to the
 #: autotune, per machine kind (``pinned_speed``)
 SPEED_FILE = "speed.json"
+#: how long an unreadable claim may be its creator's, still being written, before it is stale
+CLAIM_WRITE_SECONDS = 60.0
 
 
 @dataclass
@@ -225,6 +227,13 @@ def import_results(plan: StudyPlan, paths: Sequence[str | Path],
     return copied
 
 
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -251,7 +260,11 @@ def claim_cell(plan: StudyPlan, cell: Cell) -> tuple[Path | None, str]:
                 holder = json.loads(path.read_text())
                 pid, host = int(holder["pid"]), str(holder["host"])
             except (OSError, ValueError, KeyError, TypeError):
-                holder, pid, host = {}, None, None  # half-written or damaged: stale
+                # being written this instant by the process that created it, or damaged: a
+                # claim unreadable for a minute is stale
+                if _age_seconds(path) < CLAIM_WRITE_SECONDS:
+                    return None, f"a process claiming it this instant ({path})"
+                holder, pid, host = {}, None, None
             if pid is not None and host == me["host"] and _process_alive(pid):
                 return None, f"process {pid} on this host since {holder.get('since')}"
             if pid is not None and host != me["host"]:

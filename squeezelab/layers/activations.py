@@ -1,10 +1,11 @@
 """Activation choice by name: the SqueezeNet activation study compares ReLU, LeakyReLU and Tanh;
-MobileNetV2 (arXiv 1801.04381) uses ReLU6."""
+MobileNetV2 (arXiv 1801.04381) uses ReLU6; airbench's layout (and the Fire groups built on it)
+uses GELU."""
 from __future__ import annotations
 
 import torch.nn as nn
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "relu6")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "relu6", "gelu")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -18,4 +19,6 @@ def make_activation(name: str) -> nn.Module:
         return nn.Tanh()
     if name == "relu6":
         return nn.ReLU6(inplace=True)
+    if name == "gelu":
+        return nn.GELU()
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")

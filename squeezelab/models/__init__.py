@@ -2,6 +2,7 @@
 from squeezelab.models import (  # noqa: F401  (importing them registers the builders)
     alexnet,
     convgroups,
+    firegroups,
     googlenet,
     mobilenet,
     resnet,

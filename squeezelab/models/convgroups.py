@@ -15,6 +15,8 @@ label smoothing and the early steps see soft outputs. 32 px images reach the cla
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -34,8 +36,13 @@ class ConvGroup(nn.Sequential):
 
 
 class ConvGroupsNet(nn.Module):
+    """The stem, one ``group(in_chans, out_chans)`` per width, a global max-pool and a scaled
+    linear classifier. ``group`` is what each group is made of: ``ConvGroup`` (airbench's
+    plain convolutions) or, in ``models/firegroups.py``, Fire modules."""
+
     def __init__(self, num_classes: int, in_chans: int, widths: tuple[int, ...],
-                 stem_chans: int, logit_scale: float):
+                 stem_chans: int, logit_scale: float,
+                 group: Callable[[int, int], nn.Module] = ConvGroup):
         super().__init__()
         if len(widths) < 1 or min(widths) < 1:
             raise ValueError(f"widths must be one or more positive channel counts, got "
@@ -45,7 +52,7 @@ class ConvGroupsNet(nn.Module):
         chans = [stem_chans, *widths]
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, stem_chans, 2, bias=True), nn.GELU(),
-            *(ConvGroup(a, b) for a, b in zip(chans, chans[1:])),
+            *(group(a, b) for a, b in zip(chans, chans[1:])),
             nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(widths[-1], num_classes, bias=False)
         self.logit_scale = float(logit_scale)

@@ -12,6 +12,10 @@ EXPECTED_PARAMS = {
     # 128*128) + 4*128 = 221,696 and 9*(128*192 + 192*192) + 4*192 = 553,728; classifier 1,920
     "airbench_cifar": 828_600,
     "alexnet": 61_100_840,
+    # stem 312; per group a first Fire (in -> w) and two w -> w, SR 0.25, half the expand 3x3,
+    # BatchNorm after every conv: 40,464 + 162,720 + 648,000 (tests/models/test_firegroups.py);
+    # classifier 3,840
+    "fire_groups_cifar": 855_336,
     "alexnet_cifar": 7_506_762,
     "googlenet_cifar": 841_282,  # = the sum of its blocks (tests/layers/test_compact_blocks.py)
     "mobilenet_v1": 4_231_976,

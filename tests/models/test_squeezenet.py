@@ -178,7 +178,7 @@ def test_metaparameters_give_v1_0_channels():
 @pytest.mark.parametrize("kwargs,match", [
     ({"pct3x3": 1.5}, "pct3x3 must be in"), ({"squeeze_ratio": 0}, "squeeze_ratio"),
     ({"freq": 0}, "freq must be"), ({"pool_after": (9,)}, "outside 0..7"),
-    ({"bypass": "weird"}, "bypass must be one of"), ({"activation": "gelu"}, "activation"),
+    ({"bypass": "weird"}, "bypass must be one of"), ({"activation": "swish"}, "activation"),
     ({"dropout": 1.0}, "dropout must be"),
 ])
 def test_bad_metaparameters(kwargs, match):
@@ -228,7 +228,8 @@ def test_course_study_shapes():
 
 
 @pytest.mark.parametrize("activation,cls", [("relu", nn.ReLU), ("leaky_relu", nn.LeakyReLU),
-                                            ("tanh", nn.Tanh)])
+                                            ("tanh", nn.Tanh), ("relu6", nn.ReLU6),
+                                            ("gelu", nn.GELU)])
 def test_activation_choice(activation, cls):
     model = squeezelab.create_model("squeezenet_cifar", activation=activation)
     fire = next(m for m in model.modules() if isinstance(m, Fire))

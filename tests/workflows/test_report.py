@@ -395,7 +395,8 @@ def test_a_where_naming_no_axis_or_variant_of_the_study_is_refused():
 
 
 def test_a_histograms_plot_with_x_or_another_y_is_refused():
-    from squeezelab.workflows.studies.recipe import ReportSpec, StudyError
+    from squeezelab.workflows.studies.errors import StudyError
+    from squeezelab.workflows.studies.report_spec import ReportSpec
 
     with pytest.raises(StudyError, match="a histograms plot draws the cells' recorded"):
         ReportSpec(plot="histograms", x="epoch")

@@ -29,7 +29,8 @@ from squeezelab.workflows.report.values import (
     is_number,
     label,
 )
-from squeezelab.workflows.studies.recipe import ReportSpec, load_study
+from squeezelab.workflows.studies.recipe import load_study
+from squeezelab.workflows.studies.report_spec import ReportSpec
 from squeezelab.workflows.studies.results import PROJECT_ROOT, file_sha256, settings_sha256
 
 #: ours and the published figure differ by more than this many percentage points: marked

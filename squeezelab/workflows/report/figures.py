@@ -25,7 +25,7 @@ from squeezelab.workflows.report.values import (
     label,
     plot_scale,
 )
-from squeezelab.workflows.studies.recipe import ReportSpec
+from squeezelab.workflows.studies.report_spec import ReportSpec
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _STYLES = ("-", "--", "-.", ":")

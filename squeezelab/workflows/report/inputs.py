@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.config import ConfigError
-from squeezelab.workflows.studies.recipe import ReportSpec
+from squeezelab.workflows.studies.report_spec import ReportSpec
 from squeezelab.workflows.studies.results import SCHEMA, SCHEMA_VERSION, STATUSES
 
 RESULTS_NAME = "results.json"

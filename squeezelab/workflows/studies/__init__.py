@@ -3,6 +3,9 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
 
     recipe.py     the recipe (StudyConfig: base, axes, seeds, budgets, published, report) and
                   its expansion into cells
+    published.py  the publication's numbers in a recipe (source:, published:)
+    report_spec.py  what the report draws (report:, one ReportSpec per table or plot)
+    errors.py     StudyError and the checks the recipe's parts share
     registry.py   the kinds of cell (one decorator each) and what a running cell gets
     kinds/        one module per kind: train.py (an ordinary train() run); compress, quantize,
                   dsd, distill, sensitivity (cells that start from another cell's model)

@@ -69,14 +69,16 @@ other, runs every cell's sources first.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from squeezelab.config import ConfigBase, ConfigError, read_yaml_mapping
+from squeezelab.config import ConfigBase, read_yaml_mapping
+from squeezelab.workflows.studies.errors import StudyError, check, check_name
+from squeezelab.workflows.studies.published import Published, SourceRef
 from squeezelab.workflows.studies.registry import get_cell_kind, list_cell_kinds
+from squeezelab.workflows.studies.report_spec import ReportSpec
 
 BUDGETS = ("smoke", "cpu", "full")
 #: keys of a variant that are not settings of the cell
@@ -85,176 +87,6 @@ VARIANT_KEYS = ("name", "skip_axes", "kind", "budgets")
 PER_KIND = "per_kind"
 #: the keys of a cell reference, ``{cell: NAME or {AXIS: VARIANT}, seed: N}``
 REFERENCE_KEYS = ("cell", "seed")
-#: names of studies, axes and variants become folder and file names
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+]+$")
-PLOTS = ("table", "line", "scatter", "bar", "curves", "histograms")
-AGGREGATES = ("cells", "seeds")
-#: the first part of a report field path must be one of a cell record's keys (results.py)
-RECORD_FIELDS = ("index", "name", "kind", "status", "variants", "seed", "budget", "config",
-                 "metrics", "parameters", "macs", "fp32_bytes", "file_bytes", "seconds",
-                 "train_seconds", "seconds_per_epoch", "images_per_s", "published",
-                 # the kinds that start from another model (results.py lists their fields)
-                 "sources", "source", "compression",
-                 # a DSD cell's weight histogram at the end of each phase (kinds/dsd.py)
-                 "histograms")
-#: what a per-epoch record of a cell's curves holds (train/loop.py's metrics.jsonl)
-CURVE_FIELDS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
-                "lr", "seconds", "images_per_s")
-
-
-class StudyError(ConfigError):
-    """A study recipe, a cell selection or a study's output folder that cannot be used."""
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise StudyError(message)
-
-
-def _check_name(name: Any, what: str) -> None:
-    _check(isinstance(name, str) and bool(NAME_PATTERN.match(name)),
-           f"{what} must be a name of letters, digits, '_', '.' or '+' (it names folders and "
-           f"files), got {name!r}")
-
-
-@dataclass
-class SourceRef(ConfigBase):
-    """Where a study's numbers come from: the paper, its arXiv id, the table or figure."""
-
-    paper: str = ""
-    arxiv: str | None = None
-    where: str | None = None  # "Table 1", "Fig. 3(a)"
-    url: str | None = None
-    note: str | None = None
-
-
-@dataclass
-class PublishedValue(ConfigBase):
-    """One published number: the cells it belongs to (``where``: axis -> variant name; every
-    cell whose variants include these), its value in percent, and what it measures. Fields
-    left unset take the ``published:`` block's defaults."""
-
-    percent: float
-    where: dict[str, str] = field(default_factory=dict)
-    metric: str | None = None  # top1, top5: compared with our test_top1 / test_top5
-    dataset: str | None = None
-    source: str | None = None
-    note: str | None = None
-    model_size_mb: float | None = None  # the publication's model size, where it gives one
-    #: how many times smaller than its uncompressed (fp32) model, where it gives that
-    compression_ratio: float | None = None
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.where, dict), f"where must be a mapping of axis: variant name, "
-               f"got {self.where!r}")
-        for key in ("model_size_mb", "compression_ratio"):
-            value = getattr(self, key)
-            _check(value is None or isinstance(value, (int, float))
-                   and not isinstance(value, bool) and value > 0,
-                   f"{key} must be a positive number or null, got {value!r}")
-        _check(isinstance(self.percent, (int, float)) and not isinstance(self.percent, bool),
-               f"percent (the published value, in percent) must be a number, got "
-               f"{self.percent!r}")
-
-
-@dataclass
-class Published(ConfigBase):
-    """The publication's numbers: defaults (metric, dataset, source, note) and the values."""
-
-    metric: str = "top1"
-    dataset: str | None = None
-    source: str | None = None
-    note: str | None = None
-    values: list[PublishedValue] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.values, list), f"values must be a list, got {self.values!r}")
-        self.values = [v if isinstance(v, PublishedValue)
-                       else PublishedValue.from_dict(v, source=f"values[{i}]")
-                       for i, v in enumerate(self.values)]
-
-    def resolved(self, value: PublishedValue) -> dict[str, Any]:
-        """``value`` with this block's defaults filled in, as a plain dict."""
-        out = value.to_dict()
-        for key in ("metric", "dataset", "source", "note"):
-            if out[key] is None:
-                out[key] = getattr(self, key)
-        return out
-
-
-@dataclass
-class ReportSpec(ConfigBase):
-    """One table or plot of the study's report. Field paths name a cell record's values
-    (``metrics.test_top1``, ``fp32_bytes``, ``variants.model``,
-    ``config.model_args.squeeze_ratio``); a ``curves`` plot names per-epoch fields (``epoch``,
-    ``test_top1``) for x and y instead.
-
-    A table has a row per value of ``rows`` and, for each of ``y``, a column, or, when
-    ``columns`` is given, a column per value of ``columns`` (a pivot: one ``y`` then). A plot
-    draws ``y`` against ``x``, one series per value of ``series``. ``aggregate: seeds`` uses
-    the mean and spread over seeds (the results' ``groups``), ``cells`` every cell;
-    ``published`` draws the published values beside ours. A ``histograms`` plot draws the
-    weight histograms a DSD cell records at the end of each phase, one panel per phase and
-    one line per cell (vanilla against residual conv1, say). ``where: {AXIS: VARIANT}`` (or
-    a list of variants) keeps only the cells of those variants (any plot or table)."""
-
-    plot: str = "table"
-    title: str = ""
-    x: str | None = None
-    y: list[str] = field(default_factory=lambda: ["metrics.test_top1"])
-    rows: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    series: list[str] = field(default_factory=list)
-    aggregate: str = "cells"
-    published: bool = True
-    note: str = ""
-    where: dict[str, Any] = field(default_factory=dict)  # {axis: variant}: only these cells
-
-    def __post_init__(self) -> None:
-        for key in ("y", "rows", "columns", "series"):
-            value = getattr(self, key)
-            if isinstance(value, str):
-                setattr(self, key, [value])
-            _check(isinstance(getattr(self, key), list), f"{key} must be a field path or a "
-                   f"list of them, got {value!r}")
-        _check(self.plot in PLOTS, f"plot must be one of {PLOTS}, got {self.plot!r}")
-        _check(self.aggregate in AGGREGATES,
-               f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
-        _check(bool(self.y), "y must name at least one field")
-        if self.plot == "table":
-            _check(self.x is None and not self.series, "a table has rows and columns, not x "
-                   "or series")
-            _check(not self.columns or len(self.y) == 1, "a pivot table (columns given) shows "
-                   "one y")
-        else:
-            _check(not self.rows and not self.columns, f"a {self.plot} plot has x, y and "
-                   "series, not rows or columns")
-            _check(len(self.y) == 1, f"a {self.plot} plot draws one y, got {self.y}")
-        _check(isinstance(self.where, dict) and all(isinstance(k, str) for k in self.where),
-               f"where must map axes to a variant or a list of them ({{run: sp0.4}}), got "
-               f"{self.where!r}")
-        if self.plot == "histograms":
-            # one panel per phase end, one line per cell (or per value of series)
-            self.y = ["histograms"] if self.y == ["metrics.test_top1"] else self.y
-            _check(self.y == ["histograms"] and self.x is None,
-                   "a histograms plot draws the cells' recorded weight histograms (y: "
-                   "histograms), one panel per phase, without x")
-            paths = [*self.series]
-        elif self.plot == "curves":
-            self.x = self.x or "epoch"
-            for key, value in (("x", self.x), ("y", self.y[0])):
-                _check(value in CURVE_FIELDS, f"{key} of a curves plot must be one of "
-                       f"{CURVE_FIELDS}, got {value!r}")
-            paths = [*self.series]
-        else:
-            _check(self.plot == "table" or self.x is not None,
-                   f"a {self.plot} plot needs x (a field path)")
-            paths = [p for p in (self.x, *self.y) if p is not None]
-            paths += [*self.rows, *self.columns, *self.series]
-        for path in paths:
-            head = str(path).split(".")[0]
-            _check(head in RECORD_FIELDS, f"field {path!r} is not a cell record's: it must "
-                   f"start with one of {', '.join(RECORD_FIELDS)}")
 
 
 @dataclass
@@ -273,11 +105,11 @@ class StudyConfig(ConfigBase):
     report: list[ReportSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check_name(self.study, "study (the study's name)")
-        _check(self.kind in list_cell_kinds(),
-               f"kind must be one of {', '.join(list_cell_kinds())}, got {self.kind!r}")
-        _check(isinstance(self.base, dict), f"base must be a mapping of the {self.kind} "
-               f"settings, got {type(self.base).__name__}")
+        check_name(self.study, "study (the study's name)")
+        check(self.kind in list_cell_kinds(),
+              f"kind must be one of {', '.join(list_cell_kinds())}, got {self.kind!r}")
+        check(isinstance(self.base, dict), f"base must be a mapping of the {self.kind} "
+              f"settings, got {type(self.base).__name__}")
         _check_per_kind(self.base, "base")
         self._check_axes()
         self.seeds = check_seeds(self.seeds, "seeds")
@@ -287,8 +119,8 @@ class StudyConfig(ConfigBase):
                 self._check_where(value.where, f"published: values[{i}]: where")
         if isinstance(self.report, dict):
             self.report = [self.report]
-        _check(isinstance(self.report, list), f"report must be a mapping or a list of them, "
-               f"got {type(self.report).__name__}")
+        check(isinstance(self.report, list), f"report must be a mapping or a list of them, "
+              f"got {type(self.report).__name__}")
         self.report = [r if isinstance(r, ReportSpec)
                        else ReportSpec.from_dict(r, source=f"report[{i}]")
                        for i, r in enumerate(self.report)]
@@ -298,31 +130,31 @@ class StudyConfig(ConfigBase):
                     self._check_where({axis: variant}, f"report[{i}]: where")
 
     def _check_axes(self) -> None:
-        _check(isinstance(self.axes, dict), f"axes must be a mapping of axis name: list of "
-               f"variants, got {type(self.axes).__name__}")
+        check(isinstance(self.axes, dict), f"axes must be a mapping of axis name: list of "
+              f"variants, got {type(self.axes).__name__}")
         for axis, variants in self.axes.items():
-            _check_name(axis, "an axis name")
-            _check(isinstance(variants, list) and bool(variants),
-                   f"axis {axis!r} must be a non-empty list of variants")
+            check_name(axis, "an axis name")
+            check(isinstance(variants, list) and bool(variants),
+                  f"axis {axis!r} must be a non-empty list of variants")
             seen = set()
             for v in variants:
-                _check(isinstance(v, dict) and "name" in v,
-                       f"every variant of axis {axis!r} needs a name, got {v!r}")
-                _check_name(v["name"], f"variant name in axis {axis!r}")
-                _check(v["name"] not in seen, f"axis {axis!r} has two variants named "
-                       f"{v['name']!r}")
+                check(isinstance(v, dict) and "name" in v,
+                      f"every variant of axis {axis!r} needs a name, got {v!r}")
+                check_name(v["name"], f"variant name in axis {axis!r}")
+                check(v["name"] not in seen, f"axis {axis!r} has two variants named "
+                      f"{v['name']!r}")
                 seen.add(v["name"])
                 skips = v.get("skip_axes", [])
-                _check(isinstance(skips, list), f"variant {v['name']!r}: skip_axes must be a "
-                       f"list of axis names, got {skips!r}")
+                check(isinstance(skips, list), f"variant {v['name']!r}: skip_axes must be a "
+                      f"list of axis names, got {skips!r}")
                 for skipped in skips:
-                    _check(skipped in self.axes and skipped != axis,
-                           f"variant {v['name']!r} skips axis {skipped!r}, which the study "
-                           "does not have (or is its own)")
+                    check(skipped in self.axes and skipped != axis,
+                          f"variant {v['name']!r} skips axis {skipped!r}, which the study "
+                          "does not have (or is its own)")
                 if "kind" in v:
-                    _check(v["kind"] in list_cell_kinds(),
-                           f"variant {v['name']!r}: kind must be one of "
-                           f"{', '.join(list_cell_kinds())}, got {v['kind']!r}")
+                    check(v["kind"] in list_cell_kinds(),
+                          f"variant {v['name']!r}: kind must be one of "
+                          f"{', '.join(list_cell_kinds())}, got {v['kind']!r}")
                 _check_per_kind(v, f"axis {axis!r} variant {v['name']!r}")
                 self._check_variant_budgets(v, f"axis {axis!r} variant {v['name']!r}")
 
@@ -331,47 +163,47 @@ class StudyConfig(ConfigBase):
         if budgets is None:
             variant.pop("budgets", None)
             return
-        _check(isinstance(budgets, dict), f"{what}: budgets must be a mapping of budget: "
-               f"settings, got {type(budgets).__name__}")
+        check(isinstance(budgets, dict), f"{what}: budgets must be a mapping of budget: "
+              f"settings, got {type(budgets).__name__}")
         unknown = sorted(set(budgets) - set(BUDGETS))
-        _check(not unknown, f"{what}: budgets: unknown budget(s) {unknown}; expected "
-               f"{', '.join(BUDGETS)}")
+        check(not unknown, f"{what}: budgets: unknown budget(s) {unknown}; expected "
+              f"{', '.join(BUDGETS)}")
         for name, values in budgets.items():
-            _check(isinstance(values, dict), f"{what}: budgets: {name} must be a mapping, "
-                   f"got {type(values).__name__}")
-            _check("seeds" not in values, f"{what}: budgets: {name}: seeds are the study's "
-                   "or its budget's, not one variant's")
+            check(isinstance(values, dict), f"{what}: budgets: {name} must be a mapping, "
+                  f"got {type(values).__name__}")
+            check("seeds" not in values, f"{what}: budgets: {name}: seeds are the study's "
+                  "or its budget's, not one variant's")
             _check_per_kind(values, f"{what}: budgets: {name}")
 
     def _check_budgets(self) -> None:
-        _check(isinstance(self.budgets, dict), f"budgets must be a mapping of "
-               f"{', '.join(BUDGETS)}, got {type(self.budgets).__name__}")
+        check(isinstance(self.budgets, dict), f"budgets must be a mapping of "
+              f"{', '.join(BUDGETS)}, got {type(self.budgets).__name__}")
         unknown = sorted(set(self.budgets) - set(BUDGETS))
-        _check(not unknown, f"budgets: unknown budget(s) {unknown}; expected {', '.join(BUDGETS)}")
+        check(not unknown, f"budgets: unknown budget(s) {unknown}; expected {', '.join(BUDGETS)}")
         missing = [b for b in BUDGETS if b not in self.budgets]
-        _check(not missing, f"budgets must give {', '.join(BUDGETS)}; missing: "
-               f"{', '.join(missing)} (an empty mapping {{}} keeps the base settings)")
+        check(not missing, f"budgets must give {', '.join(BUDGETS)}; missing: "
+              f"{', '.join(missing)} (an empty mapping {{}} keeps the base settings)")
         for name in BUDGETS:
             values = self.budgets[name]
             if values is None:
                 values = self.budgets[name] = {}
-            _check(isinstance(values, dict), f"budgets: {name} must be a mapping, got "
-                   f"{type(values).__name__}")
+            check(isinstance(values, dict), f"budgets: {name} must be a mapping, got "
+                  f"{type(values).__name__}")
             _check_per_kind(values, f"budgets: {name}")
             if "seeds" in values:
                 values["seeds"] = check_seeds(values["seeds"], f"budgets: {name}: seeds")
 
     def _check_where(self, where: Mapping[str, str], what: str) -> None:
         for axis, variant in where.items():
-            _check(axis in self.axes, f"{what}: the study has no axis {axis!r} (axes: "
-                   f"{', '.join(self.axes) or 'none'})")
+            check(axis in self.axes, f"{what}: the study has no axis {axis!r} (axes: "
+                  f"{', '.join(self.axes) or 'none'})")
             names = [v["name"] for v in self.axes[axis]]
-            _check(variant in names, f"{what}: axis {axis!r} has no variant {variant!r} "
-                   f"(variants: {', '.join(names)})")
+            check(variant in names, f"{what}: axis {axis!r} has no variant {variant!r} "
+                  f"(variants: {', '.join(names)})")
 
     def budget_values(self, budget: str) -> tuple[dict[str, Any], list[int] | None]:
         """The settings ``budget`` puts over ``base``, and the seeds it sets (or None)."""
-        _check(budget in BUDGETS, f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        check(budget in BUDGETS, f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
         values = dict(self.budgets[budget])
         return values, values.pop("seeds", None)
 
@@ -381,13 +213,13 @@ def _check_per_kind(values: Mapping[str, Any], what: str) -> None:
     per_kind = values.get(PER_KIND)
     if per_kind is None:
         return
-    _check(isinstance(per_kind, dict), f"{what}: {PER_KIND} must be a mapping of kind: "
-           f"settings, got {type(per_kind).__name__}")
+    check(isinstance(per_kind, dict), f"{what}: {PER_KIND} must be a mapping of kind: "
+          f"settings, got {type(per_kind).__name__}")
     for kind, settings in per_kind.items():
-        _check(kind in list_cell_kinds(), f"{what}: {PER_KIND}: {kind!r} is not a kind of "
-               f"cell; expected one of {', '.join(list_cell_kinds())}")
-        _check(isinstance(settings, dict), f"{what}: {PER_KIND}: {kind} must be a mapping of "
-               f"{kind} settings, got {type(settings).__name__}")
+        check(kind in list_cell_kinds(), f"{what}: {PER_KIND}: {kind!r} is not a kind of "
+              f"cell; expected one of {', '.join(list_cell_kinds())}")
+        check(isinstance(settings, dict), f"{what}: {PER_KIND}: {kind} must be a mapping of "
+              f"{kind} settings, got {type(settings).__name__}")
 
 
 def _layer(values: Mapping[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -400,10 +232,10 @@ def check_seeds(seeds: Any, what: str) -> list[int]:
     """``seeds`` as a list of distinct non-negative integers (one integer is a list of one)."""
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    _check(isinstance(seeds, (list, tuple)) and bool(seeds)
-           and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
-           f"{what} must be a non-empty list of non-negative integers, got {seeds!r}")
-    _check(len(set(seeds)) == len(seeds), f"{what} lists a seed twice: {seeds!r}")
+    check(isinstance(seeds, (list, tuple)) and bool(seeds)
+          and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
+          f"{what} must be a non-empty list of non-negative integers, got {seeds!r}")
+    check(len(set(seeds)) == len(seeds), f"{what} lists a seed twice: {seeds!r}")
     return list(seeds)
 
 
@@ -476,10 +308,10 @@ def _resolve_reference(study: StudyConfig, draft: _Draft, key: str, ref: Mapping
     """The one cell of ``drafts`` that ``draft``'s setting ``key`` (``{cell: ...}``) names."""
     what = f"{draft.where}: {key}: {{cell: ...}}"
     unknown = sorted(set(ref) - set(REFERENCE_KEYS))
-    _check(not unknown, f"{what} takes {' and '.join(REFERENCE_KEYS)}, got {unknown}")
+    check(not unknown, f"{what} takes {' and '.join(REFERENCE_KEYS)}, got {unknown}")
     seed = ref.get("seed", draft.seed)
-    _check(isinstance(seed, int) and not isinstance(seed, bool),
-           f"{what}: seed must be an integer, got {seed!r}")
+    check(isinstance(seed, int) and not isinstance(seed, bool),
+          f"{what}: seed must be an integer, got {seed!r}")
     target = ref["cell"]
     if isinstance(target, str):
         found = [d for d in drafts if d.name == target] or \
@@ -496,11 +328,11 @@ def _resolve_reference(study: StudyConfig, draft: _Draft, key: str, ref: Mapping
     else:
         raise StudyError(f"{what}: cell must be a cell's name or a mapping of axis: variant, "
                          f"got {target!r}")
-    _check(len(found) == 1, f"{what}: the plan has {len(found) or 'no'} "
-           f"{'cell' if len(found) == 1 else 'cells'} matching {wanted}"
-           + (f" ({', '.join(d.name for d in found)})" if found else
+    check(len(found) == 1, f"{what}: the plan has {len(found) or 'no'} "
+          f"{'cell' if len(found) == 1 else 'cells'} matching {wanted}"
+          + (f" ({', '.join(d.name for d in found)})" if found else
               f" (cells at that seed: {', '.join(d.name for d in drafts if d.seed == seed)})"))
-    _check(found[0] is not draft, f"{what} names the cell itself")
+    check(found[0] is not draft, f"{what} names the cell itself")
     return found[0]
 
 
@@ -599,5 +431,5 @@ def expand_study(study: StudyConfig, budget: str, *, run_root: str | Path,
     return cells
 
 
-__all__ = ["BUDGETS", "Cell", "Published", "PublishedValue", "ReportSpec", "SourceRef",
-           "StudyConfig", "StudyError", "check_seeds", "expand_study", "load_study"]
+__all__ = ["BUDGETS", "Cell", "StudyConfig", "StudyError", "check_seeds", "expand_study",
+           "load_study"]

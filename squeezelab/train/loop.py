@@ -36,6 +36,7 @@ from squeezelab.checkpoint import (
     read_weights,
     save_checkpoint,
 )
+from squeezelab.cputime import cpu_seconds
 from squeezelab.hooks import TrainHook, TrainState
 from squeezelab.models import create_model, get_entry
 from squeezelab.train.config import ConfigError, TrainConfig
@@ -187,6 +188,9 @@ def train(
             "run_dir": str(run.path), "model": cfg.model, "epochs": len(r.history),
             "best_test_top1": r.best_top1, "final": r.history[-1] if r.history else {},
             "total_train_seconds": sum(x["seconds"] for x in r.history),
+            # None where epochs were logged before CPU time was recorded (an older run resumed)
+            "total_cpu_seconds": sum(x["cpu_seconds"] for x in r.history)
+            if all("cpu_seconds" in x for x in r.history) else None,
             "parameters": sum(p.numel() for p in state.model.parameters()),
             "skipped_images": len(r.skipped)})
     return RunResult(run_dir=run.path, model=state.model, history=r.history,
@@ -354,7 +358,8 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
     correct = torch.tensor(int((carried or {}).get("correct", 0)), device=device)
     seen = int((carried or {}).get("seen", 0))
     seconds_before = float((carried or {}).get("seconds", 0.0))
-    t0 = time.perf_counter()
+    cpu_before = float((carried or {}).get("cpu_seconds", 0.0))
+    t0, c0 = time.perf_counter(), cpu_seconds()
     bar = tqdm(total=len(loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not (state.is_main and cfg.progress), leave=False, dynamic_ncols=True)
     size = size_for_epoch(cfg.progressive_sizes, epoch, cfg.epochs)
@@ -395,9 +400,11 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
             sums = _reduced_sums(loss_sum, correct, seen, device)
             raise _StopRequested(epoch, batch_idx + 1, dict(
                 zip(("loss_sum", "correct", "seen"), sums),
-                seconds=seconds_before + time.perf_counter() - t0))
+                seconds=seconds_before + time.perf_counter() - t0,
+                cpu_seconds=cpu_before + cpu_seconds() - c0))
     bar.close()
     seconds = seconds_before + time.perf_counter() - t0
+    cpu = cpu_before + cpu_seconds() - c0
     g_loss, g_correct, g_seen = _reduced_sums(loss_sum, correct, seen, device)
     return {
         "epoch": epoch + 1,
@@ -406,6 +413,9 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": g_seen / seconds,
         "seconds": seconds,
+        # this process's CPU time for the epoch's training (its scoring adds to it below):
+        # the epoch's cost, however busy the machine was (squeezelab/cputime.py)
+        "cpu_seconds": cpu,
     }
 
 
@@ -448,7 +458,7 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
     cfg, epoch = r.cfg, record["epoch"]
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
         r.test_loader.set_epoch(0)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), cpu_seconds()
         with _evaluation_weights(r):
             result = evaluate(r.state.forward_model, r.test_loader, r.train_data.num_classes,
                               r.state.device, protocol=EvalProtocol(
@@ -458,6 +468,7 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
         record.update(test_loss=result["loss"], test_top1=result["top1"],
                       test_top5=result["top5"],
                       eval_seconds=time.perf_counter() - t1,
+                      cpu_seconds=record["cpu_seconds"] + cpu_seconds() - c1,
                       test_protocol=result["protocol"])  # how top-1 was scored
     for hook in r.hooks:
         hook.on_epoch_end(r.state, record)

@@ -330,6 +330,9 @@ def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
         if "seconds" in cell:
             cell["seconds"] = seconds
             cell["train_seconds"] = min(seconds, 100)
+            # as recorded before cells kept their CPU time: wall time is all there is
+            cell.pop("cpu_seconds", None)
+            cell.pop("train_cpu_seconds", None)
     results["cells"][0]["machine"] = {**results["cells"][0]["machine"], "threads": 2}
     # b-s0 was resumed: its finishing process ran 60 s, its epochs 1,800 s over both
     results["cells"][1].update(seconds=60, train_seconds=1800, resumed=True)
@@ -338,11 +341,36 @@ def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     rows = [[v.text for v in row] for row in report.cost.rows]
     # core-time: 2 x 3600 + 1800 + 2400 + 600 = 12,000 s over 4 finished cells; the pending
     # one is estimated at their mean, 3,000 s
-    assert rows[0][:6] == ["toy", "smoke", "4 of 6", "3 h 20 min", "1", "50 min"]
-    assert rows[-1][:6] == ["all", "—", "4", "3 h 20 min", "1", "50 min"]
+    upper = "wall x threads (upper bound)"
+    assert rows[0][:7] == ["toy", "smoke", "4 of 6", "3 h 20 min", upper, "1", "50 min"]
+    assert rows[-1][:7] == ["all", "—", "4", "3 h 20 min", upper, "1", "50 min"]
     files = write_report([out], tmp_path / "r")
     assert "What the studies cost" in files.html.read_text()
     assert "| toy | smoke | 4 of 6 | 3 h 20 min |" in files.markdown.read_text().replace("`", "")
+
+
+def test_the_cost_table_counts_recorded_cpu_time_not_the_wait(tmp_path):
+    out = write_toy_study(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    finished = [c for c in results["cells"] if c["status"] in ("done", "failed")]
+    for cell, (wall, cpu) in zip(finished, [(3600, 1200), (60, 30), (2400, 2300), (600, None)]):
+        cell.update(seconds=wall, train_seconds=min(wall, 100), cpu_seconds=cpu,
+                    train_cpu_seconds=None)
+        if cpu is None:
+            del cell["cpu_seconds"]
+    # two threads do not multiply CPU time: it already counts every thread
+    finished[0]["machine"] = {**finished[0]["machine"], "threads": 2}
+    # b-s0 was resumed: 30 s of CPU in its last process, 1,500 s in its epochs over both
+    finished[1].update(train_cpu_seconds=1500, resumed=True)
+    (out / "results.json").write_text(json.dumps(results))
+    rows = [[v.text for v in row] for row in build_report([out]).cost.rows]
+    # 1,200 + 1,500 + 2,300 + 600 (wall, the one without CPU time) = 5,600 s = 1 h 33 min
+    assert rows[0][:5] == ["toy", "smoke", "4 of 6", "1 h 33 min",
+                           "CPU time for 3, wall x threads for 1"]
+    for cell in finished[3:]:
+        cell["cpu_seconds"] = 600
+    (out / "results.json").write_text(json.dumps(results))
+    assert build_report([out]).cost.rows[-1][4].text == "CPU time"
 
 
 def _with_histograms(out, report):

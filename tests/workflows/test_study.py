@@ -17,6 +17,7 @@ from model_configs import TINY
 from study_fixtures import EchoSettings, quiet, tiny_recipe, write
 
 import squeezelab.workflows.studies.kinds.train as train_kind
+from squeezelab.checkpoint import load_checkpoint
 from squeezelab.data.cifar import CIFAR_SPECS, file_md5
 from squeezelab.hooks import TrainHook
 from squeezelab.models import create_model
@@ -325,7 +326,10 @@ def test_an_interrupted_cell_resumes_exactly(tmp_path, cifar_tree, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_study(plan, progress=False, log=quiet)
     assert not (tmp_path / "out" / "cells" / "relu-s0.json").exists()
-    assert (tmp_path / "out" / "runs" / "relu-s0" / "checkpoints" / "last.json").is_file()
+    last = tmp_path / "out" / "runs" / "relu-s0" / "checkpoints" / "last.json"
+    assert last.is_file()
+    carried_cpu = load_checkpoint(last).meta["epoch_sums"]["cpu_seconds"]
+    assert carried_cpu > 0  # the cut epoch's CPU time so far travels with its running sums
     merged = json.loads((tmp_path / "out" / "results.json").read_text())
     assert merged["counts"]["pending"] == 2
     monkeypatch.setattr(train_kind, "train", real_train)
@@ -338,6 +342,13 @@ def test_an_interrupted_cell_resumes_exactly(tmp_path, cifar_tree, monkeypatch):
                              out=tmp_path / "out"), cell=1, progress=False, log=quiet)
     resumed = run_study(plan, cell=1, progress=False, log=quiet)["cells"][0]
     assert resumed["resumed"] is True and reference["resumed"] is False
+    # the cell's CPU time is its own process's; its epochs' is summed over both processes
+    assert 0 < reference["train_cpu_seconds"] <= reference["cpu_seconds"]
+    assert resumed["cpu_seconds"] > 0
+    epochs = [json.loads(line) for line in (tmp_path / "out" / "runs" / "relu-s0" /
+                                            "metrics.jsonl").read_text().splitlines()]
+    assert epochs[1]["cpu_seconds"] > carried_cpu
+    assert resumed["train_cpu_seconds"] == pytest.approx(sum(e["cpu_seconds"] for e in epochs))
     # the same weights: the same test figures. (The train loss and accuracy of the epoch that
     # was cut are summed over the steps after the resume only, so they are not compared.)
     for key in ("test_top1", "test_top5", "test_loss", "best_test_top1", "epochs"):

@@ -13,7 +13,8 @@ AGGREGATES = ("cells", "seeds")
 #: the first part of a report field path must be one of a cell record's keys (results.py)
 RECORD_FIELDS = ("index", "name", "kind", "status", "variants", "seed", "budget", "config",
                  "metrics", "parameters", "macs", "fp32_bytes", "file_bytes", "seconds",
-                 "train_seconds", "seconds_per_epoch", "images_per_s", "published",
+                 "cpu_seconds", "train_seconds", "train_cpu_seconds", "seconds_per_epoch",
+                 "images_per_s", "published",
                  # the kinds that start from another model (results.py lists their fields)
                  "sources", "source", "compression",
                  # a DSD cell's weight histogram at the end of each phase (kinds/dsd.py)

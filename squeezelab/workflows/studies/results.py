@@ -46,6 +46,8 @@ Cell record (the file <out>/cells/<cell>.json; in ``cells``)::
                                difference_points}]: the recipe's
                                published values for this cell, ours beside each (in percent)
     seconds                    wall seconds of the cell in the process that finished it
+    cpu_seconds                its CPU seconds in that process (all threads; cputime.py):
+                               what the cell cost, however busy the machine was
     machine                    {cpu, cores, cpu_flags, torch, python, platform, threads, gpu}
     git_commit, git_dirty      the checkout that ran it
     finished_at                ISO time stamp
@@ -59,6 +61,8 @@ Cell record (the file <out>/cells/<cell>.json; in ``cells``)::
                                .safetensors), and its path
     image_size, num_classes, train_images, test_images
     run_seconds, train_seconds, seconds_per_epoch, images_per_s, resumed
+    train_cpu_seconds          the epochs' CPU seconds (training and scoring), summed over
+                               every process that ran them (a resumed cell's too)
     auto_settings              {precision, channels_last} the run's autotune chose
     pgd_perturbations          noise injections of optimizer pgd (0 otherwise)
     run_dir, metrics_path      the run folder and its per-epoch metrics.jsonl

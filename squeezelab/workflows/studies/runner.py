@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.config import parse_value
+from squeezelab.cputime import cpu_seconds
 from squeezelab.workflows.studies.model_cells import source_checkpoint
 from squeezelab.workflows.studies.recipe import (
     BUDGETS,
@@ -361,7 +362,7 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
         log(f"{where}: {existing['status']} meanwhile in another process, skipped")
         return
     log(f"{where}: running ({c.kind})")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     try:
         measured = kind.run(c.settings, ctx)
     except CellInterrupted:
@@ -370,7 +371,7 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
         raise KeyboardInterrupt from None
     except kind.failures as e:
         record = {**_base_record(plan, c, "failed"), "reason": f"{type(e).__name__}: {e}",
-                  "seconds": time.perf_counter() - t0,
+                  "seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - c0,
                   "published": with_ours(c.published, None)}
         if sources:
             record["sources"] = sources
@@ -379,7 +380,7 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
         return
     record = {**_base_record(plan, c, "done"), **measured,
               "published": with_ours(c.published, measured.get("metrics")),
-              "seconds": time.perf_counter() - t0}
+              "seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - c0}
     if sources:
         record["sources"] = sources
     write_json(path, _stamp(record, plan))

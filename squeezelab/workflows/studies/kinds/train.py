@@ -109,6 +109,8 @@ def training_record(result, data, run_dir: Path, resumed: bool,
     best_file = run.best.with_name("best.safetensors")
     tested = [r["test_top1"] for r in history if "test_top1" in r]
     seconds = [r["seconds"] for r in history if "seconds" in r]
+    # epochs logged before CPU time was recorded leave the sum unknown, not low
+    cpu = [r.get("cpu_seconds") for r in history]
     parameters = count_parameters(result.model)
     image_hw = tuple(data.train.image_size)
     return {
@@ -132,6 +134,7 @@ def training_record(result, data, run_dir: Path, resumed: bool,
         "train_images": len(data.train),
         "test_images": len(data.test),
         "train_seconds": sum(seconds),
+        "train_cpu_seconds": sum(cpu) if history and None not in cpu else None,
         "seconds_per_epoch": statistics.mean(seconds) if seconds else None,
         "images_per_s": statistics.mean(r["images_per_s"] for r in history)
         if history and all("images_per_s" in r for r in history) else None,

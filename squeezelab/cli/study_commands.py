@@ -1,7 +1,7 @@
 """``squeezelab study RECIPE``: run a study (a grid of runs described by one recipe in
-recipes/studies/), resumably, into one results JSON; ``--list`` prints one command per cell
-for a cluster or a shell loop, ``--cell K`` runs one, ``--merge`` rebuilds the results JSON
-from the cells that have finished."""
+recipes/studies/), resumably, into one results JSON; ``--jobs N`` runs N cells at once on
+this machine, ``--list`` prints one command per cell for a cluster or a shell loop, ``--cell
+K`` runs one, ``--merge`` rebuilds the results JSON from the cells that have finished."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="first copy the finished cells of these results JSONs (the same study "
                    "and budget, made on another machine or committed) into this study's "
                    "folder, so only the rest runs; with --merge: only import and merge")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N cells at once on this machine, each in its own process with "
+                   "the cores shared out as its threads (a cell that starts from another's "
+                   "model waits for it); Ctrl-C stops them all, the same command resumes")
+    # one of --jobs' processes: waits for sources other workers run, leaves the summary to
+    # the process that started it
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     action = p.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true",
                         help="print one command per cell (run them anywhere, in any order, "
@@ -51,6 +58,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_study(args: argparse.Namespace) -> int:
     from squeezelab.config import parse_key_values
     from squeezelab.workflows.studies import (
+        StudyError,
         cell_commands,
         format_summary,
         import_results,
@@ -58,6 +66,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         merge_study,
         plan_study,
         run_study,
+        run_study_jobs,
     )
 
     overrides = parse_key_values(",".join(args.overrides), "--set")
@@ -71,7 +80,18 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.imports:
         copied = import_results(plan, args.imports)
         print(f"imported {copied} finished cell(s) into {plan.cells_dir}")
-    results = merge_study(plan) if args.merge else run_study(plan, args.cell)
+    if args.jobs != 1 and (args.cell is not None or args.merge or args.worker):
+        raise StudyError("--jobs runs the whole study; it does not go with --cell, --merge or "
+                         "--worker")
+    if args.merge:
+        results = merge_study(plan)
+    elif args.worker:
+        run_study(plan, progress=False, wait_for_sources=True)
+        return 0
+    elif args.jobs != 1:
+        results = run_study_jobs(plan, args.jobs)
+    else:
+        results = run_study(plan, args.cell)
     print(format_summary(results))
     print(f"results: {plan.results_path}")
     return 0

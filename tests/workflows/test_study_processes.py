@@ -124,3 +124,140 @@ def test_the_first_autotuned_cell_pins_the_studys_speed_settings(tmp_path, cifar
     with pytest.raises(StudyError, match=r"speed.json is not readable JSON .* delete it"):
         run_study(plan_study(tmp_path / "tiny.yaml", "smoke", out=tmp_path / "out"),
                   progress=False, log=quiet)
+
+
+def _chained_recipe(data) -> dict:
+    """The tiny study with its tanh cell starting from the relu cell's model."""
+    recipe = tiny_recipe(data)
+    recipe["axes"]["act"][1]["init_from"] = {"cell": {"act": "relu"}}
+    return recipe
+
+
+def test_a_cell_waits_for_the_source_another_process_is_running(tmp_path, cifar_tree,
+                                                                monkeypatch):
+    """The wait of --jobs' workers, in one process: thread A runs the relu cell (held until
+    the test lets it go), thread B, waiting for sources, defers the tanh cell that starts
+    from it, then runs it once it is done, without recording it skipped meanwhile."""
+    import threading
+
+    from squeezelab.workflows.studies.kinds import train as train_kind
+
+    plan = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
+                      out=tmp_path / "out")
+    relu, tanh = plan.cells
+    go = threading.Event()
+    real_train = train_kind.train
+
+    def held(cfg, **kw):
+        if kw["run_dir"].name == "relu-s0":
+            assert go.wait(60)
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(train_kind, "train", held)
+    lines: list[str] = []
+    a = threading.Thread(target=run_study, args=(plan, "relu-s0"),
+                         kwargs=dict(progress=False, log=quiet))
+    a.start()
+    deadline = time.monotonic() + 60
+    while not plan.claim_file(relu).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    b = threading.Thread(target=run_study, args=(plan,),
+                         kwargs=dict(progress=False, log=lines.append, wait_for_sources=True,
+                                     poll_seconds=0.05))
+    b.start()
+    while not any("wait for sources" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not plan.cell_file(tanh).exists()  # deferred, not recorded as skipped
+    go.set()
+    a.join(60)
+    b.join(60)
+    results = json.loads(plan.results_path.read_text())
+    assert [c["status"] for c in results["cells"]] == ["done", "done"]
+    assert results["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
+    assert any("1 cell(s) wait for sources another process is running: tanh-s0" in line
+               for line in lines)
+    assert any(line.startswith("cell 1/2 relu-s0: being run by process") for line in lines)
+    # each cell trained once: two epochs each, no second run in either folder
+    for name in ("relu-s0", "tanh-s0"):
+        assert len((plan.runs_dir / name / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_waiting_cell_is_skipped_once_its_source_cannot_finish(tmp_path, cifar_tree):
+    """Waiting is for a source a live process runs: a source that failed, or that nobody
+    runs or waits to run, leaves its dependants skipped with the reason, not waiting."""
+    plan = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
+                      out=tmp_path / "out")
+    from squeezelab.workflows.studies.runner import _base_record, _stamp
+
+    relu, tanh = plan.cells
+    plan.cells_dir.mkdir(parents=True)
+    plan.cell_file(relu).write_text(json.dumps(_stamp(
+        {**_base_record(plan, relu, "failed"), "reason": "diverged"}, plan)))
+    results = run_study(plan, progress=False, log=quiet, wait_for_sources=True,
+                        poll_seconds=0.05)
+    assert [c["status"] for c in results["cells"]] == ["failed", "skipped"]
+    assert "waits for its source" in results["cells"][1]["reason"]
+    assert "failed (diverged)" in results["cells"][1]["reason"]
+
+
+def test_jobs_run_every_cell_once_with_the_cores_shared_out(tmp_path, cifar_tree):
+    from squeezelab.workflows.studies import run_study_jobs
+
+    plan = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
+                      out=tmp_path / "out")
+    lines: list[str] = []
+    results = run_study_jobs(plan, 2, cores=2, log=lines.append)
+    assert [c["status"] for c in results["cells"]] == ["done", "done"]
+    assert results["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
+    # two cores shared by two workers: one intra-op thread each, recorded in every cell
+    assert [c["machine"]["threads"] for c in results["cells"]] == [1, 1]
+    assert lines[0] == "tiny: 2 cells, 2 worker(s) of 1 thread(s) each"
+    assert {line[:3] for line in lines[1:]} == {"[1]", "[2]"}
+    for name in ("relu-s0", "tanh-s0"):
+        assert len((plan.runs_dir / name / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not list(plan.cells_dir.glob("*.lock"))
+    # finished cells are skipped by a second run, as without --jobs
+    again = run_study_jobs(plan, 2, cores=2, log=lines.append)
+    assert [c["finished_at"] for c in again["cells"]] == \
+        [c["finished_at"] for c in results["cells"]]
+
+
+def test_jobs_wait_for_the_speed_pin_before_starting_the_rest(tmp_path, cifar_tree):
+    from squeezelab.workflows.studies.parallel import _needs_speed_pin, _pin_from_new_runs
+
+    fixed = plan_study(write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree)), "smoke",
+                       out=tmp_path / "fixed")
+    assert not _needs_speed_pin(fixed)  # fp32 and NCHW set: nothing to autotune
+    recipe = tiny_recipe(cifar_tree)
+    recipe["base"].update(precision="auto", channels_last=None)
+    plan = plan_study(write(tmp_path / "auto.yaml", recipe), "smoke", out=tmp_path / "out")
+    assert _needs_speed_pin(plan)
+    since = time.time() - 1
+    env = plan.runs_dir / "relu-s0" / "environment.json"
+    env.parent.mkdir(parents=True)
+    env.write_text(json.dumps({"speed_autotune": {"precision": "bf16", "channels_last": True,
+                                                   "timings": {}}}))
+    assert not _pin_from_new_runs(plan, since)  # nothing timed (the settings were given)
+    env.write_text("{half")
+    assert not _pin_from_new_runs(plan, since)  # being written: looked at again later
+    env.write_text(json.dumps({"speed_autotune": {"precision": "bf16", "channels_last": True,
+                                                   "timings": {"bf16/nhwc": 0.1}}}))
+    assert _pin_from_new_runs(plan, since)
+    assert not _needs_speed_pin(plan)
+    (pin,) = json.loads((plan.out_dir / "speed.json").read_text()).values()
+    assert pin["precision"] == "bf16" and pin["chosen_by"] == "relu-s0"
+
+
+def test_jobs_refuse_a_bad_count_and_a_single_cell(tmp_path, cifar_tree, capsys):
+    from squeezelab.cli import main
+    from squeezelab.workflows.studies import run_study_jobs
+
+    path = write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree))
+    plan = plan_study(path, "smoke", out=tmp_path / "out")
+    with pytest.raises(StudyError, match="--jobs must be a whole number >= 1, got 0"):
+        run_study_jobs(plan, 0)
+    assert main(["study", str(path), "--budget", "smoke", "--out", str(tmp_path / "out"),
+                 "--jobs", "2", "--cell", "1"]) != 0
+    assert "error: --jobs runs the whole study; it does not go with --cell" in \
+        capsys.readouterr().err
+    assert not plan.cells_dir.exists()  # nothing ran

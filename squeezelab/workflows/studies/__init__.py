@@ -11,6 +11,7 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
                   dsd, distill, sensitivity (cells that start from another cell's model)
     model_cells.py  what those share: the source checkpoint a setting names, its data
     runner.py     run the cells (all or one), list one command per cell, merge the results
+    parallel.py   several cells at once on one machine (--jobs N): worker processes
     results.py    the per-cell records and the merged results JSON: its schema is written down
                   in that module's docstring
 
@@ -18,6 +19,7 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
     results = run_study(plan)               # or run_study(plan, cell=3): one cell
     print(format_summary(results))
 """
+from squeezelab.workflows.studies.parallel import run_study_jobs
 from squeezelab.workflows.studies.recipe import (
     BUDGETS,
     Cell,
@@ -48,4 +50,4 @@ __all__ = ["BUDGETS", "Cell", "CellContext", "CellInterrupted", "StudyConfig", "
            "StudyPlan", "cell_commands", "expand_study", "format_summary", "get_cell_kind",
            "import_results", "list_cell_kinds", "load_study", "merge_command", "merge_study",
            "plan_study",
-           "register_cell_kind", "run_study"]
+           "register_cell_kind", "run_study", "run_study_jobs"]

@@ -245,6 +245,29 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _live_holder(path: Path, host: str) -> str | None:
+    """Who holds the claim ``path`` if that may still be a live process (a process on this
+    host that is alive, one on another host, or a claim being written this instant), else
+    None (no claim, or its process is gone)."""
+    try:
+        holder = json.loads(path.read_text())
+        pid, their_host = int(holder["pid"]), str(holder["host"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # being written this instant by the process that created it, or damaged: a claim
+        # unreadable for a minute is stale
+        if _age_seconds(path) < CLAIM_WRITE_SECONDS:
+            return f"a process claiming it this instant ({path})"
+        return None
+    if their_host == host:
+        if _process_alive(pid):
+            return f"process {pid} on this host since {holder.get('since')}"
+        return None
+    return (f"process {pid} on host {their_host} since {holder.get('since')}; if that run is "
+            f"gone, delete {path}")
+
+
 def claim_cell(plan: StudyPlan, cell: Cell) -> tuple[Path | None, str]:
     """Claim ``cell`` for this process: create its lock file exclusively. Returns (the lock,
     "") when claimed, or (None, who holds it) when another live process does. A claim whose
@@ -257,20 +280,9 @@ def claim_cell(plan: StudyPlan, cell: Cell) -> tuple[Path | None, str]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-                pid, host = int(holder["pid"]), str(holder["host"])
-            except (OSError, ValueError, KeyError, TypeError):
-                # being written this instant by the process that created it, or damaged: a
-                # claim unreadable for a minute is stale
-                if _age_seconds(path) < CLAIM_WRITE_SECONDS:
-                    return None, f"a process claiming it this instant ({path})"
-                holder, pid, host = {}, None, None
-            if pid is not None and host == me["host"] and _process_alive(pid):
-                return None, f"process {pid} on this host since {holder.get('since')}"
-            if pid is not None and host != me["host"]:
-                return None, (f"process {pid} on host {host} since {holder.get('since')}; "
-                              f"if that run is gone, delete {path}")
+            holder = _live_holder(path, me["host"])
+            if holder is not None:
+                return None, holder
             path.unlink(missing_ok=True)  # its process is gone: take the cell over
             continue
         with os.fdopen(fd, "w") as f:
@@ -388,54 +400,78 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
 
 
 def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              log: Callable[[str], None] | None = None, wait_for_sources: bool = False,
+              poll_seconds: float = 5.0) -> dict[str, Any]:
     """Run ``plan``'s cells (all, or the one ``cell`` names) that have no result yet, then
     rebuild and write the merged results; returns them. ``progress``: the runs' own progress
     bars and epoch lines. A Ctrl-C inside a cell saves its checkpoint, merges what is done and
-    re-raises KeyboardInterrupt: the same command resumes."""
+    re-raises KeyboardInterrupt: the same command resumes.
+
+    A cell whose source cell has not finished is skipped (recorded as waiting for it), unless
+    ``wait_for_sources``: then, when another process is running that source (or it waits
+    itself), the cell is tried again every ``poll_seconds`` until the source is done or has
+    failed -- how the workers of ``squeezelab study --jobs N`` share one study
+    (``parallel.py``)."""
     log = log or (lambda line: print(line, flush=True))
     selected = plan.select(cell)
     total = len(plan.cells)
     cache: dict[str, Any] = {}
-    for c in selected:
-        kind = get_cell_kind(c.kind)
-        where = f"cell {c.index}/{total} {c.name}"
-        path = plan.cell_file(c)
-        existing = read_record(path)
-        if existing is not None and existing["status"] in ("done", "failed"):
-            _check_same_experiment(plan, c, existing)
-            log(f"{where}: {existing['status']} in an earlier run, skipped")
-            continue
-        sources, waiting, why = _sources(plan, c)
-        if waiting is not None:
-            if cell is not None:  # --cell K: running its sources is the user's call
-                raise StudyError(
-                    f"cell {c.index} {c.name} starts from another cell's model and cannot run "
-                    f"yet: {why}. Run that cell first (--cell {waiting.index}), or the whole "
-                    "study, which runs every cell's sources before it")
-            write_json(path, _stamp({**_base_record(plan, c, "skipped"),
-                                     "reason": f"waits for its source: {why}",
-                                     "published": with_ours(c.published, None)}, plan))
-            log(f"{where}: skipped: waits for its source: {why}")
-            continue
-        reason = kind.missing_data(c.settings)
-        if reason is not None:
-            write_json(path, _stamp({**_base_record(plan, c, "skipped"), "reason": reason,
-                                     "published": with_ours(c.published, None)}, plan))
-            log(f"{where}: skipped: {reason}")
-            continue
-        claim, holder = claim_cell(plan, c)
-        if claim is None:
-            log(f"{where}: being run by {holder}: skipped here")
-            continue
-        ctx = CellContext(c.name, plan.runs_dir / c.name, cache, progress,
-                          speed=pinned_speed(plan))
-        try:
-            _run_cell(plan, c, kind, sources, ctx, log, where)
-            remember_speed(plan, ctx.run_dir)
-        finally:
-            claim.unlink(missing_ok=True)
-    return merge_study(plan)
+    host = socket.gethostname()
+    first_pass = True
+    while True:
+        deferred: list[Cell] = []
+        for c in selected:
+            kind = get_cell_kind(c.kind)
+            where = f"cell {c.index}/{total} {c.name}"
+            path = plan.cell_file(c)
+            existing = read_record(path)
+            if existing is not None and existing["status"] in ("done", "failed"):
+                _check_same_experiment(plan, c, existing)
+                log(f"{where}: {existing['status']} in an earlier run, skipped"
+                    if first_pass and not wait_for_sources
+                    else f"{where}: {existing['status']} already (another process or an "
+                    "earlier run), skipped")
+                continue
+            sources, waiting, why = _sources(plan, c)
+            if waiting is not None:
+                if cell is not None:  # --cell K: running its sources is the user's call
+                    raise StudyError(
+                        f"cell {c.index} {c.name} starts from another cell's model and cannot "
+                        f"run yet: {why}. Run that cell first (--cell {waiting.index}), or the "
+                        "whole study, which runs every cell's sources before it")
+                if wait_for_sources and (waiting in deferred or _live_holder(
+                        plan.claim_file(waiting), host) is not None):
+                    deferred.append(c)
+                    continue
+                write_json(path, _stamp({**_base_record(plan, c, "skipped"),
+                                         "reason": f"waits for its source: {why}",
+                                         "published": with_ours(c.published, None)}, plan))
+                log(f"{where}: skipped: waits for its source: {why}")
+                continue
+            reason = kind.missing_data(c.settings)
+            if reason is not None:
+                write_json(path, _stamp({**_base_record(plan, c, "skipped"), "reason": reason,
+                                         "published": with_ours(c.published, None)}, plan))
+                log(f"{where}: skipped: {reason}")
+                continue
+            claim, holder = claim_cell(plan, c)
+            if claim is None:
+                log(f"{where}: being run by {holder}: skipped here")
+                continue
+            ctx = CellContext(c.name, plan.runs_dir / c.name, cache, progress,
+                              speed=pinned_speed(plan))
+            try:
+                _run_cell(plan, c, kind, sources, ctx, log, where)
+                remember_speed(plan, ctx.run_dir)
+            finally:
+                claim.unlink(missing_ok=True)
+        if not deferred:
+            return merge_study(plan)
+        if deferred != selected:
+            log(f"{len(deferred)} cell(s) wait for sources another process is running: "
+                + ", ".join(c.name for c in deferred))
+        selected, first_pass = deferred, False
+        time.sleep(poll_seconds)
 
 
 def describe_record(record: dict[str, Any]) -> str:
@@ -497,17 +533,24 @@ def merge_study(plan: StudyPlan) -> dict[str, Any]:
     return results
 
 
+def study_argv(plan: StudyPlan, program: Sequence[str] = ("squeezelab",)) -> list[str]:
+    """The ``squeezelab study`` command line that runs ``plan`` again: the same recipe,
+    budget, folder, seeds and ``--set`` values (``program``: how to call squeezelab)."""
+    argv = [*program, "study", str(plan.recipe), "--budget", plan.budget,
+            "--out", str(plan.out_dir)]
+    if plan.results_given:
+        argv += ["--results", str(plan.results_path)]
+    if plan.seeds is not None:
+        argv += ["--seeds", *map(str, plan.seeds)]
+    for key, value in plan.overrides.items():
+        argv += ["--set", f"{key}={_yaml_scalar(value)}"]
+    return argv
+
+
 def cell_commands(plan: StudyPlan, program: str = "squeezelab") -> list[str]:
     """One shell command per cell, in plan order: each runs that cell alone (``--cell K``)
     into the same folder and merges what is there."""
-    common = [program, "study", str(plan.recipe), "--budget", plan.budget,
-              "--out", str(plan.out_dir)]
-    if plan.results_given:
-        common += ["--results", str(plan.results_path)]
-    if plan.seeds is not None:
-        common += ["--seeds", *map(str, plan.seeds)]
-    for key, value in plan.overrides.items():
-        common += ["--set", f"{key}={_yaml_scalar(value)}"]
+    common = study_argv(plan, (program,))
     return [shlex.join([*common, "--cell", str(c.index)]) for c in plan.cells]
 
 
@@ -536,4 +579,4 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 __all__ = ["StudyPlan", "cell_commands", "describe_record", "format_summary", "import_results",
-           "merge_command", "merge_study", "plan_study", "run_study"]
+           "merge_command", "merge_study", "plan_study", "run_study", "study_argv"]

@@ -17,7 +17,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "recipe, resumably, into one results JSON. --list prints one command per "
                        "cell (for a cluster or a shell loop), --cell K runs one, --merge "
                        "rebuilds the results JSON from the cells that have finished.")
-    p.add_argument("recipe", help="study recipe, e.g. recipes/studies/bypass.yaml")
+    p.add_argument("recipes", nargs="+", metavar="recipe",
+                   help="study recipe, e.g. recipes/studies/bypass.yaml; several (say "
+                   "recipes/studies/*.yaml) run one after another, each into its own folder")
     p.add_argument("--budget", choices=("smoke", "cpu", "full"), default="cpu",
                    help="smoke: minutes, a check that every cell runs; cpu: what a 2-core CPU "
                    "does in hours (the recorded results); full: the publication's settings")
@@ -57,41 +59,60 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from squeezelab.config import parse_key_values
+    from squeezelab.workflows.studies import StudyError, plan_study
+
+    if args.jobs != 1 and (args.cell is not None or args.merge or args.worker):
+        raise StudyError("--jobs runs the whole study; it does not go with --cell, --merge or "
+                         "--worker")
+    if len(args.recipes) > 1:
+        one_study = [flag for flag, given in (
+            ("--out", args.out), ("--results", args.results), ("--cell", args.cell),
+            ("--import", args.imports), ("--worker", args.worker)) if given]
+        if one_study:
+            raise StudyError(f"{', '.join(one_study)} belong(s) to one study: give a single "
+                             f"recipe with it, not {len(args.recipes)}")
+    overrides = parse_key_values(",".join(args.overrides), "--set")
+    # every recipe is read and checked before any cell runs
+    plans = [plan_study(recipe, args.budget, out=args.out, results=args.results,
+                        seeds=args.seeds, overrides=overrides) for recipe in args.recipes]
+    summaries = [_study(plan, args) for plan in plans]
+    if len(plans) > 1 and not args.list:
+        print(f"{len(plans)} studies:")
+        for line in summaries:
+            print(f"  {line}")
+    return 0
+
+
+def _study(plan, args: argparse.Namespace) -> str:
+    """Run (or list, or merge) one study as ``args`` ask; returns its one-line count."""
     from squeezelab.workflows.studies import (
-        StudyError,
         cell_commands,
         format_summary,
         import_results,
         merge_command,
         merge_study,
-        plan_study,
         run_study,
         run_study_jobs,
     )
 
-    overrides = parse_key_values(",".join(args.overrides), "--set")
-    plan = plan_study(args.recipe, args.budget, out=args.out, results=args.results,
-                      seeds=args.seeds, overrides=overrides)
     if args.list:
         print("\n".join(cell_commands(plan)))
         print(f"# {len(plan.cells)} cells; when they are done: {merge_command(plan)}",
               file=sys.stderr)
-        return 0
+        return ""
     if args.imports:
         copied = import_results(plan, args.imports)
         print(f"imported {copied} finished cell(s) into {plan.cells_dir}")
-    if args.jobs != 1 and (args.cell is not None or args.merge or args.worker):
-        raise StudyError("--jobs runs the whole study; it does not go with --cell, --merge or "
-                         "--worker")
     if args.merge:
         results = merge_study(plan)
     elif args.worker:
         run_study(plan, progress=False, wait_for_sources=True)
-        return 0
+        return ""
     elif args.jobs != 1:
         results = run_study_jobs(plan, args.jobs)
     else:
         results = run_study(plan, args.cell)
-    print(format_summary(results))
+    summary = format_summary(results)
+    print(summary)
     print(f"results: {plan.results_path}")
-    return 0
+    return f"{summary.splitlines()[0]}: {plan.results_path}"

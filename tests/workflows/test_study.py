@@ -502,3 +502,31 @@ def test_table_of_a_file_that_is_not_a_study_is_refused(tmp_path):
     path.write_text(json.dumps({"benchmark": "load_time"}))
     with pytest.raises(SystemExit, match=r"other.json is not a study result JSON"):
         TABLE.main(["--table", str(path)])
+
+
+def test_several_recipes_run_one_after_another_each_into_its_own_folder(
+        tmp_path, cifar_tree, monkeypatch, capsys):
+    from squeezelab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    one = write(tmp_path / "one.yaml", tiny_recipe(cifar_tree, study="one", seeds=[0]))
+    recipe = tiny_recipe(cifar_tree, study="two")
+    recipe["axes"]["act"] = recipe["axes"]["act"][:1]
+    two = write(tmp_path / "two.yaml", recipe)
+    # a bad recipe among them stops the command before any cell runs
+    bad = write(tmp_path / "bad.yaml", {**recipe, "study": "bad", "seeds": "zero"})
+    assert main(["study", str(one), str(bad), "--budget", "smoke"]) != 0
+    assert "bad.yaml: seeds must be a non-empty list" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert main(["study", str(one), str(two), "--budget", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "2 studies:\n  one (smoke): 2 done, 0 skipped, 0 failed, 0 pending of 2 cells: " \
+        "runs/studies/one/smoke/results.json\n  two (smoke): 1 done" in out
+    for study, cells in (("one", 2), ("two", 1)):
+        results = json.loads((tmp_path / "runs" / "studies" / study / "smoke" /
+                              "results.json").read_text())
+        assert results["counts"]["done"] == cells
+    # what names one study's folder, cell or results does not go with several
+    assert main(["study", str(one), str(two), "--budget", "smoke", "--out", "x"]) != 0
+    assert "--out belong(s) to one study: give a single recipe with it, not 2" in \
+        capsys.readouterr().err

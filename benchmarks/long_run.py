@@ -1,0 +1,112 @@
+"""The record of a long training run, trained in pieces: what it cost and what it reached.
+
+A run too long for one sitting (the best-accuracy recipe, ``recipes/cifar10_best.yaml``: hours
+on a 2-core CPU) is stopped and resumed (``squeezelab train --resume RUN_DIR``) as often as
+needed; its wall time from start to end then means nothing. What it cost is the time its epochs
+took, training and scoring, summed over every piece from its ``metrics.jsonl``, and the CPU
+time where the epochs recorded it. This script reads a run folder and writes that account
+beside the final checkpoint's accuracy, the test curve and the machine, into one JSON:
+
+    python benchmarks/long_run.py runs/cifar10_best --target-top1 0.93 --budget-hours 8 \\
+        --output benchmarks/results/cifar10_best_b.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+
+def summarise(run_dir: Path, target_top1: float | None = None,
+              budget_hours: float | None = None) -> dict[str, Any]:
+    """The account of the run in ``run_dir`` (see the module docstring)."""
+    metrics_path = run_dir / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise SystemExit(f"{run_dir} is not a run folder with epochs logged (no "
+                         f"{metrics_path.name})")
+    epochs = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    if not epochs:
+        raise SystemExit(f"{metrics_path} holds no epoch yet")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    environment = json.loads((run_dir / "environment.json").read_text()) \
+        if (run_dir / "environment.json").is_file() else {}
+    summary_path = run_dir / "summary.json"
+    finished = summary_path.is_file()
+    summary = json.loads(summary_path.read_text()) if finished else {}
+    parameters = summary.get("parameters")
+    if parameters is None and (run_dir / "checkpoints" / "last.json").is_file():
+        # unfinished: the model its last checkpoint names, at the run's class count
+        from squeezelab.models import create_model
+
+        spec = json.loads((run_dir / "checkpoints" / "last.json").read_text())["model"]
+        model = create_model(spec["name"], **spec.get("kwargs", {}))
+        parameters = sum(p.numel() for p in model.parameters())
+    train_s = sum(e.get("seconds", 0.0) for e in epochs)
+    eval_s = sum(e.get("eval_seconds", 0.0) for e in epochs)
+    cpu = [e.get("cpu_seconds") for e in epochs]
+    scored = [e for e in epochs if "test_top1" in e]
+    final = scored[-1] if scored else {}
+    hours = (train_s + eval_s) / 3600
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "model": config.get("model"),
+        "recipe_settings": config,
+        "parameters": parameters,
+        "finished": finished,
+        "epochs_done": len(epochs),
+        "epochs_planned": config.get("epochs"),
+        "train_seconds": train_s,
+        "eval_seconds": eval_s,
+        "hours": hours,
+        # epochs logged before runs recorded CPU time leave a part unmeasured
+        "cpu_seconds_recorded": sum(c for c in cpu if c is not None),
+        "epochs_with_cpu_seconds": sum(c is not None for c in cpu),
+        "final_epoch": final.get("epoch"),
+        "test_top1": final.get("test_top1"),
+        "test_top5": final.get("test_top5"),
+        "test_protocol": final.get("test_protocol"),
+        "best_test_top1": max((e["test_top1"] for e in scored), default=None),
+        "test_curve": [[e["epoch"], e["test_top1"]] for e in scored],
+        "images_per_s_median": sorted(e["images_per_s"] for e in epochs)[len(epochs) // 2]
+        if all("images_per_s" in e for e in epochs) else None,
+        "run_environment": environment,
+    }
+    if target_top1 is not None:
+        result["target_top1"] = target_top1
+        result["target_met"] = bool(finished and final.get("test_top1") is not None
+                                    and final["test_top1"] >= target_top1)
+    if budget_hours is not None:
+        result["budget_hours"] = budget_hours
+        result["within_budget"] = hours <= budget_hours
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="the run folder (runs/NAME)")
+    parser.add_argument("--target-top1", type=float, default=None,
+                        help="the final top-1 (a fraction) the run is meant to reach")
+    parser.add_argument("--budget-hours", type=float, default=None,
+                        help="the hours of training and scoring it may take")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+    result = summarise(Path(args.run_dir), args.target_top1, args.budget_hours)
+    top1 = result["test_top1"]
+    print(f"{result['run_dir']}: {result['epochs_done']}/{result['epochs_planned']} epochs, "
+          f"{result['hours']:.2f} h of training and scoring, final test top-1 "
+          + (f"{100 * top1:.2f}%" if top1 is not None else "not scored yet")
+          + ("" if result["finished"] else " (unfinished: resume it with squeezelab train "
+             f"--resume {result['run_dir']})"), flush=True)
+    write_result("long_run", result, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

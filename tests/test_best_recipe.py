@@ -1,0 +1,71 @@
+"""The best-accuracy recipe (recipes/cifar10_best.yaml): it trains in pieces, on CIFAR-10 and
+on CIFAR-100 where that archive is, and benchmarks/long_run.py accounts for what the pieces
+cost -- on tiny slices, a few steps each."""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from benchmark_scripts import load_benchmark
+from cifar_fixtures import write_cifar_archive
+
+from squeezelab.cli import main
+from squeezelab.data.cifar import CIFAR_SPECS, file_md5
+from squeezelab.train import TrainConfig, train
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cifar10_best.yaml"
+TINY = ["--limit-train", "100", "--limit-test", "40", "--batch-size", "50",
+        "--warmup-epochs", "0.5", "--eval-every", "1", "--precision", "fp32",
+        "--channels-last", "false", "--progress", "false"]
+
+
+def test_the_recipe_trains_in_pieces_and_the_record_adds_them_up(tmp_path, cifar_tree):
+    run = tmp_path / "best"
+    assert main(["train", str(RECIPE), "--data", str(cifar_tree), "--epochs", "1",
+                 "--out-dir", str(tmp_path), "--run-name", "best", *TINY]) == 0
+    # the second piece: the finished run extended by one epoch, as an interrupted one resumes
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+
+    bench = load_benchmark("long_run")
+    out = tmp_path / "record.json"
+    assert bench.main([str(run), "--target-top1", "0.0", "--budget-hours", "8",
+                       "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["model"], r["parameters"], r["finished"]) == ("fire_groups_cifar", 855_336, True)
+    assert (r["epochs_done"], r["epochs_planned"], r["final_epoch"]) == (2, 2, 2)
+    assert r["train_seconds"] == pytest.approx(sum(e["seconds"] for e in epochs))
+    assert r["eval_seconds"] == pytest.approx(sum(e["eval_seconds"] for e in epochs))
+    assert r["hours"] == pytest.approx((r["train_seconds"] + r["eval_seconds"]) / 3600)
+    assert r["epochs_with_cpu_seconds"] == 2 and r["cpu_seconds_recorded"] > 0
+    assert r["test_curve"] == [[1, epochs[0]["test_top1"]], [2, epochs[1]["test_top1"]]]
+    assert r["test_top1"] == epochs[1]["test_top1"]
+    # the recipe's test-time parts score the final model
+    assert r["test_protocol"] == {"precision": "fp32", "flip": True, "translate": 2}
+    assert r["target_met"] is True and r["within_budget"] is True
+    assert bench.summarise(run, target_top1=1.01)["target_met"] is False
+    # an unfinished run is reported as such, never as meeting its target
+    (run / "summary.json").unlink()
+    unfinished = bench.summarise(run, target_top1=0.0)
+    assert unfinished["finished"] is False and unfinished["target_met"] is False
+    assert unfinished["parameters"] == 855_336  # from the model its checkpoint names
+    with pytest.raises(SystemExit, match="not a run folder"):
+        bench.summarise(tmp_path / "nowhere")
+
+
+def test_the_same_recipe_on_cifar100_stays_under_a_million_parameters(tmp_path, monkeypatch):
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    write_cifar_archive(archive, "cifar100", per_class=1)
+    monkeypatch.setitem(CIFAR_SPECS, "cifar100",
+                        dataclasses.replace(CIFAR_SPECS["cifar100"], md5=file_md5(archive)))
+    cfg = TrainConfig.from_yaml(RECIPE, {
+        "data": "cifar100", "data_root": str(tmp_path), "epochs": 1, "warmup_epochs": 0.5,
+        "batch_size": 50,
+        "precision": "fp32", "channels_last": False, "out_dir": str(tmp_path),
+        "run_name": "best100", "progress": False})
+    result = train(cfg)
+    # the classifier grows by 384 x 90 weights: 889,896 parameters at 100 classes
+    assert sum(p.numel() for p in result.model.parameters()) == 889_896 < 1_000_000
+    assert result.model.classifier.out_features == 100
+    assert 0.0 <= result.final["test_top1"] <= 1.0

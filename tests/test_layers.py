@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "squeezelab"
 
 #: Floors, bottom first. A module may import its own floor or any floor below, never above.
 FLOORS: list[tuple[str, ...]] = [
-    ("squeezelab.fileio", "squeezelab.config"),                       # core utilities
+    ("squeezelab.fileio", "squeezelab.config", "squeezelab.cputime"),  # core utilities
     ("squeezelab.data", "squeezelab.layers", "squeezelab.models", "squeezelab"),
     ("squeezelab.metrics", "squeezelab.checkpoint"),                  # accounting, files
     ("squeezelab.hooks",),                                            # the training-hook interface

@@ -64,6 +64,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=1, help="prune -> retrain rounds")
     p.add_argument("--retrain-epochs", type=int, default=0, help="retraining per round")
     p.add_argument("--retrain-lr", type=float, default=0.01)
+    p.add_argument("--distill", metavar="SPEC", default=None,
+                   help="the retraining / fine-tuning also learns from a teacher's outputs: "
+                   "'dense' (the model before pruning or cutting) or T=4,alpha=0.9"
+                   "[,mode=kd|logits][,teacher=CKPT]; needs --retrain-epochs")
     p.add_argument("--work-dir", default=None, help="where the retraining / fine-tuning runs "
                    "go (default: runs/<output stem>-prune, or -channels with --channels)")
     _add_data_flags(p)
@@ -155,7 +159,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     train_section = _train_section(args, src.meta)
     cfg = CompressConfig(prune=prune_cfg, prune_rounds=args.rounds,
                          retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
-                         sharing=None, train=train_section)
+                         sharing=None, train=train_section, distill=_distill(args))
     train = None
     if args.retrain_epochs:
         train, test = _load_data(train_section)
@@ -218,6 +222,18 @@ def _channel_selection(text: str) -> float | None:
     return fraction
 
 
+def _distill(args: argparse.Namespace):
+    """--distill SPEC as the pruning workflows take it (None when not given)."""
+    if args.distill is None:
+        return None
+    from squeezelab.workflows.compress_config import DENSE_TEACHER, CompressDistillConfig
+
+    if not args.retrain_epochs:
+        raise ValueError("--distill acts in the retraining: give --retrain-epochs too")
+    spec = "" if args.distill.strip() == DENSE_TEACHER else args.distill
+    return CompressDistillConfig.from_key_values(spec, "--distill")
+
+
 def prune_channels(args: argparse.Namespace) -> int:
     """``prune --channels``: the channel-pruning workflow
     (``workflows/channel_pruning.py``: cut, fine-tune, measure, save), then its figures."""
@@ -235,7 +251,8 @@ def prune_channels(args: argparse.Namespace) -> int:
     train_section = _train_section(args, src.meta)
     config = ChannelPruneConfig(fraction=fraction, score=args.channel_score,
                                 dead_eps=args.dead_eps, retrain_epochs=args.retrain_epochs,
-                                retrain_lr=args.retrain_lr, train=train_section)
+                                retrain_lr=args.retrain_lr, train=train_section,
+                                distill=_distill(args))
     train = why = None
     if args.retrain_epochs:
         train, test = _load_data(train_section)
@@ -281,7 +298,7 @@ def prune_fire_layers(args: argparse.Namespace) -> int:
     train_section = _train_section(args, src.meta)
     config = LayerPruneConfig(num_fires=args.drop_fires, selection_images=args.selection_images,
                               retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
-                              train=train_section)
+                              train=train_section, distill=_distill(args))
     train, test = _load_data(train_section)
     _check_classes(src.meta, test, args.checkpoint)
     protocol = _protocol(args, src.meta)

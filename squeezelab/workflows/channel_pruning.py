@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,11 @@ from squeezelab.metrics import count_macs, count_parameters, time_forward
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.deep_compression import default_work_dir
+from squeezelab.workflows.deep_compression import (
+    CompressDistillConfig,
+    default_work_dir,
+    distillation_hooks,
+)
 
 #: channel rankings ``smallest_channels`` offers
 CHANNEL_SCORES = ("auto", "filter_norm", "bn_scale")
@@ -54,6 +58,9 @@ class ChannelPruneConfig(ConfigBase):
     retrain_epochs / retrain_lr: fine-tuning of the smaller model (0 epochs: none).
     train: TrainConfig fields of that fine-tuning run (data, batch_size, optimizer ...), except
         epochs / lr / run_name / model, which it sets itself.
+    distill: the fine-tuning also learns from a teacher's outputs (a CompressDistillConfig or
+        its mapping): ``teacher: dense``, the default, is the model before its channels were
+        cut, which recovers more of its accuracy in few epochs than the labels alone.
     """
 
     fraction: float | None = None
@@ -62,8 +69,16 @@ class ChannelPruneConfig(ConfigBase):
     retrain_epochs: int = 0
     retrain_lr: float = 0.01
     train: dict[str, Any] = field(default_factory=dict)
+    distill: CompressDistillConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.distill, Mapping):
+            self.distill = CompressDistillConfig.from_dict(self.distill, source="distill")
+        if self.distill is not None and not isinstance(self.distill, CompressDistillConfig):
+            raise ConfigError(f"distill must be a mapping of distillation settings or None, "
+                              f"got {type(self.distill).__name__}")
+        if self.distill is not None and not self.retrain_epochs:
+            raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
         if self.fraction is not None:
             if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
                     or not 0.0 <= self.fraction < 1.0:
@@ -214,8 +229,10 @@ def prune_channels(
         from squeezelab.train.loop import train as train_run
 
         log(f"fine-tuning {config.retrain_epochs} epoch(s)")
+        # the teacher (``dense``) is the model as it was before its channels were cut
+        hooks = distillation_hooks(config.distill, model, log)
         train_run(config.train_config(model_spec(new)["name"]), model=new, data=(train, test),
-                  run_dir=run_dir)
+                  run_dir=run_dir, hooks=hooks)
         new.to(memory_format=torch.contiguous_format)  # as it is saved and loaded back
     new.eval()
     after = _measure(new, test, protocol, size)

@@ -52,11 +52,13 @@ from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.hooks import TrainHook
 from squeezelab.models import model_spec, unwrap_model
 from squeezelab.train.config import TrainConfig
+from squeezelab.train.distill import DistillConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.compress_config import (  # noqa: F401  (re-exported)
     DENSE_TEACHER,
     INHERITED_TRAIN_FIELDS,
     CompressConfig,
+    CompressDistillConfig,
     compress_config_for,
     fine_tune_train_section,
 )
@@ -228,17 +230,27 @@ def share_and_finetune(
 
 def _distill_hooks(config: CompressConfig, model: nn.Module,
                    log: Callable[[str], None]) -> list[TrainHook]:
-    """The fine-tuning runs' distillation hook, if ``config.distill`` asks for one: its
-    teacher a frozen copy of ``model`` as it is now (``teacher: dense``) or a checkpoint."""
-    if config.distill is None or not _fine_tunes(config):
+    """The fine-tuning runs' distillation hook, if ``config.distill`` asks for one and the
+    pipeline fine-tunes at all."""
+    if not _fine_tunes(config):
+        return []
+    return distillation_hooks(config.distill, model, log)
+
+
+def distillation_hooks(distill: DistillConfig | None, model: nn.Module,
+                       log: Callable[[str], None] = _print) -> list[TrainHook]:
+    """A fine-tuning run's distillation hook for ``distill`` (none for None): its teacher a
+    frozen copy of ``model`` as it is now (``teacher: dense``: the model about to be pruned or
+    cut) or the checkpoint ``distill.teacher`` names. Shared by compress, weight pruning and
+    channel pruning."""
+    if distill is None:
         return []
     from squeezelab.train.distill import DistillHook
 
-    d = config.distill
-    dense = d.teacher == DENSE_TEACHER
-    log(f"distilling from {'the dense model' if dense else d.teacher} in every fine-tuning "
-        f"run ({d.mode}, T={d.temperature:g}, alpha={d.alpha:g})")
-    return [DistillHook(d, teacher=copy.deepcopy(model) if dense else None)]
+    dense = distill.teacher == DENSE_TEACHER
+    log(f"distilling from {'the dense model' if dense else distill.teacher} in every "
+        f"fine-tuning run ({distill.mode}, T={distill.temperature:g}, alpha={distill.alpha:g})")
+    return [DistillHook(distill, teacher=copy.deepcopy(model) if dense else None)]
 
 
 def _fine_tunes(config: CompressConfig) -> bool:
@@ -420,8 +432,8 @@ def compress(
 
 __all__ = [
     "CompressConfig", "CompressResult", "Compressible", "INHERITED_TRAIN_FIELDS",
-    "clear_phase_runs", "compress", "compress_config_for", "fine_tune_train_section",
-    "default_work_dir",
+    "CompressDistillConfig", "clear_phase_runs", "compress", "compress_config_for",
+    "default_work_dir", "distillation_hooks", "fine_tune_train_section",
     "evaluate_top1",
     "load_compressible", "prune_and_retrain", "save_compressible", "share_and_finetune",
     "summary_path_for", "weight_sparsity",

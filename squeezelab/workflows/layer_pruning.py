@@ -15,7 +15,7 @@ choice made on the test set would flatter it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,11 @@ from squeezelab.metrics import count_macs, count_parameters
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.deep_compression import default_work_dir
+from squeezelab.workflows.deep_compression import (
+    CompressDistillConfig,
+    default_work_dir,
+    distillation_hooks,
+)
 
 
 @dataclass
@@ -44,6 +48,8 @@ class LayerPruneConfig(ConfigBase):
     retrain_epochs / retrain_lr: fine-tuning of the shallower model (0 epochs: none).
     train: TrainConfig fields of that run (data, batch_size, optimizer ...), except epochs /
         lr / run_name / model, which it sets itself.
+    distill: the fine-tuning also learns from a teacher's outputs (a CompressDistillConfig or
+        its mapping; ``teacher: dense``, the default, is the model before any Fire was dropped).
     """
 
     num_fires: int = 1
@@ -51,8 +57,16 @@ class LayerPruneConfig(ConfigBase):
     retrain_epochs: int = 0
     retrain_lr: float = 0.01
     train: dict[str, Any] = field(default_factory=dict)
+    distill: CompressDistillConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.distill, Mapping):
+            self.distill = CompressDistillConfig.from_dict(self.distill, source="distill")
+        if self.distill is not None and not isinstance(self.distill, CompressDistillConfig):
+            raise ConfigError(f"distill must be a mapping of distillation settings or None, "
+                              f"got {type(self.distill).__name__}")
+        if self.distill is not None and not self.retrain_epochs:
+            raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
         for name in ("num_fires", "selection_images", "retrain_epochs"):
             value = getattr(self, name)
             low = 0 if name == "retrain_epochs" else 1
@@ -171,7 +185,8 @@ def prune_fires(
             shutil.rmtree(run_dir)
         log(f"fine-tuning {config.retrain_epochs} epoch(s); the run goes to {run_dir}")
         train_run(config.train_config(model_spec(current)["name"]), model=current,
-                  data=(train, test), run_dir=run_dir)
+                  data=(train, test), run_dir=run_dir,
+                  hooks=distillation_hooks(config.distill, src.model, log))
         current.to(memory_format=torch.contiguous_format)
     current.eval()
     after = _measure(current, test, protocol, size)

@@ -29,6 +29,7 @@ from squeezelab.workflows.deep_compression import (
     CompressConfig,
     clear_phase_runs,
     default_work_dir,
+    distillation_hooks,
     evaluate_top1,
     prune_and_retrain,
 )
@@ -88,8 +89,10 @@ def prune_weights(
         before = evaluate_top1(src.model, test, protocol)["top1"]
         log(f"before: top-1 {before:.4f} ({protocol.describe()}, {len(test)} test images)")
     data = (train, test) if test is not None else None
+    # distilled from the model as it is before pruning, where config.distill asks
+    hooks = distillation_hooks(config.distill, src.model, log) if config.retrain_epochs else []
     masks, steps = prune_and_retrain(src.model, config, data, work, masks=src.masks, log=log,
-                                     protocol=protocol)
+                                     protocol=protocol, hooks=hooks)
     after = steps[-1].get("top1")
     meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
     if train is not None and config.retrain_epochs:

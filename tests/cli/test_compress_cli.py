@@ -566,3 +566,24 @@ def test_compress_int8_calibration_then_eval_int8(tmp_path, ckpt, capsys, monkey
     save_compressed(load_compressible(ckpt).model, plain)
     assert main(["eval", str(plain), "--int8", "--limit", "50"]) == 2
     assert "carries no int8 calibration" in capsys.readouterr().err
+
+
+def test_prune_distill_teaches_every_kind_of_pruning_from_the_model_before_it(
+        tmp_path, ckpt, capsys, monkeypatch):
+    from squeezelab.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    kinds = {"weights": ["--sparsity", "0.5"], "channels": ["--channels", "0.25"],
+             "fires": ["--drop-fires", "1", "--selection-images", "50"]}
+    for name, flags in kinds.items():
+        assert main(["prune", ckpt, *flags, "--retrain-epochs", "1", "--retrain-lr", "0.002",
+                     "--distill", "T=2,alpha=0.7", "-o", str(tmp_path / name),
+                     "--work-dir", str(tmp_path / f"w-{name}"), *SMALL_DATA]) == 0
+        assert "distilling from the dense model in every fine-tuning run (kd, T=2, alpha=0.7)" \
+            in capsys.readouterr().out
+        (last,) = (tmp_path / f"w-{name}").rglob("last.json")
+        assert load_checkpoint(last).meta["hooks"]["distill"]["alpha"] == 0.7
+    assert main(["prune", ckpt, "--channels", "0.25", "--distill", "dense",
+                 "-o", str(tmp_path / "no")]) != 0
+    assert "--distill acts in the retraining: give --retrain-epochs too" in \
+        capsys.readouterr().err

@@ -67,3 +67,42 @@ def test_prune_channels_bad_input(tmp_path, source, data):
         prune_channels(source, tmp_path / "x", ChannelPruneConfig(fraction=0.2,
                                                                  retrain_epochs=1),
                        (None, data[1]))
+
+
+def test_fine_tuning_can_learn_from_the_model_before_the_cut(tmp_path, source, data,
+                                                             monkeypatch):
+    """``distill`` (prune --channels ... --distill dense): the fine-tuning run's loss is the
+    distillation loss, its teacher the source model as it was before its channels were cut."""
+    import squeezelab.train.distill as distill
+    from squeezelab.checkpoint import load_checkpoint
+    from squeezelab.workflows.deep_compression import load_compressible
+
+    teachers, calls = [], []
+    real_init, real_loss = distill.DistillHook.__init__, distill.DistillHook.loss
+
+    def init(self, config, teacher=None):
+        real_init(self, config, teacher)
+        teachers.append(self.teacher)
+
+    def loss(self, *args, **kw):
+        calls.append(1)
+        return real_loss(self, *args, **kw)
+
+    monkeypatch.setattr(distill.DistillHook, "__init__", init)
+    monkeypatch.setattr(distill.DistillHook, "loss", loss)
+    src = load_compressible(source)
+    dense_params = sum(p.numel() for p in src.model.parameters())
+    cfg = ChannelPruneConfig(fraction=0.25, retrain_epochs=1, retrain_lr=2e-3, train=QUIET_FP32,
+                             distill={"temperature": 2.0, "alpha": 0.5})
+    result = prune_channels(src, tmp_path / "slim", cfg, data, work_dir=tmp_path / "w",
+                            log=lambda m: None)
+    (teacher,) = teachers
+    assert sum(p.numel() for p in teacher.parameters()) == dense_params
+    assert result.after["parameters"] < dense_params
+    steps = len(data[0]) // QUIET_FP32.get("batch_size", 128) or 1
+    assert len(calls) >= steps  # every step of the fine-tuning took the distillation loss
+    hook = load_checkpoint(result.run_dir / "checkpoints" / "last").meta["hooks"]["distill"]
+    assert (hook["teacher"], hook["temperature"], hook["alpha"]) == ("dense", 2.0, 0.5)
+    assert result.to_dict()["config"]["distill"]["teacher"] == "dense"
+    with pytest.raises(ConfigError, match="distill needs fine-tuning"):
+        ChannelPruneConfig(fraction=0.25, distill={})

@@ -261,3 +261,55 @@ def test_jobs_refuse_a_bad_count_and_a_single_cell(tmp_path, cifar_tree, capsys)
     assert "error: --jobs runs the whole study; it does not go with --cell" in \
         capsys.readouterr().err
     assert not plan.cells_dir.exists()  # nothing ran
+
+
+def test_a_worker_that_fails_is_named_after_the_others_have_ended(tmp_path, cifar_tree):
+    from squeezelab.workflows.studies import run_study_jobs
+
+    plan = plan_study(write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree)), "smoke",
+                      out=tmp_path / "out")
+    lines: list[str] = []
+    failing = [sys.executable, "-c", "import sys; print('out of memory'); sys.exit(3)"]
+    with pytest.raises(StudyError, match=r"worker 1 with exit status 3, worker 2 with exit "
+                       r"status 3 ended early .* the same command runs the rest"):
+        run_study_jobs(plan, 2, cores=2, log=lines.append, program=failing)
+    assert sorted(lines[1:]) == ["[1] out of memory", "[2] out of memory"]
+    assert json.loads(plan.results_path.read_text())["counts"]["pending"] == 2
+
+
+def test_ctrl_c_is_passed_on_once_to_every_worker(tmp_path, cifar_tree):
+    """The workers run in sessions of their own; this process's Ctrl-C reaches each of them
+    once (a second SIGINT would stop a training run without saving)."""
+    import signal
+    import threading
+
+    from squeezelab.workflows.studies import run_study_jobs
+
+    plan = plan_study(write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree)), "smoke",
+                      out=tmp_path / "out")
+    worker = ("import os, signal, sys, time\n"
+              "got = []\n"
+              "def stop(*_):\n"
+              "    got.append(1)\n"
+              "signal.signal(signal.SIGINT, stop)\n"
+              "print('ready', os.getsid(0) == os.getpid(), flush=True)\n"
+              "deadline = time.monotonic() + 30\n"
+              "while not got and time.monotonic() < deadline:\n"
+              "    time.sleep(0.01)\n"
+              "time.sleep(0.5)\n"
+              "print('saved after', len(got), 'signal(s)', flush=True)\n")
+    lines: list[str] = []
+
+    def press_ctrl_c():
+        deadline = time.monotonic() + 30
+        while sum("ready" in line for line in lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_study_jobs(plan, 2, cores=2, log=lines.append,
+                       program=[sys.executable, "-c", worker])
+    assert sorted(lines[1:]) == ["[1] ready True", "[1] saved after 1 signal(s)",
+                                 "[2] ready True", "[2] saved after 1 signal(s)"]
+    assert plan.results_path.is_file()  # what was done is merged before the interrupt

@@ -15,7 +15,8 @@ worker starts alone, and the others only once the study's settings are pinned
 no autotune is timed while another worker loads the cores, and every cell trains under the
 same numerics.
 
-Ctrl-C (or SIGINT to this process) reaches every worker: each saves its cell's checkpoint, and
+Ctrl-C (or SIGINT to this process) is passed on to every worker (each runs in a session of its
+own, so the terminal's signal does not reach it twice): each saves its cell's checkpoint, and
 the same command resumes them all.
 """
 from __future__ import annotations
@@ -104,9 +105,9 @@ def run_study_jobs(plan: StudyPlan, jobs: int, *, log: Callable[[str], None] | N
     """Run ``plan`` with ``jobs`` worker processes (see the module docstring); returns the
     merged results. ``program``: how to call squeezelab (default: this Python, ``-m
     squeezelab``); ``cores``: the cores to share out (default: those this process may use).
-    A worker that ends with an error is reported; the others run on, and the merged results
-    say which cells are not done. Raises KeyboardInterrupt after the workers have saved and
-    stopped on a Ctrl-C."""
+    A worker that ends with an error does not stop the others; once all have ended, the
+    results are merged and a StudyError names it. Raises KeyboardInterrupt after the workers
+    have saved and stopped on a Ctrl-C."""
     if not isinstance(jobs, int) or jobs < 1:
         raise StudyError(f"--jobs must be a whole number >= 1, got {jobs!r}")
     log = log or (lambda line: print(line, flush=True))
@@ -120,8 +121,10 @@ def run_study_jobs(plan: StudyPlan, jobs: int, *, log: Callable[[str], None] | N
     relays: list[threading.Thread] = []
 
     def start(k: int) -> None:
+        # a session of its own: a Ctrl-C at the terminal reaches this process only, which
+        # passes exactly one SIGINT on (a second one would stop a worker without saving)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1, env=env)
+                                text=True, bufsize=1, env=env, start_new_session=True)
         relay = threading.Thread(target=_relay, args=(k, proc.stdout, log, lock), daemon=True)
         relay.start()
         workers.append(proc)
@@ -151,10 +154,13 @@ def run_study_jobs(plan: StudyPlan, jobs: int, *, log: Callable[[str], None] | N
         raise
     for relay in relays:
         relay.join(timeout=5)
-    for k, code in enumerate(codes, 1):
-        if code != 0:
-            log(f"worker {k} ended with exit status {code} (its lines above say why)")
-    return merge_study(plan)
+    results = merge_study(plan)
+    failed = [f"worker {k} with exit status {code}" for k, code in enumerate(codes, 1) if code]
+    if failed:
+        raise StudyError(f"{', '.join(failed)} ended early (its lines above say why); the "
+                         f"finished cells are merged in {plan.results_path}, and the same "
+                         "command runs the rest")
+    return results
 
 
 __all__ = ["available_cores", "run_study_jobs", "threads_per_job"]

@@ -192,7 +192,8 @@ def test_int8_speed_benchmark_times_every_way_of_running_the_model(ckpt, cifar_t
                   "progress": False}}), sqz, log=lambda m: None)
     out = tmp_path / "int8.json"
     monkeypatch.setattr(sys, "argv", ["int8_speed.py", str(sqz), ckpt, "--limit-test", "40",
-                                      "--calibration", "32", "--threads", "1", "-o", str(out)])
+                                      "--calibration", "32", "--threads", "1", "--rounds", "3",
+                                      "-o", str(out)])
     load_benchmark("int8_speed").main()
     result = json.loads(out.read_text())
     rows = {r["model"]: r for r in result["rows"]}
@@ -204,3 +205,16 @@ def test_int8_speed_benchmark_times_every_way_of_running_the_model(ckpt, cifar_t
     assert all(r["latency_b1_ms"] > 0 and r["throughput_b64"] > 0 and 0 <= r["top1"] <= 1
                for r in rows.values())
     assert result["test_images"] == 40
+    # every model timed in each of the 3 rounds; the file's int8 set against ONNX Runtime's
+    # int8 of the dense model round by round
+    assert all(len(r["rounds_latency_b1_ms"]) == len(r["rounds_throughput_b64"]) == 3
+               for r in rows.values())
+    versus = result["head_to_head"]
+    assert (versus["ours"], versus["theirs"]) == ("m.sqz, int8 from the file",
+                                                  "dense, ONNX Runtime static int8 (QDQ)")
+    ours, theirs = rows[versus["ours"]], rows[versus["theirs"]]
+    ratios = [t / o for o, t in zip(ours["rounds_latency_b1_ms"],
+                                    theirs["rounds_latency_b1_ms"])]
+    assert versus["speedup_b1_median"] == pytest.approx(sorted(ratios)[1])
+    assert versus["speedup_b64_range"][0] <= versus["speedup_b64_median"] <= \
+        versus["speedup_b64_range"][1]

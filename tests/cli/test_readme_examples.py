@@ -209,6 +209,14 @@ def prune_channels(run: Run) -> None:
     assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in dense.parameters())
 
 
+def prune_channels_distilled(run: Run) -> None:
+    out = run()  # as written: 2 epochs, each step also learning from the uncut model
+    assert "distilling from the dense model in every fine-tuning run (kd, T=4, alpha=0.9)" in out
+    assert "-1 channels" in out and "after:  top-1" in out
+    saved = json.loads(Path("runs/slim-channels/channels/checkpoints/last.json").read_text())
+    assert saved["hooks"]["distill"]["teacher"] == "dense"
+
+
 def train_group_lasso(run: Run) -> None:
     run.words = [w for w in run.words if w != "..."]  # "...": the tiny run's flags
     run(*run.tiny_train(), "--run-name", "readme_group_lasso")
@@ -326,6 +334,26 @@ def study_list(run: Run) -> None:
     assert len(commands) == 9 and all("--cell" in c for c in commands)  # 3 variants x 3 seeds
 
 
+def study_every_recipe(run: Run) -> None:
+    # the command's shape on two of the studies (the glob names all twelve), one seed each, at
+    # the smoke budget on the tiny tree: two worker processes, one study after the other
+    out = run(words=["study", "recipes/studies/bypass.yaml", "recipes/studies/squeeze_ratio.yaml",
+                     "--budget", "smoke", "--jobs", "2", "--seeds", "0",
+                     "--set", f"data={run.tree}"])
+    assert "squeeze_ratio: 5 cells, 2 worker(s)" in out and "2 studies:" in out
+    for study in ("bypass", "squeeze_ratio"):
+        counts = json.loads(Path(f"runs/studies/{study}/smoke/results.json").read_text())[
+            "counts"]
+        assert counts["done"] == counts["total"] > 0
+
+
+def report_every_study(run: Run) -> None:
+    out = run(words=["report", *map(str, sorted(Path("runs/studies").glob("*/smoke"))),
+                     "-o", "report_all/"])
+    page = Path("report_all/report.html").read_text()
+    assert "Squeeze ratio" in page and "bypass" in page.lower() and "report_all" in out
+
+
 def report(run: Run) -> None:
     run()
     page = Path("report/report.html").read_text()
@@ -350,6 +378,8 @@ EXAMPLES: dict[str, Callable[[Run], None]] = {
     "sensitivity runs/cifar10_fast/checkpoints/best.json -o sens/": sensitivity,
     "prune runs/cifar10_fast/checkpoints/best.json --sparsity 0.6 -o pruned": prune_weights,
     "prune runs/cifar10_fast --channels 0.25 --retrain-epochs 2 -o slim": prune_channels,
+    "prune runs/cifar10_fast --channels 0.25 --retrain-epochs 2 --distill dense -o slim":
+        prune_channels_distilled,
     "train --group-lasso-weight 1e-4 ...": train_group_lasso,
     "compress runs/cifar10_fast/checkpoints/best.json -o model.sqz --recipe "
     "recipes/compress_cifar10_fast.yaml": compress,
@@ -368,6 +398,8 @@ EXAMPLES: dict[str, Callable[[Run], None]] = {
     "study recipes/studies/bypass.yaml --budget smoke": study_smoke,
     "study recipes/studies/bypass.yaml --list": study_list,
     "report runs/studies/bypass/smoke -o report/": report,
+    "study 'recipes/studies/*.yaml' --budget cpu --jobs 2": study_every_recipe,
+    "report 'runs/studies/*/cpu' -o report/": report_every_study,
 }
 SLOW = {"train --nproc 2 ..."}  # two torchrun processes: tens of seconds
 

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: what differs between two runs of the same cells: timings, paths, time stamps
 VOLATILE = ("seconds", "run_seconds", "train_seconds", "seconds_per_epoch", "images_per_s",
-            "finished_at", "run_dir", "metrics_path", "file", "machine", "git_dirty")
+            "cpu_seconds", "train_cpu_seconds", "finished_at", "run_dir", "metrics_path",
+            "file", "machine", "git_dirty")
 
 
 def write_recipe(path, data, axes=None):

@@ -306,10 +306,15 @@ def test_ctrl_c_is_passed_on_once_to_every_worker(tmp_path, cifar_tree):
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_study_jobs(plan, 2, cores=2, log=lines.append,
-                       program=[sys.executable, "-c", worker])
+    # Python's own Ctrl-C handler, whatever an earlier test (or torch) left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_study_jobs(plan, 2, cores=2, log=lines.append,
+                           program=[sys.executable, "-c", worker])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sorted(lines[1:]) == ["[1] ready True", "[1] saved after 1 signal(s)",
                                  "[2] ready True", "[2] saved after 1 signal(s)"]
     assert plan.results_path.is_file()  # what was done is merged before the interrupt

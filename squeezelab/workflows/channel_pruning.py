@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,8 @@ from squeezelab.metrics import count_macs, count_parameters, time_forward
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.deep_compression import (
-    CompressDistillConfig,
-    default_work_dir,
-    distillation_hooks,
-)
+from squeezelab.workflows.compress_config import CompressDistillConfig, fine_tuning_distill
+from squeezelab.workflows.deep_compression import default_work_dir, distillation_hooks
 
 #: channel rankings ``smallest_channels`` offers
 CHANNEL_SCORES = ("auto", "filter_norm", "bn_scale")
@@ -72,13 +69,7 @@ class ChannelPruneConfig(ConfigBase):
     distill: CompressDistillConfig | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.distill, Mapping):
-            self.distill = CompressDistillConfig.from_dict(self.distill, source="distill")
-        if self.distill is not None and not isinstance(self.distill, CompressDistillConfig):
-            raise ConfigError(f"distill must be a mapping of distillation settings or None, "
-                              f"got {type(self.distill).__name__}")
-        if self.distill is not None and not self.retrain_epochs:
-            raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
+        self.distill = fine_tuning_distill(self.distill, self.retrain_epochs)
         if self.fraction is not None:
             if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
                     or not 0.0 <= self.fraction < 1.0:

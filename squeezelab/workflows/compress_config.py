@@ -15,7 +15,7 @@ from squeezelab.compress.format.layout import CODER_CHOICES, FLOAT_DTYPES
 from squeezelab.compress.pruning.magnitude import PruneConfig
 from squeezelab.compress.pruning.schedules import ITERATIVE_KINDS
 from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
-from squeezelab.config import ConfigBase
+from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.distill import DistillConfig
 
@@ -34,6 +34,20 @@ class CompressDistillConfig(DistillConfig):
     @classmethod
     def normalize_input(cls, values: Mapping[str, Any], source: str) -> dict[str, Any]:
         return super().normalize_input({"teacher": DENSE_TEACHER, **values}, source)
+
+def fine_tuning_distill(distill: Any, retrain_epochs: int) -> CompressDistillConfig | None:
+    """A pruning workflow's ``distill`` setting as a CompressDistillConfig (a mapping is read,
+    None stays None), refused where the workflow does not fine-tune: there is nothing for the
+    teacher to teach."""
+    if isinstance(distill, Mapping):
+        distill = CompressDistillConfig.from_dict(distill, source="distill")
+    if distill is not None and not isinstance(distill, CompressDistillConfig):
+        raise ConfigError(f"distill must be a mapping of distillation settings or None, got "
+                          f"{type(distill).__name__}")
+    if distill is not None and not retrain_epochs:
+        raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
+    return distill
+
 
 #: TrainConfig fields the pipeline sets itself for each phase; a ``train`` section naming them
 #: would be silently overridden, so it is rejected.
@@ -256,5 +270,5 @@ def compress_config_for(checkpoint: Mapping[str, Any] | str | os.PathLike | None
     return CompressConfig.from_dict(values, source=source)
 
 
-__all__ = ["INHERITED_TRAIN_FIELDS", "CompressConfig", "compress_config_for",
-           "fine_tune_train_section"]
+__all__ = ["DENSE_TEACHER", "INHERITED_TRAIN_FIELDS", "CompressConfig", "CompressDistillConfig",
+           "compress_config_for", "fine_tune_train_section", "fine_tuning_distill"]

@@ -15,7 +15,7 @@ choice made on the test set would flatter it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,8 @@ from squeezelab.metrics import count_macs, count_parameters
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.deep_compression import (
-    CompressDistillConfig,
-    default_work_dir,
-    distillation_hooks,
-)
+from squeezelab.workflows.compress_config import CompressDistillConfig, fine_tuning_distill
+from squeezelab.workflows.deep_compression import default_work_dir, distillation_hooks
 
 
 @dataclass
@@ -60,13 +57,7 @@ class LayerPruneConfig(ConfigBase):
     distill: CompressDistillConfig | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.distill, Mapping):
-            self.distill = CompressDistillConfig.from_dict(self.distill, source="distill")
-        if self.distill is not None and not isinstance(self.distill, CompressDistillConfig):
-            raise ConfigError(f"distill must be a mapping of distillation settings or None, "
-                              f"got {type(self.distill).__name__}")
-        if self.distill is not None and not self.retrain_epochs:
-            raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
+        self.distill = fine_tuning_distill(self.distill, self.retrain_epochs)
         for name in ("num_fires", "selection_images", "retrain_epochs"):
             value = getattr(self, name)
             low = 0 if name == "retrain_epochs" else 1

@@ -3,9 +3,11 @@ its Markdown twin.
 
     inputs.py     find and check the results JSONs (files or study output folders)
     values.py     values at field paths of the cell records, means over seeds, formatting
-    build.py      the page model: what the studies cost (core-time spent and still to run);
-                  per study its source, published figures beside ours (differences marked),
-                  the recipe's report: tables and plots, every cell with its provenance
+    build.py      the page model: per study its source, published figures beside ours
+                  (differences marked), the recipe's report: tables and plots, every cell with
+                  its provenance
+    cost.py       what the studies cost (core-time spent, CPU time where recorded, and still
+                  to run)
     figures.py    the plots (matplotlib, Agg) as PNG bytes
     page.py       the page model both renderers walk
     html.py       one HTML file: CSS inline, plots as data URIs, nothing fetched from outside

@@ -16,6 +16,7 @@ from typing import Any
 from squeezelab import __version__
 from squeezelab.config import parse_value
 from squeezelab.workflows.report import figures
+from squeezelab.workflows.report.cost import cost_table
 from squeezelab.workflows.report.inputs import load_inputs
 from squeezelab.workflows.report.page import Figure, Report, StudySection, Table, Value
 from squeezelab.workflows.report.values import (
@@ -508,100 +509,6 @@ def study_section(sid: str, path: Path, results: dict[str, Any],
                         str(path), facts, banners, comparison, blocks, cells_table(sid, results))
 
 
-def core_hours_text(seconds: float) -> str:
-    """Core-seconds as ``3 h 05 min`` (or ``42 min`` under an hour)."""
-    minutes = round(seconds / 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
-
-
-def cell_core_seconds(cell: dict[str, Any]) -> tuple[float, bool] | None:
-    """What one finished cell cost in core-seconds, and whether that is its measured CPU time
-    (True) or an upper bound from wall time (False); None for a cell not finished.
-
-    Where the cell recorded its CPU time (``cpu_seconds``; ``train_cpu_seconds`` summed over
-    every process for a resumed one), that is its cost however busy the machine was. Older
-    records have wall time only: their wall seconds times the intra-op threads they ran with
-    (1 where unrecorded), the time waited for a core included. A cell resumed after an
-    interruption records only the seconds of the process that finished it; its epochs' own
-    seconds (``train_seconds``, summed over every process) count then."""
-    if cell.get("status") not in ("done", "failed"):
-        return None
-    cpu = cell.get("cpu_seconds")
-    if is_number(cpu):
-        trained = cell.get("train_cpu_seconds")
-        return (max(float(cpu), float(trained)) if is_number(trained) else float(cpu)), True
-    seconds = cell.get("seconds")
-    if not is_number(seconds):
-        return None
-    trained = cell.get("train_seconds")
-    if is_number(trained):
-        seconds = max(float(seconds), float(trained))
-    threads = (cell.get("machine") or {}).get("threads") or 1
-    return float(seconds) * threads, False
-
-
-def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
-    """What the studies cost: per study, the cells finished and the core-time they took
-    (``cell_core_seconds``: measured CPU time where the cells recorded it, else an upper
-    bound from wall time), and the cells still to run estimated at the mean of the finished
-    ones; the last row sums them. This is how the page answers "does the cpu budget fit in a
-    working day": divide the core-time by the cores that run cells at once."""
-    columns = ["study", "budget", "cells finished", "core-time of the finished", "measured as",
-               "cells to run", "estimated core-time to run", "machines"]
-    rows: list[list[Value]] = []
-    total_spent = total_left = 0.0
-    total_finished = total_pending = total_cpu = 0
-    for results in studies:
-        cells = results["cells"]
-        costs = [c for c in map(cell_core_seconds, cells) if c is not None]
-        spent = [seconds for seconds, _ in costs]
-        measured = sum(is_cpu for _, is_cpu in costs)
-        pending = sum(c["status"] == "pending" for c in cells)
-        left = pending * sum(spent) / len(spent) if spent else None
-        cpus = list(dict.fromkeys(str((c.get("machine") or {}).get("cpu") or MISSING)
-                                  for c in cells if c.get("machine")))
-        rows.append([Value(str(results.get("study")), code=True),
-                     Value(str(results.get("budget"))),
-                     Value(f"{len(spent)} of {len(cells)}"),
-                     Value(core_hours_text(sum(spent)) if spent else MISSING,
-                           exact=f"{sum(spent):.0f} core-seconds"),
-                     Value(_measured_as(measured, len(costs))),
-                     Value(str(pending)),
-                     Value(MISSING if not pending else
-                           core_hours_text(left) if left is not None else "unknown yet"),
-                     Value("; ".join(cpus) or MISSING)])
-        total_spent += sum(spent)
-        total_left += left or 0.0
-        total_finished += len(spent)
-        total_pending += pending
-        total_cpu += measured
-    rows.append([Value("all"), Value(MISSING),
-                 Value(f"{total_finished}"), Value(core_hours_text(total_spent)),
-                 Value(_measured_as(total_cpu, total_finished)),
-                 Value(str(total_pending)), Value(core_hours_text(total_left)),
-                 Value(MISSING)])
-    return Table("What the studies cost", columns, rows, notes=[
-        "Core-time: each finished cell's CPU time where it recorded one (every thread of "
-        "its process; for a cell resumed after an interruption, its epochs' CPU time over "
-        "every process), which other work on the machine does not inflate; older cells "
-        "recorded wall time only, counted as wall seconds times the intra-op threads they "
-        "ran with (a cell that waited for a core counts the wait, so that is an upper "
-        "bound). The cells to run are estimated at the mean of the study's finished cells (a "
-        "grid whose cells differ in size makes that rough). On a machine that runs k cells "
-        "at once, one thread each, the wall time is about the core-time divided by k."])
-
-
-def _measured_as(cpu: int, total: int) -> str:
-    if not total:
-        return MISSING
-    if cpu == total:
-        return "CPU time"
-    if cpu == 0:
-        return "wall x threads (upper bound)"
-    return f"CPU time for {cpu}, wall x threads for {total - cpu}"
-
-
 def build_report(inputs: Sequence[str | Path], *,
                  threshold: float = DEFAULT_THRESHOLD_POINTS) -> Report:
     """The page model of the studies whose results ``inputs`` name (results JSON files or
@@ -624,5 +531,5 @@ def build_report(inputs: Sequence[str | Path], *,
                   cost_table(loaded) if loaded else None)
 
 
-__all__ = ["DEFAULT_THRESHOLD_POINTS", "build_report", "comparison_table", "cost_table",
-           "spec_table", "study_command", "study_section"]
+__all__ = ["DEFAULT_THRESHOLD_POINTS", "build_report", "comparison_table", "spec_table",
+           "study_command", "study_section"]

@@ -72,7 +72,7 @@ class Report:
     generated: str                        # when and by which squeezelab
     threshold_points: float
     studies: list[StudySection]
-    cost: Table | None = None             # what each study's cells took (build.cost_table)
+    cost: Table | None = None             # what each study's cells took (cost.cost_table)
 
 
 __all__ = ["Figure", "Report", "StudySection", "Table", "Value"]

@@ -11,6 +11,7 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
                   dsd, distill, sensitivity (cells that start from another cell's model)
     model_cells.py  what those share: the source checkpoint a setting names, its data
     runner.py     run the cells (all or one), list one command per cell, merge the results
+    sharing.py    what lets processes share a study folder: cell claims, speed pins
     parallel.py   several cells at once on one machine (--jobs N): worker processes
     results.py    the per-cell records and the merged results JSON: its schema is written down
                   in that module's docstring

@@ -2,7 +2,7 @@
 
 N worker processes (``squeezelab study ... --worker``, each with the cores divided among them
 as its intra-op threads) share the study's folder the way separate shells would: each claims
-the next cell no live process holds (``runner.claim_cell``), and a cell whose source cell
+the next cell no live process holds (``sharing.claim_cell``), and a cell whose source cell
 another worker is running waits for it instead of being skipped (``run_study``'s
 ``wait_for_sources``). This process relays their lines, prefixed with the worker's number, and
 merges the results when they are done. Whether a grid finishes sooner as N cells of one thread
@@ -11,7 +11,7 @@ cells record their images per second and CPU time, so the report's cost table sh
 
 Speed settings: where the cells leave precision and memory layout to the autotune, the first
 worker starts alone, and the others only once the study's settings are pinned
-(``runner.remember_speed``: as soon as its first training run has timed the candidates) -- so
+(``sharing.remember_speed``: as soon as its first training run has timed the candidates) -- so
 no autotune is timed while another worker loads the cores, and every cell trains under the
 same numerics.
 
@@ -33,13 +33,8 @@ from typing import Any
 
 from squeezelab.workflows.studies.errors import StudyError
 from squeezelab.workflows.studies.results import read_record
-from squeezelab.workflows.studies.runner import (
-    StudyPlan,
-    merge_study,
-    pinned_speed,
-    remember_speed,
-    study_argv,
-)
+from squeezelab.workflows.studies.runner import StudyPlan, merge_study, study_argv
+from squeezelab.workflows.studies.sharing import pinned_speed, remember_speed
 
 #: how often the first worker's runs are looked at for the autotune's choice
 PIN_POLL_SECONDS = 1.0

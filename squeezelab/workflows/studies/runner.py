@@ -29,7 +29,6 @@ merged results JSON (results.py) rebuilt from whatever cells have finished.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import time
@@ -64,13 +63,14 @@ from squeezelab.workflows.studies.results import (
     with_ours,
     write_json,
 )
+from squeezelab.workflows.studies.sharing import (
+    claim_cell,
+    live_holder,
+    pinned_speed,
+    remember_speed,
+)
 
 DEFAULT_OUT_ROOT = Path("runs") / "studies"
-#: the precision and memory layout every cell of a study uses where it leaves them to the
-#: autotune, per machine kind (``pinned_speed``)
-SPEED_FILE = "speed.json"
-#: how long an unreadable claim may be its creator's, still being written, before it is stale
-CLAIM_WRITE_SECONDS = 60.0
 
 
 @dataclass
@@ -228,114 +228,6 @@ def import_results(plan: StudyPlan, paths: Sequence[str | Path],
     return copied
 
 
-def _age_seconds(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return float("inf")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _live_holder(path: Path, host: str) -> str | None:
-    """Who holds the claim ``path`` if that may still be a live process (a process on this
-    host that is alive, one on another host, or a claim being written this instant), else
-    None (no claim, or its process is gone)."""
-    try:
-        holder = json.loads(path.read_text())
-        pid, their_host = int(holder["pid"]), str(holder["host"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        # being written this instant by the process that created it, or damaged: a claim
-        # unreadable for a minute is stale
-        if _age_seconds(path) < CLAIM_WRITE_SECONDS:
-            return f"a process claiming it this instant ({path})"
-        return None
-    if their_host == host:
-        if _process_alive(pid):
-            return f"process {pid} on this host since {holder.get('since')}"
-        return None
-    return (f"process {pid} on host {their_host} since {holder.get('since')}; if that run is "
-            f"gone, delete {path}")
-
-
-def claim_cell(plan: StudyPlan, cell: Cell) -> tuple[Path | None, str]:
-    """Claim ``cell`` for this process: create its lock file exclusively. Returns (the lock,
-    "") when claimed, or (None, who holds it) when another live process does. A claim whose
-    process died on this host (a killed run) is taken over; one from another host cannot be
-    checked, so it is left alone."""
-    path = plan.claim_file(cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _live_holder(path, me["host"])
-            if holder is not None:
-                return None, holder
-            path.unlink(missing_ok=True)  # its process is gone: take the cell over
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return path, ""
-    return None, f"{path} could not be claimed (another process took it meanwhile)"
-
-
-def _speed_key() -> str:
-    """Pins are per machine kind: what is fastest on one CPU may not be on another."""
-    m = machine()
-    return f"{m['cpu']} ({', '.join(m['cpu_flags']) or 'no AVX2'})"
-
-
-def pinned_speed(plan: StudyPlan) -> dict[str, Any] | None:
-    """The precision and memory layout this study's first autotuned cell chose on this kind
-    of machine (``<out>/speed.json``), or None before any cell has chosen."""
-    path = plan.out_dir / SPEED_FILE
-    try:
-        pins = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise StudyError(f"{path} is not readable JSON ({e}): delete it, and the next cell "
-                         "chooses the study's speed settings again") from None
-    return pins.get(_speed_key()) if isinstance(pins, dict) else None
-
-
-def remember_speed(plan: StudyPlan, run_dir: Path) -> None:
-    """After a cell whose run autotuned (its environment.json's ``speed_autotune`` timed more
-    than one candidate), keep its choice as the study's for this machine kind, unless one is
-    kept already: the later cells then train under the same numerics (``pin_speed``)."""
-    try:
-        tuned = json.loads((run_dir / "environment.json").read_text()).get("speed_autotune")
-    except (OSError, ValueError, AttributeError):
-        return
-    if not isinstance(tuned, dict) or not tuned.get("timings"):
-        return
-    path = plan.out_dir / SPEED_FILE
-    pins: Any = {}
-    if path.is_file():
-        try:
-            pins = json.loads(path.read_text())
-        except ValueError:
-            return  # pinned_speed names the damaged file before the next cell
-    key = _speed_key()
-    if not isinstance(pins, dict) or key in pins:
-        return
-    pins[key] = {"precision": tuned["precision"], "channels_last": tuned["channels_last"],
-                 "chosen_by": run_dir.name, "timings": tuned["timings"]}
-    write_json(path, pins)
-
-
 def _sources(plan: StudyPlan, cell: Cell) -> tuple[dict[str, Any], Cell | None, str]:
     """What each reference of ``cell`` reads (the cell, its checkpoint and its top-1), or the
     first referenced cell that has not finished and why (then the cell cannot run yet)."""
@@ -399,6 +291,72 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
     log(f"{where}: done: {describe_record(record)}")
 
 
+@dataclass
+class _CellPass:
+    """One pass of ``run_study`` over its cells: each is skipped, deferred (its source is
+    being run elsewhere) or claimed and run. ``single``: one cell was asked for (--cell K),
+    whose sources are then the user's to run."""
+
+    plan: StudyPlan
+    single: bool
+    progress: bool
+    log: Callable[[str], None]
+    wait_for_sources: bool
+    first: bool = True
+    cache: dict[str, Any] = field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)
+    deferred: list[Cell] = field(default_factory=list)
+
+    def attempt(self, c: Cell) -> None:
+        """Run ``c`` if it can run now (or say why not); a cell that waits for a source
+        another process is running goes to ``deferred``."""
+        plan, log = self.plan, self.log
+        where = f"cell {c.index}/{len(plan.cells)} {c.name}"
+        path = plan.cell_file(c)
+        existing = read_record(path)
+        if existing is not None and existing["status"] in ("done", "failed"):
+            _check_same_experiment(plan, c, existing)
+            log(f"{where}: {existing['status']} in an earlier run, skipped"
+                if self.first and not self.wait_for_sources
+                else f"{where}: {existing['status']} already (another process or an earlier "
+                "run), skipped")
+            return
+        sources, waiting, why = _sources(plan, c)
+        if waiting is not None:
+            if self.single:  # --cell K: running its sources is the user's call
+                raise StudyError(
+                    f"cell {c.index} {c.name} starts from another cell's model and cannot run "
+                    f"yet: {why}. Run that cell first (--cell {waiting.index}), or the whole "
+                    "study, which runs every cell's sources before it")
+            if self.wait_for_sources and (waiting in self.deferred or live_holder(
+                    plan.claim_file(waiting), self.host) is not None):
+                self.deferred.append(c)
+                return
+            self._skip(c, path, f"waits for its source: {why}", where)
+            return
+        kind = get_cell_kind(c.kind)
+        reason = kind.missing_data(c.settings)
+        if reason is not None:
+            self._skip(c, path, reason, where)
+            return
+        claim, holder = claim_cell(plan, c)
+        if claim is None:
+            log(f"{where}: being run by {holder}: skipped here")
+            return
+        ctx = CellContext(c.name, plan.runs_dir / c.name, self.cache, self.progress,
+                          speed=pinned_speed(plan))
+        try:
+            _run_cell(plan, c, kind, sources, ctx, log, where)
+            remember_speed(plan, ctx.run_dir)
+        finally:
+            claim.unlink(missing_ok=True)
+
+    def _skip(self, c: Cell, path: Path, reason: str, where: str) -> None:
+        write_json(path, _stamp({**_base_record(self.plan, c, "skipped"), "reason": reason,
+                                 "published": with_ours(c.published, None)}, self.plan))
+        self.log(f"{where}: skipped: {reason}")
+
+
 def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool = True,
               log: Callable[[str], None] | None = None, wait_for_sources: bool = False,
               poll_seconds: float = 5.0) -> dict[str, Any]:
@@ -414,63 +372,17 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
     (``parallel.py``)."""
     log = log or (lambda line: print(line, flush=True))
     selected = plan.select(cell)
-    total = len(plan.cells)
-    cache: dict[str, Any] = {}
-    host = socket.gethostname()
-    first_pass = True
+    cells = _CellPass(plan, cell is not None, progress, log, wait_for_sources)
     while True:
-        deferred: list[Cell] = []
+        cells.deferred = []
         for c in selected:
-            kind = get_cell_kind(c.kind)
-            where = f"cell {c.index}/{total} {c.name}"
-            path = plan.cell_file(c)
-            existing = read_record(path)
-            if existing is not None and existing["status"] in ("done", "failed"):
-                _check_same_experiment(plan, c, existing)
-                log(f"{where}: {existing['status']} in an earlier run, skipped"
-                    if first_pass and not wait_for_sources
-                    else f"{where}: {existing['status']} already (another process or an "
-                    "earlier run), skipped")
-                continue
-            sources, waiting, why = _sources(plan, c)
-            if waiting is not None:
-                if cell is not None:  # --cell K: running its sources is the user's call
-                    raise StudyError(
-                        f"cell {c.index} {c.name} starts from another cell's model and cannot "
-                        f"run yet: {why}. Run that cell first (--cell {waiting.index}), or the "
-                        "whole study, which runs every cell's sources before it")
-                if wait_for_sources and (waiting in deferred or _live_holder(
-                        plan.claim_file(waiting), host) is not None):
-                    deferred.append(c)
-                    continue
-                write_json(path, _stamp({**_base_record(plan, c, "skipped"),
-                                         "reason": f"waits for its source: {why}",
-                                         "published": with_ours(c.published, None)}, plan))
-                log(f"{where}: skipped: waits for its source: {why}")
-                continue
-            reason = kind.missing_data(c.settings)
-            if reason is not None:
-                write_json(path, _stamp({**_base_record(plan, c, "skipped"), "reason": reason,
-                                         "published": with_ours(c.published, None)}, plan))
-                log(f"{where}: skipped: {reason}")
-                continue
-            claim, holder = claim_cell(plan, c)
-            if claim is None:
-                log(f"{where}: being run by {holder}: skipped here")
-                continue
-            ctx = CellContext(c.name, plan.runs_dir / c.name, cache, progress,
-                              speed=pinned_speed(plan))
-            try:
-                _run_cell(plan, c, kind, sources, ctx, log, where)
-                remember_speed(plan, ctx.run_dir)
-            finally:
-                claim.unlink(missing_ok=True)
-        if not deferred:
+            cells.attempt(c)
+        if not cells.deferred:
             return merge_study(plan)
-        if deferred != selected:
-            log(f"{len(deferred)} cell(s) wait for sources another process is running: "
-                + ", ".join(c.name for c in deferred))
-        selected, first_pass = deferred, False
+        if cells.deferred != selected:
+            log(f"{len(cells.deferred)} cell(s) wait for sources another process is running: "
+                + ", ".join(c.name for c in cells.deferred))
+        selected, cells.first = cells.deferred, False
         time.sleep(poll_seconds)
 
 

@@ -46,10 +46,14 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="score top-1 averaging each image's logits with its mirror's "
                    "(default: as the model was trained, so figures match squeezelab eval's); "
                    "every top-1 is scored fp32 on CPU, and printed with how it was scored")
+    p.add_argument("--progress", type=parse_bool, default=None, metavar="BOOL",
+                   help="progress bars and epoch lines of the fine-tuning runs and the sensitivity "
+                   "scan (false: quiet, for logs; each run's metrics.jsonl is written anyway)")
 
 
-#: the data flags (``_add_data_flags``) that choose the data fine-tuned and scored on
-_DATA_FLAGS = ("data", "data_root", "limit_train", "limit_test", "batch_size")
+#: the flags of ``_add_data_flags`` that are TrainConfig fields of the fine-tuning runs: the
+#: data fine-tuned and scored on, and whether those runs draw progress bars
+_DATA_FLAGS = ("data", "data_root", "limit_train", "limit_test", "batch_size", "progress")
 
 
 def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:

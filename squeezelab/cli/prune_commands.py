@@ -200,7 +200,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     print(f"pruning each layer of {args.checkpoint} alone at {args.sparsities}; top-1 scored "
           f"{protocol.describe()} on {len(test)} test images", flush=True)
     result = run_sensitivity(src.model, test, args.output, args.sparsities, args.max_drop,
-                             protocol=protocol)
+                             protocol=protocol, progress=args.progress is not False)
     print(f"top-1 ({protocol.describe()}) with one layer pruned:")
     print(sensitivity_table(result.top1))
     print(f"wrote {result.png}, {result.json}, {result.suggested_json} "

@@ -156,6 +156,9 @@ def test_prune_writes_masks_and_sensitivity(tmp_path, ckpt, capsys):
     assert "top-1 (fp32, no flip) with one layer pruned" in captured.out
     # a progress bar over the 1 + 26 layers x 2 sparsities evaluations
     assert "sensitivity" in captured.err and "53/53" in captured.err
+    assert main(["sensitivity", ckpt, "--sparsities", "0.5", "--limit-test", "50",
+                 "--progress", "false", "-o", str(tmp_path / "sens-quiet")]) == 0
+    assert "sensitivity" not in capsys.readouterr().err
     recorded = json.loads((tmp_path / "sens" / "sensitivity.json").read_text())
     assert recorded["protocol"] == {"precision": "fp32", "flip": False}
     assert len(recorded["top1"]) == 26 and recorded["images"] == 50
@@ -576,13 +579,20 @@ def test_prune_distill_teaches_every_kind_of_pruning_from_the_model_before_it(
     kinds = {"weights": ["--sparsity", "0.5"], "channels": ["--channels", "0.25"],
              "fires": ["--drop-fires", "1", "--selection-images", "50"]}
     for name, flags in kinds.items():
+        # --progress false (for logs) quiets the fine-tuning runs' bars; the default shows them
+        quiet = name != "weights"
         assert main(["prune", ckpt, *flags, "--retrain-epochs", "1", "--retrain-lr", "0.002",
                      "--distill", "T=2,alpha=0.7", "-o", str(tmp_path / name),
-                     "--work-dir", str(tmp_path / f"w-{name}"), *SMALL_DATA]) == 0
+                     "--work-dir", str(tmp_path / f"w-{name}"), *SMALL_DATA,
+                     *(["--progress", "false"] if quiet else [])]) == 0
+        captured = capsys.readouterr()
         assert "distilling from the dense model in every fine-tuning run (kd, T=2, alpha=0.7)" \
-            in capsys.readouterr().out
+            in captured.out
+        assert ("epoch 1/1" in captured.err) is not quiet
         (last,) = (tmp_path / f"w-{name}").rglob("last.json")
-        assert load_checkpoint(last).meta["hooks"]["distill"]["alpha"] == 0.7
+        meta = load_checkpoint(last).meta
+        assert meta["hooks"]["distill"]["alpha"] == 0.7
+        assert meta["config"]["progress"] is not quiet
     assert main(["prune", ckpt, "--channels", "0.25", "--distill", "dense",
                  "-o", str(tmp_path / "no")]) != 0
     assert "--distill acts in the retraining: give --retrain-epochs too" in \

@@ -24,6 +24,7 @@ from squeezelab.cli.compress_common import (
     _train_section,
     _write_json,
 )
+from squeezelab.compress.pruning.schedules import PRUNE_SCHEDULES
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +65,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", choices=("layer", "global"), default=None)
     p.add_argument("--no-prune", action="store_true", help="skip pruning")
     p.add_argument("--prune-rounds", type=int, default=None)
-    p.add_argument("--prune-schedule", choices=("geometric", "linear"), default=None)
+    p.add_argument("--prune-schedule", choices=PRUNE_SCHEDULES, default=None,
+                   help="geometric or linear: prune -> retrain rounds; gradual: the same epochs "
+                   "as one run, the sparsity rising along Zhu & Gupta's cubic curve")
     p.add_argument("--retrain-epochs", type=int, default=None)
     p.add_argument("--retrain-lr", type=float, default=None)
     p.add_argument("--conv-bits", type=int, default=None)

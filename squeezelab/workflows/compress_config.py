@@ -13,7 +13,7 @@ from typing import Any
 from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
 from squeezelab.compress.format.layout import CODER_CHOICES, FLOAT_DTYPES
 from squeezelab.compress.pruning.magnitude import PruneConfig
-from squeezelab.compress.pruning.schedules import ITERATIVE_KINDS
+from squeezelab.compress.pruning.schedules import PRUNE_SCHEDULES
 from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
 from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.train.config import TrainConfig
@@ -75,7 +75,9 @@ class CompressConfig(ConfigBase):
     prune: a PruneConfig (``sparsity`` and/or per-layer ``rules``, ``scope``, ``exclude``), the
         final target; None skips pruning.
     prune_rounds: prune -> retrain rounds reaching the final target (``prune_schedule``:
-        "geometric" prunes the same fraction of the kept weights each round, or "linear").
+        "geometric" prunes the same fraction of the kept weights each round, or "linear");
+        "gradual" spends the same epochs (rounds x retrain_epochs) as one run whose sparsity
+        rises along Zhu & Gupta's cubic curve (``deep_compression._prune_gradually``).
     retrain_epochs / retrain_lr: the retraining run after each pruning round (0 epochs: prune
         only).
     sharing: a WeightSharingConfig (bits per layer type or glob, e.g. conv 8 / classifier 5 as
@@ -147,8 +149,8 @@ class CompressConfig(ConfigBase):
             raise ValueError(f"sharing must be a WeightSharingConfig, a mapping or None, got "
                              f"{type(self.sharing).__name__}")
         _check_int("prune_rounds", self.prune_rounds, 1)
-        if self.prune_schedule not in ITERATIVE_KINDS:
-            raise ValueError(f"prune_schedule must be one of {ITERATIVE_KINDS}, got "
+        if self.prune_schedule not in PRUNE_SCHEDULES:
+            raise ValueError(f"prune_schedule must be one of {PRUNE_SCHEDULES}, got "
                              f"{self.prune_schedule!r}")
         _check_int("retrain_epochs", self.retrain_epochs, 0)
         _check_int("centroid_epochs", self.centroid_epochs, 0)

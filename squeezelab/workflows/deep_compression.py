@@ -43,7 +43,7 @@ from squeezelab.compress.format.sqz import (
 )
 from squeezelab.compress.pruning.magnitude import prune_
 from squeezelab.compress.pruning.masks import MaskHook, Masks
-from squeezelab.compress.pruning.schedules import iterative_sparsities
+from squeezelab.compress.pruning.schedules import EpochGradualPruneHook, iterative_sparsities
 from squeezelab.compress.quantization.weight_sharing import (
     share_weights_,
     shared_modules,
@@ -163,6 +163,9 @@ def prune_and_retrain(
     each scored on ``data[1]`` under ``protocol`` (default fp32, no flip) when data is given."""
     if config.prune is None:
         raise ValueError("prune_and_retrain needs config.prune (a PruneConfig), got None")
+    if config.prune_schedule == "gradual":
+        return _prune_gradually(model, config, data, work_dir, masks=masks, log=log,
+                                protocol=protocol, hooks=hooks)
     steps: list[dict[str, Any]] = []
     n = config.prune_rounds
     for r in range(n):
@@ -185,6 +188,50 @@ def prune_and_retrain(
                 target=round_cfg.to_dict(), masked_sparsity=masks.sparsity(),
                 retrain_epochs=config.retrain_epochs if run_dir else 0,
                 run_dir=str(run_dir) if run_dir else None)
+    return masks, steps
+
+
+#: the share of a gradual run over which the sparsity rises (the rest trains at the final one)
+GRADUAL_RAMP = 2 / 3
+#: mask updates per epoch of a gradual run's ramp
+GRADUAL_UPDATES_PER_EPOCH = 4
+
+
+def _prune_gradually(
+    model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
+    masks: Masks | None, log: Callable[[str], None], protocol: EvalProtocol | None,
+    hooks: Sequence[TrainHook],
+) -> tuple[Masks, list[dict[str, Any]]]:
+    """``prune_schedule: gradual`` (Zhu & Gupta 2017, arXiv 1710.01878): the training the
+    iterative schedule would spend (``prune_rounds`` x ``retrain_epochs`` epochs) as one run
+    (``work_dir/prune_gradual``), whose sparsity rises along the cubic curve from the source's
+    to each layer's target over the first ``GRADUAL_RAMP`` of it, a few mask updates an epoch;
+    the rest of the run, its learning rate annealing, recovers at the final sparsity."""
+    epochs = config.prune_rounds * config.retrain_epochs
+    if data is None or not epochs:
+        raise ValueError("prune_schedule 'gradual' prunes while it trains: it needs training "
+                         "data and retrain_epochs >= 1")
+    if config.prune.method != "magnitude":
+        raise ValueError("prune_schedule 'gradual' raises a sparsity; it does not go with the "
+                         f"{config.prune.method!r} method (quality): give a sparsity")
+    hook = EpochGradualPruneHook(config.prune, ramp_epochs=GRADUAL_RAMP * epochs,
+                                 updates_per_epoch=GRADUAL_UPDATES_PER_EPOCH)
+    if masks is not None:
+        hook.masks = masks  # a pruned source: its zeros stay, the curve prunes among the rest
+    log(f"gradual pruning over {epochs} epoch(s): the sparsity rises along a cubic curve over "
+        f"the first {GRADUAL_RAMP * epochs:g}, {GRADUAL_UPDATES_PER_EPOCH} updates an epoch")
+    run_dir = Path(work_dir) / "prune_gradual"
+    cfg = config.train_config("prune_gradual", epochs, config.retrain_lr,
+                              model=model_spec(model)["name"])
+    from squeezelab.train.loop import train
+
+    train(cfg, hooks=[hook, *hooks], model=model, data=data, run_dir=run_dir)
+    _finish_training(model)
+    masks = hook.masks
+    steps: list[dict[str, Any]] = []
+    _record(steps, "prune_gradual", model, data, log, protocol, round=1,
+            target=config.prune.to_dict(), masked_sparsity=masks.sparsity(),
+            retrain_epochs=epochs, run_dir=str(run_dir))
     return masks, steps
 
 

@@ -166,6 +166,35 @@ def test_pipeline_distills_every_fine_tuning_run_from_the_dense_model(tmp_path, 
     assert not teachers and not any("distilling" in m for m in messages)
 
 
+def test_pipeline_prunes_gradually_in_one_run(tmp_path, tiny_data):
+    """prune_schedule "gradual": the 2 x 1 epochs of two rounds as one run whose sparsity
+    rises along the cubic curve (4 steps an epoch here: an update a step, 5 updates over the
+    first 2/3 of the 8 steps), ending on each layer's target; the model as loaded has it."""
+    cfg = CompressConfig(prune=PruneConfig(sparsity=0.6, rules={"classifier": 0.3}),
+                         prune_rounds=2, retrain_epochs=1, retrain_lr=2e-3,
+                         prune_schedule="gradual", sharing=None, train=TRAIN)
+    messages = []
+    result = compress(tiny_model(), cfg, tmp_path / "g.sqz", data=tiny_data,
+                      work_dir=tmp_path / "runs", log=messages.append)
+    assert [s["step"] for s in result.steps] == ["dense", "prune_gradual", "loaded"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["prune_gradual"]
+    epochs = [json.loads(line) for line in
+              (tmp_path / "runs" / "prune_gradual" / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 2 and 0.5 < epochs[0]["sparsity"] < epochs[1]["sparsity"]
+    step = result.steps[1]
+    assert step["retrain_epochs"] == 2 and step["top1"] == result.steps[-1]["top1"]
+    layers = Masks.from_model(load_compressed(tmp_path / "g.sqz")).layer_sparsity()
+    assert layers["classifier.1.weight"] == pytest.approx(0.3, abs=0.01)
+    assert layers["features.0.weight"] == pytest.approx(0.6, abs=0.01)
+    assert any("gradual pruning over 2 epoch(s)" in m for m in messages)
+    with pytest.raises(ValueError, match="prune_schedule must be one of .*gradual"):
+        CompressConfig(prune_schedule="cubic")
+    with pytest.raises(ValueError, match="needs training data and retrain_epochs >= 1"):
+        compress(tiny_model(), CompressConfig(prune_schedule="gradual", retrain_epochs=0,
+                                              sharing=None, train=TRAIN),
+                 tmp_path / "h.sqz", data=tiny_data, work_dir=tmp_path / "runs2")
+
+
 def test_pipeline_folds_batchnorm_before_sharing(tmp_path, tiny_data):
     cfg = CompressConfig(
         prune=PruneConfig(sparsity=0.5), retrain_epochs=1, retrain_lr=2e-3,

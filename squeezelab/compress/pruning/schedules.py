@@ -21,6 +21,9 @@ from squeezelab.compress.pruning.masks import MaskHook
 from squeezelab.hooks import TrainState
 
 ITERATIVE_KINDS = ("geometric", "linear")
+#: what a prune -> retrain pipeline may follow: rounds of an iterative kind, or "gradual" (one
+#: run along Zhu & Gupta's cubic curve, ``EpochGradualPruneHook``)
+PRUNE_SCHEDULES = (*ITERATIVE_KINDS, "gradual")
 
 
 def iterative_sparsities(
@@ -175,7 +178,33 @@ class GradualPruneHook(MaskHook):
         self.stage = int(state.get("stage", -1))
 
 
+class EpochGradualPruneHook(GradualPruneHook):
+    """Gradual pruning sized in epochs: the cubic curve rises from the run's first step over
+    ``ramp_epochs`` epochs, ``updates_per_epoch`` mask updates in each, so the rest of the run
+    trains at the final sparsity. The step counts come from the run itself when it starts
+    (``state.steps_per_epoch``), and again identically on resume."""
+
+    def __init__(self, config: PruneConfig, ramp_epochs: float, updates_per_epoch: int = 4,
+                 initial_sparsity: float = 0.0):
+        if isinstance(ramp_epochs, bool) or not isinstance(ramp_epochs, (int, float)) \
+                or not ramp_epochs > 0:
+            raise ValueError(f"ramp_epochs must be a number > 0, got {ramp_epochs!r}")
+        if isinstance(updates_per_epoch, bool) or not isinstance(updates_per_epoch, int) \
+                or updates_per_epoch < 1:
+            raise ValueError(f"updates_per_epoch must be an integer >= 1, got "
+                             f"{updates_per_epoch!r}")
+        super().__init__(config, initial_sparsity=initial_sparsity)
+        self.ramp_epochs = float(ramp_epochs)
+        self.updates_per_epoch = updates_per_epoch
+
+    def on_train_start(self, state: TrainState) -> None:
+        steps = max(1, int(state.steps_per_epoch))
+        self.frequency = max(1, steps // self.updates_per_epoch)
+        self.num_prunes = max(1, round(self.ramp_epochs * steps / self.frequency))
+        super().on_train_start(state)
+
+
 __all__ = [
-    "GradualPruneHook", "IterativePruneHook", "cubic_sparsity", "cubic_stage",
-    "iterative_sparsities",
+    "EpochGradualPruneHook", "GradualPruneHook", "IterativePruneHook", "PRUNE_SCHEDULES",
+    "cubic_sparsity", "cubic_stage", "iterative_sparsities",
 ]

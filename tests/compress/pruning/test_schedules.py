@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from squeezelab.compress.pruning.magnitude import PruneConfig, num_to_keep
 from squeezelab.compress.pruning.schedules import (
+    EpochGradualPruneHook,
     GradualPruneHook,
     IterativePruneHook,
     cubic_sparsity,
@@ -124,6 +125,35 @@ def test_gradual_hook_follows_cubic_curve():
     assert by_step[4] == by_step[2] == numel  # stage 0 at s_i = 0 keeps all
     assert by_step[14] == num_to_keep(numel, 0.8) == 40
     assert hook.state_dict() == {"stage": 4}
+
+
+def test_epoch_gradual_hook_sizes_its_curve_from_the_run():
+    """A ramp of 1.5 epochs of 8 steps, 4 updates an epoch: an update every 2 steps, 6 of
+    them, so the final sparsity holds from step 12 on; a resumed hook sizes it the same."""
+    state = make_state()
+    state.steps_per_epoch = 8
+    hook = EpochGradualPruneHook(PruneConfig(sparsity=0.8), ramp_epochs=1.5)
+    hook.on_train_start(state)
+    assert (hook.begin_step, hook.frequency, hook.num_prunes) == (0, 2, 6)
+    g = torch.Generator().manual_seed(3)
+    numel = state.model[0].weight.numel()
+    kept = {}
+    for _ in range(16):
+        sgd_step(state, hook, g)
+        kept[state.step] = int(hook.masks["0.weight"].sum())
+    for t in (2, 5, 8, 11):
+        assert kept[t] == num_to_keep(numel, cubic_sparsity(t, 0.8, 0.0, 0, 6, 2)), t
+    assert kept[11] > kept[12] == kept[16] == num_to_keep(numel, 0.8)
+    again = EpochGradualPruneHook(PruneConfig(sparsity=0.8), ramp_epochs=1.5)
+    again.load_state_dict(hook.state_dict())
+    again.load_state_tensors(hook.state_tensors())
+    again.on_train_start(state)
+    assert (again.frequency, again.num_prunes, again.stage) == (2, 6, 6)
+    assert torch.equal(again.masks["0.weight"], hook.masks["0.weight"])
+    with pytest.raises(ValueError, match="ramp_epochs must be a number > 0, got 0"):
+        EpochGradualPruneHook(PruneConfig(sparsity=0.5), ramp_epochs=0)
+    with pytest.raises(ValueError, match="updates_per_epoch must be an integer >= 1, got 0"):
+        EpochGradualPruneHook(PruneConfig(sparsity=0.5), ramp_epochs=1, updates_per_epoch=0)
 
 
 def test_hook_arguments_validated():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_checkpoint import SMALL_DATA
+from trained_checkpoint import SMALL_DATA
 
 import squeezelab.compress.format.sqz as sqz_format
 from squeezelab.cli import main

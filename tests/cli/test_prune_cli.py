@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from tiny_checkpoint import SMALL_DATA, UNIFORM_TINY
+from trained_checkpoint import SMALL_DATA, UNIFORM_TINY
 
 from squeezelab.cli import main
 from squeezelab.compress import load_compressible

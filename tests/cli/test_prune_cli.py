@@ -11,14 +11,18 @@ from squeezelab.cli import main
 from squeezelab.compress import load_compressible
 
 
+def prune_record(tmp_path, checkpoint, *flags):
+    """``prune CHECKPOINT FLAGS`` into ``tmp_path/pruned``, scored on 50 test images: its
+    --json record."""
+    assert main(["prune", checkpoint, *flags, "-o", str(tmp_path / "pruned"),
+                 "--json", str(tmp_path / "record.json"), "--limit-test", "50"]) == 0
+    return json.loads((tmp_path / "record.json").read_text())
+
+
 def test_prune_quality_is_hans_threshold_rule(tmp_path, trained_ckpt, capsys):
     from squeezelab.compress.pruning.magnitude import prunable_parameters
 
-    rc = main(["prune", trained_ckpt, "--quality", "1.0", "--rule", "classifier=0.5", "-o",
-               str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json"),
-               "--limit-test", "50"])
-    assert rc == 0
-    record = json.loads((tmp_path / "record.json").read_text())
+    record = prune_record(tmp_path, trained_ckpt, "--quality", "1.0", "--rule", "classifier=0.5")
     assert record["config"]["prune"]["method"] == "threshold"
     assert record["config"]["prune"]["quality"] == 1.0
     source = load_compressible(trained_ckpt).model
@@ -34,11 +38,8 @@ def test_prune_quality_is_hans_threshold_rule(tmp_path, trained_ckpt, capsys):
 
 
 def test_prune_writes_masks_and_sensitivity(tmp_path, trained_ckpt, capsys):
-    rc = main(["prune", trained_ckpt, "--sparsity", "0.5", "--rule", "classifier=0.2", "-o",
-               str(tmp_path / "pruned"), "--json", str(tmp_path / "record.json"),
-               "--limit-test", "50"])
-    assert rc == 0
-    record = json.loads((tmp_path / "record.json").read_text())
+    record = prune_record(tmp_path, trained_ckpt, "--sparsity", "0.5", "--rule",
+                          "classifier=0.2")
     assert record["sparsity"] > 0.45
     text = capsys.readouterr().out
     assert "overall sparsity" in text

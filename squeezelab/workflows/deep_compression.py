@@ -217,7 +217,7 @@ def _prune_gradually(
     hook = EpochGradualPruneHook(config.prune, ramp_epochs=GRADUAL_RAMP * epochs,
                                  updates_per_epoch=GRADUAL_UPDATES_PER_EPOCH)
     if masks is not None:
-        hook.masks = masks  # a pruned source: its zeros stay, the curve prunes among the rest
+        hook.set_masks(masks)  # a pruned source: its zeros stay, the curve prunes among the rest
     log(f"gradual pruning over {epochs} epoch(s): the sparsity rises along a cubic curve over "
         f"the first {GRADUAL_RAMP * epochs:g}, {GRADUAL_UPDATES_PER_EPOCH} updates an epoch")
     run_dir = Path(work_dir) / "prune_gradual"

@@ -256,6 +256,25 @@ def evaluate_data(model: nn.Module, data, protocol: EvalProtocol,
 
 
 @torch.no_grad()
+def data_logits(model: nn.Module, data, protocol: EvalProtocol,
+                batch_size: int = 256) -> torch.Tensor:
+    """The fp32 logits ``model`` (in eval mode) gives every image of ImageTensors ``data``, in
+    order, on CPU, under ``protocol``: what two copies of one model must agree on exactly."""
+    from squeezelab.data import BatchLoader
+
+    loader = BatchLoader(data, batch_size, train=False, augment=None)
+    loader.set_epoch(0)
+    was_training = model.training
+    model.eval()
+    pad = black_pixel(data.mean, data.std)
+    out = [_logits(model, images, torch.device("cpu"), protocol, pad) for images, _ in loader]
+    model.train(was_training)
+    if not out:
+        raise ValueError("data_logits() got no images: the evaluation data is empty")
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def top1_correct(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint
 from squeezelab.compress.format.checkpoints import Compressible, load_compressible
 from squeezelab.config import ConfigError
 from squeezelab.train.config import TrainConfig, data_seed_of
-from squeezelab.train.evaluate import EvalProtocol
+from squeezelab.train.evaluate import EvalProtocol, data_logits
 from squeezelab.train.run_dir import RunDir
 from squeezelab.workflows.deep_compression import evaluate_top1, fine_tune_train_section
 from squeezelab.workflows.studies.kinds.train import cell_data
@@ -145,6 +146,44 @@ def score(model, test, protocol: EvalProtocol) -> dict[str, Any]:
     return evaluate_top1(model, test, protocol)
 
 
+def source_score(checkpoint: Path, model, test, protocol: EvalProtocol,
+                 ctx: CellContext) -> dict[str, Any]:
+    """``score`` of the unchanged source model ``checkpoint`` holds, once per process for the
+    cells that start from the same file under the same protocol and test images: a grid's
+    cells mostly do (the quantization study's 32 cells, one model), and each pass over 10,000
+    test images is a minute of a cell on one core. Keyed by the file (path, size, mtime), the
+    protocol and the test data object itself (``cell_data`` keeps one per process)."""
+    stat = checkpoint_paths(checkpoint)[1].stat()
+    key = (str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns,
+           repr(sorted(protocol.to_dict().items())))
+    cached = ctx.cache.get("source_score")
+    if cached is not None and cached[0] == key and cached[1] is test:
+        return dict(cached[2])
+    result = score(model, test, protocol)
+    ctx.cache["source_score"] = (key, test, result)  # the latest only, as cell_data keeps
+    return dict(result)
+
+
+#: test images ``check_reproduces`` runs through both models
+REPRODUCE_IMAGES = 256
+
+
+def check_reproduces(model, loaded, test, protocol: EvalProtocol, path: Path) -> None:
+    """Raise RuntimeError unless the model loaded back from ``path`` gives exactly the logits
+    of the ``model`` that was written, on the first ``REPRODUCE_IMAGES`` test images under
+    ``protocol``: the file is then the model, so scoring the loaded one scores both (where
+    scoring each on the whole test set and comparing top-1 cost a second pass, and passed
+    files whose logits differed)."""
+    n = min(REPRODUCE_IMAGES, len(test))
+    subset = test.subset(range(n)) if n < len(test) else test
+    ours, theirs = (data_logits(m, subset, protocol) for m in (model, loaded))
+    if not torch.equal(ours, theirs):
+        worst = float((ours - theirs).abs().max())
+        raise RuntimeError(f"{path}: the model loaded back from the file gives other logits "
+                           f"than the model that was written (largest difference {worst:.3g} "
+                           f"over {n} test images); the file does not reproduce the model")
+
+
 def fresh_or_resume(run_dir: Path, resumable: bool = True) -> bool:
     """Get ``run_dir`` ready for a ``train()`` run: True when it holds an interrupted run to
     resume (a last checkpoint; only when ``resumable``); otherwise what an earlier, unrecorded
@@ -185,4 +224,5 @@ def file_size(path: Path) -> int | None:
 __all__ = ["MODEL_STEM", "check_finished", "check_source", "check_train_section",
            "continue_section", "data_for", "fresh_or_resume", "load_source", "place_seed",
            "protocol_for", "recorded_top1", "resumed_config", "score", "source_checkpoint",
-           "source_exists", "train_config"]
+           "source_exists", "source_score", "check_reproduces", "REPRODUCE_IMAGES",
+           "train_config"]

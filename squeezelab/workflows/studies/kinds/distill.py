@@ -37,8 +37,8 @@ from squeezelab.workflows.studies.model_cells import (
     place_seed,
     protocol_for,
     resumed_config,
-    score,
     source_checkpoint,
+    source_score,
     train_config,
 )
 from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, register_cell_kind
@@ -136,7 +136,7 @@ def run_distill_cell(settings: DistillCellSettings, ctx: CellContext) -> dict[st
         cfg = resumed_config(cfg, ctx.run_dir)
     data = data_for(cfg, ctx)
     protocol = protocol_for(teacher.meta, settings.test_time_flip)
-    teacher_score = score(teacher.model, data.test, protocol)
+    teacher_score = source_score(checkpoint, teacher.model, data.test, protocol, ctx)
     stage1 = None
     if settings.method == "fitnets":
         stage1, result = fitnets_train(cfg, method, data=data, run_dir=ctx.run_dir,

@@ -61,6 +61,7 @@ from squeezelab.workflows.deep_compression import CompressConfig, compress
 from squeezelab.workflows.studies.model_cells import (
     MODEL_STEM,
     check_finished,
+    check_reproduces,
     check_source,
     check_train_section,
     continue_section,
@@ -72,6 +73,7 @@ from squeezelab.workflows.studies.model_cells import (
     protocol_for,
     score,
     source_checkpoint,
+    source_score,
     train_config,
 )
 from squeezelab.workflows.studies.registry import CellContext, register_cell_kind
@@ -244,7 +246,7 @@ def run_quantize_cell(settings: QuantizeCellSettings, ctx: CellContext) -> dict[
         report = result.summary["sharing"]
         path, file_bytes, json_bytes = result.path, result.size["file_bytes"], 0
     else:
-        before = score(model, data.test, protocol)
+        before = source_score(checkpoint, model, data.test, protocol, ctx)
         if isinstance(config, UniformQuantConfig) and epochs:
             prepare_qat_(model, config)  # fake quantization while training, then integers
             train(cfg, model=model, data=data, run_dir=tune_dir)
@@ -266,12 +268,9 @@ def run_quantize_cell(settings: QuantizeCellSettings, ctx: CellContext) -> dict[
                             "config": config.to_dict(), "fine_tune_epochs": epochs,
                             "top1_before": before["top1"], "protocol": protocol.to_dict()}
         path = save_compressible(ctx.run_dir / MODEL_STEM, model, meta=meta)
-        memory = score(model, data.test, protocol)
-        after = score(load_compressible(path).model, data.test, protocol)
-        if after["top1"] != memory["top1"]:
-            raise RuntimeError(f"{path}: the loaded file scores top-1 {after['top1']:.6f}, "
-                               f"the quantized model {memory['top1']:.6f}; the file does not "
-                               "reproduce the model")
+        loaded = load_compressible(path).model
+        check_reproduces(model, loaded, data.test, protocol, path)
+        after = score(loaded, data.test, protocol)
         json_path, st_path = checkpoint_paths(path)
         file_bytes, json_bytes = file_size(st_path), file_size(json_path)
     bits = bits_per_weight(config, report, layers)

@@ -24,6 +24,7 @@ from squeezelab.cli.compress_common import (
     _train_section,
     _write_json,
 )
+from squeezelab.compress.pruning.magnitude import GRANULARITIES
 from squeezelab.compress.pruning.schedules import PRUNE_SCHEDULES
 
 
@@ -63,6 +64,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=None)
     p.add_argument("--rule", action="append", default=[], metavar="LAYER=SPARSITY")
     p.add_argument("--scope", choices=("layer", "global"), default=None)
+    p.add_argument("--prune-granularity", choices=GRANULARITIES, default=None,
+                   help="element: each weight on its own; kernel: whole k x k kernels of each "
+                   "conv (one position in the file for k*k weights; 1x1 layers by element)")
     p.add_argument("--no-prune", action="store_true", help="skip pruning")
     p.add_argument("--prune-rounds", type=int, default=None)
     p.add_argument("--prune-schedule", choices=PRUNE_SCHEDULES, default=None,
@@ -176,7 +180,8 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     ``overrides``); a flag not given is left out, so the recipe's value stands."""
     out: dict[str, Any] = {k: getattr(args, k) for k in _COMPRESS_FLAGS
                            if getattr(args, k) is not None}
-    prune = {"sparsity": args.sparsity, "scope": args.scope, "rules": _rules(args.rule) or None}
+    prune = {"sparsity": args.sparsity, "scope": args.scope, "rules": _rules(args.rule) or None,
+             "granularity": args.prune_granularity}
     prune = {k: v for k, v in prune.items() if v is not None}
     if args.no_prune:
         out["prune"] = None

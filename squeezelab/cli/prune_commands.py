@@ -23,6 +23,7 @@ from squeezelab.cli.compress_common import (
     _train_section,
     _write_json,
 )
+from squeezelab.compress.pruning.magnitude import GRANULARITIES
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +62,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                    help="layer type or glob never pruned (repeatable)")
     p.add_argument("--scope", choices=("layer", "global"), default="layer")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="element",
+                   help="element: each weight on its own; kernel: whole k x k kernels of each "
+                   "conv (1x1 layers by element)")
     p.add_argument("--rounds", type=int, default=1, help="prune -> retrain rounds")
     p.add_argument("--retrain-epochs", type=int, default=0, help="retraining per round")
     p.add_argument("--retrain-lr", type=float, default=0.01)
@@ -152,7 +156,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
                             scope=args.scope, exclude=args.exclude,
                             method="magnitude" if args.quality is None else "threshold",
-                            quality=args.quality)
+                            quality=args.quality, granularity=args.granularity)
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)

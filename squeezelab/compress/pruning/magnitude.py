@@ -1,7 +1,10 @@
 """Magnitude pruning (Han et al. 2015, "Learning both Weights and Connections for Efficient
 Neural Networks", arXiv 1506.02626): per layer to a sparsity, with one threshold across layers,
 or by the paper's own per-layer rule, threshold = quality parameter x the layer's weight
-standard deviation (``method="threshold"``).
+standard deviation (``method="threshold"``). Whole k x k kernels at once on request
+(``granularity="kernel"``; Mao et al. 2017, "Exploring the Granularity of Sparsity in
+Convolutional Neural Networks", arXiv 1705.08922): a kernel kept or pruned as one costs the
+file one position for its k*k weights, where single weights each need their own.
 
 Pure tensor functions (``magnitude_mask``, ``global_magnitude_masks``) under a thin in-place
 model transform (``prune_``) driven by a typed ``PruneConfig``. Only weights of Conv2d and
@@ -30,6 +33,10 @@ SCOPES = ("layer", "global")
 #: "magnitude": prune each layer to a sparsity (the k smallest |w|); "threshold": prune
 #: |w| < quality * std(w) per layer (Han et al.'s rule), whatever fraction that is
 METHODS = ("magnitude", "threshold")
+#: "element": each weight kept or pruned on its own; "kernel": each k x k kernel of a conv
+#: (one input channel of one filter) as a whole, ranked by the sum of its |w| (1x1 convs and
+#: linear layers, whose kernels are single weights, are pruned by element either way)
+GRANULARITIES = ("element", "kernel")
 _SPECIFICITY = {t: i for i, t in enumerate(LAYER_TYPES)}
 
 
@@ -94,6 +101,26 @@ def magnitude_mask(
     """
     k = num_to_keep(weight.numel(), sparsity)
     return _keep_top(_scores(weight, keep), k).view(weight.shape)
+
+
+def kernel_magnitude_mask(
+    weight: torch.Tensor, sparsity: float, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bool mask of a conv weight ``(out, in, kh, kw)`` keeping exactly k = num_to_keep(out *
+    in, sparsity) whole kernels: those of largest sum of |w| (ties to the lower index). With
+    ``keep``, a kernel is scored by its still-kept weights, an emptied kernel never comes
+    back, and a kept kernel keeps only the weights ``keep`` kept (so masks made by kernel all
+    along stay whole kernels). A weight whose kernels are single weights (1x1 convs, linear
+    layers) is pruned by element: ``magnitude_mask``."""
+    if weight.dim() != 4 or weight.shape[2] * weight.shape[3] == 1:
+        return magnitude_mask(weight, sparsity, keep)
+    scores = _scores(weight, keep).clamp(min=0).view(*weight.shape[:2], -1).sum(-1)
+    if keep is not None:  # kernels with no kept weight rank below every other
+        alive = keep.view(*weight.shape[:2], -1).any(-1).to(scores.device)
+        scores = torch.where(alive, scores, torch.full_like(scores, -1))
+    kernels = _keep_top(scores.flatten(), num_to_keep(scores.numel(), sparsity))
+    mask = kernels.view(*weight.shape[:2], 1, 1).expand(weight.shape).clone()
+    return mask if keep is None else mask & keep.to(mask.device)
 
 
 def threshold_mask(
@@ -166,6 +193,8 @@ class PruneConfig(ConfigBase):
         is the default q of every layer no rule names, ``rules`` map layers to their own q
         (>= 0, may exceed 1), ``sparsity`` must be unset and ``scope`` "layer".
     quality: the q of ``method: threshold``.
+    granularity: "element" (each weight on its own) or "kernel" (each k x k kernel of a conv
+        as one, ``kernel_magnitude_mask``; method "magnitude", scope "layer").
 
     ``from_dict`` / ``to_dict`` / ``from_yaml`` come from ``ConfigBase``.
     """
@@ -176,10 +205,19 @@ class PruneConfig(ConfigBase):
     exclude: list[str] = field(default_factory=list)
     method: str = "magnitude"
     quality: float | None = None
+    granularity: str = "element"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity must be one of {GRANULARITIES}, got "
+                              f"{self.granularity!r}")
+        if self.granularity == "kernel" and (self.method != "magnitude"
+                                             or self.scope != "layer"):
+            raise ConfigError("granularity 'kernel' prunes each layer's kernels to the layer's "
+                              f"sparsity: it needs method 'magnitude' and scope 'layer', got "
+                              f"method {self.method!r} and scope {self.scope!r}")
         threshold = self.method == "threshold"
         if self.sparsity is not None:
             if threshold:
@@ -293,7 +331,8 @@ def compute_masks(
             masks[name] = shared[name]
         else:
             s = config.sparsity if target is None else target
-            masks[name] = magnitude_mask(params[name], s, keep.get(name))
+            by = kernel_magnitude_mask if config.granularity == "kernel" else magnitude_mask
+            masks[name] = by(params[name], s, keep.get(name))
     return masks
 
 
@@ -309,6 +348,7 @@ def prune_(model: nn.Module, config: PruneConfig | float, keep: Masks | None = N
 
 
 __all__ = [
-    "LAYER_TYPES", "METHODS", "PruneConfig", "threshold_mask", "PrunableParam", "compute_masks",
-    "global_magnitude_masks", "magnitude_mask", "num_to_keep", "prunable_parameters", "prune_",
+    "GRANULARITIES", "LAYER_TYPES", "METHODS", "PruneConfig", "threshold_mask", "PrunableParam",
+    "compute_masks", "global_magnitude_masks", "kernel_magnitude_mask", "magnitude_mask",
+    "num_to_keep", "prunable_parameters", "prune_",
 ]

@@ -9,12 +9,14 @@ from squeezelab.compress.pruning.magnitude import (
     PruneConfig,
     compute_masks,
     global_magnitude_masks,
+    kernel_magnitude_mask,
     magnitude_mask,
     num_to_keep,
     prunable_parameters,
     prune_,
 )
 from squeezelab.compress.pruning.masks import Masks
+from squeezelab.config import ConfigError
 from squeezelab.models import create_model
 
 
@@ -226,3 +228,69 @@ def test_threshold_config_errors():
         PruneConfig(method="threshold")
     # a quality may exceed 1 (it multiplies a standard deviation, it is no fraction)
     assert PruneConfig(method="threshold", rules={"squeeze": 2.5}).rules == {"squeeze": 2.5}
+
+
+# --- whole kernels (granularity "kernel", Mao et al. 2017) -------------------------------------
+def whole_kernels(mask: torch.Tensor) -> bool:
+    """Every k x k kernel of a conv mask kept or pruned as one."""
+    per_kernel = mask.flatten(2)
+    return bool((per_kernel.all(-1) | ~per_kernel.any(-1)).all())
+
+
+def test_kernel_mask_keeps_the_kernels_of_largest_sum_of_magnitudes():
+    w = torch.zeros(2, 2, 3, 3)
+    w[0, 0] = 0.1   # sum |w| 0.9
+    w[0, 1] = -0.5  # 4.5
+    w[1, 0, 1, 1] = 3.0  # one large weight: 3.0
+    w[1, 1] = 0.3   # 2.7
+    mask = kernel_magnitude_mask(w, 0.5)
+    assert mask.flatten(2).all(-1).tolist() == [[False, True], [True, False]]
+    assert whole_kernels(mask) and int(mask.sum()) == 18
+    # 4 kernels at 0.6: 2.4 pruned, rounded to 2 (num_to_keep over kernels, not weights)
+    assert int(kernel_magnitude_mask(w, 0.6).flatten(2).all(-1).sum()) == 2
+    # equal sums: the lower index is kept
+    assert kernel_magnitude_mask(torch.ones(1, 4, 3, 3), 0.5).flatten(2).all(-1).tolist() == [
+        [True, True, False, False]]
+
+
+def test_kernel_mask_prunes_single_weights_where_kernels_are_single_weights():
+    g = torch.Generator().manual_seed(0)
+    for shape in ((8, 4, 1, 1), (10, 6)):  # a 1x1 conv, a linear layer
+        w = torch.randn(*shape, generator=g)
+        assert torch.equal(kernel_magnitude_mask(w, 0.7), magnitude_mask(w, 0.7))
+
+
+def test_kernel_mask_never_revives_an_emptied_kernel_nor_a_pruned_weight():
+    w = torch.arange(1.0, 1 + 4 * 9).view(1, 4, 3, 3)  # kernel 3 has the largest sum
+    keep = torch.ones_like(w, dtype=torch.bool)
+    keep[0, 3] = False  # pruned earlier: never back
+    keep[0, 2, 0, 0] = False  # one weight of kernel 2 pruned earlier (element-wise)
+    mask = kernel_magnitude_mask(w, 0.5, keep)
+    assert mask.flatten(2).any(-1).tolist() == [[False, True, True, False]]
+    assert not mask[0, 2, 0, 0] and int(mask.sum()) == 17
+
+
+def test_kernel_granularity_prunes_every_conv_to_its_sparsity_in_whole_kernels():
+    model = tiny_squeezenet()
+    masks = prune_(model, PruneConfig(sparsity=0.75, granularity="kernel",
+                                      rules={"classifier": 0.5}))
+    weights = dict(model.named_parameters())
+    spatial = [n for n, m in masks.items() if m.dim() == 4 and m.shape[2] * m.shape[3] > 1]
+    assert spatial and all(whole_kernels(masks[n]) for n in spatial)
+    for name, mask in masks.items():
+        kernels = mask.flatten(2).any(-1) if mask.dim() == 4 else mask
+        want = 0.5 if name.startswith("classifier") else 0.75
+        assert int(kernels.sum()) == num_to_keep(kernels.numel(), want), name
+        assert not weights[name][~mask].any()  # the pruned weights are zero
+    # a later, higher target prunes whole kernels among the kept ones (the schedules' rounds)
+    more = compute_masks(model, PruneConfig(sparsity=0.9, granularity="kernel"), keep=masks)
+    assert all(whole_kernels(more[n]) and not (more[n] & ~masks[n]).any() for n in spatial)
+
+
+def test_kernel_granularity_config_errors():
+    with pytest.raises(ConfigError, match="granularity must be one of"):
+        PruneConfig(sparsity=0.5, granularity="filter")
+    for bad in ({"scope": "global"}, {"method": "threshold", "quality": 1.0, "sparsity": None}):
+        with pytest.raises(ConfigError, match="granularity 'kernel' .* needs method 'magnitude' "
+                           "and scope 'layer'"):
+            PruneConfig(**{"sparsity": 0.5, "granularity": "kernel", **bad})

@@ -273,3 +273,29 @@ def test_model_arg_flag_goes_through_the_one_parser():
     args = build_parser().parse_args(["train", "--model-arg", "a=1", "--model-arg", "a=2"])
     with pytest.raises(ConfigError, match="--model-arg: 'a' is given twice"):
         config_from_args(args)
+
+
+def test_none_flag_unsets_a_recipes_optional_value(tmp_path):
+    """``--time-budget none`` switches off a recipe's time budget (an absent flag leaves it),
+    and a field that cannot be None refuses the word as it refuses any bad value."""
+    from squeezelab.cli import build_parser
+    from squeezelab.cli.config_flags import config_from_args, config_overrides
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: squeezenet_cifar\nepochs: 4\ntime_budget: 840\nlr: 0.01\n"
+                      "channels_last: true\n")
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["train", str(recipe)])).time_budget == 840
+    args = parse(["train", str(recipe), "--time-budget", "none", "--lr", "NULL",
+                  "--channels-last", "none"])
+    assert config_overrides(args) == {"time_budget": None, "lr": None, "channels_last": None}
+    cfg = config_from_args(args)
+    assert (cfg.time_budget, cfg.channels_last, cfg.epochs) == (None, None, 4)
+    # an unset lr takes the model's registered one, as if the recipe had never named it
+    unnamed = config_from_args(parse(["train", "--model", "squeezenet_cifar"]))
+    assert cfg.lr == unnamed.lr != 0.01
+    assert config_from_args(parse(["train", str(recipe), "--time-budget", "60"])).time_budget == 60
+    assert config_overrides(parse(["train", "--epochs", "3", "--lr", "0.1"]),
+                            skip=("epochs",)) == {"lr": 0.1}
+    with pytest.raises(SystemExit):  # epochs is not optional: "none" is a bad integer
+        parse(["train", "--epochs", "none"])

@@ -24,16 +24,37 @@ def _parse_yaml_value(text: str, what: str = "value") -> Any:
         raise ConfigError(f"{what}: {text!r} is not a valid YAML value ({problem})") from None
 
 
+#: What a flag of an optional field parses ``none`` / ``null`` to: "set this field to None",
+#: told apart from an absent flag (argparse's None), so ``--time-budget none`` can switch off
+#: a recipe's time budget.
+CLEARED = object()
+_CLEAR_WORDS = ("none", "null")
+
+
 def _field_type(field: dataclasses.Field) -> Any:
     hints = typing.get_type_hints(TrainConfig)
     hint = hints[field.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
     base = args[0] if args else hint
     if base is bool:
-        return parse_bool
-    if base in (int, float, str):
-        return base
-    return _parse_yaml_value
+        parse = parse_bool
+    elif base in (int, float, str):
+        parse = base
+    else:
+        parse = _parse_yaml_value
+    if not optional:
+        return parse
+
+    def parse_or_clear(text: str) -> Any:
+        if text.strip().lower() in _CLEAR_WORDS:
+            return CLEARED
+        return parse(text)
+
+    parse_or_clear.__name__ = getattr(parse, "__name__", "value")  # argparse's error names it
+    parse_or_clear.clears = True  # type: ignore[attr-defined]
+    parse_or_clear.is_bool = parse is parse_bool  # type: ignore[attr-defined]
+    return parse_or_clear
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,17 +66,28 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None
         parse = _field_type(field)
+        help_text = FIELD_HELP[field.name] if default is None \
+            else f"{FIELD_HELP[field.name]} (default: {default})"
+        if getattr(parse, "clears", False):
+            help_text += " (none: unset, whatever a recipe says)"
+        is_bool = parse is parse_bool or getattr(parse, "is_bool", False)
         group.add_argument(flag, dest=f"cfg_{field.name}", type=parse, default=None,
-                           metavar="BOOL" if parse is parse_bool else field.name.upper(),
-                           help=FIELD_HELP[field.name] if default is None
-                           else f"{FIELD_HELP[field.name]} (default: {default})")
+                           metavar="BOOL" if is_bool else field.name.upper(),
+                           help=help_text)
     group.add_argument("--model-arg", dest="model_args", action="append", default=[],
                        metavar="KEY=VALUE", help="model constructor override, e.g. "
                        "--model-arg batch_norm=true (repeatable; values parsed as YAML)")
 
 
+def config_overrides(args: argparse.Namespace, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config fields the command line sets: every flag given (``none`` of an optional field
+    as None, which then overrides a recipe's value), not the flags left out."""
+    return {k[4:]: (None if v is CLEARED else v) for k, v in vars(args).items()
+            if k.startswith("cfg_") and v is not None and k[4:] not in skip}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    overrides = config_overrides(args)
     # the one KEY=VALUE parser splits (repeatable; commas inside [..] stay in the value)
     items = parse_key_values(args.model_args, "--model-arg", value=str)
     model_args = {key: _parse_yaml_value(text, f"--model-arg {key}") for key, text in items.items()}

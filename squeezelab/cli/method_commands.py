@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.cli import DefaultsHelpFormatter
-from squeezelab.cli.config_flags import add_config_flags, config_from_args, report_run
+from squeezelab.cli.config_flags import (
+    add_config_flags,
+    config_from_args,
+    config_overrides,
+    report_run,
+)
 from squeezelab.train.config import TrainConfig
 from squeezelab.workflows.dsd import LR_SCHEDULES
 
@@ -111,8 +116,7 @@ def cmd_dsd(args: argparse.Namespace) -> int:
     if args.recipe is None and (meta.get("config") or {}):
         saved = TrainConfig.from_dict(meta["config"], source=str(ckpt_path))
         flags = config_from_args(argparse.Namespace(**{**vars(args), "recipe": None}))
-        given = {k[4:] for k, v in vars(args).items()
-                 if k.startswith("cfg_") and v is not None and k != "cfg_epochs"}
+        given = set(config_overrides(args, skip=("epochs",)))
         # a new run name (None: a fresh default), never the dense run's own directory
         cfg = saved.replace(**{"run_name": None, **{k: getattr(flags, k) for k in given}})
     else:

@@ -10,7 +10,12 @@ import argparse
 from pathlib import Path
 
 from squeezelab.cli import DefaultsHelpFormatter
-from squeezelab.cli.config_flags import add_config_flags, config_from_args, report_run
+from squeezelab.cli.config_flags import (
+    add_config_flags,
+    config_from_args,
+    config_overrides,
+    report_run,
+)
 from squeezelab.train.config import ConfigError, TrainConfig
 
 
@@ -58,8 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--model-arg cannot change the model of a resumed run "
                               f"({run_dir}); start a new run from its weights with "
                               f"--init-from {run_dir} --run-name NEW_NAME")
-        overrides = {k[4:]: v for k, v in vars(args).items()
-                     if k.startswith("cfg_") and v is not None}
+        overrides = config_overrides(args)
         # what the run may not change (its images, scoring) is refused by train() itself
         cfg = TrainConfig.from_yaml(saved, overrides)
         result = train_with_methods(args, cfg, resume=True, run_dir=run_dir)

@@ -31,29 +31,25 @@ CLEARED = object()
 _CLEAR_WORDS = ("none", "null")
 
 
-def _field_type(field: dataclasses.Field) -> Any:
-    hints = typing.get_type_hints(TrainConfig)
-    hint = hints[field.name]
+def _field_parser(field: dataclasses.Field) -> tuple[Any, bool]:
+    """How a flag of ``field`` parses its text, and whether the field may be None."""
+    hint = typing.get_type_hints(TrainConfig)[field.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     optional = type(None) in typing.get_args(hint)
     base = args[0] if args else hint
     if base is bool:
-        parse = parse_bool
-    elif base in (int, float, str):
-        parse = base
-    else:
-        parse = _parse_yaml_value
-    if not optional:
-        return parse
+        return parse_bool, optional
+    if base in (int, float, str):
+        return base, optional
+    return _parse_yaml_value, optional
 
+
+def _or_cleared(parse: Any) -> Any:
+    """``parse``, except that ``none`` / ``null`` give ``CLEARED``."""
     def parse_or_clear(text: str) -> Any:
-        if text.strip().lower() in _CLEAR_WORDS:
-            return CLEARED
-        return parse(text)
+        return CLEARED if text.strip().lower() in _CLEAR_WORDS else parse(text)
 
     parse_or_clear.__name__ = getattr(parse, "__name__", "value")  # argparse's error names it
-    parse_or_clear.clears = True  # type: ignore[attr-defined]
-    parse_or_clear.is_bool = parse is parse_bool  # type: ignore[attr-defined]
     return parse_or_clear
 
 
@@ -65,14 +61,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None
-        parse = _field_type(field)
+        parse, optional = _field_parser(field)
         help_text = FIELD_HELP[field.name] if default is None \
             else f"{FIELD_HELP[field.name]} (default: {default})"
-        if getattr(parse, "clears", False):
+        if optional:
             help_text += " (none: unset, whatever a recipe says)"
-        is_bool = parse is parse_bool or getattr(parse, "is_bool", False)
-        group.add_argument(flag, dest=f"cfg_{field.name}", type=parse, default=None,
-                           metavar="BOOL" if is_bool else field.name.upper(),
+        group.add_argument(flag, dest=f"cfg_{field.name}",
+                           type=_or_cleared(parse) if optional else parse, default=None,
+                           metavar="BOOL" if parse is parse_bool else field.name.upper(),
                            help=help_text)
     group.add_argument("--model-arg", dest="model_args", action="append", default=[],
                        metavar="KEY=VALUE", help="model constructor override, e.g. "

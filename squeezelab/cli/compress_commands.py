@@ -83,6 +83,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "index entropy, a smaller file; 0 is the paper's k-means (e.g. 0.02)")
     p.add_argument("--centroid-epochs", type=int, default=None)
     p.add_argument("--centroid-lr", type=float, default=None)
+    p.add_argument("--reassign-weights", action="store_true", default=None,
+                   help="the centroid epochs also train each kept weight (straight-through) "
+                   "and move it to its cheapest cluster every step, instead of keeping the "
+                   "cluster the sharing gave it")
     p.add_argument("--gap-bits", type=int, default=None)
     p.add_argument("--fold-batchnorm", action="store_true", default=None,
                    help="fold BatchNorm into the convs after pruning (smaller file)")
@@ -171,8 +175,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 _COMPRESS_FLAGS = ("prune_rounds", "prune_schedule", "retrain_epochs", "retrain_lr",
-                   "centroid_epochs", "centroid_lr", "gap_bits", "fold_batchnorm",
-                   "coder", "float_dtype", "dense_bits", "int8_calibration")
+                   "centroid_epochs", "centroid_lr", "reassign_weights", "gap_bits",
+                   "fold_batchnorm", "coder", "float_dtype", "dense_bits", "int8_calibration")
 
 
 def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:

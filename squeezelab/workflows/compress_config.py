@@ -85,6 +85,10 @@ class CompressConfig(ConfigBase):
     centroid_epochs / centroid_lr / centroid_weight_decay: the fine-tuning run over the
         codebooks (0 epochs: no fine-tuning). Decay defaults to 0: it would pull centroids,
         not individual weights, toward zero.
+    reassign_weights: the centroid run also trains every kept weight's own float value by a
+        straight-through estimator and moves each weight to its cheapest cluster before every
+        step (``quantization/reassign.py``), where the paper's fine-tuning keeps each weight
+        in the cluster the sharing gave it; the rate stays priced as the sharing priced it.
     gap_bits: bits per relative position in the .sqz (None: 8 for conv, 5 for linear, the
         paper's choice).
     fold_batchnorm: fold BatchNorm into the convs after pruning, before sharing (``fold.py``):
@@ -128,6 +132,7 @@ class CompressConfig(ConfigBase):
     centroid_epochs: int = 1
     centroid_lr: float = 1e-3
     centroid_weight_decay: float = 0.0
+    reassign_weights: bool = False
     gap_bits: int | None = None
     fold_batchnorm: bool = False
     coder: str = "auto"
@@ -158,6 +163,9 @@ class CompressConfig(ConfigBase):
         self.centroid_lr = _check_positive("centroid_lr", self.centroid_lr)
         self.centroid_weight_decay = _check_positive(
             "centroid_weight_decay", self.centroid_weight_decay, allow_zero=True)
+        if not isinstance(self.reassign_weights, bool):
+            raise ValueError(f"reassign_weights must be true or false, got "
+                             f"{self.reassign_weights!r}")
         if self.gap_bits is not None:
             _check_int("gap_bits", self.gap_bits, 1)
             if self.gap_bits > 16:

@@ -44,7 +44,12 @@ from squeezelab.compress.format.sqz import (
 from squeezelab.compress.pruning.magnitude import prune_
 from squeezelab.compress.pruning.masks import MaskHook, Masks
 from squeezelab.compress.pruning.schedules import EpochGradualPruneHook, iterative_sparsities
+from squeezelab.compress.quantization.reassign import (
+    enable_reassignment_,
+    freeze_assignments_,
+)
 from squeezelab.compress.quantization.weight_sharing import (
+    select_layers,
     share_weights_,
     shared_modules,
 )
@@ -242,13 +247,19 @@ def share_and_finetune(
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """K-means share ``model``'s weights in place (exact zeros are pruned: excluded from
     clustering, kept zero), then fine-tune the centroids for ``config.centroid_epochs`` (a run
-    directory ``work_dir/centroids`` whose trainable parameters include the codebooks).
+    directory ``work_dir/centroids`` whose trainable parameters include the codebooks; with
+    ``config.reassign_weights`` the kept weights too, each moving to its cheapest cluster as it
+    trains: ``quantization/reassign.py``).
     ``masks`` of layers left unshared keep being enforced by a MaskHook while fine-tuning
     (beside ``hooks``). Returns the per-layer sharing summary and the step records (top-1
     under ``protocol``)."""
     if config.sharing is None:
         raise ValueError("share_and_finetune needs config.sharing (a WeightSharingConfig)")
     steps: list[dict[str, Any]] = []
+    reassign = bool(config.reassign_weights and config.centroid_epochs and data is not None)
+    # reassignment starts each weight from where it was before sharing, not at its centroid
+    originals = ({name: unwrap_model(model).get_parameter(name).detach().clone()
+                  for name in select_layers(model, config.sharing)} if reassign else None)
     layers = share_weights_(model, config.sharing)
     log(f"weight sharing: {len(layers)} layer(s), bits "
         f"{sorted({v['bits'] for v in layers.values()})}")
@@ -266,12 +277,23 @@ def share_and_finetune(
         # shared layers keep their zeros through weight_mask; only unshared pruned layers
         # still need the hook
         left = Masks({n: m for n, m in (masks or {}).items() if n in params})
+        if reassign:
+            enable_reassignment_(model, originals, config.sharing.entropy_weight)
+            log("the kept weights train too and change cluster as they do (reassign_weights)")
         train(cfg, hooks=[*([MaskHook(left)] if len(left) else []), *hooks], model=model,
               data=data, run_dir=run_dir)
+        extra: dict[str, Any] = {}
+        if reassign:
+            moved = freeze_assignments_(model)
+            kept = sum(v["kept"] for v in moved.values())
+            changed = sum(v["moved"] for v in moved.values())
+            log(f"{changed:,} of {kept:,} kept weights ({changed / max(kept, 1):.1%}) ended "
+                "in another cluster than the sharing gave them")
+            extra = {"reassign_weights": True, "moved_weights": changed}
         _finish_training(model)
         _record(steps, "centroids", model, data, log, protocol,
                 centroid_epochs=config.centroid_epochs,
-                centroid_lr=config.centroid_lr, run_dir=str(run_dir))
+                centroid_lr=config.centroid_lr, run_dir=str(run_dir), **extra)
     return layers, steps
 
 

@@ -244,9 +244,12 @@ def test_compress_flags_over_a_recipe_build_the_workflows_config(trained_ckpt):
                    "classifier=0.1,squeeze=0.2", "--layer-bits", "squeeze=3", "--conv-bits", "6",
                    "--retrain-epochs", "0", "--limit-train", "100", "--seed", "4",
                    "--float-dtype", "float16", "--coder", "huffman", "--entropy-weight", "0.02",
-                   "--prune-schedule", "gradual", "--prune-granularity", "kernel"])
+                   "--prune-schedule", "gradual", "--prune-granularity", "kernel",
+                   "--reassign-weights"])
     cfg = _compress_config(args, trained_ckpt)
     assert (cfg.float_dtype, cfg.coder, cfg.prune_schedule) == ("float16", "huffman", "gradual")
+    assert cfg.reassign_weights is True
+    assert compress_config_for(trained_ckpt, recipe).reassign_weights is False
     assert cfg.prune.granularity == "kernel"
     assert compress_config_for(trained_ckpt, recipe).prune.granularity == "element"
     assert (compress_config_for(trained_ckpt, recipe).float_dtype,

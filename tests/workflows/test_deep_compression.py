@@ -22,7 +22,7 @@ from squeezelab.compress.quantization import (
     LowRankConfig,
     UniformQuantConfig,
 )
-from squeezelab.compress.quantization.weight_sharing import shared_layer_bits
+from squeezelab.compress.quantization.weight_sharing import shared_layer_bits, shared_modules
 from squeezelab.models import create_model
 from squeezelab.workflows.deep_compression import CompressConfig, compress
 
@@ -125,6 +125,33 @@ def test_pipeline_end_to_end(tmp_path, tiny_data):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["prune_1"]
     assert any("replacing the earlier runs" in m and "centroids, prune_1, prune_2" in m
                for m in messages)
+
+
+def test_pipeline_reassigns_weights_while_the_centroids_train(tmp_path, tiny_data):
+    """``reassign_weights``: the centroid run trains the kept weights too (straight-through),
+    some change cluster, and the file still holds exactly the model the pipeline scored."""
+    cfg = CompressConfig(
+        prune=PruneConfig(sparsity=0.6), retrain_epochs=0,
+        sharing=WeightSharingConfig(bits={"conv": 4, "classifier": 5}, entropy_weight=0.02),
+        centroid_epochs=1, centroid_lr=0.01, reassign_weights=True, train=TRAIN)
+    messages = []
+    result = compress(tiny_model(), cfg, tmp_path / "m.sqz", data=tiny_data,
+                      work_dir=tmp_path / "runs", log=messages.append)
+    steps = {s["step"]: s for s in result.steps}
+    assert steps["centroids"]["reassign_weights"] is True
+    kept = sum(int(m.weight_mask.sum()) for m in shared_modules(result.model).values())
+    assert 0 < steps["centroids"]["moved_weights"] < kept
+    assert any("kept weights" in m and "another cluster" in m for m in messages)
+    # no latent weights left behind; pruned weights still zero; the file is the model
+    assert not any("latent" in n for n, _ in result.model.named_parameters())
+    assert steps["centroids"]["sparsity"] == pytest.approx(steps["share"]["sparsity"])
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(result.loaded(x), result.model.eval()(x))
+    assert steps["loaded"]["top1"] == steps["centroids"]["top1"]
+    assert result.summary["config"]["reassign_weights"] is True
+    with pytest.raises(ValueError, match="reassign_weights must be true or false, got 'yes'"):
+        CompressConfig(reassign_weights="yes")
 
 
 def test_pipeline_distills_every_fine_tuning_run_from_the_dense_model(tmp_path, tiny_data,

@@ -9,6 +9,8 @@ Pure tensor functions, no model code:
   quantiles of their CDF);
 * ``assign_clusters``: nearest centroid for every value, by ``torch.bucketize`` against the
   midpoints of the sorted centroids (O(N log K), no N x K distance matrix);
+* ``assign_with_rate``: the cheapest cluster for every value when each cluster's code length
+  is priced too (what entropy-constrained sharing assigns by; ``reassign.py`` uses it);
 * ``fit_kmeans``: Lloyd's algorithm on 1-D data. Every 1-D cluster is a run of the sorted
   values, so after one sort each step is K-1 binary searches and prefix-sum differences
   (O(K log N)); empty clusters keep their centroid. About 0.3 s of CPU for 1M values and 256
@@ -124,6 +126,35 @@ def assign_clusters(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tens
     # right=False: midpoints[i-1] < v <= midpoints[i] -> sorted cluster i (ties to the lower)
     pos = torch.bucketize(flat.detach().to(dtype), midpoints, right=False)
     return order[pos].reshape(values.shape)
+
+
+def assign_with_rate(values: torch.Tensor, centroids: torch.Tensor, rate_bits: torch.Tensor,
+                     rate_weight: float) -> torch.Tensor:
+    """Index (int64, shape of ``values``) of the cheapest cluster for every value: the one
+    minimising ``(v - c_k)^2 + rate_weight * rate_bits[k]`` (``rate_bits``: each cluster's code
+    length, inf for a cluster that may not be used). ``rate_weight`` 0 is ``assign_clusters``
+    (nearest centroid, every cluster allowed). ``centroids`` may be in any order. As in
+    ``fit_entropy_constrained``, the cheapest cluster is a run of the value axis, found from the
+    lower envelope of K lines, so this is O(N log K) too.
+    """
+    if not rate_weight >= 0 or not np.isfinite(rate_weight):
+        raise ValueError(f"rate_weight must be a finite number >= 0, got {rate_weight!r}")
+    if rate_weight == 0:
+        return assign_clusters(values, centroids)
+    if centroids.dim() != 1 or rate_bits.shape != centroids.shape or centroids.numel() == 0:
+        raise ValueError(f"centroids and rate_bits must be non-empty 1-D tensors of one shape, "
+                         f"got {tuple(centroids.shape)} and {tuple(rate_bits.shape)}")
+    c = centroids.detach().double().cpu().numpy()
+    rate = rate_bits.detach().double().cpu().numpy()
+    live = np.flatnonzero(np.isfinite(rate))
+    if live.size == 0:
+        raise ValueError("every cluster has an infinite rate: no value can be assigned")
+    order = live[np.argsort(c[live], kind="stable")]  # ascending, as the envelope needs
+    hull, handover = _envelope(c[order], c[order] ** 2 + rate_weight * rate[order])
+    flat = values.detach().reshape(-1).double()
+    pos = torch.bucketize(flat, torch.from_numpy(handover).to(flat.device), right=False)
+    chosen = torch.from_numpy(order[hull]).to(flat.device)
+    return chosen[pos].reshape(values.shape)
 
 
 def fit_kmeans(
@@ -295,5 +326,5 @@ def fit_entropy_constrained(
     return centroids, torch.from_numpy(rank)[assignments].to(values.device)
 
 
-__all__ = ["INIT_METHODS", "assign_clusters", "fit_entropy_constrained", "fit_kmeans",
-           "init_centroids"]
+__all__ = ["INIT_METHODS", "assign_clusters", "assign_with_rate", "fit_entropy_constrained",
+           "fit_kmeans", "init_centroids"]

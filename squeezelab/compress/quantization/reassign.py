@@ -30,7 +30,11 @@ import torch
 import torch.nn as nn
 
 from squeezelab.compress.quantization.kmeans import assign_with_rate
-from squeezelab.compress.quantization.weight_sharing import shared_modules
+from squeezelab.compress.quantization.weight_sharing import (
+    dense_weight,
+    layer_rate_weight,
+    shared_modules,
+)
 
 _LATENT = "latent_weight"
 
@@ -47,9 +51,9 @@ def _rate_bits(module: nn.Module) -> torch.Tensor:
 
 @torch.no_grad()
 def _reassign(module: nn.Module) -> None:
-    mask = module.weight_mask
-    if not bool(mask.any()):
+    if not module.reassign_any_kept:  # a fully pruned layer: nothing to assign
         return
+    mask = module.weight_mask
     latent = getattr(module, _LATENT).detach()
     rate_weight = module.reassign_rate_weight
     rates = _rate_bits(module) if rate_weight > 0 else torch.zeros_like(module.codebook)
@@ -114,11 +118,11 @@ def enable_reassignment_(model: nn.Module, originals: Mapping[str, torch.Tensor]
                      else start.detach().to(module.codebook))
             latent = torch.where(mask, start, torch.zeros((), dtype=start.dtype,
                                                           device=start.device)).clone()
-            kept = latent[mask].double()
-            variance = float(kept.var(unbiased=False)) if kept.numel() else 0.0
         module.register_parameter(_LATENT, nn.Parameter(
             latent, requires_grad=module.codebook.requires_grad))
-        module.reassign_rate_weight = entropy_weight * variance
+        # the mask never changes while reassigning: read it once, not every forward
+        module.reassign_any_kept = bool(mask.any())
+        module.reassign_rate_weight = layer_rate_weight(latent[mask], entropy_weight)
         module._reassign_start = module.weight_indices.clone()
         module._reassign_handles = (
             module.register_forward_pre_hook(_reassign_pre_hook, prepend=True),
@@ -146,11 +150,10 @@ def freeze_assignments_(model: nn.Module) -> dict[str, dict[str, int]]:
         for handle in module._reassign_handles:
             handle.remove()
         del module._reassign_handles, module._reassign_start
-        del module.reassign_rate_weight
+        del module.reassign_rate_weight, module.reassign_any_kept
         del module._parameters[_LATENT]
         with torch.no_grad():  # the weight as the last forward would compute it
-            module.weight = torch.where(mask, module.codebook[module.weight_indices.long()],
-                                        module.codebook.new_zeros(()))
+            module.weight = dense_weight(module.codebook, module.weight_indices, mask)
     return moved
 
 

@@ -97,6 +97,14 @@ def _shared_post_hook(module: nn.Module, args: Any, output: Any) -> None:
         module.weight = weight.detach()
 
 
+def layer_rate_weight(kept: torch.Tensor, entropy_weight: float) -> float:
+    """The rate weight of one layer's entropy-constrained clustering: ``entropy_weight`` times
+    the variance of its kept weights, so that one value suits every layer."""
+    if not kept.numel():
+        return 0.0
+    return entropy_weight * float(kept.detach().double().var(unbiased=False))
+
+
 def _index_dtype(num_clusters: int) -> torch.dtype:
     if num_clusters <= 256:
         return torch.uint8
@@ -303,7 +311,7 @@ def share_weights_(model: nn.Module, config: WeightSharingConfig) -> dict[str, d
         codebook = torch.zeros(num_clusters, dtype=torch.float32, device=weight.device)
         kept = weight[mask]
         if kept.numel() and config.entropy_weight > 0:
-            rate_weight = config.entropy_weight * float(kept.double().var(unbiased=False))
+            rate_weight = layer_rate_weight(kept, config.entropy_weight)
             centroids, assignments = fit_entropy_constrained(
                 kept, num_clusters, rate_weight, init=config.init, max_iter=config.max_iter,
                 seed=config.seed,
@@ -439,6 +447,7 @@ __all__ = [
     "index_dtype",
     "is_shared",
     "layer_bits_from_state_dict",
+    "layer_rate_weight",
     "load_shared_state_",
     "materialize_",
     "prepare_shared_",

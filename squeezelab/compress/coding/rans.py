@@ -180,71 +180,81 @@ def _fill_table(freq, g, lut):  # pragma: no cover - numba compiles it
             k += 1
 
 
-def _decode1_kernel(words, pos, x, counts, freq, cum, bits, lut,
+def _decode1_kernel(words, pos, x, counts, runs, starts, lengths, freq, cum, bits, lut,
                     out):  # pragma: no cover - numba compiles it
-    """Decode segments of ``counts[g]`` symbols under model row ``g`` in turn into ``out``,
-    from word ``pos`` of a one-state stream with state ``x`` (``words``: its 16-bit words, at
-    least one); returns (pos, x), pos -1 when the stream ran out."""
+    """Decode segments of ``counts[g]`` symbols under model row ``g`` in turn, from word
+    ``pos`` of a one-state stream with state ``x`` (``words``: its 16-bit words, at least one),
+    into ``out``: segment ``g`` is ``runs[g]`` runs, the next run's ``lengths[r]`` symbols
+    going to ``out[starts[r]:]`` (one run a segment, back to back, for a plain stream; a
+    filter's indices each for a layer coded in contexts, which so land in filter order with
+    no copy). Returns (pos, x), pos -1 when the stream ran out."""
     size = words.size
     nsym = freq.shape[1]
-    o = 0
+    r = 0
     for g in range(counts.size):
         b = bits[g]
         mask = (1 << b) - 1
-        if 4 * counts[g] >= (1 << b):
+        table = 4 * counts[g] >= (1 << b)
+        if table:
             _fill_table(freq, g, lut)
-            for _ in range(counts[g]):
-                e = lut[x & mask]
-                out[o] = e >> _SYMBOL_SHIFT
-                o += 1
-                x = ((e >> _FREQ_SHIFT) & _FIELD) * (x >> b) + (e & _FIELD)
-                need = x < _LOW
-                w = np.int64(words[min(pos, size - 1)])
-                x = ((x << 16) | w) if need else x
-                pos += need
-        else:
-            for _ in range(counts[g]):
-                slot = x & mask
-                lo, hi = 0, nsym  # the last symbol whose range starts at or below the slot
-                while hi - lo > 1:
-                    mid = (lo + hi) >> 1
-                    if cum[g, mid] <= slot:
-                        lo = mid
-                    else:
-                        hi = mid
-                out[o] = lo
-                o += 1
-                x = freq[g, lo] * (x >> b) + slot - cum[g, lo]
-                need = x < _LOW
-                w = np.int64(words[min(pos, size - 1)])
-                x = ((x << 16) | w) if need else x
-                pos += need
+        for _ in range(runs[g]):
+            o = starts[r]
+            n = lengths[r]
+            r += 1
+            if table:
+                for k in range(o, o + n):
+                    e = lut[x & mask]
+                    out[k] = e >> _SYMBOL_SHIFT
+                    x = ((e >> _FREQ_SHIFT) & _FIELD) * (x >> b) + (e & _FIELD)
+                    need = x < _LOW
+                    w = np.int64(words[min(pos, size - 1)])
+                    x = ((x << 16) | w) if need else x
+                    pos += need
+            else:
+                for k in range(o, o + n):
+                    slot = x & mask
+                    lo, hi = 0, nsym  # the last symbol whose range starts at or below the slot
+                    while hi - lo > 1:
+                        mid = (lo + hi) >> 1
+                        if cum[g, mid] <= slot:
+                            lo = mid
+                        else:
+                            hi = mid
+                    out[k] = lo
+                    x = freq[g, lo] * (x >> b) + slot - cum[g, lo]
+                    need = x < _LOW
+                    w = np.int64(words[min(pos, size - 1)])
+                    x = ((x << 16) | w) if need else x
+                    pos += need
         if pos > size:
             return -1, x
     return pos, x
 
 
-def _decode4_kernel(words, pos, x0, x1, x2, x3, counts, freq, cum, bits, lut,
-                    out):  # pragma: no cover - numba compiles it
+def _decode4_kernel(words, pos, x0, x1, x2, x3, counts, runs, starts, lengths, freq, cum,
+                    bits, lut, out):  # pragma: no cover - numba compiles it
     """As ``_decode1_kernel`` for four states, ``x0`` the next symbol's, finding symbols by
-    ``lut`` (filled per segment); the states rotate after every symbol (kept in registers,
-    not an array: what makes the four overlap)."""
+    ``lut`` (filled per segment); the states rotate after every symbol, across runs and
+    segments (kept in registers, not an array: what makes the four overlap)."""
     size = words.size
-    o = 0
+    r = 0
     for g in range(counts.size):
         b = bits[g]
         mask = (1 << b) - 1
         _fill_table(freq, g, lut)
-        for _ in range(counts[g]):
-            e = lut[x0 & mask]
-            out[o] = e >> _SYMBOL_SHIFT
-            o += 1
-            x0 = ((e >> _FREQ_SHIFT) & _FIELD) * (x0 >> b) + (e & _FIELD)
-            need = x0 < _LOW
-            w = np.int64(words[min(pos, size - 1)])
-            x0 = ((x0 << 16) | w) if need else x0
-            pos += need
-            x0, x1, x2, x3 = x1, x2, x3, x0
+        for _ in range(runs[g]):
+            o = starts[r]
+            n = lengths[r]
+            r += 1
+            for k in range(o, o + n):
+                e = lut[x0 & mask]
+                out[k] = e >> _SYMBOL_SHIFT
+                x0 = ((e >> _FREQ_SHIFT) & _FIELD) * (x0 >> b) + (e & _FIELD)
+                need = x0 < _LOW
+                w = np.int64(words[min(pos, size - 1)])
+                x0 = ((x0 << 16) | w) if need else x0
+                pos += need
+                x0, x1, x2, x3 = x1, x2, x3, x0
         if pos > size:
             return -1, x0, x1, x2, x3
     return pos, x0, x1, x2, x3
@@ -274,6 +284,7 @@ def _compiled():
 
 _KERNELS = None
 _COMPILING = threading.Lock()
+_ONE, _ZERO = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)  # a one-run segment
 
 
 def compiled() -> bool:
@@ -344,8 +355,36 @@ class RansReader:
         """The next segments in turn, ``counts[g]`` symbols under the length table
         ``tables[g]`` (all of one alphabet): one call into the decoder for all of them."""
         counts = np.asarray(counts, dtype=np.int64)
-        if not counts.any():
-            return [np.zeros(0, dtype=np.int32) for _ in counts]
+        out = np.empty(int(counts.sum()), dtype=np.int32)
+        if counts.size == 1:  # one run; the usual case, so spared building the runs
+            self._decode(tables, counts, _ONE, _ZERO, counts, out)
+            return [out]
+        self._decode(tables, counts, np.ones(counts.size, dtype=np.int64),
+                     np.cumsum(counts) - counts, counts, out)
+        return np.split(out, np.cumsum(counts)[:-1])
+
+    def read_into(self, tables: Sequence[np.ndarray] | np.ndarray, runs: np.ndarray,
+                  starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
+        """The next segments in turn into ``out`` (int32): segment ``g``, under the length
+        table ``tables[g]`` (all of one alphabet; or the rows of one array), is ``runs[g]``
+        runs, run ``r`` its ``lengths[r]`` symbols written at ``out[starts[r]:]``. The runs
+        must cover ``out`` exactly once (ValueError otherwise: the kernel writes unchecked),
+        so a layer coded in filter groups decodes straight into filter order."""
+        runs, starts, lengths = (np.ascontiguousarray(a, dtype=np.int64)
+                                 for a in (runs, starts, lengths))
+        if (runs.size != len(tables) or int(runs.sum()) != starts.size
+                or lengths.size != starts.size or not _covers(starts, lengths, out.size)):
+            raise ValueError("the runs must cover the output exactly once, in segments of "
+                             "one table each")
+        ends = np.concatenate(([0], np.cumsum(lengths)))[np.cumsum(runs)]
+        self._decode(tables, np.diff(ends, prepend=0), runs, starts, lengths, out)
+
+    def _decode(self, tables: Sequence[np.ndarray] | np.ndarray, counts: np.ndarray,
+                runs: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                out: np.ndarray) -> None:
+        """The kernel's call, ``counts[g]`` the symbols of segment ``g`` (its runs' sum)."""
+        if out.size == 0:
+            return
         if self._pos < 0:
             w, n = self._words, self._states
             if self._size < 2 * n:
@@ -355,17 +394,15 @@ class RansReader:
             if min(self._x) < _LOW:
                 raise AnsError("not a rANS stream: a state below 2 ** 16")
             self._pos = 2 * n
-        models = _Models(np.stack([np.asarray(t) for t in tables]))
-        out = np.empty(int(counts.sum()), dtype=np.int32)
+        models = _Models(tables if isinstance(tables, np.ndarray) else np.stack(tables))
         lut = np.empty(1 << int(models.bits.max()), dtype=np.int64)
         kernel = _compiled()[1 if self._states == 1 else 2]
-        pos, *x = kernel(self._words, self._pos, *self._x, counts, models.freq, models.cum,
-                         models.bits, lut, out)
+        pos, *x = kernel(self._words, self._pos, *self._x, counts, runs, starts, lengths,
+                         models.freq, models.cum, models.bits, lut, out)
         if pos < 0:
             raise AnsError(f"the stream ends before its {self.total} symbols (damaged, or a "
                            "wrong count)")
         self._pos, self._x = int(pos), tuple(int(v) for v in x)
-        return np.split(out, np.cumsum(counts)[:-1])
 
     def close(self) -> None:
         if self._pos < 0:
@@ -375,6 +412,17 @@ class RansReader:
         if self._pos != self._size or any(v != _LOW for v in self._x):
             raise AnsError(f"the stream holds more than {self.total} symbols, or other ones "
                            "(damaged, or a wrong count)")
+
+
+def _covers(starts: np.ndarray, lengths: np.ndarray, size: int) -> bool:
+    """Whether runs ``[starts[r], starts[r] + lengths[r])`` tile ``range(size)`` exactly."""
+    if starts.size == 0:
+        return size == 0
+    if int(lengths.min()) < 0:
+        return False
+    order = np.lexsort((lengths, starts))  # an empty run before a full one at its start
+    s, n = starts[order], lengths[order]
+    return bool(s[0] == 0 and s[-1] + n[-1] == size and np.array_equal(s[1:], (s + n)[:-1]))
 
 
 def rans_decode(data: bytes, codes: np.ndarray, count: int) -> np.ndarray:

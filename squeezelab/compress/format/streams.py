@@ -41,9 +41,9 @@ from squeezelab.compress.coding.ans import (
     AnsReader,
     length_table,
     pack_table,
-    table_bytes,
     uniform_table,
     unpack_table,
+    unpack_tables,
 )
 from squeezelab.compress.coding.contexts import GROUP_COUNTS, group_rows, neighbours, ungroup
 from squeezelab.compress.coding.huffman import (
@@ -367,8 +367,7 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
                       positions: np.ndarray, version: int) -> np.ndarray:
     nsym, nnz = entry["index_symbols"], entry["nnz"]
     contexts = entry.get("index_contexts", 1)
-    one = table_bytes(nsym)
-    codes = [unpack_table(tables[g * one:(g + 1) * one], nsym) for g in range(contexts)]
+    codes = unpack_tables(tables, nsym, contexts)
     if contexts == 1:
         return _ans_decode(data, codes[0], nnz, version)
     num_rows = entry["shape"][0]
@@ -381,11 +380,17 @@ def _decode_ans_index(entry: dict[str, Any], tables: bytes, data: bytes,
     starts = np.searchsorted(positions, np.arange(num_rows + 1) * row_size)
     starts[-1] = nnz
     per_row = np.diff(starts)
-    sizes = np.bincount(groups, weights=per_row, minlength=contexts).astype(np.int64)
-    grouped = np.concatenate(reader.read_many(codes, sizes))
+    # The stream holds the groups in turn, each its filters' indices in filter order
+    if isinstance(reader, RansReader):  # decoded straight into place, a filter's run each
+        out = np.empty(nnz, dtype=np.int32)
+        by_group = np.argsort(groups, kind="stable")
+        reader.read_into(codes, np.bincount(groups, minlength=contexts), starts[by_group],
+                         per_row[by_group], out)
+    else:  # version 5's coder reads whole segments: put each filter's run back after
+        sizes = np.bincount(groups, weights=per_row, minlength=contexts).astype(np.int64)
+        out = ungroup(np.concatenate(reader.read_many(list(codes), sizes)), groups, per_row)
     reader.close()
-    # ``grouped`` holds the groups in turn, each its filters' indices in filter order
-    return ungroup(grouped, groups, per_row)
+    return out
 
 __all__ = ["LayerStreams", "decode_streams", "encode_gaps", "encode_streams", "negative_entries",
            "symbols_crc32"]

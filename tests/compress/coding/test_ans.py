@@ -16,6 +16,7 @@ from squeezelab.compress.coding.ans import (
     table_bytes,
     uniform_table,
     unpack_table,
+    unpack_tables,
 )
 from squeezelab.compress.coding.huffman import huffman_encode
 
@@ -73,6 +74,24 @@ def test_streams_that_do_not_end_where_they_should_are_refused():
         unpack_table(pack_table(codes)[:-1], 16)
     with pytest.raises(AnsError, match="no symbol"):
         unpack_table(bytes(12), 16)
+
+
+def test_a_layers_context_tables_unpack_together_as_one_by_one():
+    """``unpack_tables``: a layer's tables, packed one after another (each padded to whole
+    bytes), read in one pass exactly as each would be alone; a wrong length or a table
+    without a symbol is refused."""
+    rng = np.random.default_rng(0)
+    for num_symbols in (1, 3, 11, 64, 65):  # 6-bit codes: 3 and 11 symbols end mid-byte
+        tables = rng.integers(0, 64, size=(4, num_symbols)).astype(np.uint8)
+        tables[:, 0] |= 1
+        packed = b"".join(pack_table(t) for t in tables)
+        assert np.array_equal(unpack_tables(packed, num_symbols, 4), tables)
+        assert np.array_equal(unpack_table(pack_table(tables[2]), num_symbols), tables[2])
+    with pytest.raises(AnsError, match="4 tables of 11 symbols have 36 bytes, got 35"):
+        unpack_tables(bytes(35), 11, 4)
+    empty_row = b"".join(pack_table(t) for t in (tables[0], np.zeros(65, np.uint8)))
+    with pytest.raises(AnsError, match="no symbol"):
+        unpack_tables(empty_row, 65, 2)
 
 
 def test_segments_each_under_their_own_table_read_back_in_order():

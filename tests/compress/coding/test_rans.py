@@ -181,3 +181,42 @@ def test_a_damaged_word_is_refused_or_changes_the_symbols():
         except AnsError:
             continue
         assert not np.array_equal(out, symbols)
+
+
+@pytest.mark.parametrize("states", [1, 4])
+def test_runs_of_each_segment_land_where_they_are_told(states):
+    """``read_into``: segment g is runs[g] runs written anywhere in the output (a layer's
+    filter groups decoded straight into filter order), empty runs and segments included; the
+    states carry on across runs as across segments."""
+    rng = np.random.default_rng(states)
+    lengths = rng.integers(0, 40 if states == 1 else 900, size=30)
+    lengths[[3, 17]] = 0
+    owner = rng.integers(0, 3, size=30)  # which segment (table) each run is in
+    starts = np.cumsum(lengths) - lengths  # where each run goes in the output
+    want = np.concatenate([rng.integers(0, 5 + 7 * g, size=n) for g, n in zip(owner, lengths)])
+    order = np.argsort(owner, kind="stable")  # the stream holds segment 0's runs, then 1's, ...
+    members = [np.concatenate([want[starts[r]:starts[r] + lengths[r]] for r in order
+                               if owner[r] == g] + [np.zeros(0, int)]) for g in range(3)]
+    tables = [length_table(m, 19) if m.size else uniform_table(19) for m in members]
+    data = rans_encode_segments(list(zip(members, tables)))
+    assert rans.num_states(want.size) == states
+    reader = RansReader(data, want.size)
+    out = np.full(want.size, -1, dtype=np.int32)
+    reader.read_into(tables, np.bincount(owner, minlength=3), starts[order], lengths[order], out)
+    reader.close()
+    assert np.array_equal(out, want)
+
+
+def test_runs_that_do_not_tile_the_output_are_refused():
+    symbols = skewed(n=100)
+    codes = length_table(symbols, 16)
+    out = np.empty(100, dtype=np.int32)
+    for starts, lengths in (([0, 50], [50, 49]), ([0, 49], [50, 50]), ([60, 0], [40, 40]),
+                            ([0, 100], [100, -1]), ([], [])):
+        reader = RansReader(rans_encode(symbols, codes), 100)
+        with pytest.raises(ValueError, match="cover the output exactly once"):
+            reader.read_into([codes], np.array([len(starts)]), np.array(starts, dtype=np.int64),
+                             np.array(lengths, dtype=np.int64), out)
+    with pytest.raises(ValueError, match="segments of one table each"):
+        RansReader(rans_encode(symbols, codes), 100).read_into(
+            [codes, codes], np.array([1]), np.array([0]), np.array([100]), out)

@@ -98,7 +98,8 @@ def unpack_tables(data: bytes, num_symbols: int, count: int) -> np.ndarray:
     """``count`` length tables packed one after another (``table_bytes(num_symbols)`` bytes
     each, as a layer's index contexts store them): rows of a ``[count, num_symbols]`` uint8
     array. One numpy pass for all of them: a file has a table per stream and context, and
-    unpacking them one at a time was a tenth of decoding a file whose layers use contexts."""
+    unpacking them one at a time took a tenth of decoding the indices of a file whose layers
+    use contexts."""
     one = table_bytes(num_symbols)
     if len(data) != count * one:
         what = "a table" if count == 1 else f"{count} tables"

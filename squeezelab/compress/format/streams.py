@@ -8,7 +8,8 @@ Since version 4 an ANS layer may code its indices in *contexts* (``contexts.py``
 are split into ``index_contexts`` groups, each with its own length table. The index stream then
 holds, in decoding order, each filter's group (uniform over the groups) and the indices of each
 group in turn (in flattened order within the group); the reader decodes the gap stream first,
-since the positions say which filter every index belongs to.
+since the positions say which filter every index belongs to, and (from version 6) decodes
+each filter's indices straight into their place (``RansReader.read_into``).
 
 Since version 5 a pruned tensor that is not shared may be stored *sparse*: its kept values raw,
 and their positions as the same gap stream (``encode_gaps``; it has no index stream).

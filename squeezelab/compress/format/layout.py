@@ -21,6 +21,7 @@ from squeezelab.compress.coding.ans import table_bytes as ans_table_bytes
 from squeezelab.compress.coding.contexts import MAX_GROUPS
 from squeezelab.compress.coding.huffman import MAX_CODE_LENGTH
 from squeezelab.compress.coding.sparse_index import max_total
+from squeezelab.compress.format.checksum import crc32
 
 MAGIC = b"SQZ\x00"
 FORMAT = "squeezelab-sqz"
@@ -159,7 +160,7 @@ def _parse(data: bytes, source: str) -> tuple[int, dict[str, Any], memoryview]:
         )
     (crc,) = _CRC.unpack_from(data, body_end)
     view = memoryview(data)
-    actual = zlib.crc32(view[_PREFIX.size:body_end])
+    actual = crc32(view[_PREFIX.size:body_end])
     if crc != actual:
         raise SqzFormatError(
             f"{source}: CRC32 mismatch (file says {crc:08x}, contents give {actual:08x}): "

@@ -8,7 +8,7 @@ Layout (integers little-endian)::
 The header is UTF-8 JSON, zlib-compressed since version 2 (a per-tensor JSON entry is about
 165 bytes, a tenth of a pruned 4-bit SqueezeNet's file; compressed it is a fifth of that).
 Versions 1 (plain JSON header), 2 (float32 codebooks only) and 3 (stream offsets in the header)
-are still read. The CRC32 (``zlib.crc32``) covers header and payload. The header is
+are still read. The CRC32 (zlib's, ``checksum.crc32``) covers header and payload. The header is
 self-describing: the registry model spec (``{"name", "kwargs"}``), class names, free ``meta``
 (metrics, config), the payload size, and per state-dict tensor its name, shape, dtype and
 encoding, with the byte length of each of its streams (version 4; the streams follow each
@@ -65,6 +65,7 @@ import torch.nn as nn
 
 from squeezelab.compress.coding.huffman import DEFAULT_LANE_SYMBOLS
 from squeezelab.compress.coding.sparse_index import encode_positions, pack_bits, unpack_bits
+from squeezelab.compress.format.checksum import crc32
 from squeezelab.compress.format.decoded import SharedTensor, SqzFile
 from squeezelab.compress.format.layout import (  # noqa: F401  (layout names re-exported)
     _CRC,
@@ -283,7 +284,7 @@ def _encode_file(model: nn.Module, spec: dict[str, Any], class_names: list[str] 
     header_bytes = zlib.compress(header_json, 9)
     body = header_bytes + b"".join(payload.parts)
     data = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + body
-    return data + _CRC.pack(zlib.crc32(body))
+    return data + _CRC.pack(crc32(body))
 
 
 def _dense_entry(name: str, tensor: torch.Tensor, payload: _Payload) -> dict[str, Any]:

@@ -28,7 +28,6 @@ zero or above). The CRC covers the same symbols.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from squeezelab.compress.coding.huffman import (
 )
 from squeezelab.compress.coding.rans import RansReader, rans_encode, rans_encode_segments
 from squeezelab.compress.coding.sparse_index import decode_positions
+from squeezelab.compress.format.checksum import crc32
 from squeezelab.compress.format.layout import CODERS, VERSION, SqzFormatError
 
 #: Coders whose layers are decoded one at a time and checked against ``symbols_crc32``.
@@ -227,8 +227,8 @@ def _ans_index(kept: np.ndarray, index_symbols: int, rows: np.ndarray | None,
 def symbols_crc32(symbols: np.ndarray, gaps: np.ndarray) -> int:
     """What an ANS entry's ``symbols_crc32`` covers: its index then gap symbols as int32."""
     # the arrays' own buffers (no copy to bytes)
-    crc = zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4"))
-    return zlib.crc32(np.ascontiguousarray(gaps, dtype="<i4"), crc)
+    crc = crc32(np.ascontiguousarray(symbols, dtype="<i4"))
+    return crc32(np.ascontiguousarray(gaps, dtype="<i4"), crc)
 
 
 def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
@@ -240,7 +240,7 @@ def decode_streams(entries: Sequence[dict[str, Any]], payload: memoryview,
     stream for a bad one (the first bad one in file order, however many ``threads`` decode).
 
     ANS layers are decoded ``threads`` at a time: their work runs without Python's lock
-    (numba's kernels, zlib's CRC, numpy's large-array passes), so two threads decode a
+    (numba's kernels, numpy's large-array passes), so two threads decode a
     squeezenet1_0-sized file in about two thirds of the time.
     """
     decoded: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}

@@ -311,9 +311,9 @@ def _decode_ans_entry(entry: dict[str, Any], payload: memoryview,
     (a sparse entry: None, positions; its CRC covers its gaps alone)."""
     where = f"layer {entry['name']!r}"
 
-    def stream(key: str) -> bytes:
+    def stream(key: str) -> memoryview:  # read in place: the decoders take any buffer
         off, length = entry[key]
-        return bytes(payload[off:off + length])
+        return payload[off:off + length]
 
     learnt = entry["coder"] == "adaptive"
     try:

@@ -18,8 +18,9 @@ from squeezelab.models.registry import (
     skeleton,
     unwrap_model,
 )
+from squeezelab.models.skeletons import create_skeleton
 
 __all__ = [
-    "UnknownModelError", "create_model", "get_entry", "list_models", "model_spec",
-    "register_model", "skeleton", "unwrap_model",
+    "UnknownModelError", "create_model", "create_skeleton", "get_entry", "list_models",
+    "model_spec", "register_model", "skeleton", "unwrap_model",
 ]

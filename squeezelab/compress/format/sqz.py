@@ -104,7 +104,7 @@ from squeezelab.compress.quantization.weight_sharing import (
     shared_modules,
 )
 from squeezelab.fileio import atomic_write_bytes, json_default
-from squeezelab.models import create_model, model_spec, skeleton, unwrap_model
+from squeezelab.models import create_model, create_skeleton, model_spec, unwrap_model
 
 
 # ------------------------------------------------------------------------------------------
@@ -473,8 +473,9 @@ def _build_model(header: dict[str, Any], source: str) -> tuple[nn.Module, dict[s
     """``create_model`` from the header's spec, checked against the header's tensors; returns
     the model and the dtype of each tensor of its state dict.
 
-    The model is first built on the meta device without initialisation (``skeleton``: no
-    memory, and half the time), under a cap on the number of parameters and buffers the builder
+    The model is first built on the meta device without initialisation (``create_skeleton``:
+    no memory, half the time, and a copy of the last one built for the same spec where there
+    is one, a quarter of that), under a cap on the number of parameters and buffers the builder
     may register, and its state-dict shapes are compared with the file; its tensors are then
     the decoded ones, assigned by ``load_compressed`` (nothing is allocated twice).
     """
@@ -482,8 +483,8 @@ def _build_model(header: dict[str, Any], source: str) -> tuple[nn.Module, dict[s
     entries = {e["name"]: e for e in header["tensors"]}
     where = f"{source}: model {spec['name']!r} {spec['kwargs']}"
     try:
-        with _registration_budget(2 * len(entries) + 64), skeleton():
-            model = create_model(spec["name"], **spec["kwargs"])
+        with _registration_budget(2 * len(entries) + 64):
+            model = create_skeleton(spec["name"], **spec["kwargs"])
     except _BudgetExceeded:
         raise SqzFormatError(
             f"{where} has far more tensors than the {len(entries)} the file holds"

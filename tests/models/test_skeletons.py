@@ -6,8 +6,7 @@ import torch
 import torch.nn as nn
 
 import squeezelab
-from squeezelab.models import create_model, create_skeleton, skeleton
-from squeezelab.models import registry, skeletons
+from squeezelab.models import create_model, create_skeleton, registry, skeleton, skeletons
 
 
 def _signature(model: nn.Module) -> list:

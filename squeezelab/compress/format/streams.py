@@ -28,7 +28,7 @@ zero or above). The CRC covers the same symbols.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +52,9 @@ from squeezelab.compress.coding.huffman import (
     huffman_decode_many,
     huffman_encode,
 )
+from squeezelab.compress.coding.layer_decode import decode_layer
 from squeezelab.compress.coding.rans import RansReader, rans_encode, rans_encode_segments
-from squeezelab.compress.coding.sparse_index import decode_positions
+from squeezelab.compress.coding.sparse_index import decode_positions, max_gap
 from squeezelab.compress.format.checksum import crc32
 from squeezelab.compress.format.layout import CODERS, VERSION, SqzFormatError
 
@@ -316,25 +317,30 @@ def _decode_ans_entry(entry: dict[str, Any], payload: memoryview,
         return payload[off:off + length]
 
     learnt = entry["coder"] == "adaptive"
+    fast = None if learnt else _decode_in_one_call(entry, stream, version)
     try:
         what = f"gap stream of {entry['num_entries']} entries"
-        if learnt:
-            gaps = adaptive.adaptive_decode(stream("gap"), entry["num_entries"],
-                                            entry["gap_symbols"])
+        if fast is not None:
+            gaps, positions, symbols = fast
         else:
-            gaps = _ans_decode(stream("gap"), unpack_table(stream("gap_table"),
-                                                           entry["gap_symbols"]),
-                               entry["num_entries"], version)
-        positions = _positions(entry, gaps)
-        symbols = None
-        if entry["encoding"] == "shared":
-            what = f"index stream of {entry['nnz']} entries"
             if learnt:
-                symbols = _decode_adaptive_index(entry, stream("index_table"), stream("index"),
-                                                 positions, stream("codebook"))
+                gaps = adaptive.adaptive_decode(stream("gap"), entry["num_entries"],
+                                                entry["gap_symbols"])
             else:
-                symbols = _decode_ans_index(entry, stream("index_table"), stream("index"),
-                                            positions, version)
+                gaps = _ans_decode(stream("gap"), unpack_table(stream("gap_table"),
+                                                               entry["gap_symbols"]),
+                                   entry["num_entries"], version)
+            positions = _positions(entry, gaps)
+            symbols = None
+            if entry["encoding"] == "shared":
+                what = f"index stream of {entry['nnz']} entries"
+                if learnt:
+                    symbols = _decode_adaptive_index(entry, stream("index_table"),
+                                                     stream("index"), positions,
+                                                     stream("codebook"))
+                else:
+                    symbols = _decode_ans_index(entry, stream("index_table"), stream("index"),
+                                                positions, version)
     except AnsError as e:
         raise SqzFormatError(f"{where}: {what}: {e}") from None
     crc = symbols_crc32(symbols if symbols is not None else np.zeros(0, np.int32), gaps)
@@ -342,6 +348,25 @@ def _decode_ans_entry(entry: dict[str, Any], payload: memoryview,
         raise SqzFormatError(f"{where}: the decoded symbols do not match their CRC32 (a damaged "
                              "stream, a wrong count, or an ANS coder that models differently)")
     return symbols, positions
+
+
+def _decode_in_one_call(entry: dict[str, Any], stream: Callable[[str], memoryview],
+                        version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(gaps, positions, indices) of a shared layer of our rANS (version 6 on) decoded in one
+    compiled call (``layer_decode``); None for any other layer, without numba, or where the
+    streams or tables do not decode exactly: the caller then decodes it step by step, which
+    names the fault."""
+    if version < 6 or entry["encoding"] != "shared":
+        return None
+    try:
+        gap_table = unpack_table(stream("gap_table"), entry["gap_symbols"])
+        index_tables = unpack_tables(stream("index_table"), entry["index_symbols"],
+                                     entry.get("index_contexts", 1))
+    except AnsError:
+        return None
+    return decode_layer(stream("gap"), gap_table, entry["num_entries"],
+                        max_gap(entry["gap_bits"]), math.prod(entry["shape"]), stream("index"),
+                        index_tables, entry["nnz"], entry["shape"][0])
 
 
 def _decode_adaptive_index(entry: dict[str, Any], groups_data: bytes, data: bytes,

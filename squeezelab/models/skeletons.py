@@ -80,11 +80,8 @@ def _copyable(model: nn.Module) -> bool:
         if any(getattr(cls, "__slots__", ()) for cls in type(module).__mro__[:-1]):
             return False  # attributes outside __dict__, which the copy would miss
         for key, value in module.__dict__.items():
-            if key in _TREE:
-                continue
-            if "hook" in key and value:  # forward/backward/state-dict hooks of any kind
-                return False
-            if not _plain(value):
+            # (a registered hook is a callable, so a module with one is not plain either)
+            if key not in _TREE and not _plain(value):
                 return False
     return True
 

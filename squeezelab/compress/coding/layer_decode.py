@@ -3,7 +3,8 @@ compiled call: the gap stream into gaps and the kept weights' positions, then th
 (its filter groups first, where the layer codes its indices in contexts, and each filter's
 indices straight into place) into cluster indices.
 
-The same work as ``RansReader`` and ``sparse_index.decode_positions`` called step by step, but
+The same work, with the same kernels (``rans``'s decoders, ``sparse_index.positions_kernel``),
+as ``RansReader`` and ``sparse_index.decode_positions`` called step by step, but
 without the Python between the steps: about twenty numpy calls and two reader objects a layer,
 which were ~40% of decoding a squeezenet1_0-sized file on one core (12.7-13.3 against 6.8-10.5
 ms in a prototype) and, holding Python's lock, kept the decoding threads from overlapping.
@@ -18,9 +19,8 @@ import threading
 
 import numpy as np
 
-from squeezelab.compress.coding import rans
-
-_LOW = 1 << 16  # rans.py's: a state lives in [2 ** 16, 2 ** 32)
+from squeezelab.compress.coding import jit, rans, sparse_index
+from squeezelab.compress.coding.rans import FOUR_STATES_FROM, STATE_LOW
 
 
 def _read(words, pos, states, counts, runs, starts, lengths, freq, cum, bits, lut,
@@ -40,13 +40,13 @@ def _read(words, pos, states, counts, runs, starts, lengths, freq, cum, bits, lu
 def _open(words, total):  # pragma: no cover - numba compiles it
     """The states a stream of ``total`` symbols opens with (``rans.num_states``), or an empty
     array where it is too short or a state is below 2 ** 16."""
-    n = 4 if total >= 8192 else 1
+    n = 4 if total >= FOUR_STATES_FROM else 1
     states = np.empty(n, dtype=np.int64)
     if words.size < 2 * n:
         return states[:0]
     for j in range(n):
         states[j] = (np.int64(words[2 * j]) << 16) | np.int64(words[2 * j + 1])
-        if states[j] < _LOW:
+        if states[j] < STATE_LOW:
             return states[:0]
     return states
 
@@ -55,7 +55,7 @@ def _ended(words, pos, states):  # pragma: no cover - numba compiles it
     if pos != words.size:
         return False
     for j in range(states.size):
-        if states[j] != _LOW:
+        if states[j] != STATE_LOW:
             return False
     return True
 
@@ -64,8 +64,9 @@ def _decode_layer_kernel(gap_words, gap_freq, gap_cum, gap_bits, max_gap, total,
                          index_words, group_freq, group_cum, group_bits, row_size,
                          index_freq, index_cum, index_bits, lut, gaps, positions, groups,
                          symbols):  # pragma: no cover - numba compiles it
-    """Fill ``gaps``, ``positions``, ``groups`` (one per filter, for more than one context)
-    and ``symbols``; True where everything decoded exactly."""
+    """Fill ``gaps``, ``positions`` (its first ``symbols.size``; it is as long as ``gaps``),
+    ``groups`` (one per filter, for more than one context) and ``symbols``; True where
+    everything decoded exactly."""
     one = np.ones(1, dtype=np.int64)
     zero = np.zeros(1, dtype=np.int64)
     # the gap stream, then the positions it gives (as sparse_index.decode_positions)
@@ -80,22 +81,13 @@ def _decode_layer_kernel(gap_words, gap_freq, gap_cum, gap_bits, max_gap, total,
             return False
     elif gap_words.size:
         return False
-    at = -1
-    kept = 0
-    for i in range(gaps.size):
-        g = np.int64(gaps[i])
-        if g < 0 or g > max_gap:
-            return False
-        at += max_gap if g == 0 else g
-        if g != 0:
-            if kept == positions.size:
-                return False
-            positions[kept] = at
-            kept += 1
-    if kept != positions.size or at >= total or total - at - 1 >= max_gap:
-        return False
-    # the index stream: each filter's group first where there are several
+    # ``positions`` has room for every gap: the kernel writes a filler's too
     nnz = symbols.size
+    kept, at = _positions(gaps, max_gap, positions)
+    if kept != nnz or at >= total or total - at - 1 >= max_gap:  # kept -1: a gap out of range
+        return False
+    positions = positions[:nnz]
+    # the index stream: each filter's group first where there are several
     rows = groups.size
     if nnz + rows == 0:
         return index_words.size == 0
@@ -138,7 +130,7 @@ def _decode_layer_kernel(gap_words, gap_freq, gap_cum, gap_bits, max_gap, total,
 def _kernel():
     """The compiled kernel (cached on disk), or None without numba. Compiled once, under a
     lock: decoding threads may ask at once."""
-    global _KERNEL, _decode1, _decode4, _read, _open, _ended
+    global _KERNEL, _decode1, _decode4, _positions, _read, _open, _ended
     with _LOCK:
         if _KERNEL is None:
             _, decode1, decode4, _, compiled = rans._compiled()
@@ -147,26 +139,21 @@ def _kernel():
             else:
                 import numba
 
-                def jit(f):
+                def njit(f):
                     return numba.njit(cache=True, nogil=True)(f)
 
                 # what the kernel calls, compiled first, so that it finds the compiled ones
                 _decode1, _decode4 = decode1, decode4
-                _read, _open, _ended = jit(_read), jit(_open), jit(_ended)
-                _KERNEL = jit(_decode_layer_kernel)
+                _positions = jit.compiled(sparse_index.positions_kernel)
+                _read, _open, _ended = njit(_read), njit(_open), njit(_ended)
+                _KERNEL = njit(_decode_layer_kernel)
         return _KERNEL or None
 
 
 _KERNEL = None
 _LOCK = threading.Lock()
-_decode1 = _decode4 = None  # rans's kernels, set by _kernel()
-
-
-def _model(tables: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frequencies, cumulative frequencies, precision) of each row of ``tables``, as the
-    reader computes them."""
-    freq, bits = rans.frequencies_many(tables)
-    return freq, np.cumsum(freq, axis=1) - freq, bits
+# rans's kernels and sparse_index's, set by _kernel()
+_decode1 = _decode4 = _positions = None
 
 
 def decode_layer(gap_data, gap_table: np.ndarray, num_entries: int, max_gap: int, total: int,
@@ -182,20 +169,19 @@ def decode_layer(gap_data, gap_table: np.ndarray, num_entries: int, max_gap: int
     if kernel is None or len(gap_data) % 2 or len(index_data) % 2:
         return None
     contexts = index_tables.shape[0]
-    gap_freq, gap_cum, gap_bits = _model(np.asarray(gap_table)[None])
-    index_freq, index_cum, index_bits = _model(index_tables)
-    group_freq, group_cum, group_bits = _model(np.ones((1, contexts), dtype=np.uint8))
-    lut = np.empty(1 << int(max(gap_bits.max(), index_bits.max(), group_bits.max())),
+    gap, index = rans.Models(np.asarray(gap_table)[None]), rans.Models(index_tables)
+    group = rans.Models(np.ones((1, contexts), dtype=np.uint8))
+    lut = np.empty(1 << int(max(gap.bits.max(), index.bits.max(), group.bits.max())),
                    dtype=np.int64)
     gaps = np.empty(num_entries, dtype=np.int32)
-    positions = np.empty(nnz, dtype=np.int64)
+    positions = np.empty(num_entries, dtype=np.int64)
     groups = np.empty(num_rows if contexts > 1 else 0, dtype=np.int32)
     symbols = np.empty(nnz, dtype=np.int32)
-    ok = kernel(np.frombuffer(gap_data, dtype="<u2"), gap_freq, gap_cum, gap_bits, max_gap,
-                total, np.frombuffer(index_data, dtype="<u2"), group_freq, group_cum,
-                group_bits, total // max(num_rows, 1), index_freq, index_cum, index_bits, lut,
+    ok = kernel(np.frombuffer(gap_data, dtype="<u2"), gap.freq, gap.cum, gap.bits, max_gap,
+                total, np.frombuffer(index_data, dtype="<u2"), group.freq, group.cum,
+                group.bits, total // max(num_rows, 1), index.freq, index.cum, index.bits, lut,
                 gaps, positions, groups, symbols)
-    return (gaps, positions, symbols) if ok else None
+    return (gaps, positions[:nnz], symbols) if ok else None
 
 
 __all__ = ["decode_layer"]

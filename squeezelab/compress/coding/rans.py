@@ -32,7 +32,8 @@ import numpy as np
 
 from squeezelab.compress.coding.ans import AnsError, coded_segments
 
-_LOW = 1 << 16  # states live in [_LOW, 2 ** 32)
+STATE_LOW = 1 << 16  # states live in [STATE_LOW, 2 ** 32)
+FOUR_STATES_FROM = 8192  # streams of this many symbols or more interleave four states
 # 2 ** (-k / 4) for k = 0..3 in 16-bit fixed point: the quarter-bit steps of a length table
 _QUARTER = np.array([65536, 55109, 46341, 38968], dtype=np.int64)
 
@@ -116,10 +117,10 @@ def num_states(total: int) -> int:
     """Coder states a stream of ``total`` symbols interleaves: 4 from 8,192 symbols (the CPU
     overlaps four decodes: twice as fast), else 1 (each state costs 4 bytes to flush: 12 more
     bytes are under 0.3% of a stream that long)."""
-    return 4 if total >= 8192 else 1
+    return 4 if total >= FOUR_STATES_FROM else 1
 
 
-class _Models:
+class Models:
     """What the kernels need of the length tables of a stream's segments (rows of one
     alphabet): frequencies and cumulative frequencies per row, and each row's precision."""
 
@@ -134,13 +135,13 @@ def _encode_kernel(freqs, cums, bits, states, out):  # pragma: no cover - numba 
     into ``out`` (16-bit words, the stream reversed); returns the number of words."""
     n_states = states.size
     for j in range(n_states):
-        states[j] = _LOW
+        states[j] = STATE_LOW
     n = 0
     for i in range(freqs.size - 1, -1, -1):
         f = freqs[i]
         j = i % n_states
         x = states[j]
-        limit = ((_LOW >> bits[i]) << 16) * f
+        limit = ((STATE_LOW >> bits[i]) << 16) * f
         while x >= limit:
             out[n] = x & 0xFFFF
             n += 1
@@ -206,7 +207,7 @@ def _decode1_kernel(words, pos, x, counts, runs, starts, lengths, freq, cum, bit
                     e = lut[x & mask]
                     out[k] = e >> _SYMBOL_SHIFT
                     x = ((e >> _FREQ_SHIFT) & _FIELD) * (x >> b) + (e & _FIELD)
-                    need = x < _LOW
+                    need = x < STATE_LOW
                     w = np.int64(words[min(pos, size - 1)])
                     x = ((x << 16) | w) if need else x
                     pos += need
@@ -222,7 +223,7 @@ def _decode1_kernel(words, pos, x, counts, runs, starts, lengths, freq, cum, bit
                             hi = mid
                     out[k] = lo
                     x = freq[g, lo] * (x >> b) + slot - cum[g, lo]
-                    need = x < _LOW
+                    need = x < STATE_LOW
                     w = np.int64(words[min(pos, size - 1)])
                     x = ((x << 16) | w) if need else x
                     pos += need
@@ -250,7 +251,7 @@ def _decode4_kernel(words, pos, x0, x1, x2, x3, counts, runs, starts, lengths, f
                 e = lut[x0 & mask]
                 out[k] = e >> _SYMBOL_SHIFT
                 x0 = ((e >> _FREQ_SHIFT) & _FIELD) * (x0 >> b) + (e & _FIELD)
-                need = x0 < _LOW
+                need = x0 < STATE_LOW
                 w = np.int64(words[min(pos, size - 1)])
                 x0 = ((x0 << 16) | w) if need else x0
                 pos += need
@@ -297,7 +298,7 @@ def rans_encode_segments(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> b
     length table. ``RansReader`` reads them back in this order. Empty for no symbols."""
     freqs, cums, bits = [], [], []
     for symbols, codes in coded_segments(segments, np.int64):
-        model = _Models(codes[None])
+        model = Models(codes[None])
         freqs.append(model.freq[0, symbols])
         cums.append(model.cum[0, symbols])
         bits.append(np.full(symbols.size, model.bits[0], dtype=np.int64))
@@ -391,10 +392,10 @@ class RansReader:
                 raise AnsError(f"a rANS stream of {self.total} symbols opens with {n} 32-bit "
                                f"states, got {self._size * 2} bytes")
             self._x = tuple(int(w[2 * j]) << 16 | int(w[2 * j + 1]) for j in range(n))
-            if min(self._x) < _LOW:
+            if min(self._x) < STATE_LOW:
                 raise AnsError("not a rANS stream: a state below 2 ** 16")
             self._pos = 2 * n
-        models = _Models(tables if isinstance(tables, np.ndarray) else np.stack(tables))
+        models = Models(tables if isinstance(tables, np.ndarray) else np.stack(tables))
         lut = np.empty(1 << int(models.bits.max()), dtype=np.int64)
         kernel = _compiled()[1 if self._states == 1 else 2]
         pos, *x = kernel(self._words, self._pos, *self._x, counts, runs, starts, lengths,
@@ -409,7 +410,7 @@ class RansReader:
             if self._size:
                 raise AnsError(f"{self._size * 2} bytes for no symbols")
             return
-        if self._pos != self._size or any(v != _LOW for v in self._x):
+        if self._pos != self._size or any(v != STATE_LOW for v in self._x):
             raise AnsError(f"the stream holds more than {self.total} symbols, or other ones "
                            "(damaged, or a wrong count)")
 
@@ -434,5 +435,6 @@ def rans_decode(data: bytes, codes: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-__all__ = ["RansReader", "compiled", "encode_frequencies", "frequencies", "frequencies_many",
-           "num_states", "precision_bits", "rans_decode", "rans_encode", "rans_encode_segments"]
+__all__ = ["FOUR_STATES_FROM", "Models", "RansReader", "STATE_LOW", "compiled",
+           "encode_frequencies", "frequencies", "frequencies_many", "num_states",
+           "precision_bits", "rans_decode", "rans_encode", "rans_encode_segments"]

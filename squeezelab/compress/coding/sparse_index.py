@@ -71,7 +71,7 @@ def decode_positions(gaps: np.ndarray, gap_bits: int, total: int) -> np.ndarray:
         raise ValueError(f"gaps must be 1-D, got shape {gaps.shape}")
     if not isinstance(total, (int, np.integer)) or total < 0:
         raise ValueError(f"total must be a non-negative int, got {total!r}")
-    kernel = jit.compiled(_positions_kernel)
+    kernel = jit.compiled(positions_kernel)
     if kernel is not None and np.issubdtype(gaps.dtype, np.integer):
         positions = np.empty(gaps.size, dtype=np.int64)
         kept, last = kernel(gaps, m, positions)
@@ -94,7 +94,7 @@ def decode_positions(gaps: np.ndarray, gap_bits: int, total: int) -> np.ndarray:
     return positions
 
 
-def _positions_kernel(gaps, m, out):  # pragma: no cover - numba compiles it
+def positions_kernel(gaps, m, out):  # pragma: no cover - numba compiles it
     """One pass of ``decode_positions``: fills ``out`` with the positions; returns (how many,
     the last entry's position), or (-1, index) at the first gap outside ``[0, m]``. The write
     and count are unconditional (a filler's is overwritten by the next entry): no branch."""
@@ -173,5 +173,5 @@ def unpack_bits(data: bytes, num_bits: int, count: int) -> np.ndarray:
 
 __all__ = [
     "decode_positions", "encode_positions", "expand", "max_gap", "max_total", "pack_bits",
-    "unpack_bits",
+    "positions_kernel", "unpack_bits",
 ]

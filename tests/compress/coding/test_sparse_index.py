@@ -84,7 +84,7 @@ def test_compiled_and_numpy_decoders_agree_on_streams_and_errors(monkeypatch, dt
             return str(e)
 
     compiled = [outcome(*c) for c in cases]
-    assert jit.compiled(sparse_index._positions_kernel) is not None  # numba: a dependency
+    assert jit.compiled(sparse_index.positions_kernel) is not None  # numba: a dependency
     monkeypatch.setattr(jit, "compiled", lambda kernel: None)
     assert [outcome(*c) for c in cases] == compiled
     assert compiled[0] == np.flatnonzero(mask).tolist()

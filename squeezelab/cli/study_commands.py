@@ -1,7 +1,8 @@
 """``squeezelab study RECIPE``: run a study (a grid of runs described by one recipe in
 recipes/studies/), resumably, into one results JSON; ``--jobs N`` runs N cells at once on
-this machine, ``--list`` prints one command per cell for a cluster or a shell loop, ``--cell
-K`` runs one, ``--merge`` rebuilds the results JSON from the cells that have finished."""
+this machine (the cells of several recipes as one pool), ``--list`` prints one command per
+cell for a cluster or a shell loop, ``--cell K`` runs one, ``--merge`` rebuilds the results
+JSON from the cells that have finished."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="the study's folder (cells/, runs/, results.json); unset: "
                    "runs/studies/<study>/<budget>")
+    p.add_argument("--out-root", metavar="DIR", default=None,
+                   help="put each study's folder in DIR/<study>/<budget> (say, a fresh DIR for "
+                   "a second run of several recipes); unset: runs/studies")
     p.add_argument("--results", metavar="PATH", default=None,
                    help="where the merged results JSON goes; unset: <out>/results.json")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", default=None,
@@ -42,7 +46,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run N cells at once on this machine, each in its own process with "
                    "the cores shared out as its threads (a cell that starts from another's "
-                   "model waits for it); Ctrl-C stops them all, the same command resumes")
+                   "model waits for it); with several recipes the cells of all of them are "
+                   "one pool, so no core waits for one study's last cell; Ctrl-C stops them "
+                   "all, the same command resumes")
     # one of --jobs' processes: waits for sources other workers run, leaves the summary to
     # the process that started it
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -64,23 +70,49 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.jobs != 1 and (args.cell is not None or args.merge or args.worker):
         raise StudyError("--jobs runs the whole study; it does not go with --cell, --merge or "
                          "--worker")
+    if args.out is not None and args.out_root is not None:
+        raise StudyError("--out names one study's folder, --out-root the folder of each "
+                         "study's: give one of them")
     if len(args.recipes) > 1:
         one_study = [flag for flag, given in (
             ("--out", args.out), ("--results", args.results), ("--cell", args.cell),
-            ("--import", args.imports), ("--worker", args.worker)) if given]
+            ("--import", args.imports)) if given]
         if one_study:
             raise StudyError(f"{', '.join(one_study)} belong(s) to one study: give a single "
                              f"recipe with it, not {len(args.recipes)}")
     overrides = parse_key_values(",".join(args.overrides), "--set")
     # every recipe is read and checked before any cell runs
     plans = [plan_study(recipe, args.budget, out=args.out, results=args.results,
-                        seeds=args.seeds, overrides=overrides) for recipe in args.recipes]
-    summaries = [_study(plan, args) for plan in plans]
+                        seeds=args.seeds, overrides=overrides, out_root=args.out_root)
+             for recipe in args.recipes]
+    if args.worker:  # one of --jobs' processes: leaves the summary to the one that started it
+        from squeezelab.workflows.studies import run_studies
+
+        run_studies(plans, progress=False, wait_for_sources=True)
+        return 0
+    if args.jobs != 1 and not args.list:
+        summaries = _pool(plans, args.jobs)
+    else:
+        summaries = [_study(plan, args) for plan in plans]
     if len(plans) > 1 and not args.list:
         print(f"{len(plans)} studies:")
         for line in summaries:
             print(f"  {line}")
     return 0
+
+
+def _pool(plans, jobs: int) -> list[str]:
+    """The studies' cells as one pool of ``jobs`` worker processes; returns each study's
+    one-line count, as ``_study`` does."""
+    from squeezelab.workflows.studies import format_summary, run_studies_jobs
+
+    lines = []
+    for plan, results in zip(plans, run_studies_jobs(plans, jobs), strict=True):
+        summary = format_summary(results)
+        print(summary)
+        print(f"results: {plan.results_path}")
+        lines.append(f"{summary.splitlines()[0]}: {plan.results_path}")
+    return lines
 
 
 def _study(plan, args: argparse.Namespace) -> str:
@@ -92,7 +124,6 @@ def _study(plan, args: argparse.Namespace) -> str:
         merge_command,
         merge_study,
         run_study,
-        run_study_jobs,
     )
 
     if args.list:
@@ -105,11 +136,6 @@ def _study(plan, args: argparse.Namespace) -> str:
         print(f"imported {copied} finished cell(s) into {plan.cells_dir}")
     if args.merge:
         results = merge_study(plan)
-    elif args.worker:
-        run_study(plan, progress=False, wait_for_sources=True)
-        return ""
-    elif args.jobs != 1:
-        results = run_study_jobs(plan, args.jobs)
     else:
         results = run_study(plan, args.cell)
     summary = format_summary(results)

@@ -47,6 +47,7 @@ from squeezelab.train.distributed import (
     broadcast_object,
     init_distributed,
     is_distributed,
+    pick_device,
 )
 from squeezelab.train.evaluate import EvalProtocol, autocast_context, black_pixel, evaluate
 from squeezelab.train.fast_start import (
@@ -266,11 +267,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     torch.manual_seed(cfg.seed)
 
     train_data, test_data = data if data is not None else load_run_data(cfg, is_main=is_main)
-    augment = cfg.augment
-    if augment == "auto":
-        augment = "cifar" if train_data.images.shape[-1] <= 64 else "imagenet"
-    elif augment == "none":
-        augment = None  # BatchLoader's spelling of "no augmentation"
+    augment = _augmentation(cfg, train_data)
     loader_args = dict(seed=cfg.seed, device=device, rank=dist_info.rank,
                        world_size=dist_info.world_size)
     if model is None:
@@ -320,6 +317,31 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     if is_main:
         record_skipped(r)
     return r
+
+
+def _augmentation(cfg: TrainConfig, train_data) -> str | None:
+    """BatchLoader's augmentation for ``cfg.augment``: "auto" by the images' size."""
+    if cfg.augment == "auto":
+        return "cifar" if train_data.images.shape[-1] <= 64 else "imagenet"
+    return None if cfg.augment == "none" else cfg.augment
+
+
+def choose_run_speed(cfg: TrainConfig, data: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """What ``train(cfg)`` would settle ``precision="auto"`` / ``channels_last=None`` to on
+    this machine, timed as it times them (the same model, data and first batch), without
+    creating a run: for a caller that pins one choice for many runs before any starts
+    (``squeezelab study --jobs``). Returns the autotune's ``{"precision", "channels_last",
+    "timings"}`` (timings empty where the config leaves nothing to choose)."""
+    if cfg.precision != "auto" and cfg.channels_last is not None:
+        return {"precision": cfg.precision, "channels_last": cfg.channels_last, "timings": {}}
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train_data, _ = data if data is not None else load_run_data(cfg)
+    model = build_run_model(cfg, train_data.num_classes, announce=False).to(device)
+    loader_args = dict(seed=cfg.seed, device=device, rank=0, world_size=1)
+    _, speed = _resolve_speed_settings(cfg, model, train_data, _augmentation(cfg, train_data),
+                                       loader_args)
+    return speed
 
 
 def _resolve_speed_settings(cfg: TrainConfig, model: nn.Module, train_data, augment,

@@ -336,11 +336,11 @@ def study_list(run: Run) -> None:
 
 def study_every_recipe(run: Run) -> None:
     # the command's shape on two of the studies (the glob names all twelve), one seed each, at
-    # the smoke budget on the tiny tree: two worker processes, one study after the other
+    # the smoke budget on the tiny tree: two worker processes, the studies' cells one pool
     out = run(words=["study", "recipes/studies/bypass.yaml", "recipes/studies/squeeze_ratio.yaml",
                      "--budget", "smoke", "--jobs", "2", "--seeds", "0",
                      "--set", f"data={run.tree}"])
-    assert "squeeze_ratio: 5 cells, 2 worker(s)" in out and "2 studies:" in out
+    assert "bypass, squeeze_ratio: 8 cells, 2 worker(s)" in out and "2 studies:" in out
     for study in ("bypass", "squeeze_ratio"):
         counts = json.loads(Path(f"runs/studies/{study}/smoke/results.json").read_text())[
             "counts"]

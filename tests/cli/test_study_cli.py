@@ -107,6 +107,8 @@ def test_results_path_and_a_second_run_that_skips_everything(tmp_path, cifar_tre
     (["--set", "lrr=0.1"], "{recipe} cell 'relu-s0': unknown key 'lrr'"),
     (["--set", "seed=3"], "'seed' is set by the study from seeds:"),
     (["--seeds", "1", "1"], "--seeds lists a seed twice"),
+    (["--out-root", "elsewhere"], "--out names one study's folder, --out-root the folder of "
+     "each study's: give one of them"),
 ])
 def test_bad_arguments_exit_2_with_one_error_line(tmp_path, cifar_tree, capsys, args, message):
     recipe = write_recipe(tmp_path / "tiny.yaml", cifar_tree)
@@ -115,6 +117,44 @@ def test_bad_arguments_exit_2_with_one_error_line(tmp_path, cifar_tree, capsys, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert message.format(recipe=recipe) in err
+
+
+def test_several_recipes_under_one_root_and_a_worker_of_their_pool(tmp_path, cifar_tree,
+                                                                  capsys):
+    from squeezelab.workflows.studies import StudyError, plan_study
+    from squeezelab.workflows.studies.runner import studies_argv
+
+    a = write_recipe(tmp_path / "a.yaml", cifar_tree)
+    b = tmp_path / "b.yaml"
+    b.write_text(a.read_text().replace("study: cli_tiny", "study: cli_other"))
+    root = tmp_path / "root"
+    # one worker of a --jobs pool (run here, in this process): both studies, each line
+    # naming its study, each study's results in <root>/<study>/<budget>
+    argv = ["study", str(a), str(b), "--budget", "smoke", "--out-root", str(root),
+            "--set", "epochs=1"]
+    assert main([*argv, "--worker"]) == 0
+    out = capsys.readouterr().out
+    assert "cli_tiny: cell 1/2 relu-s0: running (train)" in out
+    assert "cli_other: cell 2/2 tanh-s0: done:" in out
+    for study in ("cli_tiny", "cli_other"):
+        results = json.loads((root / study / "smoke" / "results.json").read_text())
+        assert results["counts"]["done"] == 2 and results["overrides"] == {"epochs": 1}
+    # the command line a pool's workers get says the same
+    plans = [plan_study(path, "smoke", out_root=root, overrides={"epochs": 1})
+             for path in (a, b)]
+    assert studies_argv(plans) == ["squeezelab", *argv]
+    assert studies_argv(plans[:1])[:5] == ["squeezelab", "study", str(a), "--budget", "smoke"]
+    with pytest.raises(StudyError, match="is not planned as .* one command cannot run both"):
+        studies_argv([plans[0], plan_study(b, "smoke", out=tmp_path / "other")])
+    # a second run of both, one after the other, skips every cell
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("done in an earlier run, skipped") == 4
+    assert "2 studies:" in out
+    # what belongs to one study is refused with several
+    assert main([*argv, "--cell", "1"]) == 2
+    assert "--cell belong(s) to one study: give a single recipe with it, not 2" in \
+        capsys.readouterr().err
 
 
 def test_a_bad_recipe_is_named_with_its_key(tmp_path, capsys):

@@ -199,6 +199,28 @@ def test_speed_settings_auto_are_resolved_and_recorded(tmp_path, cifar_tiny):
     assert env["speed_autotune"]["channels_last"] == saved["channels_last"]
 
 
+def test_choose_run_speed_times_what_train_would_and_creates_no_run(tmp_path, cifar_tiny):
+    from squeezelab.train.autotune import native_bf16
+    from squeezelab.train.loop import choose_run_speed
+
+    fixed = config(tmp_path, precision="fp32", channels_last=False)
+    assert choose_run_speed(fixed, data=cifar_tiny) == {
+        "precision": "fp32", "channels_last": False, "timings": {}}
+    speed = choose_run_speed(config(tmp_path, precision="auto", channels_last=None),
+                             data=cifar_tiny)
+    precisions = ["fp32", "bf16"] if native_bf16(torch.device("cpu")) else ["fp32"]
+    assert sorted(speed["timings"]) == sorted(f"{p}/{layout}" for p in precisions
+                                              for layout in ("nchw", "channels_last"))
+    best = min(speed["timings"], key=speed["timings"].get)
+    assert best == f"{speed['precision']}/" + (
+        "channels_last" if speed["channels_last"] else "nchw")
+    # one setting given, only the other is timed
+    layout_only = choose_run_speed(config(tmp_path, precision="fp32", channels_last=None),
+                                   data=cifar_tiny)
+    assert sorted(layout_only["timings"]) == ["fp32/channels_last", "fp32/nchw"]
+    assert not any(tmp_path.iterdir())  # no run folder, nothing written
+
+
 def test_a_finished_run_is_left_alone_and_the_new_run_goes_beside_it(tmp_path, cifar_tiny,
                                                                       capsys):
     """Re-running a recipe that names its run (cifar10_fast) must not fail, nor touch the

@@ -200,52 +200,135 @@ def test_a_waiting_cell_is_skipped_once_its_source_cannot_finish(tmp_path, cifar
     assert "failed (diverged)" in results["cells"][1]["reason"]
 
 
-def test_jobs_run_every_cell_once_with_the_cores_shared_out(tmp_path, cifar_tree):
-    from squeezelab.workflows.studies import run_study_jobs
+def test_a_pool_of_studies_goes_on_to_the_next_study_while_a_source_is_being_run(
+        tmp_path, cifar_tree, monkeypatch):
+    """run_studies, as one --jobs worker of several recipes runs it: while another process
+    trains study A's relu cell (held until the test lets it go), A's tanh cell waits for it,
+    and this process runs study B's cells meanwhile instead of idling; then A's tanh."""
+    import threading
 
-    plan = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
-                      out=tmp_path / "out")
+    from squeezelab.workflows.studies import run_studies
+    from squeezelab.workflows.studies.kinds import train as train_kind
+
+    a = plan_study(write(tmp_path / "a.yaml", _chained_recipe(cifar_tree)), "smoke",
+                   out_root=tmp_path / "root")
+    b = plan_study(write(tmp_path / "b.yaml", tiny_recipe(cifar_tree, study="other")), "smoke",
+                   out_root=tmp_path / "root")
+    assert (a.out_dir, b.out_dir) == (tmp_path / "root" / "tiny" / "smoke",
+                                      tmp_path / "root" / "other" / "smoke")
+    go = threading.Event()
+    real_train = train_kind.train
+
+    def held(cfg, **kw):
+        if kw["run_dir"] == a.runs_dir / "relu-s0":
+            assert go.wait(60)
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(train_kind, "train", held)
+    first = threading.Thread(target=run_study, args=(a, "relu-s0"),
+                             kwargs=dict(progress=False, log=quiet))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not a.claim_file(a.cells[0]).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     lines: list[str] = []
-    results = run_study_jobs(plan, 2, cores=2, log=lines.append)
+    pool = threading.Thread(target=run_studies, args=([a, b],),
+                            kwargs=dict(progress=False, log=lines.append,
+                                        wait_for_sources=True, poll_seconds=0.05))
+    pool.start()
+    while not all(b.cell_file(c).exists() for c in b.cells) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # study B is done while A's source is still held, and A's tanh is not recorded skipped
+    assert [json.loads(b.cell_file(c).read_text())["status"] for c in b.cells] == \
+        ["done", "done"]
+    assert not a.cell_file(a.cells[0]).exists() and not a.cell_file(a.cells[1]).exists()
+    go.set()
+    first.join(60)
+    pool.join(60)
+    results = json.loads(a.results_path.read_text())
     assert [c["status"] for c in results["cells"]] == ["done", "done"]
     assert results["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
+    # the wait is said once, not at every poll
+    assert lines.count("tiny: 1 cell(s) wait for sources another process is running: "
+                       "tanh-s0") == 1
+    # each line of a pool names its study
+    assert [line for line in lines if line.endswith(": running (train)")] == [
+        "other: cell 1/2 relu-s0: running (train)", "other: cell 2/2 tanh-s0: running (train)",
+        "tiny: cell 2/2 tanh-s0: running (train)"]
+    for plan in (a, b):
+        for c in plan.cells:
+            runs = (plan.runs_dir / c.name / "metrics.jsonl").read_text().splitlines()
+            assert len(runs) == 2  # each cell trained once
+
+
+def test_jobs_run_every_cell_of_several_studies_once_with_the_cores_shared_out(
+        tmp_path, cifar_tree):
+    from squeezelab.workflows.studies import run_studies_jobs, run_study_jobs
+
+    root = tmp_path / "root"
+    a = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
+                   out_root=root)
+    b = plan_study(write(tmp_path / "b.yaml", tiny_recipe(cifar_tree, study="other")), "smoke",
+                   out_root=root)
+    lines: list[str] = []
+    results = run_studies_jobs([a, b], 2, cores=2, log=lines.append)
+    assert [[c["status"] for c in r["cells"]] for r in results] == [["done", "done"]] * 2
+    assert results[0]["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
     # two cores shared by two workers: one intra-op thread each, recorded in every cell
-    assert [c["machine"]["threads"] for c in results["cells"]] == [1, 1]
-    assert lines[0] == "tiny: 2 cells, 2 worker(s) of 1 thread(s) each"
+    assert [c["machine"]["threads"] for r in results for c in r["cells"]] == [1, 1, 1, 1]
+    assert lines[0] == "tiny, other: 4 cells, 2 worker(s) of 1 thread(s) each"
     assert {line[:3] for line in lines[1:]} == {"[1]", "[2]"}
-    for name in ("relu-s0", "tanh-s0"):
-        assert len((plan.runs_dir / name / "metrics.jsonl").read_text().splitlines()) == 2
-    assert not list(plan.cells_dir.glob("*.lock"))
+    for plan in (a, b):
+        assert json.loads(plan.results_path.read_text())["counts"]["done"] == 2
+        for c in plan.cells:
+            assert len((plan.runs_dir / c.name / "metrics.jsonl").read_text().splitlines()) == 2
+        assert not list(plan.cells_dir.glob("*.lock"))
     # finished cells are skipped by a second run, as without --jobs
-    again = run_study_jobs(plan, 2, cores=2, log=lines.append)
+    again = run_study_jobs(a, 2, cores=2, log=lines.append)
     assert [c["finished_at"] for c in again["cells"]] == \
-        [c["finished_at"] for c in results["cells"]]
+        [c["finished_at"] for c in results[0]["cells"]]
 
 
-def test_jobs_wait_for_the_speed_pin_before_starting_the_rest(tmp_path, cifar_tree):
-    from squeezelab.workflows.studies.parallel import _needs_speed_pin, _pin_from_new_runs
+def test_jobs_time_each_studys_speed_settings_before_the_workers_start(tmp_path, cifar_tree,
+                                                                        monkeypatch):
+    """--jobs pins every study's autotuned settings in its own process, alone, on a worker's
+    threads: the first cell that leaves them to the autotune is timed; a study that fixes them,
+    has one pinned already, or whose data is missing times nothing."""
+    import torch
 
+    import squeezelab.train.autotune as autotune
+    from squeezelab.workflows.studies.parallel import pin_speeds
+
+    timed = []
+
+    def fake(model, images, labels, precision="auto", channels_last=None, steps=2):
+        timed.append((tuple(images.shape), torch.get_num_threads()))
+        return {"precision": "bf16", "channels_last": True,
+                "timings": {"bf16/channels_last": 0.1, "fp32/nchw": 0.2}}
+
+    monkeypatch.setattr(autotune, "choose_speed_settings", fake)
     fixed = plan_study(write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree)), "smoke",
                        out=tmp_path / "fixed")
-    assert not _needs_speed_pin(fixed)  # fp32 and NCHW set: nothing to autotune
-    recipe = tiny_recipe(cifar_tree)
+    recipe = tiny_recipe(cifar_tree, study="auto")
+    recipe["axes"]["act"][0].update(precision="fp32", channels_last=False)  # relu fixes them
     recipe["base"].update(precision="auto", channels_last=None)
-    plan = plan_study(write(tmp_path / "auto.yaml", recipe), "smoke", out=tmp_path / "out")
-    assert _needs_speed_pin(plan)
-    since = time.time() - 1
-    env = plan.runs_dir / "relu-s0" / "environment.json"
-    env.parent.mkdir(parents=True)
-    env.write_text(json.dumps({"speed_autotune": {"precision": "bf16", "channels_last": True,
-                                                   "timings": {}}}))
-    assert not _pin_from_new_runs(plan, since)  # nothing timed (the settings were given)
-    env.write_text("{half")
-    assert not _pin_from_new_runs(plan, since)  # being written: looked at again later
-    env.write_text(json.dumps({"speed_autotune": {"precision": "bf16", "channels_last": True,
-                                                   "timings": {"bf16/nhwc": 0.1}}}))
-    assert _pin_from_new_runs(plan, since)
-    assert not _needs_speed_pin(plan)
-    (pin,) = json.loads((plan.out_dir / "speed.json").read_text()).values()
-    assert pin["precision"] == "bf16" and pin["chosen_by"] == "relu-s0"
+    auto = plan_study(write(tmp_path / "auto.yaml", recipe), "smoke", out=tmp_path / "auto")
+    gone = tiny_recipe(tmp_path / "no-data", study="gone")
+    gone["base"].update(precision="auto", channels_last=None)
+    missing = plan_study(write(tmp_path / "gone.yaml", gone), "smoke", out=tmp_path / "gone")
+    before = torch.get_num_threads()
+    lines: list[str] = []
+    pin_speeds([fixed, auto, missing], 1, lines.append)
+    assert timed == [((50, 3, 32, 32), 1)]  # one batch of the tanh cell, on one thread
+    assert torch.get_num_threads() == before
+    assert lines == ["auto: speed settings bf16, channels_last (timed on tanh-s0, 1 thread(s))"]
+    (pin,) = json.loads((auto.out_dir / "speed.json").read_text()).values()
+    assert pin["precision"] == "bf16" and pin["channels_last"] is True
+    assert pin["chosen_by"] == "tanh-s0" and pin["timed"] == "before the workers started"
+    assert not (fixed.out_dir / "speed.json").exists()
+    assert not (missing.out_dir / "speed.json").exists()
+    pin_speeds([auto], 1, lines.append)  # pinned already: nothing timed again
+    assert len(timed) == 1
 
 
 def test_jobs_refuse_a_bad_count_and_a_single_cell(tmp_path, cifar_tree, capsys):

@@ -12,7 +12,8 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
     model_cells.py  what those share: the source checkpoint a setting names, its data
     runner.py     run the cells (all or one), list one command per cell, merge the results
     sharing.py    what lets processes share a study folder: cell claims, speed pins
-    parallel.py   several cells at once on one machine (--jobs N): worker processes
+    parallel.py   several cells at once on one machine (--jobs N): worker processes, taking
+                  the cells of several studies as one pool
     results.py    the per-cell records and the merged results JSON: its schema is written down
                   in that module's docstring
 
@@ -20,7 +21,7 @@ by ``squeezelab study RECIPE`` resumably, cell by cell, into one results JSON.
     results = run_study(plan)               # or run_study(plan, cell=3): one cell
     print(format_summary(results))
 """
-from squeezelab.workflows.studies.parallel import run_study_jobs
+from squeezelab.workflows.studies.parallel import run_studies_jobs, run_study_jobs
 from squeezelab.workflows.studies.recipe import (
     BUDGETS,
     Cell,
@@ -44,6 +45,7 @@ from squeezelab.workflows.studies.runner import (
     merge_command,
     merge_study,
     plan_study,
+    run_studies,
     run_study,
 )
 
@@ -51,4 +53,4 @@ __all__ = ["BUDGETS", "Cell", "CellContext", "CellInterrupted", "StudyConfig", "
            "StudyPlan", "cell_commands", "expand_study", "format_summary", "get_cell_kind",
            "import_results", "list_cell_kinds", "load_study", "merge_command", "merge_study",
            "plan_study",
-           "register_cell_kind", "run_study", "run_study_jobs"]
+           "register_cell_kind", "run_studies", "run_studies_jobs", "run_study", "run_study_jobs"]

@@ -1,19 +1,24 @@
-"""Several cells of one study at once on this machine: ``squeezelab study RECIPE --jobs N``.
+"""Several cells at once on this machine: ``squeezelab study RECIPE... --jobs N``.
 
 N worker processes (``squeezelab study ... --worker``, each with the cores divided among them
-as its intra-op threads) share the study's folder the way separate shells would: each claims
+as its intra-op threads) share the studies' folders the way separate shells would: each claims
 the next cell no live process holds (``sharing.claim_cell``), and a cell whose source cell
 another worker is running waits for it instead of being skipped (``run_study``'s
-``wait_for_sources``). This process relays their lines, prefixed with the worker's number, and
-merges the results when they are done. Whether a grid finishes sooner as N cells of one thread
-than one cell at a time on N threads depends on how well one small run keeps the cores busy; the
-cells record their images per second and CPU time, so the report's cost table shows it.
+``wait_for_sources``). With several recipes the workers take the cells of all of them as one
+pool (``runner.run_studies``): a worker with nothing to start in one study -- its last cell
+running elsewhere, or every cell left waiting for a source cell being trained -- goes on to the
+next study's cells instead of waiting, so the cores stay busy from the first cell to the last
+(run one study after another, every study's tail and every wait for a source leave a core
+idle). This process relays their lines, prefixed with the worker's number, and merges the
+results when they are done. Whether a grid finishes sooner as N cells of one thread than one
+cell at a time on N threads depends on how well one small run keeps the cores busy; the cells
+record their images per second and CPU time, so the report's cost table shows it.
 
-Speed settings: where the cells leave precision and memory layout to the autotune, the first
-worker starts alone, and the others only once the study's settings are pinned
-(``sharing.remember_speed``: as soon as its first training run has timed the candidates) -- so
-no autotune is timed while another worker loads the cores, and every cell trains under the
-same numerics.
+Speed settings: where a study's cells leave precision and memory layout to the autotune, this
+process times the first such cell's candidates itself, with a worker's threads and before any
+worker starts (``pin_speeds``), and keeps the choice as the study's (``sharing.keep_speed``):
+no autotune is timed while another run loads the cores, and every cell of a study trains under
+the same numerics.
 
 Ctrl-C (or SIGINT to this process) is passed on to every worker (each runs in a session of its
 own, so the terminal's signal does not reach it twice): each saves its cell's checkpoint, and
@@ -21,23 +26,20 @@ the same command resumes them all.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from squeezelab.workflows.studies.errors import StudyError
+from squeezelab.workflows.studies.recipe import Cell
+from squeezelab.workflows.studies.registry import get_cell_kind
 from squeezelab.workflows.studies.results import read_record
-from squeezelab.workflows.studies.runner import StudyPlan, merge_study, study_argv
-from squeezelab.workflows.studies.sharing import pinned_speed, remember_speed
-
-#: how often the first worker's runs are looked at for the autotune's choice
-PIN_POLL_SECONDS = 1.0
+from squeezelab.workflows.studies.runner import StudyPlan, merge_study, studies_argv
+from squeezelab.workflows.studies.sharing import keep_speed, pinned_speed
 
 
 def available_cores() -> int:
@@ -53,39 +55,46 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // jobs)
 
 
-def _needs_speed_pin(plan: StudyPlan) -> bool:
-    """Whether a cell still to run leaves precision or memory layout to the autotune while the
-    study has no pinned choice yet on this machine kind."""
+def _first_cell_to_tune(plan: StudyPlan) -> Cell | None:
+    """The first cell still to run whose settings leave precision or memory layout to the
+    autotune and whose data is there, where the study has no pinned choice yet on this
+    machine kind; None when there is nothing to pin."""
     if pinned_speed(plan) is not None:
-        return False
+        return None
     for c in plan.cells:
         record = read_record(plan.cell_file(c))
         if record is not None and record["status"] in ("done", "failed"):
             continue
         if getattr(c.settings, "precision", None) == "auto" or (
                 hasattr(c.settings, "channels_last") and c.settings.channels_last is None):
-            return True
-    return False
+            if get_cell_kind(c.kind).missing_data(c.settings) is None:
+                return c
+    return None
 
 
-def _pin_from_new_runs(plan: StudyPlan, since: float) -> bool:
-    """Pin the study's speed settings from the first run started since ``since`` whose
-    autotune has timed its candidates (its environment.json); True once pinned."""
-    if pinned_speed(plan) is not None:
-        return True
-    if not plan.runs_dir.is_dir():
-        return False
-    for env in plan.runs_dir.glob("*/environment.json"):
-        try:
-            if env.stat().st_mtime < since:
+def pin_speeds(plans: Sequence[StudyPlan], threads: int,
+               log: Callable[[str], None]) -> None:
+    """For each study that leaves speed settings to the autotune and has no choice pinned on
+    this machine kind: time its first such cell's candidates here, on ``threads`` intra-op
+    threads as a worker would, and pin the choice (``<out>/speed.json``)."""
+    import torch
+
+    from squeezelab.train.loop import choose_run_speed
+
+    before = torch.get_num_threads()
+    try:
+        for plan in plans:
+            cell = _first_cell_to_tune(plan)
+            if cell is None:
                 continue
-            tuned = json.loads(env.read_text()).get("speed_autotune")
-        except (OSError, ValueError, AttributeError):
-            continue  # being written this instant: looked at again on the next poll
-        if isinstance(tuned, dict) and tuned.get("timings"):
-            remember_speed(plan, env.parent)
-            return pinned_speed(plan) is not None
-    return False
+            torch.set_num_threads(threads)
+            tuned = choose_run_speed(cell.settings)
+            if keep_speed(plan, tuned, chosen_by=cell.name, timed="before the workers started"):
+                log(f"{plan.study.study}: speed settings {tuned['precision']}"
+                    f"{', channels_last' if tuned['channels_last'] else ''} (timed on "
+                    f"{cell.name}, {threads} thread(s))")
+    finally:
+        torch.set_num_threads(before)
 
 
 def _relay(k: int, stream: Any, log: Callable[[str], None], lock: threading.Lock) -> None:
@@ -94,26 +103,36 @@ def _relay(k: int, stream: Any, log: Callable[[str], None], lock: threading.Lock
             log(f"[{k}] {line.rstrip()}")
 
 
-def run_study_jobs(plan: StudyPlan, jobs: int, *, log: Callable[[str], None] | None = None,
-                   program: list[str] | None = None, cores: int | None = None,
-                   pin_timeout: float = 1800.0) -> dict[str, Any]:
-    """Run ``plan`` with ``jobs`` worker processes (see the module docstring); returns the
-    merged results. ``program``: how to call squeezelab (default: this Python, ``-m
-    squeezelab``); ``cores``: the cores to share out (default: those this process may use).
-    A worker that ends with an error does not stop the others; once all have ended, the
-    results are merged and a StudyError names it. Raises KeyboardInterrupt after the workers
-    have saved and stopped on a Ctrl-C."""
+def run_study_jobs(plan: StudyPlan, jobs: int, **kwargs: Any) -> dict[str, Any]:
+    """``run_studies_jobs`` of one study; returns its merged results."""
+    return run_studies_jobs([plan], jobs, **kwargs)[0]
+
+
+def run_studies_jobs(plans: Sequence[StudyPlan], jobs: int, *,
+                     log: Callable[[str], None] | None = None,
+                     program: list[str] | None = None,
+                     cores: int | None = None) -> list[dict[str, Any]]:
+    """Run ``plans`` (one study, or several as one pool of cells) with ``jobs`` worker
+    processes (see the module docstring); returns each study's merged results. ``program``:
+    how to call squeezelab (default: this Python, ``-m squeezelab``); ``cores``: the cores to
+    share out (default: those this process may use). A worker that ends with an error does not
+    stop the others; once all have ended, the results are merged and a StudyError names it.
+    Raises KeyboardInterrupt after the workers have saved and stopped on a Ctrl-C."""
     if not isinstance(jobs, int) or jobs < 1:
         raise StudyError(f"--jobs must be a whole number >= 1, got {jobs!r}")
     log = log or (lambda line: print(line, flush=True))
     threads = threads_per_job(jobs, cores)
-    argv = [*study_argv(plan, program or [sys.executable, "-m", "squeezelab"]), "--worker"]
+    argv = [*studies_argv(plans, program or [sys.executable, "-m", "squeezelab"]), "--worker"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log(f"{plan.study.study}: {len(plan.cells)} cells, {jobs} worker(s) of {threads} "
+    names = ", ".join(p.study.study for p in plans)
+    log(f"{names}: {sum(len(p.cells) for p in plans)} cells, {jobs} worker(s) of {threads} "
         f"thread(s) each")
     lock = threading.Lock()
     workers: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []
+
+    def merge_all() -> list[dict[str, Any]]:
+        return [merge_study(p) for p in plans]
 
     def start(k: int) -> None:
         # a session of its own: a Ctrl-C at the terminal reaches this process only, which
@@ -125,16 +144,10 @@ def run_study_jobs(plan: StudyPlan, jobs: int, *, log: Callable[[str], None] | N
         workers.append(proc)
         relays.append(relay)
 
+    if jobs > 1:
+        pin_speeds(plans, threads, log)
     try:
-        start(1)
-        if jobs > 1 and _needs_speed_pin(plan):
-            log("worker 1 runs alone until its first training run has chosen the study's "
-                "speed settings")
-            since, deadline = time.time() - 1, time.monotonic() + pin_timeout
-            while (workers[0].poll() is None and time.monotonic() < deadline
-                   and not _pin_from_new_runs(plan, since)):
-                time.sleep(PIN_POLL_SECONDS)
-        for k in range(2, jobs + 1):
+        for k in range(1, jobs + 1):
             start(k)
         codes = [proc.wait() for proc in workers]
     except KeyboardInterrupt:
@@ -145,17 +158,19 @@ def run_study_jobs(plan: StudyPlan, jobs: int, *, log: Callable[[str], None] | N
             proc.wait()
         for relay in relays:
             relay.join(timeout=5)
-        merge_study(plan)
+        merge_all()
         raise
     for relay in relays:
         relay.join(timeout=5)
-    results = merge_study(plan)
+    results = merge_all()
     failed = [f"worker {k} with exit status {code}" for k, code in enumerate(codes, 1) if code]
     if failed:
+        where = ", ".join(str(p.results_path) for p in plans)
         raise StudyError(f"{', '.join(failed)} ended early (its lines above say why); the "
-                         f"finished cells are merged in {plan.results_path}, and the same "
-                         "command runs the rest")
+                         f"finished cells are merged in {where}, and the same command runs "
+                         "the rest")
     return results
 
 
-__all__ = ["available_cores", "run_study_jobs", "threads_per_job"]
+__all__ = ["available_cores", "pin_speeds", "run_studies_jobs", "run_study_jobs",
+           "threads_per_job"]

@@ -16,9 +16,13 @@ merged results JSON (results.py) rebuilt from whatever cells have finished.
   and says who holds it. A claim left by a process that died on this host is taken over; one
   from another host is left alone, and its message says to delete the file if that run is gone.
 * Speed settings are pinned per study: the first cell whose run autotunes precision and memory
-  layout keeps its choice in ``<out>/speed.json`` (per machine kind), and every later cell
-  that leaves them to the autotune uses it, so the cells of one study train under the same
-  numerics whatever the machine's load when each would have timed its candidates.
+  layout keeps its choice in ``<out>/speed.json`` (per machine kind; under ``--jobs`` the
+  parent process times that cell's candidates before any worker starts), and every later
+  cell that leaves them to the autotune uses it, so the cells of one study train under the
+  same numerics whatever the machine's load when each would have timed its candidates.
+* ``run_studies`` takes several studies' cells as one pool, in order: a cell that waits for a
+  source another process is running is passed over for the next one that can start, in any
+  of the studies; after each cell it ran, a process looks first at the cells left waiting.
 * A cell that starts from another cell's model (a cell reference, recipe.py) runs after it: the
   plan lists referenced cells first, so a whole run does them first; a cell whose source did
   not finish (failed, skipped) is skipped with the reason and tried again next time, and
@@ -124,15 +128,18 @@ class StudyPlan:
 
 def plan_study(recipe: str | Path, budget: str = "cpu", *, out: str | Path | None = None,
                results: str | Path | None = None, seeds: Sequence[int] | None = None,
-               overrides: Mapping[str, Any] | None = None) -> StudyPlan:
+               overrides: Mapping[str, Any] | None = None,
+               out_root: str | Path | None = None) -> StudyPlan:
     """Read ``recipe`` and expand it under ``budget``. ``out``: the study's folder (default
-    ``runs/studies/<study>/<budget>``); ``results``: the merged JSON (default
-    ``<out>/results.json``); ``seeds`` and ``overrides`` (``--set``) as in ``expand_study``."""
+    ``<out_root>/<study>/<budget>``, ``out_root`` by default ``runs/studies``); ``results``:
+    the merged JSON (default ``<out>/results.json``); ``seeds`` and ``overrides`` (``--set``)
+    as in ``expand_study``."""
     if budget not in BUDGETS:
         raise StudyError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     recipe = Path(recipe)
     study = load_study(recipe)
-    out_dir = Path(out) if out is not None else DEFAULT_OUT_ROOT / study.study / budget
+    out_dir = Path(out) if out is not None else \
+        Path(out_root if out_root is not None else DEFAULT_OUT_ROOT) / study.study / budget
     cells = expand_study(study, budget, run_root=out_dir / "runs",
                          seeds=list(seeds) if seeds is not None else None,
                          overrides=overrides, source=str(recipe))
@@ -293,34 +300,41 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
 
 @dataclass
 class _CellPass:
-    """One pass of ``run_study`` over its cells: each is skipped, deferred (its source is
-    being run elsewhere) or claimed and run. ``single``: one cell was asked for (--cell K),
-    whose sources are then the user's to run."""
+    """One study's ``cells`` as ``run_study`` goes over them: each is skipped, deferred (its
+    source is being run elsewhere) or claimed and run. ``single``: one cell was asked for
+    (--cell K), whose sources are then the user's to run. ``cache``: what the cells' runs
+    keep between them (decoded data), shared by the studies of one process."""
 
     plan: StudyPlan
+    cells: list[Cell]
     single: bool
     progress: bool
     log: Callable[[str], None]
     wait_for_sources: bool
-    first: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
+    tried: set[str] = field(default_factory=set)  # cells attempted before
     host: str = field(default_factory=socket.gethostname)
-    deferred: list[Cell] = field(default_factory=list)
+    prefix: str = ""  # before every line: the study's name where several share a pool
+    deferred: list[Cell] = field(default_factory=list)  # waiting, in this scan so far
+    told_waiting: list[str] = field(default_factory=list)  # the waiting cells last logged
 
-    def attempt(self, c: Cell) -> None:
-        """Run ``c`` if it can run now (or say why not); a cell that waits for a source
-        another process is running goes to ``deferred``."""
+    def attempt(self, c: Cell) -> str:
+        """Run ``c`` if it can run now (or say why not). Returns "ran" when this process ran
+        it, "deferred" when it waits for a source another process is running (or that waits
+        itself), else "passed" (finished before, skipped, or held by another process)."""
         plan, log = self.plan, self.log
-        where = f"cell {c.index}/{len(plan.cells)} {c.name}"
+        where = f"{self.prefix}cell {c.index}/{len(plan.cells)} {c.name}"
         path = plan.cell_file(c)
         existing = read_record(path)
+        first = c.name not in self.tried
+        self.tried.add(c.name)
         if existing is not None and existing["status"] in ("done", "failed"):
             _check_same_experiment(plan, c, existing)
             log(f"{where}: {existing['status']} in an earlier run, skipped"
-                if self.first and not self.wait_for_sources
+                if first and not self.wait_for_sources
                 else f"{where}: {existing['status']} already (another process or an earlier "
                 "run), skipped")
-            return
+            return "passed"
         sources, waiting, why = _sources(plan, c)
         if waiting is not None:
             if self.single:  # --cell K: running its sources is the user's call
@@ -331,18 +345,18 @@ class _CellPass:
             if self.wait_for_sources and (waiting in self.deferred or live_holder(
                     plan.claim_file(waiting), self.host) is not None):
                 self.deferred.append(c)
-                return
+                return "deferred"
             self._skip(c, path, f"waits for its source: {why}", where)
-            return
+            return "passed"
         kind = get_cell_kind(c.kind)
         reason = kind.missing_data(c.settings)
         if reason is not None:
             self._skip(c, path, reason, where)
-            return
+            return "passed"
         claim, holder = claim_cell(plan, c)
         if claim is None:
             log(f"{where}: being run by {holder}: skipped here")
-            return
+            return "passed"
         ctx = CellContext(c.name, plan.runs_dir / c.name, self.cache, self.progress,
                           speed=pinned_speed(plan))
         try:
@@ -350,6 +364,7 @@ class _CellPass:
             remember_speed(plan, ctx.run_dir)
         finally:
             claim.unlink(missing_ok=True)
+        return "ran"
 
     def _skip(self, c: Cell, path: Path, reason: str, where: str) -> None:
         write_json(path, _stamp({**_base_record(self.plan, c, "skipped"), "reason": reason,
@@ -370,20 +385,61 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
     itself), the cell is tried again every ``poll_seconds`` until the source is done or has
     failed -- how the workers of ``squeezelab study --jobs N`` share one study
     (``parallel.py``)."""
-    log = log or (lambda line: print(line, flush=True))
-    selected = plan.select(cell)
-    cells = _CellPass(plan, cell is not None, progress, log, wait_for_sources)
-    while True:
-        cells.deferred = []
-        for c in selected:
-            cells.attempt(c)
-        if not cells.deferred:
-            return merge_study(plan)
-        if cells.deferred != selected:
-            log(f"{len(cells.deferred)} cell(s) wait for sources another process is running: "
-                + ", ".join(c.name for c in cells.deferred))
-        selected, cells.first = cells.deferred, False
-        time.sleep(poll_seconds)
+    passes = [_CellPass(plan, plan.select(cell), cell is not None, progress,
+                        log or _print_line, wait_for_sources)]
+    return _run_passes(passes, poll_seconds)[0]
+
+
+def run_studies(plans: Sequence[StudyPlan], *, progress: bool = True,
+                log: Callable[[str], None] | None = None, wait_for_sources: bool = False,
+                poll_seconds: float = 5.0) -> list[dict[str, Any]]:
+    """Run several studies as one pool of cells, in the order given: a cell that waits for
+    a source another process is running is passed over for the next cell that can run, in
+    this study or a later one, so ``--jobs`` workers never sit idle while any cell of any
+    study can start (``run_study``'s arguments otherwise). Returns each study's merged
+    results, in order."""
+    log, cache = log or _print_line, {}
+    passes = [_CellPass(plan, plan.select(None), False, progress, log, wait_for_sources, cache,
+                        prefix=f"{plan.study.study}: " if len(plans) > 1 else "")
+              for plan in plans]
+    return _run_passes(passes, poll_seconds)
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _run_passes(passes: list[_CellPass], poll_seconds: float) -> list[dict[str, Any]]:
+    """Attempt every pass's cells in order until none is left waiting. After each cell this
+    process ran, the scan starts again from the first waiting cell, whose source may just have
+    finished; cells waiting for sources other processes run are looked at again every
+    ``poll_seconds``. Merges and returns each pass's study results."""
+    pending = [(p, c) for p in passes for c in p.cells]
+    while pending:
+        waiting: list[tuple[_CellPass, Cell]] = []
+        ran = False
+        for p in passes:
+            p.deferred = []
+        for k, (p, c) in enumerate(pending):
+            outcome = p.attempt(c)
+            if outcome == "deferred":
+                waiting.append((p, c))
+            elif outcome == "ran":
+                waiting += pending[k + 1:]
+                ran = True
+                break
+        pending = waiting
+        if pending and not ran:
+            for p in passes:
+                names = [c.name for q, c in pending if q is p]
+                # said once per change, not every poll; a study none of whose cells could
+                # start yet says nothing (its first cell's holder was named)
+                if names and names != p.told_waiting and len(names) < len(p.cells):
+                    p.log(f"{p.prefix}{len(names)} cell(s) wait for sources another "
+                          "process is running: " + ", ".join(names))
+                p.told_waiting = names
+            time.sleep(poll_seconds)
+    return [merge_study(p.plan) for p in passes]
 
 
 def describe_record(record: dict[str, Any]) -> str:
@@ -452,6 +508,33 @@ def study_argv(plan: StudyPlan, program: Sequence[str] = ("squeezelab",)) -> lis
             "--out", str(plan.out_dir)]
     if plan.results_given:
         argv += ["--results", str(plan.results_path)]
+    return argv + _shared_flags(plan)
+
+
+def studies_argv(plans: Sequence[StudyPlan], program: Sequence[str] = ("squeezelab",)
+                 ) -> list[str]:
+    """The command line that runs ``plans`` again, as one command with several recipes
+    (``--out-root``); one plan: ``study_argv``. The plans must be what one such command
+    plans: the same budget, seeds and ``--set`` values, each in ``<root>/<study>/<budget>``
+    of one root."""
+    if len(plans) == 1:
+        return study_argv(plans[0], program)
+    first = plans[0]
+    root = first.out_dir.parent.parent
+    for plan in plans:
+        if (plan.budget, plan.seeds, plan.overrides, plan.results_given) != (
+                first.budget, first.seeds, first.overrides, False) or \
+                plan.out_dir != root / plan.study.study / plan.budget:
+            raise StudyError(f"{plan.recipe} is not planned as {first.recipe} is (budget, "
+                             f"seeds, --set, a folder under {root}): one command cannot run "
+                             "both")
+    return [*program, "study", *(str(p.recipe) for p in plans), "--budget", first.budget,
+            "--out-root", str(root), *_shared_flags(first)]
+
+
+def _shared_flags(plan: StudyPlan) -> list[str]:
+    """The flags of ``plan``'s command line that are not about its folder."""
+    argv = []
     if plan.seeds is not None:
         argv += ["--seeds", *map(str, plan.seeds)]
     for key, value in plan.overrides.items():
@@ -491,4 +574,5 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 __all__ = ["StudyPlan", "cell_commands", "describe_record", "format_summary", "import_results",
-           "merge_command", "merge_study", "plan_study", "run_study", "study_argv"]
+           "merge_command", "merge_study", "plan_study", "run_studies", "run_study",
+           "studies_argv", "study_argv"]

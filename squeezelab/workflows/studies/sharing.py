@@ -5,8 +5,9 @@ created exclusively), so two processes on one folder -- two shells, ``--jobs`` w
 jobs on a shared disk -- never run the same cell; a claim left by a process that died on this
 host is taken over, one from another host is named with how to clear it. The first cell that
 autotunes its precision and memory layout pins them for the study on this machine kind
-(``remember_speed`` into ``<out>/speed.json``, read by ``pinned_speed``), so a busy machine
-cannot give one cell of a sweep other numerics than the rest.
+(``remember_speed`` into ``<out>/speed.json``, read by ``pinned_speed``; ``--jobs`` pins it
+before its workers start, ``keep_speed``), so a busy machine cannot give one cell of a sweep
+other numerics than the rest.
 """
 from __future__ import annotations
 
@@ -122,22 +123,32 @@ def remember_speed(plan: StudyPlan, run_dir: Path) -> None:
         tuned = json.loads((run_dir / "environment.json").read_text()).get("speed_autotune")
     except (OSError, ValueError, AttributeError):
         return
-    if not isinstance(tuned, dict) or not tuned.get("timings"):
-        return
+    if isinstance(tuned, dict):
+        keep_speed(plan, tuned, chosen_by=run_dir.name)
+
+
+def keep_speed(plan: StudyPlan, tuned: dict[str, Any], chosen_by: str, **note: Any) -> bool:
+    """Keep the autotune's choice ``tuned`` (``{"precision", "channels_last", "timings"}``)
+    as the study's for this machine kind, naming the cell it was timed for and anything in
+    ``note``; True if kept. Nothing is kept where nothing was timed (the settings were given)
+    or a choice is kept already; a damaged pin file is left for ``pinned_speed`` to name."""
+    if not tuned.get("timings"):
+        return False
     path = plan.out_dir / SPEED_FILE
     pins: Any = {}
     if path.is_file():
         try:
             pins = json.loads(path.read_text())
         except ValueError:
-            return  # pinned_speed names the damaged file before the next cell
+            return False
     key = _speed_key()
     if not isinstance(pins, dict) or key in pins:
-        return
+        return False
     pins[key] = {"precision": tuned["precision"], "channels_last": tuned["channels_last"],
-                 "chosen_by": run_dir.name, "timings": tuned["timings"]}
+                 "chosen_by": chosen_by, **note, "timings": tuned["timings"]}
     write_json(path, pins)
+    return True
 
 
-__all__ = ["CLAIM_WRITE_SECONDS", "SPEED_FILE", "claim_cell", "live_holder", "pinned_speed",
-           "remember_speed"]
+__all__ = ["CLAIM_WRITE_SECONDS", "SPEED_FILE", "claim_cell", "keep_speed", "live_holder",
+           "pinned_speed", "remember_speed"]

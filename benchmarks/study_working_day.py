@@ -1,0 +1,292 @@
+"""All the seed studies at one budget, end to end on this machine, as one command run in pieces:
+how long they take together against the target of one working day.
+
+    python benchmarks/study_working_day.py --out-root day/ \
+        --output benchmarks/results/studies/working_day_b.json
+
+Each call runs (or resumes) ``squeezelab study recipes/studies/*.yaml --budget cpu --jobs 2
+--out-root day/`` (the studies' cells as one pool, ``parallel.py``) and adds the piece it ran to
+``day/working_day.json``: when it started and ended, its wall seconds, the exit status and how
+many cells had finished before and after. A Ctrl-C (or SIGINT to this script) is passed on once:
+the cells running save their checkpoints, and the next call resumes them. Between pieces
+nothing of the studies runs, so the pieces' wall seconds summed are the machine time the
+studies took. Once every cell of every study has ended (done, failed, or skipped for data that
+is not here), the account is written: that sum, each study's cells with their seconds and CPU
+seconds, and each cell's top-1 beside the recorded result of the same name (``--recorded``,
+the ``<study>_<budget>.json`` files): the same seeds on the same kind of CPU give the same
+top-1, so a difference there says the work changed, not only its speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED = RESULTS / "studies"
+PIECES_FILE = "working_day.json"
+#: one working day of the 2-core machine, the issue's target for the cpu budgets together
+TARGET_HOURS = 8.0
+
+
+def study_command(recipes: list[str], budget: str, jobs: int, out_root: Path,
+                  extra: list[str]) -> list[str]:
+    """The ``squeezelab study`` command line of every piece."""
+    return [sys.executable, "-m", "squeezelab", "study", *recipes, "--budget", budget,
+            "--jobs", str(jobs), "--out-root", str(out_root), *extra]
+
+
+def study_counts(out_root: Path, budget: str) -> dict[str, dict[str, int]]:
+    """Each study's cell counts as its merged results give them (every piece merges at its
+    end, an interrupted one too): {study: {total, done, skipped, failed, pending}}."""
+    counts = {}
+    for path in sorted(out_root.glob(f"*/{budget}/results.json")):
+        data = json.loads(path.read_text())
+        counts[data["study"]] = data["counts"]
+    return counts
+
+
+def _ended(counts: dict[str, dict[str, int]]) -> int:
+    return sum(c["total"] - c["pending"] for c in counts.values())
+
+
+def run_piece(command: list[str], out_root: Path, budget: str) -> dict[str, Any]:
+    """Run ``command`` to its end (SIGINT passed on once) and add the piece to the pieces
+    file; returns the piece."""
+    before = study_counts(out_root, budget)
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    proc = subprocess.Popen(command, start_new_session=True)  # our SIGINT reaches it once
+
+    def pass_on(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, pass_on)
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    after = study_counts(out_root, budget)
+    piece = {"started_at": started, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "wall_seconds": time.perf_counter() - t0, "exit_code": code,
+             "cells_ended_before": _ended(before), "cells_ended_after": _ended(after),
+             "cells_total": sum(c["total"] for c in after.values()),
+             "command": shlex.join(command)}
+    pieces_path = out_root / PIECES_FILE
+    pieces = json.loads(pieces_path.read_text()) if pieces_path.is_file() else []
+    pieces.append(piece)
+    pieces_path.parent.mkdir(parents=True, exist_ok=True)
+    pieces_path.write_text(json.dumps(pieces, indent=2) + "\n")
+    return piece
+
+
+def _same_cpu(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("cpu") == b.get("cpu") and a.get("cpu_flags") == b.get("cpu_flags")
+
+
+def account(out_root: Path, budget: str, recorded_dir: Path = RECORDED) -> dict[str, Any]:
+    """The working day's account from the pieces file and the studies' merged results (see
+    the module docstring)."""
+    pieces = json.loads((out_root / PIECES_FILE).read_text())
+    wall = sum(p["wall_seconds"] for p in pieces)
+    studies, compared = [], []
+    for path in sorted(out_root.glob(f"*/{budget}/results.json")):
+        data = json.loads(path.read_text())
+        cells = [c for c in data["cells"] if c["status"] == "done"]
+        recorded_path = recorded_dir / f"{data['study']}_{budget}.json"
+        recorded = {}
+        if recorded_path.is_file():
+            recorded = {c["name"]: c for c in json.loads(recorded_path.read_text())["cells"]
+                        if c.get("status") == "done"}
+        for c in cells:
+            old = recorded.get(c["name"])
+            if old is None:
+                continue
+            new_top1 = (c.get("metrics") or {}).get("test_top1")
+            old_top1 = (old.get("metrics") or {}).get("test_top1")
+            compared.append({"study": data["study"], "cell": c["name"], "top1": new_top1,
+                             "recorded_top1": old_top1,
+                             "same_cpu": _same_cpu(c.get("machine") or {},
+                                                   old.get("machine") or {}),
+                             "seconds": c.get("seconds"),
+                             "recorded_seconds": old.get("seconds")})
+        cpu = [c.get("cpu_seconds") for c in cells]
+        studies.append({"study": data["study"], "counts": data["counts"],
+                        "seconds": sum(c.get("seconds") or 0 for c in cells),
+                        "cpu_seconds": sum(cpu) if None not in cpu else None,
+                        "results": str(path)})
+    same = [r for r in compared if r["same_cpu"] and None not in (r["top1"],
+                                                                   r["recorded_top1"])]
+    cpu_total = [s["cpu_seconds"] for s in studies]
+    return {
+        "out_root": str(out_root), "budget": budget, "pieces": pieces,
+        "wall_seconds": wall, "wall_hours": wall / 3600, "target_hours": TARGET_HOURS,
+        "met": wall <= TARGET_HOURS * 3600,
+        "cells_seconds": sum(s["seconds"] for s in studies),
+        "cells_cpu_seconds": sum(cpu_total) if None not in cpu_total else None,
+        "studies": studies,
+        "top1_against_recorded": {
+            "cells": compared,
+            "same_cpu_cells": len(same),
+            "same_cpu_equal": sum(r["top1"] == r["recorded_top1"] for r in same),
+            "same_cpu_max_difference": max((abs(r["top1"] - r["recorded_top1"]) for r in same),
+                                           default=None),
+        },
+    }
+
+
+def _kind(machine: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    return str(machine.get("cpu")), tuple(machine.get("cpu_flags") or ())
+
+
+def _scaled_cells(recorded_dir: Path, budget: str, sample: dict[str, Any]
+                  ) -> tuple[list[list[tuple[str, float, list[str]]]], list[str]]:
+    """Each recorded study's finished cells in plan order as (name, seconds, source names):
+    each cell's core-seconds as the report's cost table counts them (``cell_core_seconds``)
+    times the quiet rerun's ratio for the kind of CPU it was recorded on (the cost sample's
+    cells of that kind, summed). A cell recorded on a kind the sample did not rerun counts as
+    the mean of its study's other cells; their names come back second."""
+    from squeezelab.workflows.report.cost import cell_core_seconds
+
+    recorded_by_kind: dict[tuple, float] = {}
+    rerun_by_kind: dict[tuple, float] = {}
+    for row in sample["cells"]:
+        kind = _kind(row["recorded_machine"])
+        recorded_by_kind[kind] = recorded_by_kind.get(kind, 0.0) + row["recorded_seconds"]
+        rerun_by_kind[kind] = rerun_by_kind.get(kind, 0.0) + row["rerun_seconds"]
+    studies, unsampled = [], []
+    for path in sorted(recorded_dir.glob(f"*_{budget}.json")):
+        data = json.loads(path.read_text())
+        if data.get("schema") != "squeezelab-study-results":
+            continue  # the cost sample and other accounts beside the results
+        cells, others = [], []
+        for c in sorted(data["cells"], key=lambda c: c["index"]):
+            cost = cell_core_seconds(c)
+            if c["status"] != "done" or cost is None:
+                continue
+            kind = _kind(c.get("machine") or {})
+            seconds = cost[0] * rerun_by_kind[kind] / recorded_by_kind[kind] \
+                if kind in recorded_by_kind else None
+            sources = [f"{data['study']}/{s['cell']}" for s in (c.get("sources") or {}).values()
+                       if isinstance(s, dict) and "cell" in s]
+            name = f"{data['study']}/{c['name']}"
+            cells.append([name, seconds, sources])
+            if seconds is not None:
+                others.append(seconds)
+        for cell in cells:
+            if cell[1] is None:
+                cell[1] = sum(others) / len(others)
+                unsampled.append(cell[0])
+        studies.append([tuple(cell) for cell in cells])
+    return studies, unsampled
+
+
+def schedule_seconds(groups: list[list[tuple[str, float, list[str]]]], workers: int) -> float:
+    """When ``workers`` workers end ``groups``' cells, each taking the first cell in order
+    whose sources have ended whenever it is free (as ``squeezelab study --jobs`` does; one
+    group is one study's cells, several groups one pool)."""
+    pending = [c for g in groups for c in g]
+    ended: set[str] = set()
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while pending or running:
+        while len(running) < workers:
+            ready = next((c for c in pending if all(s in ended for s in c[2])), None)
+            if ready is None:
+                break
+            pending.remove(ready)
+            running.append((now + ready[1], ready[0]))
+        if not running:
+            raise ValueError(f"cells wait for sources that never run: {pending[0][0]}")
+        running.sort()
+        now, name = running.pop(0)
+        ended.add(name)
+    return now
+
+
+def estimate(recorded_dir: Path, budget: str, sample_path: Path, workers: int
+             ) -> dict[str, Any]:
+    """The working day estimated from the recorded cells (no run): their seconds scaled to a
+    quiet machine by the cost sample, scheduled on ``workers`` workers one study after
+    another and as one pool."""
+    studies, unsampled = _scaled_cells(recorded_dir, budget,
+                                       json.loads(sample_path.read_text()))
+    one_core = sum(c[1] for g in studies for c in g)
+    after = sum(schedule_seconds([g], workers) for g in studies)
+    pool = schedule_seconds(studies, workers)
+    return {"estimate": True, "cost_sample": str(sample_path), "workers": workers,
+            "cells": sum(len(g) for g in studies), "one_core_hours": one_core / 3600,
+            "evenly_shared_hours": one_core / workers / 3600,
+            "one_study_after_another_hours": after / 3600, "one_pool_hours": pool / 3600,
+            "target_hours": TARGET_HOURS,
+            "counted_as_their_studys_mean": unsampled}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*", help="study recipes (default: every one in "
+                        "recipes/studies/)")
+    parser.add_argument("--out-root", type=Path, default=None,
+                        help="the studies' folders go in OUT_ROOT/<study>/<budget>; the pieces "
+                        f"in OUT_ROOT/{PIECES_FILE}")
+    parser.add_argument("--budget", default="cpu", choices=("smoke", "cpu", "full"))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="passed on to squeezelab study")
+    parser.add_argument("--recorded", type=Path, default=RECORDED,
+                        help="folder of the recorded <study>_<budget>.json results")
+    parser.add_argument("--estimate", type=Path, default=None, metavar="COST_SAMPLE",
+                        help="run nothing: estimate the day from the recorded cells, scaled by "
+                        "this cost sample (benchmarks/study_cost_sample.py's JSON) and "
+                        "scheduled one study after another and as one pool")
+    parser.add_argument("--output", default=None,
+                        help="the account's JSON (default: benchmarks/results/"
+                        "study_working_day.json)")
+    args = parser.parse_args(argv)
+    if args.estimate is not None:
+        result = estimate(args.recorded, args.budget, args.estimate, args.jobs)
+        print(f"{result['cells']} recorded cells, {result['one_core_hours']:.2f} h of one core "
+              f"scaled: {result['one_study_after_another_hours']:.2f} h one study after "
+              f"another, {result['one_pool_hours']:.2f} h as one pool, on {args.jobs} workers")
+        write_result("study_working_day_estimate", result, args.output)
+        return 0
+    if args.out_root is None:
+        parser.error("--out-root is needed to run the studies")
+    recipes = args.recipes or sorted(
+        os.path.relpath(p) for p in (ROOT / "recipes" / "studies").glob("*.yaml"))
+    extra = [f"--set={value}" for value in args.overrides]
+    piece = run_piece(study_command(recipes, args.budget, args.jobs, args.out_root, extra),
+                      args.out_root, args.budget)
+    print(f"piece: {piece['wall_seconds']:.0f} s, exit status {piece['exit_code']}, cells "
+          f"ended {piece['cells_ended_before']} -> {piece['cells_ended_after']} of "
+          f"{piece['cells_total']}")
+    counts = study_counts(args.out_root, args.budget)
+    if piece["exit_code"] != 0 or len(counts) < len(recipes) or \
+            any(c["pending"] for c in counts.values()):
+        pieces = json.loads((args.out_root / PIECES_FILE).read_text())
+        print(f"not finished: {sum(p['wall_seconds'] for p in pieces) / 3600:.2f} h in "
+              f"{len(pieces)} piece(s) so far; run the same command again to go on")
+        return 1
+    result = account(args.out_root, args.budget, args.recorded)
+    top1 = result["top1_against_recorded"]
+    print(f"all {sum(s['counts']['total'] for s in result['studies'])} cells ended: "
+          f"{result['wall_hours']:.2f} h in {len(result['pieces'])} piece(s) (target "
+          f"{TARGET_HOURS:g} h: {'met' if result['met'] else 'not met'}); top-1 equal to the "
+          f"recorded cell in {top1['same_cpu_equal']} of {top1['same_cpu_cells']} cells "
+          "recorded on this kind of CPU")
+    write_result("study_working_day", result, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""benchmarks/study_working_day.py: pieces of one study command summed into the machine time
+the studies took, top-1 set beside the recorded cells, and an account only once all have ended."""
+import json
+
+import pytest
+from benchmark_scripts import load_benchmark
+from study_fixtures import tiny_recipe, write
+
+EPYC = {"cpu": "AMD EPYC", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"]}
+XEON = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_flags": ["avx2", "amx_bf16"]}
+
+
+def _cell(name, top1, machine, seconds=100.0, cpu=90.0, status="done"):
+    return {"name": name, "status": status, "metrics": {"test_top1": top1},
+            "machine": machine, "seconds": seconds, "cpu_seconds": cpu}
+
+
+def _results(path, study, cells):
+    path.mkdir(parents=True)
+    counts = {"total": len(cells), "done": sum(c["status"] == "done" for c in cells),
+              "skipped": sum(c["status"] == "skipped" for c in cells), "failed": 0,
+              "pending": sum(c["status"] == "pending" for c in cells)}
+    (path / "results.json").write_text(json.dumps({"study": study, "counts": counts,
+                                                   "cells": cells}))
+
+
+def test_the_account_sums_the_pieces_and_sets_top1_beside_the_records(tmp_path):
+    day = load_benchmark("study_working_day")
+    root, recorded = tmp_path / "day", tmp_path / "recorded"
+    _results(root / "bypass" / "cpu", "bypass",
+             [_cell("simple-s0", 0.57, EPYC), _cell("vanilla-s0", 0.51, EPYC),
+              _cell("e5-s1", None, EPYC, status="skipped")])
+    _results(root / "course" / "cpu", "course", [_cell("e2-s1", 0.67, EPYC, cpu=None)])
+    recorded.mkdir()
+    (recorded / "bypass_cpu.json").write_text(json.dumps({"cells": [
+        _cell("simple-s0", 0.57, EPYC, seconds=300), _cell("vanilla-s0", 0.50, EPYC)]}))
+    (recorded / "course_cpu.json").write_text(json.dumps({"cells": [
+        _cell("e2-s1", 0.68, XEON)]}))
+    (root / day.PIECES_FILE).write_text(json.dumps([{"wall_seconds": 5 * 3600.0},
+                                                     {"wall_seconds": 3 * 3600.0 + 1}]))
+    result = day.account(root, "cpu", recorded)
+    assert result["wall_seconds"] == 8 * 3600 + 1 and not result["met"]
+    assert result["cells_seconds"] == 300.0
+    assert result["cells_cpu_seconds"] is None  # one cell without CPU time: unknown, not low
+    bypass = next(s for s in result["studies"] if s["study"] == "bypass")
+    assert bypass["cpu_seconds"] == 180.0 and bypass["counts"]["skipped"] == 1
+    top1 = result["top1_against_recorded"]
+    assert [(r["cell"], r["same_cpu"]) for r in top1["cells"]] == [
+        ("simple-s0", True), ("vanilla-s0", True), ("e2-s1", False)]
+    # only cells recorded on the same kind of CPU are expected to score the same
+    assert top1["same_cpu_cells"] == 2 and top1["same_cpu_equal"] == 1
+    assert abs(top1["same_cpu_max_difference"] - 0.01) < 1e-12
+
+
+def test_pieces_are_recorded_and_the_account_waits_for_every_cell(tmp_path, cifar_tree,
+                                                                    capsys):
+    day = load_benchmark("study_working_day")
+    recipe = write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree))
+    root, recorded, output = tmp_path / "day", tmp_path / "recorded", tmp_path / "day.json"
+    common = ["--out-root", str(root), "--budget", "smoke", "--jobs", "1",
+              "--recorded", str(recorded), "--output", str(output)]
+    # a piece that fails is recorded with its status, and no account is written
+    assert day.main([str(tmp_path / "missing.yaml"), *common]) == 1
+    (failed,) = json.loads((root / day.PIECES_FILE).read_text())
+    assert failed["exit_code"] == 2 and failed["cells_ended_after"] == 0
+    assert "not finished" in capsys.readouterr().out and not output.exists()
+    # the study run to its end: the account, with this run's cells as the recorded ones
+    recorded.mkdir()
+    assert day.main([str(recipe), *common]) == 0
+    first = json.loads(output.read_text())
+    assert [p["exit_code"] for p in first["pieces"]] == [2, 0]
+    assert first["pieces"][1]["cells_ended_before"] == 0
+    assert first["pieces"][1]["cells_ended_after"] == first["pieces"][1]["cells_total"] == 2
+    assert first["wall_seconds"] == sum(p["wall_seconds"] for p in first["pieces"]) > 0
+    assert first["met"] and first["studies"][0]["counts"]["done"] == 2
+    assert first["cells_cpu_seconds"] > 0
+    (recorded / "tiny_smoke.json").write_text((root / "tiny" / "smoke" / "results.json")
+                                              .read_text())
+    # a second call finds every cell done: one more (short) piece, the same top-1 exactly
+    assert day.main([str(recipe), *common]) == 0
+    again = json.loads(output.read_text())
+    assert len(again["pieces"]) == 3
+    assert again["top1_against_recorded"]["same_cpu_equal"] == 2
+    assert again["top1_against_recorded"]["same_cpu_max_difference"] == 0
+
+
+def test_a_ctrl_c_reaches_the_study_once_and_the_piece_is_kept(tmp_path):
+    """The study runs in a session of its own: this script's SIGINT is passed on exactly once
+    (a second one would stop a cell without saving), and the interrupted piece is recorded."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    day = load_benchmark("study_working_day")
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    child = ("import os, signal, sys, time\n"
+             "n = []\n"
+             "signal.signal(signal.SIGINT, lambda *_: n.append(1))\n"
+             f"open({str(ready)!r}, 'w').write(str(os.getsid(0) == os.getpid()))\n"
+             "deadline = time.monotonic() + 30\n"
+             "while not n and time.monotonic() < deadline:\n"
+             "    time.sleep(0.01)\n"
+             "time.sleep(0.5)\n"
+             f"open({str(got)!r}, 'w').write(str(len(n)))\n"
+             "sys.exit(130)\n")
+
+    def press_ctrl_c():
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        piece = day.run_piece([sys.executable, "-c", child], tmp_path / "day", "cpu")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ready.read_text() == "True" and got.read_text() == "1"
+    assert piece["exit_code"] == 130
+    assert json.loads((tmp_path / "day" / day.PIECES_FILE).read_text()) == [piece]
+
+
+def test_schedules_one_study_after_another_and_as_one_pool():
+    day = load_benchmark("study_working_day")
+    # study a: a model (100 s) two cells start from (50 s each); study b: one 100 s cell
+    a = [("a/model", 100.0, []), ("a/q1", 50.0, ["a/model"]), ("a/q2", 50.0, ["a/model"])]
+    b = [("b/only", 100.0, [])]
+    # one after another: a's cells wait for its model while a core idles, then b runs alone
+    assert day.schedule_seconds([a], 2) + day.schedule_seconds([b], 2) == 150.0 + 100.0
+    # one pool: b runs beside a's model, then a's two cells side by side
+    assert day.schedule_seconds([a, b], 2) == 150.0
+    assert day.schedule_seconds([a, b], 1) == 300.0
+    with pytest.raises(ValueError, match="cells wait for sources that never run: c/x"):
+        day.schedule_seconds([[("c/x", 1.0, ["c/never"])]], 2)
+
+
+def test_the_estimate_scales_each_cell_by_its_cpu_kinds_sample(tmp_path):
+    day = load_benchmark("study_working_day")
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+
+    def cell(index, name, seconds, machine, sources=None):
+        c = {"index": index, "name": name, "status": "done", "seconds": seconds,
+             "machine": {**machine, "threads": 1}}
+        if sources:
+            c["sources"] = {"init_from": {"cell": sources}}
+        return c
+
+    avx2 = {"cpu": "AMD EPYC", "cpu_flags": ["avx2"]}
+    (recorded / "q_cpu.json").write_text(json.dumps({
+        "schema": "squeezelab-study-results", "study": "q",
+        "cells": [cell(1, "model", 1000.0, EPYC), cell(2, "q1", 500.0, XEON, "model"),
+                  cell(3, "q2", 9999.0, avx2, "model")]}))
+    (recorded / "cost_sample_b.json").write_text(json.dumps({"cells": []}))  # not a study
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps({"cells": [
+        {"recorded_machine": EPYC, "rerun_machine": EPYC, "recorded_seconds": 100.0,
+         "rerun_seconds": 80.0},
+        {"recorded_machine": XEON, "rerun_machine": EPYC, "recorded_seconds": 100.0,
+         "rerun_seconds": 40.0}]}))
+    result = day.estimate(recorded, "cpu", sample, 2)
+    # model 800 s, q1 200 s, q2 (a CPU kind never rerun) the mean of the others: 500 s
+    assert result["counted_as_their_studys_mean"] == ["q/q2"]
+    assert abs(result["one_core_hours"] * 3600 - 1500.0) < 1e-9
+    assert abs(result["one_pool_hours"] * 3600 - 1300.0) < 1e-9  # 800, then q2 beside q1

@@ -7,8 +7,10 @@ how long they take together against the target of one working day.
 Each call runs (or resumes) ``squeezelab study recipes/studies/*.yaml --budget cpu --jobs 2
 --out-root day/`` (the studies' cells as one pool, ``parallel.py``) and adds the piece it ran to
 ``day/working_day.json``: when it started and ended, its wall seconds, the exit status and how
-many cells had finished before and after. A Ctrl-C (or SIGINT to this script) is passed on once:
-the cells running save their checkpoints, and the next call resumes them. Between pieces
+many cells had finished before and after (written as it starts and every minute, so a piece
+killed outright still counts the time it ran). A Ctrl-C (or SIGINT to this script) is passed
+on once: the cells running save their checkpoints, and the next call resumes them. Between
+pieces
 nothing of the studies runs, so the pieces' wall seconds summed are the machine time the
 studies took. Once every cell of every study has ended (done, failed, or skipped for data that
 is not here), the account is written: that sum, each study's cells with their seconds and CPU
@@ -35,6 +37,8 @@ from common import RESULTS, write_result  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = RESULTS / "studies"
 PIECES_FILE = "working_day.json"
+#: how often a running piece's wall time is written down
+HEARTBEAT_SECONDS = 60.0
 #: one working day of the 2-core machine, the issue's target for the cpu budgets together
 TARGET_HOURS = 8.0
 
@@ -60,11 +64,31 @@ def _ended(counts: dict[str, dict[str, int]]) -> int:
     return sum(c["total"] - c["pending"] for c in counts.values())
 
 
-def run_piece(command: list[str], out_root: Path, budget: str) -> dict[str, Any]:
+def _write_piece(pieces_path: Path, index: int, piece: dict[str, Any]) -> None:
+    """Put ``piece`` at ``index`` of the pieces file (appended where ``index`` is past the
+    end), written to a temporary file and renamed, so a kill never leaves half a file."""
+    pieces = json.loads(pieces_path.read_text()) if pieces_path.is_file() else []
+    pieces[index:index + 1] = [piece]
+    pieces_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pieces_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(pieces, indent=2) + "\n")
+    os.replace(tmp, pieces_path)
+
+
+def run_piece(command: list[str], out_root: Path, budget: str,
+              heartbeat_seconds: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
     """Run ``command`` to its end (SIGINT passed on once) and add the piece to the pieces
-    file; returns the piece."""
+    file; returns the piece. The piece is written when it starts and again every
+    ``heartbeat_seconds``, so a piece killed outright (a session's end) still counts the time
+    it ran, to within a heartbeat."""
+    pieces_path = out_root / PIECES_FILE
+    index = len(json.loads(pieces_path.read_text())) if pieces_path.is_file() else 0
     before = study_counts(out_root, budget)
-    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    t0 = time.perf_counter()
+    piece = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended_at": None,
+             "wall_seconds": 0.0, "exit_code": None, "cells_ended_before": _ended(before),
+             "command": shlex.join(command)}
+    _write_piece(pieces_path, index, piece)
     proc = subprocess.Popen(command, start_new_session=True)  # our SIGINT reaches it once
 
     def pass_on(signum, frame):
@@ -73,20 +97,21 @@ def run_piece(command: list[str], out_root: Path, budget: str) -> dict[str, Any]
 
     previous = signal.signal(signal.SIGINT, pass_on)
     try:
-        code = proc.wait()
+        while True:
+            try:
+                code = proc.wait(timeout=heartbeat_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                _write_piece(pieces_path, index,
+                             {**piece, "wall_seconds": time.perf_counter() - t0})
     finally:
         signal.signal(signal.SIGINT, previous)
     after = study_counts(out_root, budget)
-    piece = {"started_at": started, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             "wall_seconds": time.perf_counter() - t0, "exit_code": code,
-             "cells_ended_before": _ended(before), "cells_ended_after": _ended(after),
-             "cells_total": sum(c["total"] for c in after.values()),
-             "command": shlex.join(command)}
-    pieces_path = out_root / PIECES_FILE
-    pieces = json.loads(pieces_path.read_text()) if pieces_path.is_file() else []
-    pieces.append(piece)
-    pieces_path.parent.mkdir(parents=True, exist_ok=True)
-    pieces_path.write_text(json.dumps(pieces, indent=2) + "\n")
+    piece.update(ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 wall_seconds=time.perf_counter() - t0, exit_code=code,
+                 cells_ended_after=_ended(after),
+                 cells_total=sum(c["total"] for c in after.values()))
+    _write_piece(pieces_path, index, piece)
     return piece
 
 

@@ -106,21 +106,33 @@ def test_a_ctrl_c_reaches_the_study_once_and_the_piece_is_kept(tmp_path):
              f"open({str(got)!r}, 'w').write(str(len(n)))\n"
              "sys.exit(130)\n")
 
+    pieces = tmp_path / "day" / day.PIECES_FILE
+    running = []
+
     def press_ctrl_c():
         deadline = time.monotonic() + 30
         while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # while it runs, the piece is on file with the time so far (a kill loses no more)
+        while time.monotonic() < deadline:
+            (piece,) = json.loads(pieces.read_text())
+            if piece["wall_seconds"] > 0:
+                running.append(piece)
+                break
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Thread(target=press_ctrl_c, daemon=True).start()
-        piece = day.run_piece([sys.executable, "-c", child], tmp_path / "day", "cpu")
+        piece = day.run_piece([sys.executable, "-c", child], tmp_path / "day", "cpu",
+                              heartbeat_seconds=0.05)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert ready.read_text() == "True" and got.read_text() == "1"
-    assert piece["exit_code"] == 130
-    assert json.loads((tmp_path / "day" / day.PIECES_FILE).read_text()) == [piece]
+    assert running[0]["ended_at"] is None and running[0]["exit_code"] is None
+    assert piece["exit_code"] == 130 and piece["wall_seconds"] > running[0]["wall_seconds"]
+    assert json.loads(pieces.read_text()) == [piece]
 
 
 def test_schedules_one_study_after_another_and_as_one_pool():

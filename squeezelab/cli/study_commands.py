@@ -91,7 +91,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         run_studies(plans, progress=False, wait_for_sources=True)
         return 0
     if args.jobs != 1 and not args.list:
-        summaries = _pool(plans, args.jobs)
+        summaries = _pool(plans, args)
     else:
         summaries = [_study(plan, args) for plan in plans]
     if len(plans) > 1 and not args.list:
@@ -101,30 +101,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool(plans, jobs: int) -> list[str]:
-    """The studies' cells as one pool of ``jobs`` worker processes; returns each study's
+def _pool(plans, args: argparse.Namespace) -> list[str]:
+    """The studies' cells as one pool of ``--jobs`` worker processes; returns each study's
     one-line count, as ``_study`` does."""
-    from squeezelab.workflows.studies import format_summary, run_studies_jobs
+    from squeezelab.workflows.studies import run_studies_jobs
 
-    lines = []
-    for plan, results in zip(plans, run_studies_jobs(plans, jobs), strict=True):
-        summary = format_summary(results)
-        print(summary)
-        print(f"results: {plan.results_path}")
-        lines.append(f"{summary.splitlines()[0]}: {plan.results_path}")
-    return lines
+    if args.imports:  # one study (checked above): its finished cells copied before any runs
+        _import(plans[0], args.imports)
+    return [_report(plan, results)
+            for plan, results in zip(plans, run_studies_jobs(plans, args.jobs), strict=True)]
 
 
 def _study(plan, args: argparse.Namespace) -> str:
     """Run (or list, or merge) one study as ``args`` ask; returns its one-line count."""
-    from squeezelab.workflows.studies import (
-        cell_commands,
-        format_summary,
-        import_results,
-        merge_command,
-        merge_study,
-        run_study,
-    )
+    from squeezelab.workflows.studies import cell_commands, merge_command, merge_study, run_study
 
     if args.list:
         print("\n".join(cell_commands(plan)))
@@ -132,13 +122,25 @@ def _study(plan, args: argparse.Namespace) -> str:
               file=sys.stderr)
         return ""
     if args.imports:
-        copied = import_results(plan, args.imports)
-        print(f"imported {copied} finished cell(s) into {plan.cells_dir}")
-    if args.merge:
-        results = merge_study(plan)
-    else:
-        results = run_study(plan, args.cell)
+        _import(plan, args.imports)
+    results = merge_study(plan) if args.merge else run_study(plan, args.cell)
+    return _report(plan, results)
+
+
+def _report(plan, results: dict) -> str:
+    """Print a study's merged results as a few lines; returns their first line and where
+    the results JSON is."""
+    from squeezelab.workflows.studies import format_summary
+
     summary = format_summary(results)
     print(summary)
     print(f"results: {plan.results_path}")
     return f"{summary.splitlines()[0]}: {plan.results_path}"
+
+
+def _import(plan, paths: list[str]) -> None:
+    """Copy the finished cells of the results JSONs ``paths`` into ``plan``'s folder."""
+    from squeezelab.workflows.studies import import_results
+
+    copied = import_results(plan, paths)
+    print(f"imported {copied} finished cell(s) into {plan.cells_dir}")

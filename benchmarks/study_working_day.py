@@ -25,11 +25,14 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_result  # noqa: E402
@@ -50,14 +53,26 @@ def study_command(recipes: list[str], budget: str, jobs: int, out_root: Path,
             "--jobs", str(jobs), "--out-root", str(out_root), *extra]
 
 
-def study_counts(out_root: Path, budget: str) -> dict[str, dict[str, int]]:
+def study_counts(out_root: Path, budget: str, names: list[str] | None = None
+                 ) -> dict[str, dict[str, int]]:
     """Each study's cell counts as its merged results give them (every piece merges at its
-    end, an interrupted one too): {study: {total, done, skipped, failed, pending}}."""
+    end, an interrupted one too): {study: {total, done, skipped, failed, pending}}; ``names``:
+    only these studies (other folders under the root are not this run's)."""
     counts = {}
     for path in sorted(out_root.glob(f"*/{budget}/results.json")):
         data = json.loads(path.read_text())
-        counts[data["study"]] = data["counts"]
+        if names is None or data["study"] in names:
+            counts[data["study"]] = data["counts"]
     return counts
+
+
+def study_names(recipes: list[str]) -> list[str] | None:
+    """The studies ``recipes`` name, or None where one cannot be read (the study command
+    then says why)."""
+    try:
+        return [str(yaml.safe_load(Path(r).read_text())["study"]) for r in recipes]
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return None
 
 
 def _ended(counts: dict[str, dict[str, int]]) -> int:
@@ -76,37 +91,49 @@ def _write_piece(pieces_path: Path, index: int, piece: dict[str, Any]) -> None:
 
 
 def run_piece(command: list[str], out_root: Path, budget: str,
-              heartbeat_seconds: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
-    """Run ``command`` to its end (SIGINT passed on once) and add the piece to the pieces
-    file; returns the piece. The piece is written when it starts and again every
-    ``heartbeat_seconds``, so a piece killed outright (a session's end) still counts the time
-    it ran, to within a heartbeat."""
+              heartbeat_seconds: float = HEARTBEAT_SECONDS,
+              names: list[str] | None = None) -> dict[str, Any]:
+    """Run ``command`` to its end (a SIGINT, SIGTERM or SIGHUP to this script passed on to it
+    once, as a SIGINT) and add the piece to the pieces file; returns the piece. The piece is
+    written when it starts and again every ``heartbeat_seconds``, so a piece killed outright
+    (a session's end) still counts the time it ran, to within a heartbeat."""
     pieces_path = out_root / PIECES_FILE
     index = len(json.loads(pieces_path.read_text())) if pieces_path.is_file() else 0
-    before = study_counts(out_root, budget)
+    before = study_counts(out_root, budget, names)
     t0 = time.perf_counter()
     piece = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended_at": None,
              "wall_seconds": 0.0, "exit_code": None, "cells_ended_before": _ended(before),
              "command": shlex.join(command)}
     _write_piece(pieces_path, index, piece)
-    proc = subprocess.Popen(command, start_new_session=True)  # our SIGINT reaches it once
+    # Ctrl-C, a hang-up or a polite kill: one SIGINT on to the study, whose cells then save
+    # their checkpoints (a second one would stop its parent before the workers have saved)
+    child: list[subprocess.Popen] = []
+    asked: list[int] = []
 
     def pass_on(signum, frame):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        asked.append(signum)
+        if len(asked) == 1 and child and child[0].poll() is None:
+            child[0].send_signal(signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, pass_on)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, pass_on) for s in stops}
     try:
+        # a session of its own: a terminal's Ctrl-C reaches this script only, which passes
+        # it on once
+        child.append(subprocess.Popen(command, start_new_session=True))
+        if asked:  # asked to stop before the study had started
+            child[0].send_signal(signal.SIGINT)
         while True:
             try:
-                code = proc.wait(timeout=heartbeat_seconds)
+                code = child[0].wait(timeout=heartbeat_seconds)
                 break
             except subprocess.TimeoutExpired:
                 _write_piece(pieces_path, index,
                              {**piece, "wall_seconds": time.perf_counter() - t0})
     finally:
-        signal.signal(signal.SIGINT, previous)
-    after = study_counts(out_root, budget)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    after = study_counts(out_root, budget, names)
     piece.update(ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  wall_seconds=time.perf_counter() - t0, exit_code=code,
                  cells_ended_after=_ended(after),
@@ -119,14 +146,17 @@ def _same_cpu(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("cpu") == b.get("cpu") and a.get("cpu_flags") == b.get("cpu_flags")
 
 
-def account(out_root: Path, budget: str, recorded_dir: Path = RECORDED) -> dict[str, Any]:
+def account(out_root: Path, budget: str, recorded_dir: Path = RECORDED,
+            names: list[str] | None = None) -> dict[str, Any]:
     """The working day's account from the pieces file and the studies' merged results (see
-    the module docstring)."""
+    the module docstring); ``names``: only these studies (default: every folder)."""
     pieces = json.loads((out_root / PIECES_FILE).read_text())
     wall = sum(p["wall_seconds"] for p in pieces)
     studies, compared = [], []
     for path in sorted(out_root.glob(f"*/{budget}/results.json")):
         data = json.loads(path.read_text())
+        if names is not None and data["study"] not in names:
+            continue
         cells = [c for c in data["cells"] if c["status"] == "done"]
         recorded_path = recorded_dir / f"{data['study']}_{budget}.json"
         recorded = {}
@@ -176,11 +206,12 @@ def _kind(machine: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
 
 def _scaled_cells(recorded_dir: Path, budget: str, sample: dict[str, Any]
                   ) -> tuple[list[list[tuple[str, float, list[str]]]], list[str]]:
-    """Each recorded study's finished cells in plan order as (name, seconds, source names):
-    each cell's core-seconds as the report's cost table counts them (``cell_core_seconds``)
-    times the quiet rerun's ratio for the kind of CPU it was recorded on (the cost sample's
-    cells of that kind, summed). A cell recorded on a kind the sample did not rerun counts as
-    the mean of its study's other cells; their names come back second."""
+    """Each recorded study's ended cells (done or failed) in plan order as (name, seconds,
+    source names): each cell's core-seconds as the report's cost table counts them
+    (``cell_core_seconds``) times the quiet rerun's ratio for the kind of CPU it was recorded
+    on (the cost sample's cells of that kind, summed). A cell recorded on a kind the sample
+    did not rerun counts as the mean of its study's other cells (of all studies' cells where
+    its study has no other); their names come back second."""
     from squeezelab.workflows.report.cost import cell_core_seconds
 
     recorded_by_kind: dict[tuple, float] = {}
@@ -189,15 +220,15 @@ def _scaled_cells(recorded_dir: Path, budget: str, sample: dict[str, Any]
         kind = _kind(row["recorded_machine"])
         recorded_by_kind[kind] = recorded_by_kind.get(kind, 0.0) + row["recorded_seconds"]
         rerun_by_kind[kind] = rerun_by_kind.get(kind, 0.0) + row["rerun_seconds"]
-    studies, unsampled = [], []
+    studies: list[list[list[Any]]] = []
     for path in sorted(recorded_dir.glob(f"*_{budget}.json")):
         data = json.loads(path.read_text())
         if data.get("schema") != "squeezelab-study-results":
             continue  # the cost sample and other accounts beside the results
-        cells, others = [], []
+        cells = []
         for c in sorted(data["cells"], key=lambda c: c["index"]):
-            cost = cell_core_seconds(c)
-            if c["status"] != "done" or cost is None:
+            cost = cell_core_seconds(c)  # done or failed: both took their time
+            if cost is None:
                 continue
             kind = _kind(c.get("machine") or {})
             seconds = cost[0] * rerun_by_kind[kind] / recorded_by_kind[kind] \
@@ -206,14 +237,17 @@ def _scaled_cells(recorded_dir: Path, budget: str, sample: dict[str, Any]
                        if isinstance(s, dict) and "cell" in s]
             name = f"{data['study']}/{c['name']}"
             cells.append([name, seconds, sources])
-            if seconds is not None:
-                others.append(seconds)
+        studies.append(cells)
+    # every scaled cell, for a study none of whose cells the sample's kinds cover
+    sampled = [cell[1] for cells in studies for cell in cells if cell[1] is not None]
+    unsampled = []
+    for cells in studies:
+        known = [cell[1] for cell in cells if cell[1] is not None]
         for cell in cells:
             if cell[1] is None:
-                cell[1] = sum(others) / len(others)
+                cell[1] = statistics.mean(known or sampled)
                 unsampled.append(cell[0])
-        studies.append([tuple(cell) for cell in cells])
-    return studies, unsampled
+    return [[tuple(cell) for cell in cells] for cells in studies], unsampled
 
 
 def schedule_seconds(groups: list[list[tuple[str, float, list[str]]]], workers: int) -> float:
@@ -290,19 +324,20 @@ def main(argv: list[str] | None = None) -> int:
     recipes = args.recipes or sorted(
         os.path.relpath(p) for p in (ROOT / "recipes" / "studies").glob("*.yaml"))
     extra = [f"--set={value}" for value in args.overrides]
+    names = study_names(recipes)
     piece = run_piece(study_command(recipes, args.budget, args.jobs, args.out_root, extra),
-                      args.out_root, args.budget)
+                      args.out_root, args.budget, names=names)
     print(f"piece: {piece['wall_seconds']:.0f} s, exit status {piece['exit_code']}, cells "
           f"ended {piece['cells_ended_before']} -> {piece['cells_ended_after']} of "
           f"{piece['cells_total']}")
-    counts = study_counts(args.out_root, args.budget)
-    if piece["exit_code"] != 0 or len(counts) < len(recipes) or \
-            any(c["pending"] for c in counts.values()):
+    counts = study_counts(args.out_root, args.budget, names)
+    if piece["exit_code"] != 0 or names is None or any(
+            n not in counts or counts[n]["pending"] for n in names):
         pieces = json.loads((args.out_root / PIECES_FILE).read_text())
         print(f"not finished: {sum(p['wall_seconds'] for p in pieces) / 3600:.2f} h in "
               f"{len(pieces)} piece(s) so far; run the same command again to go on")
         return 1
-    result = account(args.out_root, args.budget, args.recorded)
+    result = account(args.out_root, args.budget, args.recorded, names)
     top1 = result["top1_against_recorded"]
     print(f"all {sum(s['counts']['total'] for s in result['studies'])} cells ended: "
           f"{result['wall_hours']:.2f} h in {len(result['pieces'])} piece(s) (target "

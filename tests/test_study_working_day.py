@@ -64,10 +64,13 @@ def test_pieces_are_recorded_and_the_account_waits_for_every_cell(tmp_path, cifa
     (failed,) = json.loads((root / day.PIECES_FILE).read_text())
     assert failed["exit_code"] == 2 and failed["cells_ended_after"] == 0
     assert "not finished" in capsys.readouterr().out and not output.exists()
-    # the study run to its end: the account, with this run's cells as the recorded ones
+    # the study run to its end: the account, with this run's cells as the recorded ones; a
+    # study folder of another run under the same root, unfinished, is not this run's
     recorded.mkdir()
+    _results(root / "stale" / "smoke", "stale", [_cell("x-s0", None, EPYC, status="pending")])
     assert day.main([str(recipe), *common]) == 0
     first = json.loads(output.read_text())
+    assert [s["study"] for s in first["studies"]] == ["tiny"]
     assert [p["exit_code"] for p in first["pieces"]] == [2, 0]
     assert first["pieces"][1]["cells_ended_before"] == 0
     assert first["pieces"][1]["cells_ended_after"] == first["pieces"][1]["cells_total"] == 2
@@ -121,6 +124,8 @@ def test_a_ctrl_c_reaches_the_study_once_and_the_piece_is_kept(tmp_path):
                 break
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # pressed twice: the study still gets one
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -162,10 +167,16 @@ def test_the_estimate_scales_each_cell_by_its_cpu_kinds_sample(tmp_path):
         return c
 
     avx2 = {"cpu": "AMD EPYC", "cpu_flags": ["avx2"]}
+    failed = {**cell(4, "q3", 250.0, EPYC, "model"), "status": "failed"}  # its time counts
     (recorded / "q_cpu.json").write_text(json.dumps({
         "schema": "squeezelab-study-results", "study": "q",
         "cells": [cell(1, "model", 1000.0, EPYC), cell(2, "q1", 500.0, XEON, "model"),
-                  cell(3, "q2", 9999.0, avx2, "model")]}))
+                  cell(3, "q2", 9999.0, avx2, "model"), failed,
+                  {**cell(5, "q4", 0.0, EPYC, "model"), "status": "pending"}]}))
+    # a study none of whose cells the sample covers: the mean of every covered cell
+    (recorded / "r_cpu.json").write_text(json.dumps({
+        "schema": "squeezelab-study-results", "study": "r",
+        "cells": [cell(1, "alone", 5000.0, avx2)]}))
     (recorded / "cost_sample_b.json").write_text(json.dumps({"cells": []}))  # not a study
     sample = tmp_path / "sample.json"
     sample.write_text(json.dumps({"cells": [
@@ -174,7 +185,11 @@ def test_the_estimate_scales_each_cell_by_its_cpu_kinds_sample(tmp_path):
         {"recorded_machine": XEON, "rerun_machine": EPYC, "recorded_seconds": 100.0,
          "rerun_seconds": 40.0}]}))
     result = day.estimate(recorded, "cpu", sample, 2)
-    # model 800 s, q1 200 s, q2 (a CPU kind never rerun) the mean of the others: 500 s
-    assert result["counted_as_their_studys_mean"] == ["q/q2"]
-    assert abs(result["one_core_hours"] * 3600 - 1500.0) < 1e-9
-    assert abs(result["one_pool_hours"] * 3600 - 1300.0) < 1e-9  # 800, then q2 beside q1
+    # model 800 s, q1 200 s, q3 200 s, q2 (a CPU kind never rerun) the mean of its study's
+    # others: 400 s; r's only cell the mean of those three: 400 s
+    assert result["counted_as_their_studys_mean"] == ["q/q2", "r/alone"]
+    assert result["cells"] == 5
+    assert abs(result["one_core_hours"] * 3600 - 2000.0) < 1e-9
+    # one pool: the model beside r's cell, then q1, q2, q3 on the two workers (800 + 400)
+    assert abs(result["one_pool_hours"] * 3600 - 1200.0) < 1e-9
+    assert abs(result["one_study_after_another_hours"] * 3600 - 1600.0) < 1e-9

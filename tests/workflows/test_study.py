@@ -299,8 +299,10 @@ def test_finished_cells_of_another_machine_are_imported_and_only_the_rest_runs(t
     # and with --jobs: imported before the workers start, which run only the rest
     assert main(["study", str(path), "--budget", "smoke", "--out", str(tmp_path / "f"),
                  "--import", str(tmp_path / "a" / "results.json"), "--jobs", "2"]) == 0
+    from squeezelab.workflows.studies.parallel import threads_per_job
+
     relu, tanh = json.loads((tmp_path / "f" / "results.json").read_text())["cells"]
-    assert relu["status"] == "done" and relu["machine"]["threads"] == 1
+    assert relu["status"] == "done" and relu["machine"]["threads"] == threads_per_job(2)
     assert tanh["imported_from"].endswith("results.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(StudyError, match="bad.json: not a readable results JSON"):

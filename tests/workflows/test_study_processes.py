@@ -171,6 +171,7 @@ def test_a_cell_waits_for_the_source_another_process_is_running(tmp_path, cifar_
     go.set()
     a.join(60)
     b.join(60)
+    assert not a.is_alive() and not b.is_alive()
     results = json.loads(plan.results_path.read_text())
     assert [c["status"] for c in results["cells"]] == ["done", "done"]
     assert results["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
@@ -245,6 +246,7 @@ def test_a_pool_of_studies_goes_on_to_the_next_study_while_a_source_is_being_run
     go.set()
     first.join(60)
     pool.join(60)
+    assert not first.is_alive() and not pool.is_alive()
     results = json.loads(a.results_path.read_text())
     assert [c["status"] for c in results["cells"]] == ["done", "done"]
     assert results["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
@@ -268,16 +270,26 @@ def test_jobs_run_every_cell_of_several_studies_once_with_the_cores_shared_out(
     root = tmp_path / "root"
     a = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
                    out_root=root)
-    b = plan_study(write(tmp_path / "b.yaml", tiny_recipe(cifar_tree, study="other")), "smoke",
-                   out_root=root)
+    other = tiny_recipe(cifar_tree, study="other")
+    other["base"].update(precision="auto", channels_last=None)  # pinned before the workers
+    b = plan_study(write(tmp_path / "b.yaml", other), "smoke", out_root=root)
     lines: list[str] = []
     results = run_studies_jobs([a, b], 2, cores=2, log=lines.append)
+    (pin,) = json.loads((b.out_dir / "speed.json").read_text()).values()
+    assert pin["chosen_by"] == "relu-s0" and pin["timed"] == "before the workers started"
+    assert lines[1].startswith("other: speed settings ")
+    # the workers trained every cell of that study under the pinned choice, timing nothing
+    assert [c["auto_settings"] for c in results[1]["cells"]] == [
+        {"precision": pin["precision"], "channels_last": pin["channels_last"]}] * 2
+    for c in b.cells:
+        env = json.loads((b.runs_dir / c.name / "environment.json").read_text())
+        assert not env["speed_autotune"].get("timings")
     assert [[c["status"] for c in r["cells"]] for r in results] == [["done", "done"]] * 2
     assert results[0]["cells"][1]["sources"]["init_from"]["cell"] == "relu-s0"
     # two cores shared by two workers: one intra-op thread each, recorded in every cell
     assert [c["machine"]["threads"] for r in results for c in r["cells"]] == [1, 1, 1, 1]
     assert lines[0] == "tiny, other: 4 cells, 2 worker(s) of 1 thread(s) each"
-    assert {line[:3] for line in lines[1:]} == {"[1]", "[2]"}
+    assert {line[:3] for line in lines[2:]} == {"[1]", "[2]"}
     for plan in (a, b):
         assert json.loads(plan.results_path.read_text())["counts"]["done"] == 2
         for c in plan.cells:
@@ -329,6 +341,17 @@ def test_jobs_time_each_studys_speed_settings_before_the_workers_start(tmp_path,
     assert not (missing.out_dir / "speed.json").exists()
     pin_speeds([auto], 1, lines.append)  # pinned already: nothing timed again
     assert len(timed) == 1
+    # a cell interrupted before any pin resumes with its own run's choice: that is the pin
+    again = plan_study(tmp_path / "auto.yaml", "smoke", out=tmp_path / "again")
+    run = again.runs_dir / "tanh-s0"
+    run.mkdir(parents=True)
+    (run / "environment.json").write_text(json.dumps({"speed_autotune": {
+        "precision": "fp32", "channels_last": False, "timings": {"fp32/nchw": 0.3}}}))
+    pin_speeds([again], 1, lines.append)
+    assert len(timed) == 1
+    (pin,) = json.loads((again.out_dir / "speed.json").read_text()).values()
+    assert (pin["precision"], pin["channels_last"], pin["chosen_by"]) == ("fp32", False,
+                                                                          "tanh-s0")
 
 
 def test_jobs_refuse_a_bad_count_and_a_single_cell(tmp_path, cifar_tree, capsys):

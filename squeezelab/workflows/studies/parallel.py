@@ -3,7 +3,7 @@
 N worker processes (``squeezelab study ... --worker``, each with the cores divided among them
 as its intra-op threads) share the studies' folders the way separate shells would: each claims
 the next cell no live process holds (``sharing.claim_cell``), and a cell whose source cell
-another worker is running waits for it instead of being skipped (``run_study``'s
+another worker is running waits for it instead of being skipped (``runner.run_studies``'
 ``wait_for_sources``). With several recipes the workers take the cells of all of them as one
 pool (``runner.run_studies``): a worker with nothing to start in one study -- its last cell
 running elsewhere, or every cell left waiting for a source cell being trained -- goes on to the
@@ -18,7 +18,9 @@ Speed settings: where a study's cells leave precision and memory layout to the a
 process times the first such cell's candidates itself, with a worker's threads and before any
 worker starts (``pin_speeds``), and keeps the choice as the study's (``sharing.keep_speed``):
 no autotune is timed while another run loads the cores, and every cell of a study trains under
-the same numerics.
+the same numerics. A cell interrupted before any pin was kept resumes with the settings its run
+chose, so a study with such a run pins that choice instead of timing again. A cell whose data
+or model cannot be built stops the command here, before any worker starts, with that error.
 
 Ctrl-C (or SIGINT to this process) is passed on to every worker (each runs in a session of its
 own, so the terminal's signal does not reach it twice): each saves its cell's checkpoint, and
@@ -39,7 +41,7 @@ from squeezelab.workflows.studies.recipe import Cell
 from squeezelab.workflows.studies.registry import get_cell_kind
 from squeezelab.workflows.studies.results import read_record
 from squeezelab.workflows.studies.runner import StudyPlan, merge_study, studies_argv
-from squeezelab.workflows.studies.sharing import keep_speed, pinned_speed
+from squeezelab.workflows.studies.sharing import keep_speed, pinned_speed, remember_speed
 
 
 def available_cores() -> int:
@@ -84,6 +86,10 @@ def pin_speeds(plans: Sequence[StudyPlan], threads: int,
     before = torch.get_num_threads()
     try:
         for plan in plans:
+            # an interrupted cell resumes with what its own autotune chose: that is the pin
+            for c in plan.cells:
+                if pinned_speed(plan) is None and (plan.runs_dir / c.name).is_dir():
+                    remember_speed(plan, plan.runs_dir / c.name)
             cell = _first_cell_to_tune(plan)
             if cell is None:
                 continue

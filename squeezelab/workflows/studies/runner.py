@@ -312,7 +312,6 @@ class _CellPass:
     log: Callable[[str], None]
     wait_for_sources: bool
     cache: dict[str, Any] = field(default_factory=dict)
-    tried: set[str] = field(default_factory=set)  # cells attempted before
     host: str = field(default_factory=socket.gethostname)
     prefix: str = ""  # before every line: the study's name where several share a pool
     deferred: list[Cell] = field(default_factory=list)  # waiting, in this scan so far
@@ -326,12 +325,11 @@ class _CellPass:
         where = f"{self.prefix}cell {c.index}/{len(plan.cells)} {c.name}"
         path = plan.cell_file(c)
         existing = read_record(path)
-        first = c.name not in self.tried
-        self.tried.add(c.name)
         if existing is not None and existing["status"] in ("done", "failed"):
             _check_same_experiment(plan, c, existing)
+            # a process that does not wait for others looks at each cell once, at its start
             log(f"{where}: {existing['status']} in an earlier run, skipped"
-                if first and not self.wait_for_sources
+                if not self.wait_for_sources
                 else f"{where}: {existing['status']} already (another process or an earlier "
                 "run), skipped")
             return "passed"
@@ -432,9 +430,7 @@ def _run_passes(passes: list[_CellPass], poll_seconds: float) -> list[dict[str, 
         if pending and not ran:
             for p in passes:
                 names = [c.name for q, c in pending if q is p]
-                # said once per change, not every poll; a study none of whose cells could
-                # start yet says nothing (its first cell's holder was named)
-                if names and names != p.told_waiting and len(names) < len(p.cells):
+                if names and names != p.told_waiting:  # once per change, not every poll
                     p.log(f"{p.prefix}{len(names)} cell(s) wait for sources another "
                           "process is running: " + ", ".join(names))
                 p.told_waiting = names

@@ -46,6 +46,10 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
+    if device.type == "cuda":
+        # A run's shapes are fixed, so cuDNN may time its convolution algorithms once and keep
+        # the fastest (the CPU has no such choice to make).
+        torch.backends.cudnn.benchmark = True
     info = DistInfo(rank, world_size, local_rank)
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

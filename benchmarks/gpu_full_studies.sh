@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The course study and the bypass table at their `full` budgets (the publications' settings) on a
+# lent GPU machine, as one command with a hard deadline (issue 17: "when a GPU is available, run
+# the full budget of the course study and the bypass table on it and record it").
+#
+#   OUT=results_dir bash benchmarks/gpu_full_studies.sh
+#
+# Run 2026-12-04 on one H200 (the device tool, `carry: [.gpu]`) as
+#   DEADLINE_S=390 STUDY_JOBS=8 bash benchmarks/gpu_full_studies.sh
+# -> benchmarks/results/studies/course_table1_full_h200.json and gpu_full_studies_h200.log.
+#
+# Such a machine starts bare, with its own Python and PyTorch, no network and no ../shared, and
+# is lent for minutes. So this script
+#   - takes the CIFAR-10 JPEGs from a tar.xz carried beside the checkout (DATA_ARCHIVE; made here
+#     with `tar -C ../shared/data -cf - cifar10-jpeg | xz -9 > .gpu/cifar10-jpeg.tar.xz`,
+#     18.6 MB: 60,000 JPEGs share their headers) where ../shared is not there;
+#   - runs squeezelab from the checkout (PYTHONPATH), not installed;
+#   - runs both recipes as one pool of JOBS workers (`study --jobs`): the course study's cells
+#     come first, so they are the ones that finish if the deadline cuts the bypass table short;
+#   - at DEADLINE_S seconds sends the pool one Ctrl-C (every running cell saves and the finished
+#     ones are merged), and copies each study's results JSON, the log and the machine's
+#     description into $OUT.
+# STUDY_BUDGET=smoke runs the same path in a minute on any machine (how it is checked on a CPU);
+# STUDY_RECIPES (space-separated) runs other recipes the same way; CIFAR10_JPEG names the copy to
+# use instead of ../shared's (a folder that is not there makes the script unpack the archive).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 2
+: "${OUT:?set OUT to the folder the results go to}"
+BUDGET="${STUDY_BUDGET:-full}"
+JOBS="${STUDY_JOBS:-8}"
+DEADLINE_S="${DEADLINE_S:-470}"
+ARCHIVE="${DATA_ARCHIVE:-.gpu/cifar10-jpeg.tar.xz}"
+PY="${PYTHON:-python3}"
+WORK="${WORK_DIR:-/tmp/gpu_full_studies}"
+read -r -a RECIPES <<< "${STUDY_RECIPES:-recipes/studies/course_table1.yaml recipes/studies/bypass.yaml}"
+SHARED_JPEG="${CIFAR10_JPEG:-../shared/data/cifar10-jpeg}"
+
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export SQUEEZELAB_CACHE="$WORK/cache"
+mkdir -p "$OUT" "$WORK"
+start=$(date +%s)
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,
+"cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")'
+  nproc
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+if [ -d "$SHARED_JPEG/train" ]; then
+  export SQUEEZELAB_CIFAR10_DIR="${SQUEEZELAB_CIFAR10_DIR:-$(cd "$SHARED_JPEG" && pwd)}"
+elif [ -z "${SQUEEZELAB_CIFAR10_DIR:-}" ]; then
+  [ -f "$ARCHIVE" ] || { echo "no CIFAR-10 JPEGs at $SHARED_JPEG and no $ARCHIVE to unpack" >&2; exit 2; }
+  [ -d "$WORK/data/cifar10-jpeg/train" ] || "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+    "$ARCHIVE" "$WORK/data" || exit 2
+  export SQUEEZELAB_CIFAR10_DIR="$WORK/data/cifar10-jpeg"
+  echo "data unpacked in $(( $(date +%s) - start )) s"
+fi
+
+left=$(( DEADLINE_S - ($(date +%s) - start) ))
+[ "$left" -ge 10 ] || { echo "only $left s left of DEADLINE_S=$DEADLINE_S: nothing run" >&2; exit 3; }
+timeout -s INT -k 90 "$left" "$PY" -m squeezelab study "${RECIPES[@]}" --budget "$BUDGET" \
+  --jobs "$JOBS" --out-root "$WORK/studies" 2>&1 | tee "$OUT/study.log"
+status=${PIPESTATUS[0]}
+echo "study exit status $status after $(( $(date +%s) - start )) s" | tee -a "$OUT/study.log"
+
+# Merge again whatever finished (an interrupted pool merges too; this makes sure), then copy.
+for recipe in "${RECIPES[@]}"; do
+  "$PY" -m squeezelab study "$recipe" --budget "$BUDGET" --out-root "$WORK/studies" --merge \
+    > /dev/null 2>&1 || echo "no results to merge for $recipe" | tee -a "$OUT/study.log"
+done
+for results in "$WORK"/studies/*/"$BUDGET"/results.json; do
+  [ -f "$results" ] || continue
+  study=$(basename "$(dirname "$(dirname "$results")")")
+  cp "$results" "$OUT/${study}_${BUDGET}.json"
+done
+ls -la "$OUT"
+exit "$status"

@@ -67,7 +67,8 @@ timeout -s INT -k 90 "$left" "$PY" -m squeezelab study "${RECIPES[@]}" --budget 
 status=${PIPESTATUS[0]}
 echo "study exit status $status after $(( $(date +%s) - start )) s" | tee -a "$OUT/study.log"
 
-# Merge again whatever finished (an interrupted pool merges too; this makes sure), then copy.
+# The pool merges when it ends or is interrupted, but not when `timeout -k` had to kill it:
+# merge whatever finished, then copy.
 for recipe in "${RECIPES[@]}"; do
   "$PY" -m squeezelab study "$recipe" --budget "$BUDGET" --out-root "$WORK/studies" --merge \
     > /dev/null 2>&1 || echo "no results to merge for $recipe" | tee -a "$OUT/study.log"

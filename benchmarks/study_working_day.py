@@ -17,6 +17,23 @@ is not here), the account is written: that sum, each study's cells with their se
 seconds, and each cell's top-1 beside the recorded result of the same name (``--recorded``,
 the ``<study>_<budget>.json`` files): the same seeds on the same kind of CPU give the same
 top-1, so a difference there says the work changed, not only its speed.
+
+Two options make the day survive its pieces running in different sessions, even on a fresh
+machine of the same kind:
+
+- ``--only RECIPE`` (repeatable): this piece runs only these of the day's studies (whole studies
+  sized to end within one session, so a session's end never strands a half-run study whose
+  models the rest of it reads); the account still waits for every study of the day.
+- ``--keep DIR`` (a folder in the repository): the day's durable part -- the pieces file, each
+  study's speed pin and the records of its ended cells -- is copied there at the start of a
+  piece, every heartbeat and at its end, and copied back into an out-root that lacks it before
+  a piece starts. Run folders (checkpoints) are not kept, so a cell another cell still has to
+  read (one whose reader has not ended) is not kept either: it runs again after a restore.
+  Time lost that way (and a running cell's progress) stays in the pieces' sum, which can only
+  overstate the day.
+
+Each piece records the machine it ran on; the account says whether every piece ran on one
+kind of CPU (pieces on different kinds do not add up to one machine's day).
 """
 from __future__ import annotations
 
@@ -75,6 +92,82 @@ def study_names(recipes: list[str]) -> list[str] | None:
         return None
 
 
+#: a cell record's statuses once the cell has ended (pending cells have no record)
+ENDED = ("done", "failed", "skipped")
+
+
+def durable_records(plan: Any) -> list[Path]:
+    """The records of ``plan``'s ended cells that can stand for their cells without the run
+    folder: every ended cell but one a cell that has not ended still reads, directly or through
+    another cell that will run again (its checkpoint would be needed, and it is not kept)."""
+    from squeezelab.workflows.studies.results import read_record
+
+    ended = {c.name for c in plan.cells
+             if (r := read_record(plan.cell_file(c))) is not None and r["status"] in ENDED}
+    rerun = {c.name for c in plan.cells} - ended
+    by_name = {c.name: c for c in plan.cells}
+    grew = True
+    while grew:  # a cell that runs again needs its sources' run folders: they run again too
+        sources = {t for name in rerun for t in by_name[name].references.values()}
+        grew = not sources <= rerun
+        rerun |= sources
+    return [plan.cell_file(c) for c in plan.cells if c.name not in rerun]
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """``src`` to ``dst``, written to a temporary file and renamed (a kill leaves the old one)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, dst)
+
+
+def keep_state(plans: list[Any], out_root: Path, keep: Path) -> int:
+    """Copy the day's durable part under ``out_root`` to ``keep`` (see the module docstring):
+    the pieces file, each study's speed pin and its durable cell records; a record kept before
+    that is no longer durable here (its reader was reset) is removed. Returns the records kept."""
+    kept = 0
+    if (out_root / PIECES_FILE).is_file():
+        _copy(out_root / PIECES_FILE, keep / PIECES_FILE)
+    for plan in plans:
+        target = keep / plan.study.study / plan.budget
+        records = durable_records(plan)
+        for path in records:
+            _copy(path, target / "cells" / path.name)
+        names = {p.name for p in records}
+        for old in (target / "cells").glob("*.json"):
+            if old.name not in names:
+                old.unlink()
+        speed = plan.out_dir / "speed.json"
+        if speed.is_file():
+            _copy(speed, target / "speed.json")
+        kept += len(records)
+    return kept
+
+
+def restore_state(plans: list[Any], out_root: Path, keep: Path) -> int:
+    """Copy what ``keep`` holds and ``out_root`` lacks back under it (a fresh machine, or an
+    out-root lost with its machine): the pieces file where ``keep``'s has more pieces, and every
+    kept record and speed pin that is missing. Returns the records restored."""
+    restored = 0
+    pieces = keep / PIECES_FILE
+    if pieces.is_file():
+        here = out_root / PIECES_FILE
+        mine = json.loads(here.read_text()) if here.is_file() else []
+        if len(json.loads(pieces.read_text())) > len(mine):
+            _copy(pieces, here)
+    for plan in plans:
+        source = keep / plan.study.study / plan.budget
+        for path in sorted((source / "cells").glob("*.json")):
+            target = plan.cells_dir / path.name
+            if not target.is_file():
+                _copy(path, target)
+                restored += 1
+        if (source / "speed.json").is_file() and not (plan.out_dir / "speed.json").is_file():
+            _copy(source / "speed.json", plan.out_dir / "speed.json")
+    return restored
+
+
 def _ended(counts: dict[str, dict[str, int]]) -> int:
     return sum(c["total"] - c["pending"] for c in counts.values())
 
@@ -92,19 +185,27 @@ def _write_piece(pieces_path: Path, index: int, piece: dict[str, Any]) -> None:
 
 def run_piece(command: list[str], out_root: Path, budget: str,
               heartbeat_seconds: float = HEARTBEAT_SECONDS,
-              names: list[str] | None = None) -> dict[str, Any]:
+              names: list[str] | None = None,
+              on_write: Any = None) -> dict[str, Any]:
     """Run ``command`` to its end (a SIGINT, SIGTERM or SIGHUP to this script passed on to it
     once, as a SIGINT) and add the piece to the pieces file; returns the piece. The piece is
     written when it starts and again every ``heartbeat_seconds``, so a piece killed outright
-    (a session's end) still counts the time it ran, to within a heartbeat."""
+    (a session's end) still counts the time it ran, to within a heartbeat; ``on_write`` is
+    called after each of those writes (``--keep`` copies the day's state then)."""
     pieces_path = out_root / PIECES_FILE
     index = len(json.loads(pieces_path.read_text())) if pieces_path.is_file() else 0
     before = study_counts(out_root, budget, names)
     t0 = time.perf_counter()
     piece = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended_at": None,
              "wall_seconds": 0.0, "exit_code": None, "cells_ended_before": _ended(before),
-             "command": shlex.join(command)}
-    _write_piece(pieces_path, index, piece)
+             "command": shlex.join(command), "machine": _piece_machine()}
+
+    def write(value: dict[str, Any]) -> None:
+        _write_piece(pieces_path, index, value)
+        if on_write is not None:
+            on_write()
+
+    write(piece)
     # Ctrl-C, a hang-up or a polite kill: one SIGINT on to the study, whose cells then save
     # their checkpoints (a second one would stop its parent before the workers have saved)
     child: list[subprocess.Popen] = []
@@ -128,8 +229,7 @@ def run_piece(command: list[str], out_root: Path, budget: str,
                 code = child[0].wait(timeout=heartbeat_seconds)
                 break
             except subprocess.TimeoutExpired:
-                _write_piece(pieces_path, index,
-                             {**piece, "wall_seconds": time.perf_counter() - t0})
+                write({**piece, "wall_seconds": time.perf_counter() - t0})
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -138,8 +238,16 @@ def run_piece(command: list[str], out_root: Path, budget: str,
                  wall_seconds=time.perf_counter() - t0, exit_code=code,
                  cells_ended_after=_ended(after),
                  cells_total=sum(c["total"] for c in after.values()))
-    _write_piece(pieces_path, index, piece)
+    write(piece)
     return piece
+
+
+def _piece_machine() -> dict[str, Any]:
+    """What a piece ran on: the fields that say which kind of machine it was."""
+    from squeezelab.workflows.studies.results import machine
+
+    info = machine()
+    return {k: info.get(k) for k in ("cpu", "cpu_flags", "cores", "torch")}
 
 
 def _same_cpu(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -183,8 +291,12 @@ def account(out_root: Path, budget: str, recorded_dir: Path = RECORDED,
     same = [r for r in compared if r["same_cpu"] and None not in (r["top1"],
                                                                    r["recorded_top1"])]
     cpu_total = [s["cpu_seconds"] for s in studies]
+    # pieces written before pieces recorded their machine count as unknown, not as another kind
+    kinds = {json.dumps(p["machine"], sort_keys=True) for p in pieces if p.get("machine")}
     return {
         "out_root": str(out_root), "budget": budget, "pieces": pieces,
+        "machine_kinds": [json.loads(k) for k in sorted(kinds)],
+        "one_machine_kind": len(kinds) <= 1,
         "wall_seconds": wall, "wall_hours": wall / 3600, "target_hours": TARGET_HOURS,
         "met": wall <= TARGET_HOURS * 3600,
         "cells_seconds": sum(s["seconds"] for s in studies),
@@ -291,10 +403,30 @@ def estimate(recorded_dir: Path, budget: str, sample_path: Path, workers: int
             "counted_as_their_studys_mean": unsampled}
 
 
+def _plans(recipes: list[str], budget: str, out_root: Path, overrides: list[str]
+           ) -> list[Any] | None:
+    """Each recipe's plan under ``out_root`` as the study command makes it, or None where one
+    cannot be made (the study command then says why, and the piece records its failure)."""
+    from squeezelab.config import parse_key_values
+    from squeezelab.workflows.studies import StudyError, plan_study
+
+    try:
+        values = parse_key_values(",".join(overrides), "--set")
+        return [plan_study(r, budget, overrides=values, out_root=out_root) for r in recipes]
+    except (StudyError, OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="*", help="study recipes (default: every one in "
-                        "recipes/studies/)")
+    parser.add_argument("recipes", nargs="*", help="the day's study recipes (default: every "
+                        "one in recipes/studies/)")
+    parser.add_argument("--only", action="append", default=[], metavar="RECIPE",
+                        help="this piece runs only this one of the day's studies (repeat for "
+                        "several); the account still waits for all of them")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the day's durable part (pieces, ended cells' records, speed "
+                        "pins) in DIR, and restore it from there into an out-root that lacks it")
     parser.add_argument("--out-root", type=Path, default=None,
                         help="the studies' folders go in OUT_ROOT/<study>/<budget>; the pieces "
                         f"in OUT_ROOT/{PIECES_FILE}")
@@ -325,8 +457,28 @@ def main(argv: list[str] | None = None) -> int:
         os.path.relpath(p) for p in (ROOT / "recipes" / "studies").glob("*.yaml"))
     extra = [f"--set={value}" for value in args.overrides]
     names = study_names(recipes)
-    piece = run_piece(study_command(recipes, args.budget, args.jobs, args.out_root, extra),
-                      args.out_root, args.budget, names=names)
+    run = recipes
+    if args.only:
+        by_path = {Path(r).resolve(): r for r in recipes}
+        unknown = [r for r in args.only if Path(r).resolve() not in by_path]
+        if unknown:
+            parser.error(f"--only {unknown[0]}: not one of the day's recipes "
+                         f"({', '.join(recipes)})")
+        run = [by_path[Path(r).resolve()] for r in args.only]
+    plans = _plans(recipes, args.budget, args.out_root, args.overrides)
+    on_write = None
+    if plans is not None:
+        if args.keep is not None:
+            restored = restore_state(plans, args.out_root, args.keep)
+            if restored:
+                print(f"restored {restored} ended cell(s) from {args.keep}")
+            on_write = lambda: keep_state(plans, args.out_root, args.keep)  # noqa: E731
+        from squeezelab.workflows.studies.runner import merge_study
+
+        for plan in plans:  # every study of the day on file, the ones this piece leaves too
+            merge_study(plan)
+    piece = run_piece(study_command(run, args.budget, args.jobs, args.out_root, extra),
+                      args.out_root, args.budget, names=names, on_write=on_write)
     print(f"piece: {piece['wall_seconds']:.0f} s, exit status {piece['exit_code']}, cells "
           f"ended {piece['cells_ended_before']} -> {piece['cells_ended_after']} of "
           f"{piece['cells_total']}")

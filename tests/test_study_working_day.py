@@ -193,3 +193,74 @@ def test_the_estimate_scales_each_cell_by_its_cpu_kinds_sample(tmp_path):
     # one pool: the model beside r's cell, then q1, q2, q3 on the two workers (800 + 400)
     assert abs(result["one_pool_hours"] * 3600 - 1200.0) < 1e-9
     assert abs(result["one_study_after_another_hours"] * 3600 - 1600.0) < 1e-9
+
+
+def _chained(data, study="tiny"):
+    """The tiny study with its tanh cell starting from the relu cell's model."""
+    recipe = tiny_recipe(data, study=study)
+    recipe["axes"]["act"][1]["init_from"] = {"cell": {"act": "relu"}}
+    return recipe
+
+
+def test_a_cell_another_still_reads_is_not_kept(tmp_path):
+    """Run folders are not kept, so a record stands for its cell only where no cell that will
+    run again reads that cell's model."""
+    from squeezelab.workflows.studies import plan_study
+
+    day = load_benchmark("study_working_day")
+    plan = plan_study(write(tmp_path / "tiny.yaml", _chained(tmp_path / "data")), "smoke",
+                      out_root=tmp_path / "day")
+    relu, tanh = plan.cells
+    plan.cells_dir.mkdir(parents=True)
+    assert day.durable_records(plan) == []
+    plan.cell_file(relu).write_text(json.dumps({"name": relu.name, "status": "done"}))
+    assert day.durable_records(plan) == []  # tanh has not run: it will read relu's checkpoint
+    plan.cell_file(tanh).write_text(json.dumps({"name": tanh.name, "status": "failed"}))
+    assert day.durable_records(plan) == [plan.cell_file(relu), plan.cell_file(tanh)]
+    # kept, then the reader reset: the kept source goes too
+    keep = tmp_path / "keep"
+    assert day.keep_state([plan], tmp_path / "day", keep) == 2
+    plan.cell_file(tanh).unlink()
+    assert day.keep_state([plan], tmp_path / "day", keep) == 0
+    assert list((keep / "tiny" / "smoke" / "cells").glob("*.json")) == []
+
+
+def test_a_day_kept_in_a_folder_survives_a_lost_machine(tmp_path, cifar_tree, capsys):
+    """Two studies of one day run as two pieces (--only); between them the out-root is lost
+    (a fresh machine): --keep brings back the first piece's time and cells, which do not run
+    again, and the account covers both studies."""
+    day = load_benchmark("study_working_day")
+    tiny = write(tmp_path / "tiny.yaml", _chained(cifar_tree))
+    other = write(tmp_path / "other.yaml", tiny_recipe(cifar_tree, study="other"))
+    root, keep, output = tmp_path / "day", tmp_path / "keep", tmp_path / "day.json"
+    common = [str(tiny), str(other), "--out-root", str(root), "--budget", "smoke",
+              "--jobs", "1", "--recorded", str(tmp_path / "recorded"), "--output", str(output),
+              "--keep", str(keep)]
+    with pytest.raises(SystemExit):
+        day.main([*common, "--only", str(tmp_path / "missing.yaml")])
+    assert "--only" in capsys.readouterr().err and not root.exists()
+    assert day.main([*common, "--only", str(tiny)]) == 1
+    assert "not finished" in capsys.readouterr().out and not output.exists()
+    (first,) = json.loads((keep / day.PIECES_FILE).read_text())
+    # the account's totals count the study this piece left for later
+    assert (first["cells_ended_before"], first["cells_ended_after"], first["cells_total"]) == \
+        (0, 2, 4)
+    assert first["machine"]["cpu_flags"] is not None and first["machine"]["cores"] >= 1
+    assert sorted(p.name for p in (keep / "tiny" / "smoke" / "cells").iterdir()) == [
+        "relu-s0.json", "tanh-s0.json"]
+    assert not (keep / "other" / "smoke" / "cells").exists()
+
+    import shutil
+
+    shutil.rmtree(root)  # the machine is gone; the kept folder is not
+    assert day.main([*common, "--only", str(other)]) == 0
+    assert "restored 2 ended cell(s)" in capsys.readouterr().out
+    account = json.loads(output.read_text())
+    assert [s["study"] for s in account["studies"]] == ["other", "tiny"]
+    assert all(s["counts"]["done"] == 2 for s in account["studies"])
+    assert [p["cells_ended_before"] for p in account["pieces"]] == [0, 2]
+    assert account["wall_seconds"] == first["wall_seconds"] + account["pieces"][1][
+        "wall_seconds"]
+    assert account["one_machine_kind"] and len(account["machine_kinds"]) == 1
+    assert not (root / "tiny" / "smoke" / "runs").exists()  # its cells did not run again
+    assert json.loads((keep / day.PIECES_FILE).read_text()) == account["pieces"]

@@ -71,6 +71,9 @@ class TrainHook:
         logits: torch.Tensor,
         loss: torch.Tensor,
     ) -> torch.Tensor:
+        """The step's loss, changed or not. ``labels``: int64 (N,) class indices, or float
+        (N, classes) class probabilities where the run mixes its batches (``mix:``);
+        ``torch.nn.functional.cross_entropy`` takes either."""
         return loss
 
     def after_backward(self, state: TrainState) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.config import ConfigBase, ConfigError, read_yaml_mapping
+from squeezelab.data.mixing import MIX_MODES
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "pgd")
 SCHEDULES = ("constant", "step", "cosine", "linear", "cosine_restarts")
@@ -68,6 +69,12 @@ class TrainConfig(ConfigBase):
     skip_bad_images: bool = False
     augment: str = "auto"
     cutout: int = 0  # side of the square Cutout zeroes in each training image (0: none)
+    # mixing whole batches (data/mixing.py): "mixup" or "cutmix", lam ~ Beta(alpha, alpha),
+    # each batch with probability mix_prob, none in the last mix_off_epochs; None: off
+    mix: str | None = None
+    mix_alpha: float = 1.0
+    mix_prob: float = 1.0
+    mix_off_epochs: int = 0
     # the first minutes (train/fast_start.py): train on batches resized to each of
     # progressive_sizes for an equal share of the epochs (None: the images' size); start the
     # stem as the PCA whitening of the training patches (stem_init: whitening)
@@ -152,6 +159,14 @@ class TrainConfig(ConfigBase):
         check(isinstance(self.cutout, int) and not isinstance(self.cutout, bool)
               and self.cutout >= 0,
               f"cutout must be a non-negative integer (pixels), got {self.cutout!r}")
+        check(self.mix is None or self.mix in MIX_MODES,
+              f"mix must be one of {MIX_MODES} or null (off), got {self.mix!r}")
+        check(self.mix_alpha > 0, f"mix_alpha must be > 0, got {self.mix_alpha}")
+        check(0 < self.mix_prob <= 1, f"mix_prob must be in (0, 1], got {self.mix_prob}")
+        check(isinstance(self.mix_off_epochs, int) and not isinstance(self.mix_off_epochs, bool)
+              and 0 <= self.mix_off_epochs <= self.epochs,
+              f"mix_off_epochs must be an integer in [0, epochs={self.epochs}], got "
+              f"{self.mix_off_epochs!r}")
         check(isinstance(self.epochs, int) and self.epochs >= 1,
               f"epochs must be a positive integer, got {self.epochs!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1,
@@ -320,6 +335,13 @@ FIELD_HELP: dict[str, str] = {
     "cutout": "Cutout (DeVries & Taylor 2017): zero a random square of this many pixels a side "
               "in every training image, after the crop and flip (16 for CIFAR-10 in the "
               "paper); 0: none",
+    "mix": f"mix training batches: one of {', '.join(MIX_MODES)} (mixup: blend each image "
+           "with another of its batch; cutmix: paste a box of another into it; the targets "
+           "blended alike); unset: off",
+    "mix_alpha": "--mix: each batch's weight is drawn from Beta(alpha, alpha) (1 for CutMix, "
+                 "0.2-1 for mixup in their papers)",
+    "mix_prob": "--mix: the share of batches mixed (the rest train as they are)",
+    "mix_off_epochs": "--mix: train the last this-many epochs on unmixed batches",
     "progressive_sizes": "train on batches resized to each of these sizes in turn, for equal "
                          "shares of the epochs, e.g. [24, 32] (the test set keeps its size); "
                          "unset: the images' own size throughout",

@@ -216,6 +216,7 @@ class _Run:
     speed: dict[str, Any]
     ckpt_meta: dict[str, Any]
     saved_config: dict[str, Any] | None = None  # the resumed run's config, as it was saved
+    mixer: Any = None  # BatchMixer where the run mixes its batches (mix:), else None
     best_top1: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
     warned_uniform: bool = False
@@ -251,6 +252,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     """Everything before the first step: hooks, process group, run directory (checked before
     any data is decoded), data, model, speed settings, loaders, optimizer and schedule."""
     from squeezelab.data import BatchLoader
+    from squeezelab.data.mixing import BatchMixer
     from squeezelab.data.preprocess import Preprocess
     from squeezelab.train.methods import default_hooks
 
@@ -284,6 +286,8 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
     train_loader = BatchLoader(train_data, cfg.batch_size, train=True, augment=augment,
                                channels_last=cfg.channels_last, cutout=cfg.cutout,
                                **loader_args)
+    mixer = BatchMixer(cfg.mix, train_data.num_classes, cfg.mix_alpha, cfg.mix_prob,
+                       seed=cfg.seed, rank=dist_info.rank) if cfg.mix else None
     test_loader = BatchLoader(test_data, max(cfg.batch_size, 256), train=False, augment=None,
                               channels_last=cfg.channels_last, **loader_args)
     if len(train_loader) == 0:
@@ -307,7 +311,8 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
                      **Preprocess.from_data(train_data).to_meta())
     r = _Run(cfg=cfg, hooks=hooks, state=state, run=run, train_data=train_data,
              test_data=test_data, train_loader=train_loader, test_loader=test_loader,
-             is_main=is_main, speed=speed, ckpt_meta=ckpt_meta, saved_config=saved_config)
+             is_main=is_main, speed=speed, ckpt_meta=ckpt_meta, saved_config=saved_config,
+             mixer=mixer)
     if r.skipped:
         ckpt_meta["skipped_images"] = len(r.skipped)
     if is_main and not resume:
@@ -377,7 +382,8 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
     # global (reduced over ranks when saved): rank 0 alone adds them back.
     carried = carried if carried and state.is_main else None
     loss_sum = torch.tensor((carried or {}).get("loss_sum", 0.0), device=device)
-    correct = torch.tensor(int((carried or {}).get("correct", 0)), device=device)
+    # a float: with mixed batches an image counts the share of its target the guess gets
+    correct = torch.tensor(float((carried or {}).get("correct", 0.0)), device=device)
     seen = int((carried or {}).get("seen", 0))
     seconds_before = float((carried or {}).get("seconds", 0.0))
     cpu_before = float((carried or {}).get("cpu_seconds", 0.0))
@@ -385,13 +391,18 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
     bar = tqdm(total=len(loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not (state.is_main and cfg.progress), leave=False, dynamic_ncols=True)
     size = size_for_epoch(cfg.progressive_sizes, epoch, cfg.epochs)
+    mixer = r.mixer if epoch < cfg.epochs - cfg.mix_off_epochs else None
     for batch_idx, (images, labels) in itertools.islice(enumerate(loader), skip, None):
         images = resize_batch(images, size)
+        # mixed batches train on class probabilities, which every loss takes as labels
+        targets = labels
+        if mixer is not None:
+            images, targets = mixer(images, labels, epoch, batch_idx)
         with autocast_context(device, cfg.precision):
             logits = forward_model(images)
-            loss = criterion(logits.float(), labels)
+            loss = criterion(logits.float(), targets)
             for hook in hooks:
-                loss = hook.loss(state, images, labels, logits, loss)
+                loss = hook.loss(state, images, targets, logits, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for hook in hooks:
@@ -404,7 +415,9 @@ def _train_epoch(r: _Run, criterion: nn.Module, epoch: int, skip: int,
         for hook in hooks:
             hook.after_step(state)
         loss_sum += loss.detach().float() * labels.shape[0]
-        correct += (logits.detach().argmax(1) == labels).sum()
+        guesses = logits.detach().argmax(1)
+        correct += (guesses == labels).sum() if mixer is None \
+            else targets.gather(1, guesses[:, None]).sum()
         seen += labels.shape[0]
         last = batch_idx + 1 == len(loader)
         if (batch_idx + 1) % cfg.log_every == 0 or last or stop.requested:

@@ -38,6 +38,11 @@ def test_unknown_key_names_close_match(tmp_path):
     ({"subset_seed": "0"}, "subset_seed must be an integer or null, got '0'"),
     ({"cutout": -1}, r"cutout must be a non-negative integer \(pixels\), got -1"),
     ({"cutout": 2.5}, "cutout must be a non-negative integer"),
+    ({"mix": "blend"}, r"mix must be one of \('mixup', 'cutmix'\) or null \(off\), got 'blend'"),
+    ({"mix": "mixup", "mix_alpha": 0}, "mix_alpha must be > 0, got 0"),
+    ({"mix": "mixup", "mix_prob": 0}, r"mix_prob must be in \(0, 1\], got 0"),
+    ({"mix": "cutmix", "mix_off_epochs": 3, "epochs": 2},
+     r"mix_off_epochs must be an integer in \[0, epochs=2\], got 3"),
 ])
 def test_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):

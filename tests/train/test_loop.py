@@ -423,3 +423,54 @@ def test_the_default_model_learns_without_a_recipe(tmp_path, cifar_small):
                              warmup_epochs=0.0, label_smoothing=0.0, run_name="old"),
                 data=cifar_small)
     assert old.history[0]["train_loss"] > math.log(10) > learned.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_mixed_batches_train_and_an_interrupted_run_resumes_to_the_same_weights(
+        tmp_path, cifar_tiny, mode):
+    """Batch mixing draws each batch's mix from its own key: a run cut in epoch 2 and resumed
+    reaches the straight run's weights; the train top-1 counts the share of each blended
+    target the guess gets; the last mix_off_epochs train unmixed."""
+    mix = dict(mix=mode, mix_alpha=1.0)
+    straight = train(config(tmp_path, run_name="straight", **mix), data=cifar_tiny)
+    cut = train(config(tmp_path, run_name="cut", **mix), hooks=[InterruptAt(14)],
+                data=cifar_tiny)
+    resumed = train(config(tmp_path, run_name="cut", **mix), resume=True,
+                    run_dir=cut.run_dir, data=cifar_tiny)
+    plain = train(config(tmp_path, run_name="plain"), data=cifar_tiny)
+    a, b, c = (r.model.state_dict() for r in (straight, resumed, plain))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    lines = [json.loads(x) for x in (cut.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lines[1]["train_top1"] == straight.history[1]["train_top1"]
+    assert all(0 < h["train_top1"] < 1 and math.isfinite(h["train_loss"])
+               for h in straight.history)
+    # the last epoch unmixed: epoch 1 as the straight run's, epoch 2 not
+    off = train(config(tmp_path, run_name="off", mix_off_epochs=1, **mix), data=cifar_tiny)
+    assert off.history[0]["train_loss"] == straight.history[0]["train_loss"]
+    assert off.history[1]["train_loss"] != straight.history[1]["train_loss"]
+    assert load_checkpoint(off.run_dir / "checkpoints" / "last").meta["config"]["mix"] == mode
+
+
+class LabelsSeen(TrainHook):
+    name = "labels_seen"
+
+    def __init__(self):
+        self.shapes = []
+
+    def loss(self, state, images, labels, logits, loss):
+        self.shapes.append((tuple(labels.shape), labels.dtype))
+        return loss
+
+
+def test_hooks_see_class_probabilities_while_batches_are_mixed(tmp_path, cifar_tiny):
+    seen = LabelsSeen()
+    train(config(tmp_path, mix="cutmix", mix_off_epochs=1), hooks=[seen], data=cifar_tiny)
+    # 10 steps an epoch: the first epoch mixed (50 x 10 probabilities), the second not
+    assert seen.shapes[:10] == [((50, 10), torch.float32)] * 10
+    assert seen.shapes[10:] == [((50,), torch.int64)] * 10
+
+
+def test_mixing_learns_above_chance_on_real_images(tmp_path, cifar_small):
+    result = train(config(tmp_path, epochs=4, mix="mixup", mix_alpha=0.2), data=cifar_small)
+    assert result.final["test_top1"] > 0.20, result.history

@@ -437,15 +437,14 @@ def test_mixed_batches_train_and_an_interrupted_run_resumes_to_the_same_weights(
                 data=cifar_tiny)
     resumed = train(config(tmp_path, run_name="cut", **mix), resume=True,
                     run_dir=cut.run_dir, data=cifar_tiny)
-    plain = train(config(tmp_path, run_name="plain"), data=cifar_tiny)
-    a, b, c = (r.model.state_dict() for r in (straight, resumed, plain))
+    a, b = (r.model.state_dict() for r in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], c[k]) for k in a)
     lines = [json.loads(x) for x in (cut.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert lines[1]["train_top1"] == straight.history[1]["train_top1"]
     assert all(0 < h["train_top1"] < 1 and math.isfinite(h["train_loss"])
                for h in straight.history)
-    # the last epoch unmixed: epoch 1 as the straight run's, epoch 2 not
+    # the last epoch unmixed: epoch 1 as the straight run's, epoch 2 not (mixing changes
+    # what is learnt)
     off = train(config(tmp_path, run_name="off", mix_off_epochs=1, **mix), data=cifar_tiny)
     assert off.history[0]["train_loss"] == straight.history[0]["train_loss"]
     assert off.history[1]["train_loss"] != straight.history[1]["train_loss"]

@@ -4,6 +4,13 @@ how long they take together against the target of one working day.
     python benchmarks/study_working_day.py --out-root day/ \
         --output benchmarks/results/studies/working_day_b.json
 
+or, in pieces of whole studies kept in the repository between sessions (as it was measured):
+
+    python benchmarks/study_working_day.py --out-root day/ \
+        --keep benchmarks/results/studies/working_day_b/ \
+        --only recipes/studies/course_table1.yaml --only recipes/studies/deep_compression.yaml \
+        --output benchmarks/results/studies/working_day_b.json
+
 Each call runs (or resumes) ``squeezelab study recipes/studies/*.yaml --budget cpu --jobs 2
 --out-root day/`` (the studies' cells as one pool, ``parallel.py``) and adds the piece it ran to
 ``day/working_day.json``: when it started and ended, its wall seconds, the exit status and how

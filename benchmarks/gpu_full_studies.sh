@@ -20,6 +20,11 @@
 #   - at DEADLINE_S seconds sends the pool one Ctrl-C (every running cell saves and the finished
 #     ones are merged), and copies each study's results JSON, the log and the machine's
 #     description into $OUT.
+# STUDY_IMPORT (space-separated results JSONs, such as the ones an earlier GPU session recorded)
+# imports their finished cells first (`study --import`), so only the rest runs: the next session
+# finishes the 2026-12-04 run with
+#   STUDY_IMPORT=benchmarks/results/studies/course_table1_full_h200.json DEADLINE_S=... \
+#   STUDY_JOBS=8 bash benchmarks/gpu_full_studies.sh
 # STUDY_BUDGET=smoke runs the same path in a minute on any machine (how it is checked on a CPU);
 # STUDY_RECIPES (space-separated) runs other recipes the same way; CIFAR10_JPEG names the copy to
 # use instead of ../shared's (a folder that is not there makes the script unpack the archive).
@@ -59,6 +64,22 @@ elif [ -z "${SQUEEZELAB_CIFAR10_DIR:-}" ]; then
   export SQUEEZELAB_CIFAR10_DIR="$WORK/data/cifar10-jpeg"
   echo "data unpacked in $(( $(date +%s) - start )) s"
 fi
+
+# cells finished elsewhere: each results JSON into the study it names, before the pool starts
+read -r -a IMPORTS <<< "${STUDY_IMPORT:-}"
+for results in "${IMPORTS[@]}"; do
+  study=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["study"])' "$results") \
+    || { echo "STUDY_IMPORT: $results is not a readable results JSON" >&2; exit 2; }
+  recipe=""
+  for r in "${RECIPES[@]}"; do
+    [ "$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["study"])' "$r")" = "$study" ] \
+      && recipe="$r"
+  done
+  [ -n "$recipe" ] || { echo "STUDY_IMPORT: $results holds study $study, which none of the recipes run (${RECIPES[*]})" >&2; exit 2; }
+  "$PY" -m squeezelab study "$recipe" --budget "$BUDGET" --out-root "$WORK/studies" \
+    --import "$results" --merge 2>&1 | tee -a "$OUT/study.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || exit 2
+done
 
 left=$(( DEADLINE_S - ($(date +%s) - start) ))
 [ "$left" -ge 10 ] || { echo "only $left s left of DEADLINE_S=$DEADLINE_S: nothing run" >&2; exit 3; }

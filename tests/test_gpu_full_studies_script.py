@@ -56,3 +56,36 @@ def test_a_deadline_already_spent_runs_nothing(tmp_path, cifar_tree):
     assert done.returncode == 3
     assert "nothing run" in done.stderr
     assert not (tmp_path / "out" / "study.log").exists()
+
+
+def test_cells_recorded_by_an_earlier_session_are_imported_not_run_again(tmp_path, cifar_tree):
+    recipe = write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree))
+    common = dict(DATA_ARCHIVE=str(_archive(tmp_path, cifar_tree)), STUDY_RECIPES=str(recipe),
+                  STUDY_BUDGET="smoke", STUDY_JOBS="1", DEADLINE_S="300")
+    first = _run(tmp_path, **common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # one cell of the first session's results kept, as if the deadline had cut the other
+    earlier = json.loads((tmp_path / "out" / "tiny_smoke.json").read_text())
+    earlier["cells"][1]["status"] = "pending"
+    kept = tmp_path / "earlier.json"
+    kept.write_text(json.dumps(earlier))
+    fresh = {**common, "WORK_DIR": str(tmp_path / "work2"), "OUT": str(tmp_path / "out2")}
+    done = _run(tmp_path, STUDY_IMPORT=str(kept), **fresh)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "out2" / "tiny_smoke.json").read_text())
+    assert results["counts"]["done"] == 2
+    relu, tanh = results["cells"]
+    assert relu["imported_from"] == str(kept) and "imported_from" not in tanh
+    assert relu["metrics"] == earlier["cells"][0]["metrics"]
+    runs = tmp_path / "work2" / "studies" / "tiny" / "smoke" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [tanh["name"]]  # only the missing one ran
+
+
+def test_an_import_of_a_study_no_recipe_runs_is_refused(tmp_path, cifar_tree):
+    recipe = write(tmp_path / "tiny.yaml", tiny_recipe(cifar_tree))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"study": "bypass", "budget": "smoke", "cells": []}))
+    done = _run(tmp_path, DATA_ARCHIVE=str(_archive(tmp_path, cifar_tree)),
+                STUDY_RECIPES=str(recipe), STUDY_BUDGET="smoke", STUDY_IMPORT=str(other))
+    assert done.returncode == 2
+    assert "holds study bypass, which none of the recipes run" in done.stderr

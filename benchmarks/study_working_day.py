@@ -261,6 +261,15 @@ def _same_cpu(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("cpu") == b.get("cpu") and a.get("cpu_flags") == b.get("cpu_flags")
 
 
+def _resumed_max(cell: dict[str, Any], key: str, summed_key: str) -> float | None:
+    """``cell[key]``, or ``cell[summed_key]`` where that is larger (None where ``key`` is
+    missing: unknown, not zero)."""
+    value = cell.get(key)
+    if value is None:
+        return None
+    return max(float(value), float(cell.get(summed_key) or 0.0))
+
+
 def account(out_root: Path, budget: str, recorded_dir: Path = RECORDED,
             names: list[str] | None = None) -> dict[str, Any]:
     """The working day's account from the pieces file and the studies' merged results (see
@@ -290,9 +299,12 @@ def account(out_root: Path, budget: str, recorded_dir: Path = RECORDED,
                                                    old.get("machine") or {}),
                              "seconds": c.get("seconds"),
                              "recorded_seconds": old.get("seconds")})
-        cpu = [c.get("cpu_seconds") for c in cells]
+        # a resumed cell's seconds are its last process's; its epochs' own (train cells sum
+        # them over every process) count where larger
+        cpu = [_resumed_max(c, "cpu_seconds", "train_cpu_seconds") for c in cells]
         studies.append({"study": data["study"], "counts": data["counts"],
-                        "seconds": sum(c.get("seconds") or 0 for c in cells),
+                        "seconds": sum(_resumed_max(c, "seconds", "train_seconds") or 0
+                                       for c in cells),
                         "cpu_seconds": sum(cpu) if None not in cpu else None,
                         "results": str(path)})
     same = [r for r in compared if r["same_cpu"] and None not in (r["top1"],

@@ -30,7 +30,9 @@ def test_the_account_sums_the_pieces_and_sets_top1_beside_the_records(tmp_path):
     _results(root / "bypass" / "cpu", "bypass",
              [_cell("simple-s0", 0.57, EPYC), _cell("vanilla-s0", 0.51, EPYC),
               _cell("e5-s1", None, EPYC, status="skipped")])
-    _results(root / "course" / "cpu", "course", [_cell("e2-s1", 0.67, EPYC, cpu=None)])
+    resumed = {**_cell("e3-s1", 0.69, EPYC, seconds=50.0, cpu=45.0), "train_seconds": 250.0,
+               "train_cpu_seconds": 240.0}
+    _results(root / "course" / "cpu", "course", [_cell("e2-s1", 0.67, EPYC, cpu=None), resumed])
     recorded.mkdir()
     (recorded / "bypass_cpu.json").write_text(json.dumps({"cells": [
         _cell("simple-s0", 0.57, EPYC, seconds=300), _cell("vanilla-s0", 0.50, EPYC)]}))
@@ -40,7 +42,8 @@ def test_the_account_sums_the_pieces_and_sets_top1_beside_the_records(tmp_path):
                                                      {"wall_seconds": 3 * 3600.0 + 1}]))
     result = day.account(root, "cpu", recorded)
     assert result["wall_seconds"] == 8 * 3600 + 1 and not result["met"]
-    assert result["cells_seconds"] == 300.0
+    # a resumed cell counts the seconds its epochs took in every process, not its last one's
+    assert result["cells_seconds"] == 300.0 + 250.0
     assert result["cells_cpu_seconds"] is None  # one cell without CPU time: unknown, not low
     bypass = next(s for s in result["studies"] if s["study"] == "bypass")
     assert bypass["cpu_seconds"] == 180.0 and bypass["counts"]["skipped"] == 1

@@ -41,29 +41,8 @@ WORK="${WORK_DIR:-/tmp/gpu_full_studies}"
 read -r -a RECIPES <<< "${STUDY_RECIPES:-recipes/studies/course_table1.yaml recipes/studies/bypass.yaml}"
 SHARED_JPEG="${CIFAR10_JPEG:-../shared/data/cifar10-jpeg}"
 
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export SQUEEZELAB_CACHE="$WORK/cache"
-mkdir -p "$OUT" "$WORK"
-start=$(date +%s)
-
-{
-  date -u +%FT%TZ
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
-  "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,
-"cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")'
-  nproc
-} > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
-
-if [ -d "$SHARED_JPEG/train" ]; then
-  export SQUEEZELAB_CIFAR10_DIR="${SQUEEZELAB_CIFAR10_DIR:-$(cd "$SHARED_JPEG" && pwd)}"
-elif [ -z "${SQUEEZELAB_CIFAR10_DIR:-}" ]; then
-  [ -f "$ARCHIVE" ] || { echo "no CIFAR-10 JPEGs at $SHARED_JPEG and no $ARCHIVE to unpack" >&2; exit 2; }
-  [ -d "$WORK/data/cifar10-jpeg/train" ] || "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
-    "$ARCHIVE" "$WORK/data" || exit 2
-  export SQUEEZELAB_CIFAR10_DIR="$WORK/data/cifar10-jpeg"
-  echo "data unpacked in $(( $(date +%s) - start )) s"
-fi
+# shellcheck source=benchmarks/gpu_setup.sh
+source "$ROOT/benchmarks/gpu_setup.sh"
 
 # cells finished elsewhere: each results JSON into the study it names, before the pool starts
 read -r -a IMPORTS <<< "${STUDY_IMPORT:-}"

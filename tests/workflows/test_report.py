@@ -32,6 +32,8 @@ from squeezelab.workflows.report import (
     write_report,
 )
 from squeezelab.workflows.report.values import Stat, format_value
+from squeezelab.workflows.studies.results import cell_seconds, group_records
+from squeezelab.workflows.studies.runner import describe_record
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -347,6 +349,25 @@ def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     files = write_report([out], tmp_path / "r")
     assert "What the studies cost" in files.html.read_text()
     assert "| toy | smoke | 4 of 6 | 3 h 20 min |" in files.markdown.read_text().replace("`", "")
+
+
+def test_a_resumed_cell_is_shown_with_its_whole_time_not_its_last_process(tmp_path):
+    out = write_toy_study(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    # a-s0 was cut and resumed: the process that finished it ran 66 s, its 30 epochs 464 s
+    results["cells"][0].update(seconds=66.0, train_seconds=464.0, resumed=True)
+    results["cells"][3].update(seconds=500.0, train_seconds=480.0)  # one process: its wall
+    assert cell_seconds(results["cells"][0]) == 464.0
+    assert cell_seconds(results["cells"][3]) == 500.0
+    assert cell_seconds({"status": "pending"}) is None
+    group = next(g for g in group_records(results["cells"]) if g["name"] == "a")
+    assert group["seconds"]["min"] == 464.0 and group["seconds"]["max"] == 500.0
+    assert ", 464 s," in describe_record(results["cells"][0])
+    (out / "results.json").write_text(json.dumps(results))
+    cells = _table(read_page(write_report([out], tmp_path / "r").html.read_text()).tables, "#")
+    header = cells[0]
+    resumed = next(r for r in cells[1:] if r[1] == "a-s0")
+    assert resumed[header.index("seconds")] == format_value("seconds", 464.0)
 
 
 def test_the_cost_table_counts_recorded_cpu_time_not_the_wait(tmp_path):

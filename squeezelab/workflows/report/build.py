@@ -32,7 +32,12 @@ from squeezelab.workflows.report.values import (
 )
 from squeezelab.workflows.studies.recipe import load_study
 from squeezelab.workflows.studies.report_spec import ReportSpec
-from squeezelab.workflows.studies.results import PROJECT_ROOT, file_sha256, settings_sha256
+from squeezelab.workflows.studies.results import (
+    PROJECT_ROOT,
+    cell_seconds,
+    file_sha256,
+    settings_sha256,
+)
 
 #: ours and the published figure differ by more than this many percentage points: marked
 DEFAULT_THRESHOLD_POINTS = 5.0
@@ -178,7 +183,7 @@ def cells_table(sid: str, results: dict[str, Any]) -> Table:
     rows = []
     for c in cells:
         status = None if c["status"] == "done" else c["status"]
-        seconds = c.get("seconds")
+        seconds = cell_seconds(c)
         row = [Value(str(c.get("index", MISSING)), anchor=f"{sid}-cell-{c.get('index')}"),
                Value(c["name"], code=True), Value(c["status"], status=status)]
         if reasons:

@@ -9,6 +9,7 @@ from typing import Any
 
 from squeezelab.workflows.report.page import Table, Value
 from squeezelab.workflows.report.values import MISSING, is_number
+from squeezelab.workflows.studies.results import cell_seconds
 
 
 def core_hours_text(seconds: float) -> str:
@@ -34,12 +35,9 @@ def cell_core_seconds(cell: dict[str, Any]) -> tuple[float, bool] | None:
     if is_number(cpu):
         trained = cell.get("train_cpu_seconds")
         return (max(float(cpu), float(trained)) if is_number(trained) else float(cpu)), True
-    seconds = cell.get("seconds")
-    if not is_number(seconds):
+    if not is_number(cell.get("seconds")):
         return None
-    trained = cell.get("train_seconds")
-    if is_number(trained):
-        seconds = max(float(seconds), float(trained))
+    seconds = cell_seconds(cell)
     threads = (cell.get("machine") or {}).get("threads") or 1
     return float(seconds) * threads, False
 

@@ -46,6 +46,7 @@ Cell record (the file <out>/cells/<cell>.json; in ``cells``)::
                                difference_points}]: the recipe's
                                published values for this cell, ours beside each (in percent)
     seconds                    wall seconds of the cell in the process that finished it
+                               (a resumed cell's whole time: ``cell_seconds``)
     cpu_seconds                its CPU seconds in that process (all threads; cputime.py):
                                what the cell cost, however busy the machine was
     machine                    {cpu, cores, cpu_flags, torch, python, platform, threads, gpu}
@@ -110,7 +111,7 @@ Group (in ``groups``; one per combination of variants, over the seeds that are d
     cells, seeds, n            the done cells' names and seeds, and how many
     metrics                    {test_top1, test_top5, best_test_top1: {mean, stdev, min, max}}
     parameters, macs, fp32_bytes, file_bytes   of the first done cell (equal across seeds)
-    seconds                    {mean, stdev, min, max} over the cells
+    seconds                    {mean, stdev, min, max} of ``cell_seconds`` over the cells
     published                  the published values, ours_percent the mean over seeds
 """
 from __future__ import annotations
@@ -269,6 +270,19 @@ def spread(values: list[float]) -> dict[str, float] | None:
             "min": min(values), "max": max(values)}
 
 
+def cell_seconds(record: dict[str, Any]) -> float | None:
+    """A cell's wall seconds over every process that worked on it, None where unrecorded.
+
+    ``seconds`` is the wall time of the process that finished the cell: for a train cell
+    resumed after an interruption, only its last epochs. Its epochs' own seconds
+    (``train_seconds``) are summed over every process, so the larger of the two is the cell's
+    time (short by the earlier processes' start-up only)."""
+    values = [record.get(key) for key in ("seconds", "train_seconds")]
+    values = [float(v) for v in values
+              if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return max(values) if values else None
+
+
 def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One group per combination of variants (the cells that differ only in seed), in plan
     order, with the mean and spread of the done cells' accuracies."""
@@ -293,7 +307,7 @@ def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "n": len(done),
             "metrics": metrics,
             **{k: first.get(k) for k in ("parameters", "macs", "fp32_bytes", "file_bytes")},
-            "seconds": spread([r["seconds"] for r in done if r.get("seconds") is not None]),
+            "seconds": spread([s for s in map(cell_seconds, done) if s is not None]),
             "published": with_ours([{k: v for k, v in p.items()
                                      if k not in ("ours_percent", "difference_points")}
                                     for p in first.get("published", [])], mean_metrics),
@@ -313,5 +327,6 @@ def settings_sha256(path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "STATUSES", "config_differences", "git_state",
-           "group_records", "machine", "read_record", "spread", "with_ours", "write_json"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "STATUSES", "cell_seconds", "config_differences",
+           "git_state", "group_records", "machine", "read_record", "spread", "with_ours",
+           "write_json"]

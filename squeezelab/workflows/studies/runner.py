@@ -56,6 +56,7 @@ from squeezelab.workflows.studies.registry import CellContext, CellInterrupted, 
 from squeezelab.workflows.studies.results import (
     SCHEMA,
     SCHEMA_VERSION,
+    cell_seconds,
     config_differences,
     file_sha256,
     git_state,
@@ -448,8 +449,9 @@ def describe_record(record: dict[str, Any]) -> str:
         parts.append(f"top-5 {100 * m['test_top5']:.2f}%")
     if record.get("parameters") is not None:
         parts.append(f"{record['parameters']:,} parameters")
-    if record.get("seconds") is not None:
-        parts.append(f"{record['seconds']:.0f} s")
+    seconds = cell_seconds(record)
+    if seconds is not None:
+        parts.append(f"{seconds:.0f} s")
     for p in record.get("published", []):
         parts.append(f"published {p['metric']} {p['percent']:g}% ({p.get('dataset') or '?'})")
     return ", ".join(parts)

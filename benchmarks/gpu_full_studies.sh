@@ -7,7 +7,10 @@
 #
 # Run 2026-12-04 on one H200 (the device tool, `carry: [.gpu]`) as
 #   DEADLINE_S=390 STUDY_JOBS=8 bash benchmarks/gpu_full_studies.sh
-# -> benchmarks/results/studies/course_table1_full_h200.json and gpu_full_studies_h200.log.
+# -> benchmarks/results/studies/course_table1_full_h200.json and gpu_full_studies_h200.log; then,
+# in a second session, the ten cut cells with STUDY_IMPORT (below), DEADLINE_S=565 STUDY_JOBS=10,
+# and again at once (DEADLINE_S=245, no import: WORK_DIR still held the first call's
+# checkpoints, so each cut cell resumed) -> bypass_full_h200.json and gpu_full_studies_h200_b.log.
 #
 # Such a machine starts bare, with its own Python and PyTorch, no network and no ../shared, and
 # is lent for minutes. So this script
@@ -21,10 +24,12 @@
 #     ones are merged), and copies each study's results JSON, the log and the machine's
 #     description into $OUT.
 # STUDY_IMPORT (space-separated results JSONs, such as the ones an earlier GPU session recorded)
-# imports their finished cells first (`study --import`), so only the rest runs: the next session
-# finishes the 2026-12-04 run with
-#   STUDY_IMPORT=benchmarks/results/studies/course_table1_full_h200.json DEADLINE_S=... \
-#   STUDY_JOBS=8 bash benchmarks/gpu_full_studies.sh
+# imports their finished cells first (`study --import`), so only the rest runs, as the second
+# 2026-12-04 session did with
+#   STUDY_IMPORT=benchmarks/results/studies/course_table1_full_h200.json DEADLINE_S=565 \
+#   STUDY_JOBS=10 bash benchmarks/gpu_full_studies.sh
+# A call cut by its deadline leaves each running cell's checkpoint in WORK_DIR: the same command
+# again on the same machine (still warm) resumes them.
 # STUDY_BUDGET=smoke runs the same path in a minute on any machine (how it is checked on a CPU);
 # STUDY_RECIPES (space-separated) runs other recipes the same way; CIFAR10_JPEG names the copy to
 # use instead of ../shared's (a folder that is not there makes the script unpack the archive).

@@ -60,8 +60,8 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
         measured = sum(is_cpu for _, is_cpu in costs)
         pending = sum(c["status"] == "pending" for c in cells)
         left = pending * sum(spent) / len(spent) if spent else None
-        cpus = list(dict.fromkeys(str((c.get("machine") or {}).get("cpu") or MISSING)
-                                  for c in cells if c.get("machine")))
+        machines = list(dict.fromkeys(_machine_name(c["machine"])
+                                      for c in cells if c.get("machine")))
         rows.append([Value(str(results.get("study")), code=True),
                      Value(str(results.get("budget"))),
                      Value(f"{len(spent)} of {len(cells)}"),
@@ -71,7 +71,7 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
                      Value(str(pending)),
                      Value(MISSING if not pending else
                            core_hours_text(left) if left is not None else "unknown yet"),
-                     Value("; ".join(cpus) or MISSING)])
+                     Value("; ".join(machines) or MISSING)])
         total_spent += sum(spent)
         total_left += left or 0.0
         total_finished += len(spent)
@@ -90,7 +90,15 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
         "ran with (a cell that waited for a core counts the wait, so that is an upper "
         "bound). The cells to run are estimated at the mean of the study's finished cells (a "
         "grid whose cells differ in size makes that rough). On a machine that runs k cells "
-        "at once, one thread each, the wall time is about the core-time divided by k."])
+        "at once, one thread each, the wall time is about the core-time divided by k. A "
+        "cell that trained on a GPU counts its host process's CPU time here; its wall "
+        "seconds are in the cells table."])
+
+
+def _machine_name(machine: dict[str, Any]) -> str:
+    """The CPU, and the GPU where the cell had one (its cost is then mostly the GPU's)."""
+    cpu = str(machine.get("cpu") or MISSING)
+    return f"{cpu} + GPU {machine['gpu']}" if machine.get("gpu") else cpu
 
 
 def _measured_as(cpu: int, total: int) -> str:

@@ -88,7 +88,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.worker:  # one of --jobs' processes: leaves the summary to the one that started it
         from squeezelab.workflows.studies import run_studies
 
-        run_studies(plans, progress=False, wait_for_sources=True)
+        run_studies(plans, progress=False, wait_for_sources=True, log_passes=False)
         return 0
     if args.jobs != 1 and not args.list:
         summaries = _pool(plans, args)

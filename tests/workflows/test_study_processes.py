@@ -290,13 +290,19 @@ def test_jobs_run_every_cell_of_several_studies_once_with_the_cores_shared_out(
     assert [c["machine"]["threads"] for r in results for c in r["cells"]] == [1, 1, 1, 1]
     assert lines[0] == "tiny, other: 4 cells, 2 worker(s) of 1 thread(s) each"
     assert {line[:3] for line in lines[2:]} == {"[1]", "[2]"}
+    # a worker has no line for a cell its sibling runs or finished: only its own cells
+    assert not [line for line in lines if "being run by" in line or "already" in line]
+    started = [line for line in lines if line.endswith(": running (train)")]
+    assert len(started) == 4
     for plan in (a, b):
         assert json.loads(plan.results_path.read_text())["counts"]["done"] == 2
         for c in plan.cells:
             assert len((plan.runs_dir / c.name / "metrics.jsonl").read_text().splitlines()) == 2
         assert not list(plan.cells_dir.glob("*.lock"))
-    # finished cells are skipped by a second run, as without --jobs
+    # finished cells are skipped by a second run, as without --jobs, and said so once
+    lines.clear()
     again = run_study_jobs(a, 2, cores=2, log=lines.append)
+    assert lines[1:] == ["tiny: 2 of 2 cells ended in an earlier run (skipped): relu-s0, tanh-s0"]
     assert [c["finished_at"] for c in again["cells"]] == \
         [c["finished_at"] for c in results[0]["cells"]]
 

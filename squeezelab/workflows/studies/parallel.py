@@ -103,6 +103,16 @@ def pin_speeds(plans: Sequence[StudyPlan], threads: int,
         torch.set_num_threads(before)
 
 
+def _ended_before(plan: StudyPlan) -> list[str]:
+    """The names of ``plan``'s cells that already have a done or failed record."""
+    ended = []
+    for c in plan.cells:
+        record = read_record(plan.cell_file(c))
+        if record is not None and record["status"] in ("done", "failed"):
+            ended.append(c.name)
+    return ended
+
+
 def _relay(k: int, stream: Any, log: Callable[[str], None], lock: threading.Lock) -> None:
     for line in stream:
         with lock:
@@ -133,6 +143,11 @@ def run_studies_jobs(plans: Sequence[StudyPlan], jobs: int, *,
     names = ", ".join(p.study.study for p in plans)
     log(f"{names}: {sum(len(p.cells) for p in plans)} cells, {jobs} worker(s) of {threads} "
         f"thread(s) each")
+    for plan in plans:  # said once here: the workers pass these cells over without a line
+        ended = _ended_before(plan)
+        if ended:
+            log(f"{plan.study.study}: {len(ended)} of {len(plan.cells)} cells ended in an "
+                f"earlier run (skipped): {', '.join(ended)}")
     lock = threading.Lock()
     workers: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []

@@ -313,6 +313,9 @@ class _CellPass:
     log: Callable[[str], None]
     wait_for_sources: bool
     cache: dict[str, Any] = field(default_factory=dict)
+    # say so for each cell finished or held elsewhere; a --jobs worker does not (its siblings
+    # hold those cells, and the pool says once how many were finished before it started)
+    log_passes: bool = True
     host: str = field(default_factory=socket.gethostname)
     prefix: str = ""  # before every line: the study's name where several share a pool
     deferred: list[Cell] = field(default_factory=list)  # waiting, in this scan so far
@@ -329,10 +332,11 @@ class _CellPass:
         if existing is not None and existing["status"] in ("done", "failed"):
             _check_same_experiment(plan, c, existing)
             # a process that does not wait for others looks at each cell once, at its start
-            log(f"{where}: {existing['status']} in an earlier run, skipped"
-                if not self.wait_for_sources
-                else f"{where}: {existing['status']} already (another process or an earlier "
-                "run), skipped")
+            if self.log_passes:
+                log(f"{where}: {existing['status']} in an earlier run, skipped"
+                    if not self.wait_for_sources
+                    else f"{where}: {existing['status']} already (another process or an "
+                    "earlier run), skipped")
             return "passed"
         sources, waiting, why = _sources(plan, c)
         if waiting is not None:
@@ -354,7 +358,8 @@ class _CellPass:
             return "passed"
         claim, holder = claim_cell(plan, c)
         if claim is None:
-            log(f"{where}: being run by {holder}: skipped here")
+            if self.log_passes:
+                log(f"{where}: being run by {holder}: skipped here")
             return "passed"
         ctx = CellContext(c.name, plan.runs_dir / c.name, self.cache, self.progress,
                           speed=pinned_speed(plan))
@@ -391,15 +396,17 @@ def run_study(plan: StudyPlan, cell: int | str | None = None, *, progress: bool 
 
 def run_studies(plans: Sequence[StudyPlan], *, progress: bool = True,
                 log: Callable[[str], None] | None = None, wait_for_sources: bool = False,
-                poll_seconds: float = 5.0) -> list[dict[str, Any]]:
+                poll_seconds: float = 5.0, log_passes: bool = True) -> list[dict[str, Any]]:
     """Run several studies as one pool of cells, in the order given: a cell that waits for
     a source another process is running is passed over for the next cell that can run, in
     this study or a later one, so ``--jobs`` workers never sit idle while any cell of any
-    study can start (``run_study``'s arguments otherwise). Returns each study's merged
-    results, in order."""
+    study can start (``run_study``'s arguments otherwise). ``log_passes=False``: no line for
+    a cell finished or held by another process (a ``--jobs`` worker's siblings). Returns each
+    study's merged results, in order."""
     log, cache = log or _print_line, {}
     passes = [_CellPass(plan, plan.select(None), False, progress, log, wait_for_sources, cache,
-                        prefix=f"{plan.study.study}: " if len(plans) > 1 else "")
+                        prefix=f"{plan.study.study}: " if len(plans) > 1 else "",
+                        log_passes=log_passes)
               for plan in plans]
     return _run_passes(passes, poll_seconds)
 

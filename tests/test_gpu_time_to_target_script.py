@@ -31,6 +31,7 @@ def test_schedules_run_shortest_first_until_one_reaches_the_target(tmp_path, cif
     assert [r["epochs"] for r in summary["runs"]] == [1, 2]  # 150%: never reached
     assert summary["time_to_target_seconds"] is None and not any(r["met"] for r in summary["runs"])
     assert summary["best_top1"] == max(r["test_top1"] for r in summary["runs"])
+    assert summary["unfinished"] == []
     assert all(r["parameters"] == 828_600 and r["wall_seconds"] > r["train_seconds"] > 0
                for r in summary["runs"])
     assert "python" in summary["machine"] and "not reached" in done.stdout
@@ -43,11 +44,24 @@ def test_schedules_run_shortest_first_until_one_reaches_the_target(tmp_path, cif
     assert summary["time_to_target_seconds"] == run["train_seconds"]
 
 
+def test_a_schedule_that_ends_without_its_result_is_listed_as_unfinished(tmp_path, cifar_tree):
+    # a flag the trainer refuses: the run ends before its first epoch, with exit status 2
+    done = _run(tmp_path, cifar_tree, EPOCHS="1 2", TARGET="0", DEADLINE_S="500",
+                TRAIN_FLAGS="--no-such-flag")
+    assert done.returncode != 0
+    summary = json.loads((tmp_path / "out" / "time_to_target.json").read_text())
+    assert summary["runs"] == [] and summary["time_to_target_seconds"] is None
+    (cut,) = summary["unfinished"]  # the 2-epoch schedule never started
+    assert cut["epochs"] == 1 and cut["ended"] == "failed" and cut["exit_status"] != 0
+    assert cut["epochs_trained"] == 0 and cut["epoch_seconds"] == []
+
+
 def test_a_deadline_already_spent_runs_nothing(tmp_path, cifar_tree):
     done = _run(tmp_path, cifar_tree, DEADLINE_S="0")
     assert done.returncode == 3 and "not run" in done.stderr
     summary = json.loads((tmp_path / "out" / "time_to_target.json").read_text())
     assert summary["runs"] == [] and summary["best_top1"] is None
+    assert summary["unfinished"] == []
 
 
 def test_the_gpu_recipe_compiles_and_stays_under_a_million_parameters():

@@ -264,8 +264,8 @@ def test_a_pool_of_studies_goes_on_to_the_next_study_while_a_source_is_being_run
 
 
 def test_jobs_run_every_cell_of_several_studies_once_with_the_cores_shared_out(
-        tmp_path, cifar_tree):
-    from squeezelab.workflows.studies import run_studies_jobs, run_study_jobs
+        tmp_path, cifar_tree, monkeypatch):
+    from squeezelab.workflows.studies import parallel, run_studies_jobs, run_study_jobs
 
     root = tmp_path / "root"
     a = plan_study(write(tmp_path / "chain.yaml", _chained_recipe(cifar_tree)), "smoke",
@@ -303,6 +303,11 @@ def test_jobs_run_every_cell_of_several_studies_once_with_the_cores_shared_out(
     lines.clear()
     again = run_study_jobs(a, 2, cores=2, log=lines.append)
     assert lines[1:] == ["tiny: 2 of 2 cells ended in an earlier run (skipped): relu-s0, tanh-s0"]
+    # past MAX_NAMED cells the count alone
+    monkeypatch.setattr(parallel, "MAX_NAMED", 1)
+    lines.clear()
+    run_study_jobs(a, 2, cores=2, log=lines.append)
+    assert lines[1:] == ["tiny: 2 of 2 cells ended in an earlier run (skipped)"]
     assert [c["finished_at"] for c in again["cells"]] == \
         [c["finished_at"] for c in results[0]["cells"]]
 

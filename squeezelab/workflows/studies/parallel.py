@@ -43,6 +43,8 @@ from squeezelab.workflows.studies.results import read_record
 from squeezelab.workflows.studies.runner import StudyPlan, merge_study, studies_argv
 from squeezelab.workflows.studies.sharing import keep_speed, pinned_speed, remember_speed
 
+MAX_NAMED = 8  # the most cells the pool names when it says which ended earlier
+
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS says, else all)."""
@@ -145,9 +147,10 @@ def run_studies_jobs(plans: Sequence[StudyPlan], jobs: int, *,
         f"thread(s) each")
     for plan in plans:  # said once here: the workers pass these cells over without a line
         ended = _ended_before(plan)
-        if ended:
+        if ended:  # named where they are few; a long grid's list would bury the pool's lines
+            names = f": {', '.join(ended)}" if len(ended) <= MAX_NAMED else ""
             log(f"{plan.study.study}: {len(ended)} of {len(plan.cells)} cells ended in an "
-                f"earlier run (skipped): {', '.join(ended)}")
+                f"earlier run (skipped){names}")
     lock = threading.Lock()
     workers: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []

@@ -148,9 +148,9 @@ def run_studies_jobs(plans: Sequence[StudyPlan], jobs: int, *,
     for plan in plans:  # said once here: the workers pass these cells over without a line
         ended = _ended_before(plan)
         if ended:  # named where they are few; a long grid's list would bury the pool's lines
-            names = f": {', '.join(ended)}" if len(ended) <= MAX_NAMED else ""
+            listed = f": {', '.join(ended)}" if len(ended) <= MAX_NAMED else ""
             log(f"{plan.study.study}: {len(ended)} of {len(plan.cells)} cells ended in an "
-                f"earlier run (skipped){names}")
+                f"earlier run (skipped){listed}")
     lock = threading.Lock()
     workers: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []

@@ -39,7 +39,6 @@ from typing import Any
 from squeezelab.workflows.studies.errors import StudyError
 from squeezelab.workflows.studies.recipe import Cell
 from squeezelab.workflows.studies.registry import get_cell_kind
-from squeezelab.workflows.studies.results import read_record
 from squeezelab.workflows.studies.runner import StudyPlan, merge_study, studies_argv
 from squeezelab.workflows.studies.sharing import keep_speed, pinned_speed, remember_speed
 
@@ -66,8 +65,7 @@ def _first_cell_to_tune(plan: StudyPlan) -> Cell | None:
     if pinned_speed(plan) is not None:
         return None
     for c in plan.cells:
-        record = read_record(plan.cell_file(c))
-        if record is not None and record["status"] in ("done", "failed"):
+        if plan.ended_record(c) is not None:
             continue
         if getattr(c.settings, "precision", None) == "auto" or (
                 hasattr(c.settings, "channels_last") and c.settings.channels_last is None):
@@ -105,16 +103,6 @@ def pin_speeds(plans: Sequence[StudyPlan], threads: int,
         torch.set_num_threads(before)
 
 
-def _ended_before(plan: StudyPlan) -> list[str]:
-    """The names of ``plan``'s cells that already have a done or failed record."""
-    ended = []
-    for c in plan.cells:
-        record = read_record(plan.cell_file(c))
-        if record is not None and record["status"] in ("done", "failed"):
-            ended.append(c.name)
-    return ended
-
-
 def _relay(k: int, stream: Any, log: Callable[[str], None], lock: threading.Lock) -> None:
     for line in stream:
         with lock:
@@ -146,7 +134,7 @@ def run_studies_jobs(plans: Sequence[StudyPlan], jobs: int, *,
     log(f"{names}: {sum(len(p.cells) for p in plans)} cells, {jobs} worker(s) of {threads} "
         f"thread(s) each")
     for plan in plans:  # said once here: the workers pass these cells over without a line
-        ended = _ended_before(plan)
+        ended = [c.name for c in plan.cells if plan.ended_record(c) is not None]
         if ended:  # named where they are few; a long grid's list would bury the pool's lines
             listed = f": {', '.join(ended)}" if len(ended) <= MAX_NAMED else ""
             log(f"{plan.study.study}: {len(ended)} of {len(plan.cells)} cells ended in an "

@@ -76,6 +76,7 @@ from squeezelab.workflows.studies.sharing import (
 )
 
 DEFAULT_OUT_ROOT = Path("runs") / "studies"
+ENDED = ("done", "failed")  # a cell with a record in either state is not run again
 
 
 @dataclass
@@ -102,6 +103,12 @@ class StudyPlan:
 
     def cell_file(self, cell: Cell) -> Path:
         return self.cells_dir / f"{cell.name}.json"
+
+    def ended_record(self, cell: Cell) -> dict[str, Any] | None:
+        """The cell's record where it has ended (done or failed), else None: such a cell is
+        not run again."""
+        record = read_record(self.cell_file(cell))
+        return record if record is not None and record["status"] in ENDED else None
 
     def claim_file(self, cell: Cell) -> Path:
         return self.cells_dir / f"{cell.name}.lock"
@@ -216,15 +223,14 @@ def import_results(plan: StudyPlan, paths: Sequence[str | Path],
             raise StudyError(f"--import {path} holds study {theirs[0]!r} at budget "
                              f"{theirs[1]!r}, not {plan.study.study!r} at {plan.budget!r}")
         for record in results["cells"]:
-            if not isinstance(record, dict) or record.get("status") not in ("done", "failed"):
+            if not isinstance(record, dict) or record.get("status") not in ENDED:
                 continue
             c = by_name.get(record.get("name"))
             if c is None:
                 log(f"{path}: cell {record.get('name')!r} is not in this study's plan: left out")
                 continue
             target = plan.cell_file(c)
-            here = read_record(target)
-            if here is not None and here["status"] in ("done", "failed"):
+            if plan.ended_record(c) is not None:
                 log(f"cell {c.index} {c.name}: finished here already, the record here is kept")
                 continue
             _check_same_experiment(plan, c, record)
@@ -268,8 +274,8 @@ def _run_cell(plan: StudyPlan, c: Cell, kind: Any, sources: dict[str, Any],
               ctx: CellContext, log: Callable[[str], None], where: str) -> None:
     """Run one claimed cell and write its record (done, or failed with the reason)."""
     path = plan.cell_file(c)
-    existing = read_record(path)
-    if existing is not None and existing["status"] in ("done", "failed"):
+    existing = plan.ended_record(c)
+    if existing is not None:
         # another process finished it between our first look and the claim
         log(f"{where}: {existing['status']} meanwhile in another process, skipped")
         return
@@ -328,8 +334,8 @@ class _CellPass:
         plan, log = self.plan, self.log
         where = f"{self.prefix}cell {c.index}/{len(plan.cells)} {c.name}"
         path = plan.cell_file(c)
-        existing = read_record(path)
-        if existing is not None and existing["status"] in ("done", "failed"):
+        existing = plan.ended_record(c)
+        if existing is not None:
             _check_same_experiment(plan, c, existing)
             # a process that does not wait for others looks at each cell once, at its start
             if self.log_passes:

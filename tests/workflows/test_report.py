@@ -346,12 +346,14 @@ def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     upper = "wall x threads (upper bound)"
     assert rows[0][:7] == ["toy", "smoke", "4 of 6", "3 h 20 min", upper, "1", "50 min"]
     assert rows[-1][:7] == ["all", "—", "4", "3 h 20 min", upper, "1", "50 min"]
-    assert rows[0][7] == "Test CPU 3000"
-    # a cell that trained on a GPU: the machines say so beside the host's CPU
+    assert rows[0][7:] == ["—", "Test CPU 3000"]
+    # a cell that trained on a GPU: the machines say so beside the host's CPU, and its
+    # wall time (2,400 s) is the GPU's
     results["cells"][3]["machine"] = {**results["cells"][3]["machine"], "gpu": "NVIDIA H200"}
     (out / "results.json").write_text(json.dumps(results))
     rows = [[v.text for v in row] for row in build_report([out]).cost.rows]
-    assert rows[0][7] == "Test CPU 3000; Test CPU 3000 + GPU NVIDIA H200"
+    assert rows[0][7:] == ["40 min", "Test CPU 3000; Test CPU 3000 + GPU NVIDIA H200"]
+    assert rows[-1][7] == "40 min"
     files = write_report([out], tmp_path / "r")
     assert "What the studies cost" in files.html.read_text()
     assert "| toy | smoke | 4 of 6 | 3 h 20 min |" in files.markdown.read_text().replace("`", "")

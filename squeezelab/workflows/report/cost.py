@@ -42,6 +42,15 @@ def cell_core_seconds(cell: dict[str, Any]) -> tuple[float, bool] | None:
     return float(seconds) * threads, False
 
 
+def cell_gpu_seconds(cell: dict[str, Any]) -> float | None:
+    """What one finished cell cost on its GPU: its wall seconds (over every process, for a
+    resumed one), since the GPU was its for the whole run; None for a cell not finished or
+    one that ran on CPU only."""
+    if cell.get("status") not in ("done", "failed") or not (cell.get("machine") or {}).get("gpu"):
+        return None
+    return cell_seconds(cell)
+
+
 def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
     """What the studies cost: per study, the cells finished and the core-time they took
     (``cell_core_seconds``: measured CPU time where the cells recorded it, else an upper
@@ -49,9 +58,11 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
     ones; the last row sums them. This is how the page answers "does the cpu budget fit in a
     working day": divide the core-time by the cores that run cells at once."""
     columns = ["study", "budget", "cells finished", "core-time of the finished", "measured as",
-               "cells to run", "estimated core-time to run", "machines"]
+               "cells to run", "estimated core-time to run", "GPU time of the finished",
+               "machines"]
     rows: list[list[Value]] = []
-    total_spent = total_left = 0.0
+    total_spent = total_left = total_gpu = 0.0
+    any_gpu = False
     total_finished = total_pending = total_cpu = 0
     for results in studies:
         cells = results["cells"]
@@ -59,6 +70,7 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
         spent = [seconds for seconds, _ in costs]
         measured = sum(is_cpu for _, is_cpu in costs)
         pending = sum(c["status"] == "pending" for c in cells)
+        gpu = [s for s in map(cell_gpu_seconds, cells) if s is not None]
         left = pending * sum(spent) / len(spent) if spent else None
         machines = list(dict.fromkeys(_machine_name(c["machine"])
                                       for c in cells if c.get("machine")))
@@ -71,16 +83,20 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
                      Value(str(pending)),
                      Value(MISSING if not pending else
                            core_hours_text(left) if left is not None else "unknown yet"),
+                     _gpu_value(gpu),
                      Value("; ".join(machines) or MISSING)])
         total_spent += sum(spent)
         total_left += left or 0.0
         total_finished += len(spent)
         total_pending += pending
         total_cpu += measured
+        total_gpu += sum(gpu)
+        any_gpu = any_gpu or bool(gpu)
     rows.append([Value("all"), Value(MISSING),
                  Value(f"{total_finished}"), Value(core_hours_text(total_spent)),
                  Value(_measured_as(total_cpu, total_finished)),
                  Value(str(total_pending)), Value(core_hours_text(total_left)),
+                 _gpu_value([total_gpu] if any_gpu else []),
                  Value(MISSING)])
     return Table("What the studies cost", columns, rows, notes=[
         "Core-time: each finished cell's CPU time where it recorded one (every thread of "
@@ -91,8 +107,15 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
         "bound). The cells to run are estimated at the mean of the study's finished cells (a "
         "grid whose cells differ in size makes that rough). On a machine that runs k cells "
         "at once, one thread each, the wall time is about the core-time divided by k. A "
-        "cell that trained on a GPU counts its host process's CPU time here; its wall "
-        "seconds are in the cells table."])
+        "cell that trained on a GPU counts its host process's CPU time as core-time, and its "
+        "wall seconds as GPU time (cells that shared one GPU each count their own)."])
+
+
+def _gpu_value(seconds: list[float]) -> Value:
+    if not seconds:
+        return Value(MISSING)
+    total = sum(seconds)
+    return Value(core_hours_text(total), exact=f"{total:.0f} GPU-seconds")
 
 
 def _machine_name(machine: dict[str, Any]) -> str:
@@ -111,4 +134,4 @@ def _measured_as(cpu: int, total: int) -> str:
     return f"CPU time for {cpu}, wall x threads for {total - cpu}"
 
 
-__all__ = ["cell_core_seconds", "core_hours_text", "cost_table"]
+__all__ = ["cell_core_seconds", "cell_gpu_seconds", "core_hours_text", "cost_table"]

@@ -61,8 +61,8 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
                "cells to run", "estimated core-time to run", "GPU time of the finished",
                "machines"]
     rows: list[list[Value]] = []
-    total_spent = total_left = total_gpu = 0.0
-    any_gpu = False
+    total_spent = total_left = 0.0
+    all_gpu: list[float] = []  # every GPU cell's seconds, for the last row
     total_finished = total_pending = total_cpu = 0
     for results in studies:
         cells = results["cells"]
@@ -90,13 +90,12 @@ def cost_table(studies: Sequence[dict[str, Any]]) -> Table:
         total_finished += len(spent)
         total_pending += pending
         total_cpu += measured
-        total_gpu += sum(gpu)
-        any_gpu = any_gpu or bool(gpu)
+        all_gpu += gpu
     rows.append([Value("all"), Value(MISSING),
                  Value(f"{total_finished}"), Value(core_hours_text(total_spent)),
                  Value(_measured_as(total_cpu, total_finished)),
                  Value(str(total_pending)), Value(core_hours_text(total_left)),
-                 _gpu_value([total_gpu] if any_gpu else []),
+                 _gpu_value(all_gpu),
                  Value(MISSING)])
     return Table("What the studies cost", columns, rows, notes=[
         "Core-time: each finished cell's CPU time where it recorded one (every thread of "

@@ -11,6 +11,8 @@ from squeezelab.workflows.report.page import Table, Value
 from squeezelab.workflows.report.values import MISSING, is_number
 from squeezelab.workflows.studies.results import cell_seconds
 
+FINISHED = ("done", "failed")  # the cells whose time was spent
+
 
 def core_hours_text(seconds: float) -> str:
     """Core-seconds as ``3 h 05 min`` (or ``42 min`` under an hour)."""
@@ -29,7 +31,7 @@ def cell_core_seconds(cell: dict[str, Any]) -> tuple[float, bool] | None:
     (1 where unrecorded), the time waited for a core included. A cell resumed after an
     interruption records only the seconds of the process that finished it; its epochs' own
     seconds (``train_seconds``, summed over every process) count then."""
-    if cell.get("status") not in ("done", "failed"):
+    if cell.get("status") not in FINISHED:
         return None
     cpu = cell.get("cpu_seconds")
     if is_number(cpu):
@@ -46,7 +48,7 @@ def cell_gpu_seconds(cell: dict[str, Any]) -> float | None:
     """What one finished cell cost on its GPU: its wall seconds (over every process, for a
     resumed one), since the GPU was its for the whole run; None for a cell not finished or
     one that ran on CPU only."""
-    if cell.get("status") not in ("done", "failed") or not (cell.get("machine") or {}).get("gpu"):
+    if cell.get("status") not in FINISHED or not (cell.get("machine") or {}).get("gpu"):
         return None
     return cell_seconds(cell)
 

@@ -422,6 +422,54 @@ def estimate(recorded_dir: Path, budget: str, sample_path: Path, workers: int
             "counted_as_their_studys_mean": unsampled}
 
 
+def _measured_cells(day_dirs: list[Path], budget: str
+                    ) -> tuple[list[list[tuple[str, float, list[str]]]], dict[str, str]]:
+    """Each study's ended cells (done or failed) in plan order as (name, wall seconds, source
+    names), read from the cell records of a day's folders (an out-root or a ``--keep``
+    folder: ``<study>/<budget>/cells/*.json``); a study in a later folder replaces the same
+    study of an earlier one (a study rerun at a changed budget). Second: which folder each
+    study came from."""
+    from squeezelab.workflows.studies.results import cell_seconds
+
+    chosen: dict[str, Path] = {}
+    for folder in day_dirs:
+        cells_dirs = sorted(folder.glob(f"*/{budget}/cells"))
+        if not cells_dirs:
+            raise ValueError(f"--replay {folder}: no <study>/{budget}/cells/ folder in it "
+                             "(expected a working day's out-root or --keep folder)")
+        for cells_dir in cells_dirs:
+            chosen[cells_dir.parents[1].name] = cells_dir
+    studies = []
+    for study in sorted(chosen):  # the order the day's recipes are given in, as the pool takes them
+        records = [json.loads(p.read_text()) for p in chosen[study].glob("*.json")]
+        cells = []
+        for c in sorted(records, key=lambda c: c["index"]):
+            seconds = cell_seconds(c)
+            if c.get("status") not in ("done", "failed") or seconds is None:
+                continue
+            sources = [f"{study}/{s['cell']}" for s in (c.get("sources") or {}).values()
+                       if isinstance(s, dict) and "cell" in s]
+            cells.append((f"{study}/{c['name']}", seconds, sources))
+        studies.append(cells)
+    return studies, {study: str(path.parents[1]) for study, path in sorted(chosen.items())}
+
+
+def replay(day_dirs: list[Path], budget: str, workers: int) -> dict[str, Any]:
+    """The day as one uninterrupted pool of the cells measured in it (no run): each cell's
+    own wall seconds, scheduled on ``workers`` workers as ``squeezelab study --jobs`` takes
+    them. What it leaves out, beside a measured day, is the pieces' cost: each piece's last
+    cells leave a core idle, and a cell interrupted at a piece's end redoes its last epoch."""
+    studies, sources = _measured_cells(day_dirs, budget)
+    one_core = sum(c[1] for g in studies for c in g)
+    pool = schedule_seconds(studies, workers)
+    per_study = {g[0][0].split("/")[0]: sum(c[1] for c in g) / 3600 for g in studies if g}
+    return {"replay": True, "day_dirs": [str(d) for d in day_dirs], "studies_from": sources,
+            "budget": budget, "workers": workers, "cells": sum(len(g) for g in studies),
+            "one_core_hours": one_core / 3600, "per_study_one_core_hours": per_study,
+            "evenly_shared_hours": one_core / workers / 3600, "one_pool_hours": pool / 3600,
+            "target_hours": TARGET_HOURS, "met": pool <= TARGET_HOURS * 3600}
+
+
 def _plans(recipes: list[str], budget: str, out_root: Path, overrides: list[str]
            ) -> list[Any] | None:
     """Each recipe's plan under ``out_root`` as the study command makes it, or None where one
@@ -459,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing: estimate the day from the recorded cells, scaled by "
                         "this cost sample (benchmarks/study_cost_sample.py's JSON) and "
                         "scheduled one study after another and as one pool")
+    parser.add_argument("--replay", type=Path, action="append", default=[], metavar="DAY_DIR",
+                        help="run nothing: schedule the cells measured in this day's folder "
+                        "(out-root or --keep folder) as one uninterrupted pool; repeat it, and "
+                        "a later folder's study replaces an earlier one's")
     parser.add_argument("--output", default=None,
                         help="the account's JSON (default: benchmarks/results/"
                         "study_working_day.json)")
@@ -469,6 +521,16 @@ def main(argv: list[str] | None = None) -> int:
               f"scaled: {result['one_study_after_another_hours']:.2f} h one study after "
               f"another, {result['one_pool_hours']:.2f} h as one pool, on {args.jobs} workers")
         write_result("study_working_day_estimate", result, args.output)
+        return 0
+    if args.replay:
+        try:
+            result = replay(args.replay, args.budget, args.jobs)
+        except ValueError as err:
+            parser.error(str(err))
+        print(f"{result['cells']} measured cells, {result['one_core_hours']:.2f} h of one core: "
+              f"{result['one_pool_hours']:.2f} h as one pool on {args.jobs} workers (target "
+              f"{TARGET_HOURS:g} h: {'met' if result['met'] else 'not met'})")
+        write_result("study_working_day_replay", result, args.output)
         return 0
     if args.out_root is None:
         parser.error("--out-root is needed to run the studies")

@@ -198,6 +198,47 @@ def test_the_estimate_scales_each_cell_by_its_cpu_kinds_sample(tmp_path):
     assert abs(result["one_study_after_another_hours"] * 3600 - 1600.0) < 1e-9
 
 
+def test_the_replay_schedules_the_cells_measured_and_a_rerun_study_replaces_its_first(
+        tmp_path, capsys):
+    day = load_benchmark("study_working_day")
+
+    def keep(folder, study, cells):
+        (folder / study / "cpu" / "cells").mkdir(parents=True)
+        for c in cells:
+            (folder / study / "cpu" / "cells" / f"{c['name']}.json").write_text(json.dumps(c))
+
+    def cell(index, name, seconds, status="done", **extra):
+        return {"index": index, "name": name, "status": status, "seconds": seconds, **extra}
+
+    first, rerun = tmp_path / "day", tmp_path / "rerun"
+    # a: a model (resumed: its epochs' 300 s over two processes count, not the last one's
+    # 100) that two cells read; a failed cell took its time too; a skipped one none
+    keep(first, "a", [cell(1, "model", 100.0, train_seconds=300.0),
+                      cell(2, "q1", 100.0, sources={"source": {"cell": "model"}}),
+                      cell(3, "q2", 100.0, "failed", sources={"source": {"cell": "model"}}),
+                      cell(4, "e5", None, "skipped")])
+    keep(first, "b", [cell(1, "only", 1000.0)])
+    keep(rerun, "b", [cell(1, "only", 200.0)])  # b at a smaller budget
+    result = day.replay([first], "cpu", 2)
+    assert result["cells"] == 4 and result["one_core_hours"] * 3600 == 1500.0
+    # b's 1000 s beside a's model then q1 and q2 one after the other: b's cell ends last
+    assert result["one_pool_hours"] * 3600 == 1000.0
+    result = day.replay([first, rerun], "cpu", 2)
+    assert result["studies_from"] == {"a": str(first / "a"), "b": str(rerun / "b")}
+    # b's 200 s beside the model; then q1 and q2 side by side: 300 + 100
+    assert result["one_pool_hours"] * 3600 == 400.0
+    assert result["per_study_one_core_hours"] == {"a": 500.0 / 3600, "b": 200.0 / 3600}
+    assert result["met"] is True
+    out = tmp_path / "replay.json"
+    assert day.main(["--replay", str(first), "--replay", str(rerun), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["one_pool_hours"] * 3600 == 400.0
+    assert "4 measured cells" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        day.main(["--replay", str(tmp_path / "nothing_here")])
+    err = capsys.readouterr().err
+    assert "--replay" in err and "no <study>/cpu/cells/ folder" in err
+
+
 def _chained(data, study="tiny"):
     """The tiny study with its tanh cell starting from the relu cell's model."""
     recipe = tiny_recipe(data, study=study)

@@ -324,6 +324,26 @@ def test_a_recipe_changed_since_its_results_is_flagged_but_not_a_comment_edit(tm
     assert f"{recipe} has changed since this run" in _recipe_fact(results)
 
 
+def test_a_change_to_another_budget_does_not_flag_a_budgets_results(tmp_path):
+    from squeezelab.workflows.report.build import _recipe_fact
+    from squeezelab.workflows.studies.results import settings_sha256
+
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text("study: toy\nbudgets:\n  cpu: {epochs: 15}\n  full: {epochs: 30}\n")
+    full = {"recipe": str(recipe), "budget": "full",
+            "recipe_settings_sha256": settings_sha256(recipe),
+            "budget_settings_sha256": settings_sha256(recipe, "full")}
+    cpu = {**full, "budget": "cpu", "budget_settings_sha256": settings_sha256(recipe, "cpu")}
+    assert settings_sha256(recipe, "cpu") != settings_sha256(recipe, "full")
+    recipe.write_text("study: toy\nbudgets:\n  cpu: {epochs: 10}\n  full: {epochs: 30}\n")
+    assert "has changed" not in _recipe_fact(full)
+    assert f"{recipe} has changed for the cpu budget since this run" in _recipe_fact(cpu)
+    # a change every budget reads flags both
+    recipe.write_text("study: toy\nlr: 0.1\nbudgets:\n  cpu: {epochs: 10}\n"
+                      "  full: {epochs: 30}\n")
+    assert "has changed for the full budget" in _recipe_fact(full)
+
+
 def test_the_cost_table_sums_core_time_and_estimates_the_rest(tmp_path):
     out = write_toy_study(tmp_path)
     results = json.loads((out / "results.json").read_text())

@@ -435,7 +435,14 @@ def _recipe_fact(results: dict[str, Any]) -> str:
     path = recipe_file(recipe)
     if path is None:
         return text + "; not found from this folder"
-    # the parsed values where the results recorded their hash: a comment edited is no change
+    # the parsed values where the results recorded their hash: a comment edited is no change,
+    # and (where the budget's own hash was recorded) neither is another budget's change
+    budget_settings = results.get("budget_settings_sha256")
+    if budget_settings:
+        if settings_sha256(path, str(results.get("budget"))) != budget_settings:
+            return text + f"; {path} has changed for the {results.get('budget')} budget " \
+                "since this run"
+        return text
     settings = results.get("recipe_settings_sha256")
     if settings and settings_sha256(path) != settings:
         return text + f"; {path} has changed since this run"

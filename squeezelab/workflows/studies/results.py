@@ -16,6 +16,7 @@ Results JSON (``schema: squeezelab-study-results``, ``schema_version: 1``)::
     source                     {paper, arxiv, where, url, note}: what the study reproduces
     recipe, recipe_sha256      the recipe file and a hash of its bytes
     recipe_settings_sha256     a hash of its parsed values (comments and layout aside)
+    budget_settings_sha256     the same of the values this budget reads (other budgets aside)
     budget                     smoke | cpu | full
     budget_settings            what the budget sets over the recipe's base
     seeds                      the seeds the study ran
@@ -319,10 +320,14 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def settings_sha256(path: Path) -> str:
+def settings_sha256(path: Path, budget: str | None = None) -> str:
     """A hash of what a YAML recipe says, not how: its parsed values, so that editing its
-    comments or layout does not make earlier results look out of date."""
+    comments or layout does not make earlier results look out of date. With ``budget``: only
+    what a run at that budget reads (its own entry of ``budgets``, not the others'), so a
+    results file made at one budget is not made to look out of date by another's change."""
     values = yaml.safe_load(Path(path).read_text())
+    if budget is not None and isinstance(values, dict) and isinstance(values.get("budgets"), dict):
+        values = {**values, "budgets": {budget: values["budgets"].get(budget)}}
     text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

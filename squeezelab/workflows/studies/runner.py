@@ -496,6 +496,7 @@ def merge_study(plan: StudyPlan) -> dict[str, Any]:
         "source": plan.study.source.to_dict() if plan.study.source else None,
         "recipe": str(plan.recipe), "recipe_sha256": file_sha256(plan.recipe),
         "recipe_settings_sha256": settings_sha256(plan.recipe),
+        "budget_settings_sha256": settings_sha256(plan.recipe, plan.budget),
         "budget": plan.budget, "budget_settings": budget_settings,
         "seeds": list(dict.fromkeys(c.seed for c in plan.cells)),
         "overrides": plan.overrides,

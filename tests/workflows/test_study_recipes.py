@@ -172,7 +172,9 @@ def test_the_cpu_budgets_of_all_studies_fit_in_about_six_hours(tmp_path):
     """An estimate, from MACs, of the cpu budgets on the recording machine (2 cores, AVX-512
     BF16): there the default CIFAR SqueezeNet (51.5M MACs) trains ~1,100 img/s and course E4
     (224M) ~240 img/s, both ~55G MACs/s with the backward pass, evaluation ~3x that; the data
-    path caps small models near 3,000 img/s."""
+    path caps small models near 3,000 img/s. A guard against a budget that grows by accident,
+    not the budgets' cost: that is measured, all studies at once on the 2-core machine, by
+    benchmarks/study_working_day.py (9.34 h for the budgets of 2026-12-04; README)."""
     macs_cache: dict[str, int] = {}
     seconds = 0.0
     for path in RECIPES:

@@ -341,6 +341,12 @@ def _kind(machine: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return str(machine.get("cpu")), tuple(machine.get("cpu_flags") or ())
 
 
+def _source_names(study: str, cell: dict[str, Any]) -> list[str]:
+    """The "<study>/<cell>" names of the cells whose models ``cell`` starts from."""
+    return [f"{study}/{s['cell']}" for s in (cell.get("sources") or {}).values()
+            if isinstance(s, dict) and "cell" in s]
+
+
 def _scaled_cells(recorded_dir: Path, budget: str, sample: dict[str, Any]
                   ) -> tuple[list[list[tuple[str, float, list[str]]]], list[str]]:
     """Each recorded study's ended cells (done or failed) in plan order as (name, seconds,
@@ -370,10 +376,8 @@ def _scaled_cells(recorded_dir: Path, budget: str, sample: dict[str, Any]
             kind = _kind(c.get("machine") or {})
             seconds = cost[0] * rerun_by_kind[kind] / recorded_by_kind[kind] \
                 if kind in recorded_by_kind else None
-            sources = [f"{data['study']}/{s['cell']}" for s in (c.get("sources") or {}).values()
-                       if isinstance(s, dict) and "cell" in s]
             name = f"{data['study']}/{c['name']}"
-            cells.append([name, seconds, sources])
+            cells.append([name, seconds, _source_names(data["study"], c)])
         studies.append(cells)
     # every scaled cell, for a study none of whose cells the sample's kinds cover
     sampled = [cell[1] for cells in studies for cell in cells if cell[1] is not None]
@@ -453,9 +457,7 @@ def _measured_cells(day_dirs: list[Path], budget: str
             seconds = cell_seconds(c)
             if c.get("status") not in ("done", "failed") or seconds is None:
                 continue
-            sources = [f"{study}/{s['cell']}" for s in (c.get("sources") or {}).values()
-                       if isinstance(s, dict) and "cell" in s]
-            cells.append((f"{study}/{c['name']}", seconds, sources))
+            cells.append((f"{study}/{c['name']}", seconds, _source_names(study, c)))
         studies.append(cells)
     return studies, {study: str(path.parents[1]) for study, path in sorted(chosen.items())}
 

@@ -470,7 +470,8 @@ def replay(day_dirs: list[Path], budget: str, workers: int) -> dict[str, Any]:
     studies, sources = _measured_cells(day_dirs, budget)
     one_core = sum(c[1] for g in studies for c in g)
     pool = schedule_seconds(studies, workers)
-    per_study = {g[0][0].split("/")[0]: sum(c[1] for c in g) / 3600 for g in studies if g}
+    # both in the studies' sorted order: the names need not be parsed back out of the cells'
+    per_study = {study: sum(c[1] for c in g) / 3600 for study, g in zip(sources, studies)}
     return {"replay": True, "day_dirs": [str(d) for d in day_dirs], "studies_from": sources,
             "budget": budget, "workers": workers, "cells": sum(len(g) for g in studies),
             "one_core_hours": one_core / 3600, "per_study_one_core_hours": per_study,

@@ -28,6 +28,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="POINTS",
                    help="mark ours where it differs from a published figure by more than this "
                    f"many percentage points (unset: {THRESHOLD_HELP_POINTS:g})")
+    p.add_argument("--costs-from", action="append", default=[], metavar="DIR",
+                   help="cell records of another run of the same studies (a study's --out "
+                   "folder, or a folder of several, as benchmarks/study_working_day.py's --keep "
+                   "copy): where a recorded cell has wall time only, the cost table counts the "
+                   "CPU time of the same cell (same recipe, budget, name and settings) from "
+                   "these; repeatable")
     p.set_defaults(func=cmd_report)
 
 
@@ -35,7 +41,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from squeezelab.workflows.report import write_report
 
     options = {} if args.threshold is None else {"threshold": args.threshold}
-    files = write_report(args.results, args.out, **options)
+    files = write_report(args.results, args.out, costs_from=args.costs_from, **options)
     for title in files.studies:
         print(f"study: {title}")
     print(f"html: {files.html}")

@@ -3,6 +3,7 @@ results JSON as ``squeezelab study`` writes it today), from a folder, the thresh
 through, and bad input as one ``error:`` line with exit status 2."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -13,6 +14,7 @@ from report_fixtures import read_page, write_toy_study
 from squeezelab.cli import build_parser, main
 from squeezelab.cli.report_commands import THRESHOLD_HELP_POINTS
 from squeezelab.workflows.report import DEFAULT_THRESHOLD_POINTS
+from squeezelab.workflows.report.cost import core_hours_text
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,24 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, make, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_costs_from_counts_a_rerun_of_a_study_that_ran(tiny_study, tmp_path, capsys):
+    """A study's results recorded with wall time only (as before cells kept their CPU time),
+    and the same study's cell records as the rerun: the cost table counts their CPU time."""
+    _, out = tiny_study
+    results = json.loads((out / "results.json").read_text())
+    cpu = sum(c["cpu_seconds"] for c in results["cells"])
+    for cell in results["cells"]:
+        del cell["cpu_seconds"]
+        cell.pop("train_cpu_seconds", None)
+    wall_only = tmp_path / "wall_only.json"
+    wall_only.write_text(json.dumps(results))
+    assert main(["report", str(wall_only), "-o", str(tmp_path / "r"),
+                 "--costs-from", str(out)]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| `report_tiny`"))
+    assert f"| 2 of 2 | {core_hours_text(cpu)} | a rerun's CPU time |" in row, row
+    assert main(["report", str(wall_only), "-o", str(tmp_path / "r2"),
+                 "--costs-from", str(tmp_path / "nowhere")]) == 2
+    assert "--costs-from" in capsys.readouterr().err

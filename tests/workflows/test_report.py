@@ -480,3 +480,67 @@ def test_a_histograms_plot_with_x_or_another_y_is_refused():
     with pytest.raises(StudyError, match="where must map axes to a variant or a list"):
         ReportSpec(plot="table", where=["sr"])
     assert ReportSpec(plot="histograms").y == ["histograms"]
+
+
+def _rerun_folder(root, results, **changes):
+    """``root/toy/smoke/cells/*.json``: another run's records of ``results``' finished cells,
+    as a working day's --keep copy holds them, with CPU time and other places for its files;
+    ``changes`` (cell name -> keys) alter single records."""
+    cells = root / "toy" / "smoke" / "cells"
+    cells.mkdir(parents=True)
+    for cell in results["cells"]:
+        if cell["status"] in ("done", "failed"):
+            rerun = json.loads(json.dumps(cell))
+            rerun["config"]["out_dir"] = "/elsewhere/runs"
+            rerun.update(cpu_seconds=100.0 * cell["index"], **changes.get(cell["name"], {}))
+            (cells / f"{cell['name']}.json").write_text(json.dumps(rerun))
+    return root
+
+
+def test_the_cost_table_takes_a_reruns_cpu_time_for_the_same_cells_only(tmp_path):
+    out = write_toy_study(tmp_path / "s")
+    results = json.loads((out / "results.json").read_text())
+    for cell in results["cells"]:  # recorded with wall time only, 1,000 s each
+        if "seconds" in cell:
+            cell.update(seconds=1000.0, train_seconds=1000.0)
+    # a setting squeezelab gained after this run: in the rerun's record only, and off
+    (out / "results.json").write_text(json.dumps(results))
+    gpu = {**results["cells"][3]["machine"], "gpu": "NVIDIA H200"}
+    reruns = _rerun_folder(tmp_path / "day", results, **{
+        "a-s0": {"config": {**results["cells"][0]["config"], "out_dir": "/x", "cutout": 0}},
+        "b-s0": {"config": {**results["cells"][1]["config"], "epochs": 2}},  # other work
+        "a-s1": {"machine": gpu},  # a GPU's seconds are not a CPU's cost
+    })
+    without = [[v.text for v in row] for row in build_report([out]).cost.rows]
+    assert without[0][3:5] == ["1 h 07 min", "wall x threads (upper bound)"]
+    rows = [[v.text for v in row] for row in
+            build_report([out], costs_from=[reruns]).cost.rows]
+    # a-s0 (index 1) and b-s1 (index 5) take the rerun's 100 s and 500 s; b-s0 and a-s1
+    # keep their 1,000 s of wall time: 2,600 s
+    assert rows[0][3:5] == ["43 min", "a rerun's CPU time for 2, wall x threads for 2"]
+    assert rows[0][8] == "Test CPU 3000; Test CPU 3000 (rerun)"
+    assert rows[-1][4] == "a rerun's CPU time for 2, wall x threads for 2"
+    assert "--costs-from" in build_report([out], costs_from=[reruns]).cost.notes[0]
+    # a cell that recorded its own CPU time keeps it
+    results["cells"][0]["cpu_seconds"] = 60.0
+    (out / "results.json").write_text(json.dumps(results))
+    rows = [[v.text for v in row] for row in
+            build_report([out], costs_from=[reruns]).cost.rows]
+    assert rows[0][4] == "CPU time for 1, a rerun's CPU time for 1, wall x threads for 2"
+    assert rows[0][3] == "43 min"  # 60 + 500 + 2 x 1,000 = 2,560 s
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "missing", "not a folder"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no cell records"),
+    (lambda p: (p / "d" / "cells").mkdir(parents=True)
+     or (p / "d" / "cells" / "x.json").write_text("{no") and p / "d",
+     "x.json is not a cell record: it is not readable JSON"),
+    (lambda p: (p / "d" / "cells").mkdir(parents=True)
+     or (p / "d" / "cells" / "x.json").write_text('{"name": "a"}') and p / "d",
+     "x.json is not a cell record: expected a JSON object with a name and a status"),
+])
+def test_costs_from_refuses_what_is_not_cell_records(tmp_path, make, message):
+    out = write_toy_study(tmp_path / "s")
+    with pytest.raises(ReportError, match=re.escape(message)):
+        build_report([out], costs_from=[make(tmp_path)])

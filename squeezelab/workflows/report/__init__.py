@@ -6,8 +6,8 @@ its Markdown twin.
     build.py      the page model: per study its source, published figures beside ours
                   (differences marked), the recipe's report: tables and plots, every cell with
                   its provenance
-    cost.py       what the studies cost (core-time spent, CPU time where recorded, and still
-                  to run)
+    cost.py       what the studies cost (core-time spent: CPU time where recorded, or a rerun's
+                  of the same cells; and still to run)
     figures.py    the plots (matplotlib, Agg) as PNG bytes
     page.py       the page model both renderers walk
     html.py       one HTML file: CSS inline, plots as data URIs, nothing fetched from outside
@@ -47,12 +47,15 @@ class ReportFiles:
 
 
 def write_report(inputs: Sequence[str | Path], out_dir: str | Path, *,
-                 threshold: float = DEFAULT_THRESHOLD_POINTS) -> ReportFiles:
+                 threshold: float = DEFAULT_THRESHOLD_POINTS,
+                 costs_from: Sequence[str | Path] = ()) -> ReportFiles:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/report.md`` (its plots as
     PNG files beside it) for the studies whose results ``inputs`` name: results JSON files or
     study output folders. ``threshold``: the percentage points by which ours and a published
-    figure may differ before the page marks it."""
-    report = build_report(inputs, threshold=threshold)
+    figure may differ before the page marks it; ``costs_from``: folders of another run's cell
+    records (a working day's --keep copy), whose CPU time the cost table counts for the same
+    cells where the results recorded wall time only."""
+    report = build_report(inputs, threshold=threshold, costs_from=costs_from)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = []

@@ -17,7 +17,7 @@ from squeezelab import __version__
 from squeezelab.config import parse_value
 from squeezelab.workflows.report import figures
 from squeezelab.workflows.report.cost import cost_table
-from squeezelab.workflows.report.inputs import load_inputs
+from squeezelab.workflows.report.inputs import load_cell_records, load_inputs
 from squeezelab.workflows.report.page import Figure, Report, StudySection, Table, Value
 from squeezelab.workflows.report.values import (
     MISSING,
@@ -522,14 +522,17 @@ def study_section(sid: str, path: Path, results: dict[str, Any],
 
 
 def build_report(inputs: Sequence[str | Path], *,
-                 threshold: float = DEFAULT_THRESHOLD_POINTS) -> Report:
+                 threshold: float = DEFAULT_THRESHOLD_POINTS,
+                 costs_from: Sequence[str | Path] = ()) -> Report:
     """The page model of the studies whose results ``inputs`` name (results JSON files or
     study output folders); a published figure and ours more than ``threshold`` percentage
-    points apart are marked."""
+    points apart are marked. ``costs_from``: folders of another run's cell records, whose CPU
+    time the cost table takes for the same cells where the results recorded wall time only."""
     if not (isinstance(threshold, (int, float)) and threshold >= 0):
         raise ValueError(f"threshold must be a non-negative number of percentage points, got "
                          f"{threshold!r}")
     sections, used, loaded = [], set(), []
+    reruns = load_cell_records(costs_from) if costs_from else []
     for path, results in load_inputs(inputs):
         base = sid = slug(f"{results['study']}-{results.get('budget')}")
         n = 2
@@ -540,7 +543,7 @@ def build_report(inputs: Sequence[str | Path], *,
         sections.append(study_section(sid, path, results, threshold))
     generated = f"{time.strftime('%Y-%m-%d %H:%M:%S %z')} by squeezelab {__version__}"
     return Report("squeezelab study report", generated, float(threshold), sections,
-                  cost_table(loaded) if loaded else None)
+                  cost_table(loaded, reruns) if loaded else None)
 
 
 __all__ = ["DEFAULT_THRESHOLD_POINTS", "build_report", "comparison_table", "spec_table",

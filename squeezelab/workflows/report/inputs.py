@@ -100,4 +100,34 @@ def load_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any]]
     return [(f, read_results(f)) for f in files]
 
 
-__all__ = ["RESULTS_NAME", "ReportError", "find_results", "load_inputs", "read_results"]
+def load_cell_records(folders: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every finished cell record in ``cells/`` folders at or below ``folders`` (a study's
+    --out folder, or a folder of several, as a working day's --keep copy is): the cost table's
+    second source of CPU time (``cost.remeasured_cpu``). A record that is not a readable
+    finished cell is refused, naming the file, rather than skipped: a cost is not guessed."""
+    records: list[dict[str, Any]] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise ReportError(f"--costs-from {root}: not a folder (give a study's --out "
+                              "folder, or a folder that holds several)")
+        files = sorted(f for f in root.rglob("*.json") if f.parent.name == "cells")
+        if not files:
+            raise ReportError(f"--costs-from {root}: no cell records (cells/*.json) in it or "
+                              "below it")
+        for f in files:
+            try:
+                record = json.loads(f.read_bytes())
+            except ValueError as e:
+                raise ReportError(f"{f} is not a cell record: it is not readable JSON "
+                                  f"({e})") from None
+            if not (isinstance(record, dict) and isinstance(record.get("name"), str)
+                    and record.get("status") in STATUSES):
+                raise ReportError(f"{f} is not a cell record: expected a JSON object with a "
+                                  f"name and a status ({', '.join(STATUSES)})")
+            records.append(record)
+    return records
+
+
+__all__ = ["RESULTS_NAME", "ReportError", "find_results", "load_cell_records", "load_inputs",
+           "read_results"]

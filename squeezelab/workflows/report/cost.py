@@ -122,15 +122,12 @@ def cost_table(studies: Sequence[dict[str, Any]],
         measures: Counter[str] = Counter()
         rerun_machines: list[str] = []
         for cell in cells:
-            cost = cell_core_seconds(cell)
+            cost = _cell_cost(cell, results.get("recipe"), index)
             if cost is None:
                 continue
-            seconds, measure = cost[0], "cpu" if cost[1] else "wall"
-            rerun = None if cost[1] else rerun_of(cell, results.get("recipe"), index)
-            if rerun is not None:
-                seconds, measure = cell_core_seconds(rerun)[0], "rerun"
-                if rerun.get("machine"):
-                    rerun_machines.append(_machine_name(rerun["machine"]) + " (rerun)")
+            seconds, measure, rerun = cost
+            if rerun is not None and rerun.get("machine"):
+                rerun_machines.append(_machine_name(rerun["machine"]) + " (rerun)")
             spent.append(seconds)
             measures[measure] += 1
         pending = sum(c["status"] == "pending" for c in cells)
@@ -174,6 +171,21 @@ def cost_table(studies: Sequence[dict[str, Any]],
         "at once, one thread each, the wall time is about the core-time divided by k. A "
         "cell that trained on a GPU counts its host process's CPU time as core-time, and its "
         "wall seconds as GPU time (cells that shared one GPU each count their own)."])
+
+
+def _cell_cost(cell: dict[str, Any], recipe: Any, index: dict[tuple, list[dict[str, Any]]]
+               ) -> tuple[float, str, dict[str, Any] | None] | None:
+    """(core-seconds, the ``MEASURES`` key saying how, the rerun counted or None) of a
+    finished cell: its own CPU time, else a rerun's (``rerun_of``), else wall x threads."""
+    cost = cell_core_seconds(cell)
+    if cost is None:
+        return None
+    if cost[1]:
+        return cost[0], "cpu", None
+    rerun = rerun_of(cell, recipe, index)
+    if rerun is not None:
+        return cell_core_seconds(rerun)[0], "rerun", rerun
+    return cost[0], "wall", None
 
 
 def _gpu_value(seconds: list[float]) -> Value:

@@ -16,6 +16,8 @@ with squeeze planes ``squeeze_ratio * width`` (the paper's SR) and expand planes
 after the pool add their input (``bypass: simple``, the paper's best variant; ``complex`` and
 ``none`` are there for comparison). At widths 96-192-384, three Fires a group and SR 0.25 it is
 18 conv layers deep with 855,336 parameters and 48.9M multiply-accumulates at 32 px.
+``pool_after`` moves each group's pool after its n-th Fire (SqueezeNet's third strategy,
+downsample late): ``pool_after=2`` keeps the parameters and makes it 77.6M MACs.
 """
 from __future__ import annotations
 
@@ -27,13 +29,17 @@ from squeezelab.models.registry import register_model
 
 
 class FireGroup(nn.Sequential):
-    """Fire(in -> out) -> max-pool 2 -> (fires - 1) x Fire(out -> out) with ``bypass``."""
+    """Fire(in -> out), then (fires - 1) x Fire(out -> out) with ``bypass``, and a max-pool 2
+    after the first ``pool_after`` Fires (after the first, airbench's place, by default)."""
 
     def __init__(self, in_chans: int, out_chans: int, fires: int = 3,
                  squeeze_ratio: float = 0.25, pct3x3: float = 0.5, bypass: str = "simple",
-                 activation: str = "relu"):
+                 activation: str = "relu", pool_after: int = 1):
         if fires < 1:
             raise ValueError(f"fires_per_group must be >= 1, got {fires!r}")
+        if not 1 <= pool_after <= fires:
+            raise ValueError(f"pool_after must be between 1 and fires_per_group ({fires}), "
+                             f"got {pool_after!r}")
         if not 0 < squeeze_ratio <= 1:
             raise ValueError(f"squeeze_ratio must be in (0, 1], got {squeeze_ratio!r}")
         if not 0 < pct3x3 < 1:
@@ -52,8 +58,8 @@ class FireGroup(nn.Sequential):
 
         # the first Fire changes the width, so only a "complex" bypass (a 1x1 conv) fits it
         first = fire(in_chans, "complex" if bypass == "complex" else "none")
-        super().__init__(first, nn.MaxPool2d(2),
-                         *(fire(out_chans, bypass) for _ in range(fires - 1)))
+        fires_list = [first, *(fire(out_chans, bypass) for _ in range(fires - 1))]
+        super().__init__(*fires_list[:pool_after], nn.MaxPool2d(2), *fires_list[pool_after:])
 
 
 @register_model(input_size=32, num_classes=10, tags=("cifar", "best"))
@@ -61,11 +67,12 @@ def fire_groups_cifar(num_classes: int = 10, in_chans: int = 3,
                       widths: tuple[int, ...] = (96, 192, 384), fires_per_group: int = 3,
                       squeeze_ratio: float = 0.25, pct3x3: float = 0.5,
                       bypass: str = "simple", activation: str = "relu", stem_chans: int = 24,
-                      logit_scale: float = 1 / 9):
+                      logit_scale: float = 1 / 9, pool_after: int = 1):
     """airbench's layout with Fire modules (855,336 parameters at 10 classes)."""
 
     def group(cin: int, cout: int) -> FireGroup:
-        return FireGroup(cin, cout, fires_per_group, squeeze_ratio, pct3x3, bypass, activation)
+        return FireGroup(cin, cout, fires_per_group, squeeze_ratio, pct3x3, bypass, activation,
+                         pool_after)
 
     return ConvGroupsNet(num_classes, in_chans, tuple(widths), stem_chans, logit_scale, group)
 

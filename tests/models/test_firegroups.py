@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from squeezelab.layers.fire import Fire
+from squeezelab.metrics import count_macs
 from squeezelab.models import create_model
 from squeezelab.models.firegroups import FireGroup
 from squeezelab.train.fast_start import stem_conv, whiten_stem_
@@ -34,6 +35,19 @@ def test_group_pools_after_its_first_fire_and_adds_the_input_to_the_others():
     assert group(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
 
 
+def test_pool_after_moves_the_pool_later_at_the_same_parameters():
+    # SqueezeNet's third strategy (downsample late): the same Fires, more of them at full size
+    early, late = FireGroup(16, 32, fires=3), FireGroup(16, 32, fires=3, pool_after=2)
+    assert [type(m).__name__ for m in late] == ["Fire", "Fire", "MaxPool2d", "Fire"]
+    assert n_params(late) == n_params(early)
+    assert late(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
+    last = FireGroup(16, 32, fires=3, pool_after=3)
+    assert type(last[-1]).__name__ == "MaxPool2d"
+    model = create_model("fire_groups_cifar", pool_after=2)
+    assert n_params(model) == 855_336
+    assert count_macs(model, 32) > 1.5 * count_macs(create_model("fire_groups_cifar"), 32)
+
+
 def test_complex_bypass_gives_the_first_fire_a_1x1_conv():
     group = FireGroup(16, 32, fires=2, bypass="complex")
     assert isinstance(group[0].bypass, torch.nn.Conv2d) and group[0].bypass.kernel_size == (1, 1)
@@ -53,6 +67,7 @@ def test_squeeze_ratio_and_pct3x3_set_the_fire_shapes():
     (dict(fires=0), "fires_per_group"), (dict(squeeze_ratio=0), "squeeze_ratio"),
     (dict(squeeze_ratio=1.5), "squeeze_ratio"), (dict(pct3x3=1.0), "pct3x3"),
     (dict(bypass="skip"), "bypass"), (dict(activation="swishy"), "activation"),
+    (dict(pool_after=0), "pool_after"), (dict(fires=2, pool_after=3), "pool_after"),
 ])
 def test_bad_group_settings_are_refused_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):

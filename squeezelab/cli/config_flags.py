@@ -1,5 +1,6 @@
 """The training-config flags shared by every command that trains (``train``, ``dsd``, ...): one
-flag per ``TrainConfig`` field, turned back into a config, and the line a finished run prints."""
+flag per ``TrainConfig`` field, turned back into a config, and the line a finished run prints;
+``--model-arg``, which ``info`` takes too."""
 from __future__ import annotations
 
 import argparse
@@ -70,9 +71,21 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            type=_or_cleared(parse) if optional else parse, default=None,
                            metavar="BOOL" if parse is parse_bool else field.name.upper(),
                            help=help_text)
-    group.add_argument("--model-arg", dest="model_args", action="append", default=[],
-                       metavar="KEY=VALUE", help="model constructor override, e.g. "
-                       "--model-arg batch_norm=true (repeatable; values parsed as YAML)")
+    add_model_arg_flag(group)
+
+
+def add_model_arg_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--model-arg KEY=VALUE`` (repeatable), read back by ``model_args_from``."""
+    parser.add_argument("--model-arg", dest="model_args", action="append", default=[],
+                        metavar="KEY=VALUE", help="model constructor override, e.g. "
+                        "--model-arg widths=[128,256,368] (repeatable; values parsed as YAML)")
+
+
+def model_args_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--model-arg`` flags as keyword arguments (the one KEY=VALUE parser splits them:
+    commas inside [..] stay in the value)."""
+    items = parse_key_values(args.model_args, "--model-arg", value=str)
+    return {key: _parse_yaml_value(text, f"--model-arg {key}") for key, text in items.items()}
 
 
 def config_overrides(args: argparse.Namespace, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -84,9 +97,7 @@ def config_overrides(args: argparse.Namespace, *, skip: tuple[str, ...] = ()) ->
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = config_overrides(args)
-    # the one KEY=VALUE parser splits (repeatable; commas inside [..] stay in the value)
-    items = parse_key_values(args.model_args, "--model-arg", value=str)
-    model_args = {key: _parse_yaml_value(text, f"--model-arg {key}") for key, text in items.items()}
+    model_args = model_args_from(args)
     if args.recipe:
         cfg = TrainConfig.from_yaml(args.recipe, overrides)
     else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from squeezelab.cli.config_flags import add_model_arg_flag, model_args_from
 from squeezelab.metrics import count_macs, format_layer_table, human, layer_table
 from squeezelab.models import create_model, get_entry, list_models
 
@@ -19,6 +20,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=None,
                    help="square input size in pixels (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=None)
+    add_model_arg_flag(p)  # size a variant before training it, as train --model-arg builds it
     p.set_defaults(func=cmd_info)
 
 
@@ -41,7 +43,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     entry = get_entry(args.model)
     size = args.input_size or entry.default_input_size
-    model = create_model(args.model, num_classes=args.num_classes)
+    model = create_model(args.model, num_classes=args.num_classes, **model_args_from(args))
     rows = layer_table(model, size)
     params = sum(p.numel() for p in model.parameters())
     macs = sum(r.macs for r in rows)

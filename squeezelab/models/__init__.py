@@ -9,6 +9,7 @@ from squeezelab.models import (  # noqa: F401  (importing them registers the bui
     squeezenet,
 )
 from squeezelab.models.registry import (
+    UnknownModelArgumentError,
     UnknownModelError,
     create_model,
     get_entry,
@@ -21,6 +22,6 @@ from squeezelab.models.registry import (
 from squeezelab.models.skeletons import create_skeleton
 
 __all__ = [
-    "UnknownModelError", "create_model", "create_skeleton", "get_entry", "list_models",
-    "model_spec", "register_model", "skeleton", "unwrap_model",
+    "UnknownModelArgumentError", "UnknownModelError", "create_model", "create_skeleton",
+    "get_entry", "list_models", "model_spec", "register_model", "skeleton", "unwrap_model",
 ]

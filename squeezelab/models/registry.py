@@ -30,6 +30,12 @@ class UnknownModelError(ValueError):
     """Raised for a model name that is not in the registry."""
 
 
+class UnknownModelArgumentError(ValueError, TypeError):
+    """Raised for a constructor argument the model does not take (``--model-arg widht=...``).
+    A TypeError, as a bad keyword is in Python; a ValueError too, so that the command line
+    reports it as bad input in one line instead of a traceback."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
@@ -118,7 +124,8 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     unknown = [k for k in overrides if k not in params and not accepts_any]
     if unknown:
         allowed = sorted(k for k in params if k != "num_classes")
-        raise TypeError(f"model {name!r} got unknown argument(s) {unknown}; it accepts {allowed}")
+        raise UnknownModelArgumentError(
+            f"model {name!r} got unknown argument(s) {unknown}; it accepts {allowed}")
     model = entry.builder(num_classes=num_classes, **overrides)
     model.spec = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model

@@ -30,8 +30,21 @@ def test_info_input_size(capsys):
     assert "727,594 parameters, 224M MACs at 32x32" in capsys.readouterr().out
 
 
+def test_info_sizes_a_variant_built_with_model_args(capsys):
+    # the best recipe's wider model, and it at CIFAR-100: still under a million parameters
+    assert main(["info", "fire_groups_cifar", "--model-arg", "widths=[128,256,368]"]) == 0
+    assert "965,856 parameters, 74.8M MACs at 32x32" in capsys.readouterr().out
+    assert main(["info", "fire_groups_cifar", "--model-arg", "widths=[128,256,368]",
+                 "--num-classes", "100"]) == 0
+    assert "998,976 parameters" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["info", "squeezenet1_O"], "unknown model 'squeezenet1_O'; did you mean"),
+    (["info", "fire_groups_cifar", "--model-arg", "widht=[8,16,32]"],
+     "unknown argument(s) ['widht']; it accepts ['activation', 'bypass',"),
+    (["info", "fire_groups_cifar", "--model-arg", "widths=[8,16"],
+     "--model-arg widths: '[8,16' is not a valid YAML value"),
     (["train", "--model", "nope", "--data", "."], "unknown model 'nope'"),
     (["train", "--epochs", "0"], "epochs must be a positive integer, got 0"),
     (["train", "--data", "/does/not/exist", "--epochs", "1"], "/does/not/exist"),

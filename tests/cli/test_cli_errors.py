@@ -161,6 +161,15 @@ def test_malformed_model_arg_names_the_flag(capsys):
         "or ']', but got '<stream end>')")
 
 
+def test_misspelled_model_arg_is_one_error_line_before_training(tmp_path, cifar_tree, capsys):
+    assert main(["train", "--data", str(cifar_tree), "--model", "fire_groups_cifar",
+                 "--model-arg", "widht=[8,16,32]", "--epochs", "1", "--limit-train", "20",
+                 "--limit-test", "20", "--progress", "false", "--out-dir", str(tmp_path)]) == 2
+    assert one_error_line(capsys).startswith(
+        "error: model 'fire_groups_cifar' got unknown argument(s) ['widht']; it accepts [")
+    assert not any(tmp_path.glob("**/*.safetensors"))  # it stopped before training
+
+
 @pytest.mark.parametrize("error", [KeyError("a bug"), ModuleNotFoundError("no module 'x'"),
                                    RuntimeError("a bug")])
 def test_a_genuine_bug_keeps_its_traceback(monkeypatch, error):

@@ -140,6 +140,11 @@ def info(run: Run) -> None:
     assert "features.3.squeeze" in out and "1,248,424 parameters, 819M MACs at 224x224" in out
 
 
+def info_variant(run: Run) -> None:
+    out = run()  # the wider model the best recipe was tried with
+    assert "965,856 parameters, 74.8M MACs at 32x32" in out
+
+
 def train_fast_recipe_short(run: Run) -> None:
     out = run(*run.tiny_train(), "--epochs", "3")  # the README's 3 epochs, of 100 images
     path = run_dir_printed(out)
@@ -368,6 +373,7 @@ EXAMPLES: dict[str, Callable[[Run], None]] = {
     "eval runs/cifar10_fast": eval_run,
     "models 'squeezenet*' --counts": models_counts,
     "info squeezenet1_0": info,
+    "info fire_groups_cifar --model-arg 'widths=[128,256,368]'": info_variant,
     "train recipes/cifar10_fast.yaml --epochs 3 --limit-train 5000 --run-name quick":
         train_fast_recipe_short,
     "train --model squeezenet_cifar_e4 --optimizer adam --lr 0.001 --epochs 20": train_e4_adam,

@@ -9,6 +9,7 @@ from squeezelab.models import (  # noqa: F401  (importing them registers the bui
     squeezenet,
 )
 from squeezelab.models.registry import (
+    ModelArgumentError,
     UnknownModelArgumentError,
     UnknownModelError,
     create_model,
@@ -22,6 +23,7 @@ from squeezelab.models.registry import (
 from squeezelab.models.skeletons import create_skeleton
 
 __all__ = [
-    "UnknownModelArgumentError", "UnknownModelError", "create_model", "create_skeleton",
-    "get_entry", "list_models", "model_spec", "register_model", "skeleton", "unwrap_model",
+    "ModelArgumentError", "UnknownModelArgumentError", "UnknownModelError", "create_model",
+    "create_skeleton", "get_entry", "list_models", "model_spec", "register_model", "skeleton",
+    "unwrap_model",
 ]

@@ -30,10 +30,15 @@ class UnknownModelError(ValueError):
     """Raised for a model name that is not in the registry."""
 
 
-class UnknownModelArgumentError(ValueError, TypeError):
-    """Raised for a constructor argument the model does not take (``--model-arg widht=...``).
-    A TypeError, as a bad keyword is in Python; a ValueError too, so that the command line
-    reports it as bad input in one line instead of a traceback."""
+class ModelArgumentError(ValueError, TypeError):
+    """Raised for a constructor argument the model cannot be built with, such as a value of the
+    wrong type (``--model-arg widths=3`` where a list is expected). A TypeError, as a bad
+    argument is in Python; a ValueError too, so that the command line reports it as bad input in
+    one line instead of a traceback."""
+
+
+class UnknownModelArgumentError(ModelArgumentError):
+    """Raised for a constructor argument the model does not take (``--model-arg widht=...``)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,17 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
         allowed = sorted(k for k in params if k != "num_classes")
         raise UnknownModelArgumentError(
             f"model {name!r} got unknown argument(s) {unknown}; it accepts {allowed}")
-    model = entry.builder(num_classes=num_classes, **overrides)
+    try:
+        model = entry.builder(num_classes=num_classes, **overrides)
+    except TypeError as err:
+        # With the names checked above, a TypeError from a builder given overrides is a value of
+        # the wrong type (a number where a list is expected). The defaults never raise one, so
+        # without overrides it is a bug in the builder and keeps its traceback.
+        if not overrides:
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise ModelArgumentError(
+            f"model {name!r} cannot be built with {given}: {err}") from err
     model.spec = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model
 

@@ -43,6 +43,8 @@ def test_info_sizes_a_variant_built_with_model_args(capsys):
     (["info", "squeezenet1_O"], "unknown model 'squeezenet1_O'; did you mean"),
     (["info", "fire_groups_cifar", "--model-arg", "widht=[8,16,32]"],
      "unknown argument(s) ['widht']; it accepts ['activation', 'bypass',"),
+    (["info", "fire_groups_cifar", "--model-arg", "widths=3"],
+     "model 'fire_groups_cifar' cannot be built with widths=3"),
     (["info", "fire_groups_cifar", "--model-arg", "widths=[8,16"],
      "--model-arg widths: '[8,16' is not a valid YAML value"),
     (["train", "--model", "nope", "--data", "."], "unknown model 'nope'"),

@@ -3,7 +3,14 @@ import pytest
 import torch
 
 import squeezelab
-from squeezelab.models import UnknownModelError, create_model, get_entry, model_spec, skeleton
+from squeezelab.models import (
+    ModelArgumentError,
+    UnknownModelError,
+    create_model,
+    get_entry,
+    model_spec,
+    skeleton,
+)
 
 # Exact parameter counts at each model's default class count (from the papers / torchvision
 # where those exist; our own designs are pinned so a change to them is deliberate).
@@ -78,6 +85,15 @@ def test_unknown_argument_is_named():
         squeezelab.create_model("alexnet", widht=2)
     # a bad keyword, and bad input the command line reports in one line
     assert isinstance(caught.value, ValueError)
+
+
+def test_argument_of_the_wrong_type_is_named():
+    # widths takes a list; a number reaches the builder, whose TypeError is reported with the value
+    with pytest.raises(ModelArgumentError,
+                       match=r"'fire_groups_cifar' cannot be built with widths=3: .*not iterable"
+                       ) as caught:
+        squeezelab.create_model("fire_groups_cifar", widths=3)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, TypeError)
 
 
 def test_bad_num_classes():

@@ -32,7 +32,7 @@ from squeezelab.workflows.architecture_learning import (  # noqa: E402
     ArchitectureLearningConfig,
     learn_architecture,
 )
-from squeezelab.workflows.deep_compression import fine_tune_train_section  # noqa: E402
+from squeezelab.workflows.fine_tuning import fine_tune_train_section  # noqa: E402
 
 TARGET_REMOVED = 0.30  # fraction of the parameters
 TARGET_LOST = 0.01  # top-1, as a fraction

@@ -19,7 +19,7 @@ from squeezelab.checkpoint import resolve_checkpoint  # noqa: E402
 from squeezelab.compress.format.checkpoints import load_compressible  # noqa: E402
 from squeezelab.train.data import load_run_data  # noqa: E402
 from squeezelab.train.evaluate import EvalProtocol  # noqa: E402
-from squeezelab.workflows.deep_compression import fine_tune_train_section  # noqa: E402
+from squeezelab.workflows.fine_tuning import fine_tune_train_section  # noqa: E402
 from squeezelab.workflows.layer_pruning import LayerPruneConfig, prune_fires  # noqa: E402
 
 

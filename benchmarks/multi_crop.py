@@ -28,7 +28,7 @@ from squeezelab.train.evaluate import (  # noqa: E402
     paired_difference,
     top1_correct,
 )
-from squeezelab.workflows.deep_compression import fine_tune_train_section  # noqa: E402
+from squeezelab.workflows.fine_tuning import fine_tune_train_section  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

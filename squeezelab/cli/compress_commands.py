@@ -201,7 +201,7 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     elif sharing:
         out["sharing"] = sharing
     if args.distill is not None:
-        from squeezelab.workflows.compress_config import DENSE_TEACHER, CompressDistillConfig
+        from squeezelab.workflows.fine_tuning import DENSE_TEACHER, CompressDistillConfig
 
         spec = "" if args.distill.strip() == DENSE_TEACHER else args.distill
         out["distill"] = CompressDistillConfig.from_key_values(spec, "--distill").to_dict()

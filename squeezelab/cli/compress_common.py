@@ -67,8 +67,8 @@ def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
     """TrainConfig fields for fine-tuning runs: the checkpoint's own config, then the data
-    flags (``workflows.deep_compression.fine_tune_train_section``)."""
-    from squeezelab.workflows.deep_compression import fine_tune_train_section
+    flags (``workflows.fine_tuning.fine_tune_train_section``)."""
+    from squeezelab.workflows.fine_tuning import fine_tune_train_section
 
     return fine_tune_train_section(meta, _data_overrides(args))
 

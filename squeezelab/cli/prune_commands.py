@@ -230,7 +230,7 @@ def _distill(args: argparse.Namespace):
     """--distill SPEC as the pruning workflows take it (None when not given)."""
     if args.distill is None:
         return None
-    from squeezelab.workflows.compress_config import DENSE_TEACHER, CompressDistillConfig
+    from squeezelab.workflows.fine_tuning import DENSE_TEACHER, CompressDistillConfig
 
     if not args.retrain_epochs:
         raise ValueError("--distill acts in the retraining: give --retrain-epochs too")

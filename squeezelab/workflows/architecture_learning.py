@@ -48,7 +48,7 @@ from squeezelab.models import model_spec
 from squeezelab.train.architecture import ArchitectureHook
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.deep_compression import default_work_dir
+from squeezelab.workflows.fine_tuning import RUN_FIELDS, check_train_section, default_work_dir
 
 #: what the count term of the regulariser charges per channel
 COSTS = ("parameters", "neurons")
@@ -121,10 +121,12 @@ class ArchitectureLearningConfig(ConfigBase):
             raise ConfigError(f"min_width must be a fraction in [0, 1), got {self.min_width!r}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}")
-        fixed = sorted(set(self.train) & {"epochs", "run_name", "out_dir", "model"})
-        if fixed:
-            raise ConfigError(f"train section may not set {fixed}: learn_architecture sets "
-                              "them (learn_epochs, finetune_epochs, the work directory)")
+        # lr may be set: it is learn_lr's and finetune_lr's default
+        self.train = check_train_section(
+            self.train, "learn_architecture", "learn_epochs, finetune_epochs, the work directory",
+            fields=[f for f in RUN_FIELDS if f != "lr"])
+        for phase in ("learn", "finetune"):  # bad TrainConfig values fail now, not mid-run
+            self.run_config(phase, "check")
 
     def run_config(self, phase: str, model_name: str) -> TrainConfig:
         """The TrainConfig of ``phase`` "learn" or "finetune"."""

@@ -38,8 +38,13 @@ from squeezelab.metrics import count_macs, count_parameters, time_forward
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.compress_config import CompressDistillConfig, fine_tuning_distill
-from squeezelab.workflows.deep_compression import default_work_dir, distillation_hooks
+from squeezelab.workflows.fine_tuning import (
+    CompressDistillConfig,
+    check_train_section,
+    default_work_dir,
+    distillation_hooks,
+    fine_tuning_distill,
+)
 
 #: channel rankings ``smallest_channels`` offers
 CHANNEL_SCORES = ("auto", "filter_norm", "bn_scale")
@@ -86,10 +91,9 @@ class ChannelPruneConfig(ConfigBase):
                               f"{self.retrain_epochs!r}")
         if not isinstance(self.retrain_lr, (int, float)) or not self.retrain_lr > 0:
             raise ConfigError(f"retrain_lr must be > 0, got {self.retrain_lr!r}")
-        fixed = sorted(set(self.train) & {"epochs", "lr", "run_name", "out_dir", "model"})
-        if fixed:
-            raise ConfigError(f"train section may not set {fixed}: prune_channels sets them "
-                              "(retrain_epochs, retrain_lr, the work directory)")
+        self.train = check_train_section(self.train, "prune_channels",
+                                         "retrain_epochs, retrain_lr, the work directory")
+        self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
 
     def train_config(self, model_name: str) -> TrainConfig:
         """The TrainConfig of the fine-tuning run."""

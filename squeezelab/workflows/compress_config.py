@@ -10,48 +10,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
 from squeezelab.compress.format.layout import CODER_CHOICES, FLOAT_DTYPES
 from squeezelab.compress.pruning.magnitude import PruneConfig
 from squeezelab.compress.pruning.schedules import PRUNE_SCHEDULES
 from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
-from squeezelab.config import ConfigBase, ConfigError
+from squeezelab.config import ConfigBase
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.distill import DistillConfig
-
-#: ``distill.teacher`` naming the model being compressed, as it was before pruning
-DENSE_TEACHER = "dense"
-
-
-@dataclass
-class CompressDistillConfig(DistillConfig):
-    """A DistillConfig whose ``teacher`` defaults to ``"dense"``: the model being compressed.
-    Read from the ``compress:`` section's ``distill:``, not a recipe's own ``distill:``."""
-
-    recipe_section = None
-    teacher: str = DENSE_TEACHER
-
-    @classmethod
-    def normalize_input(cls, values: Mapping[str, Any], source: str) -> dict[str, Any]:
-        return super().normalize_input({"teacher": DENSE_TEACHER, **values}, source)
-
-def fine_tuning_distill(distill: Any, retrain_epochs: int) -> CompressDistillConfig | None:
-    """A pruning workflow's ``distill`` setting as a CompressDistillConfig (a mapping is read,
-    None stays None), refused where the workflow does not fine-tune: there is nothing for the
-    teacher to teach."""
-    if isinstance(distill, Mapping):
-        distill = CompressDistillConfig.from_dict(distill, source="distill")
-    if distill is not None and not isinstance(distill, CompressDistillConfig):
-        raise ConfigError(f"distill must be a mapping of distillation settings or None, got "
-                          f"{type(distill).__name__}")
-    if distill is not None and not retrain_epochs:
-        raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
-    return distill
-
-
-#: TrainConfig fields the pipeline sets itself for each phase; a ``train`` section naming them
-#: would be silently overridden, so it is rejected.
-_PHASE_FIELDS = ("epochs", "lr", "run_name", "out_dir", "model", "model_args")
+from squeezelab.workflows.fine_tuning import (
+    CompressDistillConfig,
+    check_train_section,
+    fine_tune_train_section,
+)
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -185,14 +155,9 @@ class CompressConfig(ConfigBase):
         if self.distill is not None and not isinstance(self.distill, DistillConfig):
             raise ValueError(f"distill must be a DistillConfig, a mapping or None, got "
                              f"{type(self.distill).__name__}")
-        if not isinstance(self.train, Mapping):
-            raise ValueError(f"train must be a mapping of TrainConfig fields, got "
-                             f"{type(self.train).__name__}")
-        self.train = dict(self.train)
-        fixed = sorted(set(self.train) & set(_PHASE_FIELDS))
-        if fixed:
-            raise ValueError(f"train section may not set {fixed}: the pipeline sets them per "
-                             "phase (use retrain_epochs/retrain_lr/centroid_epochs/centroid_lr)")
+        self.train = check_train_section(
+            self.train, "the pipeline",
+            "per phase: retrain_epochs, retrain_lr, centroid_epochs, centroid_lr")
         self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
 
     def train_config(self, run_name: str, epochs: int = 1, lr: float | None = None,
@@ -202,39 +167,6 @@ class CompressConfig(ConfigBase):
         if lr is not None:
             values["lr"] = lr
         return TrainConfig.from_dict(values, source="compress config 'train' section")
-
-
-#: TrainConfig fields a fine-tuning run takes from the checkpoint's own training config: the
-#: same data and subset (``subset_seed`` / ``seed``: see ``data_seed_of``), image size and
-#: optimisation settings the model was trained with.
-INHERITED_TRAIN_FIELDS = (
-    "data", "data_root", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
-    "augment", "label_smoothing", "precision", "channels_last", "seed", "subset_seed", "device",
-    "image_size", "limit_train", "limit_test",
-)
-
-
-def _checkpoint_meta(checkpoint: Mapping[str, Any] | str | os.PathLike | None) -> dict:
-    if checkpoint is None:
-        return {}
-    if isinstance(checkpoint, Mapping):
-        return dict(checkpoint)
-    return load_checkpoint(resolve_checkpoint(checkpoint)).meta
-
-
-def fine_tune_train_section(checkpoint: Mapping[str, Any] | str | os.PathLike | None,
-                            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """TrainConfig fields for the fine-tuning runs of a checkpoint (``checkpoint``: its meta
-    or its path): the ``INHERITED_TRAIN_FIELDS`` of the config it was trained with, a cosine
-    schedule unless that says otherwise, no warm-up (the model is trained already), then
-    ``overrides`` (None values are left out: a flag not given)."""
-    saved = dict(_checkpoint_meta(checkpoint).get("config") or {})
-    known = set(TrainConfig.field_names())
-    out = {k: saved[k] for k in INHERITED_TRAIN_FIELDS if k in saved and k in known}
-    out.setdefault("schedule", "cosine")
-    out["warmup_epochs"] = 0.0
-    out.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return out
 
 
 def _merged(base: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -280,5 +212,4 @@ def compress_config_for(checkpoint: Mapping[str, Any] | str | os.PathLike | None
     return CompressConfig.from_dict(values, source=source)
 
 
-__all__ = ["DENSE_TEACHER", "INHERITED_TRAIN_FIELDS", "CompressConfig", "CompressDistillConfig",
-           "compress_config_for", "fine_tune_train_section", "fine_tuning_distill"]
+__all__ = ["CompressConfig", "compress_config_for"]

@@ -56,15 +56,16 @@ from squeezelab.compress.quantization.weight_sharing import (
 from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.hooks import TrainHook
 from squeezelab.models import model_spec, unwrap_model
-from squeezelab.train.config import TrainConfig
-from squeezelab.train.distill import DistillConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.compress_config import (  # noqa: F401  (re-exported)
-    DENSE_TEACHER,
-    INHERITED_TRAIN_FIELDS,
     CompressConfig,
-    CompressDistillConfig,
     compress_config_for,
+)
+from squeezelab.workflows.fine_tuning import (  # noqa: F401  (re-exported)
+    INHERITED_TRAIN_FIELDS,
+    CompressDistillConfig,
+    default_work_dir,
+    distillation_hooks,
     fine_tune_train_section,
 )
 
@@ -91,13 +92,6 @@ def evaluate_top1(model: nn.Module, data, protocol: EvalProtocol | None = None,
     under ``protocol`` (default fp32, no flip), which the result records beside them."""
     r = evaluate_data(model, data, protocol or EvalProtocol(), batch_size)
     return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "protocol": r["protocol"]}
-
-
-def default_work_dir(output_path: str | os.PathLike, kind: str) -> Path:
-    """Where a command's fine-tuning runs go unless told: ``runs/<output stem>-<kind>``, in the
-    folder that ``train`` puts its runs in, not beside the output file."""
-    runs = TrainConfig.__dataclass_fields__["out_dir"].default
-    return Path(runs) / f"{Path(output_path).stem}-{kind}"
 
 
 def weight_sparsity(model: nn.Module) -> float:
@@ -304,22 +298,6 @@ def _distill_hooks(config: CompressConfig, model: nn.Module,
     if not _fine_tunes(config):
         return []
     return distillation_hooks(config.distill, model, log)
-
-
-def distillation_hooks(distill: DistillConfig | None, model: nn.Module,
-                       log: Callable[[str], None] = _print) -> list[TrainHook]:
-    """A fine-tuning run's distillation hook for ``distill`` (none for None): its teacher a
-    frozen copy of ``model`` as it is now (``teacher: dense``: the model about to be pruned or
-    cut) or the checkpoint ``distill.teacher`` names. Shared by compress, weight pruning and
-    channel pruning."""
-    if distill is None:
-        return []
-    from squeezelab.train.distill import DistillHook
-
-    dense = distill.teacher == DENSE_TEACHER
-    log(f"distilling from {'the dense model' if dense else distill.teacher} in every "
-        f"fine-tuning run ({distill.mode}, T={distill.temperature:g}, alpha={distill.alpha:g})")
-    return [DistillHook(distill, teacher=copy.deepcopy(model) if dense else None)]
 
 
 def _fine_tunes(config: CompressConfig) -> bool:

@@ -32,8 +32,13 @@ from squeezelab.metrics import count_macs, count_parameters
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.compress_config import CompressDistillConfig, fine_tuning_distill
-from squeezelab.workflows.deep_compression import default_work_dir, distillation_hooks
+from squeezelab.workflows.fine_tuning import (
+    CompressDistillConfig,
+    check_train_section,
+    default_work_dir,
+    distillation_hooks,
+    fine_tuning_distill,
+)
 
 
 @dataclass
@@ -65,10 +70,9 @@ class LayerPruneConfig(ConfigBase):
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(self.retrain_lr, (int, float)) or not self.retrain_lr > 0:
             raise ConfigError(f"retrain_lr must be > 0, got {self.retrain_lr!r}")
-        fixed = sorted(set(self.train) & {"epochs", "lr", "run_name", "out_dir", "model"})
-        if fixed:
-            raise ConfigError(f"train section may not set {fixed}: prune_fires sets them "
-                              "(retrain_epochs, retrain_lr, the work directory)")
+        self.train = check_train_section(self.train, "prune_fires",
+                                         "retrain_epochs, retrain_lr, the work directory")
+        self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
 
     def train_config(self, model_name: str) -> TrainConfig:
         """The TrainConfig of the fine-tuning run."""

@@ -28,11 +28,10 @@ from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.deep_compression import (
     CompressConfig,
     clear_phase_runs,
-    default_work_dir,
-    distillation_hooks,
     evaluate_top1,
     prune_and_retrain,
 )
+from squeezelab.workflows.fine_tuning import default_work_dir, distillation_hooks
 
 
 @dataclass

@@ -23,7 +23,8 @@ from squeezelab.config import ConfigError
 from squeezelab.train.config import TrainConfig, data_seed_of
 from squeezelab.train.evaluate import EvalProtocol, data_logits
 from squeezelab.train.run_dir import RunDir
-from squeezelab.workflows.deep_compression import evaluate_top1, fine_tune_train_section
+from squeezelab.workflows.deep_compression import evaluate_top1
+from squeezelab.workflows.fine_tuning import fine_tune_train_section
 from squeezelab.workflows.studies.kinds.train import cell_data
 from squeezelab.workflows.studies.registry import CellContext, pin_speed
 

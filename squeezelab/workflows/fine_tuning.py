@@ -1,0 +1,144 @@
+"""What every workflow that fine-tunes a trained model shares (the Deep Compression pipeline,
+weight, channel and Fire pruning, architecture learning, the studies' cells):
+
+- the ``train:`` section of its settings: ``fine_tune_train_section`` starts it from the
+  checkpoint's own training settings, ``check_train_section`` refuses the fields the workflow
+  sets itself for each run;
+- the teacher: ``distill:`` settings whose ``teacher`` defaults to the model being fine-tuned as
+  it was before the workflow changed it (``CompressDistillConfig``), and the hook that
+  distils from it;
+- where its fine-tuning runs go unless told (``default_work_dir``).
+
+It sits below the workflows and above training: it imports ``squeezelab.train``, never a
+workflow.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
+from squeezelab.config import ConfigError
+from squeezelab.hooks import TrainHook
+from squeezelab.train.config import TrainConfig
+from squeezelab.train.distill import DistillConfig
+
+#: ``distill.teacher`` naming the model being fine-tuned, as it was before the workflow changed it
+DENSE_TEACHER = "dense"
+
+#: TrainConfig fields a workflow sets itself for each of its fine-tuning runs. A ``train``
+#: section naming one would be overridden without a word (``epochs``, ``lr``, ...) or ignored
+#: (``model_args``: the model is the checkpoint's), so ``check_train_section`` refuses them.
+RUN_FIELDS = ("epochs", "lr", "run_name", "out_dir", "model", "model_args")
+
+#: TrainConfig fields a fine-tuning run takes from the checkpoint's own training config: the
+#: same data and subset (``subset_seed`` / ``seed``: see ``data_seed_of``), image size and
+#: optimisation settings the model was trained with.
+INHERITED_TRAIN_FIELDS = (
+    "data", "data_root", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
+    "augment", "label_smoothing", "precision", "channels_last", "seed", "subset_seed", "device",
+    "image_size", "limit_train", "limit_test",
+)
+
+
+def check_train_section(train: Any, workflow: str, sets: str,
+                        fields: Iterable[str] = RUN_FIELDS) -> dict[str, Any]:
+    """``train`` (a workflow's ``train:`` section) as a dict, refused if it is not a mapping or
+    names one of ``fields``, the TrainConfig fields ``workflow`` sets itself (``sets`` says
+    from what, for the message). Its values are checked by building the workflow's
+    TrainConfig, which the caller does next, so that a bad one fails before any work."""
+    if not isinstance(train, Mapping):
+        raise ConfigError(f"train must be a mapping of TrainConfig fields, got "
+                          f"{type(train).__name__}")
+    fixed = sorted(set(train) & set(fields))
+    if fixed:
+        raise ConfigError(f"train section may not set {fixed}: {workflow} sets them ({sets})")
+    return dict(train)
+
+
+@dataclass
+class CompressDistillConfig(DistillConfig):
+    """A DistillConfig whose ``teacher`` defaults to ``"dense"``: the model being fine-tuned.
+    Read from a workflow's ``distill:`` (the ``compress:`` section's, a pruning's), not a
+    training recipe's own ``distill:``."""
+
+    recipe_section = None
+    teacher: str = DENSE_TEACHER
+
+    @classmethod
+    def normalize_input(cls, values: Mapping[str, Any], source: str) -> dict[str, Any]:
+        return super().normalize_input({"teacher": DENSE_TEACHER, **values}, source)
+
+
+def fine_tuning_distill(distill: Any, retrain_epochs: int) -> CompressDistillConfig | None:
+    """A pruning workflow's ``distill`` setting as a CompressDistillConfig (a mapping is read,
+    None stays None), refused where the workflow does not fine-tune: there is nothing for the
+    teacher to teach."""
+    if isinstance(distill, Mapping):
+        distill = CompressDistillConfig.from_dict(distill, source="distill")
+    if distill is not None and not isinstance(distill, CompressDistillConfig):
+        raise ConfigError(f"distill must be a mapping of distillation settings or None, got "
+                          f"{type(distill).__name__}")
+    if distill is not None and not retrain_epochs:
+        raise ConfigError("distill needs fine-tuning to act in: give retrain_epochs > 0")
+    return distill
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def distillation_hooks(distill: DistillConfig | None, model: nn.Module,
+                       log: Callable[[str], None] = _print) -> list[TrainHook]:
+    """A fine-tuning run's distillation hook for ``distill`` (none for None): its teacher a
+    frozen copy of ``model`` as it is now (``teacher: dense``: the model about to be pruned or
+    cut) or the checkpoint ``distill.teacher`` names."""
+    if distill is None:
+        return []
+    from squeezelab.train.distill import DistillHook
+
+    dense = distill.teacher == DENSE_TEACHER
+    log(f"distilling from {'the dense model' if dense else distill.teacher} in every "
+        f"fine-tuning run ({distill.mode}, T={distill.temperature:g}, alpha={distill.alpha:g})")
+    return [DistillHook(distill, teacher=copy.deepcopy(model) if dense else None)]
+
+
+def default_work_dir(output_path: str | os.PathLike, kind: str) -> Path:
+    """Where a command's fine-tuning runs go unless told: ``runs/<output stem>-<kind>``, in the
+    folder that ``train`` puts its runs in, not beside the output file."""
+    runs = TrainConfig.__dataclass_fields__["out_dir"].default
+    return Path(runs) / f"{Path(output_path).stem}-{kind}"
+
+
+def _checkpoint_meta(checkpoint: Mapping[str, Any] | str | os.PathLike | None) -> dict:
+    if checkpoint is None:
+        return {}
+    if isinstance(checkpoint, Mapping):
+        return dict(checkpoint)
+    return load_checkpoint(resolve_checkpoint(checkpoint)).meta
+
+
+def fine_tune_train_section(checkpoint: Mapping[str, Any] | str | os.PathLike | None,
+                            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """TrainConfig fields for the fine-tuning runs of a checkpoint (``checkpoint``: its meta
+    or its path): the ``INHERITED_TRAIN_FIELDS`` of the config it was trained with, a cosine
+    schedule unless that says otherwise, no warm-up (the model is trained already), then
+    ``overrides`` (None values are left out: a flag not given)."""
+    saved = dict(_checkpoint_meta(checkpoint).get("config") or {})
+    known = set(TrainConfig.field_names())
+    out = {k: saved[k] for k in INHERITED_TRAIN_FIELDS if k in saved and k in known}
+    out.setdefault("schedule", "cosine")
+    out["warmup_epochs"] = 0.0
+    out.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return out
+
+
+__all__ = ["DENSE_TEACHER", "INHERITED_TRAIN_FIELDS", "RUN_FIELDS", "CompressDistillConfig",
+           "check_train_section", "default_work_dir", "distillation_hooks",
+           "fine_tune_train_section", "fine_tuning_distill"]

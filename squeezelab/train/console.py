@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
@@ -80,13 +81,47 @@ def warn_if_uniform(r: dict[str, Any], num_classes: int) -> bool:
     return True
 
 
-def print_epoch(r: dict[str, Any], cfg: TrainConfig) -> None:
+def seconds_left(history: Sequence[Mapping[str, Any]], cfg: TrainConfig) -> float | None:
+    """How long the epochs still to run should take, from the ones run so far (``history``,
+    the last one included): the median of the last ten epochs' training time for each epoch
+    left, plus the mean scoring time of the scored ones for each scoring left. None before
+    the first epoch. The median, so that an epoch slowed by other work on the machine (or the
+    first one, which warms up) does not move the estimate much."""
+    if not history:
+        return None
+    done = int(history[-1]["epoch"])
+    left = max(0, cfg.epochs - done)
+    recent = sorted(float(x["seconds"]) for x in history[-10:])
+    middle = len(recent) // 2
+    train = recent[middle] if len(recent) % 2 else (recent[middle - 1] + recent[middle]) / 2
+    scored = [float(x["eval_seconds"]) for x in history if "eval_seconds" in x]
+    scorings = sum(1 for e in range(done + 1, cfg.epochs + 1)
+                   if e % cfg.eval_every == 0 or e == cfg.epochs)
+    scoring = sum(scored) / len(scored) if scored else 0.0
+    return left * train + scorings * scoring
+
+
+def format_duration(seconds: float) -> str:
+    """``4h58m``, ``12m``, ``<1m``: a run's time left, to the minute."""
+    minutes = int(round(seconds / 60))
+    if minutes < 1:
+        return "<1m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+def print_epoch(r: dict[str, Any], cfg: TrainConfig,
+                history: Sequence[Mapping[str, Any]] = ()) -> None:
+    """The epoch's line: losses, top-1, learning rate, speed, and, while epochs are left, how
+    long they should take (``seconds_left`` over ``history``, this epoch included)."""
     if not cfg.progress:
         return
     # the run scores in its own (autotuned) precision: say which, beside the figure
     protocol = f" ({describe_protocol(r['test_protocol'])})" if r.get("test_protocol") else ""
     test = (f" test_top1 {r['test_top1']:.4f} test_top5 {r['test_top5']:.4f}{protocol}"
             if "test_top1" in r else "")
+    left = seconds_left(history, cfg) if r["epoch"] < cfg.epochs else None
+    eta = f"  ~{format_duration(left)} left" if left is not None else ""
     tqdm.write(f"epoch {r['epoch']:>3}/{cfg.epochs}  train_loss {r['train_loss']:.4f} "
                f"train_top1 {r['train_top1']:.4f}{test}  lr {r['lr']:.4g}  "
-               f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s")
+               f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s{eta}")

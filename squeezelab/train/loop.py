@@ -510,7 +510,7 @@ def _end_epoch(r: _Run, record: dict[str, Any]) -> None:
     r.history.append(record)
     if r.is_main:
         r.run.append_metrics(record)
-        print_epoch(record, cfg)
+        print_epoch(record, cfg, r.history)
         if not r.warned_uniform:
             r.warned_uniform = warn_if_uniform(record, r.train_data.num_classes)
     improved = record.get("test_top1", -1.0) > r.best_top1

@@ -1,0 +1,52 @@
+"""The epoch line's estimate of the time left (``train/console.py``)."""
+import pytest
+
+from squeezelab.train.config import TrainConfig
+from squeezelab.train.console import format_duration, print_epoch, seconds_left
+
+
+def _epoch(epoch, seconds, eval_seconds=None):
+    record = {"epoch": epoch, "seconds": seconds, "train_loss": 1.0, "train_top1": 0.5,
+              "lr": 0.1, "images_per_s": 500.0}
+    if eval_seconds is not None:
+        record.update(eval_seconds=eval_seconds, test_top1=0.8, test_top5=0.9, test_loss=0.5)
+    return record
+
+
+def test_seconds_left_is_the_median_epoch_times_the_epochs_left_plus_the_scorings():
+    cfg = TrainConfig(epochs=20, eval_every=5)
+    # a slow first epoch (warming up) and one slowed by other work do not move the median
+    history = [_epoch(1, 300.0), _epoch(2, 100.0), _epoch(3, 100.0), _epoch(4, 500.0),
+               _epoch(5, 102.0, eval_seconds=30.0), _epoch(6, 98.0)]
+    # 14 epochs left at the median 101 s; scorings left at 10, 15, 20 at the mean 30 s
+    assert seconds_left(history, cfg) == pytest.approx(14 * 101.0 + 3 * 30.0)
+
+
+def test_seconds_left_counts_the_last_epoch_scoring_and_only_the_last_ten_epochs():
+    cfg = TrainConfig(epochs=30, eval_every=7)
+    history = [_epoch(e, 1000.0) for e in range(1, 11)] + [_epoch(e, 50.0)
+                                                            for e in range(11, 21)]
+    # the last ten epochs only (50 s); scorings left at 21, 28 and the last epoch, 30; none
+    # scored yet, so they count nothing
+    assert seconds_left(history, cfg) == pytest.approx(10 * 50.0)
+    assert seconds_left([], cfg) is None
+    assert seconds_left([_epoch(30, 50.0, eval_seconds=9.0)], cfg) == 0.0
+
+
+@pytest.mark.parametrize("seconds,text", [
+    (0.0, "<1m"), (29.0, "<1m"), (31.0, "1m"), (12 * 60.0, "12m"), (59 * 60 + 40, "1h00m"),
+    (4 * 3600 + 58 * 60, "4h58m"), (30 * 3600.0, "30h00m"),
+])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_the_epoch_line_says_the_time_left_until_the_last_epoch(capsys):
+    cfg = TrainConfig(epochs=3, eval_every=10)
+    history = [_epoch(1, 120.0)]
+    print_epoch(history[-1], cfg, history)
+    # two epochs at 120 s; the last epoch is scored, but no scoring has been timed yet
+    assert capsys.readouterr().out.rstrip().endswith("120.0s  ~4m left")
+    history += [_epoch(2, 120.0), _epoch(3, 120.0, eval_seconds=10.0)]
+    print_epoch(history[-1], cfg, history)
+    assert capsys.readouterr().out.rstrip().endswith("120.0s")

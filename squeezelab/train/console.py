@@ -3,6 +3,7 @@ unreadable images it left out, and the warning when a model has stopped learning
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -91,9 +92,7 @@ def seconds_left(history: Sequence[Mapping[str, Any]], cfg: TrainConfig) -> floa
         return None
     done = int(history[-1]["epoch"])
     left = max(0, cfg.epochs - done)
-    recent = sorted(float(x["seconds"]) for x in history[-10:])
-    middle = len(recent) // 2
-    train = recent[middle] if len(recent) % 2 else (recent[middle - 1] + recent[middle]) / 2
+    train = statistics.median(float(x["seconds"]) for x in history[-10:])
     scored = [float(x["eval_seconds"]) for x in history if "eval_seconds" in x]
     scorings = sum(1 for e in range(done + 1, cfg.epochs + 1)
                    if e % cfg.eval_every == 0 or e == cfg.epochs)

@@ -1,5 +1,6 @@
 """What a training run prints: the summary before the first step, one line per epoch, the
-unreadable images it left out, and the warning when a model has stopped learning."""
+unreadable images it left out, and the warning when a model has stopped learning; and
+``print_line``, the default ``log`` of the workflows built on training."""
 from __future__ import annotations
 
 import math
@@ -15,6 +16,12 @@ from squeezelab.train.evaluate import describe_protocol
 
 if TYPE_CHECKING:  # the loop's bookkeeping, read here; the loop imports this module
     from squeezelab.train.loop import _Run
+
+
+def print_line(msg: str) -> None:
+    """One line on stdout, flushed at once so that it keeps its place among tqdm's bars (on
+    stderr) when both go to one log file: the workflows' default ``log``."""
+    print(msg, flush=True)
 
 
 def record_skipped(r: _Run) -> None:

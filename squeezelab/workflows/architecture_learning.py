@@ -43,12 +43,18 @@ from squeezelab.compress.pruning.architecture import (
 )
 from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.data.preprocess import META_KEYS, Preprocess
-from squeezelab.metrics import count_macs, count_parameters
 from squeezelab.models import model_spec
 from squeezelab.train.architecture import ArchitectureHook
 from squeezelab.train.config import TrainConfig
-from squeezelab.train.evaluate import EvalProtocol, evaluate_data
-from squeezelab.workflows.fine_tuning import RUN_FIELDS, check_train_section, default_work_dir
+from squeezelab.train.console import print_line
+from squeezelab.train.evaluate import EvalProtocol
+from squeezelab.workflows.fine_tuning import (
+    RUN_FIELDS,
+    check_train_section,
+    default_work_dir,
+    fine_tuning_config,
+    measure_model,
+)
 
 #: what the count term of the regulariser charges per channel
 COSTS = ("parameters", "neurons")
@@ -131,12 +137,9 @@ class ArchitectureLearningConfig(ConfigBase):
     def run_config(self, phase: str, model_name: str) -> TrainConfig:
         """The TrainConfig of ``phase`` "learn" or "finetune"."""
         epochs, lr = ((self.learn_epochs, self.learn_lr) if phase == "learn"
-                      else (max(1, self.finetune_epochs), self.finetune_lr))
-        values = {"warmup_epochs": 0.0, **self.train, "epochs": epochs, "run_name": phase,
-                  "model": model_name}
-        if lr is not None:
-            values["lr"] = lr
-        return TrainConfig.from_dict(values, source=f"architecture learning {phase} run")
+                      else (self.finetune_epochs, self.finetune_lr))
+        return fine_tuning_config(self.train, epochs=epochs, lr=lr, run_name=phase,
+                                  model=model_name, source=f"architecture learning {phase} run")
 
     def hook(self, model: nn.Module) -> ArchitectureHook:
         """The regulariser hook for the gated ``model``."""
@@ -171,17 +174,6 @@ class ArchitectureLearningResult:
         return self.meta["architecture_learning"]
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _measure(model: nn.Module, test, protocol: EvalProtocol, size) -> dict[str, Any]:
-    model.eval()
-    top1 = evaluate_data(model, test, protocol)["top1"] if test is not None else None
-    return {"top1": top1, "protocol": protocol.to_dict(), "parameters": count_parameters(model),
-            "macs": count_macs(model, size)}
-
-
 def _fresh_run_dir(path: Path, log: Callable[[str], None]) -> Path:
     if path.exists():
         # the same output learned again replaces its runs, as compress and prune do
@@ -198,7 +190,7 @@ def learn_architecture(
     *,
     protocol: EvalProtocol | None = None,
     work_dir: str | os.PathLike | None = None,
-    log: Callable[[str], None] = _print,
+    log: Callable[[str], None] = print_line,
 ) -> ArchitectureLearningResult:
     """Learn the widths of the SqueezeNet in checkpoint ``source`` (its model is not changed)
     as the module docstring says and save the learned model to ``output``, an ordinary
@@ -228,7 +220,7 @@ def learn_architecture(
     finetune_dir = _fresh_run_dir(work / "finetune", log) if config.finetune_epochs else None
     log(f"runs go to {work}")
 
-    before = _measure(src.model, test, protocol, size)
+    before = measure_model(src.model, test, protocol, size)
     gated = copy.deepcopy(src.model)
     installed = install_gates_(gated)
     if config.freeze_scales:
@@ -240,10 +232,10 @@ def learn_architecture(
     train_run(config.run_config("learn", name), hooks=[config.hook(gated)], model=gated,
               data=(train, test), run_dir=learn_dir)
     gated.to(memory_format=torch.contiguous_format)
-    gated_measure = _measure(gated, test, protocol, size)
+    gated_measure = measure_model(gated, test, protocol, size)
     learned, report = cut_architecture(gated.eval(), config.threshold, config.min_width)
     learned.eval()
-    cut_measure = _measure(learned, test, protocol, size)
+    cut_measure = measure_model(learned, test, protocol, size)
     log(widths_table(report))
     log(f"cut: {report.params_before:,} -> {report.params_after:,} parameters"
         + ("" if report.exact else " (rounding not exact: fine-tuning follows)"))
@@ -252,7 +244,7 @@ def learn_architecture(
         train_run(config.run_config("finetune", name), model=learned, data=(train, test),
                   run_dir=finetune_dir)
         learned.to(memory_format=torch.contiguous_format)
-    after = _measure(learned, test, protocol, size)
+    after = measure_model(learned, test, protocol, size)
     meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
     meta.update(Preprocess.from_data(train).to_meta())
     meta["architecture_learning"] = {

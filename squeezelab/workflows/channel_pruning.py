@@ -34,16 +34,19 @@ from squeezelab.compress.pruning.channels import (
 from squeezelab.compress.quantization.weight_sharing import shared_modules
 from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.data.preprocess import META_KEYS, Preprocess
-from squeezelab.metrics import count_macs, count_parameters, time_forward
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
-from squeezelab.train.evaluate import EvalProtocol, evaluate_data
+from squeezelab.train.console import print_line
+from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.fine_tuning import (
     CompressDistillConfig,
+    check_retraining,
     check_train_section,
     default_work_dir,
     distillation_hooks,
+    fine_tuning_config,
     fine_tuning_distill,
+    measure_model,
 )
 
 #: channel rankings ``smallest_channels`` offers
@@ -85,21 +88,16 @@ class ChannelPruneConfig(ConfigBase):
             raise ConfigError(f"score must be one of {CHANNEL_SCORES}, got {self.score!r}")
         if not isinstance(self.dead_eps, (int, float)) or self.dead_eps < 0:
             raise ConfigError(f"dead_eps must be a number >= 0, got {self.dead_eps!r}")
-        if isinstance(self.retrain_epochs, bool) or not isinstance(self.retrain_epochs, int) \
-                or self.retrain_epochs < 0:
-            raise ConfigError(f"retrain_epochs must be an integer >= 0, got "
-                              f"{self.retrain_epochs!r}")
-        if not isinstance(self.retrain_lr, (int, float)) or not self.retrain_lr > 0:
-            raise ConfigError(f"retrain_lr must be > 0, got {self.retrain_lr!r}")
+        check_retraining(self.retrain_epochs, self.retrain_lr)
         self.train = check_train_section(self.train, "prune_channels",
                                          "retrain_epochs, retrain_lr, the work directory")
         self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
 
     def train_config(self, model_name: str) -> TrainConfig:
         """The TrainConfig of the fine-tuning run."""
-        values = {"warmup_epochs": 0.0, **self.train, "epochs": max(1, self.retrain_epochs),
-                  "lr": self.retrain_lr, "run_name": "channels", "model": model_name}
-        return TrainConfig.from_dict(values, source="channel pruning 'train' section")
+        return fine_tuning_config(self.train, epochs=self.retrain_epochs, lr=self.retrain_lr,
+                                  run_name="channels", model=model_name,
+                                  source="channel pruning 'train' section")
 
     def describe(self) -> str:
         """``"0.25 of the channels (auto)"`` / ``"the dead channels (eps 1e-08)"``."""
@@ -129,24 +127,6 @@ class ChannelPruneResult:
         return json.loads(json.dumps(self.meta["channel_prune"]))
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _forward_speed(model: nn.Module, image_size: tuple[int, int]) -> float:
-    """Images/s of fp32 eval forward passes of batch 64 on this CPU (after warm-up)."""
-    return time_forward(model, torch.randn(64, 3, *image_size), warmup=2, iters=5)[
-        "images_per_s"]
-
-
-def _measure(model: nn.Module, test, protocol: EvalProtocol,
-             image_size: tuple[int, int]) -> dict[str, Any]:
-    top1 = evaluate_data(model, test, protocol)["top1"] if test is not None else None
-    return {"top1": top1, "protocol": protocol.to_dict(),
-            "parameters": count_parameters(model), "macs": count_macs(model, image_size),
-            "images_per_s": _forward_speed(model, image_size)}
-
-
 def _image_size(test, meta: dict[str, Any]) -> tuple[int, int]:
     """(height, width) the model is measured at: the test images', else the size it records."""
     if test is not None:
@@ -169,7 +149,7 @@ def prune_channels(
     protocol: EvalProtocol | None = None,
     work_dir: str | os.PathLike | None = None,
     source_name: str | None = None,
-    log: Callable[[str], None] = _print,
+    log: Callable[[str], None] = print_line,
 ) -> ChannelPruneResult:
     """Remove channels from the checkpoint ``source`` (a path, or one already read by
     ``load_compressible``; its model is not changed) as ``config`` says, rebuild the smaller
@@ -219,7 +199,7 @@ def prune_channels(
                                         "first, or cut a FRACTION)"
                                         if config.fraction is None else ""))
     size = _image_size(test, src.meta)
-    before = _measure(model, test, protocol, size)
+    before = measure_model(model, test, protocol, size, speed=True)
     if config.retrain_epochs:
         from squeezelab.train.loop import train as train_run
 
@@ -230,7 +210,7 @@ def prune_channels(
                   run_dir=run_dir, hooks=hooks)
         new.to(memory_format=torch.contiguous_format)  # as it is saved and loaded back
     new.eval()
-    after = _measure(new, test, protocol, size)
+    after = measure_model(new, test, protocol, size, speed=True)
     meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
     if config.retrain_epochs:  # the record of the images it was fine-tuned on
         meta.update(Preprocess.from_data(train).to_meta())

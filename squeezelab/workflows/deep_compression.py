@@ -56,6 +56,7 @@ from squeezelab.compress.quantization.weight_sharing import (
 from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.hooks import TrainHook
 from squeezelab.models import model_spec, unwrap_model
+from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.compress_config import (  # noqa: F401  (re-exported)
     CompressConfig,
@@ -131,10 +132,6 @@ def _record(steps: list, step: str, model: nn.Module, data, log: Callable[[str],
     return rec
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def _load_data(config: CompressConfig):
     from squeezelab.train.data import load_run_data
 
@@ -153,7 +150,7 @@ def _finish_training(model: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------
 def prune_and_retrain(
     model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
-    masks: Masks | None = None, log: Callable[[str], None] = _print,
+    masks: Masks | None = None, log: Callable[[str], None] = print_line,
     protocol: EvalProtocol | None = None, hooks: Sequence[TrainHook] = (),
 ) -> tuple[Masks, list[dict[str, Any]]]:
     """Prune ``model`` in place to ``config.prune`` in ``config.prune_rounds`` rounds, each
@@ -236,7 +233,7 @@ def _prune_gradually(
 
 def share_and_finetune(
     model: nn.Module, config: CompressConfig, data, work_dir: str | os.PathLike, *,
-    masks: Masks | None = None, log: Callable[[str], None] = _print,
+    masks: Masks | None = None, log: Callable[[str], None] = print_line,
     protocol: EvalProtocol | None = None, hooks: Sequence[TrainHook] = (),
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """K-means share ``model``'s weights in place (exact zeros are pruned: excluded from
@@ -336,7 +333,7 @@ def compress(
     work_dir: str | os.PathLike | None = None,
     *,
     class_names: list[str] | None = None,
-    log: Callable[[str], None] = _print,
+    log: Callable[[str], None] = print_line,
     protocol: EvalProtocol | None = None,
 ) -> CompressResult:
     """The whole pipeline: evaluate the dense model -> prune (rounds, retraining) -> share

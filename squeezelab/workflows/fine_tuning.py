@@ -7,6 +7,9 @@ weight, channel and Fire pruning, architecture learning, the studies' cells):
 - the teacher: ``distill:`` settings whose ``teacher`` defaults to the model being fine-tuned as
   it was before the workflow changed it (``CompressDistillConfig``), and the hook that
   distils from it;
+- the TrainConfig of each fine-tuning run (``fine_tuning_config``) and the check of its
+  ``retrain_epochs`` / ``retrain_lr`` (``check_retraining``);
+- the measurements of the model before and after (``measure_model``);
 - where its fine-tuning runs go unless told (``default_work_dir``).
 
 It sits below the workflows and above training: it imports ``squeezelab.train``, never a
@@ -21,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from squeezelab.checkpoint import load_checkpoint, resolve_checkpoint
 from squeezelab.config import ConfigError
 from squeezelab.hooks import TrainHook
+from squeezelab.metrics import count_macs, count_parameters, time_forward
 from squeezelab.train.config import TrainConfig
+from squeezelab.train.console import print_line
 from squeezelab.train.distill import DistillConfig
+from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 
 #: ``distill.teacher`` naming the model being fine-tuned, as it was before the workflow changed it
 DENSE_TEACHER = "dense"
@@ -45,6 +52,28 @@ INHERITED_TRAIN_FIELDS = (
     "augment", "label_smoothing", "precision", "channels_last", "seed", "subset_seed", "device",
     "image_size", "limit_train", "limit_test",
 )
+
+
+def check_retraining(epochs: Any, lr: Any) -> None:
+    """Refuse a ``retrain_epochs`` that is not an integer >= 0 (0: no fine-tuning) or a
+    ``retrain_lr`` that is not a number > 0."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ConfigError(f"retrain_epochs must be an integer >= 0, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError(f"retrain_lr must be > 0, got {lr!r}")
+
+
+def fine_tuning_config(train: Mapping[str, Any], *, epochs: int, lr: float | None,
+                       run_name: str, model: str, source: str) -> TrainConfig:
+    """The TrainConfig of one fine-tuning run: the workflow's ``train`` section (checked by
+    ``check_train_section``) without warm-up unless it asks for one (the model is trained
+    already), at least one epoch (a workflow that does not fine-tune builds it only to check
+    the section), ``lr`` where given (None: the section's, else the model's default)."""
+    values = {"warmup_epochs": 0.0, **train, "epochs": max(1, epochs), "run_name": run_name,
+              "model": model}
+    if lr is not None:
+        values["lr"] = lr
+    return TrainConfig.from_dict(values, source=source)
 
 
 def check_train_section(train: Any, workflow: str, sets: str,
@@ -90,12 +119,8 @@ def fine_tuning_distill(distill: Any, retrain_epochs: int) -> CompressDistillCon
     return distill
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def distillation_hooks(distill: DistillConfig | None, model: nn.Module,
-                       log: Callable[[str], None] = _print) -> list[TrainHook]:
+                       log: Callable[[str], None] = print_line) -> list[TrainHook]:
     """A fine-tuning run's distillation hook for ``distill`` (none for None): its teacher a
     frozen copy of ``model`` as it is now (``teacher: dense``: the model about to be pruned or
     cut) or the checkpoint ``distill.teacher`` names."""
@@ -107,6 +132,23 @@ def distillation_hooks(distill: DistillConfig | None, model: nn.Module,
     log(f"distilling from {'the dense model' if dense else distill.teacher} in every "
         f"fine-tuning run ({distill.mode}, T={distill.temperature:g}, alpha={distill.alpha:g})")
     return [DistillHook(distill, teacher=copy.deepcopy(model) if dense else None)]
+
+
+def measure_model(model: nn.Module, test: Any, protocol: EvalProtocol,
+                  image_size: tuple[int, int], *, speed: bool = False) -> dict[str, Any]:
+    """What a workflow reports of a model before and after it changed it: ``top1`` on the
+    ImageTensors ``test`` under ``protocol`` (None without test data), the ``protocol``,
+    ``parameters`` and ``macs`` at ``image_size``; with ``speed``, ``images_per_s`` of fp32
+    eval forward passes of batch 64 on this CPU (after warm-up). Leaves ``model`` in eval
+    mode."""
+    model.eval()
+    top1 = evaluate_data(model, test, protocol)["top1"] if test is not None else None
+    out = {"top1": top1, "protocol": protocol.to_dict(), "parameters": count_parameters(model),
+           "macs": count_macs(model, image_size)}
+    if speed:
+        batch = torch.randn(64, 3, *image_size)
+        out["images_per_s"] = time_forward(model, batch, warmup=2, iters=5)["images_per_s"]
+    return out
 
 
 def default_work_dir(output_path: str | os.PathLike, kind: str) -> Path:

@@ -28,16 +28,19 @@ from squeezelab.compress.format.checkpoints import Compressible, load_compressib
 from squeezelab.compress.pruning.fire_removal import removable_fires, remove_fires
 from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.data.preprocess import META_KEYS, Preprocess
-from squeezelab.metrics import count_macs, count_parameters
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
+from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.fine_tuning import (
     CompressDistillConfig,
+    check_retraining,
     check_train_section,
     default_work_dir,
     distillation_hooks,
+    fine_tuning_config,
     fine_tuning_distill,
+    measure_model,
 )
 
 
@@ -63,22 +66,20 @@ class LayerPruneConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         self.distill = fine_tuning_distill(self.distill, self.retrain_epochs)
-        for name in ("num_fires", "selection_images", "retrain_epochs"):
+        for name in ("num_fires", "selection_images"):
             value = getattr(self, name)
-            low = 0 if name == "retrain_epochs" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.retrain_lr, (int, float)) or not self.retrain_lr > 0:
-            raise ConfigError(f"retrain_lr must be > 0, got {self.retrain_lr!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        check_retraining(self.retrain_epochs, self.retrain_lr)
         self.train = check_train_section(self.train, "prune_fires",
                                          "retrain_epochs, retrain_lr, the work directory")
         self.train_config("check")  # unknown or bad TrainConfig values fail now, not mid-run
 
     def train_config(self, model_name: str) -> TrainConfig:
         """The TrainConfig of the fine-tuning run."""
-        values = {"warmup_epochs": 0.0, **self.train, "epochs": max(1, self.retrain_epochs),
-                  "lr": self.retrain_lr, "run_name": "fires", "model": model_name}
-        return TrainConfig.from_dict(values, source="layer pruning 'train' section")
+        return fine_tuning_config(self.train, epochs=self.retrain_epochs, lr=self.retrain_lr,
+                                  run_name="fires", model=model_name,
+                                  source="layer pruning 'train' section")
 
 
 @dataclass
@@ -96,10 +97,6 @@ class LayerPruneResult:
     meta: dict[str, Any]
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def fire_sensitivity(model: nn.Module, data, protocol: EvalProtocol) -> dict[str, Any]:
     """Top-1 of ``model`` on ``data`` (ImageTensors) and, per removable Fire, the top-1 with
     that Fire replaced by the identity: ``{"top1": t, "fires": {name: {"top1", "drop",
@@ -113,12 +110,6 @@ def fire_sensitivity(model: nn.Module, data, protocol: EvalProtocol) -> dict[str
     return {"top1": base, "fires": out}
 
 
-def _measure(model: nn.Module, test, protocol: EvalProtocol, size) -> dict[str, Any]:
-    top1 = evaluate_data(model, test, protocol)["top1"] if test is not None else None
-    return {"top1": top1, "protocol": protocol.to_dict(), "parameters": count_parameters(model),
-            "macs": count_macs(model, size)}
-
-
 def prune_fires(
     source: str | os.PathLike | Compressible,
     output: str | os.PathLike,
@@ -127,7 +118,7 @@ def prune_fires(
     *,
     protocol: EvalProtocol | None = None,
     work_dir: str | os.PathLike | None = None,
-    log: Callable[[str], None] = _print,
+    log: Callable[[str], None] = print_line,
 ) -> LayerPruneResult:
     """Drop ``config.num_fires`` Fire modules of the checkpoint ``source`` (its model is not
     changed), least harmful first as measured on training images, fine-tune the result
@@ -152,7 +143,7 @@ def prune_fires(
     chooser = train.subset(torch.arange(min(config.selection_images, len(train))))
     model = src.model.eval()
     size = tuple(train.image_size)
-    before = _measure(model, test, protocol, size)
+    before = measure_model(model, test, protocol, size)
     current, steps = model, []
     for step in range(config.num_fires):
         sens = fire_sensitivity(current, chooser, protocol)
@@ -184,7 +175,7 @@ def prune_fires(
                   hooks=distillation_hooks(config.distill, src.model, log))
         current.to(memory_format=torch.contiguous_format)
     current.eval()
-    after = _measure(current, test, protocol, size)
+    after = measure_model(current, test, protocol, size)
     meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
     meta.update(Preprocess.from_data(train).to_meta())
     meta["layer_prune"] = {"config": config.to_dict(), "steps": steps,

@@ -27,6 +27,7 @@ from squeezelab.compress.format.size_report import format_size_report, size_repo
 from squeezelab.compress.format.sqz import save_compressed
 from squeezelab.compress.quantization.registry import quantize_
 from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.deep_compression import evaluate_top1
 
@@ -44,10 +45,6 @@ class QuantizeResult:
     before: float | None
     after: float | None
     record: dict[str, Any]
-
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def report_bytes(report: Any) -> tuple[float | None, float | None]:
@@ -96,7 +93,7 @@ def quantize_model(
     test=None,
     protocol: EvalProtocol | None = None,
     calibration_batches: int = 8,
-    log: Callable[[str], None] = _print,
+    log: Callable[[str], None] = print_line,
 ) -> QuantizeResult:
     """Quantize the checkpoint ``source`` with the registered quantizer ``method`` and its
     ``config``, score it on ``test`` before and after (None: not measured; int8 needs it, to

@@ -24,6 +24,7 @@ from squeezelab.compress.format.checkpoints import (
 )
 from squeezelab.compress.pruning.masks import Masks
 from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.deep_compression import (
     CompressConfig,
@@ -48,10 +49,6 @@ class WeightPruneResult:
     record: dict[str, Any]
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def prune_weights(
     source: str | os.PathLike | Compressible,
     output: str | os.PathLike,
@@ -61,7 +58,7 @@ def prune_weights(
     test=None,
     protocol: EvalProtocol | None = None,
     work_dir: str | os.PathLike | None = None,
-    log: Callable[[str], None] = _print,
+    log: Callable[[str], None] = print_line,
 ) -> WeightPruneResult:
     """Prune the checkpoint ``source`` as ``config.prune`` says, in ``config.prune_rounds``
     rounds, retraining ``config.retrain_epochs`` after each on ``train`` (needed when there are

@@ -201,10 +201,10 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     elif sharing:
         out["sharing"] = sharing
     if args.distill is not None:
-        from squeezelab.workflows.fine_tuning import DENSE_TEACHER, CompressDistillConfig
+        from squeezelab.workflows.fine_tuning import DENSE_TEACHER, FineTuningDistillConfig
 
         spec = "" if args.distill.strip() == DENSE_TEACHER else args.distill
-        out["distill"] = CompressDistillConfig.from_key_values(spec, "--distill").to_dict()
+        out["distill"] = FineTuningDistillConfig.from_key_values(spec, "--distill").to_dict()
     train = {k: getattr(args, k) for k in ("optimizer", "precision", "seed")
              if getattr(args, k, None) is not None}
     out["train"] = {**_data_overrides(args), **train}

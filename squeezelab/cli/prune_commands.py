@@ -230,12 +230,12 @@ def _distill(args: argparse.Namespace):
     """--distill SPEC as the pruning workflows take it (None when not given)."""
     if args.distill is None:
         return None
-    from squeezelab.workflows.fine_tuning import DENSE_TEACHER, CompressDistillConfig
+    from squeezelab.workflows.fine_tuning import DENSE_TEACHER, FineTuningDistillConfig
 
     if not args.retrain_epochs:
         raise ValueError("--distill acts in the retraining: give --retrain-epochs too")
     spec = "" if args.distill.strip() == DENSE_TEACHER else args.distill
-    return CompressDistillConfig.from_key_values(spec, "--distill")
+    return FineTuningDistillConfig.from_key_values(spec, "--distill")
 
 
 def prune_channels(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from squeezelab.train.config import TrainConfig
 from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.fine_tuning import (
-    CompressDistillConfig,
+    FineTuningDistillConfig,
     check_retraining,
     check_train_section,
     default_work_dir,
@@ -63,7 +63,7 @@ class ChannelPruneConfig(ConfigBase):
     retrain_epochs / retrain_lr: fine-tuning of the smaller model (0 epochs: none).
     train: TrainConfig fields of that fine-tuning run (data, batch_size, optimizer ...), except
         epochs / lr / run_name / model, which it sets itself.
-    distill: the fine-tuning also learns from a teacher's outputs (a CompressDistillConfig or
+    distill: the fine-tuning also learns from a teacher's outputs (a FineTuningDistillConfig or
         its mapping): ``teacher: dense``, the default, is the model before its channels were
         cut, which recovers more of its accuracy in few epochs than the labels alone.
     """
@@ -74,7 +74,7 @@ class ChannelPruneConfig(ConfigBase):
     retrain_epochs: int = 0
     retrain_lr: float = 0.01
     train: dict[str, Any] = field(default_factory=dict)
-    distill: CompressDistillConfig | None = None
+    distill: FineTuningDistillConfig | None = None
 
     def __post_init__(self) -> None:
         self.distill = fine_tuning_distill(self.distill, self.retrain_epochs)

@@ -18,7 +18,7 @@ from squeezelab.config import ConfigBase
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.distill import DistillConfig
 from squeezelab.workflows.fine_tuning import (
-    CompressDistillConfig,
+    FineTuningDistillConfig,
     check_train_section,
     fine_tune_train_section,
 )
@@ -109,7 +109,7 @@ class CompressConfig(ConfigBase):
     float_dtype: str = "float32"
     dense_bits: int | None = None
     int8_calibration: int = 0
-    distill: CompressDistillConfig | None = None
+    distill: FineTuningDistillConfig | None = None
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,7 +151,7 @@ class CompressConfig(ConfigBase):
                 raise ValueError(f"dense_bits must be in 1..16 or None, got {self.dense_bits}")
         _check_int("int8_calibration", self.int8_calibration, 0)
         if isinstance(self.distill, Mapping):
-            self.distill = CompressDistillConfig.from_dict(self.distill, source="distill")
+            self.distill = FineTuningDistillConfig.from_dict(self.distill, source="distill")
         if self.distill is not None and not isinstance(self.distill, DistillConfig):
             raise ValueError(f"distill must be a DistillConfig, a mapping or None, got "
                              f"{type(self.distill).__name__}")

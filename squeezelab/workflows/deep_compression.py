@@ -64,7 +64,7 @@ from squeezelab.workflows.compress_config import (  # noqa: F401  (re-exported)
 )
 from squeezelab.workflows.fine_tuning import (  # noqa: F401  (re-exported)
     INHERITED_TRAIN_FIELDS,
-    CompressDistillConfig,
+    FineTuningDistillConfig,
     default_work_dir,
     distillation_hooks,
     fine_tune_train_section,
@@ -476,7 +476,7 @@ def compress(
 
 __all__ = [
     "CompressConfig", "CompressResult", "Compressible", "INHERITED_TRAIN_FIELDS",
-    "CompressDistillConfig", "clear_phase_runs", "compress", "compress_config_for",
+    "FineTuningDistillConfig", "clear_phase_runs", "compress", "compress_config_for",
     "default_work_dir", "distillation_hooks", "fine_tune_train_section",
     "evaluate_top1",
     "load_compressible", "prune_and_retrain", "save_compressible", "share_and_finetune",

@@ -5,7 +5,7 @@ weight, channel and Fire pruning, architecture learning, the studies' cells):
   checkpoint's own training settings, ``check_train_section`` refuses the fields the workflow
   sets itself for each run;
 - the teacher: ``distill:`` settings whose ``teacher`` defaults to the model being fine-tuned as
-  it was before the workflow changed it (``CompressDistillConfig``), and the hook that
+  it was before the workflow changed it (``FineTuningDistillConfig``), and the hook that
   distils from it;
 - the TrainConfig of each fine-tuning run (``fine_tuning_config``) and the check of its
   ``retrain_epochs`` / ``retrain_lr`` (``check_retraining``);
@@ -92,7 +92,7 @@ def check_train_section(train: Any, workflow: str, sets: str,
 
 
 @dataclass
-class CompressDistillConfig(DistillConfig):
+class FineTuningDistillConfig(DistillConfig):
     """A DistillConfig whose ``teacher`` defaults to ``"dense"``: the model being fine-tuned.
     Read from a workflow's ``distill:`` (the ``compress:`` section's, a pruning's), not a
     training recipe's own ``distill:``."""
@@ -105,13 +105,13 @@ class CompressDistillConfig(DistillConfig):
         return super().normalize_input({"teacher": DENSE_TEACHER, **values}, source)
 
 
-def fine_tuning_distill(distill: Any, retrain_epochs: int) -> CompressDistillConfig | None:
-    """A pruning workflow's ``distill`` setting as a CompressDistillConfig (a mapping is read,
+def fine_tuning_distill(distill: Any, retrain_epochs: int) -> FineTuningDistillConfig | None:
+    """A pruning workflow's ``distill`` setting as a FineTuningDistillConfig (a mapping is read,
     None stays None), refused where the workflow does not fine-tune: there is nothing for the
     teacher to teach."""
     if isinstance(distill, Mapping):
-        distill = CompressDistillConfig.from_dict(distill, source="distill")
-    if distill is not None and not isinstance(distill, CompressDistillConfig):
+        distill = FineTuningDistillConfig.from_dict(distill, source="distill")
+    if distill is not None and not isinstance(distill, FineTuningDistillConfig):
         raise ConfigError(f"distill must be a mapping of distillation settings or None, got "
                           f"{type(distill).__name__}")
     if distill is not None and not retrain_epochs:
@@ -181,6 +181,7 @@ def fine_tune_train_section(checkpoint: Mapping[str, Any] | str | os.PathLike | 
     return out
 
 
-__all__ = ["DENSE_TEACHER", "INHERITED_TRAIN_FIELDS", "RUN_FIELDS", "CompressDistillConfig",
-           "check_train_section", "default_work_dir", "distillation_hooks",
-           "fine_tune_train_section", "fine_tuning_distill"]
+__all__ = ["DENSE_TEACHER", "INHERITED_TRAIN_FIELDS", "RUN_FIELDS", "FineTuningDistillConfig",
+           "check_retraining", "check_train_section", "default_work_dir", "distillation_hooks",
+           "fine_tune_train_section", "fine_tuning_config", "fine_tuning_distill",
+           "measure_model"]

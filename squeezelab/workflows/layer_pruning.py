@@ -33,7 +33,7 @@ from squeezelab.train.config import TrainConfig
 from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
 from squeezelab.workflows.fine_tuning import (
-    CompressDistillConfig,
+    FineTuningDistillConfig,
     check_retraining,
     check_train_section,
     default_work_dir,
@@ -53,7 +53,7 @@ class LayerPruneConfig(ConfigBase):
     retrain_epochs / retrain_lr: fine-tuning of the shallower model (0 epochs: none).
     train: TrainConfig fields of that run (data, batch_size, optimizer ...), except epochs /
         lr / run_name / model, which it sets itself.
-    distill: the fine-tuning also learns from a teacher's outputs (a CompressDistillConfig or
+    distill: the fine-tuning also learns from a teacher's outputs (a FineTuningDistillConfig or
         its mapping; ``teacher: dense``, the default, is the model before any Fire was dropped).
     """
 
@@ -62,7 +62,7 @@ class LayerPruneConfig(ConfigBase):
     retrain_epochs: int = 0
     retrain_lr: float = 0.01
     train: dict[str, Any] = field(default_factory=dict)
-    distill: CompressDistillConfig | None = None
+    distill: FineTuningDistillConfig | None = None
 
     def __post_init__(self) -> None:
         self.distill = fine_tuning_distill(self.distill, self.retrain_epochs)

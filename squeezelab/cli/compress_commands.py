@@ -15,14 +15,14 @@ from typing import Any
 from squeezelab.cli import DefaultsHelpFormatter, check_checkpoint
 from squeezelab.cli.compress_common import (
     CHECKPOINT_HELP,
-    _add_data_flags,
-    _change,
-    _data_overrides,
-    _protocol,
-    _rules,
-    _test_data,
-    _train_section,
-    _write_json,
+    add_data_flags,
+    data_overrides,
+    eval_protocol_for,
+    format_change,
+    layer_rules,
+    scoring_data,
+    train_section_from_flags,
+    write_json_record,
 )
 from squeezelab.compress.pruning.magnitude import GRANULARITIES
 from squeezelab.compress.pruning.schedules import PRUNE_SCHEDULES
@@ -46,7 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-clusters", type=int, default=256, help="pq/rq: codewords")
     p.add_argument("--subvector-dim", type=int, default=4, help="pq/rq: vector length")
     p.add_argument("--calibration-batches", type=int, default=4, help="int8: batches")
-    _add_data_flags(p)
+    add_data_flags(p)
     p.add_argument("-o", "--output", required=True,
                    help="the quantized model: a checkpoint (stem or .json) that squeezelab "
                    "eval and load_model read back; kmeans may also write a .sqz file")
@@ -114,7 +114,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--work-dir", default=None, help="where the fine-tuning runs go (default: "
                    "runs/<output stem>-compress; announced at the start and the end)")
-    _add_data_flags(p)
+    add_data_flags(p)
     p.set_defaults(func=cmd_compress)
 
 
@@ -123,7 +123,8 @@ def _quant_config(args: argparse.Namespace):
     ``compress/quantization/registry.py`` from this command's options."""
     from squeezelab.compress.quantization.registry import QuantizeOptions, quantizer_config
 
-    options = QuantizeOptions(bits=args.bits, layer_bits=_rules(args.layer_bits, "--layer-bits"),
+    options = QuantizeOptions(bits=args.bits,
+                              layer_bits=layer_rules(args.layer_bits, "--layer-bits"),
                               energy=args.energy, num_clusters=args.num_clusters,
                               subvector_dim=args.subvector_dim)
     return quantizer_config(args.method, options, what="--method")
@@ -146,8 +147,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     check_output(out, args.method)
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
-    protocol = _protocol(args, src.meta)
-    test, why = _test_data(args, src.meta, _train_section(args, src.meta))
+    protocol = eval_protocol_for(args, src.meta)
+    test, why = scoring_data(args, src.meta, train_section_from_flags(args, src.meta))
     if test is None:
         if args.method in CALIBRATED:
             raise ValueError(f"{args.method} calibrates its activation ranges on images, but "
@@ -158,7 +159,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     record = {**result.record, "checkpoint": args.checkpoint}
     if result.after is not None:
         print(f"after:  top-1 {result.after:.4f} ({protocol.describe()})"
-              f"{_change(result.before, result.after)}")
+              f"{format_change(result.before, result.after)}")
     if "size_bytes" in record:
         q_bytes, f_bytes = record["size_bytes"], record["fp32_bytes"]
         print(f"quantized layers: {q_bytes:,.0f} bytes vs {f_bytes:,.0f} fp32 "
@@ -170,7 +171,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(f"wrote {result.path} (a checkpoint of the quantized model: squeezelab eval and "
               "load_model read it back)")
     record["output"] = str(result.path)
-    _write_json(args, record)
+    write_json_record(args, record)
     return 0
 
 
@@ -184,8 +185,8 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     ``overrides``); a flag not given is left out, so the recipe's value stands."""
     out: dict[str, Any] = {k: getattr(args, k) for k in _COMPRESS_FLAGS
                            if getattr(args, k) is not None}
-    prune = {"sparsity": args.sparsity, "scope": args.scope, "rules": _rules(args.rule) or None,
-             "granularity": args.prune_granularity}
+    prune = {"sparsity": args.sparsity, "scope": args.scope,
+             "rules": layer_rules(args.rule) or None, "granularity": args.prune_granularity}
     prune = {k: v for k, v in prune.items() if v is not None}
     if args.no_prune:
         out["prune"] = None
@@ -193,7 +194,7 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["prune"] = prune
     bits = {k: v for k, v in (("conv", args.conv_bits), ("classifier", args.classifier_bits))
             if v is not None}
-    bits.update(_rules(args.layer_bits, "--layer-bits"))
+    bits.update(layer_rules(args.layer_bits, "--layer-bits"))
     sharing = {k: v for k, v in (("bits", bits or None), ("entropy_weight", args.entropy_weight))
                if v is not None}
     if args.no_share:
@@ -207,7 +208,7 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["distill"] = FineTuningDistillConfig.from_key_values(spec, "--distill").to_dict()
     train = {k: getattr(args, k) for k in ("optimizer", "precision", "seed")
              if getattr(args, k, None) is not None}
-    out["train"] = {**_data_overrides(args), **train}
+    out["train"] = {**data_overrides(args), **train}
     return out
 
 
@@ -232,7 +233,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print("config: " + json.dumps(config.to_dict()), flush=True)
     # compress() loads the data config.train names and checks its classes against the
     # checkpoint's, exactly as for every other caller (the benchmark): same config, same file
-    # --test-time-flip, else compress() scores as the checkpoint was trained (_protocol's rule)
+    # --test-time-flip, else compress() scores as the checkpoint was trained (the rule of
+    # eval_protocol_for)
     given = None if args.test_time_flip is None else EvalProtocol(flip=args.test_time_flip)
     result = compress(args.checkpoint, config, out, work_dir=args.work_dir, protocol=given)
     protocol = EvalProtocol.from_dict(result.summary["protocol"])

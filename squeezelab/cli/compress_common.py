@@ -26,7 +26,7 @@ def _number(kind: type) -> Callable[[str], Any]:
     return read
 
 
-def _rules(items: list[str], what: str = "--rule") -> dict[str, float]:
+def layer_rules(items: list[str], what: str = "--rule") -> dict[str, float]:
     """``["conv3x3=0.6", "classifier=0.3"]`` -> ``{"conv3x3": 0.6, "classifier": 0.3}``: a
     repeatable LAYER=VALUE flag (items may also be joined by commas) through the one KEY=VALUE
     parser; ``--rule`` values are sparsities, ``--layer-bits`` values integers."""
@@ -34,7 +34,7 @@ def _rules(items: list[str], what: str = "--rule") -> dict[str, float]:
                             form="LAYER=VALUE")
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
+def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="cifar10 | cifar100 | class-folder root "
                    "(default: what the checkpoint was trained on, else CIFAR-10)")
     p.add_argument("--data-root", default=None)
@@ -51,36 +51,36 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
                    "scan (false: quiet, for logs; each run's metrics.jsonl is written anyway)")
 
 
-#: the flags of ``_add_data_flags`` that are TrainConfig fields of the fine-tuning runs: the
+#: the flags of ``add_data_flags`` that are TrainConfig fields of the fine-tuning runs: the
 #: data fine-tuned and scored on, and whether those runs draw progress bars
-_DATA_FLAGS = ("data", "data_root", "limit_train", "limit_test", "batch_size", "progress")
+DATA_FLAGS = ("data", "data_root", "limit_train", "limit_test", "batch_size", "progress")
 
 
-def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The data flags given, as TrainConfig fields (a flag not given is left out)."""
-    out = {k: getattr(args, k) for k in _DATA_FLAGS if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in DATA_FLAGS if getattr(args, k, None) is not None}
     for key in ("download", "skip_bad_images"):  # this command's choice, not the run's
         if getattr(args, key, False):
             out[key] = True
     return out
 
 
-def _train_section(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
+def train_section_from_flags(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
     """TrainConfig fields for fine-tuning runs: the checkpoint's own config, then the data
     flags (``workflows.fine_tuning.fine_tune_train_section``)."""
     from squeezelab.workflows.fine_tuning import fine_tune_train_section
 
-    return fine_tune_train_section(meta, _data_overrides(args))
+    return fine_tune_train_section(meta, data_overrides(args))
 
 
-def _load_data(train_section: dict[str, Any], need_train: bool = True):
+def load_data(train_section: dict[str, Any], need_train: bool = True):
     from squeezelab.train.data import load_run_data
 
     print(f"loading data: {train_section.get('data') or 'CIFAR-10'}", flush=True)
     return load_run_data({**train_section, "progress": False}, train=need_train)
 
 
-def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:
+def check_classes(model_meta: dict[str, Any], data, path: str) -> None:
     names = model_meta.get("class_names")
     if names and list(names) != list(data.classes):
         raise ValueError(f"{path} was trained on classes {names[:5]}..., but the data has "
@@ -93,7 +93,7 @@ def _check_classes(model_meta: dict[str, Any], data, path: str) -> None:
 CHECKPOINT_HELP = "checkpoint (stem, .json or .safetensors) or a run directory (its best)"
 
 
-def _protocol(args: argparse.Namespace, meta: dict[str, Any]):
+def eval_protocol_for(args: argparse.Namespace, meta: dict[str, Any]):
     """The one evaluation protocol of a compression command: fp32, flip-averaged when
     ``--test-time-flip`` says so, else as the model was trained (as ``squeezelab eval``
     scores it), used for every top-1 the command reports."""
@@ -102,24 +102,24 @@ def _protocol(args: argparse.Namespace, meta: dict[str, Any]):
     return EvalProtocol.for_model(meta, flip=getattr(args, "test_time_flip", None))
 
 
-def _test_data(args: argparse.Namespace, meta: dict[str, Any], train_section: dict[str, Any]):
+def scoring_data(args: argparse.Namespace, meta: dict[str, Any], train_section: dict[str, Any]):
     """(test split to score on, None) or (None, why top-1 cannot be measured): a checkpoint
     that records no training data (no config) is scored only on the --data it is given,
     never on a guess."""
     if args.data is None and not meta.get("config"):
         return None, (f"{args.checkpoint} records no training data and no --data was given; "
                       "pass --data to score it")
-    _, test = _load_data(train_section, need_train=False)
-    _check_classes(meta, test, args.checkpoint)
+    _, test = load_data(train_section, need_train=False)
+    check_classes(meta, test, args.checkpoint)
     return test, None
 
 
-def _change(before: float | None, after: float | None) -> str:
+def format_change(before: float | None, after: float | None) -> str:
     return "" if before is None or after is None else \
         f" ({100 * (after - before):+.2f} points)"
 
 
-def _write_json(args: argparse.Namespace, record: dict[str, Any]) -> None:
+def write_json_record(args: argparse.Namespace, record: dict[str, Any]) -> None:
     """--json: the record plus the command and the machine that produced it."""
     if args.json_out:
         import sys

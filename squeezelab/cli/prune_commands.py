@@ -13,15 +13,15 @@ from pathlib import Path
 from squeezelab.cli import DefaultsHelpFormatter, check_checkpoint, parse_bool
 from squeezelab.cli.compress_common import (
     CHECKPOINT_HELP,
-    _add_data_flags,
-    _change,
-    _check_classes,
-    _load_data,
-    _protocol,
-    _rules,
-    _test_data,
-    _train_section,
-    _write_json,
+    add_data_flags,
+    check_classes,
+    eval_protocol_for,
+    format_change,
+    layer_rules,
+    load_data,
+    scoring_data,
+    train_section_from_flags,
+    write_json_record,
 )
 from squeezelab.compress.pruning.magnitude import GRANULARITIES
 
@@ -74,7 +74,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "[,mode=kd|logits][,teacher=CKPT]; needs --retrain-epochs")
     p.add_argument("--work-dir", default=None, help="where the retraining / fine-tuning runs "
                    "go (default: runs/<output stem>-prune, or -channels with --channels)")
-    _add_data_flags(p)
+    add_data_flags(p)
     p.add_argument("-o", "--output", required=True, help="output checkpoint (stem or .json)")
     p.add_argument("--json", dest="json_out", default=None,
                    help="also write what was done and measured here (with the command)")
@@ -87,7 +87,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--max-drop", type=float, default=0.01,
                    help="top-1 drop (fraction) allowed for the suggested sparsities")
-    _add_data_flags(p)
+    add_data_flags(p)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.set_defaults(func=cmd_sensitivity)
 
@@ -129,7 +129,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="lr of the fine-tuning (default: the model's own)")
     p.add_argument("--work-dir", default=None, help="where the learn and finetune runs go "
                    "(default: runs/<output stem>-arch)")
-    _add_data_flags(p)
+    add_data_flags(p)
     p.add_argument("--json", dest="json_out", default=None,
                    help="also write the widths and every measurement here (with the command)")
     p.set_defaults(func=cmd_learn_arch)
@@ -153,37 +153,37 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return prune_channels(args)
     if args.drop_fires is not None:
         return prune_fire_layers(args)
-    prune_cfg = PruneConfig(sparsity=args.sparsity, rules=_rules(args.rule),
+    prune_cfg = PruneConfig(sparsity=args.sparsity, rules=layer_rules(args.rule),
                             scope=args.scope, exclude=args.exclude,
                             method="magnitude" if args.quality is None else "threshold",
                             quality=args.quality, granularity=args.granularity)
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)
-    train_section = _train_section(args, src.meta)
+    train_section = train_section_from_flags(args, src.meta)
     cfg = CompressConfig(prune=prune_cfg, prune_rounds=args.rounds,
                          retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                          sharing=None, train=train_section, distill=_distill(args))
     train = None
     if args.retrain_epochs:
-        train, test = _load_data(train_section)
-        _check_classes(src.meta, test, args.checkpoint)
+        train, test = load_data(train_section)
+        check_classes(src.meta, test, args.checkpoint)
     else:
-        test, why = _test_data(args, src.meta, train_section)
+        test, why = scoring_data(args, src.meta, train_section)
         if test is None:
             print(f"top-1 not measured: {why}")
-    protocol = _protocol(args, src.meta)
+    protocol = eval_protocol_for(args, src.meta)
     result = prune_weights(src, args.output, cfg, train=train, test=test, protocol=protocol,
                            work_dir=args.work_dir)
     for name, s in result.masks.layer_sparsity().items():
         print(f"  {name:<40} {100 * s:5.1f}% pruned")
     if result.after is not None:
         print(f"after:  top-1 {result.after:.4f} ({protocol.describe()})"
-              f"{_change(result.before, result.after)}")
+              f"{format_change(result.before, result.after)}")
     print(f"overall sparsity {result.masks.sparsity():.4f}; wrote {result.path}")
     if result.record["work_dir"]:
         print(f"retraining runs: {result.record['work_dir']}")
-    _write_json(args, {"output": str(result.path), "sparsity": result.masks.sparsity(),
+    write_json_record(args, {"output": str(result.path), "sparsity": result.masks.sparsity(),
                        **result.record})
     return 0
 
@@ -198,9 +198,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             raise ValueError(f"--sparsities must be in [0, 1), got {s}")
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
-    _, test = _load_data(_train_section(args, src.meta), need_train=False)
-    _check_classes(src.meta, test, args.checkpoint)
-    protocol = _protocol(args, src.meta)
+    _, test = load_data(train_section_from_flags(args, src.meta), need_train=False)
+    check_classes(src.meta, test, args.checkpoint)
+    protocol = eval_protocol_for(args, src.meta)
     print(f"pruning each layer of {args.checkpoint} alone at {args.sparsities}; top-1 scored "
           f"{protocol.describe()} on {len(test)} test images", flush=True)
     result = run_sensitivity(src.model, test, args.output, args.sparsities, args.max_drop,
@@ -252,18 +252,18 @@ def prune_channels(args: argparse.Namespace) -> int:
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)
-    train_section = _train_section(args, src.meta)
+    train_section = train_section_from_flags(args, src.meta)
     config = ChannelPruneConfig(fraction=fraction, score=args.channel_score,
                                 dead_eps=args.dead_eps, retrain_epochs=args.retrain_epochs,
                                 retrain_lr=args.retrain_lr, train=train_section,
                                 distill=_distill(args))
     train = why = None
     if args.retrain_epochs:
-        train, test = _load_data(train_section)
-        _check_classes(src.meta, test, args.checkpoint)
+        train, test = load_data(train_section)
+        check_classes(src.meta, test, args.checkpoint)
     else:
-        test, why = _test_data(args, src.meta, train_section)
-    protocol = _protocol(args, src.meta)
+        test, why = scoring_data(args, src.meta, train_section)
+    protocol = eval_protocol_for(args, src.meta)
     result = run_channel_pruning(src, args.output, config, (train, test), protocol=protocol,
                                  work_dir=args.work_dir, source_name=args.checkpoint)
     before, after = result.before, result.after
@@ -273,7 +273,7 @@ def prune_channels(args: argparse.Namespace) -> int:
         print(f"before: top-1 {before['top1']:.4f} ({protocol.describe()}, {len(test)} test "
               "images)")
         print(f"after:  top-1 {after['top1']:.4f} ({protocol.describe()})"
-              f"{_change(before['top1'], after['top1'])}")
+              f"{format_change(before['top1'], after['top1'])}")
     print(f"parameters {before['parameters']:,} -> {after['parameters']:,}; MACs "
           f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M; CPU fp32 batch 64 "
           f"{before['images_per_s']:.0f} -> {after['images_per_s']:.0f} img/s "
@@ -282,7 +282,7 @@ def prune_channels(args: argparse.Namespace) -> int:
           f"{[list(f) for f in result.report.fire_config]})")
     if result.run_dir is not None:
         print(f"fine-tuning run: {result.run_dir}")
-    _write_json(args, {"output": str(result.path), "channels": args.channels,
+    write_json_record(args, {"output": str(result.path), "channels": args.channels,
                        **result.to_dict()})
     return 0
 
@@ -299,23 +299,23 @@ def prune_fire_layers(args: argparse.Namespace) -> int:
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)
-    train_section = _train_section(args, src.meta)
+    train_section = train_section_from_flags(args, src.meta)
     config = LayerPruneConfig(num_fires=args.drop_fires, selection_images=args.selection_images,
                               retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                               train=train_section, distill=_distill(args))
-    train, test = _load_data(train_section)
-    _check_classes(src.meta, test, args.checkpoint)
-    protocol = _protocol(args, src.meta)
+    train, test = load_data(train_section)
+    check_classes(src.meta, test, args.checkpoint)
+    protocol = eval_protocol_for(args, src.meta)
     result = prune_fires(src, args.output, config, (train, test), protocol=protocol,
                          work_dir=args.work_dir)
     before, after = result.before, result.after
     print(f"before: top-1 {before['top1']:.4f} ({protocol.describe()}, {len(test)} test images)")
     print(f"after:  top-1 {after['top1']:.4f} ({protocol.describe()})"
-          f"{_change(before['top1'], after['top1'])}")
+          f"{format_change(before['top1'], after['top1'])}")
     print(f"parameters {before['parameters']:,} -> {after['parameters']:,}; MACs "
           f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M; wrote {result.path} "
           f"(skip_fires {result.meta['layer_prune']['skip_fires']})")
-    _write_json(args, {"output": str(result.path), **result.meta["layer_prune"]})
+    write_json_record(args, {"output": str(result.path), **result.meta["layer_prune"]})
     return 0
 
 
@@ -332,7 +332,7 @@ def cmd_learn_arch(args: argparse.Namespace) -> int:
     args.checkpoint = check_checkpoint(args.checkpoint)
     src = load_compressible(args.checkpoint)
     print(f"loaded {args.checkpoint}", flush=True)
-    train_section = _train_section(args, src.meta)
+    train_section = train_section_from_flags(args, src.meta)
     values = {k: getattr(args, k) for k in (
         "learn_epochs", "learn_lr", "width_binarize", "depth_binarize", "width_count", "cost",
         "learn_depth", "gate_lr", "freeze_scales", "binarize_ramp", "min_width", "threshold",
@@ -341,9 +341,9 @@ def cmd_learn_arch(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None}
     config = ArchitectureLearningConfig.from_dict({**values, "train": train_section},
                                                   source="learn-arch flags")
-    train, test = _load_data(train_section)
-    _check_classes(src.meta, test, args.checkpoint)
-    protocol = _protocol(args, src.meta)
+    train, test = load_data(train_section)
+    check_classes(src.meta, test, args.checkpoint)
+    protocol = eval_protocol_for(args, src.meta)
     result = learn_architecture(src, args.output, config, (train, test), protocol=protocol,
                                 work_dir=args.work_dir)
     print(widths_table(result.report))
@@ -353,8 +353,8 @@ def cmd_learn_arch(args: argparse.Namespace) -> int:
               f"{m['parameters']:,} parameters, {m['macs'] / 1e6:.1f}M MACs")
     removed = 1 - result.after["parameters"] / result.before["parameters"]
     print(f"{100 * removed:.1f}% of the parameters removed"
-          f"{_change(result.before['top1'], result.after['top1'])}; wrote {result.path}")
-    _write_json(args, {"output": str(result.path), **result.to_dict()})
+          f"{format_change(result.before['top1'], result.after['top1'])}; wrote {result.path}")
+    write_json_record(args, {"output": str(result.path), **result.to_dict()})
     return 0
 
 

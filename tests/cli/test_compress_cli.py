@@ -204,13 +204,13 @@ def test_bad_input_exits_2(tmp_path, trained_ckpt, capsys, monkeypatch, argv, me
 def test_fine_tuning_data_is_the_checkpoints_own_subset(cifar_tree):
     """A checkpoint trained with seed 1 on the seed-0 subset (as the benchmarks' runs are) is
     fine-tuned on that subset, not on the one seed 1 would pick."""
-    from squeezelab.cli.compress_common import _load_data, _train_section
+    from squeezelab.cli.compress_common import load_data, train_section_from_flags
     from squeezelab.data import load_split
 
     saved = {"config": {"data": str(cifar_tree), "seed": 1, "subset_seed": 0,
                         "limit_train": 100, "limit_test": 20}}
-    section = _train_section(argparse.Namespace(), saved)
-    train_data, test_data = _load_data(section)
+    section = train_section_from_flags(argparse.Namespace(), saved)
+    train_data, test_data = load_data(section)
     for split, got in (("train", train_data), ("test", test_data)):
         want = load_split(str(cifar_tree), split, limit=section[f"limit_{split}"], seed=0,
                           progress=False)

@@ -183,8 +183,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(f"overall sparsity {result.masks.sparsity():.4f}; wrote {result.path}")
     if result.record["work_dir"]:
         print(f"retraining runs: {result.record['work_dir']}")
-    write_json_record(args, {"output": str(result.path), "sparsity": result.masks.sparsity(),
-                       **result.record})
+    write_json_record(args, {"output": str(result.path),
+                             "sparsity": result.masks.sparsity(), **result.record})
     return 0
 
 
@@ -283,7 +283,7 @@ def prune_channels(args: argparse.Namespace) -> int:
     if result.run_dir is not None:
         print(f"fine-tuning run: {result.run_dir}")
     write_json_record(args, {"output": str(result.path), "channels": args.channels,
-                       **result.to_dict()})
+                             **result.to_dict()})
     return 0
 
 

@@ -8,6 +8,7 @@ Options are parsed before any data is loaded, so bad input fails at once.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from squeezelab.cli.config_flags import (
     config_overrides,
     report_run,
 )
+from squeezelab.hooks import TrainHook
 from squeezelab.train.config import TrainConfig
 from squeezelab.workflows.dsd import LR_SCHEDULES
 
@@ -39,31 +41,30 @@ def dsd_config_for(args: argparse.Namespace, run_dir: Path | None = None):
                                  f"{section!r}")
             return DSDConfig.from_dict(section, source=f"{recipe} dsd:")
     if run_dir is not None:
-        import json
+        from squeezelab.train.resume import saved_hook_states
 
-        meta_path = Path(run_dir) / "checkpoints" / "last.json"
-        if meta_path.is_file():
-            saved = (json.loads(meta_path.read_text()).get("hooks") or {}).get("dsd")
-            if saved and saved.get("config"):
-                return DSDConfig(**saved["config"])
+        saved = saved_hook_states(run_dir).get("dsd")
+        if saved and saved.get("config"):
+            return DSDConfig(**saved["config"])
     return None
 
 
 def train_with_methods(args: argparse.Namespace, cfg: TrainConfig, *, resume: bool = False,
-                       run_dir: Path | None = None):
-    """``train()`` with the methods the command line or recipe asks for (``--dsd``)."""
+                       run_dir: Path | None = None, hooks: Sequence[TrainHook] = ()):
+    """``train()`` with the methods the command line or recipe asks for (``--dsd``), and
+    ``hooks`` (a resumed run's distillation)."""
     from squeezelab.train.loop import train
 
     dsd_cfg = dsd_config_for(args, run_dir if resume else None)
     if dsd_cfg is None:
-        return train(cfg, resume=resume, run_dir=run_dir)
+        return train(cfg, hooks, resume=resume, run_dir=run_dir)
     from squeezelab.workflows.dsd import run_dsd
 
     given_epochs = getattr(args, "cfg_epochs", None)
     if given_epochs is not None and given_epochs != dsd_cfg.total_epochs:
         raise ValueError(f"--epochs {given_epochs} conflicts with the DSD schedule, which takes "
                          f"{dsd_cfg.total_epochs} epochs; drop --epochs or change --dsd epochs=")
-    return run_dsd(cfg, dsd_cfg, resume=resume, run_dir=run_dir)
+    return run_dsd(cfg, dsd_cfg, hooks=hooks, resume=resume, run_dir=run_dir)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -66,7 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = config_overrides(args)
         # what the run may not change (its images, scoring) is refused by train() itself
         cfg = TrainConfig.from_yaml(saved, overrides)
-        result = train_with_methods(args, cfg, resume=True, run_dir=run_dir)
+        result = train_with_methods(args, cfg, resume=True, run_dir=run_dir,
+                                    hooks=resumed_distillation(args, run_dir))
     else:
         cfg = config_from_args(args)
         result = train_with_methods(args, cfg)
@@ -77,6 +78,29 @@ def _recipe_has(args: argparse.Namespace, *sections: str) -> bool:
     from squeezelab.train.config import load_recipe_sections
 
     return bool(args.recipe) and any(k in load_recipe_sections(args.recipe) for k in sections)
+
+
+def resumed_distillation(args: argparse.Namespace, run_dir: Path) -> list:
+    """The distillation hook a resumed run was trained with (its teacher and settings, from
+    the run's last checkpoint), or none. ``--distill`` on a resume may only repeat them: a
+    run that changed teacher half way would be neither run."""
+    from squeezelab.train.distill import DistillConfig, DistillError, DistillHook
+    from squeezelab.train.resume import saved_hook_states
+
+    saved = saved_hook_states(run_dir).get(DistillHook.name)
+    given = DistillConfig.parse(args.distill) if getattr(args, "distill", None) else None
+    if saved is None:
+        if given is not None:
+            raise DistillError(f"cannot resume {run_dir} with --distill: it was trained "
+                               "without distillation (start a new run from its weights with "
+                               f"--init-from {run_dir} --run-name NEW_NAME)")
+        return []
+    config = DistillConfig.from_dict(saved, source=f"{run_dir}'s distillation settings")
+    if given is not None and given != config:
+        raise DistillError(f"cannot resume {run_dir} with --distill {args.distill}: it was "
+                           f"trained with {config.to_dict()} (leave --distill out to go on "
+                           "with those)")
+    return [DistillHook(config)]
 
 
 def cmd_train_distill(args: argparse.Namespace) -> int:

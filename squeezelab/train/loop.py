@@ -57,7 +57,12 @@ from squeezelab.train.fast_start import (
     whitening_sample,
 )
 from squeezelab.train.optim import build_optimizer, build_scheduler
-from squeezelab.train.resume import choose_run_dir, relay_schedule, save_config
+from squeezelab.train.resume import (
+    check_resumed_hooks,
+    choose_run_dir,
+    relay_schedule,
+    save_config,
+)
 from squeezelab.train.run_dir import RunDir, environment
 
 
@@ -546,6 +551,8 @@ def _restore(r: _Run) -> tuple[int, int, dict[str, float] | None]:
     state.scheduler.load_state_dict(ckpt.meta["scheduler"])
     torch.set_rng_state(ckpt.group("rng")["torch"])
     state.step = ckpt.meta["step"]
+    check_resumed_hooks(ckpt.meta.get("hooks") or {}, ckpt.tensors, (h.name for h in r.hooks),
+                        run)
     for hook in r.hooks:
         hook.load_state_dict(ckpt.meta.get("hooks", {}).get(hook.name, {}))
         hook.load_state_tensors(ckpt.group(f"hook.{hook.name}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,30 @@ def _read_resume_meta(run: RunDir) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a training checkpoint's metadata")
     meta.setdefault("config", {})
     return meta
+
+
+def saved_hook_states(run_dir: str | Path) -> dict[str, Any]:
+    """The hooks' states in a run's last checkpoint, by hook name (``{}`` if it has none):
+    what a command needs to build the same methods again when it resumes the run."""
+    hooks = _read_resume_meta(RunDir(run_dir)).get("hooks") or {}
+    return hooks if isinstance(hooks, dict) else {}
+
+
+def check_resumed_hooks(saved: dict[str, Any], saved_tensors: Iterable[str],
+                        hook_names: Iterable[str], run: RunDir) -> None:
+    """Refuse to resume a run without a method it was trained with (distillation, pruning
+    masks, DSD ...), i.e. a hook that kept a state (``saved``: the checkpoint's hook states by
+    name; ``saved_tensors``: its tensor names, ``hook.NAME.KEY``) and is not among
+    ``hook_names``: the rest of the run would quietly train as something else. A hook that
+    kept nothing (a progress printer, a test's interrupter) may be left out."""
+    kept = {name for name, state in saved.items() if state}
+    kept |= {key.split(".")[1] for key in saved_tensors if key.startswith("hook.")}
+    missing = sorted(kept - set(hook_names))
+    if missing:
+        raise ConfigError(f"cannot resume {run.path} without {', '.join(missing)}: the run was "
+                          f"trained with {'these methods' if len(missing) > 1 else 'it'}, and "
+                          "resuming without would change what the rest of it trains (resume "
+                          "it through the command or workflow that started it)")
 
 
 def _continue_config(cfg: TrainConfig, saved: dict[str, Any], run: RunDir) -> TrainConfig:

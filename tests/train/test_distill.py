@@ -1,12 +1,15 @@
 """Knowledge distillation (Hinton et al., arXiv 1503.02531): the KD and logit-matching losses
 against hand computations, the frozen teacher, and bad input caught before training."""
 import math
+import os
+import signal
 
 import pytest
 import torch
 from model_configs import SMALL
 
 from squeezelab.checkpoint import save_checkpoint
+from squeezelab.hooks import TrainHook
 from squeezelab.models import create_model
 from squeezelab.train import TrainConfig, train
 from squeezelab.train.distill import (
@@ -149,3 +152,74 @@ def test_cli_distill_flags_fail_before_training(tmp_path, capsys):
                  "--fitnets", f"teacher={path},hint=layer3,guided=features.6"]) == 2
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+
+
+class _InterruptAt(TrainHook):
+    """Ctrl-C after global step ``at`` (the loop saves and returns ``interrupted``)."""
+
+    name = "interrupt"
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_step(self, state):
+        if state.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_distilled_run_resumes_with_its_teacher_to_the_same_weights(
+        tmp_path, cifar_100):
+    from squeezelab.train.config import ConfigError
+
+    path, _ = _teacher_ckpt(tmp_path / "teacher")
+    settings = DistillConfig(teacher=str(path), temperature=4.0, alpha=0.9)
+    # 100 images / 25 = 4 steps an epoch, 2 epochs; cut inside the second
+    cfg = _cfg(tmp_path, epochs=2, batch_size=25)
+    straight = train(cfg.replace(run_name="straight"), hooks=[DistillHook(settings)],
+                     data=cifar_100)
+    cut = train(cfg.replace(run_name="cut"), hooks=[DistillHook(settings), _InterruptAt(6)],
+                data=cifar_100)
+    assert cut.interrupted
+    # resumed without its teacher the rest would train on the labels alone: refused at once
+    with pytest.raises(ConfigError, match=f"cannot resume {cut.run_dir} without distill: "
+                                          "the run was trained with it"):
+        train(cfg.replace(run_name="cut"), resume=True, run_dir=cut.run_dir, data=cifar_100)
+    resumed = train(cfg.replace(run_name="cut"), hooks=[DistillHook(settings)], resume=True,
+                    run_dir=cut.run_dir, data=cifar_100)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed distilled run diverged"
+    assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
+
+
+def test_cli_resume_keeps_the_runs_distillation_and_refuses_another(tmp_path, cifar_tree,
+                                                                     capsys):
+    import json
+
+    from squeezelab.cli import main
+
+    path, _ = _teacher_ckpt(tmp_path / "teacher")
+    runs = tmp_path / "runs"
+    argv = ["train", "--data", str(cifar_tree), "--epochs", "1", "--batch-size", "50",
+            "--limit-train", "100", "--limit-test", "50", "--precision", "fp32",
+            "--channels-last", "false", "--progress", "false", "--out-dir", str(runs),
+            "--model", "squeezenet_cifar",
+            *(f"--model-arg={k}={json.dumps(v)}" for k, v in SMALL.items())]
+    spec = f"teacher={path},T=3,alpha=0.7"
+    assert main([*argv, "--run-name", "kd", "--distill", spec]) == 0
+    assert main([*argv, "--run-name", "plain"]) == 0
+    capsys.readouterr()
+    kd, plain = runs / "kd", runs / "plain"
+    # another teacher or temperature on a resume: refused, naming what the run has
+    assert main(["train", "--resume", str(kd), "--epochs", "2", "--distill",
+                 f"teacher={path},T=5,alpha=0.7"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume {kd} with --distill" in err and "'temperature': 3," in err
+    assert main(["train", "--resume", str(plain), "--epochs", "2", "--distill", spec]) == 2
+    assert "it was trained without distillation" in capsys.readouterr().err
+    # a plain resume (or one repeating the same spec) goes on with the run's teacher
+    assert main(["train", "--resume", str(kd), "--epochs", "2"]) == 0
+    assert main(["train", "--resume", str(kd), "--epochs", "3", "--distill", spec]) == 0
+    meta = json.loads((kd / "checkpoints" / "last.json").read_text())
+    assert meta["epoch"] == 3
+    assert meta["hooks"]["distill"] == {"teacher": str(path), "temperature": 3.0,
+                                        "alpha": 0.7, "mode": "kd"}

@@ -9,6 +9,11 @@ beside the final checkpoint's accuracy, the test curve and the machine, into one
 
     python benchmarks/long_run.py runs/cifar10_best --target-top1 0.93 --budget-hours 8 \\
         --output benchmarks/results/cifar10_best_b.json
+
+A run distilled from a teacher (``--distill teacher=runs/T/...``) also paid for the teacher: when
+the teacher's checkpoint lies in a run folder, that run is accounted the same way (its own
+teacher too) and its hours count against the budget (``hours_with_teachers``); a teacher that
+is a bare checkpoint, whose training left no record, leaves the budget undecided.
 """
 from __future__ import annotations
 
@@ -78,14 +83,47 @@ def summarise(run_dir: Path, target_top1: float | None = None,
         if all("images_per_s" in e for e in epochs) else None,
         "run_environment": environment,
     }
+    teacher = teacher_account(run_dir)
+    if teacher is not None:
+        result["teacher"] = teacher
+    result["hours_with_teachers"] = None if teacher is not None and \
+        teacher.get("hours_with_teachers") is None else \
+        hours + (teacher["hours_with_teachers"] if teacher is not None else 0.0)
     if target_top1 is not None:
         result["target_top1"] = target_top1
         result["target_met"] = bool(finished and final.get("test_top1") is not None
                                     and final["test_top1"] >= target_top1)
     if budget_hours is not None:
         result["budget_hours"] = budget_hours
-        result["within_budget"] = hours <= budget_hours
+        total = result["hours_with_teachers"]
+        result["within_budget"] = None if total is None else total <= budget_hours
     return result
+
+
+def teacher_account(run_dir: Path) -> dict[str, Any] | None:
+    """The account of the run that trained ``run_dir``'s teacher (None if it was not
+    distilled); ``{"checkpoint": ..., "hours_with_teachers": None}`` when the teacher is a
+    checkpoint outside any run folder."""
+    last = run_dir / "checkpoints" / "last.json"
+    if not last.is_file():
+        return None
+    settings = (json.loads(last.read_text()).get("hooks") or {}).get("distill")
+    if not settings:
+        return None
+    teacher = Path(settings["teacher"])
+    if not teacher.is_absolute() and not teacher.exists() and (run_dir / teacher).exists():
+        teacher = run_dir / teacher
+    # runs/T, runs/T/checkpoints/best(.json|.safetensors): the run folder holding it
+    candidates = [teacher, teacher.parent, teacher.parent.parent]
+    folder = next((c for c in candidates if (c / "metrics.jsonl").is_file()), None)
+    if folder is None:
+        return {"checkpoint": settings["teacher"], "hours_with_teachers": None,
+                "note": "not in a run folder: what its training cost is not recorded"}
+    account = summarise(folder)
+    keep = ("run_dir", "model", "parameters", "finished", "epochs_done", "hours",
+            "hours_with_teachers", "test_top1", "test_protocol", "teacher")
+    return {"checkpoint": settings["teacher"], **{k: account[k] for k in keep if k in account},
+            "distill": settings}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     result = summarise(Path(args.run_dir), args.target_top1, args.budget_hours)
     top1 = result["test_top1"]
     print(f"{result['run_dir']}: {result['epochs_done']}/{result['epochs_planned']} epochs, "
-          f"{result['hours']:.2f} h of training and scoring, final test top-1 "
+          f"{result['hours']:.2f} h of training and scoring"
+          + (f" ({result['hours_with_teachers']:.2f} h with its teacher's)"
+             if result.get("teacher") and result["hours_with_teachers"] is not None else
+             " (its teacher's cost unknown)" if result.get("teacher") else "")
+          + ", final test top-1 "
           + (f"{100 * top1:.2f}%" if top1 is not None else "not scored yet")
           + ("" if result["finished"] else " (unfinished: resume it with squeezelab train "
              f"--resume {result['run_dir']})"), flush=True)

@@ -54,6 +54,37 @@ def test_the_recipe_trains_in_pieces_and_the_record_adds_them_up(tmp_path, cifar
         bench.summarise(tmp_path / "nowhere")
 
 
+def test_a_distilled_run_is_charged_its_teachers_training(tmp_path, cifar_tree):
+    """The 8 hours are for everything the result needed: a student distilled from a teacher
+    trained for it is accounted with the teacher's run."""
+    common = ["--data", str(cifar_tree), "--epochs", "1", "--out-dir", str(tmp_path), *TINY]
+    assert main(["train", "--model", "airbench_cifar", "--run-name", "teacher", *common]) == 0
+    assert main(["train", str(RECIPE), "--run-name", "student", *common, "--distill",
+                 f"teacher={tmp_path / 'teacher' / 'checkpoints' / 'best.json'},T=4"]) == 0
+    bench = load_benchmark("long_run")
+    student = bench.summarise(tmp_path / "student", budget_hours=8)
+    teacher = bench.summarise(tmp_path / "teacher")
+    assert student["teacher"]["run_dir"] == str(tmp_path / "teacher")
+    assert student["teacher"]["model"] == "airbench_cifar"
+    assert student["teacher"]["distill"]["temperature"] == 4
+    assert student["hours_with_teachers"] == pytest.approx(student["hours"] + teacher["hours"])
+    assert teacher["hours_with_teachers"] == teacher["hours"] and "teacher" not in teacher
+    assert student["within_budget"] is True
+    assert bench.summarise(tmp_path / "student", budget_hours=student["hours"])[
+        "within_budget"] is False  # the student alone fits; with its teacher it does not
+    # a teacher outside any run folder: what it cost is unknown, so is the budget
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("best.json", "best.safetensors"):
+        (bare / name).write_bytes((tmp_path / "teacher" / "checkpoints" / name).read_bytes())
+    assert main(["train", str(RECIPE), "--run-name", "student2", *common, "--distill",
+                 f"teacher={bare / 'best.json'}"]) == 0
+    r = bench.summarise(tmp_path / "student2", budget_hours=8)
+    assert r["teacher"]["hours_with_teachers"] is None and "not in a run folder" in \
+        r["teacher"]["note"]
+    assert r["hours_with_teachers"] is None and r["within_budget"] is None
+
+
 def test_the_same_recipe_on_cifar100_stays_under_a_million_parameters(tmp_path, monkeypatch):
     archive = tmp_path / "cifar-100-python.tar.gz"
     write_cifar_archive(archive, "cifar100", per_class=1)

@@ -111,8 +111,10 @@ def teacher_account(run_dir: Path) -> dict[str, Any] | None:
     if not settings:
         return None
     teacher = Path(settings["teacher"])
-    if not teacher.is_absolute() and not teacher.exists() and (run_dir / teacher).exists():
-        teacher = run_dir / teacher
+    if not teacher.is_absolute():
+        # relative to where the training ran: here, or a folder above the run's
+        teacher = next((base / teacher for base in (Path.cwd(), *run_dir.resolve().parents)
+                        if (base / teacher).exists()), teacher)
     # runs/T, runs/T/checkpoints/best(.json|.safetensors): the run folder holding it
     candidates = [teacher, teacher.parent, teacher.parent.parent]
     folder = next((c for c in candidates if (c / "metrics.jsonl").is_file()), None)

@@ -54,13 +54,16 @@ def test_the_recipe_trains_in_pieces_and_the_record_adds_them_up(tmp_path, cifar
         bench.summarise(tmp_path / "nowhere")
 
 
-def test_a_distilled_run_is_charged_its_teachers_training(tmp_path, cifar_tree):
+def test_a_distilled_run_is_charged_its_teachers_training(tmp_path, cifar_tree, monkeypatch):
     """The 8 hours are for everything the result needed: a student distilled from a teacher
     trained for it is accounted with the teacher's run."""
     common = ["--data", str(cifar_tree), "--epochs", "1", "--out-dir", str(tmp_path), *TINY]
     assert main(["train", "--model", "airbench_cifar", "--run-name", "teacher", *common]) == 0
+    monkeypatch.chdir(tmp_path)  # the teacher named relative to where the student trains
     assert main(["train", str(RECIPE), "--run-name", "student", *common, "--distill",
-                 f"teacher={tmp_path / 'teacher' / 'checkpoints' / 'best.json'},T=4"]) == 0
+                 "teacher=teacher/checkpoints/best.json,T=4"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # and found again from anywhere
     bench = load_benchmark("long_run")
     student = bench.summarise(tmp_path / "student", budget_hours=8)
     teacher = bench.summarise(tmp_path / "teacher")

@@ -1,11 +1,30 @@
 """Checks every weight-swapping training hook (the weight average, Lookahead) must pass: under a
 fixed pruning mask the model stays exactly sparse, and a run cut and resumed ends where an
-uncut run does, bit for bit."""
+uncut run does, bit for bit. ``InterruptAt`` cuts a run as Ctrl-C does."""
+import os
+import signal
+
 import torch
 from model_configs import SMALL
 
+from squeezelab.hooks import TrainHook
 from squeezelab.models import create_model
 from squeezelab.train import train
+
+
+class InterruptAt(TrainHook):
+    """Delivers a real SIGINT (as Ctrl-C does) after the given optimizer step: the loop saves
+    a checkpoint mid-epoch and returns ``interrupted``. It keeps no state, so the run resumes
+    without it."""
+
+    name = "interrupt"
+
+    def __init__(self, step):
+        self.at = step
+
+    def after_step(self, state):
+        if state.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def assert_masked_run_stays_sparse(config, tmp_path, data) -> None:

@@ -1,15 +1,13 @@
 """Knowledge distillation (Hinton et al., arXiv 1503.02531): the KD and logit-matching losses
 against hand computations, the frozen teacher, and bad input caught before training."""
 import math
-import os
-import signal
 
 import pytest
 import torch
+from hook_checks import InterruptAt
 from model_configs import SMALL
 
 from squeezelab.checkpoint import save_checkpoint
-from squeezelab.hooks import TrainHook
 from squeezelab.models import create_model
 from squeezelab.train import TrainConfig, train
 from squeezelab.train.distill import (
@@ -154,19 +152,6 @@ def test_cli_distill_flags_fail_before_training(tmp_path, capsys):
     assert not (tmp_path / "cli").exists()
 
 
-class _InterruptAt(TrainHook):
-    """Ctrl-C after global step ``at`` (the loop saves and returns ``interrupted``)."""
-
-    name = "interrupt"
-
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self, state):
-        if state.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def test_an_interrupted_distilled_run_resumes_with_its_teacher_to_the_same_weights(
         tmp_path, cifar_100):
     from squeezelab.train.config import ConfigError
@@ -177,7 +162,7 @@ def test_an_interrupted_distilled_run_resumes_with_its_teacher_to_the_same_weigh
     cfg = _cfg(tmp_path, epochs=2, batch_size=25)
     straight = train(cfg.replace(run_name="straight"), hooks=[DistillHook(settings)],
                      data=cifar_100)
-    cut = train(cfg.replace(run_name="cut"), hooks=[DistillHook(settings), _InterruptAt(6)],
+    cut = train(cfg.replace(run_name="cut"), hooks=[DistillHook(settings), InterruptAt(6)],
                 data=cifar_100)
     assert cut.interrupted
     # resumed without its teacher the rest would train on the labels alone: refused at once

@@ -2,13 +2,12 @@
 divergence, bad input."""
 import json
 import math
-import os
 import re
-import signal
 
 import pytest
 import torch
 import yaml
+from hook_checks import InterruptAt
 from model_configs import SMALL, small_run
 
 from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
@@ -106,19 +105,6 @@ def test_run_directory_contents(tmp_path, cifar_tiny):
     best = load_checkpoint(run / "checkpoints" / "best")
     assert best.meta["metrics"]["test_top1"] == summary["best_test_top1"]
     assert torch.equal(model.features[0].weight, result.model.features[0].weight)
-
-
-class InterruptAt(TrainHook):
-    """Delivers a real SIGINT (as Ctrl-C does) after the given optimizer step."""
-
-    name = "interrupt"
-
-    def __init__(self, step):
-        self.at = step
-
-    def after_step(self, state):
-        if state.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, cifar_tiny):

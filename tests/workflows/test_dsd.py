@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from hook_checks import InterruptAt
 from model_configs import TINY
 
 from squeezelab.checkpoint import load_checkpoint
@@ -169,20 +170,6 @@ def test_cosine_schedule_per_phase_or_over_the_run(tmp_path, cifar_mini, lr_sche
     else:  # "run" scales re-dense by 1/10
         expected = [0.05 * a * b for a, b in zip(shape, scale)]
     assert [lr for _, lr in probe.lrs] == pytest.approx(expected, rel=1e-9)
-
-
-class InterruptAt(TrainHook):
-    name = "interrupt"
-
-    def __init__(self, step):
-        self.at = step
-
-    def after_step(self, state):
-        if state.step == self.at:
-            import os
-            import signal
-
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")

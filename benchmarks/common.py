@@ -10,6 +10,8 @@ import os
 import re
 import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,23 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.mean(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values)}
+
+
+def timed_ms(fn: Callable[[], Any], warmup: int, repeats: int,
+             budget_s: float | None = None) -> tuple[float, float, int]:
+    """(median ms, min ms, passes) of ``fn()``: ``warmup`` untimed passes (oneDNN picks and
+    caches its kernel in the first), then ``repeats`` timed ones, or fewer (at least 3) once
+    they have taken ``budget_s`` seconds. The min is given beside the median because on a
+    shared 2-core machine another process's burst inflates single passes."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    while len(times) < repeats and (budget_s is None or len(times) < 3
+                                    or sum(times) < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times), 1000 * min(times), len(times)
 
 
 def write_result(name: str, data: dict[str, Any], output: str | None = None) -> Path:

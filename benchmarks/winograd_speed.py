@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import timed_ms, write_result  # noqa: E402
 
 from squeezelab import create_model  # noqa: E402
 from squeezelab.compress.winograd import (  # noqa: E402
@@ -55,20 +55,6 @@ def expand3x3_layers(model_name: str, side: int) -> list[tuple[str, nn.Conv2d, t
     return [(name, model.get_submodule(name), shapes[name]) for name in shapes]
 
 
-def timed_ms(fn, x: torch.Tensor, warmup: int, repeats: int) -> tuple[float, float]:
-    """(median, min) wall time of ``fn(x)`` in ms over ``repeats`` passes after ``warmup``
-    untimed ones (oneDNN picks and caches its kernel in the first). The min is beside the
-    median because on a shared 2-core machine another process's burst inflates single passes."""
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times), 1000 * min(times)
-
-
 @torch.no_grad()
 def measure_layer(name: str, conv: nn.Conv2d, shape: tuple[int, ...], batch: int, warmup: int,
                   repeats: int) -> dict[str, Any]:
@@ -77,12 +63,13 @@ def measure_layer(name: str, conv: nn.Conv2d, shape: tuple[int, ...], batch: int
     row: dict[str, Any] = {"layer": name, "batch": batch, "in_channels": conv.in_channels,
                            "out_channels": conv.out_channels, "input": list(shape[1:]),
                            "repeats": repeats}
-    row["conv2d_ms"], row["conv2d_min_ms"] = timed_ms(conv, x, warmup, repeats)
+    row["conv2d_ms"], row["conv2d_min_ms"], _ = timed_ms(partial(conv, x), warmup, repeats)
     for tile in TILES:
         wino = WinogradConv2d.from_conv(conv, tile, name)
         wino.transformed_weight()  # the filter transform, once, outside the timing
         key = f"winograd_f{tile}"
-        row[f"{key}_ms"], row[f"{key}_min_ms"] = timed_ms(wino, x, warmup, repeats)
+        row[f"{key}_ms"], row[f"{key}_min_ms"], _ = timed_ms(partial(wino, x), warmup,
+                                                           repeats)
         row[f"{key}_speedup"] = row["conv2d_ms"] / row[f"{key}_ms"]
         row[f"{key}_max_abs_error"] = (wino(x) - reference).abs().max().item()
         counts = winograd_layer_multiplies(conv.in_channels, conv.out_channels,

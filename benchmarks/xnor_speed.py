@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import timed_ms, write_result  # noqa: E402
 
 from squeezelab.compress.quantization.binary import (  # noqa: E402
     BinaryConfig,
@@ -61,20 +60,6 @@ LAYERS: list[tuple[str, int, int, int, int, int]] = [
     ("squeezenet1_1 features.12.squeeze", 512, 64, 13, 1, 0),
     ("alexnet fc6 (linear)", 9216, 4096, 0, 0, 0),
 ]
-
-
-def timed_ms(fn, warmup: int, repeats: int, budget_s: float) -> tuple[float, float, int]:
-    """(median ms, min ms, passes) of ``fn()``: ``warmup`` untimed passes, then ``repeats``
-    timed ones, or fewer (at least 3) once they have taken ``budget_s`` seconds (the float
-    simulation of fc6 binarizes a 9216 x 4096 matrix on every call)."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times), 1000 * min(times), len(times)
 
 
 @torch.no_grad()

@@ -176,6 +176,23 @@ def test_resume_without_checkpoint(tmp_path, cifar_tiny):
         train(config(tmp_path), resume=True, run_dir=tmp_path / "empty", data=cifar_tiny)
 
 
+def test_a_resume_must_bring_every_method_that_kept_a_state(tmp_path):
+    from squeezelab.train.config import ConfigError
+    from squeezelab.train.resume import check_resumed_hooks
+    from squeezelab.train.run_dir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    saved = {"ema": {"updates": 3}, "distill": {"teacher": "t"}, "interrupt": {}}
+    tensors = ["model.w", "hook.ema.w", "hook.mask.features.0.weight"]
+    # everything that kept a state (meta or tensors) is there; a stateless hook may go
+    check_resumed_hooks(saved, tensors, ["ema", "distill", "mask"], run)
+    with pytest.raises(ConfigError, match=f"cannot resume {run.path} without distill, mask: "
+                                          "the run was trained with these methods"):
+        check_resumed_hooks(saved, tensors, ["ema", "interrupt"], run)
+    with pytest.raises(ConfigError, match="without mask: the run was trained with it"):
+        check_resumed_hooks({}, tensors, ["ema"], run)  # masks keep only tensors
+
+
 def test_speed_settings_auto_are_resolved_and_recorded(tmp_path, cifar_tiny):
     result = train(config(tmp_path, epochs=1, precision="auto", channels_last=None),
                    data=cifar_tiny)

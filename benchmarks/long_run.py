@@ -86,9 +86,8 @@ def summarise(run_dir: Path, target_top1: float | None = None,
     teacher = teacher_account(run_dir)
     if teacher is not None:
         result["teacher"] = teacher
-    result["hours_with_teachers"] = None if teacher is not None and \
-        teacher.get("hours_with_teachers") is None else \
-        hours + (teacher["hours_with_teachers"] if teacher is not None else 0.0)
+    teacher_hours = 0.0 if teacher is None else teacher["hours_with_teachers"]
+    result["hours_with_teachers"] = None if teacher_hours is None else hours + teacher_hours
     if target_top1 is not None:
         result["target_top1"] = target_top1
         result["target_met"] = bool(finished and final.get("test_top1") is not None

@@ -107,5 +107,10 @@ class TrainHook:
         """JSON-able state to keep in the checkpoint's metadata."""
         return {}
 
+    def describe(self) -> str:
+        """The hook and the settings that shape the run, for the run's summary line
+        (``distill (teacher t.json, T 4, alpha 0.9, kd)``); by default the name alone."""
+        return self.name
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass

@@ -63,6 +63,7 @@ def print_summary(r: _Run) -> None:
         f"{data.num_classes} classes, {height}x{width}{skipped}",
         f"model     {cfg.model}: {params:,} parameters{macs}",
         f"settings  {', '.join(settings)}{provenance}",
+        *([f"methods   {', '.join(h.describe() for h in r.hooks)}"] if r.hooks else []),
         f"speed     {cfg.precision}, {'channels_last' if cfg.channels_last else 'NCHW'} on "
         f"{r.state.device}" + (f" (timed per step: {timings})" if timings else ""),
         f"run       {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of batch "

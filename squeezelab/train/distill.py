@@ -195,3 +195,8 @@ class DistillHook(TrainHook):
     def state_dict(self) -> dict[str, Any]:
         # Nothing changes during training; recorded so a checkpoint says how it was made.
         return self.config.to_dict()
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{self.name} (teacher {c.teacher}, T {c.temperature:g}, alpha {c.alpha:g}, "
+                f"{c.mode})")

@@ -64,5 +64,8 @@ class LookaheadHook(TrainHook):
     def load_state_dict(self, state: dict) -> None:
         self.count = int(state.get("count", 0))
 
+    def describe(self) -> str:
+        return f"{self.name} (every {self.steps} steps, alpha {self.alpha:g})"
+
 
 __all__ = ["LookaheadHook"]

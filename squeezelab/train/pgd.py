@@ -121,6 +121,10 @@ class PerturbedGradientHook(TrainHook):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._total = int(state.get("total_perturbations", 0))
 
+    def describe(self) -> str:
+        return (f"{self.name} (radius {self.radius:g} below gradient norm {self.threshold:g}, "
+                f"at most every {self.interval} steps)")
+
     @property
     def total_perturbations(self) -> int:
         """Perturbations over the run, counted at epoch ends."""

@@ -144,6 +144,9 @@ class _PenaltyHook(TrainHook):
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         metrics[f"{self.name}_penalty"] = float(self._last)
 
+    def describe(self) -> str:
+        return f"{self.name} (weight {self.weight:g})"
+
 
 class L1Regularizer(_PenaltyHook):
     """Adds ``weight * sum |w|`` over Conv2d/Linear weights (filtered by include/exclude globs)."""

@@ -85,5 +85,8 @@ class WeightAverageHook(TrainHook):
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state.get("updates", 0))
 
+    def describe(self) -> str:
+        return f"{self.name} (decay {self.decay:g})"
+
 
 __all__ = ["WeightAverageHook"]

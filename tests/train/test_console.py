@@ -1,5 +1,7 @@
-"""The epoch line's estimate of the time left (``train/console.py``)."""
+"""What a run prints (``train/console.py``): the epoch line's estimate of the time left, and
+how each method describes itself on the summary's ``methods`` line."""
 import pytest
+import torch
 
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.console import format_duration, print_epoch, seconds_left
@@ -50,3 +52,21 @@ def test_the_epoch_line_says_the_time_left_until_the_last_epoch(capsys):
     history += [_epoch(2, 120.0), _epoch(3, 120.0, eval_seconds=10.0)]
     print_epoch(history[-1], cfg, history)
     assert capsys.readouterr().out.rstrip().endswith("120.0s")
+
+
+def test_each_method_names_its_settings_for_the_summary():
+    from squeezelab.compress.pruning.masks import MaskHook
+    from squeezelab.compress.quantization.binary import BinaryClipHook
+    from squeezelab.hooks import TrainHook
+    from squeezelab.train.pgd import PerturbedGradientHook
+    from squeezelab.train.regularizers import L1Regularizer
+
+    half = torch.tensor([True, False, True, False])
+    assert MaskHook({"a.weight": half, "b.weight": torch.ones(4, dtype=torch.bool)}
+                    ).describe() == "mask (2 tensors, 25.0% pruned)"
+    assert MaskHook().describe() == "mask (none yet)"  # DSD's dense phase, or masks to come
+    assert BinaryClipHook(1.5).describe() == "binary_clip (bound 1.5)"
+    assert L1Regularizer(1e-4).describe() == "l1 (weight 0.0001)"
+    assert PerturbedGradientHook(0.001, 0.01, interval=10).describe() == (
+        "pgd (radius 0.001 below gradient norm 0.01, at most every 10 steps)")
+    assert TrainHook().describe() == "hook"  # a hook without settings: its name

@@ -126,6 +126,20 @@ def test_teacher_stays_frozen_and_its_logits_drive_the_loss(tmp_path, cifar_100)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_the_summary_names_the_teacher_and_the_other_methods(tmp_path, cifar_100, capsys):
+    """A distilled run says so before its first step: which teacher, at what T and alpha, and
+    the hooks its settings switched on, in the order they run (lookahead and the weight average
+    after every other hook)."""
+    path, _ = _teacher_ckpt(tmp_path / "teacher")
+    hook = DistillHook(DistillConfig(teacher=str(path), temperature=2.5, alpha=0.7))
+    train(_cfg(tmp_path, progress=True, ema_decay=0.9, lookahead_steps=5, lookahead_alpha=0.8),
+          hooks=[hook], data=cifar_100)
+    methods = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("methods")]
+    assert methods == [f"methods   distill (teacher {path}, T 2.5, alpha 0.7, kd), lookahead "
+                       "(every 5 steps, alpha 0.8), ema (decay 0.9)"]
+
+
 def test_class_count_mismatch_is_an_error_before_training(tmp_path, cifar_100):
     path, _ = _teacher_ckpt(tmp_path / "teacher5", num_classes=5)
     hook = DistillHook(DistillConfig(teacher=str(path)))

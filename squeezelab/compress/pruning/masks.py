@@ -213,6 +213,11 @@ class MaskHook(TrainHook):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.set_masks(Masks.from_tensors(tensors))
 
+    def describe(self) -> str:
+        if not len(self.masks):
+            return f"{self.name} (none yet)"
+        return f"{self.name} ({len(self.masks)} tensors, {self.masks.sparsity():.1%} pruned)"
+
 
 @torch.no_grad()
 def zero_optimizer_state_(

@@ -238,6 +238,9 @@ class BinaryClipHook(TrainHook):
     def after_step(self, state: TrainState) -> None:
         clip_binary_weights_(state.model, self.bound)
 
+    def describe(self) -> str:
+        return f"{self.name} (bound {self.bound:g})"
+
 
 __all__ = [
     "BinaryClipHook", "BinaryConfig", "BinaryConv2d", "BinaryLinear", "METHODS", "binarize_",

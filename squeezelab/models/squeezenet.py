@@ -239,35 +239,37 @@ _COURSE_STUDY_TRAIN = dict(optimizer="adamw", lr=0.002, weight_decay=0.05, sched
                            warmup_epochs=1.0, label_smoothing=0.0)
 
 
+def _course_study(num_classes: int = 10):
+    """The registration every course-study model shares: 32x32 CIFAR, its training settings."""
+    return register_model(input_size=32, num_classes=num_classes, tags=("cifar", "course-study"),
+                          train_defaults=_COURSE_STUDY_TRAIN)
+
+
 def _cifar_variant(defaults: dict, num_classes: int, in_chans: int, dropout: float, overrides):
     return SqueezeNet(
         num_classes=num_classes, in_chans=in_chans, dropout=dropout, **{**defaults, **overrides}
     )
 
 
-@register_model(input_size=32, num_classes=10, tags=("cifar", "course-study"),
-                train_defaults=_COURSE_STUDY_TRAIN)
+@_course_study()
 def squeezenet_cifar_baseline(num_classes=10, in_chans=3, dropout=0.5, **overrides):
     """Course study baseline: SqueezeNet v1.0 unchanged, on 32x32 CIFAR (740,554 at 10 classes)."""
     return _cifar_variant({}, num_classes, in_chans, dropout, overrides)
 
 
-@register_model(input_size=32, num_classes=10, tags=("cifar", "course-study"),
-                train_defaults=_COURSE_STUDY_TRAIN)
+@_course_study()
 def squeezenet_cifar_e1(num_classes=10, in_chans=3, dropout=0.5, **overrides):
     """Course study E1: max-pool kernel 3 -> 2 (740,554 at 10 classes)."""
     return _cifar_variant(_E1, num_classes, in_chans, dropout, overrides)
 
 
-@register_model(input_size=32, num_classes=10, tags=("cifar", "course-study"),
-                train_defaults=_COURSE_STUDY_TRAIN)
+@_course_study()
 def squeezenet_cifar_e2(num_classes=10, in_chans=3, dropout=0.5, **overrides):
     """Course study E2: E1 with conv1 7x7/2 -> 2x2/1 pad 1 (727,594 at 10 classes)."""
     return _cifar_variant(_E2, num_classes, in_chans, dropout, overrides)
 
 
-@register_model(input_size=32, num_classes=10, tags=("cifar", "course-study"),
-                train_defaults=_COURSE_STUDY_TRAIN)
+@_course_study()
 def squeezenet_cifar_e3(num_classes=10, in_chans=3, dropout=0.3, **overrides):
     """Course study E3: E2 without fire3, dropout 0.3 (715,162 at 10 classes).
 
@@ -278,15 +280,13 @@ def squeezenet_cifar_e3(num_classes=10, in_chans=3, dropout=0.3, **overrides):
     return _cifar_variant(dict(_E2, skip_fires=(1,)), num_classes, in_chans, dropout, overrides)
 
 
-@register_model(input_size=32, num_classes=10, tags=("cifar", "course-study"),
-                train_defaults=_COURSE_STUDY_TRAIN)
+@_course_study()
 def squeezenet_cifar_e4(num_classes=10, in_chans=3, dropout=0.5, **overrides):
     """Course study E4: E2 with delayed downsampling, 33x33 maps through fire2-4 (727,594)."""
     return _cifar_variant(_E4, num_classes, in_chans, dropout, overrides)
 
 
-@register_model(input_size=32, num_classes=100, tags=("cifar", "course-study"),
-                train_defaults=_COURSE_STUDY_TRAIN)
+@_course_study(num_classes=100)
 def squeezenet_cifar_e5(num_classes=100, in_chans=3, dropout=0.5, **overrides):
     """Course study E5: E4 on CIFAR-100 (773,764 at 100 classes)."""
     return _cifar_variant(_E4, num_classes, in_chans, dropout, overrides)

@@ -12,7 +12,8 @@ The loop calls, in order, for every hook in the list:
     on_train_end(state)
 
 ``state_tensors``/``load_state_tensors`` and ``state_dict``/``load_state_dict`` let a hook save
-what it needs to resume (masks, phase) inside the run's checkpoint.
+what it needs to resume (masks, phase) inside the run's checkpoint; ``describe`` is the hook's
+entry on the ``methods`` line a run prints before its first step.
 """
 from __future__ import annotations
 
@@ -107,10 +108,10 @@ class TrainHook:
         """JSON-able state to keep in the checkpoint's metadata."""
         return {}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
     def describe(self) -> str:
         """The hook and the settings that shape the run, for the run's summary line
         (``distill (teacher t.json, T 4, alpha 0.9, kd)``); by default the name alone."""
         return self.name
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass

@@ -25,13 +25,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from squeezelab.data.preprocess import META_KEYS
 from squeezelab.fileio import atomic_write_bytes, json_default
 from squeezelab.models import create_model, model_spec, unwrap_model
 
 __all__ = ["Checkpoint", "CheckpointError", "atomic_write_bytes", "checkpoint_paths",
            "load_checkpoint", "load_matching_weights_", "load_model_state",
            "model_from_checkpoint", "optimizer_from_flat", "optimizer_to_flat", "read_weights",
-           "save_checkpoint"]
+           "save_checkpoint", "source_meta"]
 
 FORMAT = "squeezelab-checkpoint"
 FORMAT_VERSION = 1
@@ -97,6 +98,13 @@ def optimizer_from_flat(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     for idx, values in rest.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
     return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def source_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint made from another (pruned, quantized, cut, learned) keeps of its
+    source's ``meta``: the config it was trained with, its class names and how its inputs are
+    prepared (``META_KEYS``), those of them it has. The workflow adds its own record."""
+    return {k: meta[k] for k in ("config", "class_names", *META_KEYS) if k in meta}
 
 
 def save_checkpoint(

@@ -12,6 +12,7 @@ from squeezelab.checkpoint import (
     load_matching_weights_,
     read_weights,
     save_checkpoint,
+    source_meta,
 )
 from squeezelab.models import create_model
 
@@ -100,3 +101,14 @@ def test_written_files_get_ordinary_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_derived_checkpoint_keeps_the_sources_config_classes_and_input_record():
+    meta = {"config": {"epochs": 3}, "class_names": ["a", "b"], "image_size": 32,
+            "mean": [0.5] * 3, "std": [0.25] * 3, "epoch": 3, "metrics": {"top1": 0.5},
+            "prune": {"steps": []}}
+    kept = source_meta(meta)
+    assert kept == {k: meta[k] for k in ("config", "class_names", "image_size", "mean", "std")}
+    kept["class_names"] = ["c"]  # a new dict: the workflow adds its record to it, not the source
+    assert "prune" not in kept and meta["class_names"] == ["a", "b"]
+    assert source_meta({"epoch": 1}) == {}  # an older file without the record

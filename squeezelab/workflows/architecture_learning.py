@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from squeezelab.checkpoint import save_checkpoint
+from squeezelab.checkpoint import save_checkpoint, source_meta
 from squeezelab.compress.format.checkpoints import Compressible, load_compressible
 from squeezelab.compress.pruning.architecture import (
     ArchitectureReport,
@@ -42,7 +41,7 @@ from squeezelab.compress.pruning.architecture import (
     widths_table,
 )
 from squeezelab.config import ConfigBase, ConfigError
-from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.data.preprocess import Preprocess
 from squeezelab.models import model_spec
 from squeezelab.train.architecture import ArchitectureHook
 from squeezelab.train.config import TrainConfig
@@ -53,6 +52,7 @@ from squeezelab.workflows.fine_tuning import (
     check_train_section,
     default_work_dir,
     fine_tuning_config,
+    fresh_run_dir,
     measure_model,
 )
 
@@ -174,14 +174,6 @@ class ArchitectureLearningResult:
         return self.meta["architecture_learning"]
 
 
-def _fresh_run_dir(path: Path, log: Callable[[str], None]) -> Path:
-    if path.exists():
-        # the same output learned again replaces its runs, as compress and prune do
-        log(f"replacing the earlier run {path}")
-        shutil.rmtree(path)
-    return path
-
-
 def learn_architecture(
     source: str | os.PathLike | Compressible,
     output: str | os.PathLike,
@@ -216,8 +208,8 @@ def learn_architecture(
     size = tuple(train.image_size)
     name = model_spec(src.model)["name"]
     work = Path(work_dir or default_work_dir(output, "arch"))
-    learn_dir = _fresh_run_dir(work / "learn", log)
-    finetune_dir = _fresh_run_dir(work / "finetune", log) if config.finetune_epochs else None
+    learn_dir = fresh_run_dir(work / "learn", log)
+    finetune_dir = fresh_run_dir(work / "finetune", log) if config.finetune_epochs else None
     log(f"runs go to {work}")
 
     before = measure_model(src.model, test, protocol, size)
@@ -245,7 +237,7 @@ def learn_architecture(
                   run_dir=finetune_dir)
         learned.to(memory_format=torch.contiguous_format)
     after = measure_model(learned, test, protocol, size)
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    meta = source_meta(src.meta)
     meta.update(Preprocess.from_data(train).to_meta())
     meta["architecture_learning"] = {
         "config": config.to_dict(), "report": report.to_dict(), "before": before,

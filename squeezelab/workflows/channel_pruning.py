@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from squeezelab.checkpoint import save_checkpoint
+from squeezelab.checkpoint import save_checkpoint, source_meta
 from squeezelab.compress.format.checkpoints import Compressible, load_compressible
 from squeezelab.compress.pruning.channels import (
     ChannelPruneReport,
@@ -33,7 +33,7 @@ from squeezelab.compress.pruning.channels import (
 )
 from squeezelab.compress.quantization.weight_sharing import shared_modules
 from squeezelab.config import ConfigBase, ConfigError
-from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.data.preprocess import Preprocess
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.console import print_line
@@ -46,6 +46,7 @@ from squeezelab.workflows.fine_tuning import (
     distillation_hooks,
     fine_tuning_config,
     fine_tuning_distill,
+    fresh_run_dir,
     measure_model,
 )
 
@@ -178,14 +179,8 @@ def prune_channels(
     output = Path(output)
     run_dir = None
     if config.retrain_epochs:
-        run_dir = Path(work_dir or default_work_dir(output, "channels")) / "channels"
-        if run_dir.exists():
-            import shutil
-
-            # the same output pruned again replaces its run, as compress does (a train() into
-            # an existing run directory would refuse, asking for --resume)
-            log(f"replacing the earlier fine-tuning run {run_dir}")
-            shutil.rmtree(run_dir)
+        run_dir = fresh_run_dir(Path(work_dir or default_work_dir(output, "channels"))
+                                / "channels", log)
         log(f"fine-tuning run goes to {run_dir}")
     model = src.model.eval()
     selected = (find_dead_channels(model, config.dead_eps) if config.fraction is None
@@ -211,7 +206,7 @@ def prune_channels(
         new.to(memory_format=torch.contiguous_format)  # as it is saved and loaded back
     new.eval()
     after = measure_model(new, test, protocol, size, speed=True)
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    meta = source_meta(src.meta)
     if config.retrain_epochs:  # the record of the images it was fine-tuned on
         meta.update(Preprocess.from_data(train).to_meta())
     elif "mean" not in meta and test is not None:  # a source from before the record was kept

@@ -10,7 +10,8 @@ weight, channel and Fire pruning, architecture learning, the studies' cells):
 - the TrainConfig of each fine-tuning run (``fine_tuning_config``) and the check of its
   ``retrain_epochs`` / ``retrain_lr`` (``check_retraining``);
 - the measurements of the model before and after (``measure_model``);
-- where its fine-tuning runs go unless told (``default_work_dir``).
+- where its fine-tuning runs go unless told (``default_work_dir``), and the clearing of an
+  earlier run of the same output there (``fresh_run_dir``).
 
 It sits below the workflows and above training: it imports ``squeezelab.train``, never a
 workflow.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +160,17 @@ def default_work_dir(output_path: str | os.PathLike, kind: str) -> Path:
     return Path(runs) / f"{Path(output_path).stem}-{kind}"
 
 
+def fresh_run_dir(path: str | os.PathLike, log: Callable[[str], None]) -> Path:
+    """``path`` made free for a new training run: the same output made again replaces its
+    earlier run, as ``compress`` does (``train`` into an existing run directory would refuse,
+    asking for ``--resume``). Says so through ``log`` when it removes one."""
+    path = Path(path)
+    if path.exists():
+        log(f"replacing the earlier run {path}")
+        shutil.rmtree(path)
+    return path
+
+
 def _checkpoint_meta(checkpoint: Mapping[str, Any] | str | os.PathLike | None) -> dict:
     if checkpoint is None:
         return {}
@@ -183,5 +196,5 @@ def fine_tune_train_section(checkpoint: Mapping[str, Any] | str | os.PathLike | 
 
 __all__ = ["DENSE_TEACHER", "INHERITED_TRAIN_FIELDS", "RUN_FIELDS", "FineTuningDistillConfig",
            "check_retraining", "check_train_section", "default_work_dir", "distillation_hooks",
-           "fine_tune_train_section", "fine_tuning_config", "fine_tuning_distill",
+           "fine_tune_train_section", "fresh_run_dir", "fine_tuning_config", "fine_tuning_distill",
            "measure_model"]

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from squeezelab.checkpoint import save_checkpoint
+from squeezelab.checkpoint import save_checkpoint, source_meta
 from squeezelab.compress.format.checkpoints import Compressible, load_compressible
 from squeezelab.compress.pruning.fire_removal import removable_fires, remove_fires
 from squeezelab.config import ConfigBase, ConfigError
-from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.data.preprocess import Preprocess
 from squeezelab.models import model_spec
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.console import print_line
@@ -40,6 +40,7 @@ from squeezelab.workflows.fine_tuning import (
     distillation_hooks,
     fine_tuning_config,
     fine_tuning_distill,
+    fresh_run_dir,
     measure_model,
 )
 
@@ -163,12 +164,8 @@ def prune_fires(
     if config.retrain_epochs:
         from squeezelab.train.loop import train as train_run
 
-        run_dir = Path(work_dir or default_work_dir(output, "fires")) / "fires"
-        if run_dir.exists():
-            import shutil
-
-            log(f"replacing the earlier fine-tuning run {run_dir}")
-            shutil.rmtree(run_dir)
+        run_dir = fresh_run_dir(Path(work_dir or default_work_dir(output, "fires")) / "fires",
+                                log)
         log(f"fine-tuning {config.retrain_epochs} epoch(s); the run goes to {run_dir}")
         train_run(config.train_config(model_spec(current)["name"]), model=current,
                   data=(train, test), run_dir=run_dir,
@@ -176,7 +173,7 @@ def prune_fires(
         current.to(memory_format=torch.contiguous_format)
     current.eval()
     after = measure_model(current, test, protocol, size)
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    meta = source_meta(src.meta)
     meta.update(Preprocess.from_data(train).to_meta())
     meta["layer_prune"] = {"config": config.to_dict(), "steps": steps,
                            "removed": [s["removed"] for s in steps],

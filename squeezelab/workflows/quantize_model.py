@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squeezelab.checkpoint import source_meta
 from squeezelab.compress.format.checkpoints import (
     Compressible,
     load_compressible,
@@ -26,7 +27,7 @@ from squeezelab.compress.format.quantized import QUANTIZER_KEY, quantizer_record
 from squeezelab.compress.format.size_report import format_size_report, size_report
 from squeezelab.compress.format.sqz import save_compressed
 from squeezelab.compress.quantization.registry import quantize_
-from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.data.preprocess import Preprocess
 from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.deep_compression import evaluate_top1
@@ -126,7 +127,7 @@ def quantize_model(
     if q_bytes is not None:
         record["size_bytes"], record["fp32_bytes"] = q_bytes, f_bytes
     # how inputs are prepared: the source's record (older files: the images scored here)
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    meta = source_meta(src.meta)
     if "mean" not in meta and test is not None:
         meta.update(Preprocess.from_data(test).to_meta())
     if sqz:

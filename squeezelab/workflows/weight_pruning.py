@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squeezelab.checkpoint import source_meta
 from squeezelab.compress.format.checkpoints import (
     Compressible,
     load_compressible,
     save_compressible,
 )
 from squeezelab.compress.pruning.masks import Masks
-from squeezelab.data.preprocess import META_KEYS, Preprocess
+from squeezelab.data.preprocess import Preprocess
 from squeezelab.train.console import print_line
 from squeezelab.train.evaluate import EvalProtocol
 from squeezelab.workflows.deep_compression import (
@@ -90,7 +91,7 @@ def prune_weights(
     masks, steps = prune_and_retrain(src.model, config, data, work, masks=src.masks, log=log,
                                      protocol=protocol, hooks=hooks)
     after = steps[-1].get("top1")
-    meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+    meta = source_meta(src.meta)
     if train is not None and config.retrain_epochs:
         # retrained: the record of the images it was retrained on
         meta.update(Preprocess.from_data(train).to_meta())

@@ -21,6 +21,7 @@ from squeezelab.workflows.fine_tuning import (
     default_work_dir,
     fine_tune_train_section,
     fine_tuning_config,
+    fresh_run_dir,
     measure_model,
 )
 from squeezelab.workflows.layer_pruning import LayerPruneConfig
@@ -80,6 +81,19 @@ def test_fine_tune_train_section_inherits_the_checkpoints_settings():
 
 def test_default_work_dir_is_under_the_runs_folder():
     assert default_work_dir("out/model.sqz", "prune").as_posix() == "runs/model-prune"
+
+
+def test_fresh_run_dir_replaces_an_earlier_run_and_says_so(tmp_path):
+    earlier = tmp_path / "runs" / "slim-channels" / "channels"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "metrics.jsonl").write_text("{}\n")
+    logged = []
+    assert fresh_run_dir(earlier, logged.append) == earlier
+    assert not earlier.exists() and earlier.parent.is_dir()  # only the run goes
+    assert logged == [f"replacing the earlier run {earlier}"]
+    # nothing there: nothing removed, nothing said
+    assert fresh_run_dir(tmp_path / "new", logged.append) == tmp_path / "new"
+    assert len(logged) == 1
 
 
 @pytest.mark.parametrize("epochs, lr, message", [

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from squeezelab.checkpoint import checkpoint_paths
+from squeezelab.checkpoint import checkpoint_paths, source_meta
 from squeezelab.compress.format.checkpoints import load_compressible, save_compressible
 from squeezelab.compress.format.quantized import QUANTIZER_KEY, quantizer_record
 from squeezelab.compress.quantization import (
@@ -52,7 +52,6 @@ from squeezelab.compress.quantization.registry import QuantizeOptions, get_quant
 from squeezelab.compress.quantization.weight_sharing import WeightSharingConfig
 from squeezelab.config import ConfigBase, ConfigError
 from squeezelab.data import BatchLoader
-from squeezelab.data.preprocess import META_KEYS
 from squeezelab.metrics import count_parameters
 from squeezelab.models import model_spec
 from squeezelab.models.layer_roles import prunable_parameters
@@ -262,7 +261,7 @@ def run_quantize_cell(settings: QuantizeCellSettings, ctx: CellContext) -> dict[
                 train(cfg, hooks=hooks, model=model, data=data, run_dir=tune_dir)
                 check_finished(tune_dir, cell=ctx.name)
         _finish(model)
-        meta = {k: src.meta[k] for k in ("config", "class_names", *META_KEYS) if k in src.meta}
+        meta = source_meta(src.meta)
         meta[QUANTIZER_KEY] = quantizer_record(config, report, settings.method)
         meta["quantize"] = {"source": str(checkpoint), "method": settings.method,
                             "config": config.to_dict(), "fine_tune_epochs": epochs,

@@ -38,9 +38,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("plot", help="train/test curves of one or more runs as a PNG")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("-o", "--output", default="curves.png")
+    p = sub.add_parser("plot", help="train/test curves of one or more runs as a PNG",
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run folders (runs/NAME), drawn side by side")
+    p.add_argument("-o", "--output", default="curves.png", help="the PNG written")
+    p.add_argument("--x", choices=("epoch", "fraction", "hours"), default="epoch",
+                   help="what the curves are drawn against: the epoch, the fraction of each "
+                   "run's schedule (runs of different lengths line up), or the hours of each "
+                   "run's own training and scoring")
     p.set_defaults(func=cmd_plot)
 
 
@@ -133,6 +139,6 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from squeezelab.plots import plot_runs
 
-    out = plot_runs(args.run_dirs, args.output)
+    out = plot_runs(args.run_dirs, args.output, x=args.x)
     print(f"wrote {out}")
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from squeezelab.fileio import atomic_write_bytes
 
@@ -93,6 +94,15 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {path} does not exist")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The settings a run was made with, as its config.yaml records them (resolved: the
+    recipe, the flags and the autotune's choices)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {path} does not exist")
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def environment() -> dict[str, Any]:

@@ -188,6 +188,12 @@ def plot(run: Run) -> None:
     assert Path("curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def plot_fraction(run: Run) -> None:
+    out = run()  # the runs the example above copied
+    assert "wrote curves.png" in out
+    assert Path("curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def sensitivity(run: Run) -> None:
     run("--sparsities", "0.5", "0.9")  # 2 of the 9 default levels: 4x faster
     table = json.loads(Path("sens/sensitivity.json").read_text())
@@ -381,6 +387,7 @@ EXAMPLES: dict[str, Callable[[Run], None]] = {
     "train --model squeezenet1_1 --init-from squeezenet1_1-b8a52dc0.pth --data my_photos/ "
     "--image-size 224": fine_tune_torchvision,
     "plot runs/a runs/b -o curves.png": plot,
+    "plot runs/a runs/b --x fraction -o curves.png": plot_fraction,
     "sensitivity runs/cifar10_fast/checkpoints/best.json -o sens/": sensitivity,
     "prune runs/cifar10_fast/checkpoints/best.json --sparsity 0.6 -o pruned": prune_weights,
     "prune runs/cifar10_fast --channels 0.25 --retrain-epochs 2 -o slim": prune_channels,

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from squeezelab.checkpoint import checkpoint_paths, resolve_checkpoint
 from squeezelab.compress.format.checkpoints import Compressible, load_compressible
 from squeezelab.config import ConfigError
 from squeezelab.train.config import TrainConfig, data_seed_of
 from squeezelab.train.evaluate import EvalProtocol, data_logits
-from squeezelab.train.run_dir import RunDir
+from squeezelab.train.run_dir import RunDir, read_run_config
 from squeezelab.workflows.deep_compression import evaluate_top1
 from squeezelab.workflows.fine_tuning import fine_tune_train_section
 from squeezelab.workflows.studies.kinds.train import cell_data
@@ -201,7 +200,7 @@ def fresh_or_resume(run_dir: Path, resumable: bool = True) -> bool:
 def resumed_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     """``cfg`` with the speed settings the interrupted run in ``run_dir`` chose (its autotune's
     choice is part of the run: the resumed part must use the same)."""
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    saved = read_run_config(run_dir)
     return cfg.replace(precision=saved.get("precision", cfg.precision),
                        channels_last=saved.get("channels_last", cfg.channels_last))
 

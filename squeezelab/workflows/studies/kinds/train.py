@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from squeezelab.config import ConfigError
 from squeezelab.data import resolve_default_cifar10
 from squeezelab.data.cache import default_cache_dir
@@ -24,7 +22,7 @@ from squeezelab.metrics import count_macs, count_parameters
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.data import load_run_data
 from squeezelab.train.loop import TrainingDiverged, train
-from squeezelab.train.run_dir import RunDir
+from squeezelab.train.run_dir import RunDir, read_run_config
 from squeezelab.workflows.studies.registry import (
     CellContext,
     CellInterrupted,
@@ -153,7 +151,7 @@ def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
     run = RunDir(ctx.run_dir)
     resume = (run.checkpoints / "last.json").is_file()
     if resume:
-        saved = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+        saved = read_run_config(run.path)
         _check_same_run(cfg, saved, run.path)
         # the autotune's choice is part of the run: the resumed part must use the same one
         cfg = cfg.replace(precision=saved.get("precision", cfg.precision),
@@ -171,7 +169,7 @@ def run_train_cell(cfg: TrainConfig, ctx: CellContext) -> dict[str, Any]:
         raise CellInterrupted(f"cell {ctx.name} stopped at its last checkpoint in {run.path}")
     wall = time.perf_counter() - t0
     history = result.history
-    resolved = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+    resolved = read_run_config(run.path)
     return {
         **training_record(result, data, run.path, resume),
         "run_seconds": wall,

@@ -14,6 +14,13 @@ A run distilled from a teacher (``--distill teacher=runs/T/...``) also paid for 
 the teacher's checkpoint lies in a run folder, that run is accounted the same way (its own
 teacher too) and its hours count against the budget (``hours_with_teachers``); a teacher that
 is a bare checkpoint, whose training left no record, leaves the budget undecided.
+
+A run of another length is judged against a baseline at the same point of both schedules:
+``--against runs/BASELINE`` puts, beside each of this run's scores, the baseline's top-1 at the
+same fraction of its own schedule (epoch 75 of 150 against epoch 100 of 200), interpolated
+linearly between the baseline's scored epochs, and the difference:
+
+    python benchmarks/long_run.py runs/cifar10_best_distilled --against runs/cifar10_best_sgd
 """
 from __future__ import annotations
 
@@ -127,6 +134,62 @@ def teacher_account(run_dir: Path) -> dict[str, Any] | None:
             "distill": settings}
 
 
+def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """y at ``x`` on the polyline through ``points`` (sorted by x); None outside their span:
+    a baseline is never extrapolated."""
+    for x0, y0 in points:
+        if x0 == x:
+            return y0
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 < x < x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def _planned_epochs(account: dict[str, Any]) -> int:
+    planned = account["epochs_planned"]
+    if isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
+        raise SystemExit(f"{account['run_dir']}/config.yaml names no epoch count (epochs: "
+                         f"{planned!r}): its scores cannot be placed on its schedule")
+    return planned
+
+
+def compare_at_fractions(run: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """``run``'s scores beside ``baseline``'s at the same fraction of each run's schedule (two
+    ``summarise`` accounts): per scored epoch of ``run``, its ``fraction``, ``top1``, the
+    baseline's epoch at that fraction (``against_epoch``, fractional), its interpolated top-1
+    (``against_top1``, None before its first score or past its last) and ``difference``."""
+    planned, their_planned = _planned_epochs(run), _planned_epochs(baseline)
+    points = [(epoch / their_planned, top1) for epoch, top1 in baseline["test_curve"]]
+    rows = []
+    for epoch, top1 in run["test_curve"]:
+        theirs = _interpolate(points, epoch / planned)
+        rows.append({"epoch": epoch, "fraction": epoch / planned, "top1": top1,
+                     "against_epoch": epoch / planned * their_planned, "against_top1": theirs,
+                     "difference": None if theirs is None else top1 - theirs})
+    return {"run_dir": baseline["run_dir"], "epochs_planned": their_planned,
+            "finished": baseline["finished"], "test_top1": baseline["test_top1"],
+            "rows": rows}
+
+
+def comparison_table(comparison: dict[str, Any]) -> str:
+    """The comparison as the text table the script prints."""
+    final = comparison["test_top1"]
+    lines = [f"against {comparison['run_dir']} ({comparison['epochs_planned']} epochs, "
+             + ("final" if comparison["finished"] else "so far")
+             + (f" {100 * final:.2f}%" if final is not None else " not scored")
+             + ") at the same fraction of its schedule (interpolated):",
+             f"{'epoch':>6} {'fraction':>9} {'top-1':>7} {'its epoch':>10} {'its top-1':>10} "
+             f"{'difference':>11}"]
+    for r in comparison["rows"]:
+        theirs = r["against_top1"]
+        lines.append(f"{r['epoch']:>6} {r['fraction']:>9.3f} {100 * r['top1']:>7.2f} "
+                     f"{r['against_epoch']:>10.1f} "
+                     + (f"{100 * theirs:>10.2f} {100 * r['difference']:>+11.2f}"
+                        if theirs is not None else f"{'-':>10} {'-':>11}"))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="the run folder (runs/NAME)")
@@ -134,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the final top-1 (a fraction) the run is meant to reach")
     parser.add_argument("--budget-hours", type=float, default=None,
                         help="the hours of training and scoring it may take")
+    parser.add_argument("--against", metavar="RUN_DIR", default=None,
+                        help="a baseline run (of any length): its top-1 at the same fraction "
+                        "of its schedule beside each of this run's scores")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     result = summarise(Path(args.run_dir), args.target_top1, args.budget_hours)
+    if args.against:
+        result["against"] = compare_at_fractions(result, summarise(Path(args.against)))
     top1 = result["test_top1"]
     print(f"{result['run_dir']}: {result['epochs_done']}/{result['epochs_planned']} epochs, "
           f"{result['hours']:.2f} h of training and scoring"
@@ -147,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f"{100 * top1:.2f}%" if top1 is not None else "not scored yet")
           + ("" if result["finished"] else " (unfinished: resume it with squeezelab train "
              f"--resume {result['run_dir']})"), flush=True)
+    if "against" in result:
+        print(comparison_table(result["against"]), flush=True)
     write_result("long_run", result, args.output)
     return 0
 

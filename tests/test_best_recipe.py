@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from benchmark_scripts import load_benchmark
 from cifar_fixtures import write_cifar_archive
+from fake_runs import fake_run
 
 from squeezelab.cli import main
 from squeezelab.data.cifar import CIFAR_SPECS, file_md5
@@ -86,6 +87,53 @@ def test_a_distilled_run_is_charged_its_teachers_training(tmp_path, cifar_tree, 
     assert r["teacher"]["hours_with_teachers"] is None and "not in a run folder" in \
         r["teacher"]["note"]
     assert r["hours_with_teachers"] is None and r["within_budget"] is None
+
+
+def test_a_shorter_run_is_compared_with_a_baseline_at_the_same_point_of_its_schedule(
+        tmp_path, capsys):
+    # the student: 150 epochs planned, 60 done, scored every 20th; the baseline: 200 epochs,
+    # scored every 20th at 0.5 + epoch / 1000
+    student = fake_run(tmp_path / "student", epochs=150, logged=60, score_every=20,
+                       top1=lambda e: 0.8 + e / 1000)
+    baseline = fake_run(tmp_path / "baseline", epochs=200, logged=200, score_every=20,
+                        top1=lambda e: 0.5 + e / 1000)
+    (baseline / "summary.json").write_text("{}")  # finished
+    bench = load_benchmark("long_run")
+    out = tmp_path / "record.json"
+    assert bench.main([str(student), "--against", str(baseline), "--output", str(out)]) == 0
+    against = json.loads(out.read_text())["against"]
+    assert (against["run_dir"], against["epochs_planned"], against["finished"]) == (
+        str(baseline), 200, True)
+    assert against["test_top1"] == pytest.approx(0.7)
+    rows = against["rows"]
+    assert [r["epoch"] for r in rows] == [20, 40, 60]
+    assert [r["fraction"] for r in rows] == pytest.approx([20 / 150, 40 / 150, 0.4])
+    # epoch 20 of 150 is epoch 26.7 of 200: between its scores at 20 and 40, interpolated
+    assert [r["against_epoch"] for r in rows] == pytest.approx([80 / 3, 160 / 3, 80])
+    assert [r["against_top1"] for r in rows] == pytest.approx([0.5 + 80 / 3000,
+                                                              0.5 + 160 / 3000, 0.58])
+    assert [r["difference"] for r in rows] == pytest.approx(
+        [0.32 - 80 / 3000, 0.34 - 160 / 3000, 0.28])
+    printed = capsys.readouterr().out
+    assert f"against {baseline} (200 epochs, final 70.00%) at the same fraction" in printed
+    assert "    60     0.400   86.00       80.0      58.00      +28.00" in printed
+
+    # a baseline scored only at epochs 30 and 60 of 200 (fractions 0.15 and 0.3): epoch 20 of
+    # 150 (0.133) lies before its first score, 60 (0.4) past its last: no figure there, never
+    # an extrapolated one
+    early = fake_run(tmp_path / "early", epochs=200, logged=60, score_every=30,
+                     top1=lambda e: 0.6)
+    comparison = bench.compare_at_fractions(bench.summarise(student), bench.summarise(early))
+    assert [r["against_top1"] for r in comparison["rows"]] == [None, pytest.approx(0.6), None]
+    assert [r["difference"] is None for r in comparison["rows"]] == [True, False, True]
+    table = bench.comparison_table(comparison).splitlines()
+    assert "(200 epochs, so far 60.00%)" in table[0]
+    assert table[2] == "    20     0.133   82.00       26.7          -           -"
+
+    # a run whose config names no epoch count cannot be placed on its schedule
+    (early / "config.yaml").write_text("lr: 0.1\n")
+    with pytest.raises(SystemExit, match="config.yaml names no epoch count"):
+        bench.compare_at_fractions(bench.summarise(student), bench.summarise(early))
 
 
 def test_the_same_recipe_on_cifar100_stays_under_a_million_parameters(tmp_path, monkeypatch):

@@ -3,29 +3,14 @@ of each run's schedule (runs of different lengths line up) or the hours each too
 run folder's metrics.jsonl and config.yaml alone."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
+from fake_runs import fake_run
 
 from squeezelab.cli import main
 from squeezelab.plots import X_AXES, plot_runs, run_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def fake_run(path, epochs, logged, seconds=900.0, eval_seconds=90.0, score_every=2):
-    """A run folder as ``train`` leaves it, ``logged`` of its ``epochs`` done."""
-    path.mkdir(parents=True)
-    (path / "config.yaml").write_text(yaml.safe_dump({"epochs": epochs, "lr": 0.1}))
-    lines = []
-    for e in range(1, logged + 1):
-        record = {"epoch": e, "train_loss": 2.0 / e, "train_top1": 0.1 * e, "seconds": seconds}
-        if e % score_every == 0:
-            record.update(test_loss=1.5 / e, test_top1=0.09 * e, eval_seconds=eval_seconds)
-        lines.append(json.dumps(record))
-    (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_curves_against_the_epoch_keep_every_epoch_and_the_scored_ones(tmp_path):

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f" ({result['hours_with_teachers']:.2f} h with its teacher's)"
              if result.get("teacher") and result["hours_with_teachers"] is not None else
              " (its teacher's cost unknown)" if result.get("teacher") else "")
-          + ", final test top-1 "
+          + (", final test top-1 " if result["finished"] else ", test top-1 so far ")
           + (f"{100 * top1:.2f}%" if top1 is not None else "not scored yet")
           + ("" if result["finished"] else " (unfinished: resume it with squeezelab train "
              f"--resume {result['run_dir']})"), flush=True)

@@ -115,6 +115,10 @@ def test_a_shorter_run_is_compared_with_a_baseline_at_the_same_point_of_its_sche
     assert [r["difference"] for r in rows] == pytest.approx(
         [0.32 - 80 / 3000, 0.34 - 160 / 3000, 0.28])
     printed = capsys.readouterr().out
+    # the student is unfinished (60 epochs of 900 s, 3 scorings of 90 s): its latest score is
+    # not called final
+    assert f"{student}: 60/150 epochs, 15.07 h of training and scoring, test top-1 so far " \
+           "86.00% (unfinished: resume it with" in printed
     assert f"against {baseline} (200 epochs, final 70.00%) at the same fraction" in printed
     assert "    60     0.400   86.00       80.0      58.00      +28.00" in printed
 

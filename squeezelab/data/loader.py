@@ -30,8 +30,9 @@ class BatchLoader:
     ``images``: ``dtype`` (N, 3, H, W) normalised with ``data.mean``/``data.std``, on
     ``device`` (channels-last memory if asked); ``labels``: int64 (N,) on ``device``.
     ``train``: shuffle with a permutation from ``seed + epoch`` (else keep order).
-    ``augment``: "cifar" (pad-4 crop + flip), "imagenet" (random-resized crop + flip) or None;
-    only for train loaders. ``cutout``: after those, zero a random square of this side in
+    ``augment``: "cifar" (pad-``crop_padding`` crop + flip: black padding, 4 px the standard
+    and 2 airbench's), "imagenet" (random-resized crop + flip) or None; only for train
+    loaders. ``cutout``: after those, zero a random square of this side in
     every normalised image (``augment.cutout``; 0: none); train loaders only.
     ``drop_last``: drop the last incomplete batch (default: = train).
     ``rank``/``world_size``: this process's shard. Call :meth:`set_epoch` before each epoch.
@@ -41,7 +42,7 @@ class BatchLoader:
                  augment: str | None = None, seed: int = 0, device: str | torch.device = "cpu",
                  drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                 cutout: int = 0):
+                 cutout: int = 0, crop_padding: int = CIFAR_PADDING_PX):
         if not isinstance(data, ImageTensors):
             raise DataError(f"data must be an ImageTensors, got {type(data).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -61,6 +62,10 @@ class BatchLoader:
                             f"rank={rank}, world_size={world_size}")
         if not dtype.is_floating_point:
             raise DataError(f"dtype must be a floating dtype, got {dtype}")
+        if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) \
+                or crop_padding < 0:
+            raise DataError(f"crop_padding must be a non-negative int (pixels), got "
+                            f"{crop_padding!r}")
         if len(data) == 0:
             raise DataError("data holds no images")
         self.data = data
@@ -68,6 +73,7 @@ class BatchLoader:
         self.train = train
         self.augment = augment
         self.cutout = cutout
+        self.crop_padding = crop_padding
         self.seed = int(seed)
         self.device = torch.device(device)
         self.drop_last = train if drop_last is None else bool(drop_last)
@@ -147,9 +153,10 @@ class BatchLoader:
         if self.augment == "cifar":
             # Crop and flip the uint8 batch (a quarter of the bytes of a float gather), before
             # normalising, so that the padding is black (0) in pixel space.
-            offsets = torch.randint(0, 2 * CIFAR_PADDING_PX + 1, (2, n), generator=generator)
+            pad = self.crop_padding
+            offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
             flips = torch.rand(n, generator=generator) < 0.5
-            images = crop_flip(images, CIFAR_PADDING_PX, offsets[0], offsets[1], flips)
+            images = crop_flip(images, pad, offsets[0], offsets[1], flips)
         work = torch.float32 if self.augment == "imagenet" else self.dtype
         x = to_normalized(images, self.data.mean, self.data.std, work)
         if self.augment == "imagenet":

@@ -16,6 +16,7 @@ label smoothing and the early steps see soft outputs. 32 px images reach the cla
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -25,14 +26,27 @@ from squeezelab.models.registry import register_model
 
 class ConvGroup(nn.Sequential):
     """conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU (no conv biases: the
-    BatchNorms that follow have them)."""
+    BatchNorms that follow have them). ``identity_init``: each convolution's first ``in``
+    filters start as the identity (Dirac) on its input channels, the rest at random, as
+    airbench's do: an implicit shortcut that lets the first large steps pass the signal
+    through unchanged."""
 
-    def __init__(self, in_chans: int, out_chans: int):
-        super().__init__(
-            nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False), nn.MaxPool2d(2),
-            nn.BatchNorm2d(out_chans), nn.GELU(),
-            nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_chans), nn.GELU())
+    def __init__(self, in_chans: int, out_chans: int, identity_init: bool = False):
+        first = nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False)
+        second = nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False)
+        if identity_init:
+            for conv in (first, second):
+                dirac_first_filters_(conv)
+        super().__init__(first, nn.MaxPool2d(2), nn.BatchNorm2d(out_chans), nn.GELU(),
+                         second, nn.BatchNorm2d(out_chans), nn.GELU())
+
+
+@torch.no_grad()
+def dirac_first_filters_(conv: nn.Conv2d) -> None:
+    """Set ``conv``'s first min(out, in) filters to the identity on their own input channel
+    (a 1 at the kernel's centre): filter i passes input channel i through."""
+    weight = conv.weight
+    nn.init.dirac_(weight[:min(weight.shape[0], weight.shape[1])])
 
 
 class ConvGroupsNet(nn.Module):
@@ -64,9 +78,11 @@ class ConvGroupsNet(nn.Module):
 @register_model(input_size=32, num_classes=10, tags=("cifar", "fast"))
 def airbench_cifar(num_classes: int = 10, in_chans: int = 3,
                    widths: tuple[int, ...] = (64, 128, 192), stem_chans: int = 24,
-                   logit_scale: float = 1 / 9):
-    """airbench94's plain layout at widths 64-128-192 (828,600 parameters at 10 classes)."""
-    return ConvGroupsNet(num_classes, in_chans, tuple(widths), stem_chans, logit_scale)
+                   logit_scale: float = 1 / 9, identity_init: bool = False):
+    """airbench94's plain layout at widths 64-128-192 (828,600 parameters at 10 classes);
+    ``identity_init``: its 3x3 convolutions start with identity filters (``ConvGroup``)."""
+    return ConvGroupsNet(num_classes, in_chans, tuple(widths), stem_chans, logit_scale,
+                         group=partial(ConvGroup, identity_init=bool(identity_init)))
 
 
-__all__ = ["ConvGroup", "ConvGroupsNet", "airbench_cifar"]
+__all__ = ["ConvGroup", "ConvGroupsNet", "airbench_cifar", "dirac_first_filters_"]

@@ -69,6 +69,7 @@ class TrainConfig(ConfigBase):
     skip_bad_images: bool = False
     augment: str = "auto"
     cutout: int = 0  # side of the square Cutout zeroes in each training image (0: none)
+    crop_padding: int = 4  # "cifar" augment: black pixels around each image before its crop
     # mixing whole batches (data/mixing.py): "mixup" or "cutmix", lam ~ Beta(alpha, alpha),
     # each batch with probability mix_prob, none in the last mix_off_epochs; None: off
     mix: str | None = None
@@ -123,6 +124,13 @@ class TrainConfig(ConfigBase):
     # move lookahead_alpha of the way to the fast ones, which restart there; 0 = off
     lookahead_steps: int = 0
     lookahead_alpha: float = 0.5
+    # per-layer settings (train/layer_settings.py, airbench94's): the BatchNorms' running-
+    # statistics momentum (None: PyTorch's 0.1), their scales fixed at 1, the stem's weights
+    # fixed, their shifts at norm_lr_scale times the learning rate
+    bn_momentum: float | None = None
+    freeze_bn_scale: bool = False
+    freeze_stem: bool = False
+    norm_lr_scale: float = 1.0
     # speed
     # "auto" and None are settled by timing a few steps of each candidate (train/autotune.py)
     precision: str = "auto"
@@ -159,6 +167,10 @@ class TrainConfig(ConfigBase):
         check(isinstance(self.cutout, int) and not isinstance(self.cutout, bool)
               and self.cutout >= 0,
               f"cutout must be a non-negative integer (pixels), got {self.cutout!r}")
+        check(isinstance(self.crop_padding, int) and not isinstance(self.crop_padding, bool)
+              and self.crop_padding >= 0,
+              f"crop_padding must be a non-negative integer (pixels), got "
+              f"{self.crop_padding!r}")
         check(self.mix is None or self.mix in MIX_MODES,
               f"mix must be one of {MIX_MODES} or null (off), got {self.mix!r}")
         check(self.mix_alpha > 0, f"mix_alpha must be > 0, got {self.mix_alpha}")
@@ -210,6 +222,10 @@ class TrainConfig(ConfigBase):
               f"lookahead_steps must be >= 0 (0: off), got {self.lookahead_steps}")
         check(0 < self.lookahead_alpha <= 1,
               f"lookahead_alpha must be in (0, 1], got {self.lookahead_alpha}")
+        check(self.bn_momentum is None or 0 < self.bn_momentum <= 1,
+              f"bn_momentum must be in (0, 1] (PyTorch's convention: the new batch's weight) "
+              f"or null, got {self.bn_momentum}")
+        check(self.norm_lr_scale > 0, f"norm_lr_scale must be > 0, got {self.norm_lr_scale}")
         check(self.binarize_scale in BINARIZE_SCALES,
               f"binarize_scale must be one of {BINARIZE_SCALES}, got {self.binarize_scale!r}")
         check(self.group_lasso_weight >= 0,
@@ -335,6 +351,9 @@ FIELD_HELP: dict[str, str] = {
     "cutout": "Cutout (DeVries & Taylor 2017): zero a random square of this many pixels a side "
               "in every training image, after the crop and flip (16 for CIFAR-10 in the "
               "paper); 0: none",
+    "crop_padding": "CIFAR augmentation: pad each training image by this many black pixels "
+                    "and crop it back at random (4: the standard; airbench's 2 for short "
+                    "runs)",
     "mix": f"mix training batches: one of {', '.join(MIX_MODES)} (mixup: blend each image "
            "with another of its batch; cutmix: paste a box of another into it; the targets "
            "blended alike); unset: off",
@@ -393,6 +412,13 @@ FIELD_HELP: dict[str, str] = {
     "lookahead_steps": "Lookahead: every this many steps move the slow weights toward the "
                        "fast ones by --lookahead-alpha and restart the fast ones there; 0 = off",
     "lookahead_alpha": "the share of the way the slow weights move at each Lookahead sync",
+    "bn_momentum": "every BatchNorm's running-statistics momentum, PyTorch's convention (the "
+                   "new batch's weight; airbench's 0.6 is 0.4 here); unset: 0.1",
+    "freeze_bn_scale": "keep every BatchNorm's scale at 1 (airbench)",
+    "freeze_stem": "keep the first convolution's weights as initialised, e.g. the whitening "
+                   "filters of --stem-init whitening; its bias still trains",
+    "norm_lr_scale": "train the BatchNorm shifts at this many times the learning rate, their "
+                     "weight decay per step unchanged (airbench's bias scaler, 64); 1 = off",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: time a few steps of each)",
     "channels_last": "NHWC memory layout; unset: time a few steps of each",
     "compile": "torch.compile the model",

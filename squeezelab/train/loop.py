@@ -56,6 +56,7 @@ from squeezelab.train.fast_start import (
     whiten_stem_,
     whitening_sample,
 )
+from squeezelab.train.layer_settings import apply_layer_settings_, parameter_groups
 from squeezelab.train.optim import build_optimizer, build_scheduler
 from squeezelab.train.resume import (
     check_resumed_hooks,
@@ -282,6 +283,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
                                 announce=is_main and cfg.progress)
         if cfg.stem_init == "whitening" and initial_weights is None and not resume:
             whiten_stem_(model, whitening_sample(train_data, seed=cfg.seed), cfg.whitening_eps)
+    apply_layer_settings_(model, cfg)
     model.to(device)
     speed: dict[str, Any] = {}
     if cfg.precision == "auto" or cfg.channels_last is None:
@@ -290,6 +292,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
         model.to(memory_format=torch.channels_last)
     train_loader = BatchLoader(train_data, cfg.batch_size, train=True, augment=augment,
                                channels_last=cfg.channels_last, cutout=cfg.cutout,
+                               crop_padding=cfg.crop_padding,
                                **loader_args)
     mixer = BatchMixer(cfg.mix, train_data.num_classes, cfg.mix_alpha, cfg.mix_prob,
                        seed=cfg.seed, rank=dist_info.rank) if cfg.mix else None
@@ -304,7 +307,7 @@ def _set_up(cfg: TrainConfig, hooks: Sequence[TrainHook], resume: bool,
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         forward_model = torch.compile(forward_model)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(parameter_groups(model, cfg), cfg)
     state = TrainState(model=model, optimizer=optimizer, config=cfg, device=device,
                        steps_per_epoch=len(train_loader), rank=dist_info.rank,
                        world_size=dist_info.world_size,
@@ -361,7 +364,7 @@ def _resolve_speed_settings(cfg: TrainConfig, model: nn.Module, train_data, augm
     from squeezelab.train.autotune import choose_speed_settings
 
     probe = BatchLoader(train_data, cfg.batch_size, train=True, augment=augment,
-                        cutout=cfg.cutout, **loader_args)
+                        cutout=cfg.cutout, crop_padding=cfg.crop_padding, **loader_args)
     probe.set_epoch(0)
     images, labels = next(iter(probe))
     rng = torch.get_rng_state()  # timing runs dropout: leave the run's RNG stream untouched

@@ -117,6 +117,13 @@ def _continue_config(cfg: TrainConfig, saved: dict[str, Any], run: RunDir) -> Tr
             f"with {name} {was!r}, and a resumed run keeps its images, model and scoring (or "
             f"its best score would not compare); drop {flag}, or start a new run from its "
             f"weights with --init-from {run.path} --run-name NEW_NAME")
+    saved_scale = saved.get("norm_lr_scale", 1.0)
+    if (saved_scale == 1.0) != (cfg.norm_lr_scale == 1.0):
+        raise ConfigError(
+            f"cannot resume {run.path} with norm_lr_scale {cfg.norm_lr_scale!r}: the run was "
+            f"trained with {saved_scale!r}, and its saved optimizer state has "
+            f"{'one parameter group' if saved_scale == 1.0 else 'two parameter groups'}; "
+            "drop --norm-lr-scale, or start a new run from its weights with --init-from")
     return cfg
 
 

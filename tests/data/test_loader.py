@@ -111,6 +111,20 @@ def test_cifar_augmentation_pads_with_zeros():
     assert set(kept) <= allowed and min(kept) < 64
 
 
+@pytest.mark.parametrize("pad", [0, 2])
+def test_crop_padding_bounds_the_shift(pad):
+    data = _data(64, size=8)
+    images, _ = next(iter(BatchLoader(data, 64, train=True, augment="cifar", seed=0,
+                                      crop_padding=pad)))
+    raw_green = ((images[:, 1] * 0.2 + 0.4) * 255).round()
+    # shifts of at most `pad` pixels: every image keeps at least (8 - pad)^2 of its pixels, and
+    # with 64 images some shift reaches the bound
+    kept = (raw_green == 100).flatten(1).sum(1)
+    assert kept.min().item() == (8 - pad) ** 2
+    assert set(kept.tolist()) <= {(8 - a) * (8 - b) for a in range(pad + 1)
+                                  for b in range(pad + 1)}
+
+
 def test_cutout_zeroes_a_square_after_the_same_crops_and_flips():
     data = _data(64, size=16)
     plain = list(BatchLoader(data, 16, train=True, augment="cifar", seed=2))
@@ -145,6 +159,7 @@ def test_dtype_and_channels_last():
     ({"dtype": torch.int32}, "dtype must be a floating dtype, got torch.int32"),
     ({"cutout": -2}, r"cutout must be a non-negative int \(pixels\), got -2"),
     ({"cutout": 8, "train": False}, "cutout=8 is for training loaders"),
+    ({"crop_padding": -1}, r"crop_padding must be a non-negative int \(pixels\), got -1"),
 ])
 def test_loader_argument_errors(kwargs, message):
     arguments = {"batch_size": 4, "train": True}

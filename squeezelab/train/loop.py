@@ -477,12 +477,12 @@ def _fit_time_budget(r: _Run, record: dict[str, Any]) -> None:
     (``train/time_budget.py``), lay the schedule over them, and say so in the config the run
     saves and in ``time_budget.json``."""
     from squeezelab.train.optim import refit_scheduler_
-    from squeezelab.train.time_budget import fit_epochs
+    from squeezelab.train.time_budget import budget_warmup, fit_epochs
 
     fit = fit_epochs(r.cfg, record["seconds"], len(r.train_data), len(r.test_data))
     epochs = broadcast_object(fit.epochs)  # every rank stops where rank 0 does
     if epochs < r.cfg.epochs:
-        r.cfg = r.cfg.replace(epochs=epochs)
+        r.cfg = r.cfg.replace(epochs=epochs, warmup_epochs=budget_warmup(r.cfg, epochs))
         r.state.config = r.cfg
         refit_scheduler_(r.state.scheduler, r.cfg, r.state.steps_per_epoch)
         r.ckpt_meta["config"] = r.cfg.to_dict()

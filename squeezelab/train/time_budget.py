@@ -5,7 +5,9 @@ A recipe sized on one machine (``recipes/cifar10_15min.yaml``: 24 epochs in 12 m
 budget the recipe's ``epochs`` become an upper bound: the first epoch is timed, and the run
 keeps the largest count of epochs whose training, periodic scoring and final scoring fit in
 what is left, then lays its learning-rate schedule over that count
-(``optim.refit_scheduler_``), so a cosine still ends at zero when the budget does.
+(``optim.refit_scheduler_``), so a cosine still ends at zero when the budget does; the warm-up
+keeps its share of the schedule (``budget_warmup``), so a long warm-up sized for many epochs
+does not hold a slow machine at a low learning rate for all of its few.
 
 The estimate: every later epoch costs what the first did (scaled by the pixel count under
 progressive resizing), and scoring the test set costs a forward pass over it at the cost per
@@ -15,7 +17,6 @@ has the data decoded already starts sooner, and the budget is about training.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,11 @@ from squeezelab.train.fast_start import size_for_epoch
 
 #: a forward pass costs about a third of a training step (forward + backward)
 FORWARD_SHARE = 1.0 / 3.0
+
+
+def budget_warmup(cfg: TrainConfig, epochs: int) -> float:
+    """``cfg``'s warm-up for a run cut to ``epochs``: the same share of the schedule."""
+    return cfg.warmup_epochs * epochs / cfg.epochs
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ def scoring_views(cfg: TrainConfig) -> int:
 
 def fit_epochs(cfg: TrainConfig, epoch_seconds: float, train_images: int, test_images: int,
                spent: float | None = None) -> BudgetFit:
-    """The epochs of ``cfg`` (at most ``cfg.epochs``, at least the warm-up's and one) that fit
+    """The epochs of ``cfg`` (at most ``cfg.epochs``, at least one) that fit
     in ``cfg.time_budget`` seconds, given that the first epoch's training took
     ``epoch_seconds`` over ``train_images`` images and ``spent`` seconds have gone so far
     (default: that epoch). The scoring of the test set (``test_images``, every
@@ -66,7 +72,7 @@ def fit_epochs(cfg: TrainConfig, epoch_seconds: float, train_images: int, test_i
     spent = epoch_seconds if spent is None else spent
     per_image = epoch_seconds / max(1, train_images)
     eval_seconds = per_image * FORWARD_SHARE * test_images * scoring_views(cfg)
-    low = max(1, math.ceil(cfg.warmup_epochs))
+    low = 1
 
     def cost(epochs: int) -> float:
         sizes = cfg.progressive_sizes

@@ -10,7 +10,12 @@ from model_configs import small_run
 
 from squeezelab.train import ConfigError, TrainConfig, train
 from squeezelab.train.optim import build_scheduler, lr_factor, refit_scheduler_
-from squeezelab.train.time_budget import FORWARD_SHARE, fit_epochs, scoring_views
+from squeezelab.train.time_budget import (
+    FORWARD_SHARE,
+    budget_warmup,
+    fit_epochs,
+    scoring_views,
+)
 
 
 def budget_cfg(**changes):
@@ -30,9 +35,12 @@ def test_the_epochs_that_fit_are_counted_with_the_final_scoring():
     fit = fit_epochs(budget_cfg(eval_every=1, test_time_flip=True), 10.0, 1000, 500)
     assert fit.epochs == 7 and scoring_views(budget_cfg(test_time_flip=True,
                                                      test_time_translate=2)) == 6
-    # a budget larger than the recipe keeps every epoch; a tiny one keeps the warm-up's
+    # a budget larger than the recipe keeps every epoch; a tiny one keeps one, and the warm-up
+    # keeps its share of the schedule (2 of 10 epochs: a fifth of the one kept)
     assert fit_epochs(budget_cfg(time_budget=1e6), 10.0, 1000, 500).epochs == 10
-    assert fit_epochs(budget_cfg(time_budget=1.0, warmup_epochs=2), 10.0, 1000, 500).epochs == 2
+    tiny = budget_cfg(time_budget=1.0, warmup_epochs=2)
+    assert fit_epochs(tiny, 10.0, 1000, 500).epochs == 1
+    assert budget_warmup(tiny, 1) == pytest.approx(0.2) and budget_warmup(tiny, 10) == 2
     # time spent before (a resumed first epoch, say) counts
     assert fit_epochs(cfg, 10.0, 1000, 500, spent=50.0).epochs == 5
 
@@ -79,8 +87,9 @@ def test_refitting_the_schedule_lays_it_over_the_new_epochs_from_the_current_ste
 
 
 def test_a_run_stops_where_its_budget_says_scored_saved_and_resumable(tmp_path, cifar_tiny):
-    # an impossibly small budget: the warm-up's one epoch is kept of five, and it is scored
-    cfg = small_run(tmp_path, epochs=5, time_budget=0.01, eval_every=10)
+    # an impossibly small budget: one epoch is kept of five, and it is scored; the warm-up
+    # keeps its share (2.5 of 5 epochs: half of the one kept)
+    cfg = small_run(tmp_path, epochs=5, time_budget=0.01, eval_every=10, warmup_epochs=2.5)
     result = train(cfg, data=cifar_tiny)
     assert [r["epoch"] for r in result.history] == [1]
     assert "test_top1" in result.history[0]
@@ -90,6 +99,8 @@ def test_a_run_stops_where_its_budget_says_scored_saved_and_resumable(tmp_path, 
     assert "epochs: 1" in (run / "config.yaml").read_text()
     meta = json.loads((run / "checkpoints" / "last.json").read_text())
     assert meta["config"]["epochs"] == 1 and meta["scheduler"]["last_epoch"] == 10
+    assert meta["config"]["warmup_epochs"] == 0.5 and "warmup_epochs: 0.5" in (
+        run / "config.yaml").read_text()
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
     # a budget that holds every epoch changes nothing
     full = train(small_run(tmp_path, epochs=2, time_budget=1e6, run_name="full"),

@@ -34,10 +34,17 @@ from common import write_result  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 #: part -> (the recipe key that switches it on, its "off" value, the flags that switch it off):
-#: trained again without it
+#: trained again without it. A key under model_args is written "model_args.KEY".
 ABLATIONS = {
     "progressive_sizes": ("progressive_sizes", None, ["--progressive-sizes", "[32]"]),
     "stem_init": ("stem_init", "default", ["--stem-init", "default"]),
+    "freeze_stem": ("freeze_stem", False, ["--freeze-stem", "false"]),
+    "identity_init": ("model_args.identity_init", False,
+                      ["--model-arg", "identity_init=false"]),
+    "norm_lr_scale": ("norm_lr_scale", 1, ["--norm-lr-scale", "1"]),
+    "freeze_bn_scale": ("freeze_bn_scale", False, ["--freeze-bn-scale", "false"]),
+    "bn_momentum": ("bn_momentum", None, ["--bn-momentum", "none"]),
+    "crop_padding": ("crop_padding", 4, ["--crop-padding", "4"]),
     "lookahead": ("lookahead_steps", 0, ["--lookahead-steps", "0"]),
     "ema": ("ema_decay", 0, ["--ema-decay", "0"]),
     "label_smoothing": ("label_smoothing", 0, ["--label-smoothing", "0"]),
@@ -97,13 +104,20 @@ def _parts(spec: str | None, recipe: str) -> list[str]:
 
         values = yaml.safe_load(Path(recipe).read_text()) or {}
         table = {**ABLATIONS, **TEST_TIME_ABLATIONS}
-        return [p for p in known if values.get(table[p][0], table[p][1]) != table[p][1]]
+        return [p for p in known if _recipe_value(values, *table[p][:2]) != table[p][1]]
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     unknown = [p for p in parts if p not in known]
     if unknown:
         raise SystemExit(f"--ablate: unknown part(s) {', '.join(unknown)}; known: "
                          f"{', '.join(known)} (or all)")
     return parts
+
+
+def _recipe_value(values: dict, key: str, default):
+    """The recipe's value of ``key`` ("model_args.KEY" looks inside model_args)."""
+    for part in key.split(".")[:-1]:
+        values = values.get(part) or {}
+    return values.get(key.split(".")[-1], default)
 
 
 def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict:

@@ -12,14 +12,15 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     bench = load_benchmark("cifar10_15min")
     out = tmp_path / "result.json"
     tiny = ["--data", str(cifar_tree), "--limit-train", "100", "--limit-test", "40",
-            "--epochs", "2", "--eval-every", "2", "--batch-size", "50", "--precision", "fp32",
+            "--epochs", "2", "--warmup-epochs", "0.5", "--eval-every", "2", "--batch-size", "50",
+            "--precision", "fp32",
             "--channels-last", "false", "--progress", "false"]
     assert bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--out-dir", str(tmp_path),
                        "--run-name", "full", "--keep-cache", "--output", str(out),
                        "--ablate", "lookahead,test_time_translate", "--", *tiny]) == 0
     r = json.loads(out.read_text())
     assert r["recipe"] == ROOT_RECIPE and r["epochs"] == 2 and 0 <= r["test_top1"] <= 1
-    assert r["test_protocol"] == {"precision": "fp32", "flip": True, "translate": 2}
+    assert r["test_protocol"] == {"precision": "fp32", "flip": True, "translate": 1}
     assert r["parameters"] == 828_600 and r["wall_seconds"] > r["train_seconds"] > 0
     retrained, rescored = r["ablations"]
     assert retrained["removed"] == "lookahead"
@@ -52,7 +53,12 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     assert row["resumed"] is True and row["run_dir"] == str(cut) and row["epochs"] == 2
     # "all": the parts the recipe switches on (no progressive sizes in it)
     assert bench._parts("all", str(bench.ROOT / ROOT_RECIPE)) == [
-        "stem_init", "lookahead", "ema", "label_smoothing", "test_time_translate",
-        "test_time_flip"]
+        "stem_init", "freeze_stem", "identity_init", "norm_lr_scale", "freeze_bn_scale",
+        "bn_momentum", "crop_padding", "lookahead", "ema", "label_smoothing",
+        "test_time_translate", "test_time_flip"]
+    # a part switched on inside model_args counts only when it is on
+    off = tmp_path / "off.yaml"
+    off.write_text("model: airbench_cifar\nmodel_args: {identity_init: false}\ncrop_padding: 4\n")
+    assert bench._parts("all", str(off)) == []
     with pytest.raises(SystemExit, match="unknown part.*whitening"):
         bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--ablate", "whitening"])

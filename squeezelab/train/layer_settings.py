@@ -5,9 +5,10 @@ started, and which parameters take a larger learning rate.
 - ``bn_momentum``: every BatchNorm's running-statistics momentum, PyTorch's convention (the
   weight of the new batch: 0.1 is PyTorch's default; airbench's "0.6" is 0.4 here). Few, large
   steps want statistics that follow the weights closely.
-- ``freeze_bn_scale``: every BatchNorm's scale stays at 1. Behind a convolution without a bias
-  the scale only duplicates the convolution's own norm, so the network loses nothing it
-  cannot express, and the convolutions' scale-invariance sets the effective step size.
+- ``freeze_bn_scale``: every BatchNorm's scale stays at 1, so what enters each activation keeps
+  unit variance per channel; the network gives up a per-channel gain that airbench found it
+  does not need at its lengths, and the convolutions before the BatchNorms, whose scale the
+  normalisation removes, set their effective step size through their own norm alone.
 - ``freeze_stem``: the first convolution's weights stay as initialised (the whitening filters
   of ``stem_init: whitening``, which a large learning rate would otherwise wash out); its
   bias still trains.
@@ -29,12 +30,6 @@ from squeezelab.train.fast_start import stem_conv
 def batchnorms(model: nn.Module) -> list[_BatchNorm]:
     """Every BatchNorm (1d, 2d, 3d, synchronised) of ``model``, in module order."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm)]
-
-
-def uses_layer_settings(cfg: TrainConfig) -> bool:
-    """Whether ``cfg`` sets any of this module's keys away from its default."""
-    return (cfg.bn_momentum is not None or cfg.freeze_bn_scale or cfg.freeze_stem
-            or cfg.norm_lr_scale != 1.0)
 
 
 def apply_layer_settings_(model: nn.Module, cfg: TrainConfig) -> None:
@@ -75,4 +70,4 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[nn.Parameter] |
                  weight_decay=cfg.weight_decay / cfg.norm_lr_scale)]
 
 
-__all__ = ["apply_layer_settings_", "batchnorms", "parameter_groups", "uses_layer_settings"]
+__all__ = ["apply_layer_settings_", "batchnorms", "parameter_groups"]

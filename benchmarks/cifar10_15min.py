@@ -115,9 +115,10 @@ def _parts(spec: str | None, recipe: str) -> list[str]:
 
 def _recipe_value(values: dict, key: str, default):
     """The recipe's value of ``key`` ("model_args.KEY" looks inside model_args)."""
-    for part in key.split(".")[:-1]:
-        values = values.get(part) or {}
-    return values.get(key.split(".")[-1], default)
+    *parents, name = key.split(".")
+    for parent in parents:
+        values = values.get(parent) or {}
+    return values.get(name, default)
 
 
 def timed_run(args: argparse.Namespace, run_name: str, flags: list[str]) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.config import ConfigBase, ConfigError, read_yaml_mapping
+from squeezelab.data.loader import CIFAR_PADDING_PX
 from squeezelab.data.mixing import MIX_MODES
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "pgd")
@@ -69,7 +70,8 @@ class TrainConfig(ConfigBase):
     skip_bad_images: bool = False
     augment: str = "auto"
     cutout: int = 0  # side of the square Cutout zeroes in each training image (0: none)
-    crop_padding: int = 4  # "cifar" augment: black pixels around each image before its crop
+    # "cifar" augment: black pixels around each image before its crop
+    crop_padding: int = CIFAR_PADDING_PX
     # mixing whole batches (data/mixing.py): "mixup" or "cutmix", lam ~ Beta(alpha, alpha),
     # each batch with probability mix_prob, none in the last mix_off_epochs; None: off
     mix: str | None = None

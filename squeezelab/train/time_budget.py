@@ -72,7 +72,6 @@ def fit_epochs(cfg: TrainConfig, epoch_seconds: float, train_images: int, test_i
     spent = epoch_seconds if spent is None else spent
     per_image = epoch_seconds / max(1, train_images)
     eval_seconds = per_image * FORWARD_SHARE * test_images * scoring_views(cfg)
-    low = 1
 
     def cost(epochs: int) -> float:
         sizes = cfg.progressive_sizes
@@ -85,7 +84,7 @@ def fit_epochs(cfg: TrainConfig, epoch_seconds: float, train_images: int, test_i
         return spent + epoch_seconds * sum(scale[1:]) + eval_seconds * evals
 
     epochs = cfg.epochs
-    while epochs > low and cost(epochs) > cfg.time_budget:
+    while epochs > 1 and cost(epochs) > cfg.time_budget:
         epochs -= 1
     return BudgetFit(budget=float(cfg.time_budget), asked=cfg.epochs, epochs=epochs,
                      epoch_seconds=epoch_seconds, eval_seconds=eval_seconds,

@@ -98,6 +98,10 @@ class TrainConfig(ConfigBase):
     weight_decay: float | None = None
     schedule: str | None = None
     warmup_epochs: float | None = None
+    # where the warm-up starts and where linear / cosine decay ends, as shares of the peak
+    # rate (airbench94's triangle: 0.2 and 0.07); 0 and 0: from zero to zero
+    warmup_start_factor: float = 0.0
+    final_lr_factor: float = 0.0
     step_epochs: int = 30  # "step": decay every step_epochs by gamma
     gamma: float = 0.1
     restart_epochs: int = 10  # "cosine_restarts": first cycle length (SGDR T_0)
@@ -126,6 +130,10 @@ class TrainConfig(ConfigBase):
     # move lookahead_alpha of the way to the fast ones, which restart there; 0 = off
     lookahead_steps: int = 0
     lookahead_alpha: float = 0.5
+    # the pull grows over the run (airbench94): at step s of S the slow weights move
+    # 1 - (1 - lookahead_alpha) * (s / S)^3 of the way, so early syncs barely hold the weights
+    # back and the last ones move lookahead_alpha
+    lookahead_ramp: bool = False
     # per-layer settings (train/layer_settings.py, airbench94's): the BatchNorms' running-
     # statistics momentum (None: PyTorch's 0.1), their scales fixed at 1, the stem's weights
     # fixed, their shifts at norm_lr_scale times the learning rate
@@ -192,6 +200,10 @@ class TrainConfig(ConfigBase):
               f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         check(0 <= self.warmup_epochs <= self.epochs,
               f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        check(0 <= self.warmup_start_factor < 1,
+              f"warmup_start_factor must be in [0, 1), got {self.warmup_start_factor}")
+        check(0 <= self.final_lr_factor < 1,
+              f"final_lr_factor must be in [0, 1), got {self.final_lr_factor}")
         check(self.limit_train is None or self.limit_train >= 1,
               f"limit_train must be a positive integer, got {self.limit_train}")
         check(self.limit_test is None or self.limit_test >= 1,
@@ -383,8 +395,12 @@ FIELD_HELP: dict[str, str] = {
                     f"{_UNSET_TIED_HELP}{BUILT_IN_DEFAULTS['weight_decay']}",
     "schedule": f"learning-rate schedule: one of {', '.join(SCHEDULES)}; unset: "
                 f"{_UNSET_HELP}{BUILT_IN_DEFAULTS['schedule']}",
-    "warmup_epochs": "linear warm-up from zero, in epochs (fractions allowed); unset: "
+    "warmup_epochs": "linear warm-up, in epochs (fractions allowed); unset: "
                      f"{_UNSET_HELP}{BUILT_IN_DEFAULTS['warmup_epochs']}",
+    "warmup_start_factor": "the warm-up starts at this share of the peak rate (airbench: "
+                           "0.2); 0: from zero",
+    "final_lr_factor": "schedules linear and cosine end at this share of the peak rate "
+                       "(airbench: 0.07); 0: at zero",
     "step_epochs": "schedule step: decay the rate every this many epochs",
     "gamma": "schedule step: the decay factor",
     "restart_epochs": "schedule cosine_restarts: first cycle length in epochs (SGDR T_0)",
@@ -413,7 +429,10 @@ FIELD_HELP: dict[str, str] = {
                  "0 = off",
     "lookahead_steps": "Lookahead: every this many steps move the slow weights toward the "
                        "fast ones by --lookahead-alpha and restart the fast ones there; 0 = off",
-    "lookahead_alpha": "the share of the way the slow weights move at each Lookahead sync",
+    "lookahead_alpha": "the share of the way the slow weights move at each Lookahead sync "
+                       "(with --lookahead-ramp: at the run's last sync)",
+    "lookahead_ramp": "grow Lookahead's pull over the run (airbench): the share moved falls "
+                      "from 1 at the start to --lookahead-alpha at the end, cubically",
     "bn_momentum": "every BatchNorm's running-statistics momentum, PyTorch's convention (the "
                    "new batch's weight; airbench's 0.6 is 0.4 here); unset: 0.1",
     "freeze_bn_scale": "keep every BatchNorm's scale at 1 (airbench)",

@@ -99,7 +99,7 @@ def _lookahead(cfg: TrainConfig) -> TrainHook:
     """``lookahead_steps`` > 0: Lookahead (train/lookahead.py)."""
     from squeezelab.train.lookahead import LookaheadHook
 
-    return LookaheadHook(cfg.lookahead_steps, cfg.lookahead_alpha)
+    return LookaheadHook(cfg.lookahead_steps, cfg.lookahead_alpha, cfg.lookahead_ramp)
 
 
 @config_method("ema", lambda cfg: cfg.ema_decay > 0)

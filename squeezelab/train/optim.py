@@ -4,7 +4,9 @@ Optimizers: SGD, SGD with momentum, Nesterov, Adam, AdamW, RMSprop, and Perturbe
 Descent (Jin et al. 2017, arXiv 1703.00887; the noise is added by ``PerturbedGradientHook``).
 Schedules, applied per optimizer step: constant, step decay, cosine, linear-to-zero (the
 SqueezeNet paper's "poly" schedule with power 1), cosine with warm restarts (SGDR, Loshchilov &
-Hutter, arXiv 1608.03983); each with an optional linear warm-up.
+Hutter, arXiv 1608.03983); each with an optional linear warm-up. The warm-up may start above
+zero (``warmup_start_factor``) and linear / cosine may end above it (``final_lr_factor``):
+airbench94's triangle is linear from 0.2 to 0.07 of the peak.
 """
 from __future__ import annotations
 
@@ -42,17 +44,19 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfi
     """Multiplier of the base lr after ``step`` optimizer steps (0-based)."""
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if step < warmup:
-        return (step + 1) / warmup
+        start = cfg.warmup_start_factor
+        return start + (1.0 - start) * (step + 1) / warmup
     # progress through the post-warm-up part of the run, in [0, 1)
     t = (step - warmup) / max(1, total_steps - warmup)
+    end = cfg.final_lr_factor
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "step":
         return cfg.gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
     if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
+        return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
     if cfg.schedule == "linear":
-        return 1.0 - t
+        return end + (1.0 - end) * (1.0 - t)
     if cfg.schedule == "cosine_restarts":
         cycle = cfg.restart_epochs * steps_per_epoch
         pos = step - warmup

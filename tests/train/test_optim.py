@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from squeezelab.train.config import OPTIMIZERS, TrainConfig
+from squeezelab.train.config import OPTIMIZERS, ConfigError, TrainConfig
 from squeezelab.train.optim import build_optimizer, build_scheduler, lr_factor
 
 
@@ -31,6 +31,23 @@ def test_warmup_then_schedule():
     f = factors(TrainConfig(epochs=4, schedule="linear", warmup_epochs=1))
     assert f[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
     assert f[10] == 1.0 and f[25] == pytest.approx(1 - 15 / 30)
+
+
+def test_airbench_triangle_starts_and_ends_above_zero():
+    """warmup_start_factor 0.2 and final_lr_factor 0.07: airbench94's triangle, exactly."""
+    cfg = TrainConfig(epochs=4, schedule="linear", warmup_epochs=1, warmup_start_factor=0.2,
+                      final_lr_factor=0.07)
+    f = factors(cfg)
+    assert f[:10] == pytest.approx([0.2 + 0.8 * (i + 1) / 10 for i in range(10)])
+    assert f[10] == 1.0 and f[25] == pytest.approx(0.07 + 0.93 * (1 - 15 / 30))
+    assert f[-1] == pytest.approx(0.07 + 0.93 / 30) and min(f) > 0.07
+    cos = factors(config(epochs=2, schedule="cosine", final_lr_factor=0.1))
+    assert cos[0] == 1.0 and cos[10] == pytest.approx(0.1 + 0.9 * 0.5)
+    # the defaults keep the old shapes: from (step + 1) / warmup up to 1, down to zero
+    assert factors(TrainConfig(epochs=4, schedule="linear", warmup_epochs=1))[0] == 0.1
+    for bad in ({"warmup_start_factor": 1.0}, {"final_lr_factor": -0.1}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be in \\[0, 1\\)"):
+            TrainConfig(**bad)
 
 
 def test_step_decay():

@@ -54,11 +54,13 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     # "all": the parts the recipe switches on (no progressive sizes in it)
     assert bench._parts("all", str(bench.ROOT / ROOT_RECIPE)) == [
         "stem_init", "freeze_stem", "identity_init", "norm_lr_scale", "freeze_bn_scale",
-        "bn_momentum", "crop_padding", "lookahead", "ema", "label_smoothing",
+        "bn_momentum", "crop_padding", "lookahead", "ema",
         "test_time_translate", "test_time_flip"]
     # a part switched on inside model_args counts only when it is on
     off = tmp_path / "off.yaml"
     off.write_text("model: airbench_cifar\nmodel_args: {identity_init: false}\ncrop_padding: 4\n")
     assert bench._parts("all", str(off)) == []
+    off.write_text("model: airbench_cifar\nlabel_smoothing: 0.2\n")  # on only where set above 0
+    assert bench._parts("all", str(off)) == ["label_smoothing"]
     with pytest.raises(SystemExit, match="unknown part.*whitening"):
         bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--ablate", "whitening"])

@@ -48,15 +48,13 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfi
         return start + (1.0 - start) * (step + 1) / warmup
     # progress through the post-warm-up part of the run, in [0, 1)
     t = (step - warmup) / max(1, total_steps - warmup)
-    end = cfg.final_lr_factor
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "step":
         return cfg.gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
-    if cfg.schedule == "cosine":
-        return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
-    if cfg.schedule == "linear":
-        return end + (1.0 - end) * (1.0 - t)
+    if cfg.schedule in ("cosine", "linear"):  # from 1 down to final_lr_factor
+        decay = 0.5 * (1.0 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1.0 - t
+        return cfg.final_lr_factor + (1.0 - cfg.final_lr_factor) * decay
     if cfg.schedule == "cosine_restarts":
         cycle = cfg.restart_epochs * steps_per_epoch
         pos = step - warmup

@@ -57,6 +57,31 @@ class Checkpoint:
         return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
 
 
+#: The tensor group in which a training run's checkpoints keep the moving average of the weights
+#: (``train/weight_average.py``'s hook, named "ema", saved as ``hook.<name>`` by the train loop).
+#: ``best`` holds the average as its weights too; ``last`` holds the last step's weights.
+AVERAGE_GROUP = "hook.ema"
+
+
+def holds_separate_average(ckpt: Checkpoint) -> bool:
+    """True when ``ckpt`` keeps a weight average that differs from its own weights (a run's
+    ``last``): scoring its weights is then not scoring what the run scored."""
+    average, state = ckpt.group(AVERAGE_GROUP), ckpt.model_state
+    return any(k in state and not torch.equal(state[k], v) for k, v in average.items())
+
+
+def with_weight_average(ckpt: Checkpoint, source: str = "checkpoint") -> Checkpoint:
+    """``ckpt`` with the weight average it keeps in place of its weights (BatchNorm statistics
+    included; integer buffers stay as saved). Refused when it keeps none."""
+    average = ckpt.group(AVERAGE_GROUP)
+    if not average:
+        raise CheckpointError(f"{source} keeps no weight average: its run trained without "
+                              "ema_decay, or another command wrote it; score its own weights")
+    tensors = dict(ckpt.tensors)
+    tensors.update({f"model.{k}": v for k, v in average.items()})
+    return Checkpoint(meta=ckpt.meta, tensors=tensors)
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run directory -> its best checkpoint, else its last; any other path unchanged.
 

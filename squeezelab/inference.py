@@ -70,12 +70,15 @@ class OnnxModel(nn.Module):
         return meta
 
 
-def load_model(path: str | os.PathLike, *, int8: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | os.PathLike, *, int8: bool = False,
+               average: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, meta) from a checkpoint, a run directory, a ``.sqz`` file or an
     ``.onnx`` file (run by onnxruntime). Checkpoints of masked, weight-shared or quantized
     models (``squeezelab prune / quantize -o``) are rebuilt by ``load_compressible``.
     ``int8``: a ``.sqz`` file that carries an int8 calibration (``compress
     --int8-calibration``) runs as int8 through onnxruntime (``squeezelab.int8``).
+    ``average``: a training checkpoint's moving average of the weights instead of its weights
+    (a run's ``last`` keeps both; its ``best`` and final model are the average already).
 
     The meta holds the model spec (``model``), ``class_names``, the training ``config`` and the
     preprocessing record, whichever kind of file it came from (as far as it records them).
@@ -84,6 +87,9 @@ def load_model(path: str | os.PathLike, *, int8: bool = False) -> tuple[nn.Modul
     if int8 and p.suffix != ".sqz":
         raise ValueError(f"{p}: int8 runs a .sqz file that carries an int8 calibration "
                          "(squeezelab compress ... --int8-calibration 512)")
+    if average and p.suffix in (".onnx", ".sqz"):
+        raise ValueError(f"{p}: only a training checkpoint keeps a weight average beside its "
+                         f"weights; a {p.suffix} file holds one set of weights")
     if p.suffix == ".onnx":
         if not p.is_file():
             raise FileNotFoundError(f"{p} does not exist")
@@ -113,7 +119,7 @@ def load_model(path: str | os.PathLike, *, int8: bool = False) -> tuple[nn.Modul
     from squeezelab.compress.format.checkpoints import load_compressible
 
     # load_compressible also rebuilds weight-shared checkpoints (plain ones load as before)
-    loaded = load_compressible(resolve_checkpoint(p))
+    loaded = load_compressible(resolve_checkpoint(p), average=average)
     loaded.model.eval()
     return loaded.model, loaded.meta
 

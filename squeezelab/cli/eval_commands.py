@@ -54,6 +54,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="run a .sqz file as int8 through onnxruntime, with the activation "
                    "ranges it carries (compress --int8-calibration)")
+    p.add_argument("--weights", choices=("saved", "average"), default="saved",
+                   help="average: a training checkpoint's moving average of the weights "
+                   "(ema_decay), which the run scored, instead of the weights it holds (they "
+                   "differ only in a run's checkpoints/last; best holds the average)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="paired top-1 of two models on the same images: is B "
@@ -178,12 +182,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.int8 and args.precision != "fp32":
         raise ValueError(f"--int8 runs its own int8 kernels: --precision {args.precision} does "
                          "not apply (leave it at fp32)")
-    model, meta = load_model(args.checkpoint, int8=args.int8)
+    average = args.weights == "average"
+    model, meta = load_model(args.checkpoint, int8=args.int8, average=average)
     source, data = eval_data(args, meta)
     check_model_fits(args.checkpoint, meta, source, data)
     protocol = eval_protocol(args, meta)
     result = evaluate_data(model, data, protocol, args.batch_size)
-    print(f"{args.checkpoint} on {source} [{args.split}, {result['count']} images]")
+    print(f"{args.checkpoint}{' (its weight average)' if average else ''} on {source} "
+          f"[{args.split}, {result['count']} images]")
+    if not average and (note := training_weights_note(args.checkpoint)):
+        print(note)
     print(f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}"
           f"   ({protocol.describe()})")
     width = max(len(c) for c in data.classes)
@@ -191,9 +199,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {acc:.4f}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"checkpoint": args.checkpoint, "data": str(source), "split": args.split,
-             **result, "classes": data.classes}, indent=2))
+            {"checkpoint": args.checkpoint, "weights": args.weights, "data": str(source),
+             "split": args.split, **result, "classes": data.classes}, indent=2))
     return 0
+
+
+def training_weights_note(path: str) -> str | None:
+    """A line for a run's ``last`` checkpoint, whose weights are the last step's while the run
+    scored (and kept beside them) their moving average: the two differ by a few tenths of a
+    point, in either direction, and are easy to mix up. None for any other model file."""
+    from squeezelab.checkpoint import holds_separate_average, load_checkpoint, resolve_checkpoint
+
+    if Path(path).suffix in (".sqz", ".onnx"):
+        return None
+    ckpt = load_checkpoint(resolve_checkpoint(path))
+    if not holds_separate_average(ckpt):
+        return None
+    return (f"note: these are the training weights of step {ckpt.meta.get('step')}; the run "
+            "scored their moving average, kept beside them: --weights average scores that "
+            "(as the run's best checkpoint holds it)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

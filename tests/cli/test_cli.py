@@ -127,6 +127,37 @@ def test_train_eval_plot_end_to_end(tmp_path, cifar_tree, capsys):
     assert f"run: {run}-2" in out and (run / "metrics.jsonl").read_text() == before
 
 
+def test_eval_says_which_weights_it_scores(tmp_path, cifar_tree, capsys):
+    """A run's last checkpoint holds the last step's weights and, beside them, their moving
+    average, which the run scored: eval says so, and --weights average scores the average."""
+    run = tmp_path / "runs" / "ema"
+    assert main(["train", "--data", str(cifar_tree), "--epochs", "1", "--batch-size", "50",
+                 "--limit-train", "200", "--limit-test", "100", "--ema-decay", "0.9",
+                 "--precision", "fp32", "--channels-last", "false", "--progress", "false",
+                 "--out-dir", str(tmp_path / "runs"), "--run-name", "ema", *SMALL]) == 0
+    recorded = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_loss"]
+    capsys.readouterr()
+    last = str(run / "checkpoints" / "last")
+    scored = {}
+    for weights in ("saved", "average"):
+        out_json = tmp_path / f"{weights}.json"
+        assert main(["eval", last, "--weights", weights, "--data", str(cifar_tree), "--limit",
+                     "100", "--json", str(out_json)]) == 0
+        scored[weights] = (capsys.readouterr().out, json.loads(out_json.read_text()))
+    out, result = scored["saved"]
+    assert "note: these are the training weights of step 4; the run scored their moving " \
+           "average, kept beside them: --weights average scores that" in out
+    assert result["weights"] == "saved" and result["loss"] != pytest.approx(recorded)
+    out, result = scored["average"]
+    assert f"{last} (its weight average) on {cifar_tree} [test, 100 images]" in out
+    assert "note:" not in out and result["weights"] == "average"
+    # the run scored the average on the same 100 test images
+    assert result["loss"] == pytest.approx(recorded, rel=1e-5)
+    # the run directory (its best: the average) needs no note
+    assert main(["eval", str(run), "--data", str(cifar_tree), "--limit", "100"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
 def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):
     import shutil
 

@@ -5,8 +5,14 @@ import torch
 from hook_checks import assert_masked_run_stays_sparse, assert_resume_is_exact
 from model_configs import TINY, small_run
 
-from squeezelab.checkpoint import load_checkpoint, model_from_checkpoint
+from squeezelab.checkpoint import (
+    CheckpointError,
+    holds_separate_average,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from squeezelab.hooks import TrainState
+from squeezelab.inference import load_model
 from squeezelab.models import create_model
 from squeezelab.train import ConfigError, TrainConfig, train
 from squeezelab.train.evaluate import EvalProtocol, evaluate_data
@@ -61,6 +67,30 @@ def test_the_run_scores_and_keeps_the_average(tmp_path, cifar_tiny):
     assert result.history[-1]["test_top1"] == pytest.approx(top1, abs=1e-9)
     if result.history[-1]["test_top1"] >= max(r["test_top1"] for r in result.history):
         assert all(torch.equal(best.state_dict()[k], final[k]) for k in final)
+
+
+def test_the_average_loads_from_last_and_is_refused_where_there_is_none(tmp_path, cifar_tiny):
+    """``load_model(..., average=True)``: last's average is the final model exactly; best's
+    weights are the average already; a run without ema_decay has none to load."""
+    result = train(config(tmp_path), data=cifar_tiny)
+    last = result.run_dir / "checkpoints" / "last"
+    final = result.model.state_dict()
+    averaged, _ = load_model(last, average=True)
+    assert all(torch.equal(averaged.state_dict()[k], final[k]) for k in final)
+    saved, _ = load_model(last)
+    assert not torch.equal(saved.state_dict()["features.0.weight"], final["features.0.weight"])
+    assert holds_separate_average(load_checkpoint(last))
+    assert not holds_separate_average(load_checkpoint(result.run_dir / "checkpoints" / "best"))
+
+    plain = train(config(tmp_path, ema_decay=0.0, run_name="plain"), data=cifar_tiny)
+    plain_last = plain.run_dir / "checkpoints" / "last"
+    assert not holds_separate_average(load_checkpoint(plain_last))
+    with pytest.raises(CheckpointError, match=r"last keeps no weight average: its run trained "
+                       "without ema_decay"):
+        load_model(plain_last, average=True)
+    with pytest.raises(ValueError, match=r"model.sqz: only a training checkpoint keeps a weight "
+                       r"average beside its weights; a .sqz file holds one set of weights"):
+        load_model(tmp_path / "model.sqz", average=True)
 
 
 def test_resume_continues_the_average_exactly(tmp_path, cifar_tiny):

@@ -22,6 +22,7 @@ from squeezelab.checkpoint import (
     load_checkpoint,
     load_model_state,
     save_checkpoint,
+    with_weight_average,
 )
 from squeezelab.compress.format.quantized import QUANTIZER_KEY, rebuild_quantized_
 from squeezelab.compress.pruning.architecture import install_gates_from_state_
@@ -59,16 +60,19 @@ def save_compressible(
     return save_checkpoint(path, model, meta=meta, extra_tensors=extra)
 
 
-def load_compressible(path: str | os.PathLike) -> Compressible:
+def load_compressible(path: str | os.PathLike, *, average: bool = False) -> Compressible:
     """Rebuild the model of any squeezelab checkpoint, including weight-shared ones.
 
     The shared layers come from ``meta["shared_layers"]`` or, for checkpoints written by a
     training run over a shared model, from the ``*.codebook`` entries of the state; tri-state
     ReLU gates (an architecture-learning run's) from its ``*.gate_w`` entries. Masks come
     from the ``mask`` group (``save_compressible``) or a MaskHook's ``hook.mask`` group (a run
-    directory's checkpoint); None when there are none.
+    directory's checkpoint); None when there are none. ``average``: load the moving average of
+    the weights that a training run keeps beside them (``with_weight_average``) instead.
     """
     ckpt = load_checkpoint(path)
+    if average:
+        ckpt = with_weight_average(ckpt, source=str(path))
     spec = ckpt.meta.get("model")
     if not spec:
         raise CheckpointError(f"{path} does not name the model it holds; cannot rebuild it")

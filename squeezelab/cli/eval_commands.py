@@ -216,8 +216,8 @@ def training_weights_note(path: str) -> str | None:
     if not holds_separate_average(ckpt):
         return None
     return (f"note: these are the training weights of step {ckpt.meta.get('step')}; the run "
-            "scored their moving average, kept beside them: --weights average scores that "
-            "(as the run's best checkpoint holds it)")
+            "scored their moving average, kept beside them: squeezelab eval --weights average "
+            "scores that (as the run's best checkpoint holds it)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -261,6 +261,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"on {source} [{args.split}, {len(data)} images], both scored {protocol.describe()}")
     for key in ("A", "B"):
         print(f"  {key}  top-1 {top1[key]:.4f} ({protocol.describe()})  {paths[key]}")
+        if note := training_weights_note(paths[key]):
+            print(f"     {note}")
     print(f"B - A  {100 * diff:+.2f} points, 95% interval {100 * low:+.2f} to {100 * high:+.2f}"
           f"  (only B right on {paired['gained'][0]} images, only A on {paired['lost'][0]}; "
           f"both {protocol.describe()})")

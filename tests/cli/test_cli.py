@@ -145,8 +145,9 @@ def test_eval_says_which_weights_it_scores(tmp_path, cifar_tree, capsys):
                      "100", "--json", str(out_json)]) == 0
         scored[weights] = (capsys.readouterr().out, json.loads(out_json.read_text()))
     out, result = scored["saved"]
-    assert "note: these are the training weights of step 4; the run scored their moving " \
-           "average, kept beside them: --weights average scores that" in out
+    note = ("note: these are the training weights of step 4; the run scored their moving "
+            "average, kept beside them: squeezelab eval --weights average scores that")
+    assert note in out
     assert result["weights"] == "saved" and result["loss"] != pytest.approx(recorded)
     out, result = scored["average"]
     assert f"{last} (its weight average) on {cifar_tree} [test, 100 images]" in out
@@ -156,6 +157,11 @@ def test_eval_says_which_weights_it_scores(tmp_path, cifar_tree, capsys):
     # the run directory (its best: the average) needs no note
     assert main(["eval", str(run), "--data", str(cifar_tree), "--limit", "100"]) == 0
     assert "note:" not in capsys.readouterr().out
+    # compare notes it under the side that is a last checkpoint
+    assert main(["compare", str(run), last, "--data", str(cifar_tree), "--limit", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    b_line = next(i for i, line in enumerate(lines) if line.startswith("  B  top-1"))
+    assert lines[b_line + 1].strip().startswith(note) and sum(note in x for x in lines) == 1
 
 
 def test_eval_refuses_data_with_other_classes(tmp_path, cifar_tree, capsys):

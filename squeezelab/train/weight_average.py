@@ -7,7 +7,8 @@ model: ``avg = d * avg + (1 - d) * w`` with ``d = min(decay, (1 + n) / (10 + n))
 updates, so early steps, whose weights are far from the end, fade quickly. The test set is
 scored with the average swapped in, ``best`` holds the average, and when training ends the
 model keeps it; ``last`` holds the training weights and, beside them, the average (so a resumed
-run continues both exactly). ``TrainConfig.ema_decay`` > 0 switches it on. The hook runs after
+run continues both exactly; ``squeezelab eval RUN/checkpoints/last --weights average`` scores the
+average from there). ``TrainConfig.ema_decay`` > 0 switches it on. The hook runs after
 every other one, so under fixed masks the average stays exactly as sparse as the model; masks
 that change within a run (DSD's sparse phase) reach the average only over about
 ``1 / (1 - decay)`` steps.

@@ -95,7 +95,7 @@ def test_a_run_stops_where_its_budget_says_scored_saved_and_resumable(tmp_path, 
     assert "test_top1" in result.history[0]
     run = result.run_dir
     fit = json.loads((run / "time_budget.json").read_text())
-    assert (fit["asked"], fit["epochs"]) == (5, 1)
+    assert (fit["asked"], fit["epochs"], fit["cut_short"]) == (5, 1, True)
     assert "epochs: 1" in (run / "config.yaml").read_text()
     meta = json.loads((run / "checkpoints" / "last.json").read_text())
     assert meta["config"]["epochs"] == 1 and meta["scheduler"]["last_epoch"] == 10
@@ -107,3 +107,16 @@ def test_a_run_stops_where_its_budget_says_scored_saved_and_resumable(tmp_path, 
                  data=cifar_tiny)
     assert len(full.history) == 2
     assert json.loads((full.run_dir / "time_budget.json").read_text())["epochs"] == 2
+
+
+def test_a_machine_that_fits_under_half_the_epochs_is_told_to_expect_less():
+    # 10 s an epoch: 9 of 10 fit in 100 s (no note); 4 of 10 fit in 45 s (the note)
+    most = fit_epochs(budget_cfg(), 10.0, 1000, 500)
+    assert not most.cut_short and "note:" not in most.describe()
+    few = fit_epochs(budget_cfg(time_budget=45.0), 10.0, 1000, 500)
+    assert few.epochs == 4 and few.cut_short
+    first, note = few.describe().split("\n")
+    assert first.startswith("time budget 45 s: the first epoch took 10.0 s, so 4 of 10 epochs fit")
+    assert note.startswith("note: fewer than half the recipe's epochs fit")
+    # exactly half is not short
+    assert not fit_epochs(budget_cfg(time_budget=52.0), 10.0, 1000, 500).cut_short

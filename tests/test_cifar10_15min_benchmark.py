@@ -1,9 +1,15 @@
 """The 15-minute benchmark and its ablation table, run on a tiny slice of the shared JPEGs: the
-full recipe timed, one part trained again without it, one test-time part scored again."""
+full recipe timed, one part trained again without it, one test-time part scored again; and the
+recipe's version for CPUs without native bf16."""
 import json
 
 import pytest
+import yaml
 from benchmark_scripts import load_benchmark
+
+from squeezelab.metrics import count_macs
+from squeezelab.models import create_model
+from squeezelab.train import TrainConfig
 
 ROOT_RECIPE = "recipes/cifar10_15min.yaml"
 
@@ -64,3 +70,24 @@ def test_the_ablation_table_removes_one_part_per_row(tmp_path, cifar_tree):
     assert bench._parts("all", str(off)) == ["label_smoothing"]
     with pytest.raises(SystemExit, match="unknown part.*whitening"):
         bench.main(["--recipe", str(bench.ROOT / ROOT_RECIPE), "--ablate", "whitening"])
+
+
+def test_the_fp32_recipe_is_the_main_one_on_a_network_a_third_its_cost():
+    """recipes/cifar10_15min_fp32.yaml (for CPUs without native bf16) changes only what its
+    header lists, and its network costs a third of the main recipe's per image."""
+    bench = load_benchmark("cifar10_15min")
+    main_recipe = yaml.safe_load((bench.ROOT / ROOT_RECIPE).read_text())
+    fp32 = yaml.safe_load((bench.ROOT / "recipes" / "cifar10_15min_fp32.yaml").read_text())
+    changed = {k for k in main_recipe.keys() | fp32.keys() if main_recipe.get(k) != fp32.get(k)}
+    assert changed == {"model_args", "batch_size", "lr", "epochs", "warmup_epochs",
+                       "time_budget", "eval_every", "run_name"}
+    assert fp32["model_args"] == {**main_recipe["model_args"], "widths": [32, 64, 128]}
+    # the same rate per image, the same share of warm-up, scored once at the end
+    assert fp32["lr"] / fp32["batch_size"] == main_recipe["lr"] / main_recipe["batch_size"]
+    assert fp32["warmup_epochs"] / fp32["epochs"] == pytest.approx(
+        main_recipe["warmup_epochs"] / main_recipe["epochs"], abs=0.005)
+    assert fp32["eval_every"] == fp32["epochs"] and fp32["time_budget"] < 900
+    TrainConfig(**fp32)  # a valid config
+    small, full = (create_model("airbench_cifar", **r["model_args"]) for r in (fp32, main_recipe))
+    assert sum(p.numel() for p in small.parameters()) == 295_096
+    assert count_macs(small, 32) * 2.9 < count_macs(full, 32)

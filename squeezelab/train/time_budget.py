@@ -60,7 +60,7 @@ class BudgetFit:
                 f"{self.estimated_seconds:.0f} s with scoring)")
         if self.cut_short:
             # a slow machine is better served by a smaller model trained for more epochs than
-            # by the recipe's model trained for a few (the 15-minute recipe: 66% against 86%
+            # by the recipe's model trained for a few (the 15-minute recipe: 66-73% against 86%
             # on a CPU without native bf16, README), and the user should hear it before waiting
             line += ("\nnote: fewer than half the recipe's epochs fit on this machine, so expect "
                      "less than the accuracy it was sized for; a narrower model (fewer "

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from squeezelab.train.config import TrainConfig
 from squeezelab.train.evaluate import describe_protocol
+from squeezelab.train.fast_start import size_for_epoch
 
 if TYPE_CHECKING:  # the loop's bookkeeping, read here; the loop imports this module
     from squeezelab.train.loop import _Run
@@ -95,17 +96,26 @@ def seconds_left(history: Sequence[Mapping[str, Any]], cfg: TrainConfig) -> floa
     the last one included): the median of the last ten epochs' training time for each epoch
     left, plus the mean scoring time of the scored ones for each scoring left. None before
     the first epoch. The median, so that an epoch slowed by other work on the machine (or the
-    first one, which warms up) does not move the estimate much."""
+    first one, which warms up) does not move the estimate much. Under progressive resizing
+    the times are per pixel of each epoch's image size, so the small first epochs do not
+    promise that the large last ones will be as quick (pixels still undercount a large
+    size's cost a little: smaller images fit the caches better, ``train/time_budget.py``)."""
     if not history:
         return None
     done = int(history[-1]["epoch"])
-    left = max(0, cfg.epochs - done)
-    train = statistics.median(float(x["seconds"]) for x in history[-10:])
+
+    def pixels(epoch: int) -> float:  # 1-based epoch's share of work, by its image size
+        size = size_for_epoch(cfg.progressive_sizes, epoch - 1, cfg.epochs)
+        return 1.0 if size is None else float(size * size)
+
+    per_pixel = statistics.median(float(x["seconds"]) / pixels(int(x["epoch"]))
+                                  for x in history[-10:])
+    train = per_pixel * sum(pixels(e) for e in range(done + 1, cfg.epochs + 1))
     scored = [float(x["eval_seconds"]) for x in history if "eval_seconds" in x]
     scorings = sum(1 for e in range(done + 1, cfg.epochs + 1)
                    if e % cfg.eval_every == 0 or e == cfg.epochs)
     scoring = sum(scored) / len(scored) if scored else 0.0
-    return left * train + scorings * scoring
+    return train + scorings * scoring
 
 
 def format_duration(seconds: float) -> str:

@@ -35,6 +35,16 @@ def test_seconds_left_counts_the_last_epoch_scoring_and_only_the_last_ten_epochs
     assert seconds_left([_epoch(30, 50.0, eval_seconds=9.0)], cfg) == 0.0
 
 
+def test_seconds_left_under_progressive_resizing_scales_the_epochs_by_their_pixels():
+    # 9 epochs at 16, 24, 32 px in thirds; the two 16 px epochs took 10 s, so 1/25.6 s a pixel
+    cfg = TrainConfig(epochs=9, eval_every=9, progressive_sizes=[16, 24, 32])
+    history = [_epoch(1, 10.0), _epoch(2, 10.0)]
+    assert seconds_left(history, cfg) == pytest.approx(10.0 * (1 + 3 * 2.25 + 3 * 4))
+    # a size's own epochs count as themselves
+    history += [_epoch(3, 10.0), _epoch(4, 22.5)]
+    assert seconds_left(history, cfg) == pytest.approx(10.0 * (2 * 2.25 + 3 * 4))
+
+
 @pytest.mark.parametrize("seconds,text", [
     (0.0, "<1m"), (29.0, "<1m"), (31.0, "1m"), (12 * 60.0, "12m"), (59 * 60 + 40, "1h00m"),
     (4 * 3600 + 58 * 60, "4h58m"), (30 * 3600.0, "30h00m"),

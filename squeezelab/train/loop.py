@@ -14,6 +14,7 @@ the run prints is ``train/console.py``.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import signal
 import threading
@@ -169,12 +170,12 @@ def train(
     try:
         with _graceful_interrupt() as stop:
             epoch = start_epoch
-            while epoch < r.cfg.epochs:  # a time budget may shorten the run after epoch 1
+            while epoch < r.cfg.epochs:  # a time budget may shorten the run after any epoch
                 first = epoch == start_epoch
                 record = _train_epoch(r, criterion, epoch, start_batch if first else 0,
                                       carried if first else None, stop)
-                if epoch == 0 and cfg.time_budget is not None:
-                    _fit_time_budget(r, record)
+                if r.cfg.time_budget is not None:
+                    _fit_time_budget(r, record, epoch)
                 _end_epoch(r, record)
                 if stop.requested:
                     raise _StopRequested(epoch + 1, 0)
@@ -226,6 +227,11 @@ class _Run:
     best_top1: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
     warned_uniform: bool = False
+    # time budget bookkeeping (_fit_time_budget): the fits that changed the plan, the steps
+    # timed at each progressive size, and the seconds that timing took
+    budget_fits: list[dict[str, Any]] = field(default_factory=list)
+    budget_step_seconds: dict[int | None, float] | None = None
+    budget_overhead: float = 0.0
 
     @property
     def skipped(self) -> list[str]:
@@ -472,24 +478,55 @@ def _reduced_sums(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
     return totals.tolist()
 
 
-def _fit_time_budget(r: _Run, record: dict[str, Any]) -> None:
-    """After the first epoch of a run with a time budget: keep the epochs that fit
+def _fit_time_budget(r: _Run, record: dict[str, Any], epoch: int) -> None:
+    """After each epoch of a run with a time budget: keep the epochs that still fit
     (``train/time_budget.py``), lay the schedule over them, and say so in the config the run
-    saves and in ``time_budget.json``."""
+    saves and in ``time_budget.json``. After the first epoch (of a run started, not resumed)
+    the recipe's epochs are fitted; after each later one the plan is cut where the machine has
+    slowed or the epochs at a larger size cost more than their timed steps said, so the budget
+    holds to the end, and grows by one, up to the recipe's epochs, where there is room."""
     from squeezelab.train.optim import refit_scheduler_
-    from squeezelab.train.time_budget import budget_warmup, fit_epochs
+    from squeezelab.train.time_budget import (
+        budget_record,
+        budget_warmup,
+        fit_epochs,
+        read_budget_record,
+        step_seconds_by_size,
+    )
 
-    fit = fit_epochs(r.cfg, record["seconds"], len(r.train_data), len(r.test_data))
+    first = epoch == 0
+    saved = r.run.path / "time_budget.json"
+    if not first and not r.budget_fits and saved.is_file():  # resumed: go on from its record
+        r.budget_fits, r.budget_step_seconds = read_budget_record(json.loads(saved.read_text()))
+    spent = record["seconds"] + sum(x["seconds"] + x.get("eval_seconds", 0.0)
+                                    for x in r.history)
+    if first and r.cfg.progressive_sizes:
+        # the epochs at other sizes, and the scoring at the images' own, cost what a step at
+        # each size costs, timed here on a real batch (and the timing counts against the budget)
+        t0 = time.perf_counter()
+        images, labels = next(iter(r.train_loader))
+        r.budget_step_seconds = step_seconds_by_size(
+            r.state.model, images, labels, r.cfg.precision, bool(r.cfg.channels_last),
+            r.cfg.progressive_sizes)
+        r.budget_overhead = time.perf_counter() - t0
+    scored = [x["eval_seconds"] for x in r.history if "eval_seconds" in x]
+    fit = fit_epochs(r.cfg, record["seconds"], len(r.train_data), len(r.test_data),
+                     spent=spent + r.budget_overhead, step_seconds=r.budget_step_seconds,
+                     done=epoch + 1, eval_seconds=sum(scored) / len(scored) if scored else None,
+                     most=None if first or not r.budget_fits else r.budget_fits[0]["asked"])
     epochs = broadcast_object(fit.epochs)  # every rank stops where rank 0 does
-    if epochs < r.cfg.epochs:
+    if not first and epochs == r.cfg.epochs:
+        return  # the plan holds: nothing to say
+    if epochs != r.cfg.epochs:
         r.cfg = r.cfg.replace(epochs=epochs, warmup_epochs=budget_warmup(r.cfg, epochs))
         r.state.config = r.cfg
         refit_scheduler_(r.state.scheduler, r.cfg, r.state.steps_per_epoch)
         r.ckpt_meta["config"] = r.cfg.to_dict()
     if r.is_main:
-        if epochs < fit.asked:
-            save_config(r.run, r.cfg)  # a resume continues the epochs kept
-        r.run.write_json("time_budget.json", fit.to_dict())
+        if epochs != fit.asked:
+            save_config(r.run, r.cfg)  # a resume continues the epochs planned
+        r.budget_fits.append(fit.to_dict())
+        r.run.write_json("time_budget.json", budget_record(r.budget_fits, epochs))
         if r.cfg.progress:
             print(fit.describe(), flush=True)
 

@@ -80,13 +80,15 @@ def test_the_fp32_recipe_is_the_main_one_on_a_network_a_third_its_cost():
     fp32 = yaml.safe_load((bench.ROOT / "recipes" / "cifar10_15min_fp32.yaml").read_text())
     changed = {k for k in main_recipe.keys() | fp32.keys() if main_recipe.get(k) != fp32.get(k)}
     assert changed == {"model_args", "batch_size", "lr", "epochs", "warmup_epochs",
-                       "time_budget", "eval_every", "run_name"}
+                       "progressive_sizes", "time_budget", "eval_every", "run_name"}
     assert fp32["model_args"] == {**main_recipe["model_args"], "widths": [32, 64, 128]}
     # the same rate per image, the same share of warm-up, scored once at the end
     assert fp32["lr"] / fp32["batch_size"] == main_recipe["lr"] / main_recipe["batch_size"]
     assert fp32["warmup_epochs"] / fp32["epochs"] == pytest.approx(
         main_recipe["warmup_epochs"] / main_recipe["epochs"], abs=0.005)
     assert fp32["eval_every"] == fp32["epochs"] and fp32["time_budget"] < 900
+    # the last third of the epochs at the images' own size, the size the test set is scored at
+    assert fp32["progressive_sizes"][-1] == 32
     TrainConfig(**fp32)  # a valid config
     small, full = (create_model("airbench_cifar", **r["model_args"]) for r in (fp32, main_recipe))
     assert sum(p.numel() for p in small.parameters()) == 295_096

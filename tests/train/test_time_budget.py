@@ -159,29 +159,32 @@ def test_the_budget_record_keeps_the_first_fit_and_the_changes_and_reads_back():
     assert read_budget_record(budget_record([cut], 4)) == ([cut], None)
 
 
-class _StallsInEpoch3(TrainHook):
-    """Sleeps ``seconds`` once, after the first step of the third epoch: a machine whose speed
-    drops in the middle of a run."""
+class _StallsInEpoch(TrainHook):
+    """Sleeps ``seconds`` once, after the first step of (0-based) ``epoch``: a machine slowed
+    by work beside the run."""
 
     name = "stall"
 
-    def __init__(self, seconds: float):
-        self.seconds, self.slept = seconds, False
+    def __init__(self, epoch: int, seconds: float):
+        self.epoch, self.seconds, self.slept = epoch, seconds, False
 
     def after_step(self, state):
-        if state.epoch == 2 and not self.slept:
+        if state.epoch == self.epoch and not self.slept:
             self.slept = True
             time.sleep(self.seconds)
 
 
+def _hundred_images(cifar_tiny):
+    """(train, test) of 100 and 50 images: two steps of batch 50 an epoch, 0.25-0.35 s on two
+    cores, so that a stall of a second or two decides the budget's arithmetic."""
+    return tuple(split.subset(torch.arange(n)) for split, n in zip(cifar_tiny, (100, 50)))
+
+
 def test_a_machine_that_slows_in_the_middle_of_a_run_has_its_plan_cut(tmp_path, cifar_tiny):
-    # 100 images (two steps an epoch, 0.25-0.35 s on two cores) and a 4 s budget: after epoch
-    # 1 all six epochs fit. Epoch 3 stalls 2 s, so after it the stall and 3 epochs are spent,
-    # and another epoch timed like it (2 s and more) would pass 4 s
-    train_data, test_data = (split.subset(torch.arange(n)) for split, n in zip(cifar_tiny,
-                                                                                (100, 50)))
+    # a 4 s budget: after epoch 1 all six epochs fit. Epoch 3 stalls 2 s, so after it the
+    # stall and 3 epochs are spent, and another epoch timed like it (2 s and more) would pass 4 s
     cfg = small_run(tmp_path, epochs=6, time_budget=4.0, eval_every=100, warmup_epochs=0)
-    result = train(cfg, [_StallsInEpoch3(2.0)], data=(train_data, test_data))
+    result = train(cfg, [_StallsInEpoch(2, 2.0)], data=_hundred_images(cifar_tiny))
     fit = json.loads((result.run_dir / "time_budget.json").read_text())
     assert (fit["after_epoch"], fit["asked"], fit["epochs"]) == (1, 6, 3)
     assert [(c["after_epoch"], c["asked"], c["epochs"]) for c in fit["changes"]] == [(3, 6, 3)]
@@ -190,27 +193,11 @@ def test_a_machine_that_slows_in_the_middle_of_a_run_has_its_plan_cut(tmp_path, 
     assert "epochs: 3" in (result.run_dir / "config.yaml").read_text()
 
 
-class _StallsInEpoch1(TrainHook):
-    """Sleeps ``seconds`` once, after the first step: a first epoch slowed by work beside it."""
-
-    name = "stall"
-
-    def __init__(self, seconds: float):
-        self.seconds, self.slept = seconds, False
-
-    def after_step(self, state):
-        if not self.slept:
-            self.slept = True
-            time.sleep(self.seconds)
-
-
 def test_a_plan_made_after_a_slow_first_epoch_grows_back_to_the_recipe(tmp_path, cifar_tiny):
     # the first epoch stalls 2 s: after it 3-4 epochs like it fit in 10 s, not 6. The later
-    # epochs (0.25-0.35 s each here) leave room, and the plan grows by one a check
-    train_data, test_data = (split.subset(torch.arange(n)) for split, n in zip(cifar_tiny,
-                                                                                (100, 50)))
+    # epochs leave room, and the plan grows by one a check
     cfg = small_run(tmp_path, epochs=6, time_budget=10.0, eval_every=100, warmup_epochs=0)
-    result = train(cfg, [_StallsInEpoch1(2.0)], data=(train_data, test_data))
+    result = train(cfg, [_StallsInEpoch(0, 2.0)], data=_hundred_images(cifar_tiny))
     fit = json.loads((result.run_dir / "time_budget.json").read_text())
     planned = [c["epochs"] for c in fit["changes"]]
     assert fit["after_epoch"] == 1 and 3 <= fit["changes"][0]["asked"] < 6
@@ -223,17 +210,15 @@ def test_a_plan_made_after_a_slow_first_epoch_grows_back_to_the_recipe(tmp_path,
 def test_a_resumed_run_checks_its_budget_with_the_first_process_timings(tmp_path, cifar_tiny):
     # interrupted in epoch 2 (after the first fit, which timed steps at 24 and 32 px), then
     # resumed on a machine that stalls in epoch 3: the cut goes into the same record
-    train_data, test_data = (split.subset(torch.arange(n)) for split, n in zip(cifar_tiny,
-                                                                                (100, 50)))
+    data = _hundred_images(cifar_tiny)
     cfg = small_run(tmp_path, epochs=6, time_budget=6.0, eval_every=100, warmup_epochs=0,
                     progressive_sizes=[24, 32], run_name="cut")
-    cut = train(cfg, [InterruptAt(3)], data=(train_data, test_data))
+    cut = train(cfg, [InterruptAt(3)], data=data)
     assert cut.interrupted
     first = json.loads((cut.run_dir / "time_budget.json").read_text())
     assert (first["epochs"], first["changes"]) == (6, []) and sorted(first["step_seconds"]) == [
         "24", "32", "images"]
-    resumed = train(cfg, [_StallsInEpoch3(3.0)], resume=True, run_dir=cut.run_dir,
-                    data=(train_data, test_data))
+    resumed = train(cfg, [_StallsInEpoch(2, 3.0)], resume=True, run_dir=cut.run_dir, data=data)
     fit = json.loads((resumed.run_dir / "time_budget.json").read_text())
     assert {k: v for k, v in fit.items() if k not in ("epochs", "changes")} == {
         k: v for k, v in first.items() if k not in ("epochs", "changes")}

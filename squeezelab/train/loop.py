@@ -227,11 +227,7 @@ class _Run:
     best_top1: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
     warned_uniform: bool = False
-    # time budget bookkeeping (_fit_time_budget): the fits that changed the plan, the steps
-    # timed at each progressive size, and the seconds that timing took
-    budget_fits: list[dict[str, Any]] = field(default_factory=list)
-    budget_step_seconds: dict[int | None, float] | None = None
-    budget_overhead: float = 0.0
+    budget: Any = None  # time_budget.BudgetChecks of a run with a time budget, once checked
 
     @property
     def skipped(self) -> list[str]:
@@ -479,41 +475,28 @@ def _reduced_sums(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
 
 
 def _fit_time_budget(r: _Run, record: dict[str, Any], epoch: int) -> None:
-    """After each epoch of a run with a time budget: keep the epochs that still fit
-    (``train/time_budget.py``), lay the schedule over them, and say so in the config the run
-    saves and in ``time_budget.json``. After the first epoch (of a run started, not resumed)
-    the recipe's epochs are fitted; after each later one the plan is cut where the machine has
-    slowed or the epochs at a larger size cost more than their timed steps said, so the budget
-    holds to the end, and grows by one, up to the recipe's epochs, where there is room."""
+    """After each epoch of a run with a time budget: keep the epochs that still fit (the
+    recipe's after the first, the plan cut or grown by one after a later one:
+    ``train/time_budget.py``), lay the schedule over them, and say so in the config the run
+    saves and in ``time_budget.json``."""
     from squeezelab.train.optim import refit_scheduler_
-    from squeezelab.train.time_budget import (
-        budget_record,
-        budget_warmup,
-        fit_epochs,
-        read_budget_record,
-        step_seconds_by_size,
-    )
+    from squeezelab.train.time_budget import BudgetChecks, budget_warmup, step_seconds_by_size
 
     first = epoch == 0
-    saved = r.run.path / "time_budget.json"
-    if not first and not r.budget_fits and saved.is_file():  # resumed: go on from its record
-        r.budget_fits, r.budget_step_seconds = read_budget_record(json.loads(saved.read_text()))
-    spent = record["seconds"] + sum(x["seconds"] + x.get("eval_seconds", 0.0)
-                                    for x in r.history)
-    if first and r.cfg.progressive_sizes:
+    if r.budget is None:
+        saved = r.run.path / "time_budget.json"  # a resumed run goes on from its record
+        r.budget = (BudgetChecks.from_record(json.loads(saved.read_text()))
+                    if not first and saved.is_file() else BudgetChecks())
+
+    def time_sizes() -> dict[int | None, float]:
         # the epochs at other sizes, and the scoring at the images' own, cost what a step at
-        # each size costs, timed here on a real batch (and the timing counts against the budget)
-        t0 = time.perf_counter()
+        # each size costs, timed on a real batch
         images, labels = next(iter(r.train_loader))
-        r.budget_step_seconds = step_seconds_by_size(
-            r.state.model, images, labels, r.cfg.precision, bool(r.cfg.channels_last),
-            r.cfg.progressive_sizes)
-        r.budget_overhead = time.perf_counter() - t0
-    scored = [x["eval_seconds"] for x in r.history if "eval_seconds" in x]
-    fit = fit_epochs(r.cfg, record["seconds"], len(r.train_data), len(r.test_data),
-                     spent=spent + r.budget_overhead, step_seconds=r.budget_step_seconds,
-                     done=epoch + 1, eval_seconds=sum(scored) / len(scored) if scored else None,
-                     most=None if first or not r.budget_fits else r.budget_fits[0]["asked"])
+        return step_seconds_by_size(r.state.model, images, labels, r.cfg.precision,
+                                    bool(r.cfg.channels_last), r.cfg.progressive_sizes)
+
+    fit = r.budget.check(r.cfg, record["seconds"], epoch, r.history, len(r.train_data),
+                         len(r.test_data), time_sizes)
     epochs = broadcast_object(fit.epochs)  # every rank stops where rank 0 does
     if not first and epochs == r.cfg.epochs:
         return  # the plan holds: nothing to say
@@ -525,8 +508,8 @@ def _fit_time_budget(r: _Run, record: dict[str, Any], epoch: int) -> None:
     if r.is_main:
         if epochs != fit.asked:
             save_config(r.run, r.cfg)  # a resume continues the epochs planned
-        r.budget_fits.append(fit.to_dict())
-        r.run.write_json("time_budget.json", budget_record(r.budget_fits, epochs))
+        r.budget.fits.append(fit.to_dict())
+        r.run.write_json("time_budget.json", r.budget.record(epochs))
         if r.cfg.progress:
             print(fit.describe(), flush=True)
 

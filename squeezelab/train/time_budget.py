@@ -31,7 +31,9 @@ starts sooner, and the budget is about training.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -198,21 +200,49 @@ def fit_epochs(cfg: TrainConfig, epoch_seconds: float, train_images: int, test_i
                      after_epoch=done)
 
 
-def budget_record(fits: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
-    """What a run's ``time_budget.json`` holds: the first fit (``BudgetFit.to_dict``) with the
-    epochs planned now, and the later fits that changed the plan, in order, as ``changes``."""
-    return {**fits[0], "epochs": epochs, "changes": fits[1:]}
+@dataclass
+class BudgetChecks:
+    """A run's time budget from epoch to epoch: the fits that set or changed its plan (each
+    ``BudgetFit.to_dict``), the steps timed at each progressive size, and the seconds that
+    timing took (counted against the budget). ``record`` is what ``time_budget.json`` holds;
+    ``from_record`` reads it back for a resumed run, which goes on with the same timings."""
+
+    fits: list[dict[str, Any]] = field(default_factory=list)
+    step_seconds: dict[int | None, float] | None = None
+    overhead: float = 0.0
+
+    def check(self, cfg: TrainConfig, epoch_seconds: float, epoch: int,
+              history: list[dict[str, Any]], train_images: int, test_images: int,
+              time_sizes: Callable[[], dict[int | None, float]]) -> BudgetFit:
+        """``fit_epochs`` after 0-based ``epoch`` (trained in ``epoch_seconds``, the epochs
+        before it in ``history``): after the first, the recipe's epochs, timing the
+        progressive sizes with ``time_sizes``; after a later one, the plan, which may grow
+        towards the first fit's ``asked``."""
+        first = epoch == 0
+        if first and cfg.progressive_sizes:
+            t0 = time.perf_counter()
+            self.step_seconds = time_sizes()
+            self.overhead = time.perf_counter() - t0
+        spent = epoch_seconds + self.overhead + sum(
+            x["seconds"] + x.get("eval_seconds", 0.0) for x in history)
+        scored = [x["eval_seconds"] for x in history if "eval_seconds" in x]
+        return fit_epochs(cfg, epoch_seconds, train_images, test_images, spent=spent,
+                          step_seconds=self.step_seconds, done=epoch + 1,
+                          eval_seconds=sum(scored) / len(scored) if scored else None,
+                          most=None if first or not self.fits else self.fits[0]["asked"])
+
+    def record(self, epochs: int) -> dict[str, Any]:
+        """The first fit with the epochs planned now, and the later fits that changed the
+        plan, in order, as ``changes``."""
+        return {**self.fits[0], "epochs": epochs, "changes": self.fits[1:]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> BudgetChecks:
+        steps = record.get("step_seconds")
+        return cls(fits=[{k: v for k, v in record.items() if k != "changes"},
+                         *record.get("changes", [])],
+                   step_seconds={None if k == "images" else int(k): float(v)
+                                 for k, v in steps.items()} if steps else None)
 
 
-def read_budget_record(record: dict[str, Any]
-                       ) -> tuple[list[dict[str, Any]], dict[int | None, float] | None]:
-    """``budget_record``'s fits again, and the step timings of the first (None where it had
-    none), for a resumed run to go on from: it checks its budget with the same timings."""
-    fits = [{k: v for k, v in record.items() if k != "changes"}, *record.get("changes", [])]
-    steps = record.get("step_seconds")
-    return fits, ({None if k == "images" else int(k): float(v) for k, v in steps.items()}
-                  if steps else None)
-
-
-__all__ = ["BudgetFit", "budget_record", "fit_epochs", "read_budget_record", "scoring_views",
-           "step_seconds_by_size"]
+__all__ = ["BudgetChecks", "BudgetFit", "fit_epochs", "scoring_views", "step_seconds_by_size"]

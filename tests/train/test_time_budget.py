@@ -16,10 +16,9 @@ from squeezelab.train import ConfigError, TrainConfig, train
 from squeezelab.train.optim import build_scheduler, lr_factor, refit_scheduler_
 from squeezelab.train.time_budget import (
     FORWARD_SHARE,
-    budget_record,
+    BudgetChecks,
     budget_warmup,
     fit_epochs,
-    read_budget_record,
     scoring_views,
     step_seconds_by_size,
 )
@@ -150,13 +149,15 @@ def test_the_budget_record_keeps_the_first_fit_and_the_changes_and_reads_back():
     first = fit_epochs(budget_cfg(progressive_sizes=[16, 32]), 5.0, 1000, 0,
                        step_seconds={None: 0.2, 16: 0.1, 32: 0.2}).to_dict()
     cut = fit_epochs(budget_cfg(epochs=9), 30.0, 1000, 0, spent=50.0, done=3).to_dict()
-    record = json.loads(json.dumps(budget_record([first, cut], cut["epochs"])))
+    checks = BudgetChecks(fits=[first, cut], step_seconds={None: 0.2, 16: 0.1, 32: 0.2})
+    record = json.loads(json.dumps(checks.record(cut["epochs"])))
     assert record["epochs"] == cut["epochs"] == 4 and record["changes"] == [cut]
     assert record["asked"] == 10 and record["after_epoch"] == 1
-    fits, steps = read_budget_record(record)
-    assert fits == [{**first, "epochs": 4}, cut]
-    assert steps == {None: 0.2, 16: 0.1, 32: 0.2}
-    assert read_budget_record(budget_record([cut], 4)) == ([cut], None)
+    again = BudgetChecks.from_record(record)
+    assert again.fits == [{**first, "epochs": 4}, cut]
+    assert again.step_seconds == {None: 0.2, 16: 0.1, 32: 0.2}
+    assert BudgetChecks.from_record(BudgetChecks(fits=[cut]).record(4)) == BudgetChecks(
+        fits=[cut])
 
 
 class _StallsInEpoch(TrainHook):
